@@ -1,0 +1,1 @@
+"""kube's shared package: wire models, AMQP topology and plumbing, settings, errors."""

@@ -1,0 +1,422 @@
+"""The AMQP plumbing of long-running components, on pika, behind a small interface.
+
+A `Bus` owns one pika connection, used only from the thread that calls `run()`. It
+declares a topology, consumes queues with manual acks, publishes with publisher
+confirms, and when the broker goes away (a restart arrives as ConnectionClosedByBroker
+320) it reconnects with backoff, declares everything again and consumes again.
+Deliveries that were in flight when the connection died are redelivered by the broker,
+so every handler must be idempotent; acks for a dead channel are dropped.
+
+Other threads talk to the bus only through `call_threadsafe(fn)`: fn runs on the bus
+thread, where it may publish and ack.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from shared.errors import MessagingError, UnroutableError
+from shared.settings import Settings, redact
+from shared.topology import DEAD_LETTER, REASON_HEADER, Topology
+
+log = logging.getLogger(__name__)
+
+# Errors after which the connection is gone and must be made again. A broker shutdown
+# (ConnectionClosedByBroker 320 CONNECTION_FORCED) is one of them, not a fatal error.
+RECONNECT_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+
+Handler = Callable[["Delivery"], None]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message as a handler sees it."""
+
+    body: bytes
+    exchange: str
+    routing_key: str
+    headers: dict[str, Any]
+    reply_to: str | None
+    correlation_id: str | None
+    message_id: str | None
+    user_id: str | None
+    redelivered: bool
+    queue: str
+    tag: int
+    generation: int
+
+
+@dataclass
+class _Consumer:
+    queue: str
+    handler: Handler
+    requeue_on_error: bool
+
+
+@dataclass
+class _Timer:
+    interval: float
+    fn: Callable[[], None]
+
+
+@dataclass
+class _State:
+    connection: pika.BlockingConnection | None = None
+    channel: BlockingChannel | None = None
+    generation: int = 0
+    pending: collections.deque[Callable[[], None]] = field(default_factory=collections.deque)
+
+
+def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
+    """pika parameters for the settings' URL: heartbeats on, TLS for amqps://."""
+    params = pika.URLParameters(settings.amqp_url)
+    params.heartbeat = 30
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.client_properties = {"connection_name": name}
+    if settings.amqp_url.startswith("amqps://"):
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    return params
+
+
+class Bus:
+    """One connection, one channel, confirmed publishes, reconnects by itself."""
+
+    def __init__(self, settings: Settings, name: str, prefetch: int = 64) -> None:
+        self._settings = settings
+        self._name = name
+        self._prefetch = prefetch
+        self._topologies: list[Topology] = []
+        self._consumers: list[_Consumer] = []
+        self._timers: list[_Timer] = []
+        self._on_connect: list[Callable[[], None]] = []
+        self._state = _State()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # -- set-up, before or during run() -------------------------------------------------
+
+    def declare(self, topology: Topology) -> None:
+        """Declare now if connected, and again after every reconnect."""
+        self._topologies.append(topology)
+        if self._state.channel is not None:
+            self._apply(self._state.channel, topology)
+
+    def consume(self, queue: str, handler: Handler, requeue_on_error: bool = True) -> None:
+        """Call handler for each message of queue; the handler acks or rejects it.
+
+        A handler that raises gets its message rejected, requeued when requeue_on_error
+        (a quorum queue's delivery limit then dead-letters a message that always fails).
+        """
+        consumer = _Consumer(queue, handler, requeue_on_error)
+        self._consumers.append(consumer)
+        if self._state.channel is not None:
+            self._start_consumer(self._state.channel, consumer)
+
+    def every(self, interval: float, fn: Callable[[], None]) -> None:
+        """Run fn on the bus thread every interval seconds while connected."""
+        timer = _Timer(interval, fn)
+        self._timers.append(timer)
+        if self._state.connection is not None:
+            self._arm(timer, self._state.generation)
+
+    def on_connect(self, fn: Callable[[], None]) -> None:
+        """Run fn on the bus thread after each (re)connection, once declared."""
+        self._on_connect.append(fn)
+
+    # -- on the bus thread -------------------------------------------------------------
+
+    def publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        headers: dict[str, Any] | None = None,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        message_id: str | None = None,
+        persistent: bool = True,
+        mandatory: bool = False,
+    ) -> None:
+        """Publish and wait for the broker's confirm; raises UnroutableError when returned."""
+        channel = self._require_channel()
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
+            headers=headers,
+            reply_to=reply_to,
+            correlation_id=correlation_id,
+            message_id=message_id,
+            timestamp=int(time.time()),
+        )
+        try:
+            channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+        except pika.exceptions.UnroutableError as exc:
+            raise UnroutableError(f"no queue is bound for {exchange}/{routing_key}") from exc
+        except pika.exceptions.NackError as exc:
+            raise MessagingError(f"broker refused a publish to {exchange}/{routing_key}") from exc
+
+    def reply(self, delivery: Delivery, body: bytes) -> None:
+        """Answer a request that carried reply_to; a message without one needs no answer."""
+        if delivery.reply_to:
+            self.publish(
+                "",
+                delivery.reply_to,
+                body,
+                correlation_id=delivery.correlation_id,
+                persistent=False,
+            )
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Move a message to the dead-letter exchange with the reason in its headers, then ack.
+
+        RabbitMQ's own dead-lettering (reject without requeue) records only "rejected";
+        republishing lets the reason travel with the message.
+        """
+        headers = dict(delivery.headers)
+        headers.update(
+            {
+                REASON_HEADER: reason[:4096],
+                "x-kube-queue": delivery.queue,
+                "x-kube-exchange": delivery.exchange,
+                "x-kube-routing-key": delivery.routing_key,
+            }
+        )
+        self.publish(DEAD_LETTER, delivery.routing_key, delivery.body, headers=headers)
+        self.ack(delivery)
+
+    def ack(self, delivery: Delivery) -> None:
+        """Acknowledge; a delivery from a channel that has since died is left to redelivery."""
+        channel = self._state.channel
+        if channel is None or delivery.generation != self._state.generation:
+            log.debug("not acking %s from a closed channel", delivery.routing_key)
+            return
+        channel.basic_ack(delivery.tag)
+
+    def reject(self, delivery: Delivery, requeue: bool = False) -> None:
+        channel = self._state.channel
+        if channel is None or delivery.generation != self._state.generation:
+            return
+        channel.basic_reject(delivery.tag, requeue=requeue)
+
+    # -- from any thread ---------------------------------------------------------------
+
+    def call_threadsafe(self, fn: Callable[[], None]) -> None:
+        """Run fn on the bus thread soon; kept until the next connection if there is none."""
+        with self._lock:
+            self._state.pending.append(fn)
+            connection = self._state.connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(self._drain)
+            except Exception:  # noqa: BLE001 - the connection died; run() drains after reconnect
+                log.debug("connection gone; callback kept for the next connection")
+
+    def stop(self) -> None:
+        """Ask run() to return; safe from any thread or signal handler."""
+        self._stopping.set()
+        connection = self._state.connection
+        if connection is not None:
+            try:
+                connection.add_callback_threadsafe(lambda: None)
+            except Exception:  # noqa: BLE001 - already closed: run() notices _stopping
+                log.debug("stop: connection already closed")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect (retrying with backoff until stopped) and set everything up."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            try:
+                self._connect_once()
+                return
+            except RECONNECT_ERRORS as exc:
+                log.warning(
+                    "%s: cannot reach broker at %s (%s); retrying in %.1fs",
+                    self._name,
+                    redact(self._settings.amqp_url),
+                    exc.__class__.__name__,
+                    delay,
+                )
+                self._close()
+                self._stopping.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def run(self) -> None:
+        """Serve until stop(): consume, fire timers, run callbacks; reconnect on failure."""
+        while not self._stopping.is_set():
+            if self._state.connection is None:
+                self.connect()
+                continue
+            try:
+                self._drain()
+                self._state.connection.process_data_events(time_limit=0.5)
+            except RECONNECT_ERRORS as exc:
+                log.warning(
+                    "%s: lost the broker connection (%s: %s); reconnecting",
+                    self._name,
+                    exc.__class__.__name__,
+                    exc,
+                )
+                self._close()
+        self._close()
+
+    def process_events(self, time_limit: float = 0.0) -> None:
+        """Serve the connection once (for tests and short-lived users)."""
+        if self._state.connection is None:
+            self.connect()
+        assert self._state.connection is not None
+        self._drain()
+        self._state.connection.process_data_events(time_limit=time_limit)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self._close()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _connect_once(self) -> None:
+        connection = pika.BlockingConnection(connection_parameters(self._settings, self._name))
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_qos(prefetch_count=self._prefetch)
+        with self._lock:
+            self._state.connection = connection
+            self._state.channel = channel
+            self._state.generation += 1
+        for topology in self._topologies:
+            self._apply(channel, topology)
+        for consumer in self._consumers:
+            self._start_consumer(channel, consumer)
+        for timer in self._timers:
+            self._arm(timer, self._state.generation)
+        log.info("%s: connected to %s", self._name, redact(self._settings.amqp_url))
+        for fn in self._on_connect:
+            fn()
+
+    def _close(self) -> None:
+        with self._lock:
+            connection = self._state.connection
+            self._state.connection = None
+            self._state.channel = None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail
+                log.debug("%s: error while closing a broken connection", self._name)
+
+    def _require_channel(self) -> BlockingChannel:
+        channel = self._state.channel
+        if channel is None:
+            raise pika.exceptions.AMQPConnectionError("not connected")
+        return channel
+
+    def _apply(self, channel: BlockingChannel, topology: Topology) -> None:
+        for exchange in topology.exchanges:
+            channel.exchange_declare(exchange.name, exchange.type, durable=True)
+        for queue in topology.queues:
+            channel.queue_declare(
+                queue.name,
+                durable=queue.durable,
+                exclusive=queue.exclusive,
+                auto_delete=queue.auto_delete,
+                arguments=queue.arguments or None,
+            )
+        for binding in topology.bindings:
+            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+
+    def _start_consumer(self, channel: BlockingChannel, consumer: _Consumer) -> None:
+        generation = self._state.generation
+
+        def on_message(
+            ch: BlockingChannel,
+            method: Any,
+            props: pika.BasicProperties,
+            body: bytes,
+        ) -> None:
+            delivery = Delivery(
+                body=body,
+                exchange=method.exchange,
+                routing_key=method.routing_key,
+                headers=dict(props.headers or {}),
+                reply_to=props.reply_to,
+                correlation_id=props.correlation_id,
+                message_id=props.message_id,
+                user_id=props.user_id,
+                redelivered=bool(method.redelivered),
+                queue=consumer.queue,
+                tag=method.delivery_tag,
+                generation=generation,
+            )
+            try:
+                consumer.handler(delivery)
+            except RECONNECT_ERRORS:
+                raise
+            except Exception:
+                log.exception(
+                    "%s: handler for %s failed on %s; rejecting (requeue=%s)",
+                    self._name,
+                    consumer.queue,
+                    delivery.routing_key,
+                    consumer.requeue_on_error,
+                )
+                self.reject(delivery, requeue=consumer.requeue_on_error)
+
+        channel.basic_consume(consumer.queue, on_message, auto_ack=False)
+
+    def _arm(self, timer: _Timer, generation: int) -> None:
+        connection = self._state.connection
+        if connection is None:
+            return
+
+        def fire() -> None:
+            if generation != self._state.generation or self._stopping.is_set():
+                return
+            try:
+                timer.fn()
+            except RECONNECT_ERRORS:
+                raise
+            except Exception:
+                log.exception("%s: timer %s failed", self._name, timer.fn)
+            self._arm(timer, generation)
+
+        connection.call_later(timer.interval, fire)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._state.pending or self._state.channel is None:
+                    return
+                fn = self._state.pending.popleft()
+            try:
+                fn()
+            except RECONNECT_ERRORS:
+                with self._lock:
+                    self._state.pending.appendleft(fn)
+                raise
+            except Exception:
+                log.exception("%s: callback failed", self._name)

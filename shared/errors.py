@@ -1,0 +1,62 @@
+"""The exceptions kube raises, one root and a small subtree per boundary.
+
+    KubeError
+    ├── DecodeError            a wire message is not JSON, too large, or not a valid model
+    ├── MessagingError         the broker cannot be reached or refused an operation
+    │   ├── NoManagerError     a request got no reply in time
+    │   └── UnroutableError    a publish reached no queue
+    ├── RuntimeFailure         the container engine failed an operation
+    │   ├── EngineUnavailable  the engine does not answer
+    │   └── ImageNotFound      the image is not local and the pull policy forbids or failed a pull
+    ├── StoreError             the manager's database failed
+    └── RequestError           the manager answered a request with an error
+
+pika, docker and sqlite3 errors are translated into these at the module that talks to
+that library, and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class KubeError(Exception):
+    """Root of every error kube raises on purpose."""
+
+
+class DecodeError(KubeError):
+    """A message could not be decoded; `reason` says what was wrong, field by field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class MessagingError(KubeError):
+    """The broker could not be reached or refused an operation."""
+
+
+class NoManagerError(MessagingError):
+    """No manager answered a request before the timeout."""
+
+
+class UnroutableError(MessagingError):
+    """A message was returned by the broker because no queue is bound for it."""
+
+
+class RuntimeFailure(KubeError):
+    """The container engine failed an operation."""
+
+
+class EngineUnavailable(RuntimeFailure):
+    """The container engine does not answer."""
+
+
+class ImageNotFound(RuntimeFailure):
+    """The image is not present and could not (or may not) be pulled."""
+
+
+class StoreError(KubeError):
+    """The manager's database failed."""
+
+
+class RequestError(KubeError):
+    """The manager answered a request with `ok: false`."""

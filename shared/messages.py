@@ -1,0 +1,91 @@
+"""Messages between kube's own components: dispatches, results and queries."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from shared.models import NodeStats, TaskId, TaskSpec, WireModel
+from shared.states import TaskState
+
+
+class RunTask(WireModel):
+    """Manager to worker: run attempt `attempt` of a task."""
+
+    kind: Literal["run"] = "run"
+    task_id: TaskId
+    attempt: Annotated[int, Field(ge=1)]
+    spec: TaskSpec
+
+
+class StopTask(WireModel):
+    """Manager to worker: stop and remove the container of a task's attempt."""
+
+    kind: Literal["stop"] = "stop"
+    task_id: TaskId
+    attempt: Annotated[int, Field(ge=1)]
+
+
+Dispatch = Annotated[RunTask | StopTask, Field(discriminator="kind")]
+
+
+class TaskUpdate(WireModel):
+    """Worker to manager: what happened to one attempt of a task."""
+
+    kind: Literal["update"] = "update"
+    node: str
+    task_id: TaskId
+    attempt: Annotated[int, Field(ge=1)]
+    state: TaskState
+    at: datetime
+    container_id: str | None = None
+    host_ports: dict[str, int] = Field(default_factory=dict)
+    exit_code: int | None = None
+    error: str | None = None
+
+
+class HeldTask(WireModel):
+    """One container a worker holds, as listed in its heartbeat."""
+
+    task_id: TaskId
+    attempt: int
+    state: TaskState
+    container_id: str
+
+
+class Heartbeat(WireModel):
+    """Worker to manager, every few seconds: capacity, usage and the containers it holds."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    node: str
+    at: datetime
+    cpus: float
+    memory: int
+    disk: int
+    labels: dict[str, str] = Field(default_factory=dict)
+    stats: NodeStats = Field(default_factory=NodeStats)
+    engine_ok: bool = True
+    tasks: tuple[HeldTask, ...] = ()
+
+
+Result = Annotated[TaskUpdate | Heartbeat, Field(discriminator="kind")]
+
+
+class TaskQuery(WireModel):
+    """Body of `query.task`: one task and its history."""
+
+    id: TaskId
+
+
+class ListQuery(WireModel):
+    """Body of `query.tasks` and `query.nodes` (may be empty)."""
+
+
+class LogsQuery(WireModel):
+    """Body of `query.logs` (client to manager) and of a worker's logs request."""
+
+    id: TaskId
+    tail: Annotated[int, Field(ge=0)] | None = None
+    attempt: Annotated[int, Field(ge=1)] | None = None  # set by the manager for the worker

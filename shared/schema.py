@@ -1,0 +1,54 @@
+"""JSON Schemas of every public message, generated from the models.
+
+`python -m shared.schema` rewrites `shared/schemas/`; a test fails when they are stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from shared.messages import Dispatch, Heartbeat, ListQuery, LogsQuery, Result, TaskQuery, TaskUpdate
+from shared.models import NodeRecord, Reply, StopRequest, TaskRecord, TaskSpec
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+
+MESSAGES: dict[str, Any] = {
+    "task-spec": TaskSpec,  # kube.commands task.submit
+    "stop-request": StopRequest,  # kube.commands task.stop
+    "reply": Reply,  # answers to requests with reply_to
+    "task-query": TaskQuery,  # kube.commands query.task
+    "list-query": ListQuery,  # kube.commands query.tasks, query.nodes
+    "logs-query": LogsQuery,  # kube.commands query.logs
+    "task-record": TaskRecord,  # kube.events task.<state>
+    "node-record": NodeRecord,  # kube.events node.<what>
+    "dispatch": Dispatch,  # kube.dispatch, manager to worker
+    "result": Result,  # kube.results, worker to manager
+    "task-update": TaskUpdate,
+    "heartbeat": Heartbeat,
+}
+
+
+def render(name: str) -> str:
+    schema = TypeAdapter(MESSAGES[name]).json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": name, **schema}
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write(directory: Path = SCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in MESSAGES:
+        path = directory / f"{name}.schema.json"
+        path.write_text(render(name))
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write():
+        print(written, file=sys.stderr)

@@ -1,0 +1,153 @@
+"""Every exchange, queue and binding kube uses, by name, as plain data.
+
+The bus (`shared.bus`) turns these declarations into AMQP calls; nothing else names a
+queue or an exchange. Queues that carry work are quorum queues: durable, replicated when
+the broker is a cluster, and with a delivery limit, so a message that keeps crashing its
+consumer is dead-lettered instead of looping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+COMMANDS = "kube.commands"  # topic: clients publish task.submit, task.stop, query.*
+EVENTS = "kube.events"  # topic: task.<state>, node.<what>; anyone may bind
+DISPATCH = "kube.dispatch"  # direct: manager to worker, routing key = node name
+RESULTS = "kube.results"  # topic: worker to manager, result.<kind>.<node>
+DEAD_LETTER = "kube.dead-letter"  # fanout: rejected and poison messages
+
+COMMANDS_QUEUE = "kube.manager.commands"
+QUERIES_QUEUE = "kube.manager.queries"
+RESULTS_QUEUE = "kube.manager.results"
+DEAD_LETTER_QUEUE = "kube.dead-letters"
+
+SUBMIT_KEY = "task.submit"
+STOP_KEY = "task.stop"
+QUERY_PREFIX = "query."
+
+DELIVERY_LIMIT = 5
+"""Deliveries of one message before a quorum queue dead-letters it (a crash loop)."""
+
+QUERY_TTL_MS = 30_000
+"""Queries nobody answered in 30 s are dropped: their asker has given up."""
+
+REASON_HEADER = "x-kube-reason"
+"""Header that says why kube dead-lettered a message."""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+
+
+@dataclass(frozen=True)
+class Binding:
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What one component declares before it consumes or publishes."""
+
+    exchanges: tuple[Exchange, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+
+    def __add__(self, other: Topology) -> Topology:
+        return Topology(
+            self.exchanges + other.exchanges,
+            self.queues + other.queues,
+            self.bindings + other.bindings,
+        )
+
+
+def _work_queue(name: str) -> Queue:
+    return Queue(
+        name,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD_LETTER,
+        },
+    )
+
+
+EXCHANGES = Topology(
+    exchanges=(
+        Exchange(COMMANDS, "topic"),
+        Exchange(EVENTS, "topic"),
+        Exchange(DISPATCH, "direct"),
+        Exchange(RESULTS, "topic"),
+        Exchange(DEAD_LETTER, "fanout"),
+    ),
+    queues=(Queue(DEAD_LETTER_QUEUE, arguments={"x-queue-type": "quorum"}),),
+    bindings=(Binding(DEAD_LETTER_QUEUE, DEAD_LETTER, ""),),
+)
+
+
+def node_queue(node: str) -> str:
+    """The durable queue a worker consumes its dispatches from."""
+    return f"kube.node.{node}"
+
+
+def node_rpc_queue(node: str) -> str:
+    """The worker's transient queue for requests that need an answer now (logs)."""
+    return f"kube.node.{node}.rpc"
+
+
+def node_rpc_key(node: str) -> str:
+    return f"{node}.rpc"
+
+
+def result_key(kind: str, node: str) -> str:
+    return f"result.{kind}.{node}"
+
+
+def manager_topology() -> Topology:
+    """What the manager declares: all exchanges, its three queues and their bindings."""
+    return EXCHANGES + Topology(
+        queues=(
+            _work_queue(COMMANDS_QUEUE),
+            _work_queue(RESULTS_QUEUE),
+            Queue(QUERIES_QUEUE, arguments={"x-message-ttl": QUERY_TTL_MS}),
+        ),
+        bindings=(
+            Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
+            Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
+            Binding(RESULTS_QUEUE, RESULTS, "result.#"),
+        ),
+    )
+
+
+def node_topology(node: str) -> Topology:
+    """A node's dispatch queue; the manager and the worker both declare it (idempotent)."""
+    return Topology(
+        queues=(_work_queue(node_queue(node)),),
+        bindings=(Binding(node_queue(node), DISPATCH, node),),
+    )
+
+
+def worker_topology(node: str) -> Topology:
+    """What a worker declares: the exchanges, its dispatch queue and its rpc queue."""
+    rpc = node_rpc_queue(node)
+    return (
+        EXCHANGES
+        + node_topology(node)
+        + Topology(
+            queues=(Queue(rpc, durable=False, exclusive=True, auto_delete=True),),
+            bindings=(Binding(rpc, DISPATCH, node_rpc_key(node)),),
+        )
+    )
