@@ -1,0 +1,1 @@
+"""kube's manager: accepts work, schedules it, and tracks its state."""

@@ -1,0 +1,39 @@
+"""What a decision of the manager's core asks the service to do, as plain data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.models import NodeRecord, TaskEvent, TaskRecord
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish after the decision is recorded (the outbox)."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+
+
+@dataclass
+class Decision:
+    """Everything one message changes; recorded in one transaction, then published."""
+
+    tasks: list[TaskRecord] = field(default_factory=list)
+    events: list[tuple[str, TaskEvent]] = field(default_factory=list)
+    nodes: list[NodeRecord] = field(default_factory=list)
+    outgoing: list[Outgoing] = field(default_factory=list)
+    refused: str | None = None  # why the message was not applied; the service logs it
+
+    def extend(self, other: Decision) -> Decision:
+        self.tasks.extend(other.tasks)
+        self.events.extend(other.events)
+        self.nodes.extend(other.nodes)
+        self.outgoing.extend(other.outgoing)
+        self.refused = self.refused or other.refused
+        return self
+
+    @property
+    def empty(self) -> bool:
+        return not (self.tasks or self.events or self.nodes or self.outgoing)

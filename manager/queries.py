@@ -1,0 +1,113 @@
+"""Answers to the read-only requests of the CLI and clients (`query.*` on kube.commands).
+
+Replies are not persistent and queries change nothing, so nothing here needs the outbox.
+`query.logs` is forwarded to the worker that holds the container, with the asker's
+reply_to and correlation_id: the worker answers the asker directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from manager.store import Store
+from shared import topology
+from shared.bus import Bus, Delivery
+from shared.codec import decode, encode
+from shared.errors import DecodeError, UnroutableError
+from shared.messages import ListQuery, LogsQuery, TaskQuery
+from shared.models import NodeStatus, Reply
+
+log = logging.getLogger(__name__)
+
+LIST = TypeAdapter(ListQuery)
+TASK = TypeAdapter(TaskQuery)
+LOGS = TypeAdapter(LogsQuery)
+
+
+class Queries:
+    """Serves `query.tasks`, `query.task`, `query.nodes` and `query.logs`."""
+
+    def __init__(self, store: Store, bus: Bus) -> None:
+        self.store = store
+        self.bus = bus
+        self.handlers: dict[str, Callable[[Delivery], Reply | None]] = {
+            "query.tasks": self.tasks,
+            "query.task": self.task,
+            "query.nodes": self.nodes,
+            "query.logs": self.logs,
+        }
+
+    def on_query(self, delivery: Delivery) -> None:
+        handler = self.handlers.get(delivery.routing_key)
+        if handler is None:
+            reply: Reply | None = Reply(
+                ok=False,
+                error=f"unknown query {delivery.routing_key!r}; known: {', '.join(self.handlers)}",
+            )
+        else:
+            try:
+                reply = handler(delivery)
+            except DecodeError as exc:
+                reply = Reply(ok=False, error=f"invalid {delivery.routing_key}: {exc.reason}")
+        if reply is not None:
+            if not reply.ok:
+                log.info("query %s refused: %s", delivery.routing_key, reply.error)
+            self.bus.reply(delivery, encode(reply))
+        self.bus.ack(delivery)
+
+    def tasks(self, delivery: Delivery) -> Reply:
+        _body(LIST, delivery)
+        return Reply(ok=True, result=[_dump(task) for task in self.store.tasks()])
+
+    def task(self, delivery: Delivery) -> Reply:
+        query = decode(TASK, delivery.body)
+        task = self.store.task(query.id)
+        if task is None:
+            return Reply(ok=False, error=f"unknown task {query.id!r}")
+        events = [_dump(event) for event in self.store.events(task.id)]
+        return Reply(ok=True, id=task.id, result={"task": _dump(task), "events": events})
+
+    def nodes(self, delivery: Delivery) -> Reply:
+        _body(LIST, delivery)
+        return Reply(ok=True, result=[_dump(node) for node in self.store.nodes()])
+
+    def logs(self, delivery: Delivery) -> Reply | None:
+        query = decode(LOGS, delivery.body)
+        task = self.store.task(query.id)
+        if task is None:
+            return Reply(ok=False, error=f"unknown task {query.id!r}")
+        if task.node is None or task.attempt == 0:
+            return Reply(
+                ok=False, error=f"task {task.id} has no container yet ({task.state.value})"
+            )
+        node = self.store.node(task.node)
+        if node is None or node.status != NodeStatus.READY:
+            return Reply(ok=False, error=f"node {task.node} of task {task.id} is down")
+        forward = LogsQuery(id=task.id, tail=query.tail, attempt=task.attempt)
+        try:
+            self.bus.publish(
+                topology.DISPATCH,
+                topology.node_rpc_key(task.node),
+                encode(forward),
+                reply_to=delivery.reply_to,
+                correlation_id=delivery.correlation_id,
+                persistent=False,
+                mandatory=True,
+            )
+        except UnroutableError:
+            return Reply(ok=False, error=f"worker {task.node} is not connected")
+        return None  # the worker answers the asker
+
+
+def _body(adapter: TypeAdapter[Any], delivery: Delivery) -> None:
+    """Validate an optional body (empty means no parameters)."""
+    if delivery.body.strip():
+        decode(adapter, delivery.body)
+
+
+def _dump(model: Any) -> Any:
+    return model.model_dump(mode="json")

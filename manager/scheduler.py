@@ -1,0 +1,278 @@
+"""Where a task runs: candidate filtering, the round-robin and E-PVM schedulers, placement."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.models import NodeRecord, NodeStatus, TaskSpec
+from shared.units import format_bytes
+
+CPU_EPSILON = 1e-9
+"""Slack for float cores, so 0.1 + 0.2 cores still fit on a node with 0.3 free."""
+
+MAX_REASON_NODES = 5
+"""How many nodes a NoFit reason names before it says "and N more"."""
+
+LIEB = 1.53960071783900203869
+"""E-PVM's base: the cost of a resource grows as LIEB to the power of its load."""
+
+MAX_JOBS = 4.0
+"""E-PVM's task count at which the task-count term reaches one power of LIEB."""
+
+# Kubernetes scores a pod that requests no cpu or memory as if it asked for 0.1 core and
+# 200Mi (pkg/scheduler/util/non_zero.go), for scoring only; without this the marginal cost
+# of a request-less task is zero on every node and load would never steer it.
+SCORING_DEFAULT_CPU = 0.1
+SCORING_DEFAULT_MEMORY = 200 * 1024**2
+
+
+class Scheduler(Protocol):
+    """The book's three phases: which nodes could take a task, how good each is, which wins."""
+
+    name: str
+
+    def select_candidates(self, spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
+        """The nodes that could run the task now."""
+        ...
+
+    def score(self, spec: TaskSpec, candidates: Sequence[NodeRecord]) -> dict[str, float]:
+        """A score per candidate name; lower is better."""
+        ...
+
+    def pick(self, scores: dict[str, float], candidates: list[NodeRecord]) -> NodeRecord:
+        """The candidate the task goes to."""
+        ...
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The node a task was placed on."""
+
+    node: str
+
+
+@dataclass(frozen=True)
+class NoFit:
+    """No node can take the task now; `reason` says what is short where."""
+
+    reason: str
+
+
+def fits(spec: TaskSpec, node: NodeRecord) -> bool:
+    """Whether the node is ready and has the task's cpu, memory and disk free."""
+    return (
+        node.status is NodeStatus.READY
+        and node.cpus - node.allocated_cpu >= spec.cpu - CPU_EPSILON
+        and node.memory - node.allocated_memory >= spec.memory
+        and node.disk - node.allocated_disk >= spec.disk
+    )
+
+
+def filter_candidates(spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
+    """The nodes that fit the task, in name order; the candidate phase of every scheduler."""
+    return sorted((node for node in nodes if fits(spec, node)), key=lambda node: node.name)
+
+
+def _lowest(scores: dict[str, float], candidates: Sequence[NodeRecord]) -> NodeRecord:
+    if not candidates:
+        raise ValueError("there are no candidates to pick from")
+    return min(candidates, key=lambda node: (scores.get(node.name, math.inf), node.name))
+
+
+class RoundRobin:
+    """Hands each task to the next candidate after the last one picked, in node-name order."""
+
+    name = "roundrobin"
+
+    def __init__(self) -> None:
+        # The cursor is a node name rather than an index, so it stays meaningful when
+        # nodes join, leave or stop being candidates between placements.
+        self.last: str | None = None
+
+    def select_candidates(self, spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
+        """The nodes that fit the task."""
+        return filter_candidates(spec, nodes)
+
+    def score(self, spec: TaskSpec, candidates: Sequence[NodeRecord]) -> dict[str, float]:
+        """How many steps past the cursor each candidate is, wrapping around."""
+        names = sorted(node.name for node in candidates)
+        last = self.last
+        start = next((i for i, name in enumerate(names) if last is None or name > last), 0)
+        return {name: float((i - start) % len(names)) for i, name in enumerate(names)}
+
+    def pick(self, scores: dict[str, float], candidates: list[NodeRecord]) -> NodeRecord:
+        """The nearest candidate after the cursor; moves the cursor to it."""
+        chosen = _lowest(scores, candidates)
+        self.last = chosen.name
+        return chosen
+
+
+# A load this far past full only comes from odd reports (a 1-byte node, a runaway stat);
+# such a node costs a fixed, enormous amount instead of overflowing LIEB**load.
+_LOAD_CEILING = 64.0
+_WORST_GROWTH = math.pow(LIEB, _LOAD_CEILING)
+
+
+def _growth(before: float, after: float) -> float:
+    if not after <= _LOAD_CEILING:  # also catches NaN
+        return _WORST_GROWTH
+    return math.pow(LIEB, max(after, 0.0)) - math.pow(LIEB, max(before, 0.0))
+
+
+def epvm_cost(spec: TaskSpec, node: NodeRecord) -> float:
+    """The E-PVM marginal cost of placing the task on the node (see `Epvm`)."""
+    jobs = _growth(node.task_count / MAX_JOBS, (node.task_count + 1) / MAX_JOBS)
+    cpu_demand = spec.cpu or SCORING_DEFAULT_CPU
+    memory_demand = spec.memory or SCORING_DEFAULT_MEMORY
+    measured_cpu = node.stats.cpu_percent / 100
+    if node.cpus > 0:
+        cpu_load = max(measured_cpu, node.allocated_cpu / node.cpus)
+        new_cpu_load = cpu_load + cpu_demand / node.cpus
+    else:
+        cpu_load = new_cpu_load = measured_cpu
+    if node.memory > 0:
+        memory_load = max(node.stats.memory_used, node.allocated_memory) / node.memory
+        new_memory_load = memory_load + memory_demand / node.memory
+    else:
+        memory_load = new_memory_load = 0.0
+    memory_cost = _growth(memory_load, new_memory_load) + jobs
+    cpu_cost = _growth(cpu_load, new_cpu_load) + jobs
+    return memory_cost + cpu_cost
+
+
+class Epvm:
+    """E-PVM: the candidate whose load grows least, in LIEB's exponent, from taking the task.
+
+    With j = task_count, a node's cost for a task is
+
+        memCost = LIEB^newMemLoad - LIEB^memLoad + LIEB^((j+1)/maxJobs) - LIEB^(j/maxJobs)
+        cpuCost = LIEB^newCpuLoad - LIEB^cpuLoad + LIEB^((j+1)/maxJobs) - LIEB^(j/maxJobs)
+        score   = memCost + cpuCost                      (lower is better)
+
+    where cpuLoad = max(cpu_percent / 100, allocated_cpu / cpus), newCpuLoad = cpuLoad +
+    spec.cpu / cpus, memLoad = max(memory_used, allocated_memory) / memory and newMemLoad =
+    memLoad + spec.memory / memory; LIEB = 1.5396..., maxJobs = 4.
+
+    The book writes cpuCost = LIEB^cpuLoad + ... - LIEB^cpuLoad - ..., so the two load terms
+    cancel and a node at 90% cpu scores the same as an idle one: cpu never steers placement.
+    Raising LIEB to the load *after* the task makes the cost grow with the load already
+    there, so busy nodes cost more. Loads take the larger of measured use and reservations:
+    either alone can understate how full a node is, and the book's sum of the two counts a
+    running task twice. A task that requests no cpu or
+    memory is scored as if it asked for 0.1 core and 200Mi, as Kubernetes does, so load
+    still steers it; the fit check uses the real request.
+    """
+
+    name = "epvm"
+
+    def select_candidates(self, spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
+        """The nodes that fit the task."""
+        return filter_candidates(spec, nodes)
+
+    def score(self, spec: TaskSpec, candidates: Sequence[NodeRecord]) -> dict[str, float]:
+        """The E-PVM cost of each candidate."""
+        return {node.name: epvm_cost(spec, node) for node in candidates}
+
+    def pick(self, scores: dict[str, float], candidates: list[NodeRecord]) -> NodeRecord:
+        """The cheapest candidate; ties go to the first name."""
+        return _lowest(scores, candidates)
+
+
+_FACTORIES: dict[str, Callable[[], Scheduler]] = {"epvm": Epvm, "roundrobin": RoundRobin}
+
+SCHEDULERS: tuple[str, ...] = tuple(sorted(_FACTORIES))
+"""The names `make_scheduler` accepts."""
+
+DEFAULT_SCHEDULER = "epvm"
+"""The scheduler the manager uses unless told otherwise."""
+
+
+def make_scheduler(name: str) -> Scheduler:
+    """A new scheduler by name ("epvm" or "roundrobin")."""
+    factory = _FACTORIES.get(name.strip().lower())
+    if factory is None:
+        raise ValueError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
+    return factory()
+
+
+def _cpus(amount: float) -> str:
+    shown = f"{round(amount, 3):g}"
+    return f"{shown} cpu" if shown == "1" else f"{shown} cpus"
+
+
+def _demand(spec: TaskSpec) -> str:
+    parts = []
+    if spec.cpu > 0:
+        parts.append(_cpus(spec.cpu))
+    if spec.memory > 0:
+        parts.append(f"{format_bytes(spec.memory)} memory")
+    if spec.disk > 0:
+        parts.append(f"{format_bytes(spec.disk)} disk")
+    return ", ".join(parts) if parts else f"task {spec.name!r}"
+
+
+def _shortage(spec: TaskSpec, node: NodeRecord) -> str:
+    if node.status is not NodeStatus.READY:
+        return f"{node.name} is {node.status.value}"
+    free_cpu = node.cpus - node.allocated_cpu
+    free_memory = node.memory - node.allocated_memory
+    free_disk = node.disk - node.allocated_disk
+    short = []
+    if free_cpu < spec.cpu - CPU_EPSILON:
+        short.append(_cpus(max(0.0, free_cpu)))
+    if free_memory < spec.memory:
+        short.append(f"{format_bytes(max(0, free_memory))} memory")
+    if free_disk < spec.disk:
+        short.append(f"{format_bytes(max(0, free_disk))} disk")
+    if not short:
+        return f"{node.name} was passed over"
+    return f"{node.name} has {', '.join(short)} free"
+
+
+def no_fit_reason(spec: TaskSpec, nodes: Sequence[NodeRecord]) -> str:
+    """A sentence naming what each node lacks for the task, bounded to a few nodes."""
+    if not nodes:
+        return "no worker has joined yet"
+    ordered = sorted(nodes, key=lambda node: node.name)
+    details = [_shortage(spec, node) for node in ordered[:MAX_REASON_NODES]]
+    if len(ordered) > MAX_REASON_NODES:
+        details.append(f"and {len(ordered) - MAX_REASON_NODES} more")
+    return f"no node can take {_demand(spec)}: {', '.join(details)}"
+
+
+def place(scheduler: Scheduler, spec: TaskSpec, nodes: Sequence[NodeRecord]) -> Placement | NoFit:
+    """Run the scheduler's three phases for one task."""
+    candidates = scheduler.select_candidates(spec, nodes)
+    if not candidates:
+        return NoFit(no_fit_reason(spec, nodes))
+    chosen = scheduler.pick(scheduler.score(spec, candidates), candidates)
+    return Placement(node=chosen.name)
+
+
+def allocate(node: NodeRecord, spec: TaskSpec) -> NodeRecord:
+    """The node with the task's resources reserved; `place` decides that they fit."""
+    return node.model_copy(
+        update={
+            "allocated_cpu": node.allocated_cpu + spec.cpu,
+            "allocated_memory": node.allocated_memory + spec.memory,
+            "allocated_disk": node.allocated_disk + spec.disk,
+            "task_count": node.task_count + 1,
+        }
+    )
+
+
+def release(node: NodeRecord, spec: TaskSpec) -> NodeRecord:
+    """The node with the task's resources returned, never below zero."""
+    cpu = node.allocated_cpu - spec.cpu
+    return node.model_copy(
+        update={
+            # Float residue from many add/subtract pairs would otherwise linger as 1e-17 cores.
+            "allocated_cpu": cpu if cpu > CPU_EPSILON else 0.0,
+            "allocated_memory": max(0, node.allocated_memory - spec.memory),
+            "allocated_disk": max(0, node.allocated_disk - spec.disk),
+            "task_count": max(0, node.task_count - 1),
+        }
+    )

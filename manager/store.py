@@ -1,0 +1,207 @@
+"""The manager's state in SQLite: tasks, their history, nodes and the outbox.
+
+WAL mode, one transaction per decision: a task's new state, its history entry and the
+messages that announce it are written together, so a manager killed at any moment
+restarts with either all of a decision or none of it, and re-sends the outbox.
+A node's allocated resources are not stored: they are summed from the tasks placed on it,
+so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from manager.effects import Decision, Outgoing
+from shared.errors import StoreError
+from shared.models import NodeRecord, TaskEvent, TaskRecord
+from shared.states import TaskState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    node TEXT,
+    cpu REAL NOT NULL,
+    memory INTEGER NOT NULL,
+    disk INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
+CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, state);
+CREATE TABLE IF NOT EXISTS task_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_events_by_task ON task_events (task_id, seq);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    exchange TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+# States in which a task holds resources on its node.
+HOLDING = (TaskState.SCHEDULED.value, TaskState.RUNNING.value)
+
+
+class Store:
+    """SQLite-backed state; one connection, used from the manager's bus thread only."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a killed process; only power loss may drop the
+            # last transactions, which redelivery of unacked messages then replays.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: {exc}") from exc
+
+    def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: {exc}") from exc
+
+    # -- writes ------------------------------------------------------------------------
+
+    def record(self, decision: Decision) -> None:
+        """Write a decision's tasks, history, nodes and outbox in one transaction."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO tasks (id, name, state, node, cpu, memory, disk, created_at, record)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+                " node = excluded.node, record = excluded.record",
+                [
+                    (
+                        task.id,
+                        task.name,
+                        task.state.value,
+                        task.node,
+                        task.spec.cpu,
+                        task.spec.memory,
+                        task.spec.disk,
+                        task.created_at.isoformat(),
+                        task.model_dump_json(),
+                    )
+                    for task in decision.tasks
+                ],
+            )
+            db.executemany(
+                "INSERT INTO task_events (task_id, record) VALUES (?, ?)",
+                [(task_id, event.model_dump_json()) for task_id, event in decision.events],
+            )
+            db.executemany(
+                "INSERT INTO nodes (name, record) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                [(node.name, node.model_dump_json()) for node in decision.nodes],
+            )
+            db.executemany(
+                "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
+                [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
+            )
+
+    def outbox(self, limit: int = 1000) -> list[tuple[int, Outgoing]]:
+        """Messages recorded but not yet confirmed by the broker, oldest first."""
+        rows = self._query(
+            "SELECT seq, exchange, routing_key, body FROM outbox ORDER BY seq LIMIT ?", (limit,)
+        )
+        return [
+            (int(seq), Outgoing(str(exchange), str(key), bytes(body)))
+            for seq, exchange, key, body in rows
+        ]
+
+    def sent(self, seqs: list[int]) -> None:
+        """Forget outbox messages the broker confirmed."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
+
+    # -- reads -------------------------------------------------------------------------
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        rows = self._query("SELECT record FROM tasks WHERE id = ?", (task_id,))
+        return TaskRecord.model_validate_json(str(rows[0][0])) if rows else None
+
+    def tasks(self, states: Iterable[TaskState] | None = None) -> list[TaskRecord]:
+        """Tasks, oldest first, optionally only those in the given states."""
+        if states is None:
+            rows = self._query("SELECT record FROM tasks ORDER BY created_at, id")
+        else:
+            wanted = [state.value for state in states]
+            marks = ",".join("?" * len(wanted))
+            rows = self._query(
+                f"SELECT record FROM tasks WHERE state IN ({marks}) ORDER BY created_at, id",
+                wanted,
+            )
+        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+
+    def events(self, task_id: str) -> list[TaskEvent]:
+        rows = self._query(
+            "SELECT record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)
+        )
+        return [TaskEvent.model_validate_json(str(row[0])) for row in rows]
+
+    def node(self, name: str) -> NodeRecord | None:
+        for node in self.nodes():
+            if node.name == name:
+                return node
+        return None
+
+    def nodes(self) -> list[NodeRecord]:
+        """Nodes by name, with allocations summed from the tasks placed on them."""
+        allocated = {
+            str(node): (float(cpu), int(memory), int(disk), int(count))
+            for node, cpu, memory, disk, count in self._query(
+                "SELECT node, SUM(cpu), SUM(memory), SUM(disk), COUNT(*) FROM tasks"
+                f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL"
+                " GROUP BY node",
+                HOLDING,
+            )
+        }
+        result = []
+        for (record,) in self._query("SELECT record FROM nodes ORDER BY name"):
+            node = NodeRecord.model_validate_json(str(record))
+            cpu, memory, disk, count = allocated.get(node.name, (0.0, 0, 0, 0))
+            result.append(
+                node.model_copy(
+                    update={
+                        "allocated_cpu": cpu,
+                        "allocated_memory": memory,
+                        "allocated_disk": disk,
+                        "task_count": count,
+                    }
+                )
+            )
+        return result
+
+    def close(self) -> None:
+        self._db.close()

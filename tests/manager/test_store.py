@@ -1,0 +1,65 @@
+"""The SQLite store, on disk."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from manager import core
+from manager.effects import Decision, Outgoing
+from manager.scheduler import RoundRobin
+from manager.store import Store
+from shared.models import NodeRecord, NodeStatus, TaskSpec
+from shared.states import TaskState
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def test_a_decision_is_recorded_whole_and_survives_reopening(tmp_path: Path) -> None:
+    # given a store with a node and a task scheduled onto it
+    store = Store(tmp_path / "m.db")
+    node = NodeRecord(
+        name="n1", status=NodeStatus.READY, cpus=4, memory=1024**3, disk=1024**3, last_heartbeat=NOW
+    )
+    store.record(Decision(nodes=[node]))
+    spec = TaskSpec(name="a", image="b", cpu=1.5, memory=1024)
+    decision = core.accept(spec, "t1", NOW)
+    decision.extend(core.schedule(decision.tasks, store.nodes(), RoundRobin(), NOW))
+    store.record(decision)
+    store.close()
+    # when it is opened again
+    store = Store(tmp_path / "m.db")
+    # then the task, its history, the allocation and the outbox are all there
+    task = store.task("t1")
+    assert task is not None and task.state == TaskState.SCHEDULED
+    assert [e.state for e in store.events("t1")] == [TaskState.PENDING, TaskState.SCHEDULED]
+    (n1,) = store.nodes()
+    assert (n1.allocated_cpu, n1.allocated_memory, n1.task_count) == (1.5, 1024, 1)
+    assert [o.routing_key for _, o in store.outbox()] == ["task.pending", "task.scheduled", "n1"]
+
+
+def test_allocation_is_released_when_a_task_ends(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    node = NodeRecord(
+        name="n1", status=NodeStatus.READY, cpus=4, memory=1024, disk=1024, last_heartbeat=NOW
+    )
+    store.record(Decision(nodes=[node]))
+    decision = core.schedule(
+        core.accept(TaskSpec(name="a", image="b", cpu=1), "t1", NOW).tasks,
+        [node],
+        RoundRobin(),
+        NOW,
+    )
+    store.record(decision)
+    done = decision.tasks[-1].model_copy(update={"state": TaskState.COMPLETED})
+    store.record(Decision(tasks=[done]))
+    assert store.nodes()[0].allocated_cpu == 0 and store.nodes()[0].task_count == 0
+    assert [t.id for t in store.tasks([TaskState.COMPLETED])] == ["t1"]
+
+
+def test_sent_messages_leave_the_outbox(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    store.record(Decision(outgoing=[Outgoing("x", "a", b"1"), Outgoing("x", "b", b"2")]))
+    first, second = store.outbox()
+    store.sent([first[0]])
+    assert store.outbox() == [second]
