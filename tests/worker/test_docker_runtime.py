@@ -1,0 +1,421 @@
+"""DockerRuntime against the real Docker engine, with the locally built busybox image."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import pytest
+
+from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.models import PullPolicy, TaskSpec
+from tests.support.images import BUSYBOX_IMAGE
+from tests.support.waiting import wait_for
+from worker.runtime.base import NODE_LABEL, ContainerExit, ContainerStatus, Runtime
+from worker.runtime.docker import OOM_ERROR, DockerRuntime
+
+T = TypeVar("T")
+TIMEOUT = 30.0
+MIB = 1024 * 1024
+
+
+def spec(**fields: Any) -> TaskSpec:
+    """A task spec on the local busybox image that never pulls."""
+    fields.setdefault("pull_policy", PullPolicy.NEVER)
+    return TaskSpec(name="probe", image=BUSYBOX_IMAGE, **fields)
+
+
+class ExitRecorder:
+    """Collects what a watch_exits callback pair receives."""
+
+    def __init__(self) -> None:
+        self.exits: list[ContainerExit] = []
+        self.errors: list[Exception] = []
+
+    def on_exit(self, stopped: ContainerExit) -> None:
+        self.exits.append(stopped)
+
+    def on_error(self, error: Exception) -> None:
+        self.errors.append(error)
+
+    def exit_of(self, task_id: str) -> ContainerExit | None:
+        return next((e for e in self.exits if e.task_id == task_id), None)
+
+
+class SocketRelay:
+    """A unix socket relaying to the engine; cut() drops its connections as a restart would."""
+
+    def __init__(self, path: Path, upstream: str) -> None:
+        self.path = path
+        self._upstream = upstream
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            _close(sock)
+
+    def close(self) -> None:
+        _close(self._server)
+        self.cut()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.connect(self._upstream)
+            with self._lock:
+                self._sockets += [downstream, upstream]
+            for src, dst in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=_pump, args=(src, dst), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def _engine_socket() -> str:
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if not host.startswith("unix://"):
+        pytest.skip(f"the relay needs a unix DOCKER_HOST, not {host}")
+    return host.removeprefix("unix://")
+
+
+# busybox_image and docker_client come from tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("busybox_image")
+
+
+@pytest.fixture
+def make_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRuntime]]:
+    """Builds runtimes on fresh node names; removes every container of those nodes after."""
+    nodes: list[str] = []
+
+    def make(client: Any = None) -> DockerRuntime:
+        nodes.append(f"t-{uuid.uuid4().hex[:8]}")
+        return DockerRuntime(nodes[-1], client=client)
+
+    yield make
+    for node in nodes:
+        for container in docker_client.containers.list(
+            all=True, filters={"label": f"{NODE_LABEL}={node}"}, ignore_removed=True
+        ):
+            container.remove(force=True)
+
+
+@pytest.fixture
+def runtime(make_runtime: Callable[..., DockerRuntime]) -> DockerRuntime:
+    return make_runtime()
+
+
+@pytest.fixture
+def recorder(runtime: DockerRuntime) -> Iterator[ExitRecorder]:
+    """An ExitRecorder subscribed to the runtime's exits for the test's duration."""
+    recorder = ExitRecorder()
+    watch = runtime.watch_exits(recorder.on_exit, recorder.on_error)
+    yield recorder
+    watch.close()
+
+
+def test_docker_runtime_is_a_runtime(runtime: DockerRuntime) -> None:
+    # given a DockerRuntime, then it type-checks as the worker's Runtime and answers pings
+    checked: Runtime = runtime
+    assert checked.ping()
+
+
+def test_serves_http_on_a_published_port(runtime: DockerRuntime) -> None:
+    # given an httpd task publishing container port 8080
+    serve = "mkdir -p /www && echo hello-httpd > /www/index.html && exec httpd -f -p 8080 -h /www"
+    task = spec(command=("sh", "-c", serve), ports=(8080,))
+
+    # when it starts
+    info = runtime.start("web", 1, task)
+
+    # then it runs, Docker picked a host port, and the page is served there
+    assert info.status is ContainerStatus.RUNNING
+    assert set(info.host_ports) == {"8080"}
+    url = f"http://127.0.0.1:{info.host_ports['8080']}/index.html"
+
+    def fetch() -> bytes | None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bytes(response.read())
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+    assert wait_for(fetch, f"httpd at {url}") == b"hello-httpd\n"
+
+
+def test_start_is_idempotent_per_attempt(runtime: DockerRuntime, docker_client: Any) -> None:
+    # given a running attempt
+    first = runtime.start("idem", 1, spec(command=("sleep", "60")))
+
+    # when it is started again, and by four callers at once for the next attempt
+    again = runtime.start("idem", 1, spec(command=("sleep", "60")))
+    barrier = threading.Barrier(4)
+    racers: list[str] = []
+
+    def race() -> None:
+        barrier.wait()
+        racers.append(runtime.start("idem", 2, spec(command=("sleep", "60"))).container_id)
+
+    threads = [threading.Thread(target=race) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+
+    # then each attempt has exactly one container
+    assert again.container_id == first.container_id
+    assert len(racers) == 4 and len(set(racers)) == 1
+    assert racers[0] != first.container_id
+    ours = docker_client.containers.list(
+        all=True, filters={"label": f"{NODE_LABEL}={runtime.node}"}
+    )
+    assert len(ours) == 2
+
+
+def test_start_sets_labels_and_resource_limits(runtime: DockerRuntime, docker_client: Any) -> None:
+    # given a task asking for half a core and 64 MiB, with a label of its own
+    task = spec(command=("sleep", "60"), cpu=0.5, memory=64 * MIB, labels={"team": "infra"})
+
+    # when it starts
+    info = runtime.start("limits", 3, task)
+
+    # then the engine enforces both limits and carries kube's labels beside the task's
+    attrs = docker_client.containers.get(info.container_id).attrs
+    assert attrs["HostConfig"]["NanoCpus"] == 500_000_000
+    assert attrs["HostConfig"]["Memory"] == 64 * MIB
+    assert attrs["Name"] == f"/kube.{runtime.node}.limits.3"
+    assert attrs["Config"]["Labels"] == {
+        "team": "infra",
+        "kube.task-id": "limits",
+        "kube.attempt": "3",
+        "kube.node": runtime.node,
+    }
+
+
+def test_env_and_command_reach_the_container(
+    runtime: DockerRuntime, recorder: ExitRecorder
+) -> None:
+    # given a command that echoes an environment variable
+    task = spec(command=("sh", "-c", "echo $GREETING"), env={"GREETING": "hello-from-kube"})
+
+    # when it runs to completion
+    runtime.start("env", 1, task)
+    wait_for(lambda: recorder.exit_of("env"), "the env task to exit")
+
+    # then its logs hold the variable's value
+    assert runtime.logs("env", 1) == b"hello-from-kube\n"
+
+
+def test_empty_command_runs_the_image_default(runtime: DockerRuntime, docker_client: Any) -> None:
+    # given a task with no command, when it starts
+    info = runtime.start("default", 1, spec())
+
+    # then the container runs the image's CMD
+    assert docker_client.containers.get(info.container_id).attrs["Config"]["Cmd"] == ["sh"]
+
+
+def test_logs_hold_stdout_and_stderr(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
+    # given a task that wrote to both streams, and exited
+    runtime.start("streams", 1, spec(command=("sh", "-c", "echo to-stderr >&2; echo to-stdout")))
+    wait_for(lambda: recorder.exit_of("streams"), "the streams task to exit")
+
+    # when its logs are read
+    logs = runtime.logs("streams", 1)
+
+    # then both streams are there (the engine copies them apart: their order may vary)
+    assert sorted(logs.splitlines()) == [b"to-stderr", b"to-stdout"]
+
+
+def test_logs_tail_keeps_the_last_lines(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
+    # given a task that printed five lines, and exited
+    runtime.start("tail", 1, spec(command=("seq", "1", "5")))
+    wait_for(lambda: recorder.exit_of("tail"), "the tail task to exit")
+
+    # when its logs are tailed, then only the last lines come back
+    assert runtime.logs("tail", 1, tail=2) == b"4\n5\n"
+    assert runtime.logs("tail", 1) == b"1\n2\n3\n4\n5\n"
+
+
+def test_pull_never_with_a_missing_image_raises_image_not_found(
+    runtime: DockerRuntime, docker_client: Any
+) -> None:
+    # given an image the engine does not have
+    image = f"localhost/kube-missing-{uuid.uuid4().hex[:8]}:latest"
+    task = TaskSpec(name="missing", image=image, pull_policy=PullPolicy.NEVER)
+
+    # when a task on it starts, then it fails naming the image, and no container is made
+    with pytest.raises(ImageNotFound, match=image):
+        runtime.start("missing", 1, task)
+    assert (
+        docker_client.containers.list(all=True, filters={"label": f"{NODE_LABEL}={runtime.node}"})
+        == []
+    )
+
+
+def test_failed_pull_raises_image_not_found_with_the_cause(runtime: DockerRuntime) -> None:
+    # given an image on a registry that is not there (localhost fails fast)
+    image = f"localhost/kube-missing-{uuid.uuid4().hex[:8]}:latest"
+    task = TaskSpec(name="missing", image=image, pull_policy=PullPolicy.IF_NOT_PRESENT)
+
+    # when a task on it starts, then the error names the image and why the pull failed
+    with pytest.raises(ImageNotFound) as caught:
+        runtime.start("unpullable", 1, task)
+    assert image in str(caught.value)
+    assert "connection refused" in str(caught.value)
+
+
+def test_watch_exits_reports_the_exit_code(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
+    # given a watch on the node's exits (the recorder)
+
+    # when a container exits with code 3
+    info = runtime.start("three", 2, spec(command=("sh", "-c", "exit 3")))
+
+    # then the watch reports that attempt's container and its code
+    stopped = wait_for(lambda: recorder.exit_of("three"), "the exit of task three")
+    assert stopped == ContainerExit("three", 2, info.container_id, 3)
+    assert recorder.errors == []
+
+
+def test_out_of_memory_is_reported(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
+    # given a task that outgrows its 16 MiB limit
+    hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' x)"
+    runtime.start("hog", 1, spec(command=("sh", "-c", hog), memory=16 * MIB))
+
+    # when the kernel kills it
+    stopped = wait_for(lambda: recorder.exit_of("hog"), "the OOM kill of task hog")
+
+    # then the watch and list() both say it ran out of memory
+    assert (stopped.exit_code, stopped.error) == (137, OOM_ERROR)
+    [info] = runtime.list()
+    assert (info.status, info.exit_code, info.error) == (ContainerStatus.EXITED, 137, OOM_ERROR)
+
+
+def test_list_returns_this_nodes_containers_only(
+    make_runtime: Callable[..., DockerRuntime],
+) -> None:
+    # given a running and an exited container on this node, and one on another node
+    runtime, other = make_runtime(), make_runtime()
+    running = runtime.start("runs", 1, spec(command=("sleep", "60"), ports=(8080,)))
+    runtime.start("ends", 1, spec(command=("sh", "-c", "exit 5")))
+    other.start("elsewhere", 1, spec(command=("sleep", "60")))
+
+    # when this node lists its containers once the second has exited
+    def listed() -> dict[str, Any] | None:
+        infos = {info.task_id: info for info in runtime.list()}
+        return infos if infos.get("ends", running).status is ContainerStatus.EXITED else None
+
+    infos = wait_for(listed, "task ends to exit")
+
+    # then it sees both of its own, with their state, and nothing of the other node
+    assert set(infos) == {"runs", "ends"}
+    assert infos["runs"] == running
+    assert (infos["ends"].exit_code, infos["ends"].attempt) == (5, 1)
+
+
+def test_remove_is_idempotent(runtime: DockerRuntime, docker_client: Any) -> None:
+    # given a running container
+    info = runtime.start("gone", 1, spec(command=("sleep", "60")))
+
+    # when it is removed twice, and a never-started attempt is removed
+    runtime.remove("gone", 1, timeout=1)
+    runtime.remove("gone", 1, timeout=1)
+    runtime.remove("never-started", 7)
+
+    # then the container is gone and asking for its logs is a RuntimeFailure
+    assert docker_client.containers.list(all=True, filters={"id": info.container_id}) == []
+    with pytest.raises(RuntimeFailure, match="no container"):
+        runtime.logs("gone", 1)
+
+
+def test_an_absent_engine_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_runtime: Callable[..., DockerRuntime]
+) -> None:
+    # given a DOCKER_HOST whose socket does not exist
+    absent = f"unix://{tmp_path / 'absent.sock'}"
+    monkeypatch.setenv("DOCKER_HOST", absent)
+
+    # when a runtime connects, then it is EngineUnavailable; a ready client just fails pings
+    with pytest.raises(EngineUnavailable):
+        DockerRuntime("t-absent")
+    offline = make_runtime(docker.DockerClient(base_url=absent, version="1.41"))
+    assert offline.ping() is False
+    with pytest.raises(EngineUnavailable):
+        offline.list()
+
+
+def test_a_broken_event_stream_is_reported_once(
+    tmp_path: Path, make_runtime: Callable[..., DockerRuntime]
+) -> None:
+    # given a runtime talking to the engine through a relay, watching exits
+    relay = SocketRelay(tmp_path / "engine.sock", _engine_socket())
+    client = docker.DockerClient(base_url=f"unix://{relay.path}")
+    runtime = make_runtime(client)
+    recorder = ExitRecorder()
+    watch = runtime.watch_exits(recorder.on_exit, recorder.on_error)
+    try:
+        # when the relay drops every connection, as an engine restart would
+        relay.cut()
+
+        # then the watch reports EngineUnavailable once and ends
+        wait_for(lambda: recorder.errors, "the watch to report the broken stream")
+    finally:
+        watch.close()
+        relay.close()
+        client.close()
+    assert len(recorder.errors) == 1
+    assert isinstance(recorder.errors[0], EngineUnavailable)
+
+
+def test_closing_a_watch_reports_no_error(runtime: DockerRuntime) -> None:
+    # given a watch, when it is closed, then it ends quietly
+    recorder = ExitRecorder()
+    watch = runtime.watch_exits(recorder.on_exit, recorder.on_error)
+    watch.close()
+    assert recorder.errors == []
+
+
+def test_a_finished_attempt_is_reported_not_run_again(
+    runtime: DockerRuntime, recorder: ExitRecorder
+) -> None:
+    # given an attempt whose container printed a line and exited
+    first = runtime.start("once", 1, spec(command=("echo", "ran")))
+    wait_for(lambda: recorder.exit_of("once"), "the attempt to exit")
+
+    # when its dispatch is delivered again
+    again = runtime.start("once", 1, spec(command=("echo", "ran")))
+
+    # then the same container is reported as exited, and it did not run a second time
+    assert again.container_id == first.container_id
+    assert again.status is ContainerStatus.EXITED and again.exit_code == 0
+    assert runtime.logs("once", 1) == b"ran\n"

@@ -1,0 +1,1 @@
+"""kube's worker: consumes its node queue and drives the container engine."""

@@ -1,0 +1,89 @@
+"""The interface between the worker and a container engine, in kube's own types."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from shared.models import TaskSpec
+
+TASK_LABEL = "kube.task-id"
+ATTEMPT_LABEL = "kube.attempt"
+NODE_LABEL = "kube.node"
+
+
+class ContainerStatus(enum.StrEnum):
+    """What the engine says of a container."""
+
+    CREATED = "created"  # made, not started
+    RUNNING = "running"
+    EXITED = "exited"  # stopped or finished; exit_code is set
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One container of one attempt of a task."""
+
+    task_id: str
+    attempt: int
+    container_id: str
+    status: ContainerStatus
+    host_ports: dict[str, int] = field(default_factory=dict)
+    exit_code: int | None = None
+    error: str | None = None  # e.g. "out of memory (OOMKilled)"
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    """A container of this node stopped running."""
+
+    task_id: str
+    attempt: int
+    container_id: str
+    exit_code: int
+    error: str | None = None
+
+
+def container_name(node: str, task_id: str, attempt: int) -> str:
+    """The engine-wide name of an attempt's container: a second start finds the first."""
+    return f"kube.{node}.{task_id}.{attempt}"
+
+
+class ExitWatch(Protocol):
+    """A running watch of container exits; close() ends it."""
+
+    def close(self) -> None: ...
+
+
+class Runtime(Protocol):
+    """What the worker needs from a container engine. Methods block; call them off the
+    bus thread. Every method may raise RuntimeFailure (EngineUnavailable, ImageNotFound)."""
+
+    def ping(self) -> bool:
+        """True when the engine answers."""
+        ...
+
+    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+        """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
+        ...
+
+    def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
+        ...
+
+    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
+        """The container's stdout and stderr, interleaved, the last `tail` lines if given."""
+        ...
+
+    def list(self) -> list[ContainerInfo]:
+        """Every container this node owns, running or not."""
+        ...
+
+    def watch_exits(
+        self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
+    ) -> ExitWatch:
+        """Call on_exit (from a background thread) for each container of this node that
+        stops running, from the engine's event stream; on_error once if the stream breaks."""
+        ...

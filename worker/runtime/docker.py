@@ -1,0 +1,367 @@
+"""The Runtime on a Docker engine, through the docker SDK; the only module that imports it."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import docker.utils
+import requests.exceptions
+
+from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.models import PullPolicy, TaskSpec
+from worker.runtime.base import (
+    ATTEMPT_LABEL,
+    NODE_LABEL,
+    TASK_LABEL,
+    ContainerExit,
+    ContainerInfo,
+    ContainerStatus,
+    container_name,
+)
+
+log = logging.getLogger(__name__)
+
+OOM_ERROR = "out of memory (OOMKilled)"
+
+# The docker SDK ships no types: its containers and clients are Any to mypy.
+Container = Any
+
+_STATUSES = {
+    "created": ContainerStatus.CREATED,
+    "running": ContainerStatus.RUNNING,
+    "paused": ContainerStatus.RUNNING,
+    "restarting": ContainerStatus.RUNNING,
+    "removing": ContainerStatus.EXITED,
+    "exited": ContainerStatus.EXITED,
+    "dead": ContainerStatus.EXITED,
+}
+# Only a container never started is started: an exited one is a finished attempt, and a
+# redelivered dispatch must report its end, not run it a second time.
+_STARTABLE = frozenset({"created"})
+_CREATE_RACE_SECONDS = 10.0  # how long a concurrent create of the same name may take
+_SIGKILL_EXIT = 137  # 128 + SIGKILL: the only exit code an OOM kill produces
+
+
+def _translate(exc: Exception, doing: str, image: str | None = None) -> RuntimeFailure:
+    """kube's error for a docker SDK or transport error met while `doing` something."""
+    if isinstance(exc, docker.errors.APIError):
+        explanation = exc.explanation or str(exc)
+        # With an image in hand, every engine refusal (404, or a 500 from the registry)
+        # means the image cannot be had.
+        if image is not None:
+            return ImageNotFound(f"{doing}: image {image!r}: {explanation}")
+        if isinstance(exc, docker.errors.ImageNotFound):
+            return ImageNotFound(f"{doing}: {explanation}")
+        return RuntimeFailure(f"{doing}: {explanation}")
+    # from_env wraps the refused connection of its version probe in a bare DockerException.
+    if isinstance(exc, requests.exceptions.RequestException) or isinstance(
+        exc.__cause__, requests.exceptions.RequestException
+    ):
+        return EngineUnavailable(f"{doing}: the Docker engine does not answer: {exc}")
+    return RuntimeFailure(f"{doing}: {exc}")
+
+
+@contextlib.contextmanager
+def _engine(doing: str, image: str | None = None) -> Iterator[None]:
+    """Run a block of docker calls, raising kube's errors in place of the SDK's."""
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise _translate(exc, doing, image) from exc
+
+
+def _host_ports(ports: dict[str, list[dict[str, str]] | None]) -> dict[str, int]:
+    """Published TCP ports as {"8080": 32768}, preferring the IPv4 binding."""
+    published: dict[str, int] = {}
+    for key, bindings in ports.items():
+        port, _, protocol = key.partition("/")
+        if protocol != "tcp" or not bindings:
+            continue
+        ipv4 = [b for b in bindings if ":" not in b.get("HostIp", "")]
+        published[port] = int((ipv4 or bindings)[0]["HostPort"])
+    return published
+
+
+def _info(container: Container) -> ContainerInfo:
+    """What kube needs to know of an inspected container."""
+    attrs = container.attrs
+    state = attrs["State"]
+    status = _STATUSES.get(str(state["Status"]), ContainerStatus.EXITED)
+    labels = attrs["Config"]["Labels"] or {}
+    return ContainerInfo(
+        task_id=str(labels[TASK_LABEL]),
+        attempt=int(labels[ATTEMPT_LABEL]),
+        container_id=str(attrs["Id"]),
+        status=status,
+        host_ports=_host_ports(attrs["NetworkSettings"]["Ports"] or {}),
+        exit_code=int(state["ExitCode"]) if status is ContainerStatus.EXITED else None,
+        error=OOM_ERROR if state.get("OOMKilled") else (str(state.get("Error") or "") or None),
+    )
+
+
+def _create_args(spec: TaskSpec) -> dict[str, Any]:
+    """Engine create arguments for a spec; disk is accounted by the scheduler, not enforced."""
+    args: dict[str, Any] = {
+        "command": list(spec.command) or None,
+        "environment": dict(spec.env),
+        "ports": {f"{port}/tcp": None for port in spec.ports},
+        "detach": True,
+    }
+    if spec.cpu > 0:
+        args["nano_cpus"] = int(spec.cpu * 1e9)
+    if spec.memory > 0:
+        args["mem_limit"] = spec.memory
+    return args
+
+
+class DockerRuntime:
+    """Runs a node's task containers on the Docker engine that DOCKER_HOST names."""
+
+    def __init__(
+        self, node: str, client: docker.DockerClient | None = None, max_pool_size: int = 16
+    ) -> None:
+        self.node = node
+        if client is None:
+            with _engine("connect to the Docker engine"):
+                client = docker.from_env(max_pool_size=max_pool_size)
+        self._client = client
+
+    def ping(self) -> bool:
+        """True when the engine answers."""
+        try:
+            return bool(self._client.ping())
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+
+    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+        """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"start {name}"):
+            container = self._find(name)
+            if container is None:
+                self._ensure_image(spec.image, spec.pull_policy)
+                container = self._create(name, task_id, attempt, spec)
+            if container.status in _STARTABLE:
+                container.start()
+            container.reload()
+            return _info(container)
+
+    def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"remove {name}"):
+            container = self._find(name)
+            if container is None:
+                return
+            try:
+                container.stop(timeout=math.ceil(timeout))
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                return  # removed by someone else meanwhile
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: a removal is already in progress
+                    raise
+
+    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
+        """The container's stdout and stderr, interleaved, the last `tail` lines if given."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"read the logs of {name}"):
+            container = self._require(name)
+            return bytes(
+                container.logs(stdout=True, stderr=True, tail="all" if tail is None else tail)
+            )
+
+    def list(self) -> list[ContainerInfo]:
+        """Every container this node owns, running or not."""
+        with _engine(f"list the containers of node {self.node}"):
+            containers = self._client.containers.list(
+                all=True,
+                filters={"label": f"{NODE_LABEL}={self.node}"},
+                # A container removed between the engine's list and its inspect is skipped
+                # rather than failing the whole call with NotFound.
+                ignore_removed=True,
+            )
+        infos: list[ContainerInfo] = []
+        for container in containers:
+            try:
+                infos.append(_info(container))
+            except (KeyError, ValueError):
+                log.warning(
+                    "node %s: container %s lacks valid kube labels", self.node, container.id
+                )
+        return infos
+
+    def watch_exits(
+        self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
+    ) -> DockerExitWatch:
+        """Call on_exit (from a background thread) for each container of this node that
+        stops running, from the engine's event stream; on_error once if the stream breaks."""
+        return DockerExitWatch(self._client, self.node, on_exit, on_error)
+
+    def _find(self, name: str) -> Container | None:
+        """The named container, or None when the engine has none."""
+        try:
+            return self._client.containers.get(name)
+        except docker.errors.NotFound:
+            return None
+
+    def _require(self, name: str) -> Container:
+        """The named container, or RuntimeFailure when the engine has none."""
+        container = self._find(name)
+        if container is None:
+            raise RuntimeFailure(f"no container {name} on node {self.node}")
+        return container
+
+    def _has_image(self, image: str) -> bool:
+        """True when the engine holds the image locally."""
+        with _engine("inspect", image=image):
+            try:
+                self._client.images.get(image)
+            except docker.errors.ImageNotFound:
+                return False
+        return True
+
+    def _ensure_image(self, image: str, policy: PullPolicy) -> None:
+        """Make the image local as the pull policy allows, or raise ImageNotFound."""
+        if policy is PullPolicy.ALWAYS:
+            self._pull(image)
+        elif not self._has_image(image):
+            if policy is PullPolicy.NEVER:
+                raise ImageNotFound(
+                    f"image {image!r} is not present on node {self.node}"
+                    " and the pull policy is 'never'"
+                )
+            self._pull(image)
+
+    def _pull(self, image: str) -> None:
+        """Pull an image, raising ImageNotFound with the registry's reason on failure."""
+        repository, tag = docker.utils.parse_repository_tag(image)
+        log.info("node %s: pulling %s", self.node, image)
+        with _engine("pull", image=image):
+            # The model layer's images.pull() drains the progress stream and drops any
+            # error it carries; read it here to keep the registry's reason.
+            for line in self._client.api.pull(
+                repository, tag=tag or "latest", stream=True, decode=True
+            ):
+                if "error" in line:
+                    raise ImageNotFound(f"pull: image {image!r}: {line['error']}")
+
+    def _create(self, name: str, task_id: str, attempt: int, spec: TaskSpec) -> Container:
+        """Create the attempt's container, or find the one a concurrent start created."""
+        labels = {
+            **spec.labels,
+            TASK_LABEL: task_id,
+            ATTEMPT_LABEL: str(attempt),
+            NODE_LABEL: self.node,
+        }
+        deadline = time.monotonic() + _CREATE_RACE_SECONDS
+        while True:
+            try:
+                return self._client.containers.create(
+                    spec.image, name=name, labels=labels, **_create_args(spec)
+                )
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: the name is taken, by a concurrent start
+                    raise
+                conflict = exc
+            # The engine reserves the name before the container can be inspected: wait for
+            # the other create to finish (or fail, freeing the name for another try).
+            container = self._find(name)
+            if container is not None:
+                return container
+            if time.monotonic() > deadline:
+                raise conflict
+            time.sleep(0.05)
+
+
+class DockerExitWatch:
+    """A thread turning the engine's `die` events for one node into ContainerExit calls."""
+
+    def __init__(
+        self,
+        client: Any,
+        node: str,
+        on_exit: Callable[[ContainerExit], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        self._client = client
+        self._node = node
+        self._on_exit = on_exit
+        self._on_error = on_error
+        self._closed = threading.Event()
+        # Subscribe before returning, so no exit after watch_exits() is missed.
+        with _engine(f"watch the exits of node {node}"):
+            self._events = client.events(
+                decode=True,
+                filters={"type": "container", "event": "die", "label": f"{NODE_LABEL}={node}"},
+            )
+        self._thread = threading.Thread(target=self._run, name=f"kube-exits-{node}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """End the event stream and wait for the thread (unless called from a callback)."""
+        self._closed.set()
+        # CancellableStream.close() digs the socket out of urllib3 and can trip over a
+        # response the engine already closed.
+        with contextlib.suppress(OSError, AttributeError):
+            self._events.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        error: Exception
+        try:
+            for event in self._events:
+                self._deliver(event)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            error = _translate(exc, f"watch the exits of node {self._node}")
+        except Exception as exc:  # the thread's last stop: the worker must hear of it
+            error = RuntimeFailure(f"watch the exits of node {self._node}: {exc!r}")
+        else:
+            # The SDK turns a dropped connection into a plain end of the stream.
+            error = EngineUnavailable(f"the Docker event stream of node {self._node} ended")
+        if not self._closed.is_set():
+            self._on_error(error)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        """Call on_exit for one `die` event; a failing callback is logged, not fatal."""
+        actor = event.get("Actor") or {}
+        attributes = actor.get("Attributes") or {}
+        try:
+            stopped = ContainerExit(
+                task_id=str(attributes[TASK_LABEL]),
+                attempt=int(attributes[ATTEMPT_LABEL]),
+                container_id=str(actor["ID"]),
+                exit_code=int(attributes["exitCode"]),
+            )
+        except (KeyError, ValueError):
+            log.warning("node %s: ignored a malformed die event: %r", self._node, event)
+            return
+        if stopped.exit_code == _SIGKILL_EXIT and self._oom_killed(stopped.container_id):
+            stopped = dataclasses.replace(stopped, error=OOM_ERROR)
+        try:
+            self._on_exit(stopped)
+        except Exception:
+            log.exception(
+                "node %s: on_exit failed for task %s attempt %s",
+                self._node,
+                stopped.task_id,
+                stopped.attempt,
+            )
+
+    def _oom_killed(self, container_id: str) -> bool:
+        """Whether the kernel's OOM killer ended the container; False if it is gone."""
+        try:
+            state = self._client.api.inspect_container(container_id)["State"]
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+        return bool(state.get("OOMKilled"))

@@ -1,0 +1,199 @@
+"""A Runtime that simulates containers in memory: dry runs, load tests and unit tests.
+
+A container runs until removed, unless its spec's env sets MOCK_RUN_SECONDS (a float):
+then it exits after that long with MOCK_EXIT_CODE (default 0), reported to every watch.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from shared.errors import RuntimeFailure
+from shared.models import TaskSpec
+from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, container_name
+
+log = logging.getLogger(__name__)
+
+RUN_SECONDS_ENV = "MOCK_RUN_SECONDS"
+EXIT_CODE_ENV = "MOCK_EXIT_CODE"
+FIRST_HOST_PORT = 40000
+STOPPED_EXIT_CODE = 143  # 128 + SIGTERM: what a container stopped by remove() reports
+
+ExitCallback = Callable[[ContainerExit], None]
+
+
+@dataclass
+class _Container:
+    """One simulated container; mutated only under the runtime's lock."""
+
+    task_id: str
+    attempt: int
+    container_id: str
+    spec: TaskSpec
+    host_ports: dict[str, int]
+    status: ContainerStatus = ContainerStatus.CREATED
+    exit_code: int | None = None
+    run: int = 0  # bumped by every start, so a stale timer knows it is stale
+    timer: threading.Timer | None = field(default=None, repr=False)
+
+    def info(self) -> ContainerInfo:
+        return ContainerInfo(
+            task_id=self.task_id,
+            attempt=self.attempt,
+            container_id=self.container_id,
+            status=self.status,
+            host_ports=dict(self.host_ports),
+            exit_code=self.exit_code,
+        )
+
+    def exit(self, code: int) -> ContainerExit:
+        """Mark the container exited and say so as an engine would."""
+        self.status = ContainerStatus.EXITED
+        self.exit_code = code
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        return ContainerExit(self.task_id, self.attempt, self.container_id, code)
+
+
+def _run_plan(spec: TaskSpec) -> tuple[float | None, int]:
+    """How long a container of this spec runs (None: until removed) and its exit code."""
+    try:
+        seconds = float(spec.env[RUN_SECONDS_ENV]) if RUN_SECONDS_ENV in spec.env else None
+        code = int(spec.env.get(EXIT_CODE_ENV, "0"))
+    except ValueError as exc:
+        raise RuntimeFailure(f"mock: bad {RUN_SECONDS_ENV} or {EXIT_CODE_ENV}: {exc}") from exc
+    return seconds, code
+
+
+class MockWatch:
+    """A registration for exit callbacks; close() unregisters it."""
+
+    def __init__(self, runtime: MockRuntime, on_exit: ExitCallback) -> None:
+        self._runtime = runtime
+        self.on_exit = on_exit
+
+    def close(self) -> None:
+        """Stop receiving exits."""
+        self._runtime._unwatch(self)
+
+
+class MockRuntime:
+    """Simulates a node's containers in memory, thread-safe, with no engine behind it."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._containers: dict[tuple[str, int], _Container] = {}
+        self._watches: list[MockWatch] = []
+        self._next_port = FIRST_HOST_PORT
+
+    def ping(self) -> bool:
+        """Always True: there is no engine to lose."""
+        return True
+
+    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+        """Create and run a simulated container; idempotent per (task, attempt)."""
+        seconds, code = _run_plan(spec)
+        with self._lock:
+            container = self._containers.get((task_id, attempt))
+            if container is None:
+                container = _Container(
+                    task_id=task_id,
+                    attempt=attempt,
+                    container_id=secrets.token_hex(32),
+                    spec=spec,
+                    host_ports={str(port): self._take_port() for port in spec.ports},
+                )
+                self._containers[(task_id, attempt)] = container
+            if container.status is not ContainerStatus.RUNNING:
+                self._run(container, seconds, code)
+            return container.info()
+
+    def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Forget the container; a running one reports an exit, as Docker's `die` does."""
+        with self._lock:
+            container = self._containers.pop((task_id, attempt), None)
+            if container is None or container.status is not ContainerStatus.RUNNING:
+                return
+            stopped = container.exit(STOPPED_EXIT_CODE)
+            watches = list(self._watches)
+        self._notify(watches, stopped)
+
+    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
+        """One line naming the image and command, as if the container had printed it."""
+        with self._lock:
+            container = self._containers.get((task_id, attempt))
+        if container is None:
+            name = container_name(self.node, task_id, attempt)
+            raise RuntimeFailure(f"no container {name} on node {self.node}")
+        spec = container.spec
+        lines = [f"mock: {spec.image} {' '.join(spec.command)}\n"]
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        return "".join(lines).encode()
+
+    def list(self) -> list[ContainerInfo]:
+        """Every simulated container, running or not."""
+        with self._lock:
+            return [container.info() for container in self._containers.values()]
+
+    def watch_exits(
+        self, on_exit: ExitCallback, on_error: Callable[[Exception], None]
+    ) -> MockWatch:
+        """Call on_exit from a timer thread when a container exits; on_error is never called."""
+        watch = MockWatch(self, on_exit)
+        with self._lock:
+            self._watches.append(watch)
+        return watch
+
+    def _unwatch(self, watch: MockWatch) -> None:
+        with self._lock:
+            if watch in self._watches:
+                self._watches.remove(watch)
+
+    def _take_port(self) -> int:
+        """The next fake host port; caller holds the lock."""
+        port = self._next_port
+        self._next_port += 1
+        return port
+
+    def _run(self, container: _Container, seconds: float | None, code: int) -> None:
+        """Mark the container running and arm its exit; caller holds the lock."""
+        container.status = ContainerStatus.RUNNING
+        container.exit_code = None
+        container.run += 1
+        if seconds is None:
+            return
+        timer = threading.Timer(seconds, self._expire, (container, container.run, code))
+        timer.daemon = True
+        container.timer = timer
+        timer.start()
+
+    def _expire(self, container: _Container, run: int, code: int) -> None:
+        """A run's time is up: exit the container unless it was removed or restarted."""
+        with self._lock:
+            key = (container.task_id, container.attempt)
+            if self._containers.get(key) is not container or container.run != run:
+                return  # removed, or started again since this timer was armed
+            container.timer = None
+            stopped = container.exit(code)
+            watches = list(self._watches)
+        self._notify(watches, stopped)
+
+    def _notify(self, watches: Sequence[MockWatch], stopped: ContainerExit) -> None:
+        """Deliver an exit outside the lock, so callbacks may call back into the runtime."""
+        for watch in watches:
+            try:
+                watch.on_exit(stopped)
+            except Exception:
+                log.exception(
+                    "node %s: on_exit failed for task %s attempt %s",
+                    self.node,
+                    stopped.task_id,
+                    stopped.attempt,
+                )

@@ -1,0 +1,341 @@
+"""The worker process: runs the containers its node queue asks for and reports on them.
+
+Threads: the bus thread owns the AMQP connection and never waits on the engine; engine
+calls run in a bounded pool (`WorkerConfig.concurrency` containers start at once), and
+the engine's event stream has a thread of its own. Both hand their results back to the
+bus thread with `Bus.call_threadsafe`, where updates are published (confirmed) and only
+then is the dispatch acked. A dispatch is acked once its container started, never at
+container exit: tasks may run for days, longer than RabbitMQ's consumer timeout.
+
+Stopping the worker leaves its containers running; a worker that starts again reports
+what it finds (reconciliation), so nothing is orphaned or started twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from pydantic import TypeAdapter
+
+from shared import topology
+from shared.bus import Bus, Delivery
+from shared.codec import decode, encode
+from shared.errors import DecodeError, EngineUnavailable, RuntimeFailure
+from shared.messages import Dispatch, Heartbeat, HeldTask, LogsQuery, RunTask, StopTask, TaskUpdate
+from shared.models import Reply
+from shared.settings import Settings
+from shared.states import TaskState
+from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
+from worker.stats import Capacity, detect_capacity, measure
+
+log = logging.getLogger(__name__)
+
+DISPATCH: TypeAdapter[RunTask | StopTask] = TypeAdapter(Dispatch)
+LOGS = TypeAdapter(LogsQuery)
+MAX_LOG_BYTES = 512 * 1024
+"""A logs reply carries at most the last 512 KiB; use --tail for a window."""
+
+Key = tuple[str, int]  # (task id, attempt)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker runs; built by the CLI from flags and the environment."""
+
+    name: str = field(default_factory=socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: Capacity | None = None  # None: detect the host's
+    heartbeat_interval: float = 2.0
+    concurrency: int = 8  # containers started at once; the engine's own limit is near this
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Worker:
+    """Consumes a node queue, drives a Runtime, publishes updates and heartbeats."""
+
+    def __init__(
+        self, settings: Settings, config: WorkerConfig, runtime: Runtime, bus: Bus | None = None
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self.runtime = runtime
+        self.bus = bus or Bus(settings, f"kube-worker-{config.name}", prefetch=config.concurrency)
+        self.capacity = config.capacity or detect_capacity()
+        self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
+        self._lock = threading.Lock()
+        self._running: dict[Key, str] = {}  # containers believed to run: key -> container id
+        self._starting: set[Key] = set()
+        self._deferred_exits: dict[Key, ContainerExit] = {}
+        self._stopping: set[Key] = set()
+        self._watch: ExitWatch | None = None
+        self._engine_ok = True
+
+    # -- life cycle --------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self.bus.declare(topology.worker_topology(self.name))
+        self.bus.consume(topology.node_queue(self.name), self.on_dispatch)
+        self.bus.consume(topology.node_rpc_queue(self.name), self.on_rpc, requeue_on_error=False)
+        self.bus.every(self.config.heartbeat_interval, self.send_heartbeat)
+        self.bus.on_connect(self.send_heartbeat)
+        self.pool.submit(self._watch_engine)
+
+    def run(self) -> None:
+        self.setup()
+        log.info(
+            "worker %s: %.1f cpus, %d bytes memory, labels %s",
+            self.name,
+            self.capacity.cpus,
+            self.capacity.memory,
+            self.config.labels,
+        )
+        try:
+            self.bus.run()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.bus.stop()
+        watch = self._watch
+        if watch is not None:
+            watch.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _watch_engine(self) -> None:
+        """Reconcile with the engine, then follow its exit events; again after it restarts."""
+        delay = 0.5
+        while not self.bus.stopping:
+            try:
+                self._reconcile()
+                self._watch = self.runtime.watch_exits(self._on_exit, self._on_engine_error)
+                self._set_engine(True)
+                return
+            except RuntimeFailure as exc:
+                self._set_engine(False)
+                log.warning("worker %s: engine unavailable (%s); retrying", self.name, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _on_engine_error(self, exc: Exception) -> None:
+        log.warning("worker %s: lost the engine's event stream: %s", self.name, exc)
+        self._set_engine(False)
+        if not self.bus.stopping:
+            self.pool.submit(self._watch_engine)
+
+    def _set_engine(self, ok: bool) -> None:
+        if ok != self._engine_ok:
+            log.info("worker %s: engine %s", self.name, "available" if ok else "unavailable")
+        self._engine_ok = ok
+
+    def _reconcile(self) -> None:
+        """Report every container this node holds, as the engine sees it now."""
+        for info in self.runtime.list():
+            key = (info.task_id, info.attempt)
+            with self._lock:
+                if info.status == ContainerStatus.RUNNING:
+                    self._running[key] = info.container_id
+                else:
+                    self._running.pop(key, None)
+            if info.status != ContainerStatus.CREATED:
+                self._send(self._update_from(info))
+
+    # -- dispatches --------------------------------------------------------------------
+
+    def on_dispatch(self, delivery: Delivery) -> None:
+        try:
+            message = decode(DISPATCH, delivery.body)
+        except DecodeError as exc:
+            log.warning("worker %s: dead-lettering a bad dispatch: %s", self.name, exc.reason)
+            self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
+            return
+        if isinstance(message, RunTask):
+            with self._lock:
+                self._starting.add((message.task_id, message.attempt))
+            self.pool.submit(self._start, message, delivery)
+        else:
+            with self._lock:
+                self._stopping.add((message.task_id, message.attempt))
+            self.pool.submit(self._remove, message, delivery)
+
+    def _start(self, message: RunTask, delivery: Delivery) -> None:
+        key = (message.task_id, message.attempt)
+        log.info("task %s: starting attempt %d (%s)", key[0], key[1], message.spec.image)
+        try:
+            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], message.spec))
+            update = self._update_from(info)
+        except RuntimeFailure as exc:
+            log.warning("task %s: could not start: %s", key[0], exc)
+            update = self._update(key, TaskState.FAILED, error=str(exc))
+        self.bus.call_threadsafe(lambda: self._started(key, update, delivery))
+
+    def _started(self, key: Key, update: TaskUpdate, delivery: Delivery) -> None:
+        """On the bus thread: report the start, then any exit that overtook it, then ack."""
+        self._publish(update)
+        with self._lock:
+            self._starting.discard(key)
+            if update.state == TaskState.RUNNING and update.container_id:
+                self._running[key] = update.container_id
+            overtaken = self._deferred_exits.pop(key, None)
+        if overtaken is not None:
+            self._exited(overtaken)
+        self.bus.ack(delivery)
+
+    def _remove(self, message: StopTask, delivery: Delivery) -> None:
+        key = (message.task_id, message.attempt)
+        try:
+            self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
+            with self._lock:
+                was_running = self._running.pop(key, None) is not None
+            update = self._update(key, TaskState.COMPLETED) if was_running else None
+            log.info("task %s: attempt %d stopped and removed", key[0], key[1])
+        except RuntimeFailure as exc:
+            log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)
+            update = None
+
+        def done() -> None:
+            if update is not None:
+                self._publish(update)
+            self.bus.ack(delivery)
+
+        self.bus.call_threadsafe(done)
+
+    def _with_engine(self, call: Callable[[], T]) -> T:
+        """Run an engine call, waiting (bounded) for an engine that is restarting."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return call()
+            except EngineUnavailable:
+                self._set_engine(False)
+                if time.monotonic() > deadline or self.bus.stopping:
+                    raise
+                time.sleep(1)
+
+    # -- exits -------------------------------------------------------------------------
+
+    def _on_exit(self, event: ContainerExit) -> None:
+        """From the event thread: hand the exit to the bus thread."""
+        self.bus.call_threadsafe(lambda: self._exited(event))
+
+    def _exited(self, event: ContainerExit) -> None:
+        key = (event.task_id, event.attempt)
+        with self._lock:
+            if key in self._stopping:
+                return  # stopped on request: _remove reports it
+            if key in self._starting:
+                self._deferred_exits[key] = event
+                return
+            self._running.pop(key, None)
+        state = TaskState.COMPLETED if event.exit_code == 0 else TaskState.FAILED
+        error = event.error or (f"exited with code {event.exit_code}" if event.exit_code else None)
+        log.info("task %s: attempt %d exited with code %d", key[0], key[1], event.exit_code)
+        self._publish(
+            self._update(
+                key,
+                state,
+                container_id=event.container_id,
+                exit_code=event.exit_code,
+                error=error,
+            )
+        )
+
+    # -- logs --------------------------------------------------------------------------
+
+    def on_rpc(self, delivery: Delivery) -> None:
+        try:
+            query = decode(LOGS, delivery.body)
+        except DecodeError as exc:
+            self.bus.reply(delivery, encode(Reply(ok=False, error=exc.reason)))
+            self.bus.ack(delivery)
+            return
+        self.pool.submit(self._logs, query, delivery)
+
+    def _logs(self, query: LogsQuery, delivery: Delivery) -> None:
+        try:
+            data = self.runtime.logs(query.id, query.attempt or 1, query.tail)[-MAX_LOG_BYTES:]
+            reply = Reply(ok=True, id=query.id, result=data.decode("utf-8", errors="replace"))
+        except RuntimeFailure as exc:
+            reply = Reply(ok=False, id=query.id, error=str(exc))
+
+        def answer() -> None:
+            self.bus.reply(delivery, encode(reply))
+            self.bus.ack(delivery)
+
+        self.bus.call_threadsafe(answer)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def send_heartbeat(self) -> None:
+        with self._lock:
+            held = tuple(
+                HeldTask(task_id=t, attempt=a, state=TaskState.RUNNING, container_id=c)
+                for (t, a), c in self._running.items()
+            )
+        beat = Heartbeat(
+            node=self.name,
+            at=utcnow(),
+            cpus=self.capacity.cpus,
+            memory=self.capacity.memory,
+            disk=self.capacity.disk,
+            labels=self.config.labels,
+            stats=measure(),
+            engine_ok=self._engine_ok,
+            tasks=held,
+        )
+        self.bus.publish(
+            topology.RESULTS, topology.result_key("heartbeat", self.name), encode(beat)
+        )
+
+    def _update(
+        self,
+        key: Key,
+        state: TaskState,
+        *,
+        container_id: str | None = None,
+        host_ports: dict[str, int] | None = None,
+        exit_code: int | None = None,
+        error: str | None = None,
+    ) -> TaskUpdate:
+        return TaskUpdate(
+            node=self.name,
+            task_id=key[0],
+            attempt=key[1],
+            state=state,
+            at=utcnow(),
+            container_id=container_id,
+            host_ports=host_ports or {},
+            exit_code=exit_code,
+            error=error,
+        )
+
+    def _update_from(self, info: ContainerInfo) -> TaskUpdate:
+        key = (info.task_id, info.attempt)
+        if info.status == ContainerStatus.EXITED:
+            code = info.exit_code or 0
+            state = TaskState.COMPLETED if code == 0 else TaskState.FAILED
+            error = info.error or (f"exited with code {code}" if code else None)
+            return self._update(
+                key, state, container_id=info.container_id, exit_code=code, error=error
+            )
+        return self._update(
+            key, TaskState.RUNNING, container_id=info.container_id, host_ports=info.host_ports
+        )
+
+    def _send(self, update: TaskUpdate) -> None:
+        """From any thread: publish on the bus thread."""
+        self.bus.call_threadsafe(lambda: self._publish(update))
+
+    def _publish(self, update: TaskUpdate) -> None:
+        self.bus.publish(topology.RESULTS, topology.result_key("update", self.name), encode(update))
