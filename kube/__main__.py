@@ -1,0 +1,5 @@
+import sys
+
+from kube.cli import main
+
+sys.exit(main())

@@ -1,0 +1,292 @@
+"""The `kube` command: parses, calls the client or a service, renders. Nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from kube import render
+from kube.client import Client, WaitTimeout, make_spec
+from shared.errors import DecodeError, KubeError, MessagingError, NoManagerError, RequestError
+from shared.settings import Settings
+from shared.states import TaskState
+from shared.units import parse_bytes
+
+OK = 0
+TASK_FAILED = 1
+USAGE = 2
+NO_MANAGER = 3
+REFUSED = 4
+BROKER_DOWN = 5
+
+
+def default_db_path() -> Path:
+    """The manager's database under the user's state dir (XDG_STATE_HOME)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "kube" / "manager.db"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _package_version() -> str:
+    try:
+        return version("kube")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kube", description="A container orchestrator on RabbitMQ."
+    )
+    parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
+    parser.add_argument("--amqp-url", help="broker URL (default: $KUBE_AMQP_URL or localhost)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for the manager")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    manager = sub.add_parser("manager", help="run the manager")
+    manager.add_argument("--db", type=Path, default=None, help="SQLite file for the state")
+    manager.add_argument("--scheduler", default="epvm", choices=["epvm", "roundrobin"])
+    manager.add_argument("--heartbeat-interval", type=float, default=2.0)
+    manager.add_argument("--node-down-after", type=float, default=6.0)
+    _logging_flags(manager)
+
+    worker = sub.add_parser("worker", help="run a worker")
+    worker.add_argument("--name", default=None, help="node name (default: the host name)")
+    worker.add_argument("--label", type=_key_value, action="append", default=[])
+    worker.add_argument("--cpus", type=float, help="advertised cpus (default: detected)")
+    worker.add_argument("--memory", type=_size, help="advertised memory (default: detected)")
+    worker.add_argument("--disk", type=_size, help="advertised disk (default: detected)")
+    worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
+    worker.add_argument("--concurrency", type=int, default=8, help="containers started at once")
+    worker.add_argument("--heartbeat-interval", type=float, default=2.0)
+    _logging_flags(worker)
+
+    run = sub.add_parser("run", help="submit a task (command after --)")
+    run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
+    run.add_argument("--id", help="idempotency key (default: generated)")
+    run.add_argument("--name")
+    run.add_argument("--image")
+    run.add_argument("--port", type=int, action="append", default=None, dest="ports")
+    run.add_argument("--env", type=_key_value, action="append", default=None)
+    run.add_argument("--label", type=_key_value, action="append", default=None)
+    run.add_argument("--cpu", type=float)
+    run.add_argument("--memory")
+    run.add_argument("--disk")
+    run.add_argument("--pull-policy", choices=["always", "if-not-present", "never"])
+    run.add_argument("--wait", action="store_true", help="wait until running or failed")
+    run.add_argument("--wait-timeout", type=float, default=120.0)
+    run.add_argument("--json", action="store_true")
+
+    ps = sub.add_parser("ps", help="list tasks")
+    ps.add_argument("--json", action="store_true")
+    inspect = sub.add_parser("inspect", help="show a task and its history")
+    inspect.add_argument("id")
+    inspect.add_argument("--json", action="store_true")
+    nodes = sub.add_parser("nodes", help="list workers")
+    nodes.add_argument("--json", action="store_true")
+    stop = sub.add_parser("stop", help="stop a task and remove its container")
+    stop.add_argument("id")
+    logs = sub.add_parser("logs", help="print a task's container output")
+    logs.add_argument("id")
+    logs.add_argument("--tail", type=int)
+    return parser
+
+
+def _logging_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in args_list:  # everything after -- is the container's command
+        cut = args_list.index("--")
+        args_list, command = args_list[:cut], args_list[cut + 1 :]
+    args = build_parser().parse_args(args_list)
+    settings = Settings.from_env(amqp_url=args.amqp_url, request_timeout=args.timeout)
+    try:
+        if args.command == "manager":
+            return run_manager(args, settings)
+        if args.command == "worker":
+            return run_worker(args, settings)
+        with Client(settings) as client:
+            return dispatch(args, command, client)
+    except NoManagerError as exc:
+        print(f"kube: {exc}", file=sys.stderr)
+        return NO_MANAGER
+    except (RequestError, DecodeError) as exc:
+        print(f"kube: {exc}", file=sys.stderr)
+        return REFUSED
+    except MessagingError as exc:
+        print(f"kube: {exc}", file=sys.stderr)
+        return BROKER_DOWN
+    except WaitTimeout as exc:
+        print(f"kube: {exc}", file=sys.stderr)
+        return TASK_FAILED
+    except KubeError as exc:
+        print(f"kube: {exc}", file=sys.stderr)
+        return TASK_FAILED
+
+
+def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> int:
+    if args.command == "run":
+        return run_task(args, command, client)
+    if args.command == "ps":
+        tasks = client.list()
+        _out(args, [t.model_dump(mode="json") for t in tasks], lambda: render.tasks(tasks))
+    elif args.command == "inspect":
+        task, events = client.inspect(args.id)
+        data = {
+            **task.model_dump(mode="json"),
+            "events": [e.model_dump(mode="json") for e in events],
+        }
+        _out(args, data, lambda: render.task(task, events))
+    elif args.command == "nodes":
+        nodes = client.nodes()
+        _out(args, [n.model_dump(mode="json") for n in nodes], lambda: render.nodes(nodes))
+    elif args.command == "stop":
+        client.stop(args.id)
+        print(args.id)
+    elif args.command == "logs":
+        sys.stdout.write(client.logs(args.id, args.tail))
+    return OK
+
+
+def _out(args: argparse.Namespace, data: Any, text: Any) -> None:
+    print(json.dumps(data, indent=2) if args.json else text())
+
+
+def run_task(args: argparse.Namespace, command: list[str], client: Client) -> int:
+    data: dict[str, Any] = {}
+    if args.file is not None:
+        raw = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DecodeError(f"{args.file} is not JSON: {exc}") from exc
+    flags = {
+        "id": args.id,
+        "name": args.name,
+        "image": args.image,
+        "ports": args.ports,
+        "env": dict(args.env) if args.env is not None else None,
+        "labels": dict(args.label) if args.label is not None else None,
+        "cpu": args.cpu,
+        "memory": args.memory,
+        "disk": args.disk,
+        "pull_policy": args.pull_policy,
+        "command": command or None,
+    }
+    data.update({key: value for key, value in flags.items() if value is not None})
+    spec = make_spec(data)
+    task_id = client.submit(spec)
+    if not args.wait:
+        print(task_id)
+        return OK
+    print(task_id, flush=True)
+    task = client.wait(
+        task_id,
+        {TaskState.RUNNING},
+        args.wait_timeout,
+        on_change=lambda t: print(
+            f"  {t.state.value}" + (f" on {t.node}" if t.node else ""), file=sys.stderr, flush=True
+        ),
+    )
+    if args.json:
+        print(json.dumps(task.model_dump(mode="json"), indent=2))
+    else:
+        print(render.placement(task))
+    return OK if task.state in (TaskState.RUNNING, TaskState.COMPLETED) else TASK_FAILED
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def _stop_on_signals(stop: Any) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop())
+
+
+def run_manager(args: argparse.Namespace, settings: Settings) -> int:
+    from manager.service import Manager, ManagerConfig
+
+    _configure_logging(args.log_level)
+    config = ManagerConfig(
+        db_path=args.db or default_db_path(),
+        scheduler=args.scheduler,
+        heartbeat_interval=args.heartbeat_interval,
+        node_down_after=args.node_down_after,
+    )
+    manager = Manager(settings, config)
+    _stop_on_signals(manager.bus.stop)
+    manager.run()
+    return OK
+
+
+def run_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import socket
+
+    from worker.runtime.base import Runtime
+    from worker.service import Worker, WorkerConfig
+    from worker.stats import Capacity, detect_capacity
+
+    _configure_logging(args.log_level)
+    name = args.name or socket.gethostname()
+    detected = detect_capacity()
+    capacity = Capacity(
+        cpus=args.cpus if args.cpus is not None else detected.cpus,
+        memory=args.memory if args.memory is not None else detected.memory,
+        disk=args.disk if args.disk is not None else detected.disk,
+    )
+    runtime: Runtime
+    if args.runtime == "mock":
+        from worker.runtime.mock import MockRuntime
+
+        runtime = MockRuntime(name)
+    else:
+        from worker.runtime.docker import DockerRuntime
+
+        runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2))
+    config = WorkerConfig(
+        name=name,
+        labels=dict(args.label),
+        capacity=capacity,
+        heartbeat_interval=args.heartbeat_interval,
+        concurrency=args.concurrency,
+    )
+    worker = Worker(settings, config, runtime)
+    _stop_on_signals(worker.bus.stop)
+    worker.run()
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The Python client of kube: everything the CLI does, over AMQP, as typed calls.
+
+    with Client.from_env() as kube:
+        task_id = kube.submit(TaskSpec(name="web", image="nginx", ports=(80,)))
+        task = kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
+
+Errors: MessagingError (no broker), NoManagerError (no answer in time), RequestError (the
+manager refused, with its reason), DecodeError (a spec that does not validate).
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from shared import topology
+from shared.codec import decode, describe, encode
+from shared.errors import DecodeError, KubeError, RequestError
+from shared.messages import ListQuery, LogsQuery, TaskQuery
+from shared.models import NodeRecord, Reply, StopRequest, TaskEvent, TaskRecord, TaskSpec
+from shared.rpc import RpcChannel
+from shared.settings import Settings
+from shared.states import TaskState
+
+REPLY = TypeAdapter(Reply)
+TASKS = TypeAdapter(list[TaskRecord])
+NODES = TypeAdapter(list[NodeRecord])
+EVENTS = TypeAdapter(list[TaskEvent])
+RECORD = TypeAdapter(TaskRecord)
+
+
+class WaitTimeout(KubeError):
+    """A task did not reach the awaited state in time."""
+
+
+def make_spec(data: dict[str, Any]) -> TaskSpec:
+    """Validate a spec given as a dict, naming each bad field."""
+    try:
+        return TaskSpec.model_validate_json(encode_any(data))
+    except ValidationError as exc:
+        raise DecodeError(describe(exc)) from exc
+
+
+def encode_any(data: Any) -> bytes:
+    return TypeAdapter(Any).dump_json(data)
+
+
+class Client:
+    """A connection to kube through the broker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._rpc = RpcChannel(settings)
+
+    @classmethod
+    def from_env(cls) -> Client:
+        return cls(Settings.from_env())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._rpc.close()
+
+    def _ask(self, routing_key: str, body: bytes, message_id: str | None = None) -> Reply:
+        raw = self._rpc.request(topology.COMMANDS, routing_key, body, message_id=message_id)
+        reply = decode(REPLY, raw)
+        if not reply.ok:
+            raise RequestError(reply.error or "the manager refused the request")
+        return reply
+
+    def submit(self, spec: TaskSpec) -> str:
+        """Submit a task and return its id; a spec without id gets one here, so a retried
+        submit is idempotent."""
+        if spec.id is None:
+            spec = spec.model_copy(update={"id": f"{spec.name}-{uuid.uuid4().hex[:8]}"})
+        reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id)
+        return reply.id or str(spec.id)
+
+    def stop(self, task_id: str) -> None:
+        self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)))
+
+    def get(self, task_id: str) -> TaskRecord:
+        return self.inspect(task_id)[0]
+
+    def inspect(self, task_id: str) -> tuple[TaskRecord, builtins.list[TaskEvent]]:
+        """A task and its state history."""
+        reply = self._ask("query.task", encode(TaskQuery(id=task_id)))
+        result = reply.result or {}
+        task = RECORD.validate_python(result["task"], strict=False)
+        return task, EVENTS.validate_python(result["events"], strict=False)
+
+    def list(self) -> list[TaskRecord]:
+        reply = self._ask("query.tasks", encode(ListQuery()))
+        return TASKS.validate_python(reply.result, strict=False)
+
+    def nodes(self) -> builtins.list[NodeRecord]:
+        reply = self._ask("query.nodes", encode(ListQuery()))
+        return NODES.validate_python(reply.result, strict=False)
+
+    def logs(self, task_id: str, tail: int | None = None) -> str:
+        return str(self._ask("query.logs", encode(LogsQuery(id=task_id, tail=tail))).result)
+
+    def watch(self, keys: Collection[str] = ("#",)) -> Iterator[tuple[str, Any]]:
+        """Yield (routing key, decoded body) for events on kube.events, for ever."""
+        for message in self._rpc.watch(topology.EVENTS, list(keys)):
+            if message is not None:
+                yield message.routing_key, TypeAdapter(Any).validate_json(message.body)
+
+    def wait(
+        self,
+        task_id: str,
+        states: Collection[TaskState],
+        timeout: float,
+        on_change: Callable[[TaskRecord], None] | None = None,
+    ) -> TaskRecord:
+        """Block until the task is in one of states, or has ended; return its record.
+
+        Listens on kube.events (bound before the first look, so nothing slips between).
+        """
+        events = self._rpc.watch(topology.EVENTS, ["task.*"])  # before the first look
+        task = self.get(task_id)
+        deadline = time.monotonic() + timeout
+        while task.state not in states and not task.state.terminal:
+            if time.monotonic() > deadline:
+                raise WaitTimeout(
+                    f"task {task_id} is still {task.state.value} after {timeout:g}s"
+                    + (f": {task.error}" if task.error else "")
+                )
+            message = next(events)
+            if message is None:
+                continue
+            record = RECORD.validate_json(message.body)
+            if record.id == task_id and record.updated_at >= task.updated_at:
+                task = record
+                if on_change is not None:
+                    on_change(task)
+        return task

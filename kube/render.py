@@ -1,0 +1,104 @@
+"""Text rendering of tasks and nodes for people at a terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from shared.models import NodeRecord, TaskEvent, TaskRecord
+from shared.units import format_bytes
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+        for line in [list(headers), *rows]
+    ]
+    return "\n".join(lines)
+
+
+def age(moment: datetime, now: datetime | None = None) -> str:
+    """'42s', '5m', '3h', '2d'."""
+    seconds = int(((now or datetime.now(UTC)) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{max(seconds, 0)}s"
+
+
+def ports(task: TaskRecord) -> str:
+    return ",".join(f"{c}->{h}" for c, h in sorted(task.host_ports.items())) or "-"
+
+
+def tasks(records: Sequence[TaskRecord]) -> str:
+    rows = [
+        [t.id, t.name, t.state.value, t.node or "-", t.image, ports(t), age(t.created_at)]
+        for t in records
+    ]
+    return table(["ID", "NAME", "STATE", "NODE", "IMAGE", "PORTS", "AGE"], rows)
+
+
+def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
+    fields = [
+        ("id", record.id),
+        ("name", record.name),
+        ("state", record.state.value),
+        ("desired", record.desired_state),
+        ("node", record.node or "-"),
+        ("image", record.image),
+        ("command", " ".join(record.spec.command) or "(image default)"),
+        ("container", record.container_id or "-"),
+        ("ports", ports(record)),
+        ("attempt", str(record.attempt)),
+        ("restarts", str(record.restart_count)),
+        ("exit code", "-" if record.exit_code is None else str(record.exit_code)),
+        ("error", record.error or "-"),
+        ("created", record.created_at.isoformat()),
+        ("updated", record.updated_at.isoformat()),
+    ]
+    head = "\n".join(f"{key + ':':<11} {value}" for key, value in fields)
+    history = table(
+        ["AT", "STATE", "ATTEMPT", "NODE", "DETAIL"],
+        [
+            [
+                e.at.isoformat(timespec="seconds"),
+                e.state.value,
+                str(e.attempt),
+                e.node or "-",
+                e.detail or "",
+            ]
+            for e in events
+        ],
+    )
+    return f"{head}\n\nhistory:\n{history}"
+
+
+def nodes(records: Sequence[NodeRecord]) -> str:
+    rows = [
+        [
+            n.name,
+            n.status.value,
+            f"{n.allocated_cpu:g}/{n.cpus:g}",
+            f"{format_bytes(n.allocated_memory)}/{format_bytes(n.memory)}",
+            str(n.task_count),
+            ",".join(f"{k}={v}" for k, v in sorted(n.labels.items())) or "-",
+            age(n.last_heartbeat) + " ago",
+        ]
+        for n in records
+    ]
+    return table(["NAME", "STATUS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows)
+
+
+def placement(record: TaskRecord) -> str:
+    """The line `kube run --wait` ends with."""
+    where = f" on {record.node}" if record.node else ""
+    text = f"{record.id} {record.state.value}{where}"
+    if record.host_ports:
+        text += " ports " + ports(record)
+    if record.error:
+        text += f": {record.error}"
+    return text

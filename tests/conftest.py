@@ -1,0 +1,178 @@
+"""Fixtures for the real broker, the real Docker engine and the locally built images.
+
+Each broker-using test gets a RabbitMQ vhost of its own, deleted at teardown with every
+queue and exchange in it. Each cluster's workers have unique node names, and every
+container labelled with one of them is force-removed at teardown, even when a test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.support.images import ensure_busybox_image
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+AMQP_HOST = os.environ.get("KUBE_TEST_AMQP_HOST", "127.0.0.1:5672")
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A fresh vhost; yields its AMQP URL. Deleting it removes every queue the test made."""
+    name = f"kube-test-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    try:
+        yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    client = docker.from_env()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def busybox_image() -> str:
+    return ensure_busybox_image()
+
+
+def remove_node_containers(client: docker.DockerClient, node: str) -> None:
+    for container in client.containers.list(all=True, filters={"label": f"kube.node={node}"}):
+        container.remove(force=True)
+
+
+@dataclass
+class Cluster:
+    """A manager and workers as real processes, on their own vhost."""
+
+    url: str
+    workdir: Path
+    nodes: list[str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KUBE_AMQP_URL": self.url,
+            "KUBE_TIMEOUT": "10",
+            "PYTHONPATH": str(ROOT),
+        }
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kube", *args], env=self.env, stdout=log, stderr=log, cwd=ROOT
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start_manager(self) -> None:
+        self.start(
+            "manager",
+            "manager",
+            "--db",
+            str(self.workdir / "manager.db"),
+            "--heartbeat-interval",
+            "1",
+            "--node-down-after",
+            "4",
+        )
+
+    def start_worker(self, node: str, *extra: str) -> None:
+        self.start(node, "worker", "--name", node, "--heartbeat-interval", "1", *extra)
+
+    def kube(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run the CLI as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "kube", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"----- {path.name}\n{path.read_text(errors='replace')[-6000:]}"
+            for path in sorted(self.workdir.glob("*.log"))
+        )
+
+
+@pytest.fixture
+def cluster(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[Cluster]:
+    """A manager and two workers (`<prefix>-node-1`, `-node-2`) running for real."""
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    cluster = Cluster(vhost, tmp_path, [f"{prefix}-node-1", f"{prefix}-node-2"])
+    try:
+        cluster.start_manager()
+        for node in cluster.nodes:
+            cluster.start_worker(node)
+        from kube.client import Client
+        from shared.settings import Settings
+
+        with Client(Settings(amqp_url=vhost, request_timeout=5)) as client:
+            wait_for(
+                lambda: len([n for n in client.nodes() if n.status.value == "ready"]) == 2,
+                timeout=60,
+                what="two ready workers",
+            )
+        yield cluster
+    finally:
+        for name in list(cluster.procs):
+            cluster.stop(name)
+        for node in cluster.nodes:
+            remove_node_containers(docker_client, node)
+        report = request.node.stash.get(FAILED_KEY, False)
+        if report:
+            print(cluster.logs())
+
+
+FAILED_KEY = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.when == "call" and report.failed:  # type: ignore[attr-defined]
+        item.stash[FAILED_KEY] = True
+    return report
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        raise pytest.UsageError("rabbitmqctl not found: run .ci/run, which installs RabbitMQ")

@@ -1,0 +1,105 @@
+"""The pika bus against the real broker: confirms, acks, dead letters, reconnection."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from shared.bus import Bus, Delivery
+from shared.settings import Settings
+from shared.topology import DEAD_LETTER_QUEUE, EXCHANGES, REASON_HEADER, Binding, Queue, Topology
+from tests.support.waiting import wait_for
+
+WORK = Topology(
+    queues=(Queue("test.work", arguments={"x-queue-type": "quorum"}),),
+    bindings=(Binding("test.work", "kube.commands", "test.#"),),
+)
+
+
+@pytest.fixture
+def bus(vhost: str) -> Iterator[Bus]:
+    bus = Bus(Settings(amqp_url=vhost), "test-bus")
+    bus.declare(EXCHANGES + WORK)
+    yield bus
+    bus.close()
+
+
+def serve(bus: Bus) -> threading.Thread:
+    thread = threading.Thread(target=bus.run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_published_message_is_consumed_and_acked(bus: Bus) -> None:
+    # given a consumer that acks what it gets
+    got: list[Delivery] = []
+
+    def handle(delivery: Delivery) -> None:
+        got.append(delivery)
+        bus.ack(delivery)
+
+    bus.consume("test.work", handle)
+    bus.connect()
+    # when a message is published with a confirm
+    bus.publish("kube.commands", "test.one", b"hello", headers={"a": "b"}, message_id="m1")
+    # then it arrives with its properties
+    wait_for(lambda: bus.process_events(0.1) or got, timeout=10, what="the delivery")
+    assert (got[0].body, got[0].routing_key, got[0].message_id) == (b"hello", "test.one", "m1")
+    assert got[0].headers == {"a": "b"}
+
+
+def test_dead_letter_keeps_the_reason_in_a_header(bus: Bus) -> None:
+    got: list[Delivery] = []
+    bus.consume("test.work", lambda d: (got.append(d), bus.dead_letter(d, "bad thing")))
+    bus.connect()
+    bus.publish("kube.commands", "test.bad", b"oops")
+    wait_for(lambda: bus.process_events(0.1) or got, timeout=10, what="the delivery")
+    dead: list[Delivery] = []
+    bus.consume(DEAD_LETTER_QUEUE, lambda d: (dead.append(d), bus.ack(d)))
+    wait_for(lambda: bus.process_events(0.1) or dead, timeout=10, what="the dead letter")
+    assert dead[0].body == b"oops"
+    assert dead[0].headers[REASON_HEADER] == "bad thing"
+    assert dead[0].headers["x-kube-queue"] == "test.work"
+
+
+def test_a_handler_that_raises_does_not_stop_the_consumer(bus: Bus) -> None:
+    seen: list[bytes] = []
+
+    def handle(delivery: Delivery) -> None:
+        seen.append(delivery.body)
+        if delivery.body == b"boom":
+            raise ValueError("boom")
+        bus.ack(delivery)
+
+    bus.consume("test.work", handle, requeue_on_error=False)
+    bus.connect()
+    bus.publish("kube.commands", "test.x", b"boom")
+    bus.publish("kube.commands", "test.x", b"fine")
+    wait_for(lambda: bus.process_events(0.1) or b"fine" in seen, timeout=10, what="both")
+    assert seen == [b"boom", b"fine"]
+
+
+def test_the_bus_reconnects_after_the_broker_closes_its_connection(bus: Bus, vhost: str) -> None:
+    # given a running bus consuming a queue
+    got: list[bytes] = []
+    connects: list[int] = []
+    bus.on_connect(lambda: connects.append(1))
+    bus.consume("test.work", lambda d: (got.append(d.body), bus.ack(d)))
+    serve(bus)
+    wait_for(lambda: connects, timeout=10, what="the first connection")
+    # when the broker forces the connection closed (320 CONNECTION_FORCED, as on shutdown)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost.rsplit("/", 1)[1], "forced"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    # then the bus connects again by itself and consumes again
+    wait_for(lambda: len(connects) >= 2, timeout=30, what="the reconnection")
+    done = threading.Event()
+    bus.call_threadsafe(lambda: (bus.publish("kube.commands", "test.after", b"after"), done.set()))
+    wait_for(lambda: b"after" in got, timeout=10, what="a delivery after reconnecting")
+    assert done.is_set()
