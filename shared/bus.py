@@ -111,6 +111,7 @@ class Bus:
         self._state = _State()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._runner: threading.Thread | None = None
 
     # -- set-up, before or during run() -------------------------------------------------
 
@@ -268,6 +269,13 @@ class Bus:
 
     def run(self) -> None:
         """Serve until stop(): consume, fire timers, run callbacks; reconnect on failure."""
+        self._runner = threading.current_thread()
+        try:
+            self._serve()
+        finally:
+            self._runner = None
+
+    def _serve(self) -> None:
         while not self._stopping.is_set():
             if self._state.connection is None:
                 self.connect()
@@ -294,8 +302,14 @@ class Bus:
         self._state.connection.process_data_events(time_limit=time_limit)
 
     def close(self) -> None:
+        """Stop and close; from another thread than run()'s, wait for run() to return."""
         self._stopping.set()
-        self._close()
+        runner = self._runner
+        if runner is not None and runner is not threading.current_thread():
+            self.stop()
+            runner.join(timeout=10)
+        else:
+            self._close()
 
     # -- internals ---------------------------------------------------------------------
 
