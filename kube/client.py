@@ -41,7 +41,7 @@ class WaitTimeout(KubeError):
 def make_spec(data: dict[str, Any]) -> TaskSpec:
     """Validate a spec given as a dict, naming each bad field."""
     try:
-        return TaskSpec.model_validate_json(encode_any(data))
+        return TaskSpec.model_validate_json(encode_any(data), strict=True)
     except ValidationError as exc:
         raise DecodeError(describe(exc)) from exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -50,7 +51,7 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         ("desired", record.desired_state),
         ("node", record.node or "-"),
         ("image", record.image),
-        ("command", " ".join(record.spec.command) or "(image default)"),
+        ("command", shlex.join(record.spec.command) or "(image default)"),
         ("container", record.container_id or "-"),
         ("ports", ports(record)),
         ("attempt", str(record.attempt)),

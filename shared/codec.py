@@ -30,7 +30,7 @@ def decode(adapter: TypeAdapter[T], body: bytes, max_bytes: int = MAX_BODY_BYTES
     except UnicodeDecodeError as exc:
         raise DecodeError(f"body is not UTF-8: {exc}") from exc
     try:
-        return adapter.validate_json(text)
+        return adapter.validate_json(text, strict=True)
     except ValidationError as exc:
         if any(item["type"] == "json_invalid" for item in exc.errors()):
             raise DecodeError(f"body is not JSON: {exc.errors()[0]['msg']}") from exc

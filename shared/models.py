@@ -1,8 +1,8 @@
 """The public wire models: what clients submit and what kube publishes about tasks and nodes.
 
-Every model is frozen and forbids unknown fields; types are strict, so `"8080"` is not a
-port. These shapes are the `--json` output of the CLI and the bodies on `kube.events`;
-their JSON Schemas are committed under `shared/schemas/`.
+Every model is frozen and forbids unknown fields; on the wire, types are strict, so
+`"8080"` is not a port. These shapes are the `--json` output of the CLI and the bodies
+on `kube.events`; their JSON Schemas are committed under `shared/schemas/`.
 """
 
 from __future__ import annotations
@@ -65,9 +65,13 @@ Labels = Annotated[dict[str, str], AfterValidator(_no_reserved_labels)]
 
 
 class WireModel(BaseModel):
-    """Base of every message: immutable, strict, and closed to unknown fields."""
+    """Base of every message: immutable and closed to unknown fields.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    Decoding from the wire (`shared.codec.decode`) is strict: `"8080"` is not a port.
+    Building a model in Python is lax, so `pull_policy="never"` works there.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class PullPolicy(enum.StrEnum):

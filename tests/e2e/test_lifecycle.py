@@ -1,0 +1,112 @@
+"""Task and component life cycles end to end: exits, restarts of workers and the manager."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import amqp
+import docker
+import pytest
+
+from kube.client import Client
+from shared.errors import RequestError
+from shared.models import MAX_BODY_BYTES, TaskSpec
+from shared.settings import Settings
+from shared.states import TaskState
+from tests.conftest import Cluster
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def client_for(cluster: Cluster) -> Client:
+    return Client(Settings(amqp_url=cluster.url, request_timeout=10))
+
+
+def spec(image: str, *command: str, name: str = "job") -> TaskSpec:
+    return TaskSpec(name=name, image=image, command=command, pull_policy="never")
+
+
+def test_container_exits_are_learned_from_the_engine(cluster: Cluster, busybox_image: str) -> None:
+    with client_for(cluster) as client:
+        # given one task that succeeds and one that fails
+        ok = client.submit(spec(busybox_image, "sh", "-c", "echo done"))
+        bad = client.submit(spec(busybox_image, "sh", "-c", "exit 3"))
+        # then each ends in the state its exit code says, with the reason
+        done = client.wait(ok, {TaskState.COMPLETED}, timeout=60)
+        failed = client.wait(bad, {TaskState.FAILED}, timeout=60)
+    assert (done.state, done.exit_code, done.error) == (TaskState.COMPLETED, 0, None)
+    assert (failed.state, failed.exit_code) == (TaskState.FAILED, 3)
+    assert failed.error == "exited with code 3"
+
+
+def test_a_restarted_worker_reports_its_running_containers_and_starts_none_twice(
+    cluster: Cluster, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    # given a task running on a worker
+    with client_for(cluster) as client:
+        task_id = client.submit(spec(busybox_image, "sleep", "300"))
+        task = client.wait(task_id, {TaskState.RUNNING}, timeout=60)
+    assert task.node is not None
+    # when that worker is killed and started again
+    cluster.procs[task.node].send_signal(signal.SIGKILL)
+    cluster.procs[task.node].wait(10)
+    del cluster.procs[task.node]
+    cluster.start_worker(task.node)
+    # then the container was never orphaned or duplicated: one container, still running
+    containers = docker_client.containers.list(
+        all=True, filters={"label": f"kube.task-id={task_id}"}
+    )
+    assert [c.id for c in containers] == [task.container_id]
+    # and the restarted worker still owns it: a stop reaches it and completes the task
+    with client_for(cluster) as client:
+        wait_for(
+            lambda: any(n.name == task.node and n.status.value == "ready" for n in client.nodes()),
+            what="the worker to come back",
+        )
+        client.stop(task_id)
+        stopped = client.wait(task_id, {TaskState.COMPLETED}, timeout=60)
+    assert stopped.state == TaskState.COMPLETED
+    assert not docker_client.containers.list(all=True, filters={"label": f"kube.task-id={task_id}"})
+
+
+def test_a_restarted_manager_keeps_every_task(cluster: Cluster, busybox_image: str) -> None:
+    # given a running task
+    with client_for(cluster) as client:
+        task_id = client.submit(spec(busybox_image, "sleep", "300"))
+        client.wait(task_id, {TaskState.RUNNING}, timeout=60)
+    # when the manager is killed and started again on the same database
+    cluster.procs["manager"].send_signal(signal.SIGKILL)
+    cluster.procs["manager"].wait(10)
+    del cluster.procs["manager"]
+    cluster.start_manager()
+    # then it still knows the task, running, and its history
+    with client_for(cluster) as client:
+        task, events = wait_for(lambda: client.inspect(task_id), what="the manager")
+    assert task.state == TaskState.RUNNING
+    assert [e.state for e in events][-1] == TaskState.RUNNING
+
+
+def test_unknown_tasks_and_oversized_bodies_are_refused_and_dead_lettered(
+    cluster: Cluster,
+) -> None:
+    with client_for(cluster) as client:
+        # when a stop names a task that does not exist
+        with pytest.raises(RequestError, match="unknown task 'ghost'"):
+            client.stop("ghost")
+        # and a body over the size limit is submitted
+        raw = client._rpc.request("kube.commands", "task.submit", b" " * (MAX_BODY_BYTES + 1))
+        assert "over the" in json.loads(raw)["error"]
+        # and an unknown routing key is used
+        raw = client._rpc.request("kube.commands", "task.frobnicate", b"{}")
+        assert "unknown routing key" in json.loads(raw)["error"]
+        # then the manager still answers
+        assert client.list() == []
+    vhost = cluster.url.rsplit("/", 1)[1]
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        channel = connection.channel()
+        reasons = []
+        while (message := channel.basic_get("kube.dead-letters", no_ack=True)) is not None:
+            reasons.append(message.headers["x-kube-reason"])
+    assert len(reasons) == 3
