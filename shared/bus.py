@@ -157,8 +157,13 @@ class Bus:
         message_id: str | None = None,
         persistent: bool = True,
         mandatory: bool = False,
+        user_id: str | None = None,
     ) -> None:
-        """Publish and wait for the broker's confirm; raises UnroutableError when returned."""
+        """Publish and wait for the broker's confirm; raises UnroutableError when returned.
+
+        user_id, when given, must be `self.user`: RabbitMQ validates it, so a consumer
+        knows which broker user published the message.
+        """
         channel = self._require_channel()
         properties = pika.BasicProperties(
             content_type="application/json",
@@ -168,6 +173,7 @@ class Bus:
             correlation_id=correlation_id,
             message_id=message_id,
             timestamp=int(time.time()),
+            user_id=user_id,
         )
         try:
             channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
@@ -241,6 +247,11 @@ class Bus:
                 connection.add_callback_threadsafe(lambda: None)
             except Exception:  # noqa: BLE001 - already closed: run() notices _stopping
                 log.debug("stop: connection already closed")
+
+    @property
+    def user(self) -> str:
+        """The broker user this bus logs in as: the one value RabbitMQ accepts in user_id."""
+        return str(pika.URLParameters(self._settings.amqp_url).credentials.username)
 
     @property
     def stopping(self) -> bool:
