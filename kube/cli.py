@@ -110,7 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a task's container output")
     logs.add_argument("id")
     logs.add_argument("--tail", type=int)
+    _up_parser(sub)
     return parser
+
+
+def _up_parser(sub: Any) -> None:
+    up = sub.add_parser("up", help="run a manager and workers here until Ctrl-C")
+    up.add_argument("--workers", type=int, default=2, help="how many workers (default 2)")
+    up.add_argument("--name-prefix", help="workers are PREFIX-1..N (default: the host name)")
+    up.add_argument("--start-broker", action="store_true", help="start RabbitMQ in Docker if none")
+    up.add_argument("--broker-image", default=None, help="the image --start-broker runs")
+    up.add_argument("--keep", action="store_true", help="leave containers and state at exit")
+    up.add_argument("--db", type=Path, help="the manager's SQLite file (default: throwaway)")
+    up.add_argument("--scheduler", default="epvm", choices=["epvm", "roundrobin"])
+    up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
+    up.add_argument("--ready-timeout", type=float, default=60.0)
+    _logging_flags(up)
 
 
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_manager(args, settings)
         if args.command == "worker":
             return run_worker(args, settings)
+        if args.command == "up":
+            return run_up(args, settings)
         with Client(settings) as client:
             return dispatch(args, command, client)
     except NoManagerError as exc:
@@ -286,6 +303,29 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     _stop_on_signals(worker.bus.stop)
     worker.run()
     return OK
+
+
+def run_up(args: argparse.Namespace, settings: Settings) -> int:
+    import socket
+
+    from kube.localbroker import BROKER_IMAGE
+    from kube.up import UpOptions, up
+
+    # polling for the manager gets unroutable returns, which pika logs as warnings
+    logging.getLogger("pika").setLevel(logging.ERROR)
+    options = UpOptions(
+        workers=args.workers,
+        name_prefix=args.name_prefix or socket.gethostname(),
+        start_broker=args.start_broker,
+        keep=args.keep,
+        db=args.db,
+        scheduler=args.scheduler,
+        runtime=args.runtime,
+        broker_image=args.broker_image or BROKER_IMAGE,
+        ready_timeout=args.ready_timeout,
+        log_level=args.log_level,
+    )
+    return up(options, settings)
 
 
 if __name__ == "__main__":

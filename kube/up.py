@@ -1,0 +1,377 @@
+"""`kube up`: a manager and N workers on this machine, supervised as one process group.
+
+The children are `kube manager` and `kube worker --name <prefix>-<i>`, started in a
+process group of their own, so a terminal's Ctrl-C reaches only `kube up`, which then
+stops them in one `killpg` and removes every container labelled with one of its node
+names (unless `--keep`). Their output is shown line by line, prefixed with their name.
+
+With no broker at KUBE_AMQP_URL and a Docker engine at hand, it starts a RabbitMQ
+container (`--start-broker`, or after asking on a terminal); otherwise it says how to
+get one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO
+
+import docker
+import docker.errors
+
+from kube import localbroker
+from kube.client import Client
+from shared.errors import KubeError, MessagingError
+from shared.settings import Settings, redact
+
+log = logging.getLogger(__name__)
+
+OK = 0
+FAILED = 1
+BROKER_DOWN = 5
+STOP_GRACE = 15.0
+"""Seconds the children get to stop after SIGTERM before SIGKILL."""
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """What `kube up` runs; built by the CLI from flags."""
+
+    workers: int = 2
+    name_prefix: str = "node"
+    start_broker: bool = False
+    keep: bool = False
+    db: Path | None = None  # None: a fresh file, or the kept one with keep
+    scheduler: str = "epvm"
+    runtime: str = "docker"
+    broker_image: str = localbroker.BROKER_IMAGE
+    ready_timeout: float = 60.0
+    log_level: str = "INFO"
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"{self.name_prefix}-{i}" for i in range(1, self.workers + 1)]
+
+
+@dataclass(frozen=True)
+class Child:
+    """One process of the local cluster."""
+
+    name: str
+    argv: list[str]
+
+
+def plan(options: UpOptions, db: Path) -> list[Child]:
+    """The processes to start: the manager first, then the workers."""
+    kube = [sys.executable, "-m", "kube"]
+    manager = Child(
+        "manager",
+        [
+            *kube,
+            "manager",
+            "--db",
+            str(db),
+            "--scheduler",
+            options.scheduler,
+            "--log-level",
+            options.log_level,
+        ],
+    )
+    workers = [
+        Child(
+            node,
+            [
+                *kube,
+                "worker",
+                "--name",
+                node,
+                "--runtime",
+                options.runtime,
+                "--log-level",
+                options.log_level,
+            ],
+        )
+        for node in options.nodes
+    ]
+    return [manager, *workers]
+
+
+class BrokerAction(enum.Enum):
+    """What to do when no broker answers."""
+
+    START = "start"  # --start-broker, or the user said yes
+    ASK = "ask"  # on a terminal: offer to start one
+    EXPLAIN = "explain"  # say how to get one, and exit
+
+
+def broker_action(*, start: bool, interactive: bool, local: bool, docker_ok: bool) -> BrokerAction:
+    if not (local and docker_ok):
+        return BrokerAction.EXPLAIN
+    if start:
+        return BrokerAction.START
+    return BrokerAction.ASK if interactive else BrokerAction.EXPLAIN
+
+
+def how_to_get_a_broker(settings: Settings, *, local: bool, docker_ok: bool) -> str:
+    url = redact(settings.amqp_url)
+    lines = [f"no RabbitMQ answers at {url}."]
+    if not local:
+        lines.append("It is not on this machine: start it there, or set KUBE_AMQP_URL.")
+    elif docker_ok:
+        lines.append(
+            f"Start one in Docker with `kube up --start-broker` (runs {localbroker.BROKER_IMAGE}),"
+            f" or `docker run -d -p 5672:5672 {localbroker.BROKER_IMAGE}`,"
+        )
+        lines.append("or install it: `apt-get install rabbitmq-server` (Debian, Ubuntu).")
+    else:
+        lines.append(
+            "No Docker engine answers either: install RabbitMQ (`apt-get install"
+            " rabbitmq-server` on Debian and Ubuntu, or see rabbitmq.com/docs/download),"
+            " or start Docker and run `kube up --start-broker`."
+        )
+    return "\n".join(lines)
+
+
+@dataclass
+class LocalCluster:
+    """The running children, their output pumps, and how to stop them all."""
+
+    settings: Settings
+    children: list[Child]
+    out: IO[str]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pumps: list[threading.Thread] = field(default_factory=list)
+    group: int | None = None
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBE_AMQP_URL": self.settings.amqp_url}
+        if self.settings.ca_file:
+            env["KUBE_AMQP_CA"] = self.settings.ca_file
+        width = max(len(child.name) for child in self.children)
+        for child in self.children:
+            proc = subprocess.Popen(
+                child.argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # the first child leads a new group; the others join it
+                process_group=0 if self.group is None else self.group,
+            )
+            if self.group is None:
+                self.group = proc.pid
+            self.procs[child.name] = proc
+            self.say(f"started {child.name} (pid {proc.pid})")
+            pump = threading.Thread(
+                target=self._pump, args=(child.name.rjust(width), proc), daemon=True
+            )
+            pump.start()
+            self.pumps.append(pump)
+
+    def say(self, line: str) -> None:
+        print(f"kube up: {line}", file=self.out, flush=True)
+
+    def _pump(self, prefix: str, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            print(f"{prefix} | {line}", file=self.out, flush=True)
+
+    def exited(self) -> dict[str, int]:
+        return {
+            name: code for name, proc in self.procs.items() if (code := proc.poll()) is not None
+        }
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to the whole group, SIGKILL after the grace period; the exit codes."""
+        if self.group is not None:
+            _signal_group(self.group, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(0.0, deadline - time.monotonic()))
+        if self.group is not None and any(p.poll() is None for p in self.procs.values()):
+            self.say(f"children still running after {STOP_GRACE:g}s: killing them")
+            _signal_group(self.group, signal.SIGKILL)
+        codes = {name: proc.wait() for name, proc in self.procs.items()}
+        for pump in self.pumps:
+            pump.join(timeout=5)
+        return codes
+
+
+def _signal_group(group: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # every member has exited already
+        os.killpg(group, sig)
+
+
+def remove_containers(nodes: Iterable[str]) -> int:
+    """Force-remove every container labelled with one of these node names; how many."""
+    client = docker.from_env()
+    removed = 0
+    try:
+        for node in nodes:
+            for container in client.containers.list(
+                all=True, filters={"label": f"kube.node={node}"}
+            ):
+                container.remove(force=True)
+                removed += 1
+    finally:
+        client.close()
+    return removed
+
+
+def wait_ready(
+    settings: Settings,
+    cluster: LocalCluster,
+    nodes: list[str],
+    timeout: float,
+    stopping: threading.Event,
+) -> str | None:
+    """Wait until every node is ready; None, or why the cluster is not coming up."""
+    deadline = time.monotonic() + timeout
+    quick = replace(settings, request_timeout=2.0)
+    last = "the manager has not answered"
+    with Client(quick) as client:
+        while time.monotonic() < deadline:
+            if stopping.is_set():
+                return "stopped while starting"
+            if dead := cluster.exited():
+                return "exited while starting: " + ", ".join(
+                    f"{name} (code {code})" for name, code in dead.items()
+                )
+            try:
+                ready = {n.name for n in client.nodes() if n.status.value == "ready"}
+            except MessagingError as exc:  # the manager is not serving yet
+                last = str(exc)
+            else:
+                if ready.issuperset(nodes):
+                    return None
+                last = f"ready: {sorted(ready & set(nodes)) or 'none yet'}"
+            stopping.wait(0.3)
+    return f"not ready after {timeout:g}s ({last})"
+
+
+def up(
+    options: UpOptions,
+    settings: Settings,
+    out: IO[str] = sys.stdout,
+    ask: Callable[[str], str] = input,
+    interactive: bool | None = None,
+) -> int:
+    """Run the local cluster until SIGINT or SIGTERM; the exit code."""
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    broker: str | None = None
+    try:
+        broker = _ensure_broker(options, settings, out, ask, interactive)
+    except (localbroker.LocalBrokerError, MessagingError, _NoBroker) as exc:
+        print(f"kube up: {exc}", file=sys.stderr)
+        return BROKER_DOWN
+    try:
+        return _run_cluster(options, settings, out)
+    finally:
+        if broker is not None and not options.keep:
+            print("kube up: removing the broker container", file=out, flush=True)
+            localbroker.remove_broker(broker)
+
+
+class _NoBroker(KubeError):
+    """No broker answers and none will be started."""
+
+
+def _ensure_broker(
+    options: UpOptions,
+    settings: Settings,
+    out: IO[str],
+    ask: Callable[[str], str],
+    interactive: bool,
+) -> str | None:
+    """Check the broker, starting one if asked; the id of a container we started."""
+    address = localbroker.BrokerAddress.of(settings)
+    if localbroker.listening(address):
+        localbroker.check_broker(settings)  # a bad password or vhost says so here
+        return None
+    docker_ok = address.local and localbroker.docker_answers()
+    action = broker_action(
+        start=options.start_broker,
+        interactive=interactive,
+        local=address.local,
+        docker_ok=docker_ok,
+    )
+    if action is BrokerAction.ASK:
+        answer = ask(
+            f"No RabbitMQ answers at {redact(settings.amqp_url)}. Start one in Docker"
+            f" ({options.broker_image})? [y/N] "
+        )
+        action = BrokerAction.START if answer.strip().lower() in ("y", "yes") else action
+    if action is not BrokerAction.START:
+        raise _NoBroker(how_to_get_a_broker(settings, local=address.local, docker_ok=docker_ok))
+    print(f"kube up: starting {options.broker_image} on port {address.port}", file=out, flush=True)
+    return localbroker.start_broker(settings, options.broker_image)
+
+
+def _run_cluster(options: UpOptions, settings: Settings, out: IO[str]) -> int:
+    stopping = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stopping.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    with tempfile.TemporaryDirectory(prefix="kube-up-") as scratch:
+        db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
+        cluster = LocalCluster(settings, plan(options, db), out)
+        code = OK
+        try:
+            cluster.start()
+            problem = wait_ready(settings, cluster, options.nodes, options.ready_timeout, stopping)
+            if problem is not None and not stopping.is_set():
+                cluster.say(problem)
+                code = FAILED
+            elif problem is None:
+                _say_ready(cluster, options, settings)
+                while not stopping.wait(0.5):
+                    if dead := cluster.exited():
+                        cluster.say(f"{', '.join(dead)} exited; stopping the rest")
+                        code = FAILED
+                        break
+        finally:
+            cluster.say("stopping")
+            codes = cluster.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if options.keep:
+                cluster.say(f"kept the containers of {', '.join(options.nodes)}; state in {db}")
+            else:
+                removed = remove_containers(options.nodes)
+                cluster.say(f"removed {removed} task container(s)")
+        bad = {name: c for name, c in codes.items() if c not in (0, -signal.SIGTERM)}
+        if bad and code == OK:
+            cluster.say(f"exit codes: {bad}")
+            code = FAILED
+        return code
+
+
+def _kept_db() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    path = Path(state) / "kube" / "up.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _say_ready(cluster: LocalCluster, options: UpOptions, settings: Settings) -> None:
+    cluster.say(
+        f"manager and {options.workers} worker(s) ready on {redact(settings.amqp_url)}:"
+        f" {', '.join(options.nodes)}"
+    )
+    cluster.say("try `kube run --name hello --image busybox --wait -- echo hello`, `kube ps`")
+    keep = "leaves them" if options.keep else "removes their containers"
+    cluster.say(f"Ctrl-C stops them all and {keep}")

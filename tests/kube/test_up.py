@@ -1,0 +1,197 @@
+"""`kube up`: the plan and the broker decision (pure), then the local cluster for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import docker.errors
+import psutil
+import pytest
+
+from kube.client import Client, make_spec
+from kube.localbroker import container_name
+from kube.up import BrokerAction, UpOptions, broker_action, how_to_get_a_broker, plan
+from shared.settings import Settings
+from shared.states import TaskState
+from tests.conftest import ROOT, remove_node_containers
+from tests.support.waiting import wait_for
+
+# -- pure ------------------------------------------------------------------------------
+
+
+def test_plan_starts_the_manager_then_one_worker_per_node() -> None:
+    options = UpOptions(workers=3, name_prefix="lab", scheduler="roundrobin", runtime="mock")
+    children = plan(options, Path("/tmp/x.db"))
+    assert [child.name for child in children] == ["manager", "lab-1", "lab-2", "lab-3"]
+    manager = children[0].argv
+    assert manager[1:4] == ["-m", "kube", "manager"]
+    assert manager[manager.index("--db") + 1] == "/tmp/x.db"
+    assert manager[manager.index("--scheduler") + 1] == "roundrobin"
+    worker = children[2].argv
+    assert worker[worker.index("--name") + 1] == "lab-2"
+    assert worker[worker.index("--runtime") + 1] == "mock"
+
+
+@pytest.mark.parametrize(
+    ("start", "interactive", "local", "docker_ok", "action"),
+    [
+        (True, False, True, True, BrokerAction.START),
+        (False, True, True, True, BrokerAction.ASK),
+        (False, False, True, True, BrokerAction.EXPLAIN),
+        (True, True, False, True, BrokerAction.EXPLAIN),  # a remote broker: not ours to start
+        (True, True, True, False, BrokerAction.EXPLAIN),  # no Docker to start it with
+    ],
+)
+def test_broker_action(
+    start: bool, interactive: bool, local: bool, docker_ok: bool, action: BrokerAction
+) -> None:
+    got = broker_action(start=start, interactive=interactive, local=local, docker_ok=docker_ok)
+    assert got is action
+
+
+def test_how_to_get_a_broker_names_the_ways() -> None:
+    settings = Settings(amqp_url="amqp://guest:secret@localhost:5672/%2F")
+    with_docker = how_to_get_a_broker(settings, local=True, docker_ok=True)
+    assert "--start-broker" in with_docker and "docker run" in with_docker
+    assert "secret" not in with_docker
+    without = how_to_get_a_broker(settings, local=True, docker_ok=False)
+    assert "apt-get install rabbitmq-server" in without
+    remote = how_to_get_a_broker(settings, local=False, docker_ok=True)
+    assert "KUBE_AMQP_URL" in remote
+
+
+# -- for real --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def kube_up(url: str, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    out = open(log, "wb") if log else subprocess.PIPE  # noqa: SIM115 - closed at teardown
+    return subprocess.Popen(
+        [sys.executable, "-m", "kube", "up", *args],
+        env={**os.environ, "KUBE_AMQP_URL": url, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT if log else subprocess.PIPE,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def prefix(docker_client: docker.DockerClient) -> Iterator[str]:
+    prefix = f"up{uuid.uuid4().hex[:6]}"
+    yield prefix
+    for i in (1, 2):
+        remove_node_containers(docker_client, f"{prefix}-{i}")
+
+
+def test_up_runs_a_cluster_and_ctrl_c_stops_it_leaving_nothing(
+    vhost: str,
+    prefix: str,
+    tmp_path: Path,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    # given `kube up --workers 2` against a fresh vhost
+    log = tmp_path / "up.log"
+    up = kube_up(vhost, "--workers", "2", "--name-prefix", prefix, log=log)
+    nodes = [f"{prefix}-1", f"{prefix}-2"]
+    children: list[psutil.Process] = []
+    try:
+        with Client(Settings(amqp_url=vhost, request_timeout=2)) as client:
+            # then both workers become ready
+            wait_for(
+                lambda: {n.name for n in client.nodes() if n.status.value == "ready"} == set(nodes),
+                timeout=60,
+                what=f"two ready nodes; log:\n{log.read_text()}",
+            )
+            children = psutil.Process(up.pid).children(recursive=True)
+            assert len(children) == 3, children
+            # and a task runs on one of them, in a container labelled with its node
+            spec = {"name": "up-task", "image": busybox_image, "pull_policy": "never"}
+            task_id = client.submit(make_spec({**spec, "command": ["sleep", "300"]}))
+            task = client.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        assert task.state == TaskState.RUNNING, task.error
+        assert task.node in nodes
+        assert docker_client.containers.get(str(task.container_id)).status == "running"
+
+        # when the user presses Ctrl-C
+        up.send_signal(signal.SIGINT)
+        code = up.wait(60)
+
+        # then kube up exits 0, every child has exited, and no container is left
+        output = log.read_text()
+        assert code == 0, output
+        assert not [c for c in children if _alive(c)], output
+        for node in nodes:
+            left = docker_client.containers.list(all=True, filters={"label": f"kube.node={node}"})
+            assert left == [], output
+        assert "removed 1 task container(s)" in output
+    finally:
+        for proc in [*children, psutil.Process(up.pid) if up.poll() is None else None]:
+            if proc is not None and _alive(proc):
+                proc.kill()
+        up.wait(10)
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_up_without_a_broker_says_how_to_get_one() -> None:
+    # given a URL where nothing listens, and no terminal to ask on
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    # when kube up runs
+    up = kube_up(url, "--workers", "1")
+    _, err = up.communicate(timeout=60)
+    # then it exits with the broker-down code and says how to get a broker
+    assert up.returncode == 5, err
+    text = err.decode()
+    assert "no RabbitMQ answers" in text and "--start-broker" in text and "docker run" in text
+    assert "Traceback" not in text
+
+
+def test_up_start_broker_fails_cleanly_when_the_image_is_missing(
+    docker_client: docker.DockerClient,
+) -> None:
+    # given no broker, and a broker image that is neither local nor pullable here
+    port = free_port()
+    url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    image = "localhost:1/kube-test-no-such-rabbitmq:0"
+    # when kube up is asked to start one
+    up = kube_up(url, "--start-broker", "--broker-image", image)
+    _, err = up.communicate(timeout=120)
+    # then it says the image could not be had, and leaves no container
+    text = err.decode()
+    assert up.returncode == 5, text
+    assert image in text and "could not be pulled" in text and "Traceback" not in text
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(container_name(port))
+
+
+def test_up_with_a_wrong_password_reports_the_broker_refusal(vhost: str) -> None:
+    # given a broker that answers but refuses the credentials
+    url = vhost.replace("guest:guest@", "guest:wrong@")
+    # when kube up runs
+    up = kube_up(url)
+    _, err = up.communicate(timeout=60)
+    # then it does not offer to start another broker: it reports the refusal
+    text = err.decode()
+    assert up.returncode == 5, text
+    assert "Authentication" in text and "--start-broker" not in text
