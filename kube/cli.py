@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     worker.add_argument("--concurrency", type=int, default=8, help="containers started at once")
     worker.add_argument("--heartbeat-interval", type=float, default=2.0)
+    policy = worker.add_argument_group("security policy (default: refuse all of these)")
+    policy.add_argument("--policy", type=Path, help="a TOML policy file (see worker/policy.py)")
+    policy.add_argument("--allow-privileged", action="store_true")
+    policy.add_argument("--allow-host-network", action="store_true")
+    policy.add_argument("--allow-host-pid", action="store_true")
+    policy.add_argument("--allow-mount", action="append", default=[], metavar="HOST_PATH")
+    policy.add_argument("--allow-cap", action="append", default=[], metavar="CAPABILITY")
+    policy.add_argument("--allow-device", action="append", default=[], metavar="DEVICE")
+    policy.add_argument("--allow-image", action="append", default=[], metavar="PATTERN")
     _logging_flags(worker)
 
     run = sub.add_parser("run", help="submit a task (command after --)")
@@ -271,6 +280,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
+    from worker.policy import WorkerPolicy
     from worker.runtime.base import Runtime
     from worker.service import Worker, WorkerConfig
     from worker.stats import Capacity, detect_capacity
@@ -292,12 +302,23 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         from worker.runtime.docker import DockerRuntime
 
         runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2))
+    flags = WorkerPolicy(
+        allow_privileged=args.allow_privileged,
+        allow_host_network=args.allow_host_network,
+        allow_host_pid=args.allow_host_pid,
+        mount_sources=tuple(args.allow_mount),
+        capabilities=tuple(args.allow_cap),
+        devices=tuple(args.allow_device),
+        images=tuple(args.allow_image),
+    )
+    policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(
         name=name,
         labels=dict(args.label),
         capacity=capacity,
         heartbeat_interval=args.heartbeat_interval,
         concurrency=args.concurrency,
+        policy=policy,
     )
     worker = Worker(settings, config, runtime)
     _stop_on_signals(worker.bus.stop)

@@ -11,12 +11,16 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from manager.effects import Decision, Outgoing
+from manager.restarts import Final, after_attempt
 from manager.scheduler import NoFit, Scheduler, allocate, place
 from shared import topology
 from shared.codec import encode
-from shared.messages import Heartbeat, RunTask, StopTask, TaskUpdate
-from shared.models import NodeRecord, NodeStatus, TaskEvent, TaskRecord, TaskSpec
+from shared.messages import RunTask, StopTask, TaskUpdate
+from shared.models import NodeRecord, TaskEvent, TaskRecord, TaskSpec
 from shared.states import TaskState, can_transition
+
+REPORTED = frozenset({TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED})
+"""The states a worker may report; the others are the manager's to decide."""
 
 
 def task_event(task: TaskRecord) -> Outgoing:
@@ -29,10 +33,14 @@ def node_event(node: NodeRecord, what: str) -> Outgoing:
     return Outgoing(topology.EVENTS, f"node.{what}", encode(node))
 
 
-def _move(
+def move(
     task: TaskRecord, state: TaskState, now: datetime, detail: str | None = None, **changes: object
 ) -> Decision:
-    """Record a transition the caller has checked: new record, history entry, event."""
+    """A transition: new record, history entry, event; refused if the table forbids it."""
+    if not can_transition(task.state, state):
+        return Decision(
+            refused=f"task {task.id}: {task.state.value} -> {state.value} is not allowed"
+        )
     moved = task.model_copy(update={"state": state, "updated_at": now, **changes})
     history = TaskEvent(state=state, at=now, attempt=moved.attempt, node=moved.node, detail=detail)
     return Decision(tasks=[moved], events=[(moved.id, history)], outgoing=[task_event(moved)])
@@ -63,6 +71,8 @@ def schedule(
     decision = Decision()
     free = {node.name: node for node in nodes}
     for task in pending:
+        if task.not_before is not None and task.not_before > now:
+            continue  # restarting: its backoff has not passed
         outcome = place(scheduler, task.spec, list(free.values()))
         if isinstance(outcome, NoFit):
             if task.error != outcome.reason:
@@ -73,7 +83,15 @@ def schedule(
         free[outcome.node] = allocate(free[outcome.node], task.spec)
         attempt = task.attempt + 1
         decision.extend(
-            _move(task, TaskState.SCHEDULED, now, node=outcome.node, attempt=attempt, error=None)
+            move(
+                task,
+                TaskState.SCHEDULED,
+                now,
+                node=outcome.node,
+                attempt=attempt,
+                error=None,
+                not_before=None,
+            )
         )
         dispatch = RunTask(task_id=task.id, attempt=attempt, spec=task.spec)
         decision.outgoing.append(Outgoing(topology.DISPATCH, outcome.node, encode(dispatch)))
@@ -89,21 +107,74 @@ def apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decisio
         )
         if update.state == TaskState.RUNNING:
             # A container of a superseded attempt is alive: tell its node to remove it.
-            stop = StopTask(task_id=task.id, attempt=update.attempt)
-            decision.outgoing.append(Outgoing(topology.DISPATCH, update.node, encode(stop)))
+            decision.outgoing.append(stop_attempt(task.id, update.attempt, update.node))
+        return decision
+    if task.state not in (TaskState.SCHEDULED, TaskState.RUNNING):
+        # This attempt already ended (a duplicate report, or the task restarted or was lost
+        # while the report travelled). A container still running for it must go.
+        decision = Decision()
+        if update.state == TaskState.RUNNING:
+            decision.refused = f"task {task.id}: attempt {update.attempt} already ended"
+            decision.outgoing.append(stop_attempt(task.id, update.attempt, update.node))
         return decision
     if update.state == task.state:
+        if (update.health, update.last_check) != (task.health, task.last_check):
+            health = {"health": update.health, "last_check": update.last_check}
+            return Decision(tasks=[task.model_copy(update=health)])
         return Decision()  # a redelivered report: already applied
-    if not can_transition(task.state, update.state):
-        return Decision(
-            refused=f"task {task.id}: {task.state.value} -> {update.state.value} is not allowed"
-        )
-    changes: dict[str, object] = {"error": update.error, "exit_code": update.exit_code}
+    if update.state not in REPORTED:
+        return Decision(refused=f"task {task.id}: a worker cannot report {update.state.value}")
+    changes: dict[str, object] = {
+        "exit_code": update.exit_code,
+        "health": update.health,
+        "last_check": update.last_check,
+    }
     if update.container_id is not None:
         changes["container_id"] = update.container_id
-    if update.host_ports or update.state == TaskState.RUNNING:
-        changes["host_ports"] = dict(update.host_ports)
-    return _move(task, update.state, now, detail=update.error, **changes)
+    if update.state.terminal:
+        ended = task.model_copy(update=changes)
+        return end_attempt(ended, update.state, update.error, now)
+    changes["error"] = update.error
+    changes["host_ports"] = dict(update.host_ports)
+    return move(task, update.state, now, detail=update.error, **changes)
+
+
+def end_attempt(
+    task: TaskRecord, outcome: TaskState, reason: str | None, now: datetime, lost: bool = False
+) -> Decision:
+    """An attempt ended (completed, failed or lost): restart per the policy, or end the task."""
+    step = after_attempt(task, outcome, reason, lost)
+    if isinstance(step, Final):
+        return move(task, step.state, now, detail=step.reason, error=step.reason)
+    limit = task.spec.restart.max_restarts
+    detail = (
+        f"attempt {task.attempt} {outcome.value}"
+        + (f" ({reason})" if reason else "")
+        + f"; restart {step.number}/{'unlimited' if limit is None else limit}"
+        + f" in {step.delay:g}s"
+    )
+    decision = move(
+        task,
+        TaskState.PENDING,
+        now,
+        detail=detail,
+        error=reason,
+        restart_count=step.number,
+        not_before=now + timedelta(seconds=step.delay),
+        container_id=None,
+        host_ports={},
+        health=None,
+    )
+    if task.node is not None and not lost:
+        # Remove the finished container; a lost node's containers are stopped when it returns.
+        decision.outgoing.append(stop_attempt(task.id, task.attempt, task.node))
+    return decision
+
+
+def stop_attempt(task_id: str, attempt: int, node: str) -> Outgoing:
+    """The dispatch that makes a node stop and remove one attempt's container."""
+    message = StopTask(task_id=task_id, attempt=attempt)
+    return Outgoing(topology.DISPATCH, node, encode(message))
 
 
 def request_stop(task: TaskRecord, now: datetime) -> Decision:
@@ -113,12 +184,11 @@ def request_stop(task: TaskRecord, now: datetime) -> Decision:
     """
     stop = Decision()
     if task.node is not None and task.attempt > 0:
-        message = StopTask(task_id=task.id, attempt=task.attempt)
-        stop.outgoing.append(Outgoing(topology.DISPATCH, task.node, encode(message)))
+        stop.outgoing.append(stop_attempt(task.id, task.attempt, task.node))
     if task.state.terminal:
         return stop
-    if task.state == TaskState.PENDING:
-        return _move(
+    if task.state in (TaskState.PENDING, TaskState.LOST):
+        return move(
             task,
             TaskState.COMPLETED,
             now,
@@ -130,44 +200,3 @@ def request_stop(task: TaskRecord, now: datetime) -> Decision:
         return stop  # already asked; send the stop again in case it was lost
     stopping = task.model_copy(update={"desired_state": "stopped", "updated_at": now})
     return Decision(tasks=[stopping]).extend(stop)
-
-
-def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
-    """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
-    node = NodeRecord(
-        name=beat.node,
-        status=NodeStatus.READY,
-        cpus=beat.cpus,
-        memory=beat.memory,
-        disk=beat.disk,
-        labels=dict(beat.labels),
-        last_heartbeat=now,
-        stats=beat.stats,
-    )
-    decision = Decision(nodes=[node])
-    if known is None or known.status != NodeStatus.READY:
-        decision.outgoing.append(node_event(node, "ready"))
-    decision.outgoing.append(node_event(node, "heartbeat"))
-    return decision
-
-
-def mark_down(
-    nodes: Sequence[NodeRecord],
-    now: datetime,
-    down_after: float,
-    not_before: datetime | None = None,
-) -> Decision:
-    """Nodes not heard from for down_after seconds become down.
-
-    Silence is counted from not_before at the earliest (the manager's own start), so a
-    restarted manager gives every node a full interval before calling it down.
-    """
-    decision = Decision()
-    limit = timedelta(seconds=down_after)
-    for node in nodes:
-        seen = max(node.last_heartbeat, not_before) if not_before else node.last_heartbeat
-        if node.status == NodeStatus.READY and now - seen > limit:
-            down = node.model_copy(update={"status": NodeStatus.DOWN})
-            decision.nodes.append(down)
-            decision.outgoing.append(node_event(down, "down"))
-    return decision

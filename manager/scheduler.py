@@ -62,9 +62,10 @@ class NoFit:
 
 
 def fits(spec: TaskSpec, node: NodeRecord) -> bool:
-    """Whether the node is ready and has the task's cpu, memory and disk free."""
+    """Whether the node is ready, its engine up, and it has the task's cpu, memory, disk free."""
     return (
         node.status is NodeStatus.READY
+        and node.engine_ok
         and node.cpus - node.allocated_cpu >= spec.cpu - CPU_EPSILON
         and node.memory - node.allocated_memory >= spec.memory
         and node.disk - node.allocated_disk >= spec.disk
@@ -217,6 +218,8 @@ def _demand(spec: TaskSpec) -> str:
 def _shortage(spec: TaskSpec, node: NodeRecord) -> str:
     if node.status is not NodeStatus.READY:
         return f"{node.name} is {node.status.value}"
+    if not node.engine_ok:
+        return f"{node.name}'s container engine is down"
     free_cpu = node.cpus - node.allocated_cpu
     free_memory = node.memory - node.allocated_memory
     free_disk = node.disk - node.allocated_disk

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from manager import core
+from manager import core, nodes
 from manager.effects import Decision
 from manager.queries import Queries
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
@@ -29,7 +29,7 @@ from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.errors import DecodeError
 from shared.messages import Heartbeat, Result, TaskUpdate
-from shared.models import ID_PATTERN, Reply, StopRequest, TaskRecord, TaskSpec
+from shared.models import ID_PATTERN, NodeStatus, Reply, StopRequest, TaskRecord, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
 
@@ -81,7 +81,7 @@ class Manager:
         self.bus.consume(topology.COMMANDS_QUEUE, self.on_command)
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
         self.bus.consume(topology.QUERIES_QUEUE, self.queries.on_query, requeue_on_error=False)
-        self.bus.every(self.config.heartbeat_interval, self.check_liveness)
+        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
 
     def run(self) -> None:
         self.setup()
@@ -192,14 +192,21 @@ class Manager:
         if known is None:
             log.info("node %s: joined", beat.node)
             self.bus.declare(topology.node_topology(beat.node))
-        decision = core.apply_heartbeat(known, beat, self.clock())
+        now = self.clock()
+        decision = nodes.apply_heartbeat(known, beat, now)
+        held = self.store.tasks_by_id(held.task_id for held in beat.tasks)
+        placed = self.store.tasks_on(beat.node, nodes.PLACED)
+        decision.extend(nodes.reconcile(beat, held, placed, now))
         self.commit(decision)
-        if known is None or known.status != decision.nodes[0].status:
+        changed = (
+            known is None or known.status != NodeStatus.READY or known.engine_ok != beat.engine_ok
+        )
+        if changed or decision.tasks:
             self.schedule_pending()
 
     def after_change(self, decision: Decision) -> None:
-        """Capacity may have freed: try the pending tasks again."""
-        if any(task.state.terminal for task in decision.tasks):
+        """Capacity may have freed, or a task awaits a new attempt: place pending tasks."""
+        if any(task.state.terminal or task.state == TaskState.PENDING for task in decision.tasks):
             self.schedule_pending()
 
     def schedule_pending(self) -> None:
@@ -208,14 +215,19 @@ class Manager:
             now = self.clock()
             self.commit(core.schedule(pending, self.store.nodes(), self.scheduler, now))
 
-    def check_liveness(self) -> None:
-        """Mark down the nodes whose heartbeats stopped (counting from our own start)."""
-        decision = core.mark_down(
-            self.store.nodes(), self.clock(), self.config.node_down_after, self.started_at
+    def tick(self) -> None:
+        """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
+        now = self.clock()
+        decision = nodes.mark_down(
+            self.store.nodes(), now, self.config.node_down_after, self.started_at
         )
-        for node in decision.nodes:
+        for node in list(decision.nodes):
             log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
+            decision.extend(
+                nodes.node_lost(node.name, self.store.tasks_on(node.name, nodes.PLACED), now)
+            )
         self.commit(decision)
+        self.schedule_pending()
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.store.task(task_id)

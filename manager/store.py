@@ -164,6 +164,25 @@ class Store:
             )
         return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
 
+    def tasks_on(self, node: str, states: Iterable[TaskState]) -> list[TaskRecord]:
+        """Tasks placed on a node that are in one of the given states."""
+        wanted = [state.value for state in states]
+        marks = ",".join("?" * len(wanted))
+        rows = self._query(
+            f"SELECT record FROM tasks WHERE node = ? AND state IN ({marks}) ORDER BY id",
+            [node, *wanted],
+        )
+        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+
+    def tasks_by_id(self, ids: Iterable[str]) -> dict[str, TaskRecord]:
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._query(f"SELECT record FROM tasks WHERE id IN ({marks})", wanted)
+        records = [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        return {task.id: task for task in records}
+
     def events(self, task_id: str) -> list[TaskEvent]:
         rows = self._query(
             "SELECT record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from shared.models import NodeStats, TaskId, TaskSpec, WireModel
+from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
+from shared.wire import TaskId, WireModel
 
 
 class RunTask(WireModel):
@@ -44,6 +45,8 @@ class TaskUpdate(WireModel):
     host_ports: dict[str, int] = Field(default_factory=dict)
     exit_code: int | None = None
     error: str | None = None
+    health: Health | None = None
+    last_check: str | None = None
 
 
 class HeldTask(WireModel):
@@ -67,6 +70,9 @@ class Heartbeat(WireModel):
     labels: dict[str, str] = Field(default_factory=dict)
     stats: NodeStats = Field(default_factory=NodeStats)
     engine_ok: bool = True
+    inventory: bool = Field(
+        default=False, description="true when tasks lists every container the node runs"
+    )
     tasks: tuple[HeldTask, ...] = ()
 
 

@@ -11,96 +11,15 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-)
+from pydantic import Field
 
+from shared.specs import PullPolicy as PullPolicy
+from shared.specs import TaskSpec as TaskSpec
 from shared.states import TaskState
-from shared.units import parse_bytes
-
-MAX_BODY_BYTES = 1024 * 1024
-"""Largest message body kube accepts (1 MiB); anything larger is dead-lettered unread."""
-
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
-"""Task ids and names end up in container names, so they keep to Docker's alphabet."""
-
-TaskId = Annotated[str, Field(pattern=ID_PATTERN)]
-Name = Annotated[str, Field(pattern=ID_PATTERN)]
-Port = Annotated[int, Field(ge=1, le=65535)]
-EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
-ByteSize = Annotated[
-    int,
-    BeforeValidator(parse_bytes),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]*\s*$"},
-            ],
-            "description": "bytes, or a string with a unit: '64m', '1g', '512Mi' (powers of 1024)",
-        }
-    ),
-]
-
-
-def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
-    reserved = sorted(key for key in labels if key.startswith("kube."))
-    if reserved:
-        raise ValueError(f"label keys starting with 'kube.' are reserved: {', '.join(reserved)}")
-    return labels
-
-
-def _unique_ports(ports: tuple[int, ...]) -> tuple[int, ...]:
-    if len(set(ports)) != len(ports):
-        raise ValueError("each container port may be listed once")
-    return ports
-
-
-Labels = Annotated[dict[str, str], AfterValidator(_no_reserved_labels)]
-
-
-class WireModel(BaseModel):
-    """Base of every message: immutable and closed to unknown fields.
-
-    Decoding from the wire (`shared.codec.decode`) is strict: `"8080"` is not a port.
-    Building a model in Python is lax, so `pull_policy="never"` works there.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class PullPolicy(enum.StrEnum):
-    """When the worker pulls a task's image."""
-
-    ALWAYS = "always"  # pull before every start
-    IF_NOT_PRESENT = "if-not-present"  # pull only when the engine lacks the image
-    NEVER = "never"  # use the local image or fail
-
-
-class TaskSpec(WireModel):
-    """What a client asks to run: the body of `task.submit` on `kube.commands`."""
-
-    id: TaskId | None = Field(
-        default=None,
-        description="client-chosen idempotency key; the same id never makes a second task",
-    )
-    name: Name
-    image: Annotated[str, Field(min_length=1, max_length=255)]
-    command: tuple[Annotated[str, Field(max_length=65536)], ...] = ()
-    env: dict[EnvName, str] = Field(default_factory=dict)
-    ports: Annotated[tuple[Port, ...], AfterValidator(_unique_ports)] = Field(
-        default=(), description="container ports to publish; Docker picks the host ports"
-    )
-    cpu: Annotated[float, Field(ge=0, le=1024)] = Field(default=0.0, description="cores")
-    memory: ByteSize = 0
-    disk: ByteSize = 0
-    labels: Labels = Field(default_factory=dict)
-    pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
+from shared.wire import ID_PATTERN as ID_PATTERN
+from shared.wire import MAX_BODY_BYTES as MAX_BODY_BYTES
+from shared.wire import Name, TaskId
+from shared.wire import WireModel as WireModel
 
 
 class StopRequest(WireModel):
@@ -117,6 +36,14 @@ class TaskEvent(WireModel):
     attempt: int
     node: str | None = None
     detail: str | None = None
+
+
+class Health(enum.StrEnum):
+    """What a task's health check says."""
+
+    STARTING = "starting"  # in its grace period, or not yet checked
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"  # failed `failures` checks in a row
 
 
 class TaskRecord(WireModel):
@@ -136,6 +63,11 @@ class TaskRecord(WireModel):
     restart_count: int = 0
     exit_code: int | None = None
     error: str | None = None
+    health: Health | None = None
+    last_check: str | None = Field(default=None, description="the last health check's result")
+    not_before: datetime | None = Field(
+        default=None, description="a restarting task is not placed before this time"
+    )
     created_at: datetime
     updated_at: datetime
     spec: TaskSpec
@@ -171,6 +103,7 @@ class NodeRecord(WireModel):
     task_count: int = 0
     labels: dict[str, str] = Field(default_factory=dict)
     last_heartbeat: datetime
+    engine_ok: bool = Field(default=True, description="false while its container engine is down")
     stats: NodeStats = Field(default_factory=NodeStats)
 
 

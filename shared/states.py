@@ -12,7 +12,8 @@ class TaskState(enum.StrEnum):
     SCHEDULED = "scheduled"  # placed on a node, dispatch sent, container not yet started
     RUNNING = "running"  # its container runs
     COMPLETED = "completed"  # exited 0, or stopped on request
-    FAILED = "failed"  # exited non-zero, or could not be started
+    FAILED = "failed"  # exited non-zero, could not be started, or gave up restarting
+    LOST = "lost"  # its node went silent; the task is restarted per its policy or fails
 
     @property
     def terminal(self) -> bool:
@@ -23,12 +24,22 @@ TERMINAL = frozenset({TaskState.COMPLETED, TaskState.FAILED})
 
 # The only place that says which state may follow which. Staying in the same state is
 # not a transition: callers treat it as a duplicate (an at-least-once redelivery).
+# A restart is a move back to PENDING: the attempt ended and another will be placed.
 TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     TaskState.PENDING: frozenset({TaskState.SCHEDULED, TaskState.COMPLETED, TaskState.FAILED}),
     TaskState.SCHEDULED: frozenset(
-        {TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED, TaskState.PENDING}
+        {
+            TaskState.RUNNING,
+            TaskState.COMPLETED,
+            TaskState.FAILED,
+            TaskState.PENDING,
+            TaskState.LOST,
+        }
     ),
-    TaskState.RUNNING: frozenset({TaskState.COMPLETED, TaskState.FAILED}),
+    TaskState.RUNNING: frozenset(
+        {TaskState.COMPLETED, TaskState.FAILED, TaskState.PENDING, TaskState.LOST}
+    ),
+    TaskState.LOST: frozenset({TaskState.PENDING, TaskState.FAILED, TaskState.COMPLETED}),
     TaskState.COMPLETED: frozenset(),
     TaskState.FAILED: frozenset(),
 }

@@ -30,9 +30,12 @@ from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.errors import DecodeError, EngineUnavailable, RuntimeFailure
 from shared.messages import Dispatch, Heartbeat, HeldTask, LogsQuery, RunTask, StopTask, TaskUpdate
-from shared.models import Reply
+from shared.models import Health, Reply
 from shared.settings import Settings
+from shared.specs import HealthCheck
 from shared.states import TaskState
+from worker.health import HealthMonitor
+from worker.policy import WorkerPolicy
 from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
 from worker.stats import Capacity, detect_capacity, measure
 
@@ -56,6 +59,7 @@ class WorkerConfig:
     capacity: Capacity | None = None  # None: detect the host's
     heartbeat_interval: float = 2.0
     concurrency: int = 8  # containers started at once; the engine's own limit is near this
+    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
 
 
 def utcnow() -> datetime:
@@ -81,6 +85,8 @@ class Worker:
         self._stopping: set[Key] = set()
         self._watch: ExitWatch | None = None
         self._engine_ok = True
+        self._inventory = False  # true once the engine's containers have been listed
+        self.health = HealthMonitor(runtime, self._on_health)
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -111,6 +117,7 @@ class Worker:
         watch = self._watch
         if watch is not None:
             watch.close()
+        self.health.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _watch_engine(self) -> None:
@@ -138,18 +145,28 @@ class Worker:
         if ok != self._engine_ok:
             log.info("worker %s: engine %s", self.name, "available" if ok else "unavailable")
         self._engine_ok = ok
+        if not ok:
+            self._inventory = False
 
     def _reconcile(self) -> None:
         """Report every container this node holds, as the engine sees it now."""
-        for info in self.runtime.list():
+        found = self.runtime.list()
+        for info in found:
             key = (info.task_id, info.attempt)
             with self._lock:
                 if info.status == ContainerStatus.RUNNING:
                     self._running[key] = info.container_id
                 else:
                     self._running.pop(key, None)
+            if info.status == ContainerStatus.RUNNING and info.health_check is not None:
+                self.health.watch(key, info.health_check)
             if info.status != ContainerStatus.CREATED:
                 self._send(self._update_from(info))
+        with self._lock:
+            running = {(i.task_id, i.attempt) for i in found if i.status == ContainerStatus.RUNNING}
+            for gone in set(self._running) - running:
+                del self._running[gone]  # died while the event stream was down
+        self._inventory = True
 
     # -- dispatches --------------------------------------------------------------------
 
@@ -172,21 +189,34 @@ class Worker:
     def _start(self, message: RunTask, delivery: Delivery) -> None:
         key = (message.task_id, message.attempt)
         log.info("task %s: starting attempt %d (%s)", key[0], key[1], message.spec.image)
-        try:
-            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], message.spec))
-            update = self._update_from(info)
-        except RuntimeFailure as exc:
-            log.warning("task %s: could not start: %s", key[0], exc)
-            update = self._update(key, TaskState.FAILED, error=str(exc))
-        self.bus.call_threadsafe(lambda: self._started(key, update, delivery))
+        refused = self.config.policy.violations(message.spec)
+        if refused:
+            reason = f"refused by the security policy of {self.name}: {'; '.join(refused)}"
+            log.warning("task %s: %s", key[0], reason)
+            update = self._update(key, TaskState.FAILED, error=reason)
+        else:
+            try:
+                info = self._with_engine(lambda: self.runtime.start(key[0], key[1], message.spec))
+                update = self._update_from(info)
+            except RuntimeFailure as exc:
+                log.warning("task %s: could not start: %s", key[0], exc)
+                update = self._update(key, TaskState.FAILED, error=str(exc))
+        check = message.spec.health_check
+        self.bus.call_threadsafe(lambda: self._started(key, update, delivery, check))
 
-    def _started(self, key: Key, update: TaskUpdate, delivery: Delivery) -> None:
+    def _started(
+        self, key: Key, update: TaskUpdate, delivery: Delivery, check: HealthCheck | None
+    ) -> None:
         """On the bus thread: report the start, then any exit that overtook it, then ack."""
+        if update.state == TaskState.RUNNING and check is not None:
+            update = update.model_copy(update={"health": Health.STARTING})
         self._publish(update)
         with self._lock:
             self._starting.discard(key)
             if update.state == TaskState.RUNNING and update.container_id:
                 self._running[key] = update.container_id
+                if check is not None:
+                    self.health.watch(key, check)
             overtaken = self._deferred_exits.pop(key, None)
         if overtaken is not None:
             self._exited(overtaken)
@@ -194,6 +224,7 @@ class Worker:
 
     def _remove(self, message: StopTask, delivery: Delivery) -> None:
         key = (message.task_id, message.attempt)
+        self.health.forget(key)
         try:
             self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
             with self._lock:
@@ -238,6 +269,7 @@ class Worker:
                 self._deferred_exits[key] = event
                 return
             self._running.pop(key, None)
+        self.health.forget(key)
         state = TaskState.COMPLETED if event.exit_code == 0 else TaskState.FAILED
         error = event.error or (f"exited with code {event.exit_code}" if event.exit_code else None)
         log.info("task %s: attempt %d exited with code %d", key[0], key[1], event.exit_code)
@@ -250,6 +282,33 @@ class Worker:
                 error=error,
             )
         )
+
+    # -- health ------------------------------------------------------------------------
+
+    def _on_health(self, key: Key, health: Health, detail: str) -> None:
+        """From the health thread: report the change; an unhealthy container is removed."""
+        if health == Health.UNHEALTHY:
+            with self._lock:
+                self._stopping.add(key)  # its die event is ours, not a crash
+            self.pool.submit(self._remove_unhealthy, key, detail)
+        update = self._update(key, TaskState.RUNNING, health=health, last_check=detail)
+        self._send(update)
+
+    def _remove_unhealthy(self, key: Key, detail: str) -> None:
+        try:
+            self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
+        except RuntimeFailure as exc:
+            log.warning("task %s: could not remove unhealthy attempt %d: %s", key[0], key[1], exc)
+        with self._lock:
+            self._running.pop(key, None)
+        update = self._update(
+            key,
+            TaskState.FAILED,
+            error=f"unhealthy: {detail}",
+            health=Health.UNHEALTHY,
+            last_check=detail,
+        )
+        self._send(update)
 
     # -- logs --------------------------------------------------------------------------
 
@@ -292,6 +351,7 @@ class Worker:
             labels=self.config.labels,
             stats=measure(),
             engine_ok=self._engine_ok,
+            inventory=self._inventory,
             tasks=held,
         )
         self.bus.publish(
@@ -307,6 +367,8 @@ class Worker:
         host_ports: dict[str, int] | None = None,
         exit_code: int | None = None,
         error: str | None = None,
+        health: Health | None = None,
+        last_check: str | None = None,
     ) -> TaskUpdate:
         return TaskUpdate(
             node=self.name,
@@ -318,6 +380,8 @@ class Worker:
             host_ports=host_ports or {},
             exit_code=exit_code,
             error=error,
+            health=health,
+            last_check=last_check,
         )
 
     def _update_from(self, info: ContainerInfo) -> TaskUpdate:

@@ -24,8 +24,14 @@ def client_for(cluster: Cluster) -> Client:
     return Client(Settings(amqp_url=cluster.url, request_timeout=10))
 
 
-def spec(image: str, *command: str, name: str = "job") -> TaskSpec:
-    return TaskSpec(name=name, image=image, command=command, pull_policy="never")
+def spec(image: str, *command: str, name: str = "job", restart: str = "never") -> TaskSpec:
+    return TaskSpec(
+        name=name,
+        image=image,
+        command=command,
+        pull_policy="never",
+        restart={"policy": restart, "backoff_seconds": 0.2},
+    )
 
 
 def test_container_exits_are_learned_from_the_engine(cluster: Cluster, busybox_image: str) -> None:

@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 from manager import core
 from manager.scheduler import RoundRobin
 from shared import topology
-from shared.messages import Heartbeat, TaskUpdate
-from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.messages import TaskUpdate
+from shared.models import Health, NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.specs import RestartPolicy
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-SPEC = TaskSpec(name="web", image="busybox", cpu=1.0, memory=64 * 1024**2)
+SPEC = TaskSpec(
+    name="web", image="busybox", cpu=1.0, memory=64 * 1024**2, restart={"policy": "never"}
+)
 
 
 def node(name: str, cpus: float = 2.0, status: NodeStatus = NodeStatus.READY) -> NodeRecord:
@@ -93,7 +96,7 @@ def test_a_repeated_update_changes_nothing() -> None:
 def test_an_update_that_breaks_the_table_is_refused() -> None:
     done = placed(TaskState.COMPLETED)
     decision = core.apply_update(done, update(TaskState.RUNNING), NOW)
-    assert decision.empty and "completed -> running is not allowed" in (decision.refused or "")
+    assert not decision.tasks and "attempt 1 already ended" in (decision.refused or "")
 
 
 def test_a_stale_attempt_is_refused_and_its_live_container_stopped() -> None:
@@ -122,17 +125,96 @@ def test_stopping_an_ended_task_only_removes_its_container() -> None:
     assert not decision.tasks and len(decision.outgoing) == 1
 
 
-def test_a_new_node_is_announced_ready() -> None:
-    beat = Heartbeat(node="n1", at=NOW, cpus=2, memory=1024, disk=1024)
-    decision = core.apply_heartbeat(None, beat, NOW)
-    assert decision.nodes[0].status == NodeStatus.READY
-    assert [o.routing_key for o in decision.outgoing] == ["node.ready", "node.heartbeat"]
-    again = core.apply_heartbeat(decision.nodes[0], beat, NOW)
-    assert [o.routing_key for o in again.outgoing] == ["node.heartbeat"]
+def restartable(policy: str = "on-failure", max_restarts: int | None = 2) -> TaskRecord:
+    spec = SPEC.model_copy(
+        update={
+            "restart": RestartPolicy(
+                policy=policy,
+                max_restarts=max_restarts,  # type: ignore[arg-type]
+                backoff_seconds=2,
+            )
+        }
+    )
+    return placed().model_copy(update={"spec": spec})
 
 
-def test_silent_nodes_go_down_counting_from_the_managers_start() -> None:
-    old = node("n1").model_copy(update={"last_heartbeat": NOW - timedelta(seconds=60)})
-    assert core.mark_down([old], NOW, 6).nodes[0].status == NodeStatus.DOWN
-    started = NOW - timedelta(seconds=2)
-    assert core.mark_down([old], NOW, 6, not_before=started).empty
+def test_a_failure_under_on_failure_restarts_after_the_backoff() -> None:
+    # given a running task with on-failure, two restarts allowed, 2 s backoff
+    task = restartable()
+    # when its container exits 3
+    decision = core.apply_update(
+        task, update(TaskState.FAILED, exit_code=3, error="exited with code 3"), NOW
+    )
+    # then it goes back to pending, counted, not before the backoff, its container removed
+    again = decision.tasks[-1]
+    assert (again.state, again.restart_count, again.error) == (
+        TaskState.PENDING,
+        1,
+        "exited with code 3",
+    )
+    assert again.not_before == NOW + timedelta(seconds=2)
+    assert "restart 1/2 in 2s" in (decision.events[-1][1].detail or "")
+    assert json.loads(decision.outgoing[-1].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
+    # and the scheduler leaves it alone until the backoff passed, then gives it attempt 2
+    assert not core.schedule([again], [node("n1")], RoundRobin(), NOW).tasks
+    later = core.schedule([again], [node("n1")], RoundRobin(), NOW + timedelta(seconds=2))
+    assert (later.tasks[-1].state, later.tasks[-1].attempt) == (TaskState.SCHEDULED, 2)
+
+
+def test_backoff_doubles_and_past_max_restarts_the_task_fails_with_the_reason() -> None:
+    task = restartable().model_copy(update={"restart_count": 1})
+    second = core.apply_update(task, update(TaskState.FAILED, error="boom"), NOW).tasks[-1]
+    assert second.not_before == NOW + timedelta(seconds=4)
+    exhausted = restartable().model_copy(update={"restart_count": 2})
+    final = core.apply_update(exhausted, update(TaskState.FAILED, error="boom"), NOW).tasks[-1]
+    assert final.state == TaskState.FAILED
+    assert final.error == "boom; gave up after 2 restarts"
+
+
+def test_exit_zero_under_on_failure_completes() -> None:
+    decision = core.apply_update(restartable(), update(TaskState.COMPLETED, exit_code=0), NOW)
+    assert decision.tasks[-1].state == TaskState.COMPLETED
+
+
+def test_always_restarts_even_a_clean_exit_but_never_a_requested_stop() -> None:
+    task = restartable("always", None)
+    restarted = core.apply_update(task, update(TaskState.COMPLETED, exit_code=0), NOW)
+    assert restarted.tasks[-1].state == TaskState.PENDING
+    stopping = task.model_copy(update={"desired_state": "stopped"})
+    stopped = core.apply_update(stopping, update(TaskState.COMPLETED), NOW)
+    assert stopped.tasks[-1].state == TaskState.COMPLETED
+
+
+def test_never_makes_a_failure_final() -> None:
+    decision = core.apply_update(placed(), update(TaskState.FAILED, error="boom"), NOW)
+    assert decision.tasks[-1].state == TaskState.FAILED
+
+
+def test_a_health_change_is_recorded_without_a_transition() -> None:
+    decision = core.apply_update(
+        placed(), update(TaskState.RUNNING, health=Health.HEALTHY, last_check="http 200"), NOW
+    )
+    assert decision.tasks[0].health == Health.HEALTHY and not decision.events
+
+
+def test_a_second_report_of_an_ended_attempt_changes_nothing() -> None:
+    # given a task whose attempt 1 failed and which waits to restart
+    first = core.apply_update(restartable(), update(TaskState.FAILED, error="boom"), NOW)
+    waiting = first.tasks[-1]
+    # when the same end is reported again (the start reply and the exit event both saw it)
+    again = core.apply_update(waiting, update(TaskState.FAILED, error="boom"), NOW)
+    # then it is not counted twice
+    assert again.empty
+    # and a running report of that ended attempt gets its container stopped
+    alive = core.apply_update(waiting, update(TaskState.RUNNING), NOW)
+    assert json.loads(alive.outgoing[0].body)["kind"] == "stop" and not alive.tasks
+
+
+def test_a_worker_cannot_report_a_managers_state() -> None:
+    decision = core.apply_update(placed(), update(TaskState.PENDING), NOW)
+    assert decision.empty and "cannot report pending" in (decision.refused or "")
+
+
+def test_every_move_is_checked_against_the_table() -> None:
+    decision = core.move(placed(TaskState.RUNNING), TaskState.SCHEDULED, NOW)
+    assert decision.empty and "running -> scheduled is not allowed" in (decision.refused or "")

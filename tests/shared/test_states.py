@@ -17,9 +17,15 @@ def test_ended_tasks_never_move() -> None:
         assert not can_transition(end, other)
 
 
-def test_running_cannot_go_back() -> None:
-    assert not can_transition(TaskState.RUNNING, TaskState.PENDING)
+def test_running_cannot_go_back_to_scheduled() -> None:
     assert not can_transition(TaskState.RUNNING, TaskState.SCHEDULED)
+
+
+def test_a_restart_goes_back_to_pending_and_a_lost_task_can_restart() -> None:
+    assert can_transition(TaskState.RUNNING, TaskState.PENDING)
+    assert can_transition(TaskState.RUNNING, TaskState.LOST)
+    assert can_transition(TaskState.LOST, TaskState.PENDING)
+    assert not can_transition(TaskState.LOST, TaskState.RUNNING)
 
 
 def test_every_state_has_a_row() -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.models import TaskSpec
+from shared.specs import HealthCheck, TaskSpec
 
 TASK_LABEL = "kube.task-id"
 ATTEMPT_LABEL = "kube.attempt"
 NODE_LABEL = "kube.node"
+HEALTH_LABEL = "kube.health-check"
 
 
 class ContainerStatus(enum.StrEnum):
@@ -33,6 +34,7 @@ class ContainerInfo:
     host_ports: dict[str, int] = field(default_factory=dict)
     exit_code: int | None = None
     error: str | None = None  # e.g. "out of memory (OOMKilled)"
+    health_check: HealthCheck | None = None  # as the spec asked, so a restarted worker resumes
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class Runtime(Protocol):
 
     def list(self) -> list[ContainerInfo]:
         """Every container this node owns, running or not."""
+        ...
+
+    def address(self, task_id: str, attempt: int) -> str:
+        """The IP address at which the container's ports answer from this host."""
+        ...
+
+    def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
+        """Run a command in the running container; return its exit code."""
         ...
 
     def watch_exits(

@@ -8,18 +8,20 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import docker
 import docker.errors
 import docker.utils
 import requests.exceptions
+from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
-from shared.models import PullPolicy, TaskSpec
+from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from worker.runtime.base import (
     ATTEMPT_LABEL,
+    HEALTH_LABEL,
     NODE_LABEL,
     TASK_LABEL,
     ContainerExit,
@@ -105,6 +107,11 @@ def _info(container: Container) -> ContainerInfo:
         host_ports=_host_ports(attrs["NetworkSettings"]["Ports"] or {}),
         exit_code=int(state["ExitCode"]) if status is ContainerStatus.EXITED else None,
         error=OOM_ERROR if state.get("OOMKilled") else (str(state.get("Error") or "") or None),
+        health_check=(
+            HealthCheck.model_validate_json(labels[HEALTH_LABEL])
+            if HEALTH_LABEL in labels
+            else None
+        ),
     )
 
 
@@ -120,6 +127,22 @@ def _create_args(spec: TaskSpec) -> dict[str, Any]:
         args["nano_cpus"] = int(spec.cpu * 1e9)
     if spec.memory > 0:
         args["mem_limit"] = spec.memory
+    # Options below pass the worker's security policy first (worker/policy.py).
+    if spec.privileged:
+        args["privileged"] = True
+    if spec.network_mode == NetworkMode.HOST:
+        args["network_mode"] = "host"
+        args.pop("ports")  # the host network publishes nothing: the ports are the host's
+    if spec.pid_mode:
+        args["pid_mode"] = spec.pid_mode
+    if spec.mounts:
+        args["mounts"] = [
+            DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts
+        ]
+    if spec.cap_add:
+        args["cap_add"] = list(spec.cap_add)
+    if spec.devices:
+        args["devices"] = [f"{device}:{device}:rwm" for device in spec.devices]
     return args
 
 
@@ -179,6 +202,30 @@ class DockerRuntime:
             return bytes(
                 container.logs(stdout=True, stderr=True, tail="all" if tail is None else tail)
             )
+
+    def address(self, task_id: str, attempt: int) -> str:
+        """Where the container's ports answer from this host: its bridge IP, or loopback."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"inspect {name}"):
+            container = self._require(name)
+            settings = container.attrs.get("NetworkSettings") or {}
+            address = settings.get("IPAddress") or next(
+                (
+                    n.get("IPAddress")
+                    for n in (settings.get("Networks") or {}).values()
+                    if n.get("IPAddress")
+                ),
+                None,
+            )
+            return str(address or "127.0.0.1")
+
+    def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
+        """Run a command inside the container and return its exit code."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"exec in {name}"):
+            container = self._require(name)
+            result = container.exec_run(list(command), stdout=False, stderr=False)
+            return int(result.exit_code)
 
     def list(self) -> list[ContainerInfo]:
         """Every container this node owns, running or not."""
@@ -263,6 +310,9 @@ class DockerRuntime:
             ATTEMPT_LABEL: str(attempt),
             NODE_LABEL: self.node,
         }
+        if spec.health_check is not None:
+            # Kept on the container so a restarted worker resumes the checks it finds.
+            labels[HEALTH_LABEL] = spec.health_check.model_dump_json()
         deadline = time.monotonic() + _CREATE_RACE_SECONDS
         while True:
             try:

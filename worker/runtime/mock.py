@@ -2,6 +2,7 @@
 
 A container runs until removed, unless its spec's env sets MOCK_RUN_SECONDS (a float):
 then it exits after that long with MOCK_EXIT_CODE (default 0), reported to every watch.
+An exec health check gets MOCK_EXEC_EXIT_CODE (default 0).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 RUN_SECONDS_ENV = "MOCK_RUN_SECONDS"
 EXIT_CODE_ENV = "MOCK_EXIT_CODE"
+EXEC_EXIT_CODE_ENV = "MOCK_EXEC_EXIT_CODE"  # what exec (an exec health check) returns
 FIRST_HOST_PORT = 40000
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM: what a container stopped by remove() reports
 
@@ -48,6 +50,7 @@ class _Container:
             status=self.status,
             host_ports=dict(self.host_ports),
             exit_code=self.exit_code,
+            health_check=self.spec.health_check,
         )
 
     def exit(self, code: int) -> ContainerExit:
@@ -136,6 +139,19 @@ class MockRuntime:
         if tail is not None:
             lines = lines[-tail:] if tail > 0 else []
         return "".join(lines).encode()
+
+    def address(self, task_id: str, attempt: int) -> str:
+        """Loopback: a mock container has no network of its own."""
+        return "127.0.0.1"
+
+    def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
+        """0 while the container runs, unless its env sets MOCK_EXEC_EXIT_CODE."""
+        with self._lock:
+            container = self._containers.get((task_id, attempt))
+        if container is None or container.status != ContainerStatus.RUNNING:
+            name = container_name(self.node, task_id, attempt)
+            raise RuntimeFailure(f"no running container {name} on node {self.node}")
+        return int(container.spec.env.get(EXEC_EXIT_CODE_ENV, "0"))
 
     def list(self) -> list[ContainerInfo]:
         """Every simulated container, running or not."""

@@ -1,0 +1,108 @@
+"""The manager's decisions about nodes, pure: heartbeats, liveness, lost nodes, reconciling.
+
+A heartbeat carries the truth about a node: the (task, attempt) pairs it runs. Expected
+but missing means the container vanished without an exit event; present but unexpected
+means a superseded attempt is still alive, and the node is told to remove it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+
+from manager.core import end_attempt, move, node_event, stop_attempt
+from manager.effects import Decision
+from shared.messages import Heartbeat
+from shared.models import NodeRecord, NodeStatus, TaskRecord
+from shared.states import TaskState
+
+PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
+
+
+def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
+    """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
+    node = NodeRecord(
+        name=beat.node,
+        status=NodeStatus.READY,
+        cpus=beat.cpus,
+        memory=beat.memory,
+        disk=beat.disk,
+        labels=dict(beat.labels),
+        last_heartbeat=now,
+        engine_ok=beat.engine_ok,
+        stats=beat.stats,
+    )
+    decision = Decision(nodes=[node])
+    if known is None or known.status != NodeStatus.READY:
+        decision.outgoing.append(node_event(node, "ready"))
+    elif known.engine_ok != beat.engine_ok:
+        decision.outgoing.append(node_event(node, "engine-up" if beat.engine_ok else "engine-down"))
+    decision.outgoing.append(node_event(node, "heartbeat"))
+    return decision
+
+
+def reconcile(
+    beat: Heartbeat,
+    tasks: Mapping[str, TaskRecord],
+    placed_here: Sequence[TaskRecord],
+    now: datetime,
+) -> Decision:
+    """Compare what a node says it runs with what the manager placed on it.
+
+    `tasks` maps the task ids the heartbeat names to their records; `placed_here` are the
+    tasks the manager has scheduled or running on this node.
+    """
+    decision = Decision()
+    for held in beat.tasks:
+        task = tasks.get(held.task_id)
+        current = (
+            task is not None
+            and task.node == beat.node
+            and task.attempt == held.attempt
+            and task.state in PLACED
+        )
+        if not current:
+            decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
+    if not (beat.inventory and beat.engine_ok):
+        return decision  # the node does not know yet what it runs
+    held_pairs = {(held.task_id, held.attempt) for held in beat.tasks}
+    for task in placed_here:
+        if task.state == TaskState.RUNNING and (task.id, task.attempt) not in held_pairs:
+            reason = f"container of attempt {task.attempt} disappeared from {beat.node}"
+            decision.extend(end_attempt(task, TaskState.FAILED, reason, now))
+    return decision
+
+
+def mark_down(
+    nodes: Sequence[NodeRecord],
+    now: datetime,
+    down_after: float,
+    not_before: datetime | None = None,
+) -> Decision:
+    """Nodes not heard from for down_after seconds become down.
+
+    Silence is counted from not_before at the earliest (the manager's own start), so a
+    restarted manager gives every node a full interval before calling it down.
+    """
+    decision = Decision()
+    limit = timedelta(seconds=down_after)
+    for node in nodes:
+        seen = max(node.last_heartbeat, not_before) if not_before else node.last_heartbeat
+        if node.status == NodeStatus.READY and now - seen > limit:
+            down = node.model_copy(update={"status": NodeStatus.DOWN})
+            decision.nodes.append(down)
+            decision.outgoing.append(node_event(down, "down"))
+    return decision
+
+
+def node_lost(node: str, placed_here: Sequence[TaskRecord], now: datetime) -> Decision:
+    """A node went down: its placed tasks are lost, then restarted per policy or failed."""
+    decision = Decision()
+    for task in placed_here:
+        if task.state not in PLACED:
+            continue
+        reason = f"node {node} lost"
+        decision.extend(move(task, TaskState.LOST, now, detail=reason))
+        lost = decision.tasks[-1]
+        decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True))
+    return decision

@@ -1,0 +1,119 @@
+"""The TaskSpec: what a client asks to run, with its restart, health and security options."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, model_validator
+
+from shared.wire import ByteSize, EnvName, Labels, Name, Port, TaskId, WireModel, unique_ports
+
+MAX_BACKOFF_SECONDS = 300.0
+"""Restart delays double from backoff_seconds up to this cap (Kubernetes uses 5 minutes)."""
+
+
+class PullPolicy(enum.StrEnum):
+    """When the worker pulls a task's image."""
+
+    ALWAYS = "always"  # pull before every start
+    IF_NOT_PRESENT = "if-not-present"  # pull only when the engine lacks the image
+    NEVER = "never"  # use the local image or fail
+
+
+class RestartMode(enum.StrEnum):
+    """Which ends of an attempt start another attempt."""
+
+    NEVER = "never"  # every end is final
+    ON_FAILURE = "on-failure"  # a non-zero exit, an unhealthy or lost container restarts
+    ALWAYS = "always"  # any end but a requested stop restarts
+
+
+class RestartPolicy(WireModel):
+    """How a task is restarted; a restart is a new attempt and may go to another node."""
+
+    policy: RestartMode = RestartMode.ON_FAILURE
+    max_restarts: Annotated[int, Field(ge=0)] | None = Field(
+        default=3, description="restarts before the task ends failed; null: no limit"
+    )
+    backoff_seconds: Annotated[float, Field(ge=0, le=MAX_BACKOFF_SECONDS)] = Field(
+        default=1.0,
+        description=f"first delay; doubles each restart, capped at {MAX_BACKOFF_SECONDS:g}s",
+    )
+
+    def delay(self, restarts: int) -> float:
+        """Seconds to wait before restart number `restarts` (1-based)."""
+        return min(self.backoff_seconds * 2.0 ** max(restarts - 1, 0), MAX_BACKOFF_SECONDS)
+
+
+class HttpCheck(WireModel):
+    port: Port
+    path: Annotated[str, Field(pattern=r"^/")] = "/"
+
+
+class TcpCheck(WireModel):
+    port: Port
+
+
+class HealthCheck(WireModel):
+    """A probe the worker runs next to the container; exactly one of http, tcp, exec."""
+
+    http: HttpCheck | None = None
+    tcp: TcpCheck | None = None
+    exec: tuple[str, ...] | None = Field(default=None, min_length=1)
+    interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 2.0
+    failures: Annotated[int, Field(ge=1, le=100)] = 3
+    grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> HealthCheck:
+        given = [name for name in ("http", "tcp", "exec") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of http, tcp, exec (got {given or 'none'})")
+        return self
+
+
+class Mount(WireModel):
+    """A bind mount of a host path (refused unless the worker's policy allows it)."""
+
+    source: Annotated[str, Field(pattern=r"^/")]
+    target: Annotated[str, Field(pattern=r"^/")]
+    read_only: bool = False
+
+
+class NetworkMode(enum.StrEnum):
+    BRIDGE = "bridge"  # the engine's default network
+    HOST = "host"  # the host's network stack (refused unless allowed)
+
+
+class TaskSpec(WireModel):
+    """What a client asks to run: the body of `task.submit` on `kube.commands`."""
+
+    id: TaskId | None = Field(
+        default=None,
+        description="client-chosen idempotency key; the same id never makes a second task",
+    )
+    name: Name
+    image: Annotated[str, Field(min_length=1, max_length=255)]
+    command: tuple[Annotated[str, Field(max_length=65536)], ...] = ()
+    env: dict[EnvName, str] = Field(default_factory=dict)
+    ports: Annotated[tuple[Port, ...], AfterValidator(unique_ports)] = Field(
+        default=(), description="container ports to publish; Docker picks the host ports"
+    )
+    cpu: Annotated[float, Field(ge=0, le=1024)] = Field(default=0.0, description="cores")
+    memory: ByteSize = 0
+    disk: ByteSize = 0
+    labels: Labels = Field(default_factory=dict)
+    pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
+    restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    health_check: HealthCheck | None = None
+    # Options a worker refuses unless its security policy allows them:
+    privileged: bool = False
+    network_mode: NetworkMode = NetworkMode.BRIDGE
+    pid_mode: Annotated[str, Field(pattern="^(host)?$")] = Field(
+        default="", description="'host' to share the host's pid namespace"
+    )
+    mounts: tuple[Mount, ...] = ()
+    cap_add: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
+    devices: tuple[Annotated[str, Field(pattern=r"^/dev/")], ...] = ()

@@ -1,0 +1,307 @@
+"""The least-privilege definitions in the real broker: each role may do its job and no more.
+
+The definitions are made by `kube.definitions` (what `deploy/rabbitmq/definitions.json`
+is, as `test_definitions.py` checks) for a fresh vhost, with user and node names of this
+test's own, since users are global to the broker. Everything is deleted at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+from pika.adapters.blocking_connection import BlockingChannel
+
+from kube.definitions import Plan, definitions
+from manager.auth import WorkerAuth, result_sender_allowed
+from shared import topology
+from shared.bus import Bus, Delivery
+from shared.settings import Settings
+from tests.conftest import AMQP_HOST
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+ACCESS_REFUSED = 403
+RESOURCE_LOCKED = 405
+PRECONDITION_FAILED = 406
+
+
+@dataclass(frozen=True)
+class Broker:
+    """A vhost loaded with the least-privilege definitions."""
+
+    plan: Plan
+
+    def url(self, user: str) -> str:
+        return f"amqp://{user}:{self.plan.passwords[user]}@{AMQP_HOST}/{self.plan.vhost}"
+
+    def channel(self, user: str) -> BlockingChannel:
+        connection = pika.BlockingConnection(pika.URLParameters(self.url(user)))
+        self._open.append(connection)
+        channel = connection.channel()
+        channel.confirm_delivery()
+        return channel
+
+    @property
+    def _open(self) -> list[pika.BlockingConnection]:
+        return _CONNECTIONS
+
+    @property
+    def manager(self) -> str:
+        return self.plan.manager
+
+    @property
+    def client(self) -> str:
+        return self.plan.client
+
+    def worker(self, i: int) -> str:
+        return self.plan.worker(self.plan.nodes[i])
+
+
+_CONNECTIONS: list[pika.BlockingConnection] = []
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    tag = uuid.uuid4().hex[:6]
+    nodes = (f"p{tag}-n1", f"p{tag}-n2")
+    plan = Plan(
+        vhost=f"kube-perm-{tag}",
+        nodes=nodes,
+        worker_prefix=f"p{tag}-kube-worker-",
+        manager=f"p{tag}-kube-manager",
+        client=f"p{tag}-kube-client",
+    )
+    plan = Plan(**{**plan.__dict__, "passwords": {u: uuid.uuid4().hex for u in plan.users}})
+    try:
+        import_definitions(definitions(plan))
+        yield Broker(plan)
+    finally:
+        while _CONNECTIONS:
+            connection = _CONNECTIONS.pop()
+            if connection.is_open:
+                connection.close()
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", plan.vhost], capture_output=True)
+        for user in plan.users:
+            subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
+
+
+def import_definitions(data: dict[str, Any]) -> None:
+    """Load definitions through stdin: the broker cannot read a test's private tmp dir."""
+    subprocess.run(
+        ["rabbitmqctl", "-q", "import_definitions", "-"],
+        input=json.dumps(data).encode(),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def refused(action: Callable[[], Any]) -> int:
+    """The reply code with which the broker closed the channel over action."""
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as caught:
+        action()
+    return int(caught.value.reply_code)
+
+
+def publish(
+    channel: BlockingChannel, exchange: str, key: str, body: bytes = b"{}", **props: Any
+) -> None:
+    channel.basic_publish(exchange, key, body, pika.BasicProperties(**props), mandatory=False)
+
+
+# -- the client ------------------------------------------------------------------------
+
+
+def test_a_client_may_submit_ask_and_watch(broker: Broker) -> None:
+    channel = broker.channel(broker.client)
+    # it may publish commands and queries, with direct reply-to
+    channel.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=True)
+    publish(channel, topology.COMMANDS, "task.submit", reply_to="amq.rabbitmq.reply-to")
+    publish(channel, topology.COMMANDS, "query.tasks", reply_to="amq.rabbitmq.reply-to")
+    # and watch events on a queue of its own
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, topology.EVENTS, "task.*")
+    channel.basic_consume(queue, lambda *_: None, auto_ack=True)
+
+
+def test_a_client_cannot_publish_to_a_node_queue(broker: Broker) -> None:
+    node = broker.plan.nodes[0]
+    assert refused(lambda: publish(broker.channel(broker.client), topology.DISPATCH, node)) == (
+        ACCESS_REFUSED
+    )
+    # not through the default exchange either
+    via_default = broker.channel(broker.client)
+    assert refused(lambda: publish(via_default, "", topology.node_queue(node))) == ACCESS_REFUSED
+    # nor may it send results, or commands under other routing keys
+    assert (
+        refused(
+            lambda: publish(
+                broker.channel(broker.client), topology.RESULTS, f"result.update.{node}"
+            )
+        )
+        == ACCESS_REFUSED
+    )
+    assert (
+        refused(lambda: publish(broker.channel(broker.client), topology.COMMANDS, "admin.wipe"))
+        == ACCESS_REFUSED
+    )
+
+
+def test_a_client_cannot_read_or_eavesdrop(broker: Broker) -> None:
+    node = broker.plan.nodes[0]
+    for queue in (topology.COMMANDS_QUEUE, topology.node_queue(node)):
+        channel = broker.channel(broker.client)
+        assert refused(lambda: channel.basic_get(queue)) == ACCESS_REFUSED  # noqa: B023
+    # binding its own queue to the dispatch exchange would copy a node's tasks
+    channel = broker.channel(broker.client)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    assert refused(lambda: channel.queue_bind(queue, topology.DISPATCH, node)) == ACCESS_REFUSED
+    # and another client's reply queue is its own (exclusive)
+    other = broker.channel(broker.client)
+    theirs = other.queue_declare("", exclusive=True).method.queue
+    mine = broker.channel(broker.client)
+    assert refused(lambda: mine.basic_consume(theirs, lambda *_: None)) == RESOURCE_LOCKED
+
+
+@pytest.mark.parametrize("role", ["client", "worker"])
+def test_neither_a_client_nor_a_worker_can_declare_or_delete_the_topology(
+    broker: Broker, role: str
+) -> None:
+    user = broker.client if role == "client" else broker.worker(0)
+    node_queue = topology.node_queue(broker.plan.nodes[0])
+    actions: list[Callable[[BlockingChannel], Any]] = [
+        lambda ch: ch.exchange_declare(topology.COMMANDS, "topic", durable=True),
+        lambda ch: ch.exchange_declare("kube.evil", "fanout"),
+        lambda ch: ch.exchange_delete(topology.COMMANDS),
+        lambda ch: ch.exchange_delete(topology.DISPATCH),
+        lambda ch: ch.queue_declare(topology.COMMANDS_QUEUE, durable=True),
+        lambda ch: ch.queue_delete(topology.RESULTS_QUEUE),
+        lambda ch: ch.queue_delete(node_queue),  # not even a worker its own
+        lambda ch: ch.queue_purge(topology.COMMANDS_QUEUE),
+    ]
+    for action in actions:
+        channel = broker.channel(user)
+        assert refused(lambda: action(channel)) == ACCESS_REFUSED  # noqa: B023
+    # and the topology is all still there
+    check = broker.channel(broker.manager)
+    check.exchange_declare(topology.COMMANDS, "topic", passive=True)
+    check.queue_declare(node_queue, passive=True)
+
+
+# -- the workers -----------------------------------------------------------------------
+
+
+def test_a_worker_reads_its_own_queue_and_no_other(broker: Broker) -> None:
+    mine, theirs = (topology.node_queue(node) for node in broker.plan.nodes)
+    channel = broker.channel(broker.worker(0))
+    channel.basic_consume(mine, lambda *_: None)
+    # its rpc queue it declares itself, exclusive
+    channel.queue_declare(topology.node_rpc_queue(broker.plan.nodes[0]), exclusive=True)
+    other = broker.channel(broker.worker(0))
+    assert refused(lambda: other.basic_consume(theirs, lambda *_: None)) == ACCESS_REFUSED
+    other = broker.channel(broker.worker(0))
+    assert refused(lambda: other.basic_get(topology.COMMANDS_QUEUE)) == ACCESS_REFUSED
+
+
+def test_a_worker_publishes_only_its_own_results(broker: Broker) -> None:
+    node, other_node = broker.plan.nodes
+    channel = broker.channel(broker.worker(0))
+    publish(channel, topology.RESULTS, topology.result_key("heartbeat", node))
+    publish(channel, topology.RESULTS, topology.result_key("update", node))
+    # not as another node (topic permissions on kube.results)
+    assert (
+        refused(
+            lambda: publish(
+                broker.channel(broker.worker(0)),
+                topology.RESULTS,
+                topology.result_key("update", other_node),
+            )
+        )
+        == ACCESS_REFUSED
+    )
+    # no dispatches, no commands, nothing through the default exchange
+    for exchange, key in (
+        (topology.DISPATCH, other_node),
+        (topology.COMMANDS, "task.submit"),
+        ("", topology.node_queue(other_node)),
+        (topology.DEAD_LETTER, ""),
+    ):
+        channel = broker.channel(broker.worker(0))
+        assert refused(lambda: publish(channel, exchange, key)) == ACCESS_REFUSED  # noqa: B023
+
+
+def test_results_carry_the_validated_user_and_the_manager_check_uses_it(broker: Broker) -> None:
+    # given the manager consuming results, and a worker publishing through kube's Bus
+    node, other_node = broker.plan.nodes
+    got: list[Delivery] = []
+    manager = Bus(Settings(amqp_url=broker.url(broker.manager)), "test-manager")
+    manager.declare(topology.manager_topology())  # same arguments as the definitions
+    manager.consume(topology.RESULTS_QUEUE, lambda d: (got.append(d), manager.ack(d)))
+    manager.connect()
+    worker = Bus(Settings(amqp_url=broker.url(broker.worker(0))), "test-worker")
+    worker.connect()
+    try:
+        # when it publishes a result with user_id set to its user
+        assert worker.user == broker.worker(0)
+        worker.publish(
+            topology.RESULTS, topology.result_key("heartbeat", node), b"{}", user_id=worker.user
+        )
+        wait_for(lambda: manager.process_events(0.1) or got, timeout=10, what="the result")
+        # then the manager sees the user, and the check passes for its node only
+        assert got[0].user_id == broker.worker(0)
+        auth = WorkerAuth(
+            user_prefix=broker.plan.worker_prefix, trusted_users=frozenset({broker.manager})
+        )
+        assert result_sender_allowed(got[0].user_id, node, auth) is None
+        assert result_sender_allowed(got[0].user_id, other_node, auth) is not None
+        assert result_sender_allowed(broker.client, node, auth) is not None
+    finally:
+        worker.close()
+        manager.close()
+    # and a forged user_id is refused by the broker itself
+    forged = broker.channel(broker.worker(0))
+    assert (
+        refused(
+            lambda: publish(
+                forged,
+                topology.RESULTS,
+                topology.result_key("heartbeat", node),
+                user_id=broker.worker(1),
+            )
+        )
+        == PRECONDITION_FAILED
+    )
+
+
+def test_the_manager_may_run_its_topology_and_reply(broker: Broker) -> None:
+    # the manager re-declares what the definitions made (a mismatch would close it)
+    channel = broker.channel(broker.manager)
+    for exchange in topology.EXCHANGES.exchanges:
+        channel.exchange_declare(exchange.name, exchange.type, durable=True)
+    for node in broker.plan.nodes:
+        for queue in topology.node_topology(node).queues:
+            channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    # it dispatches, and answers a client's direct reply-to
+    publish(channel, topology.DISPATCH, broker.plan.nodes[0])
+    client = broker.channel(broker.client)
+    answers: list[bytes] = []
+    client.basic_consume(
+        "amq.rabbitmq.reply-to", lambda c, m, p, body: answers.append(body), auto_ack=True
+    )
+    publish(client, topology.COMMANDS, "query.tasks", reply_to="amq.rabbitmq.reply-to")
+    request = channel.basic_get(topology.QUERIES_QUEUE, auto_ack=True)
+    assert request[0] is not None
+    publish(channel, "", request[1].reply_to, b'{"ok": true}')
+    wait_for(
+        lambda: client.connection.process_data_events(0.1) or answers, timeout=10, what="reply"
+    )
+    assert answers == [b'{"ok": true}']

@@ -1,0 +1,94 @@
+"""The manager's pure decisions about nodes: heartbeats, liveness, lost nodes, reconciling."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from manager import core, nodes
+from manager.scheduler import RoundRobin
+from shared.messages import Heartbeat, HeldTask
+from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.states import TaskState
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def node(name: str) -> NodeRecord:
+    return NodeRecord(
+        name=name, status=NodeStatus.READY, cpus=2, memory=1024**3, disk=1024**3, last_heartbeat=NOW
+    )
+
+
+def running(task_id: str = "t1", policy: str = "on-failure") -> TaskRecord:
+    spec = TaskSpec(name="a", image="b", restart={"policy": policy})  # type: ignore[arg-type]
+    accepted = core.accept(spec, task_id, NOW).tasks[0]
+    scheduled = core.schedule([accepted], [node("n1")], RoundRobin(), NOW).tasks[-1]
+    return scheduled.model_copy(update={"state": TaskState.RUNNING, "container_id": "c1"})
+
+
+def beat(*held: tuple[str, int], inventory: bool = True) -> Heartbeat:
+    return Heartbeat(
+        node="n1",
+        at=NOW,
+        cpus=2,
+        memory=1024,
+        disk=1024,
+        inventory=inventory,
+        tasks=tuple(
+            HeldTask(task_id=t, attempt=a, state=TaskState.RUNNING, container_id="c")
+            for t, a in held
+        ),
+    )
+
+
+def test_a_new_node_is_announced_ready() -> None:
+    decision = nodes.apply_heartbeat(None, beat(), NOW)
+    assert decision.nodes[0].status == NodeStatus.READY
+    assert [o.routing_key for o in decision.outgoing] == ["node.ready", "node.heartbeat"]
+    again = nodes.apply_heartbeat(decision.nodes[0], beat(), NOW)
+    assert [o.routing_key for o in again.outgoing] == ["node.heartbeat"]
+
+
+def test_silent_nodes_go_down_counting_from_the_managers_start() -> None:
+    old = node("n1").model_copy(update={"last_heartbeat": NOW - timedelta(seconds=60)})
+    assert nodes.mark_down([old], NOW, 6).nodes[0].status == NodeStatus.DOWN
+    assert nodes.mark_down([old], NOW, 6, not_before=NOW - timedelta(seconds=2)).empty
+
+
+def test_a_lost_nodes_tasks_are_marked_lost_then_placed_again_at_once() -> None:
+    decision = nodes.node_lost("n1", [running()], NOW)
+    assert [t.state for t in decision.tasks] == [TaskState.LOST, TaskState.PENDING]
+    again = decision.tasks[-1]
+    assert again.not_before == NOW and again.restart_count == 1
+    assert not [o for o in decision.outgoing if o.routing_key == "n1"]  # the node is gone
+
+
+def test_a_lost_task_that_may_not_restart_fails() -> None:
+    decision = nodes.node_lost("n1", [running(policy="never")], NOW)
+    assert decision.tasks[-1].state == TaskState.FAILED
+    assert decision.tasks[-1].error == "node n1 lost"
+
+
+def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
+    moved = running().model_copy(update={"node": "n2", "attempt": 2})
+    decision = nodes.reconcile(beat(("t1", 1), ("ghost", 1)), {"t1": moved}, [], NOW)
+    stops = [json.loads(o.body) for o in decision.outgoing]
+    assert stops == [
+        {"kind": "stop", "task_id": "t1", "attempt": 1},
+        {"kind": "stop", "task_id": "ghost", "attempt": 1},
+    ]
+
+
+def test_a_current_container_is_left_alone() -> None:
+    task = running()
+    assert nodes.reconcile(beat(("t1", 1)), {"t1": task}, [task], NOW).empty
+
+
+def test_a_running_task_missing_from_a_full_inventory_ends_its_attempt() -> None:
+    task = running()
+    decision = nodes.reconcile(beat(), {}, [task], NOW)
+    assert decision.tasks[-1].state == TaskState.PENDING
+    assert "disappeared" in (decision.tasks[-1].error or "")
+    # but an inventory the node has not finished taking proves nothing
+    assert nodes.reconcile(beat(inventory=False), {}, [task], NOW).empty
