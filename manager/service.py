@@ -69,7 +69,7 @@ class Manager:
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
         self.clock = clock
-        self.started_at = clock()
+        self.connected_at = clock()
         self.queries = Queries(self.store, self.bus)
 
     def setup(self) -> None:
@@ -77,7 +77,7 @@ class Manager:
         self.bus.declare(topology.manager_topology())
         for node in self.store.nodes():
             self.bus.declare(topology.node_topology(node.name))
-        self.bus.on_connect(self.flush)
+        self.bus.on_connect(self.on_connect)
         self.bus.consume(topology.COMMANDS_QUEUE, self.on_command)
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
         self.bus.consume(topology.QUERIES_QUEUE, self.queries.on_query, requeue_on_error=False)
@@ -90,6 +90,15 @@ class Manager:
             self.bus.run()
         finally:
             self.store.close()
+
+    def on_connect(self) -> None:
+        """After (re)connecting: count node silence from now, and send the outbox.
+
+        While the manager had no broker it heard no heartbeat; that silence is not the
+        nodes' fault, so they get a full interval again before being called down.
+        """
+        self.connected_at = self.clock()
+        self.flush()
 
     # -- recording and publishing ------------------------------------------------------
 
@@ -219,7 +228,7 @@ class Manager:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
         now = self.clock()
         decision = nodes.mark_down(
-            self.store.nodes(), now, self.config.node_down_after, self.started_at
+            self.store.nodes(), now, self.config.node_down_after, self.connected_at
         )
         for node in list(decision.nodes):
             log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
