@@ -107,3 +107,10 @@ def test_sizes_format_shortly() -> None:
         "64Mi",
         "1000Mi",
     ]
+
+
+def test_urls_are_redacted_for_logs() -> None:
+    from shared.settings import redact
+
+    assert redact("amqp://kube:s3cret@broker:5671/%2F") == "amqp://kube:***@broker:5671/%2F"
+    assert redact("amqp://broker/") == "amqp://broker/"
