@@ -4,8 +4,12 @@
         task_id = kube.submit(TaskSpec(name="web", image="nginx", ports=(80,)))
         task = kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
 
-Errors: MessagingError (no broker), NoManagerError (no answer in time), RequestError (the
-manager refused, with its reason), DecodeError (a spec that does not validate).
+        for event in kube.watch(["task.*"]):
+            print(event.key, event.task.id if event.task else event.node)
+
+Errors: MessagingError (no broker), NoManagerError (no answer in time, or no manager has
+ever run against the vhost), RequestError (the manager refused, with its reason),
+DecodeError (a spec that does not validate, from `make_spec`), WaitTimeout.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import builtins
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -23,7 +28,7 @@ from shared.codec import decode, describe, encode
 from shared.errors import DecodeError, KubeError, RequestError
 from shared.messages import ListQuery, LogsQuery, TaskQuery
 from shared.models import NodeRecord, Reply, StopRequest, TaskEvent, TaskRecord, TaskSpec
-from shared.rpc import RpcChannel
+from shared.rpc import Message, RpcChannel
 from shared.settings import Settings
 from shared.states import TaskState
 
@@ -32,10 +37,28 @@ TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
+NODE = TypeAdapter(NodeRecord)
 
 
 class WaitTimeout(KubeError):
     """A task did not reach the awaited state in time."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One message of kube.events: a task record (`task.<state>`) or a node record."""
+
+    key: str
+    task: TaskRecord | None = None
+    node: NodeRecord | None = None
+
+    @classmethod
+    def decode(cls, key: str, body: bytes) -> Event:
+        if key.startswith("task."):
+            return cls(key, task=decode(RECORD, body))
+        if key.startswith("node."):
+            return cls(key, node=decode(NODE, body))
+        return cls(key)
 
 
 def make_spec(data: dict[str, Any]) -> TaskSpec:
@@ -109,11 +132,26 @@ class Client:
     def logs(self, task_id: str, tail: int | None = None) -> str:
         return str(self._ask("query.logs", encode(LogsQuery(id=task_id, tail=tail))).result)
 
-    def watch(self, keys: Collection[str] = ("#",)) -> Iterator[tuple[str, Any]]:
-        """Yield (routing key, decoded body) for events on kube.events, for ever."""
-        for message in self._rpc.watch(topology.EVENTS, list(keys)):
+    def watch(
+        self, keys: Collection[str] = ("#",), timeout: float | None = None
+    ) -> Iterator[Event]:
+        """The events on kube.events whose routing key matches one of keys, as they come.
+
+        Keys are AMQP topic patterns: `task.*` (every task change), `task.failed`,
+        `node.#`. The queue is bound when watch() returns, so nothing published after
+        that is missed. Ends after timeout seconds if given, else never.
+        """
+        messages = self._rpc.watch(topology.EVENTS, list(keys))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return self._events(messages, deadline)
+
+    @staticmethod
+    def _events(messages: Iterator[Message | None], deadline: float | None) -> Iterator[Event]:
+        for message in messages:
             if message is not None:
-                yield message.routing_key, TypeAdapter(Any).validate_json(message.body)
+                yield Event.decode(message.routing_key, message.body)
+            if deadline is not None and time.monotonic() > deadline:
+                return
 
     def wait(
         self,
