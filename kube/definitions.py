@@ -10,7 +10,7 @@ and exchange names; those regexes know nothing of the user (only topic permissio
 
     user           configure          write                          read
     kube-manager   kube.*             kube.*, amq.default (replies)  kube.*
-    kube-client    its own queues     kube.commands (task.*, query.*) kube.events, its own queues
+    kube-client    its own queues     kube.commands (task.*, query.*, ...) kube.events, own queues
     kube-worker-N  its rpc queue      kube.results (result.*.N only)  its node queue, its rpc queue
 
 Nobody but the manager may declare or delete the exchanges or the manager's queues. The
@@ -110,12 +110,22 @@ def permissions(plan: Plan) -> list[Permission]:
 
 
 def topic_permissions(plan: Plan) -> list[TopicPermission]:
-    """Routing keys: clients send task.* and query.*; a worker reports on its node only."""
-    found = [TopicPermission(plan.client, topology.COMMANDS, r"^(task|query)\.", ".*")]
+    """Routing keys: clients send what the manager listens to; a worker reports on its node."""
+    found = [TopicPermission(plan.client, topology.COMMANDS, _command_keys(), ".*")]
     for node in plan.nodes:
         key = re.escape(topology.result_key("KIND", node)).replace("KIND", "[a-z]+")
         found.append(TopicPermission(plan.worker(node), topology.RESULTS, f"^{key}$", ".*"))
     return found
+
+
+def _command_keys() -> str:
+    """`^(task|query)\\.` and so on: the first word of each key the manager binds."""
+    words = [
+        binding.routing_key.split(".")[0]
+        for binding in topology.manager_topology().bindings
+        if binding.exchange == topology.COMMANDS
+    ]
+    return "^(" + "|".join(re.escape(word) for word in dict.fromkeys(words)) + r")\."
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:
