@@ -26,6 +26,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from shared import metrics
 from shared.errors import MessagingError, UnroutableError
 from shared.settings import Settings, redact
 from shared.topology import DEAD_LETTER, REASON_HEADER, Topology
@@ -178,9 +179,12 @@ class Bus:
         try:
             channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
         except pika.exceptions.UnroutableError as exc:
+            metrics.published(exchange, "returned")
             raise UnroutableError(f"no queue is bound for {exchange}/{routing_key}") from exc
         except pika.exceptions.NackError as exc:
+            metrics.published(exchange, "nacked")
             raise MessagingError(f"broker refused a publish to {exchange}/{routing_key}") from exc
+        metrics.published(exchange, "confirmed")
 
     def reply(self, delivery: Delivery, body: bytes) -> None:
         """Answer a request that carried reply_to; a message without one needs no answer."""
@@ -209,6 +213,7 @@ class Bus:
             }
         )
         self.publish(DEAD_LETTER, delivery.routing_key, delivery.body, headers=headers)
+        metrics.dead_lettered(delivery.queue)
         self.ack(delivery)
 
     def ack(self, delivery: Delivery) -> None:
@@ -399,6 +404,7 @@ class Bus:
             )
             try:
                 consumer.handler(delivery)
+                metrics.consumed(consumer.queue, "handled")
             except RECONNECT_ERRORS:
                 raise
             except Exception:
@@ -409,6 +415,7 @@ class Bus:
                     delivery.routing_key,
                     consumer.requeue_on_error,
                 )
+                metrics.consumed(consumer.queue, "failed")
                 self.reject(delivery, requeue=consumer.requeue_on_error)
 
         channel.basic_consume(consumer.queue, on_message, auto_ack=False)

@@ -9,6 +9,7 @@
     │   ├── EngineUnavailable  the engine does not answer
     │   └── ImageNotFound      the image is not local and the pull policy forbids or failed a pull
     ├── StoreError             the manager's database failed
+    ├── MetricsError           the /metrics endpoint cannot be served (its port is taken)
     └── RequestError           the manager answered a request with an error
 
 pika, docker and sqlite3 errors are translated into these at the module that talks to
@@ -56,6 +57,10 @@ class ImageNotFound(RuntimeFailure):
 
 class StoreError(KubeError):
     """The manager's database failed."""
+
+
+class MetricsError(KubeError):
+    """The /metrics endpoint could not be served, e.g. its port is taken."""
 
 
 class RequestError(KubeError):
