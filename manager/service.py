@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from manager import core, nodes
 from manager.effects import Decision
+from manager.metrics import observe
 from manager.queries import Queries
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
 from manager.store import Store
@@ -108,6 +109,7 @@ class Manager:
             log.warning("refused: %s", decision.refused)
         if not decision.empty:
             self.store.record(decision)
+            observe(decision)
             for task in decision.tasks:
                 log.info("task %s: %s on %s", task.id, task.state.value, task.node or "-")
         self.flush()

@@ -1,0 +1,157 @@
+"""The manager's gauges, read from its SQLite database each time Prometheus scrapes.
+
+Reading the database rather than counting in memory keeps them true after a restart, a
+reconnect or a crash. The store's own connection belongs to the bus thread, so each
+scrape opens a read-only one of its own (WAL lets it read beside the writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from manager import unplaced
+from manager.store import HOLDING
+from shared.models import NodeRecord, NodeStatus
+from shared.states import TaskState
+
+log = logging.getLogger(__name__)
+
+PENDING_REASONS = (*unplaced.KINDS, "backoff", "unscheduled")
+"""Why a task is pending: a NoFit kind, waiting out a restart delay, or not yet tried."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+class StoreGauges:
+    """A Prometheus collector over the manager's database: tasks, pending work, nodes."""
+
+    def __init__(self, db_path: Path, clock: Callable[[], datetime] = utcnow) -> None:
+        self._uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            db = sqlite3.connect(self._uri, uri=True, timeout=1.0)
+        except sqlite3.Error as exc:  # not created yet: nothing to report
+            log.debug("metrics: cannot open %s: %s", self._uri, exc)
+            return
+        try:
+            now = self._clock()
+            yield from self._tasks(db)
+            yield from self._pending(db, now)
+            yield from self._nodes(db, now)
+            outbox = GaugeMetricFamily(
+                "kube_manager_outbox_messages",
+                "Messages recorded but not yet confirmed by the broker.",
+            )
+            outbox.add_metric([], db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            yield outbox
+        except sqlite3.Error as exc:
+            log.warning("metrics: cannot read %s: %s", self._uri, exc)
+        finally:
+            db.close()
+
+    def _tasks(self, db: sqlite3.Connection) -> Iterator[Metric]:
+        counts = dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+        tasks = GaugeMetricFamily("kube_tasks", "Tasks by state.", labels=["state"])
+        for state in TaskState:
+            tasks.add_metric([state.value], counts.get(state.value, 0))
+        yield tasks
+
+    def _pending(self, db: sqlite3.Connection, now: datetime) -> Iterator[Metric]:
+        rows = db.execute(
+            "SELECT json_extract(record, '$.error'), json_extract(record, '$.not_before'),"
+            " created_at FROM tasks WHERE state = ?",
+            (TaskState.PENDING.value,),
+        ).fetchall()
+        by_reason = dict.fromkeys(PENDING_REASONS, 0)
+        oldest = 0.0
+        for error, not_before_text, created_text in rows:
+            not_before = _time(not_before_text)
+            if not_before is not None and not_before > now:
+                by_reason["backoff"] += 1
+                continue
+            reason = unplaced.kind(error) if unplaced.is_no_fit(error) else "unscheduled"
+            by_reason[reason] += 1
+            since = _time(created_text) or now
+            if not_before is not None:  # a restart: it has waited since its backoff ended
+                since = max(since, not_before)
+            oldest = max(oldest, (now - since).total_seconds())
+        pending = GaugeMetricFamily(
+            "kube_tasks_pending", "Pending tasks, by why they are not placed.", labels=["reason"]
+        )
+        for reason, count in by_reason.items():
+            pending.add_metric([reason], count)
+        yield pending
+        yield GaugeMetricFamily(
+            "kube_tasks_pending_oldest_seconds",
+            "How long the longest-waiting placeable pending task has waited (0: none).",
+            value=oldest,
+        )
+
+    def _nodes(self, db: sqlite3.Connection, now: datetime) -> Iterator[Metric]:
+        marks = ",".join("?" * len(HOLDING))
+        allocated = {
+            str(node): (float(cpu), int(memory), int(disk), int(count))
+            for node, cpu, memory, disk, count in db.execute(
+                "SELECT node, SUM(cpu), SUM(memory), SUM(disk), COUNT(*) FROM tasks"
+                f" WHERE state IN ({marks}) AND node IS NOT NULL GROUP BY node",
+                HOLDING,
+            )
+        }
+        nodes = [
+            NodeRecord.model_validate_json(str(record))
+            for (record,) in db.execute("SELECT record FROM nodes ORDER BY name")
+        ]
+        by_status = GaugeMetricFamily("kube_nodes", "Nodes by status.", labels=["status"])
+        for status in NodeStatus:
+            by_status.add_metric([status.value], sum(n.status == status for n in nodes))
+        yield by_status
+        families = {
+            name: GaugeMetricFamily(name, text, labels=["node"])
+            for name, text in _NODE_GAUGES.items()
+        }
+        for node in nodes:
+            cpu, memory, disk, count = allocated.get(node.name, (0.0, 0, 0, 0))
+            values = {
+                "kube_node_ready": float(node.status == NodeStatus.READY),
+                "kube_node_engine_up": float(node.engine_ok),
+                "kube_node_cpu_cores": node.cpus,
+                "kube_node_memory_bytes": node.memory,
+                "kube_node_disk_bytes": node.disk,
+                "kube_node_allocated_cpu_cores": cpu,
+                "kube_node_allocated_memory_bytes": memory,
+                "kube_node_allocated_disk_bytes": disk,
+                "kube_node_tasks": count,
+                "kube_node_heartbeat_age_seconds": (now - node.last_heartbeat).total_seconds(),
+            }
+            for name, value in values.items():
+                families[name].add_metric([node.name], value)
+        yield from families.values()
+
+
+_NODE_GAUGES = {
+    "kube_node_ready": "1 while the node sends heartbeats, 0 once it is marked down.",
+    "kube_node_engine_up": "1 while the node's container engine answers, as it last reported.",
+    "kube_node_cpu_cores": "Cpus the node offers to tasks.",
+    "kube_node_memory_bytes": "Memory the node offers to tasks.",
+    "kube_node_disk_bytes": "Disk the node offers to tasks.",
+    "kube_node_allocated_cpu_cores": "Cpus reserved by the tasks scheduled or running on it.",
+    "kube_node_allocated_memory_bytes": "Memory reserved by the tasks scheduled or running on it.",
+    "kube_node_allocated_disk_bytes": "Disk reserved by the tasks scheduled or running on it.",
+    "kube_node_tasks": "Tasks scheduled or running on the node.",
+    "kube_node_heartbeat_age_seconds": "Seconds since the manager last heard the node's heartbeat.",
+}

@@ -1,0 +1,100 @@
+"""The manager's metrics: counters derived from each recorded Decision, gauges from SQLite.
+
+`observe(decision)` runs once per recorded decision (the service's one hook), so every
+transition, restart, first placement and placement failure is counted exactly once per
+manager process. What is *now* true (tasks by state, nodes, capacity) is read from the
+database at scrape time by `manager.gauges.StoreGauges`, so it is right from the first
+scrape after a restart.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from prometheus_client import REGISTRY, Counter, Histogram
+
+from manager import unplaced
+from manager.effects import Decision
+from manager.gauges import StoreGauges
+from shared.metrics import MetricsServer, serve
+from shared.states import TaskState
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+"""Seconds; from a placement on an idle cluster (tens of ms) to a long image pull."""
+
+RESTART_CAUSES = ("failed", "completed", "lost")
+
+TRANSITIONS = Counter(
+    "kube_task_transitions", "Task state changes, by the state entered.", ["state"]
+)
+RESTARTS = Counter(
+    "kube_task_restarts",
+    "Tasks restarted by their policy, by how the attempt ended (failed, completed, lost).",
+    ["cause"],
+)
+PLACEMENT_FAILURES = Counter(
+    "kube_placement_failures",
+    "Pending tasks found to fit no node, by reason; counted again when the reason changes.",
+    ["reason"],
+)
+SCHEDULING_LATENCY = Histogram(
+    "kube_task_scheduling_latency_seconds",
+    "Seconds from a task's submission to its first placement on a node.",
+    buckets=LATENCY_BUCKETS,
+)
+START_LATENCY = Histogram(
+    "kube_task_start_latency_seconds",
+    "Seconds from a task's submission to its first container running.",
+    buckets=LATENCY_BUCKETS,
+)
+
+# Every label value exists from the start, at 0: Prometheus's rate() needs a sample
+# before the first increment to see it.
+for _state in TaskState:
+    TRANSITIONS.labels(_state.value)
+for _cause in RESTART_CAUSES:
+    RESTARTS.labels(_cause)
+for _kind in unplaced.KINDS:
+    PLACEMENT_FAILURES.labels(_kind)
+
+# `manager.core.end_attempt` describes a restart as "attempt 2 failed (...); restart 2/3 in 2s".
+_RESTART = re.compile(r"^attempt \d+ (completed|failed|lost)\b.*; restart \d+/")
+
+
+def observe(decision: Decision) -> None:
+    """Count what a recorded decision changed: transitions, restarts, latencies, no-fits."""
+    latest = {task.id: task for task in decision.tasks}
+    for task_id, event in decision.events:
+        TRANSITIONS.labels(event.state.value).inc()
+        restart = _RESTART.match(event.detail or "") if event.state == TaskState.PENDING else None
+        if restart is not None:
+            RESTARTS.labels(restart.group(1)).inc()
+        task = latest.get(task_id)
+        if task is None or event.attempt != 1:
+            continue
+        waited = (event.at - task.created_at).total_seconds()
+        if event.state == TaskState.SCHEDULED:
+            SCHEDULING_LATENCY.observe(waited)
+        elif event.state == TaskState.RUNNING:
+            START_LATENCY.observe(waited)
+    for task in decision.tasks:
+        _count_no_fit(task.id, task.error if task.state == TaskState.PENDING else None)
+
+
+# The NoFit reason last counted for each pending task: a task re-recorded for another
+# reason (still pending, same error) is not another failure. Bounded by the pending tasks.
+_last_no_fit: dict[str, str] = {}
+
+
+def _count_no_fit(task_id: str, error: str | None) -> None:
+    if error is None or not unplaced.is_no_fit(error):
+        _last_no_fit.pop(task_id, None)
+    elif _last_no_fit.get(task_id) != error:
+        _last_no_fit[task_id] = error
+        PLACEMENT_FAILURES.labels(unplaced.kind(error)).inc()
+
+
+def serve_metrics(port: int, db_path: Path) -> MetricsServer | None:
+    """Serve the manager's /metrics on port (0: not at all)."""
+    return serve(port, [REGISTRY, StoreGauges(db_path)])

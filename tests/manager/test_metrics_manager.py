@@ -1,0 +1,219 @@
+"""The manager's metrics: counters from real decisions of the core, gauges from a real store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from manager import core, nodes, unplaced
+from manager.effects import Decision
+from manager.gauges import PENDING_REASONS, StoreGauges
+from manager.metrics import observe
+from manager.scheduler import RoundRobin, no_fit_reason
+from manager.store import Store
+from shared.messages import TaskUpdate
+from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.states import TaskState
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+GIB = 1024**3
+
+
+def spec(**fields: object) -> TaskSpec:
+    return TaskSpec.model_validate({"name": "web", "image": "busybox", **fields})
+
+
+def node(name: str, cpus: float = 2.0, status: NodeStatus = NodeStatus.READY) -> NodeRecord:
+    return NodeRecord(
+        name=name, status=status, cpus=cpus, memory=GIB, disk=10 * GIB, last_heartbeat=NOW
+    )
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def update(task: TaskRecord, state: TaskState, **fields: object) -> TaskUpdate:
+    assert task.node is not None
+    return TaskUpdate(
+        node=task.node, task_id=task.id, attempt=task.attempt, state=state, at=NOW, **fields
+    )
+
+
+# -- what a reason is called -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("demand", "nodes_", "kind"),
+    [
+        ({"cpu": 4}, [node("a", cpus=1)], "insufficient_cpu"),
+        ({"memory": 2 * GIB}, [node("a")], "insufficient_memory"),
+        ({"disk": 20 * GIB}, [node("a")], "insufficient_disk"),
+        ({"cpu": 4, "memory": 2 * GIB}, [node("a", cpus=1)], "insufficient_cpu"),
+        ({"cpu": 1}, [node("a", status=NodeStatus.DOWN)], "nodes_down"),
+        ({"cpu": 4}, [node("a", status=NodeStatus.DOWN), node("b", cpus=1)], "insufficient_cpu"),
+        ({"cpu": 1}, [], "no_nodes"),
+    ],
+)
+def test_the_schedulers_reasons_get_a_bounded_kind(
+    demand: dict[str, object], nodes_: list[NodeRecord], kind: str
+) -> None:
+    reason = no_fit_reason(spec(**demand), nodes_)
+    assert unplaced.is_no_fit(reason)
+    assert unplaced.kind(reason) == kind
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("no node can take 1 cpu: a is cordoned, b is down", "cordoned"),
+        ("no node can take 1 cpu: a fails zone == b (zone=a)", "constraints"),
+        ("no node can take 1 cpu: a has 3 tasks (the cap is 3)", "task_cap"),
+        ("no node can take 1 cpu: a's container engine is down", "nodes_down"),
+        ("no node can take 1 cpu: a was passed over", "other"),
+    ],
+)
+def test_reasons_of_constraints_cordons_and_caps(reason: str, kind: str) -> None:
+    assert unplaced.kind(reason) == kind
+
+
+def test_an_exit_reason_is_not_a_placement_failure() -> None:
+    assert not unplaced.is_no_fit("exited with code 1")
+    assert not unplaced.is_no_fit(None)
+
+
+# -- counters from decisions ------------------------------------------------------------
+
+
+def test_a_task_placed_and_running_counts_transitions_and_latencies() -> None:
+    before = {
+        "pending": value("kube_task_transitions_total", state="pending"),
+        "running": value("kube_task_transitions_total", state="running"),
+        "scheduled": value("kube_task_scheduling_latency_seconds_count"),
+        "started": value("kube_task_start_latency_seconds_count"),
+        "start_sum": value("kube_task_start_latency_seconds_sum"),
+    }
+    accepted = core.accept(spec(), "m-run", NOW)
+    placed = accepted.extend(core.schedule(accepted.tasks[-1:], [node("a")], RoundRobin(), NOW))
+    observe(placed)
+    running = core.apply_update(
+        placed.tasks[-1], update(placed.tasks[-1], TaskState.RUNNING), NOW + timedelta(seconds=2)
+    )
+    observe(running)
+    assert value("kube_task_transitions_total", state="pending") == before["pending"] + 1
+    assert value("kube_task_transitions_total", state="running") == before["running"] + 1
+    assert value("kube_task_scheduling_latency_seconds_count") == before["scheduled"] + 1
+    assert value("kube_task_start_latency_seconds_count") == before["started"] + 1
+    assert value("kube_task_start_latency_seconds_sum") == pytest.approx(before["start_sum"] + 2)
+
+
+def test_a_failed_attempt_under_on_failure_counts_a_restart_by_cause() -> None:
+    task = core.schedule(
+        core.accept(spec(), "m-restart", NOW).tasks, [node("a")], RoundRobin(), NOW
+    ).tasks[-1]
+    before = value("kube_task_restarts_total", cause="failed")
+    failed = core.apply_update(task, update(task, TaskState.FAILED, exit_code=3), NOW)
+    assert failed.tasks[-1].state == TaskState.PENDING  # restarting
+    observe(failed)
+    assert value("kube_task_restarts_total", cause="failed") == before + 1
+    # The same restart is not counted again when the decision is not recorded twice, and
+    # a second attempt's latency is no first placement.
+    again = core.schedule(failed.tasks[-1:], [node("a")], RoundRobin(), NOW + timedelta(hours=1))
+    latency = value("kube_task_scheduling_latency_seconds_count")
+    observe(again)
+    assert value("kube_task_scheduling_latency_seconds_count") == latency
+
+
+def test_a_lost_node_counts_lost_then_a_restart_caused_by_the_loss() -> None:
+    task = core.schedule(
+        core.accept(spec(), "m-lost", NOW).tasks, [node("a")], RoundRobin(), NOW
+    ).tasks[-1]
+    lost = value("kube_task_transitions_total", state="lost")
+    restarts = value("kube_task_restarts_total", cause="lost")
+    observe(nodes.node_lost("a", [task], NOW))
+    assert value("kube_task_transitions_total", state="lost") == lost + 1
+    assert value("kube_task_restarts_total", cause="lost") == restarts + 1
+
+
+def test_a_placement_failure_counts_once_per_reason() -> None:
+    before = value("kube_placement_failures_total", reason="insufficient_cpu")
+    accepted = core.accept(spec(cpu=4), "m-nofit", NOW)
+    small = [node("a", cpus=1)]
+    first = accepted.extend(core.schedule(accepted.tasks[-1:], small, RoundRobin(), NOW))
+    observe(first)
+    assert value("kube_placement_failures_total", reason="insufficient_cpu") == before + 1
+    # The next tick finds the same reason: core records nothing, and a re-recorded task
+    # (same error) is not a new failure either.
+    assert core.schedule(first.tasks[-1:], small, RoundRobin(), NOW).empty
+    observe(Decision(tasks=[first.tasks[-1]]))
+    assert value("kube_placement_failures_total", reason="insufficient_cpu") == before + 1
+    # A different shortage is.
+    other = core.schedule(first.tasks[-1:], [node("a", cpus=0.5)], RoundRobin(), NOW)
+    observe(other)
+    assert value("kube_placement_failures_total", reason="insufficient_cpu") == before + 2
+
+
+# -- gauges from the database -----------------------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    db = Store(tmp_path / "manager.db")
+    yield db
+    db.close()
+
+
+def gauges(path: Path, now: datetime = NOW) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    registry.register(StoreGauges(path, clock=lambda: now))
+    return registry
+
+
+def test_gauges_read_tasks_pending_work_and_nodes_and_survive_a_restart(
+    store: Store, tmp_path: Path
+) -> None:
+    # given: a node, a scheduled task on it, one that fits nowhere, one in restart backoff
+    a = node("a", cpus=2)
+    store.record(Decision(nodes=[a, node("b", status=NodeStatus.DOWN)]))
+    runs = core.accept(spec(cpu=1, memory=GIB // 2), "g-runs", NOW - timedelta(seconds=30))
+    store.record(runs.extend(core.schedule(runs.tasks, [a], RoundRobin(), NOW)))
+    big = core.accept(spec(cpu=8), "g-big", NOW - timedelta(seconds=90))
+    store.record(big.extend(core.schedule(big.tasks, [a], RoundRobin(), NOW)))
+    later = NOW + timedelta(seconds=60)
+    waiting = core.accept(spec(), "g-wait", NOW).tasks[0].model_copy(update={"not_before": later})
+    store.record(Decision(tasks=[waiting]))
+    path = tmp_path / "manager.db"
+    store.close()  # when: the manager stops, and a new one opens the same database
+    Store(path).close()
+    read = gauges(path).get_sample_value
+
+    # then: the gauges say what the database holds
+    assert read("kube_tasks", {"state": "scheduled"}) == 1
+    assert read("kube_tasks", {"state": "pending"}) == 2
+    assert read("kube_tasks", {"state": "failed"}) == 0
+    assert read("kube_tasks_pending", {"reason": "insufficient_cpu"}) == 1
+    assert read("kube_tasks_pending", {"reason": "backoff"}) == 1
+    assert {r for r in PENDING_REASONS if read("kube_tasks_pending", {"reason": r})} == {
+        "insufficient_cpu",
+        "backoff",
+    }
+    assert read("kube_tasks_pending_oldest_seconds") == 90  # the backoff one does not count
+    assert read("kube_nodes", {"status": "ready"}) == 1
+    assert read("kube_nodes", {"status": "down"}) == 1
+    assert read("kube_node_ready", {"node": "b"}) == 0
+    assert read("kube_node_cpu_cores", {"node": "a"}) == 2
+    assert read("kube_node_allocated_cpu_cores", {"node": "a"}) == 1
+    assert read("kube_node_allocated_memory_bytes", {"node": "a"}) == GIB // 2
+    assert read("kube_node_tasks", {"node": "a"}) == 1
+    assert read("kube_node_heartbeat_age_seconds", {"node": "a"}) == 0
+    assert read("kube_manager_outbox_messages") > 0  # nothing was published
+
+
+def test_gauges_of_a_database_not_made_yet_are_empty(tmp_path: Path) -> None:
+    registry = gauges(tmp_path / "missing.db")
+    assert registry.get_sample_value("kube_tasks", {"state": "pending"}) is None
+    assert not (tmp_path / "missing.db").exists()  # read-only: never creates it
