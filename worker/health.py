@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from shared.errors import RuntimeFailure
 from shared.models import Health
 from shared.specs import HealthCheck
+from worker import metrics
 from worker.runtime.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class HealthMonitor:
             )
         except FutureTimeout:
             passed, detail = False, f"probe timed out after {check.timeout_seconds:g}s"
+        metrics.probed(check, passed)
         changed: Health | None = None
         with self._lock:
             if self._watched.get(key) is not watched or watched.generation != generation:

@@ -1,0 +1,69 @@
+"""A Runtime that wraps another and measures it: each call's duration, and every exit."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from shared.models import TaskSpec
+from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
+from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
+
+
+@contextmanager
+def _timed(operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    error: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
+        OPERATION_DURATION.labels(operation, outcome(error)).observe(time.perf_counter() - started)
+
+
+class TimedRuntime:
+    """Times each engine call by operation and outcome; counts exits by exit-code class."""
+
+    def __init__(self, inner: Runtime) -> None:
+        self.inner = inner
+
+    def ping(self) -> bool:
+        with _timed("ping"):
+            return self.inner.ping()
+
+    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+        with _timed("start"):
+            return self.inner.start(task_id, attempt, spec)
+
+    def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        with _timed("remove"):
+            self.inner.remove(task_id, attempt, timeout)
+
+    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
+        with _timed("logs"):
+            return self.inner.logs(task_id, attempt, tail)
+
+    def list(self) -> list[ContainerInfo]:
+        with _timed("list"):
+            return self.inner.list()
+
+    def address(self, task_id: str, attempt: int) -> str:
+        with _timed("address"):
+            return self.inner.address(task_id, attempt)
+
+    def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
+        with _timed("exec"):
+            return self.inner.exec(task_id, attempt, command)
+
+    def watch_exits(
+        self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
+    ) -> ExitWatch:
+        def counted(event: ContainerExit) -> None:
+            EXITS.labels(exit_class(event.exit_code, event.error)).inc()
+            on_exit(event)
+
+        with _timed("watch_exits"):
+            return self.inner.watch_exits(counted, on_error)
