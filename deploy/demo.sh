@@ -39,9 +39,10 @@ start() {  # start NAME ARGS...: a background kube process with its log and pid
     nohup .venv/bin/kube "$@" >"$state/$name.log" 2>&1 &
     echo $! >"$state/$name.pid"
 }
-start manager manager --db "$state/manager.db"
-start demo-node-1 worker --name demo-node-1
-start demo-node-2 worker --name demo-node-2
+# /metrics: the manager on 9464, the workers on 9465 and 9466 (see deploy/prometheus/)
+start manager manager --db "$state/manager.db" --metrics-port 9464
+start demo-node-1 worker --name demo-node-1 --metrics-port 9465
+start demo-node-2 worker --name demo-node-2 --metrics-port 9466
 
 for _ in $(seq 1 30); do
     ready=$(kube nodes --json 2>/dev/null | grep -c '"status": "ready"' || true)

@@ -13,9 +13,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from kube import events as feed
 from kube import render
 from kube.client import Client, WaitTimeout, make_spec
 from shared.errors import DecodeError, KubeError, MessagingError, NoManagerError, RequestError
+from shared.logs import FORMATS as LOG_FORMATS
+from shared.logs import configure as configure_logs
+from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.units import parse_bytes
@@ -70,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--heartbeat-interval", type=float, default=2.0)
     manager.add_argument("--node-down-after", type=float, default=6.0)
     _logging_flags(manager)
+    _observability_flags(manager, MANAGER_PORT)
 
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("--name", default=None, help="node name (default: the host name)")
@@ -90,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--allow-device", action="append", default=[], metavar="DEVICE")
     policy.add_argument("--allow-image", action="append", default=[], metavar="PATTERN")
     _logging_flags(worker)
+    _observability_flags(worker, WORKER_PORT)
 
     run = sub.add_parser("run", help="submit a task (command after --)")
     run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
@@ -119,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a task's container output")
     logs.add_argument("id")
     logs.add_argument("--tail", type=int)
+    feed.add_parser(sub)
     _up_parser(sub)
     return parser
 
@@ -134,12 +141,25 @@ def _up_parser(sub: Any) -> None:
     up.add_argument("--scheduler", default="epvm", choices=["epvm", "roundrobin"])
     up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     up.add_argument("--ready-timeout", type=float, default=60.0)
+    up.add_argument(
+        "--metrics-port", type=int, default=0, help="manager's /metrics; workers next (0: off)"
+    )
     _logging_flags(up)
 
 
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+
+
+def _observability_flags(parser: argparse.ArgumentParser, port: int) -> None:
+    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=port,
+        help=f"serve /metrics here (default {port}; 0: off)",
     )
 
 
@@ -198,6 +218,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         print(args.id)
     elif args.command == "logs":
         sys.stdout.write(client.logs(args.id, args.tail))
+    elif args.command == "events":
+        feed.run(client, follow=args.follow, task_id=args.task, as_json=args.json)
     return OK
 
 
@@ -233,14 +255,8 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         print(task_id)
         return OK
     print(task_id, flush=True)
-    task = client.wait(
-        task_id,
-        {TaskState.RUNNING},
-        args.wait_timeout,
-        on_change=lambda t: print(
-            f"  {t.state.value}" + (f" on {t.node}" if t.node else ""), file=sys.stderr, flush=True
-        ),
-    )
+    feed.progress(client.get(task_id))
+    task = client.wait(task_id, {TaskState.RUNNING}, args.wait_timeout, on_change=feed.progress)
     if args.json:
         print(json.dumps(task.model_dump(mode="json"), indent=2))
     else:
@@ -248,12 +264,8 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     return OK if task.state in (TaskState.RUNNING, TaskState.COMPLETED) else TASK_FAILED
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pika").setLevel(logging.WARNING)
+def _configure_logging(level: str, fmt: str = "text") -> None:
+    configure_logs(level, fmt)
 
 
 def _stop_on_signals(stop: Any) -> None:
@@ -262,9 +274,10 @@ def _stop_on_signals(stop: Any) -> None:
 
 
 def run_manager(args: argparse.Namespace, settings: Settings) -> int:
+    from manager.metrics import serve_metrics
     from manager.service import Manager, ManagerConfig
 
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format)
     config = ManagerConfig(
         db_path=args.db or default_db_path(),
         scheduler=args.scheduler,
@@ -272,6 +285,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
         node_down_after=args.node_down_after,
     )
     manager = Manager(settings, config)
+    serve_metrics(args.metrics_port, config.db_path)
     _stop_on_signals(manager.bus.stop)
     manager.run()
     return OK
@@ -280,12 +294,14 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
+    from worker.metrics import serve_metrics
     from worker.policy import WorkerPolicy
     from worker.runtime.base import Runtime
+    from worker.runtime.timed import TimedRuntime
     from worker.service import Worker, WorkerConfig
     from worker.stats import Capacity, detect_capacity
 
-    _configure_logging(args.log_level)
+    _configure_logging(args.log_level, args.log_format)
     name = args.name or socket.gethostname()
     detected = detect_capacity()
     capacity = Capacity(
@@ -302,6 +318,8 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         from worker.runtime.docker import DockerRuntime
 
         runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2))
+    serve_metrics(args.metrics_port, name, runtime)
+    runtime = TimedRuntime(runtime)
     flags = WorkerPolicy(
         allow_privileged=args.allow_privileged,
         allow_host_network=args.allow_host_network,
@@ -345,6 +363,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         broker_image=args.broker_image or BROKER_IMAGE,
         ready_timeout=args.ready_timeout,
         log_level=args.log_level,
+        metrics_port=args.metrics_port,
     )
     return up(options, settings)
 

@@ -58,6 +58,7 @@ class UpOptions:
     broker_image: str = localbroker.BROKER_IMAGE
     ready_timeout: float = 60.0
     log_level: str = "INFO"
+    metrics_port: int = 0  # the manager's /metrics; worker i takes metrics_port + i; 0: off
 
     @property
     def nodes(self) -> list[str]:
@@ -86,6 +87,8 @@ def plan(options: UpOptions, db: Path) -> list[Child]:
             options.scheduler,
             "--log-level",
             options.log_level,
+            "--metrics-port",
+            str(options.metrics_port),
         ],
     )
     workers = [
@@ -100,9 +103,11 @@ def plan(options: UpOptions, db: Path) -> list[Child]:
                 options.runtime,
                 "--log-level",
                 options.log_level,
+                "--metrics-port",
+                str(options.metrics_port + i if options.metrics_port else 0),
             ],
         )
-        for node in options.nodes
+        for i, node in enumerate(options.nodes, start=1)
     ]
     return [manager, *workers]
 

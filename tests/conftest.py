@@ -89,6 +89,8 @@ class Cluster:
         self.start(
             "manager",
             "manager",
+            "--metrics-port",  # 0: off, so clusters on one host never fight over a port
+            "0",
             "--db",
             str(self.workdir / "manager.db"),
             "--heartbeat-interval",
@@ -98,7 +100,8 @@ class Cluster:
         )
 
     def start_worker(self, node: str, *extra: str) -> None:
-        self.start(node, "worker", "--name", node, "--heartbeat-interval", "1", *extra)
+        flags = ("--heartbeat-interval", "1", "--metrics-port", "0")
+        self.start(node, "worker", "--name", node, *flags, *extra)
 
     def kube(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the CLI as a user would."""
