@@ -13,9 +13,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from kube import cluster_cli, render
 from kube import events as feed
-from kube import render
 from kube.client import Client, WaitTimeout, make_spec
+from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from shared.errors import DecodeError, KubeError, MessagingError, NoManagerError, RequestError
 from shared.logs import FORMATS as LOG_FORMATS
 from shared.logs import configure as configure_logs
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     manager = sub.add_parser("manager", help="run the manager")
     manager.add_argument("--db", type=Path, default=None, help="SQLite file for the state")
-    manager.add_argument("--scheduler", default="epvm", choices=["epvm", "roundrobin"])
+    manager.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
+    manager.add_argument("--max-tasks-per-node", type=int, help="cap on tasks per node")
     manager.add_argument("--heartbeat-interval", type=float, default=2.0)
     manager.add_argument("--node-down-after", type=float, default=6.0)
     _logging_flags(manager)
@@ -109,6 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory")
     run.add_argument("--disk")
     run.add_argument("--pull-policy", choices=["always", "if-not-present", "never"])
+    run.add_argument("--replicas", type=int, help="run as a service of N tasks")
+    run.add_argument(
+        "--constraint",
+        type=_key_value,
+        action="append",
+        default=None,
+        help="node label KEY=VALUE (repeat; VALUE a,b means any of them)",
+    )
+    run.add_argument("--spread", metavar="LABEL", help="spread a service's tasks over a label")
     run.add_argument("--wait", action="store_true", help="wait until running or failed")
     run.add_argument("--wait-timeout", type=float, default=120.0)
     run.add_argument("--json", action="store_true")
@@ -127,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--tail", type=int)
     feed.add_parser(sub)
     _up_parser(sub)
+    cluster_cli.add_parsers(sub)
     return parser
 
 
@@ -138,7 +150,7 @@ def _up_parser(sub: Any) -> None:
     up.add_argument("--broker-image", default=None, help="the image --start-broker runs")
     up.add_argument("--keep", action="store_true", help="leave containers and state at exit")
     up.add_argument("--db", type=Path, help="the manager's SQLite file (default: throwaway)")
-    up.add_argument("--scheduler", default="epvm", choices=["epvm", "roundrobin"])
+    up.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     up.add_argument("--ready-timeout", type=float, default=60.0)
     up.add_argument(
@@ -197,9 +209,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return TASK_FAILED
 
 
+def _constraints(pairs: list[tuple[str, str]] | None) -> dict[str, Any] | None:
+    if pairs is None:
+        return None
+    return {key: value.split(",") if "," in value else value for key, value in pairs}
+
+
 def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> int:
     if args.command == "run":
         return run_task(args, command, client)
+    if args.command in cluster_cli.COMMANDS:
+        return cluster_cli.run(args, client)
     if args.command == "ps":
         tasks = client.list()
         _out(args, [t.model_dump(mode="json") for t in tasks], lambda: render.tasks(tasks))
@@ -247,10 +267,18 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         "disk": args.disk,
         "pull_policy": args.pull_policy,
         "command": command or None,
+        "replicas": args.replicas,
+        "constraints": _constraints(args.constraint),
+        "spread": args.spread,
     }
     data.update({key: value for key, value in flags.items() if value is not None})
     spec = make_spec(data)
     task_id = client.submit(spec)
+    if spec.replicas is not None and args.wait:
+        print(task_id, flush=True)
+        running = cluster_cli.wait_service(client, spec.name, spec.replicas, args.wait_timeout)
+        print(f"{spec.name}: {running}/{spec.replicas} running")
+        return OK
     if not args.wait:
         print(task_id)
         return OK
@@ -283,6 +311,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
         scheduler=args.scheduler,
         heartbeat_interval=args.heartbeat_interval,
         node_down_after=args.node_down_after,
+        max_tasks_per_node=args.max_tasks_per_node,
     )
     manager = Manager(settings, config)
     serve_metrics(args.metrics_port, config.db_path)

@@ -27,7 +27,18 @@ from shared import topology
 from shared.codec import decode, describe, encode
 from shared.errors import DecodeError, KubeError, RequestError
 from shared.messages import ListQuery, LogsQuery, TaskQuery
-from shared.models import NodeRecord, Reply, StopRequest, TaskEvent, TaskRecord, TaskSpec
+from shared.models import (
+    NodeRecord,
+    NodeRequest,
+    Reply,
+    ScaleRequest,
+    ServiceRecord,
+    StopRequest,
+    TaskEvent,
+    TaskRecord,
+    TaskSpec,
+    UpdateRequest,
+)
 from shared.rpc import Message, RpcChannel
 from shared.settings import Settings
 from shared.states import TaskState
@@ -35,6 +46,7 @@ from shared.states import TaskState
 REPLY = TypeAdapter(Reply)
 TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
+SERVICES = TypeAdapter(list[ServiceRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
@@ -128,6 +140,28 @@ class Client:
     def nodes(self) -> builtins.list[NodeRecord]:
         reply = self._ask("query.nodes", encode(ListQuery()))
         return NODES.validate_python(reply.result, strict=False)
+
+    def services(self) -> builtins.list[ServiceRecord]:
+        reply = self._ask("query.services", encode(ListQuery()))
+        return SERVICES.validate_python(reply.result, strict=False)
+
+    def scale(self, name: str, replicas: int) -> None:
+        """Keep `replicas` tasks of the service running."""
+        self._ask(topology.SCALE_KEY, encode(ScaleRequest(name=name, replicas=replicas)))
+
+    def update(self, name: str, spec: TaskSpec) -> None:
+        """Roll the service onto a new spec, one task at a time."""
+        self._ask(topology.UPDATE_KEY, encode(UpdateRequest(name=name, spec=spec)))
+
+    def cordon(self, node: str) -> None:
+        self._ask(topology.CORDON_KEY, encode(NodeRequest(name=node)))
+
+    def uncordon(self, node: str) -> None:
+        self._ask(topology.UNCORDON_KEY, encode(NodeRequest(name=node)))
+
+    def drain(self, node: str) -> None:
+        """Cordon the node and start moving its tasks elsewhere (returns at once)."""
+        self._ask(topology.DRAIN_KEY, encode(NodeRequest(name=node)))
 
     def logs(self, task_id: str, tail: int | None = None) -> str:
         return str(self._ask("query.logs", encode(LogsQuery(id=task_id, tail=tail))).result)

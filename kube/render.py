@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.models import NodeRecord, TaskEvent, TaskRecord
+from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.units import format_bytes
 
 
@@ -36,11 +36,44 @@ def ports(task: TaskRecord) -> str:
 
 
 def tasks(records: Sequence[TaskRecord]) -> str:
+    """One row per task, a service's tasks together under its name."""
+    ordered = sorted(records, key=lambda t: (t.service or "", t.created_at, t.id))
     rows = [
-        [t.id, t.name, t.state.value, t.node or "-", t.image, ports(t), age(t.created_at)]
-        for t in records
+        [
+            t.service or "-",
+            t.id,
+            t.name,
+            t.state.value,
+            t.node or "-",
+            t.image,
+            ports(t),
+            age(t.created_at),
+        ]
+        for t in ordered
     ]
-    return table(["ID", "NAME", "STATE", "NODE", "IMAGE", "PORTS", "AGE"], rows)
+    return table(["SERVICE", "ID", "NAME", "STATE", "NODE", "IMAGE", "PORTS", "AGE"], rows)
+
+
+def services(records: Sequence[ServiceRecord], all_tasks: Sequence[TaskRecord]) -> str:
+    rows = []
+    for s in records:
+        running = sum(
+            1
+            for t in all_tasks
+            if t.service == s.name and t.state.value == "running" and t.desired_state == "running"
+        )
+        update = s.update_state.value + (f": {s.update_error}" if s.update_error else "")
+        rows.append(
+            [
+                s.name,
+                f"{running}/{s.replicas}",
+                str(s.version),
+                s.desired_state,
+                update,
+                s.spec.image,
+            ]
+        )
+    return table(["NAME", "RUNNING", "VERSION", "DESIRED", "UPDATE", "IMAGE"], rows)
 
 
 def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
@@ -82,7 +115,7 @@ def nodes(records: Sequence[NodeRecord]) -> str:
     rows = [
         [
             n.name,
-            n.status.value,
+            n.status.value + ("" if n.schedulable else ",cordoned"),
             f"{n.allocated_cpu:g}/{n.cpus:g}",
             f"{format_bytes(n.allocated_memory)}/{format_bytes(n.memory)}",
             str(n.task_count),

@@ -7,10 +7,11 @@ messages. Every state change goes through `shared.states.can_transition`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from manager.effects import Decision, Outgoing
+from manager.fit import PlacementContext
 from manager.restarts import Final, after_attempt
 from manager.scheduler import NoFit, Scheduler, allocate, place
 from shared import topology
@@ -46,7 +47,13 @@ def move(
     return Decision(tasks=[moved], events=[(moved.id, history)], outgoing=[task_event(moved)])
 
 
-def accept(spec: TaskSpec, task_id: str, now: datetime) -> Decision:
+def accept(
+    spec: TaskSpec,
+    task_id: str,
+    now: datetime,
+    service: str | None = None,
+    version: int | None = None,
+) -> Decision:
     """A new task, pending until `schedule` places it."""
     task = TaskRecord(
         id=task_id,
@@ -56,8 +63,11 @@ def accept(spec: TaskSpec, task_id: str, now: datetime) -> Decision:
         created_at=now,
         updated_at=now,
         spec=spec.model_copy(update={"id": task_id}),
+        service=service,
+        version=version,
     )
-    history = TaskEvent(state=TaskState.PENDING, at=now, attempt=0, detail="submitted")
+    detail = f"created by service {service} (version {version})" if service else "submitted"
+    history = TaskEvent(state=TaskState.PENDING, at=now, attempt=0, detail=detail)
     return Decision(tasks=[task], events=[(task.id, history)], outgoing=[task_event(task)])
 
 
@@ -66,14 +76,21 @@ def schedule(
     nodes: Sequence[NodeRecord],
     scheduler: Scheduler,
     now: datetime,
+    max_tasks_per_node: int | None = None,
+    peers: Mapping[str, Mapping[str, int]] | None = None,
 ) -> Decision:
-    """Place pending tasks, oldest first, each onto the nodes as the previous left them."""
+    """Place pending tasks, oldest first, each onto the nodes as the previous left them.
+
+    `peers` maps a task name to how many tasks of that name each node holds (for spread).
+    """
     decision = Decision()
     free = {node.name: node for node in nodes}
+    placed = {name: dict(counts) for name, counts in (peers or {}).items()}
     for task in pending:
         if task.not_before is not None and task.not_before > now:
             continue  # restarting: its backoff has not passed
-        outcome = place(scheduler, task.spec, list(free.values()))
+        context = PlacementContext(max_tasks_per_node, placed.get(task.name, {}))
+        outcome = place(scheduler, task.spec, list(free.values()), context)
         if isinstance(outcome, NoFit):
             if task.error != outcome.reason:
                 decision.tasks.append(
@@ -81,6 +98,8 @@ def schedule(
                 )
             continue
         free[outcome.node] = allocate(free[outcome.node], task.spec)
+        counts = placed.setdefault(task.name, {})
+        counts[outcome.node] = counts.get(outcome.node, 0) + 1
         attempt = task.attempt + 1
         decision.extend(
             move(
@@ -100,6 +119,11 @@ def schedule(
 
 def apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decision:
     """A worker's report about one attempt; stale attempts and bad transitions are refused."""
+    draining = task.draining
+    if draining is not None and (update.node, update.attempt) == (draining.node, draining.attempt):
+        if update.state.terminal:  # the old attempt ended on its own: nothing left to stop
+            return Decision(tasks=[task.model_copy(update={"draining": None})])
+        return Decision()  # still running where it drains from, until its successor runs
     if update.attempt != task.attempt or update.node != task.node:
         decision = Decision(
             refused=f"task {task.id}: update from attempt {update.attempt} on {update.node}"
@@ -136,7 +160,12 @@ def apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decisio
         return end_attempt(ended, update.state, update.error, now)
     changes["error"] = update.error
     changes["host_ports"] = dict(update.host_ports)
-    return move(task, update.state, now, detail=update.error, **changes)
+    decision = move(task, update.state, now, detail=update.error, **changes)
+    if update.state == TaskState.RUNNING and draining is not None:
+        # The successor runs: now the attempt on the draining node may stop.
+        decision.tasks[-1] = decision.tasks[-1].model_copy(update={"draining": None})
+        decision.outgoing.append(stop_attempt(task.id, draining.attempt, draining.node))
+    return decision
 
 
 def end_attempt(
@@ -185,6 +214,8 @@ def request_stop(task: TaskRecord, now: datetime) -> Decision:
     stop = Decision()
     if task.node is not None and task.attempt > 0:
         stop.outgoing.append(stop_attempt(task.id, task.attempt, task.node))
+    if task.draining is not None:
+        stop.outgoing.append(stop_attempt(task.id, task.draining.attempt, task.draining.node))
     if task.state.terminal:
         return stop
     if task.state in (TaskState.PENDING, TaskState.LOST):

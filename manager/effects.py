@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.models import NodeRecord, TaskEvent, TaskRecord
+from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Decision:
     tasks: list[TaskRecord] = field(default_factory=list)
     events: list[tuple[str, TaskEvent]] = field(default_factory=list)
     nodes: list[NodeRecord] = field(default_factory=list)
+    services: list[ServiceRecord] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
     refused: str | None = None  # why the message was not applied; the service logs it
 
@@ -30,10 +31,11 @@ class Decision:
         self.tasks.extend(other.tasks)
         self.events.extend(other.events)
         self.nodes.extend(other.nodes)
+        self.services.extend(other.services)
         self.outgoing.extend(other.outgoing)
         self.refused = self.refused or other.refused
         return self
 
     @property
     def empty(self) -> bool:
-        return not (self.tasks or self.events or self.nodes or self.outgoing)
+        return not (self.tasks or self.events or self.nodes or self.services or self.outgoing)

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from manager.core import end_attempt, move, node_event, stop_attempt
 from manager.effects import Decision
 from shared.messages import Heartbeat
-from shared.models import NodeRecord, NodeStatus, TaskRecord
+from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord
 from shared.states import TaskState
 
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
@@ -30,6 +30,7 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         labels=dict(beat.labels),
         last_heartbeat=now,
         engine_ok=beat.engine_ok,
+        schedulable=known.schedulable if known is not None else True,
         stats=beat.stats,
     )
     decision = Decision(nodes=[node])
@@ -55,11 +56,9 @@ def reconcile(
     decision = Decision()
     for held in beat.tasks:
         task = tasks.get(held.task_id)
-        current = (
-            task is not None
-            and task.node == beat.node
-            and task.attempt == held.attempt
-            and task.state in PLACED
+        current = task is not None and (
+            (task.node == beat.node and task.attempt == held.attempt and task.state in PLACED)
+            or task.draining == DrainingAttempt(node=beat.node, attempt=held.attempt)
         )
         if not current:
             decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
@@ -106,3 +105,38 @@ def node_lost(node: str, placed_here: Sequence[TaskRecord], now: datetime) -> De
         lost = decision.tasks[-1]
         decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True))
     return decision
+
+
+def cordon(node: NodeRecord, schedulable: bool) -> Decision:
+    """Open or close a node to new placements; what runs there stays."""
+    if node.schedulable == schedulable:
+        return Decision()
+    changed = node.model_copy(update={"schedulable": schedulable})
+    return Decision(
+        nodes=[changed], outgoing=[node_event(changed, "uncordoned" if schedulable else "cordoned")]
+    )
+
+
+def drain(node: NodeRecord, placed_here: Sequence[TaskRecord], now: datetime) -> Decision:
+    """Cordon the node and move each of its tasks: the next attempt is placed elsewhere
+    while this one keeps running, and this one stops once the next runs. A task no other
+    node can take stays where it is, pending with the reason, until capacity frees."""
+    decision = cordon(node, schedulable=False)
+    for task in placed_here:
+        if task.state not in PLACED or task.draining is not None:
+            continue
+        old = DrainingAttempt(node=node.name, attempt=task.attempt)
+        decision.extend(
+            move(task, TaskState.PENDING, now, detail=f"draining {node.name}", draining=old)
+        )
+    return decision
+
+
+def draining_from(node: str, tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
+    """Tasks that still hold an attempt on the node (placed there, or draining from it)."""
+    return [
+        task
+        for task in tasks
+        if (task.node == node and task.state in PLACED)
+        or (task.draining is not None and task.draining.node == node and not task.state.terminal)
+    ]

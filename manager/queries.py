@@ -38,6 +38,7 @@ class Queries:
             "query.tasks": self.tasks,
             "query.task": self.task,
             "query.nodes": self.nodes,
+            "query.services": self.services,
             "query.logs": self.logs,
         }
 
@@ -74,6 +75,10 @@ class Queries:
     def nodes(self, delivery: Delivery) -> Reply:
         _body(LIST, delivery)
         return Reply(ok=True, result=[_dump(node) for node in self.store.nodes()])
+
+    def services(self, delivery: Delivery) -> Reply:
+        _body(LIST, delivery)
+        return Reply(ok=True, result=[_dump(service) for service in self.store.services()])
 
     def logs(self, delivery: Delivery) -> Reply | None:
         query = decode(LOGS, delivery.body)

@@ -7,11 +7,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.models import NodeRecord, NodeStatus, TaskSpec
+from manager.fit import CPU_EPSILON as CPU_EPSILON
+from manager.fit import NO_CONTEXT, PlacementContext, ineligible, lowest
+from manager.fit import SCORING_DEFAULT_CPU as SCORING_DEFAULT_CPU
+from manager.fit import SCORING_DEFAULT_MEMORY as SCORING_DEFAULT_MEMORY
+from manager.fit import filter_candidates as filter_candidates
+from manager.fit import fits as fits
+from manager.packing import Binpack, Spread
+from shared.models import NodeRecord, TaskSpec
 from shared.units import format_bytes
-
-CPU_EPSILON = 1e-9
-"""Slack for float cores, so 0.1 + 0.2 cores still fit on a node with 0.3 free."""
 
 MAX_REASON_NODES = 5
 """How many nodes a NoFit reason names before it says "and N more"."""
@@ -21,12 +25,6 @@ LIEB = 1.53960071783900203869
 
 MAX_JOBS = 4.0
 """E-PVM's task count at which the task-count term reaches one power of LIEB."""
-
-# Kubernetes scores a pod that requests no cpu or memory as if it asked for 0.1 core and
-# 200Mi (pkg/scheduler/util/non_zero.go), for scoring only; without this the marginal cost
-# of a request-less task is zero on every node and load would never steer it.
-SCORING_DEFAULT_CPU = 0.1
-SCORING_DEFAULT_MEMORY = 200 * 1024**2
 
 
 class Scheduler(Protocol):
@@ -61,28 +59,6 @@ class NoFit:
     reason: str
 
 
-def fits(spec: TaskSpec, node: NodeRecord) -> bool:
-    """Whether the node is ready, its engine up, and it has the task's cpu, memory, disk free."""
-    return (
-        node.status is NodeStatus.READY
-        and node.engine_ok
-        and node.cpus - node.allocated_cpu >= spec.cpu - CPU_EPSILON
-        and node.memory - node.allocated_memory >= spec.memory
-        and node.disk - node.allocated_disk >= spec.disk
-    )
-
-
-def filter_candidates(spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:
-    """The nodes that fit the task, in name order; the candidate phase of every scheduler."""
-    return sorted((node for node in nodes if fits(spec, node)), key=lambda node: node.name)
-
-
-def _lowest(scores: dict[str, float], candidates: Sequence[NodeRecord]) -> NodeRecord:
-    if not candidates:
-        raise ValueError("there are no candidates to pick from")
-    return min(candidates, key=lambda node: (scores.get(node.name, math.inf), node.name))
-
-
 class RoundRobin:
     """Hands each task to the next candidate after the last one picked, in node-name order."""
 
@@ -106,7 +82,7 @@ class RoundRobin:
 
     def pick(self, scores: dict[str, float], candidates: list[NodeRecord]) -> NodeRecord:
         """The nearest candidate after the cursor; moves the cursor to it."""
-        chosen = _lowest(scores, candidates)
+        chosen = lowest(scores, candidates)
         self.last = chosen.name
         return chosen
 
@@ -179,10 +155,15 @@ class Epvm:
 
     def pick(self, scores: dict[str, float], candidates: list[NodeRecord]) -> NodeRecord:
         """The cheapest candidate; ties go to the first name."""
-        return _lowest(scores, candidates)
+        return lowest(scores, candidates)
 
 
-_FACTORIES: dict[str, Callable[[], Scheduler]] = {"epvm": Epvm, "roundrobin": RoundRobin}
+_FACTORIES: dict[str, Callable[[], Scheduler]] = {
+    "epvm": Epvm,
+    "roundrobin": RoundRobin,
+    "binpack": Binpack,
+    "spread": Spread,
+}
 
 SCHEDULERS: tuple[str, ...] = tuple(sorted(_FACTORIES))
 """The names `make_scheduler` accepts."""
@@ -192,7 +173,7 @@ DEFAULT_SCHEDULER = "epvm"
 
 
 def make_scheduler(name: str) -> Scheduler:
-    """A new scheduler by name ("epvm" or "roundrobin")."""
+    """A new scheduler by name: epvm, roundrobin, binpack or spread."""
     factory = _FACTORIES.get(name.strip().lower())
     if factory is None:
         raise ValueError(f"unknown scheduler {name!r}: choose one of {', '.join(SCHEDULERS)}")
@@ -215,11 +196,10 @@ def _demand(spec: TaskSpec) -> str:
     return ", ".join(parts) if parts else f"task {spec.name!r}"
 
 
-def _shortage(spec: TaskSpec, node: NodeRecord) -> str:
-    if node.status is not NodeStatus.READY:
-        return f"{node.name} is {node.status.value}"
-    if not node.engine_ok:
-        return f"{node.name}'s container engine is down"
+def _shortage(spec: TaskSpec, node: NodeRecord, context: PlacementContext) -> str:
+    why = ineligible(spec, node, context)
+    if why is not None:
+        return why
     free_cpu = node.cpus - node.allocated_cpu
     free_memory = node.memory - node.allocated_memory
     free_disk = node.disk - node.allocated_disk
@@ -235,22 +215,49 @@ def _shortage(spec: TaskSpec, node: NodeRecord) -> str:
     return f"{node.name} has {', '.join(short)} free"
 
 
-def no_fit_reason(spec: TaskSpec, nodes: Sequence[NodeRecord]) -> str:
+def no_fit_reason(
+    spec: TaskSpec, nodes: Sequence[NodeRecord], context: PlacementContext = NO_CONTEXT
+) -> str:
     """A sentence naming what each node lacks for the task, bounded to a few nodes."""
     if not nodes:
         return "no worker has joined yet"
     ordered = sorted(nodes, key=lambda node: node.name)
-    details = [_shortage(spec, node) for node in ordered[:MAX_REASON_NODES]]
+    details = [_shortage(spec, node, context) for node in ordered[:MAX_REASON_NODES]]
     if len(ordered) > MAX_REASON_NODES:
         details.append(f"and {len(ordered) - MAX_REASON_NODES} more")
     return f"no node can take {_demand(spec)}: {', '.join(details)}"
 
 
-def place(scheduler: Scheduler, spec: TaskSpec, nodes: Sequence[NodeRecord]) -> Placement | NoFit:
-    """Run the scheduler's three phases for one task."""
-    candidates = scheduler.select_candidates(spec, nodes)
+def spread_domain(
+    spec: TaskSpec,
+    candidates: list[NodeRecord],
+    nodes: Sequence[NodeRecord],
+    context: PlacementContext,
+) -> list[NodeRecord]:
+    """Candidates in the label value (e.g. zone) holding the fewest of the task's peers."""
+    if spec.spread is None or not candidates:
+        return candidates
+    label = spec.spread
+    load: dict[str, int] = {}
+    for node in nodes:
+        value = node.labels.get(label, "")
+        load[value] = load.get(value, 0) + context.peers.get(node.name, 0)
+    fewest = min(load[node.labels.get(label, "")] for node in candidates)
+    return [node for node in candidates if load[node.labels.get(label, "")] == fewest]
+
+
+def place(
+    scheduler: Scheduler,
+    spec: TaskSpec,
+    nodes: Sequence[NodeRecord],
+    context: PlacementContext = NO_CONTEXT,
+) -> Placement | NoFit:
+    """Filter (eligibility, then the scheduler's own candidates), spread, score, pick."""
+    eligible = [node for node in nodes if ineligible(spec, node, context) is None]
+    candidates = scheduler.select_candidates(spec, eligible)
+    candidates = spread_domain(spec, candidates, nodes, context)
     if not candidates:
-        return NoFit(no_fit_reason(spec, nodes))
+        return NoFit(no_fit_reason(spec, nodes, context))
     chosen = scheduler.pick(scheduler.score(spec, candidates), candidates)
     return Placement(node=chosen.name)
 

@@ -10,16 +10,15 @@ recorded (a task id is never created twice).
 from __future__ import annotations
 
 import logging
-import re
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes
+from manager import core, nodes, services
+from manager.commands import Commands, new_task_id
 from manager.effects import Decision
 from manager.metrics import observe
 from manager.queries import Queries
@@ -30,14 +29,15 @@ from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.errors import DecodeError
 from shared.messages import Heartbeat, Result, TaskUpdate
-from shared.models import ID_PATTERN, NodeStatus, Reply, StopRequest, TaskRecord, TaskSpec
+from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
 
 log = logging.getLogger(__name__)
 
-SPEC = TypeAdapter(TaskSpec)
-STOP = TypeAdapter(StopRequest)
+MAX_FOLLOW_UPS = 100
+"""Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
+
 RESULT: TypeAdapter[TaskUpdate | Heartbeat] = TypeAdapter(Result)
 
 
@@ -49,6 +49,7 @@ class ManagerConfig:
     scheduler: str = DEFAULT_SCHEDULER
     heartbeat_interval: float = 2.0
     node_down_after: float = 6.0  # about three missed heartbeats
+    max_tasks_per_node: int | None = None  # no cap unless set
 
 
 def utcnow() -> datetime:
@@ -72,6 +73,7 @@ class Manager:
         self.clock = clock
         self.connected_at = clock()
         self.queries = Queries(self.store, self.bus)
+        self.commands = Commands(self)
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
@@ -79,7 +81,7 @@ class Manager:
         for node in self.store.nodes():
             self.bus.declare(topology.node_topology(node.name))
         self.bus.on_connect(self.on_connect)
-        self.bus.consume(topology.COMMANDS_QUEUE, self.on_command)
+        self.bus.consume(topology.COMMANDS_QUEUE, self.commands.on_command)
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
         self.bus.consume(topology.QUERIES_QUEUE, self.queries.on_query, requeue_on_error=False)
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
@@ -127,57 +129,6 @@ class Manager:
         self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
         self.bus.dead_letter(delivery, reason)
 
-    # -- commands ----------------------------------------------------------------------
-
-    def on_command(self, delivery: Delivery) -> None:
-        if delivery.routing_key == topology.SUBMIT_KEY:
-            self.submit(delivery)
-        elif delivery.routing_key == topology.STOP_KEY:
-            self.stop(delivery)
-        else:
-            self.refuse(
-                delivery,
-                f"unknown routing key {delivery.routing_key!r}: use"
-                f" {topology.SUBMIT_KEY} or {topology.STOP_KEY}",
-            )
-
-    def submit(self, delivery: Delivery) -> None:
-        try:
-            spec = decode(SPEC, delivery.body)
-        except DecodeError as exc:
-            self.refuse(delivery, f"invalid task spec: {exc.reason}")
-            return
-        task_id = spec.id or _message_id(delivery) or uuid.uuid4().hex[:16]
-        existing = self.store.task(task_id)
-        if existing is None:
-            now = self.clock()
-            decision = core.accept(spec, task_id, now)
-            decision.extend(
-                core.schedule(decision.tasks[-1:], self.store.nodes(), self.scheduler, now)
-            )
-            self.commit(decision)
-        else:
-            log.info("task %s: submitted again; already %s", task_id, existing.state.value)
-            self.flush()
-        self.bus.reply(delivery, encode(Reply(ok=True, id=task_id)))
-        self.bus.ack(delivery)
-
-    def stop(self, delivery: Delivery) -> None:
-        try:
-            request = decode(STOP, delivery.body)
-        except DecodeError as exc:
-            self.refuse(delivery, f"invalid stop request: {exc.reason}")
-            return
-        task = self.store.task(request.id)
-        if task is None:
-            self.refuse(delivery, f"unknown task {request.id!r}")
-            return
-        decision = core.request_stop(task, self.clock())
-        self.commit(decision)
-        self.after_change(decision)
-        self.bus.reply(delivery, encode(Reply(ok=True, id=task.id)))
-        self.bus.ack(delivery)
-
     # -- results from workers ----------------------------------------------------------
 
     def on_result(self, delivery: Delivery) -> None:
@@ -216,15 +167,49 @@ class Manager:
             self.schedule_pending()
 
     def after_change(self, decision: Decision) -> None:
-        """Capacity may have freed, or a task awaits a new attempt: place pending tasks."""
+        """Follow a change through: services whose tasks changed take their next step, and
+        if capacity freed or a task awaits a new attempt, pending tasks are placed."""
+        touched = {task.service for task in decision.tasks if task.service}
+        for _ in range(MAX_FOLLOW_UPS):  # each step moves a service closer to its target
+            if not touched:
+                break
+            name = touched.pop()
+            service = self.store.service(name)
+            if service is not None:
+                step = self.reconcile_service(service, follow=False)
+                touched |= {task.service for task in step.tasks if task.service}
         if any(task.state.terminal or task.state == TaskState.PENDING for task in decision.tasks):
             self.schedule_pending()
+
+    def reconcile_service(self, service: ServiceRecord, follow: bool = True) -> Decision:
+        """Save the service and take its next step (new tasks are placed at once)."""
+        now = self.clock()
+        tasks = [t for t in self.store.tasks_named(service.name) if t.service == service.name]
+        decision = Decision(services=[service]).extend(
+            services.reconcile(service, tasks, now, new_task_id)
+        )
+        fresh = [t for t in decision.tasks if t.state == TaskState.PENDING and t.attempt == 0]
+        decision.extend(self.place(fresh, now))
+        self.commit(decision)
+        if follow:
+            self.after_change(decision)
+        return decision
+
+    def place(self, tasks: Sequence[TaskRecord], now: datetime) -> Decision:
+        """Schedule the given pending tasks onto the nodes as they are now."""
+        return core.schedule(
+            tasks,
+            self.store.nodes(),
+            self.scheduler,
+            now,
+            self.config.max_tasks_per_node,
+            self.store.peers(),
+        )
 
     def schedule_pending(self) -> None:
         pending = self.store.tasks([TaskState.PENDING])
         if pending:
-            now = self.clock()
-            self.commit(core.schedule(pending, self.store.nodes(), self.scheduler, now))
+            self.commit(self.place(pending, self.clock()))
 
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
@@ -242,10 +227,3 @@ class Manager:
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.store.task(task_id)
-
-
-def _message_id(delivery: Delivery) -> str | None:
-    """An AMQP message_id usable as a task id: it makes a raw publish idempotent too."""
-    if delivery.message_id and re.match(ID_PATTERN, delivery.message_id):
-        return delivery.message_id
-    return None

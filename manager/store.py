@@ -17,7 +17,7 @@ from typing import Any
 
 from manager.effects import Decision, Outgoing
 from shared.errors import StoreError
-from shared.models import NodeRecord, TaskEvent, TaskRecord
+from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
 
 SCHEMA = """
@@ -41,6 +41,10 @@ CREATE TABLE IF NOT EXISTS task_events (
 );
 CREATE INDEX IF NOT EXISTS task_events_by_task ON task_events (task_id, seq);
 CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY,
     record TEXT NOT NULL
 );
@@ -126,6 +130,11 @@ class Store:
                 [(node.name, node.model_dump_json()) for node in decision.nodes],
             )
             db.executemany(
+                "INSERT INTO services (name, record) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                [(service.name, service.model_dump_json()) for service in decision.services],
+            )
+            db.executemany(
                 "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
                 [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
             )
@@ -164,6 +173,13 @@ class Store:
             )
         return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
 
+    def tasks_named(self, name: str) -> list[TaskRecord]:
+        """Tasks with this name (every task of a service bears the service's name)."""
+        rows = self._query(
+            "SELECT record FROM tasks WHERE name = ? ORDER BY created_at, id", (name,)
+        )
+        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+
     def tasks_on(self, node: str, states: Iterable[TaskState]) -> list[TaskRecord]:
         """Tasks placed on a node that are in one of the given states."""
         wanted = [state.value for state in states]
@@ -188,6 +204,26 @@ class Store:
             "SELECT record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)
         )
         return [TaskEvent.model_validate_json(str(row[0])) for row in rows]
+
+    def service(self, name: str) -> ServiceRecord | None:
+        rows = self._query("SELECT record FROM services WHERE name = ?", (name,))
+        return ServiceRecord.model_validate_json(str(rows[0][0])) if rows else None
+
+    def services(self) -> list[ServiceRecord]:
+        rows = self._query("SELECT record FROM services ORDER BY name")
+        return [ServiceRecord.model_validate_json(str(row[0])) for row in rows]
+
+    def peers(self) -> dict[str, dict[str, int]]:
+        """For each task name (a service's tasks share theirs), its placed tasks per node."""
+        counts: dict[str, dict[str, int]] = {}
+        for name, node, count in self._query(
+            "SELECT name, node, COUNT(*) FROM tasks"
+            f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL"
+            " GROUP BY name, node",
+            HOLDING,
+        ):
+            counts.setdefault(str(name), {})[str(node)] = int(count)
+        return counts
 
     def node(self, name: str) -> NodeRecord | None:
         for node in self.nodes():

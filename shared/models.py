@@ -28,6 +28,26 @@ class StopRequest(WireModel):
     id: TaskId
 
 
+class ScaleRequest(WireModel):
+    """The body of `service.scale` on `kube.commands`."""
+
+    name: Name
+    replicas: Annotated[int, Field(ge=0, le=10_000)]
+
+
+class UpdateRequest(WireModel):
+    """The body of `service.update`: the service's new spec, replaced a task at a time."""
+
+    name: Name
+    spec: TaskSpec
+
+
+class NodeRequest(WireModel):
+    """The body of `node.cordon`, `node.uncordon` and `node.drain`."""
+
+    name: Name
+
+
 class TaskEvent(WireModel):
     """One entry of a task's state history."""
 
@@ -44,6 +64,13 @@ class Health(enum.StrEnum):
     STARTING = "starting"  # in its grace period, or not yet checked
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"  # failed `failures` checks in a row
+
+
+class DrainingAttempt(WireModel):
+    """An attempt left running on a draining node until the task's next attempt runs."""
+
+    node: str
+    attempt: int
 
 
 class TaskRecord(WireModel):
@@ -68,6 +95,9 @@ class TaskRecord(WireModel):
     not_before: datetime | None = Field(
         default=None, description="a restarting task is not placed before this time"
     )
+    service: str | None = Field(default=None, description="the service this task belongs to")
+    version: int | None = Field(default=None, description="the service version it runs")
+    draining: DrainingAttempt | None = None
     created_at: datetime
     updated_at: datetime
     spec: TaskSpec
@@ -104,7 +134,30 @@ class NodeRecord(WireModel):
     labels: dict[str, str] = Field(default_factory=dict)
     last_heartbeat: datetime
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
+    schedulable: bool = Field(default=True, description="false while cordoned")
     stats: NodeStats = Field(default_factory=NodeStats)
+
+
+class UpdateState(enum.StrEnum):
+    """Where a service's rolling update is."""
+
+    IDLE = "idle"  # every task runs the current version
+    ROLLING = "rolling"  # replacing tasks one at a time
+    PAUSED = "paused"  # a new task failed; old tasks keep running until the next update
+
+
+class ServiceRecord(WireModel):
+    """A service: kube keeps `replicas` tasks of `spec` running (`kube services --json`)."""
+
+    name: Name
+    spec: TaskSpec
+    replicas: int
+    version: int = 1
+    desired_state: Annotated[str, Field(pattern="^(running|stopped)$")] = "running"
+    update_state: UpdateState = UpdateState.IDLE
+    update_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
 
 
 class Reply(WireModel):

@@ -13,13 +13,27 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from shared.messages import Dispatch, Heartbeat, ListQuery, LogsQuery, Result, TaskQuery, TaskUpdate
-from shared.models import NodeRecord, Reply, StopRequest, TaskRecord, TaskSpec
+from shared.models import (
+    NodeRecord,
+    NodeRequest,
+    Reply,
+    ScaleRequest,
+    ServiceRecord,
+    StopRequest,
+    TaskRecord,
+    TaskSpec,
+    UpdateRequest,
+)
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 MESSAGES: dict[str, Any] = {
     "task-spec": TaskSpec,  # kube.commands task.submit
     "stop-request": StopRequest,  # kube.commands task.stop
+    "scale-request": ScaleRequest,  # kube.commands service.scale
+    "update-request": UpdateRequest,  # kube.commands service.update
+    "node-request": NodeRequest,  # kube.commands node.cordon, node.uncordon, node.drain
+    "service-record": ServiceRecord,  # query.services rows
     "reply": Reply,  # answers to requests with reply_to
     "task-query": TaskQuery,  # kube.commands query.task
     "list-query": ListQuery,  # kube.commands query.tasks, query.nodes

@@ -87,6 +87,46 @@ class NetworkMode(enum.StrEnum):
     HOST = "host"  # the host's network stack (refused unless allowed)
 
 
+class ConstraintOp(enum.StrEnum):
+    """How a constraint compares a node label with its values."""
+
+    EQ = "=="
+    NE = "!="
+    IN = "in"
+    NOT_IN = "not in"
+    EXISTS = "exists"
+    NOT_EXISTS = "not exists"
+
+
+class Constraint(WireModel):
+    """One rule on a node label, e.g. {"key": "zone", "op": "in", "values": ["a", "b"]}."""
+
+    key: Annotated[str, Field(min_length=1, max_length=253)]
+    op: ConstraintOp = ConstraintOp.EQ
+    values: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_the_op(self) -> Constraint:
+        takes_none = self.op in (ConstraintOp.EXISTS, ConstraintOp.NOT_EXISTS)
+        if takes_none and self.values:
+            raise ValueError(f"'{self.op.value}' takes no values")
+        if not takes_none and not self.values:
+            raise ValueError(f"'{self.op.value}' needs at least one value")
+        if self.op in (ConstraintOp.EQ, ConstraintOp.NE) and len(self.values) != 1:
+            raise ValueError(f"'{self.op.value}' takes exactly one value")
+        return self
+
+    def __str__(self) -> str:
+        if self.op in (ConstraintOp.EXISTS, ConstraintOp.NOT_EXISTS):
+            return f"{self.key} {self.op.value}"
+        shown = self.values[0] if len(self.values) == 1 else "{" + ",".join(self.values) + "}"
+        return f"{self.key} {self.op.value} {shown}"
+
+
+# Shorthand: {"zone": ["a", "b"], "disk": "ssd"} means zone in {a, b} and disk == ssd.
+ConstraintMap = dict[Annotated[str, Field(min_length=1)], str | tuple[str, ...]]
+
+
 class TaskSpec(WireModel):
     """What a client asks to run: the body of `task.submit` on `kube.commands`."""
 
@@ -107,6 +147,15 @@ class TaskSpec(WireModel):
     labels: Labels = Field(default_factory=dict)
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
+    constraints: ConstraintMap | tuple[Constraint, ...] = Field(
+        default_factory=dict, description="rules on node labels; all must hold"
+    )
+    spread: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="a node label to spread tasks of the same service over"
+    )
+    replicas: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+        default=None, description="makes a service: kube keeps this many tasks running"
+    )
     health_check: HealthCheck | None = None
     # Options a worker refuses unless its security policy allows them:
     privileged: bool = False
@@ -117,3 +166,14 @@ class TaskSpec(WireModel):
     mounts: tuple[Mount, ...] = ()
     cap_add: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
     devices: tuple[Annotated[str, Field(pattern=r"^/dev/")], ...] = ()
+
+    def rules(self) -> tuple[Constraint, ...]:
+        """The constraints as a list of rules, whichever form the spec used."""
+        if isinstance(self.constraints, tuple):
+            return self.constraints
+        return tuple(
+            Constraint(key=key, op=ConstraintOp.EQ, values=(value,))
+            if isinstance(value, str)
+            else Constraint(key=key, op=ConstraintOp.IN, values=value)
+            for key, value in self.constraints.items()
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-COMMANDS = "kube.commands"  # topic: clients publish task.submit, task.stop, query.*
+COMMANDS = "kube.commands"  # topic: task.*, service.*, node.* commands and query.*
 EVENTS = "kube.events"  # topic: task.<state>, node.<what>; anyone may bind
 DISPATCH = "kube.dispatch"  # direct: manager to worker, routing key = node name
 RESULTS = "kube.results"  # topic: worker to manager, result.<kind>.<node>
@@ -24,6 +24,11 @@ DEAD_LETTER_QUEUE = "kube.dead-letters"
 
 SUBMIT_KEY = "task.submit"
 STOP_KEY = "task.stop"
+SCALE_KEY = "service.scale"
+UPDATE_KEY = "service.update"
+CORDON_KEY = "node.cordon"
+UNCORDON_KEY = "node.uncordon"
+DRAIN_KEY = "node.drain"
 QUERY_PREFIX = "query."
 
 DELIVERY_LIMIT = 5
@@ -126,6 +131,8 @@ def manager_topology() -> Topology:
         ),
         bindings=(
             Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
+            Binding(COMMANDS_QUEUE, COMMANDS, "service.#"),
+            Binding(COMMANDS_QUEUE, COMMANDS, "node.#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
             Binding(RESULTS_QUEUE, RESULTS, "result.#"),
         ),

@@ -7,6 +7,7 @@ container labelled with one of them is force-removed at teardown, even when a te
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -67,6 +68,7 @@ class Cluster:
     workdir: Path
     nodes: list[str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    manager_args: tuple[str, ...] = ()
 
     @property
     def env(self) -> dict[str, str]:
@@ -97,6 +99,7 @@ class Cluster:
             "1",
             "--node-down-after",
             "4",
+            *self.manager_args,
         )
 
     def start_worker(self, node: str, *extra: str) -> None:
@@ -130,6 +133,42 @@ class Cluster:
         )
 
 
+@contextlib.contextmanager
+def running_cluster(
+    vhost: str,
+    workdir: Path,
+    client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+    workers: dict[str, tuple[str, ...]],
+    manager_args: tuple[str, ...] = (),
+) -> Iterator[Cluster]:
+    """A manager and the given workers (name suffix -> extra flags), ready; torn down after."""
+    prefix = f"t{uuid.uuid4().hex[:6]}"
+    names = [f"{prefix}-{suffix}" for suffix in workers]
+    cluster = Cluster(vhost, workdir, names, manager_args=manager_args)
+    try:
+        cluster.start_manager()
+        for node, extra in zip(cluster.nodes, workers.values(), strict=True):
+            cluster.start_worker(node, *extra)
+        from kube.client import Client
+        from shared.settings import Settings
+
+        with Client(Settings(amqp_url=vhost, request_timeout=5)) as kube:
+            wait_for(
+                lambda: len([n for n in kube.nodes() if n.status.value == "ready"]) == len(workers),
+                timeout=60,
+                what=f"{len(workers)} ready workers",
+            )
+        yield cluster
+    finally:
+        for name in list(cluster.procs):
+            cluster.stop(name)
+        for node in cluster.nodes:
+            remove_node_containers(client, node)
+        if request.node.stash.get(FAILED_KEY, False):
+            print(cluster.logs())
+
+
 @pytest.fixture
 def cluster(
     vhost: str,
@@ -139,30 +178,9 @@ def cluster(
     request: pytest.FixtureRequest,
 ) -> Iterator[Cluster]:
     """A manager and two workers (`<prefix>-node-1`, `-node-2`) running for real."""
-    prefix = f"t{uuid.uuid4().hex[:6]}"
-    cluster = Cluster(vhost, tmp_path, [f"{prefix}-node-1", f"{prefix}-node-2"])
-    try:
-        cluster.start_manager()
-        for node in cluster.nodes:
-            cluster.start_worker(node)
-        from kube.client import Client
-        from shared.settings import Settings
-
-        with Client(Settings(amqp_url=vhost, request_timeout=5)) as client:
-            wait_for(
-                lambda: len([n for n in client.nodes() if n.status.value == "ready"]) == 2,
-                timeout=60,
-                what="two ready workers",
-            )
+    workers: dict[str, tuple[str, ...]] = {"node-1": (), "node-2": ()}
+    with running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster:
         yield cluster
-    finally:
-        for name in list(cluster.procs):
-            cluster.stop(name)
-        for node in cluster.nodes:
-            remove_node_containers(docker_client, node)
-        report = request.node.stash.get(FAILED_KEY, False)
-        if report:
-            print(cluster.logs())
 
 
 FAILED_KEY = pytest.StashKey[bool]()

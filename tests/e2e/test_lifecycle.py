@@ -99,7 +99,7 @@ def test_unknown_tasks_and_oversized_bodies_are_refused_and_dead_lettered(
 ) -> None:
     with client_for(cluster) as client:
         # when a stop names a task that does not exist
-        with pytest.raises(RequestError, match="unknown task 'ghost'"):
+        with pytest.raises(RequestError, match="unknown task or service 'ghost'"):
             client.stop("ghost")
         # and a body over the size limit is submitted
         raw = client._rpc.request("kube.commands", "task.submit", b" " * (MAX_BODY_BYTES + 1))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from manager import core, nodes
 from manager.scheduler import RoundRobin
-from shared.messages import Heartbeat, HeldTask
+from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
 
@@ -92,3 +92,32 @@ def test_a_running_task_missing_from_a_full_inventory_ends_its_attempt() -> None
     assert "disappeared" in (decision.tasks[-1].error or "")
     # but an inventory the node has not finished taking proves nothing
     assert nodes.reconcile(beat(inventory=False), {}, [task], NOW).empty
+
+
+def test_a_cordon_survives_heartbeats() -> None:
+    closed = nodes.cordon(node("n1"), schedulable=False).nodes[0]
+    assert not closed.schedulable
+    after = nodes.apply_heartbeat(closed, beat(), NOW).nodes[0]
+    assert not after.schedulable
+
+
+def test_drain_cordons_and_keeps_the_old_attempt_until_the_next_one_runs() -> None:
+    # given a task running on n1
+    task = running()
+    # when n1 is drained
+    decision = nodes.drain(node("n1"), [task], NOW)
+    assert not decision.nodes[0].schedulable
+    moving = decision.tasks[-1]
+    assert moving.state == TaskState.PENDING and moving.draining is not None
+    # and the next attempt is placed on n2 and runs
+    placed = core.schedule([moving], [decision.nodes[0], node("n2")], RoundRobin(), NOW).tasks[-1]
+    assert (placed.node, placed.attempt) == ("n2", 2)
+    # then n1's heartbeat still holding attempt 1 is not told to stop it yet
+    assert nodes.reconcile(beat(("t1", 1)), {"t1": placed}, [], NOW).empty
+    ran = core.apply_update(
+        placed, TaskUpdate(node="n2", task_id="t1", attempt=2, state=TaskState.RUNNING, at=NOW), NOW
+    )
+    # and once attempt 2 runs, attempt 1 on n1 is stopped
+    assert ran.tasks[-1].draining is None
+    assert json.loads(ran.outgoing[-1].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
+    assert ran.outgoing[-1].routing_key == "n1"

@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from manager.constraints import holds
+from manager.fit import PlacementContext
 from manager.scheduler import (
     DEFAULT_SCHEDULER,
     LIEB,
@@ -339,9 +341,9 @@ def test_make_scheduler_rejects_an_unknown_name_naming_the_valid_ones() -> None:
     # given an unknown name
     # when building
     with pytest.raises(ValueError) as caught:
-        make_scheduler("binpack")
+        make_scheduler("firstfit")
     # then the error names the choices
-    assert "'binpack'" in str(caught.value)
+    assert "'firstfit'" in str(caught.value)
     for name in SCHEDULERS:
         assert name in str(caught.value)
 
@@ -461,3 +463,124 @@ def test_no_node_is_ever_over_committed(
             assert 0 <= n.allocated_memory <= n.memory
             assert 0 <= n.allocated_disk <= n.disk
             assert n.task_count >= 0
+
+
+# --- constraints, cordons, caps, spread ------------------------------------------------
+
+
+def labelled(name: str, **labels: str) -> NodeRecord:
+    return node(name, labels=labels)
+
+
+def test_constraints_pick_nodes_by_label_equality_membership_and_inequality() -> None:
+    nodes = [labelled("n1", zone="a", disk="ssd"), labelled("n2", zone="b"), labelled("n3")]
+    scheduler = make_scheduler("spread")
+
+    def where(constraints: Any) -> set[str]:
+        found = set()
+        for _ in range(6):
+            result = place(scheduler, TaskSpec(name="x", image="i", constraints=constraints), nodes)
+            if isinstance(result, Placement):
+                found.add(result.node)
+        return found
+
+    assert where({"zone": "a"}) == {"n1"}
+    assert where({"zone": ["a", "b"]}) <= {"n1", "n2"}
+    assert where([{"key": "zone", "op": "!=", "values": ["a"]}]) <= {"n2", "n3"}
+    assert where([{"key": "disk", "op": "exists"}]) == {"n1"}
+    assert where([{"key": "zone", "op": "not exists"}]) == {"n3"}
+
+
+def test_a_constraint_no_node_meets_is_named_in_the_reason() -> None:
+    result = place(
+        make_scheduler("epvm"),
+        TaskSpec(name="x", image="i", constraints={"zone": "c"}),
+        [labelled("n1", zone="a"), labelled("n2")],
+    )
+    assert isinstance(result, NoFit)
+    assert (
+        result.reason
+        == "no node can take task 'x': n1 fails zone == c (zone=a), n2 fails zone == c"
+    )
+
+
+def test_cordoned_nodes_and_full_nodes_take_nothing() -> None:
+    cordoned = node("n1", schedulable=False)
+    busy = node("n2", task_count=3)
+    context = PlacementContext(max_tasks_per_node=3)
+    result = place(make_scheduler("epvm"), task(), [cordoned, busy], context)
+    assert isinstance(result, NoFit)
+    assert "n1 is cordoned" in result.reason and "n2 has 3 tasks (the cap is 3)" in result.reason
+
+
+def test_binpack_fills_the_fullest_node_and_spread_the_emptiest() -> None:
+    nodes = [node("n1", allocated_cpu=1.5, task_count=3), node("n2")]
+    assert placed_on(place(make_scheduler("binpack"), task(cpu=0.25), nodes)) == "n1"
+    assert placed_on(place(make_scheduler("spread"), task(cpu=0.25), nodes)) == "n2"
+
+
+def test_a_task_spread_over_zones_goes_to_the_zone_with_fewest_peers() -> None:
+    # given zone a already holds two of the service's tasks, zone b none
+    nodes = [labelled("a1", zone="a"), labelled("a2", zone="a"), labelled("b1", zone="b")]
+    context = PlacementContext(peers={"a1": 1, "a2": 1})
+    spec = TaskSpec(name="web", image="i", spread="zone")
+    # then even the bin-packer puts the next one in zone b
+    assert placed_on(place(make_scheduler("binpack"), spec, nodes, context)) == "b1"
+
+
+zones = st.sampled_from(["a", "b", "c"])
+rules = st.one_of(
+    st.builds(lambda z: {"zone": z}, zones),
+    st.builds(lambda zs: {"zone": sorted(set(zs))}, st.lists(zones, min_size=1, max_size=3)),
+    st.builds(lambda z: [{"key": "zone", "op": "!=", "values": [z]}], zones),
+    st.just([{"key": "ssd", "op": "exists"}]),
+    st.just({}),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    layout=st.lists(st.tuples(zones, st.booleans(), st.booleans()), min_size=1, max_size=5),
+    cap=st.one_of(st.none(), st.integers(1, 4)),
+    ops=st.lists(
+        st.tuples(specs, rules, st.sampled_from(SCHEDULERS), st.integers(0, 9)), max_size=30
+    ),
+)
+def test_every_placement_keeps_constraints_cordons_caps_and_capacity(
+    layout: list[tuple[str, bool, bool]], cap: int | None, ops: list[tuple[Any, ...]]
+) -> None:
+    # given labelled nodes, some cordoned, and a per-node cap
+    nodes = {
+        f"n{i}": node(
+            f"n{i}",
+            cpus=2.0,
+            memory=2 * GI,
+            disk=20 * GI,
+            schedulable=open_,
+            labels={"zone": zone, **({"ssd": "yes"} if ssd else {})},
+        )
+        for i, (zone, open_, ssd) in enumerate(layout)
+    }
+    context = PlacementContext(max_tasks_per_node=cap)
+    schedulers = {name: make_scheduler(name) for name in SCHEDULERS}
+    # when tasks with random constraints are placed, and some toggle a cordon
+    for spec, constraints, scheduler_name, toggle in ops:
+        constrained = spec.model_copy(
+            update={
+                "constraints": TaskSpec(name="x", image="i", constraints=constraints).constraints
+            }
+        )
+        result = place(schedulers[scheduler_name], constrained, list(nodes.values()), context)
+        if isinstance(result, Placement):
+            chosen = nodes[result.node]
+            # then the chosen node meets every rule, is open, under the cap, and has room
+            assert all(holds(rule, chosen.labels) for rule in constrained.rules())
+            assert chosen.schedulable and (cap is None or chosen.task_count < cap)
+            nodes[result.node] = allocate(chosen, constrained)
+            assert nodes[result.node].allocated_cpu <= chosen.cpus + 1e-6
+            assert nodes[result.node].allocated_memory <= chosen.memory
+        name = f"n{toggle % len(nodes)}"
+        if toggle > 6:
+            nodes[name] = nodes[name].model_copy(
+                update={"schedulable": not nodes[name].schedulable}
+            )

@@ -1,0 +1,160 @@
+"""Services, pure: keep N tasks of a spec running, scale, and replace them one at a time.
+
+A service is a spec with `replicas`. Its tasks bear its name, and the version of the spec
+they run. `reconcile` compares the live tasks (not ended, not asked to stop) with what
+the service wants and returns the decision that moves one step closer:
+
+- no update under way: start the missing tasks, stop the surplus (newest first);
+- a rolling update (some live tasks run an older version): start one task of the new
+  version; once it runs (and is healthy, if the spec has a health check) stop one old
+  task; repeat. A new-version task that fails pauses the update with the reason; the old
+  tasks keep running until the next `kube update`.
+
+Unless the spec says otherwise, a service's tasks restart always, without limit, as
+Swarm's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from manager import core
+from manager.effects import Decision
+from shared.models import Health, ServiceRecord, TaskRecord, UpdateState
+from shared.specs import RestartMode, RestartPolicy, TaskSpec
+from shared.states import TaskState
+
+NewId = Callable[[str], str]
+
+
+def task_spec(service: ServiceRecord) -> TaskSpec:
+    """The spec each task of the service runs."""
+    spec = service.spec.model_copy(update={"id": None, "replicas": None})
+    if "restart" not in service.spec.model_fields_set:
+        spec = spec.model_copy(
+            update={"restart": RestartPolicy(policy=RestartMode.ALWAYS, max_restarts=None)}
+        )
+    return spec
+
+
+def create(spec: TaskSpec, now: datetime) -> ServiceRecord:
+    """A new service from a spec with replicas."""
+    return ServiceRecord(
+        name=spec.name,
+        spec=spec.model_copy(update={"id": None}),
+        replicas=spec.replicas or 0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def scale(service: ServiceRecord, replicas: int, now: datetime) -> ServiceRecord:
+    return service.model_copy(
+        update={"replicas": replicas, "desired_state": "running", "updated_at": now}
+    )
+
+
+def update(service: ServiceRecord, spec: TaskSpec, now: datetime) -> ServiceRecord:
+    """A new version of the spec; the tasks are replaced by `reconcile`, one at a time."""
+    replicas = spec.replicas if spec.replicas is not None else service.replicas
+    return service.model_copy(
+        update={
+            "spec": spec.model_copy(update={"id": None, "replicas": replicas}),
+            "replicas": replicas,
+            "version": service.version + 1,
+            "update_state": UpdateState.ROLLING,
+            "update_error": None,
+            "desired_state": "running",
+            "updated_at": now,
+        }
+    )
+
+
+def stop(service: ServiceRecord, now: datetime) -> ServiceRecord:
+    return service.model_copy(update={"desired_state": "stopped", "updated_at": now})
+
+
+def live(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
+    """Tasks that count toward the replicas: not ended and not asked to stop."""
+    return [t for t in tasks if not t.state.terminal and t.desired_state == "running"]
+
+
+def ready(task: TaskRecord) -> bool:
+    """Running, and healthy if the spec has a health check."""
+    if task.state != TaskState.RUNNING:
+        return False
+    return task.spec.health_check is None or task.health == Health.HEALTHY
+
+
+def reconcile(
+    service: ServiceRecord, tasks: Sequence[TaskRecord], now: datetime, new_id: NewId
+) -> Decision:
+    """One step toward what the service wants; `tasks` are all the service's tasks."""
+    current = live(tasks)
+    if service.desired_state == "stopped":
+        return _stop_all(current, now)
+    new = [t for t in current if t.version == service.version]
+    old = [t for t in current if t.version != service.version]
+    if not old:
+        decision = _scale(service, new, now, new_id)
+        rolled = service.update_state == UpdateState.ROLLING and not decision.tasks
+        if rolled and all(ready(t) for t in new):
+            done = service.model_copy(update={"update_state": UpdateState.IDLE})
+            decision.services.append(done.model_copy(update={"updated_at": now}))
+        return decision
+    if service.update_state == UpdateState.PAUSED:
+        return Decision()
+    failed = [
+        t
+        for t in tasks
+        if t.version == service.version and (t.state == TaskState.FAILED or t.restart_count > 0)
+    ]
+    if failed:
+        reason = f"task {failed[0].id} of version {service.version} failed: {failed[0].error}"
+        paused = service.model_copy(
+            update={"update_state": UpdateState.PAUSED, "update_error": reason, "updated_at": now}
+        )
+        return Decision(
+            services=[paused], refused=f"service {service.name}: update paused: {reason}"
+        )
+    if not all(ready(t) for t in new):
+        return Decision()  # wait for the newest task to run (and be healthy)
+    if len(new) + len(old) <= service.replicas and len(new) < service.replicas:
+        return _start(service, 1, now, new_id)  # one new task beside the old ones
+    # The new ones run: retire the oldest old task (or the surplus while scaling down).
+    oldest = sorted(old, key=lambda t: (t.created_at, t.id))[0]
+    return core.request_stop(oldest, now)
+
+
+def _scale(
+    service: ServiceRecord, current: list[TaskRecord], now: datetime, new_id: NewId
+) -> Decision:
+    missing = service.replicas - len(current)
+    if missing > 0:
+        return _start(service, missing, now, new_id)
+    decision = Decision()
+    surplus = -missing
+    newest_first = sorted(current, key=lambda t: (t.created_at, t.id), reverse=True)
+    for task in newest_first[:surplus]:
+        decision.extend(core.request_stop(task, now))
+    return decision
+
+
+def _start(service: ServiceRecord, count: int, now: datetime, new_id: NewId) -> Decision:
+    decision = Decision()
+    spec = task_spec(service)
+    for _ in range(count):
+        decision.extend(
+            core.accept(
+                spec, new_id(service.name), now, service=service.name, version=service.version
+            )
+        )
+    return decision
+
+
+def _stop_all(current: list[TaskRecord], now: datetime) -> Decision:
+    decision = Decision()
+    for task in current:
+        decision.extend(core.request_stop(task, now))
+    return decision

@@ -1,0 +1,138 @@
+"""Services, without a broker: keep N tasks, scale, roll an update a task at a time."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+
+from manager import services
+from shared.models import Health, ServiceRecord, TaskRecord, UpdateState
+from shared.specs import RestartMode, TaskSpec
+from shared.states import TaskState
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+counter = itertools.count()
+
+
+def new_id(name: str) -> str:
+    return f"{name}-{next(counter)}"
+
+
+def service(replicas: int = 3, **spec: object) -> ServiceRecord:
+    return services.create(TaskSpec(name="web", image="v1", replicas=replicas, **spec), NOW)  # type: ignore[arg-type]
+
+
+def running(tasks: list[TaskRecord], **changes: object) -> list[TaskRecord]:
+    return [
+        t.model_copy(update={"state": TaskState.RUNNING, "attempt": 1, "node": "n1", **changes})
+        for t in tasks
+    ]
+
+
+def test_a_new_service_starts_its_replicas_with_restart_always() -> None:
+    decision = services.reconcile(service(), [], NOW, new_id)
+    assert len(decision.tasks) == 3
+    assert {t.service for t in decision.tasks} == {"web"} and {
+        t.version for t in decision.tasks
+    } == {1}
+    assert all(t.spec.restart.policy == RestartMode.ALWAYS for t in decision.tasks)
+    assert all(t.spec.replicas is None and t.name == "web" for t in decision.tasks)
+
+
+def test_an_explicit_restart_policy_is_kept() -> None:
+    svc = service(restart={"policy": "on-failure", "max_restarts": 1})
+    decision = services.reconcile(svc, [], NOW, new_id)
+    assert decision.tasks[0].spec.restart.policy == RestartMode.ON_FAILURE
+
+
+def test_a_failed_task_is_replaced_and_a_full_service_left_alone() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    assert services.reconcile(svc, tasks, NOW, new_id).empty
+    tasks[0] = tasks[0].model_copy(update={"state": TaskState.FAILED})
+    assert len(services.reconcile(svc, tasks, NOW, new_id).tasks) == 1
+
+
+def test_scaling_down_stops_the_newest_tasks() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    tasks = [
+        t.model_copy(update={"created_at": NOW + timedelta(seconds=i)}) for i, t in enumerate(tasks)
+    ]
+    decision = services.reconcile(services.scale(svc, 1, NOW), tasks, NOW, new_id)
+    stopped = {t.id for t in decision.tasks if t.desired_state == "stopped"}
+    assert stopped == {tasks[1].id, tasks[2].id}
+
+
+def test_stopping_a_service_stops_all_its_tasks() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    decision = services.reconcile(services.stop(svc, NOW), tasks, NOW, new_id)
+    assert {t.desired_state for t in decision.tasks} == {"stopped"} and len(decision.tasks) == 3
+
+
+def roll(
+    svc: ServiceRecord, tasks: list[TaskRecord]
+) -> tuple[ServiceRecord, list[TaskRecord], list[str]]:
+    """Drive a rolling update to its end, tasks starting and stopping at once; log the steps."""
+    steps = []
+    by_id = {t.id: t for t in tasks}
+    for _ in range(50):
+        decision = services.reconcile(svc, list(by_id.values()), NOW, new_id)
+        if decision.services:
+            svc = decision.services[-1]
+        if not decision.tasks:
+            break
+        for task in decision.tasks:
+            if task.desired_state == "stopped":
+                steps.append(f"stop v{task.version}")
+                task = task.model_copy(update={"state": TaskState.COMPLETED})
+            else:
+                steps.append(f"start v{task.version}")
+                task = running([task])[0]
+            by_id[task.id] = task
+    return svc, list(by_id.values()), steps
+
+
+def test_a_rolling_update_replaces_one_task_at_a_time_new_before_old() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="v2"), NOW)
+    assert updated.version == 2 and updated.replicas == 3
+    final, tasks, steps = roll(updated, tasks)
+    assert steps == ["start v2", "stop v1"] * 3
+    live = services.live(tasks)
+    assert [t.version for t in live] == [2, 2, 2] and {t.image for t in live} == {"v2"}
+    assert final.update_state == UpdateState.IDLE
+
+
+def test_the_update_waits_for_the_new_task_to_be_healthy() -> None:
+    check = {"exec": ["true"]}
+    svc = service(health_check=check)
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks, health=Health.HEALTHY)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", health_check=check), NOW)  # type: ignore[arg-type]
+    first = services.reconcile(updated, tasks, NOW, new_id).tasks
+    assert len(first) == 1
+    starting = running(first, health=Health.STARTING)
+    assert services.reconcile(updated, tasks + starting, NOW, new_id).empty
+    healthy = running(first, health=Health.HEALTHY)
+    step = services.reconcile(updated, tasks + healthy, NOW, new_id)
+    assert [t.desired_state for t in step.tasks] == ["stopped"]
+
+
+def test_a_failing_new_task_pauses_the_update_and_keeps_the_old_ones() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="broken"), NOW)
+    first = services.reconcile(updated, tasks, NOW, new_id).tasks
+    failing = [
+        first[0].model_copy(
+            update={"state": TaskState.PENDING, "restart_count": 1, "error": "exited with code 1"}
+        )
+    ]
+    decision = services.reconcile(updated, tasks + failing, NOW, new_id)
+    paused = decision.services[-1]
+    assert paused.update_state == UpdateState.PAUSED
+    assert "exited with code 1" in (paused.update_error or "")
+    assert not decision.tasks
+    assert services.reconcile(paused, tasks + failing, NOW, new_id).empty
