@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from manager import unplaced
-from manager.store import HOLDING
+from manager.holdings import HOLDING
 from shared.models import NodeRecord, NodeStatus
 from shared.states import TaskState
 
@@ -109,7 +109,7 @@ class StoreGauges:
             for node, cpu, memory, disk, count in db.execute(
                 "SELECT node, SUM(cpu), SUM(memory), SUM(disk), COUNT(*) FROM tasks"
                 f" WHERE state IN ({marks}) AND node IS NOT NULL GROUP BY node",
-                HOLDING,
+                [state.value for state in HOLDING],
             )
         }
         nodes = [

@@ -3,8 +3,8 @@
 WAL mode, one transaction per decision: a task's new state, its history entry and the
 messages that announce it are written together, so a manager killed at any moment
 restarts with either all of a decision or none of it, and re-sends the outbox.
-A node's allocated resources are not stored: they are summed from the tasks placed on it,
-so they cannot drift.
+A node's allocated resources are not stored: they are summed from the tasks placed on it
+when the store opens, then moved with each decision it records (manager/holdings.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from manager.effects import Decision, Outgoing
+from manager.holdings import HOLDING, Hold, Holdings, Reserved
 from shared.errors import StoreError
 from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
@@ -56,9 +57,6 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 """
 
-# States in which a task holds resources on its node.
-HOLDING = (TaskState.SCHEDULED.value, TaskState.RUNNING.value)
-
 
 class Store:
     """SQLite-backed state; one connection, used from the manager's bus thread only."""
@@ -75,6 +73,20 @@ class Store:
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
+        self._holdings = Holdings()
+        for name, node, cpu, memory, disk in self._query(
+            "SELECT name, node, cpu, memory, disk FROM tasks"
+            f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
+            [state.value for state in HOLDING],
+        ):
+            self._holdings.add(Hold(str(name), str(node), float(cpu), int(memory), int(disk)))
+        self._nodes = {
+            node.name: node
+            for node in (
+                NodeRecord.model_validate_json(str(row[0]))
+                for row in self._query("SELECT record FROM nodes")
+            )
+        }
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -99,6 +111,8 @@ class Store:
 
     def record(self, decision: Decision) -> None:
         """Write a decision's tasks, history, nodes and outbox in one transaction."""
+        final = {task.id: task for task in decision.tasks}  # the last word on each task
+        before = self._holds(final)
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO tasks (id, name, state, node, cpu, memory, disk, created_at, record)"
@@ -117,7 +131,7 @@ class Store:
                         task.created_at.isoformat(),
                         task.model_dump_json(),
                     )
-                    for task in decision.tasks
+                    for task in final.values()
                 ],
             )
             db.executemany(
@@ -138,6 +152,28 @@ class Store:
                 "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
                 [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
             )
+        for hold in before.values():
+            self._holdings.remove(hold)
+        for task in final.values():
+            if task.state in HOLDING and task.node is not None:
+                self._holdings.add(_hold(task))
+        for node in decision.nodes:
+            self._nodes[node.name] = node
+
+    def _holds(self, tasks: dict[str, TaskRecord]) -> dict[str, Hold]:
+        """The claims the given tasks hold now, as recorded."""
+        if not tasks:
+            return {}
+        marks = ",".join("?" * len(tasks))
+        rows = self._query(
+            f"SELECT id, name, node, cpu, memory, disk FROM tasks WHERE id IN ({marks})"
+            f" AND state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
+            [*tasks, *(state.value for state in HOLDING)],
+        )
+        return {
+            str(i): Hold(str(name), str(node), float(cpu), int(memory), int(disk))
+            for i, name, node, cpu, memory, disk in rows
+        }
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, Outgoing]]:
         """Messages recorded but not yet confirmed by the broker, oldest first."""
@@ -215,48 +251,31 @@ class Store:
 
     def peers(self) -> dict[str, dict[str, int]]:
         """For each task name (a service's tasks share theirs), its placed tasks per node."""
-        counts: dict[str, dict[str, int]] = {}
-        for name, node, count in self._query(
-            "SELECT name, node, COUNT(*) FROM tasks"
-            f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL"
-            " GROUP BY name, node",
-            HOLDING,
-        ):
-            counts.setdefault(str(name), {})[str(node)] = int(count)
-        return counts
+        return {name: dict(counts) for name, counts in self._holdings.peers.items()}
 
     def node(self, name: str) -> NodeRecord | None:
-        for node in self.nodes():
-            if node.name == name:
-                return node
-        return None
+        node = self._nodes.get(name)
+        return self._with_holdings(node) if node is not None else None
 
     def nodes(self) -> list[NodeRecord]:
-        """Nodes by name, with allocations summed from the tasks placed on them."""
-        allocated = {
-            str(node): (float(cpu), int(memory), int(disk), int(count))
-            for node, cpu, memory, disk, count in self._query(
-                "SELECT node, SUM(cpu), SUM(memory), SUM(disk), COUNT(*) FROM tasks"
-                f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL"
-                " GROUP BY node",
-                HOLDING,
-            )
-        }
-        result = []
-        for (record,) in self._query("SELECT record FROM nodes ORDER BY name"):
-            node = NodeRecord.model_validate_json(str(record))
-            cpu, memory, disk, count = allocated.get(node.name, (0.0, 0, 0, 0))
-            result.append(
-                node.model_copy(
-                    update={
-                        "allocated_cpu": cpu,
-                        "allocated_memory": memory,
-                        "allocated_disk": disk,
-                        "task_count": count,
-                    }
-                )
-            )
-        return result
+        """Nodes by name, with what the tasks placed on them reserve."""
+        return [self._with_holdings(self._nodes[name]) for name in sorted(self._nodes)]
+
+    def _with_holdings(self, node: NodeRecord) -> NodeRecord:
+        reserved = self._holdings.nodes.get(node.name, Reserved())
+        return node.model_copy(
+            update={
+                "allocated_cpu": reserved.cpu,
+                "allocated_memory": reserved.memory,
+                "allocated_disk": reserved.disk,
+                "task_count": reserved.tasks,
+            }
+        )
 
     def close(self) -> None:
         self._db.close()
+
+
+def _hold(task: TaskRecord) -> Hold:
+    assert task.node is not None
+    return Hold(task.name, task.node, task.spec.cpu, task.spec.memory, task.spec.disk)

@@ -5,11 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from manager import core
 from manager.effects import Decision, Outgoing
 from manager.scheduler import RoundRobin
 from manager.store import Store
-from shared.models import NodeRecord, NodeStatus, TaskSpec
+from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -63,3 +67,51 @@ def test_sent_messages_leave_the_outbox(tmp_path: Path) -> None:
     first, second = store.outbox()
     store.sent([first[0]])
     assert store.outbox() == [second]
+
+
+STATES = [TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.COMPLETED]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(STATES), st.sampled_from(["n1", "n2"])),
+        max_size=40,
+    )
+)
+def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, TaskState, str]]
+) -> None:
+    # given a store with two nodes
+    path = tmp_path_factory.mktemp("holdings") / "m.db"
+    store = Store(path)
+    store.record(
+        Decision(
+            nodes=[
+                NodeRecord(
+                    name=n,
+                    status=NodeStatus.READY,
+                    cpus=64,
+                    memory=1024**4,
+                    disk=1024**4,
+                    last_heartbeat=NOW,
+                )
+                for n in ("n1", "n2")
+            ]
+        )
+    )
+    tasks: dict[int, TaskRecord] = {}
+    # when tasks move between states and nodes, several at once per decision
+    for i, state, node in steps:
+        base = (
+            tasks.get(i)
+            or core.accept(
+                TaskSpec(name=f"svc{i % 2}", image="b", cpu=0.5, memory=1024), f"t{i}", NOW
+            ).tasks[0]
+        )
+        tasks[i] = base.model_copy(update={"state": state, "node": node})
+        store.record(Decision(tasks=[base, tasks[i]]))
+    # then what the store keeps in memory is what a fresh store sums from the table
+    fresh = Store(path)
+    assert store.nodes() == fresh.nodes()
+    assert store.peers() == fresh.peers()
