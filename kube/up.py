@@ -355,9 +355,13 @@ def _run_cluster(options: UpOptions, settings: Settings, out: IO[str]) -> int:
                 signal.signal(sig, handler)
             if options.keep:
                 cluster.say(f"kept the containers of {', '.join(options.nodes)}; state in {db}")
-            else:
-                removed = remove_containers(options.nodes)
-                cluster.say(f"removed {removed} task container(s)")
+            elif options.runtime == "docker":
+                try:
+                    removed = remove_containers(options.nodes)
+                    cluster.say(f"removed {removed} task container(s)")
+                except docker.errors.DockerException as exc:
+                    cluster.say(f"could not remove the task containers: {exc}")
+                    code = FAILED
         bad = {name: c for name, c in codes.items() if c not in (0, -signal.SIGTERM)}
         if bad and code == OK:
             cluster.say(f"exit codes: {bad}")

@@ -195,3 +195,35 @@ def test_up_with_a_wrong_password_reports_the_broker_refusal(vhost: str) -> None
     text = err.decode()
     assert up.returncode == 5, text
     assert "Authentication" in text and "--start-broker" not in text
+
+
+def test_up_with_the_mock_runtime_stops_on_sigterm(vhost: str, tmp_path: Path) -> None:
+    # given a one-worker cluster on the mock runtime (no containers at all)
+    log = tmp_path / "up.log"
+    prefix = f"upm{uuid.uuid4().hex[:6]}"
+    up = kube_up(vhost, "--workers", "1", "--runtime", "mock", "--name-prefix", prefix, log=log)
+    try:
+        with Client(Settings(amqp_url=vhost, request_timeout=2)) as client:
+            wait_for(
+                lambda: (
+                    [n.name for n in client.nodes() if n.status.value == "ready"] == [f"{prefix}-1"]
+                ),
+                timeout=60,
+                what="the mock worker",
+            )
+        # when it gets SIGTERM (as from systemd or kill)
+        up.send_signal(signal.SIGTERM)
+        # then it stops cleanly, touching no container
+        assert up.wait(60) == 0, log.read_text()
+        assert "removed" not in log.read_text()
+    finally:
+        kill_tree(up)
+
+
+def kill_tree(up: subprocess.Popen[bytes]) -> None:
+    """After a failed test: kube up and its children (in a process group of their own)."""
+    if up.poll() is None:
+        for child in psutil.Process(up.pid).children(recursive=True):
+            child.kill()
+        up.kill()
+        up.wait(10)
