@@ -129,6 +129,7 @@ class Bus:
         (a quorum queue's delivery limit then dead-letters a message that always fails).
         """
         consumer = _Consumer(queue, handler, requeue_on_error)
+        metrics.consuming(queue)
         self._consumers.append(consumer)
         if self._state.channel is not None:
             self._start_consumer(self._state.channel, consumer)

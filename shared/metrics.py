@@ -54,6 +54,13 @@ DEAD_LETTERED = Counter(
 )
 
 
+def consuming(queue: str) -> None:
+    """Start a consumer's counters at 0, so that `increase()` sees their first message."""
+    for outcome in ("handled", "failed"):
+        CONSUMED.labels(queue, outcome)
+    DEAD_LETTERED.labels(queue)
+
+
 def consumed(queue: str, outcome: str) -> None:
     """A handler returned (`handled`) or raised (`failed`) for a message of queue."""
     CONSUMED.labels(queue, outcome).inc()

@@ -60,6 +60,10 @@ def test_publishes_consumes_and_dead_letters_are_counted(bus: Bus) -> None:
         "dead": value("kube_messages_dead_lettered_total", queue=QUEUE),
     }
     bus.consume(QUEUE, handle, requeue_on_error=False)
+    # a consumer's counters exist from the start, so increase() counts its first message
+    assert (
+        REGISTRY.get_sample_value("kube_messages_dead_lettered_total", {"queue": QUEUE}) is not None
+    )
     bus.connect()
     # when
     for body in (b"ok", b"bad", b"boom"):
