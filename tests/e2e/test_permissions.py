@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from kube.definitions import Plan, definitions
 from manager.auth import WorkerAuth, result_sender_allowed
 from shared import topology
 from shared.bus import Bus, Delivery
+from shared.codec import encode
+from shared.messages import Heartbeat
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import AMQP_HOST, Cluster, remove_node_containers
@@ -377,3 +380,48 @@ def test_a_cluster_runs_with_least_privilege_users(
                 process.stop(name)
         for node in broker.plan.nodes:
             remove_node_containers(docker_client, node)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the manager does not call manager.auth.result_sender_allowed yet (README,"
+    " 'Least-privilege users')",
+)
+def test_the_manager_refuses_results_a_worker_sends_for_another_node(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a real manager logged in as kube-manager, knowing this test's worker users
+    node, other_node = broker.plan.nodes
+    monkeypatch.setenv("KUBE_WORKER_USER_PREFIX", broker.plan.worker_prefix)
+    manager = Cluster(broker.url(broker.manager), tmp_path, [])
+    manager.start_manager()
+    worker = Bus(Settings(amqp_url=broker.url(broker.worker(0))), "test-worker")
+    worker.connect()
+    try:
+        with Client(Settings(amqp_url=broker.url(broker.client), request_timeout=5)) as client:
+            wait_for(lambda: client.list() is not None, timeout=30, what="the manager")
+
+            def beat(about: str, user_id: str | None) -> None:
+                body = encode(
+                    Heartbeat(node=about, at=datetime.now(UTC), cpus=1, memory=2**30, disk=2**30)
+                )
+                key = topology.result_key("heartbeat", node)  # the only key it may use
+                worker.publish(topology.RESULTS, key, body, user_id=user_id)
+
+            # when worker n1 reports as n2, and without user_id, then as itself
+            beat(other_node, worker.user)
+            beat(node, None)
+            beat(node, worker.user)
+            # then only its honest heartbeat counts
+            wait_for(lambda: node in [n.name for n in client.nodes()], timeout=15, what="the node")
+            assert [n.name for n in client.nodes()] == [node]
+        # and the refused ones wait in the dead-letter queue, saying why
+        channel = broker.channel(broker.manager)
+        reasons = []
+        while (got := channel.basic_get(topology.DEAD_LETTER_QUEUE, auto_ack=True))[0]:
+            reasons.append(got[1].headers[topology.REASON_HEADER])
+        assert len(reasons) == 2, reasons
+        assert other_node in reasons[0] and "user_id" in reasons[1]
+    finally:
+        worker.close()
+        manager.stop("manager")
