@@ -26,7 +26,7 @@ from pydantic import TypeAdapter
 from manager import core, nodes, services
 from shared import topology
 from shared.bus import Delivery
-from shared.codec import decode, encode
+from shared.codec import decode
 from shared.errors import DecodeError
 from shared.models import (
     ID_PATTERN,
@@ -88,8 +88,7 @@ class Commands:
         except Refused as exc:
             self.manager.refuse(delivery, str(exc))
             return
-        self.manager.bus.reply(delivery, encode(Reply(ok=True, id=done)))
-        self.manager.bus.ack(delivery)
+        self.manager.settle(delivery, Reply(ok=True, id=done))
 
     def submit(self, delivery: Delivery) -> str:
         try:
@@ -106,7 +105,6 @@ class Commands:
             self.manager.commit(decision.extend(self.manager.place(decision.tasks, now)))
         else:
             log.info("task %s: submitted again; already %s", task_id, existing.state.value)
-            self.manager.flush()
         return task_id
 
     def _create_service(self, spec: TaskSpec) -> str:

@@ -27,6 +27,7 @@ from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
+from shared.confirms import Outbound
 from shared.errors import DecodeError
 from shared.messages import Heartbeat, Result, TaskUpdate
 from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
@@ -74,6 +75,8 @@ class Manager:
         self.connected_at = clock()
         self.queries = Queries(self.store, self.bus)
         self.commands = Commands(self)
+        self._acks: list[Delivery] = []
+        self._replies: list[Outbound] = []
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
@@ -81,6 +84,7 @@ class Manager:
         for node in self.store.nodes():
             self.bus.declare(topology.node_topology(node.name))
         self.bus.on_connect(self.on_connect)
+        self.bus.after_events(self.finish_batch)
         self.bus.consume(topology.COMMANDS_QUEUE, self.commands.on_command)
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
         self.bus.consume(topology.QUERIES_QUEUE, self.queries.on_query, requeue_on_error=False)
@@ -101,12 +105,14 @@ class Manager:
         nodes' fault, so they get a full interval again before being called down.
         """
         self.connected_at = self.clock()
+        self._acks.clear()  # deliveries of the dead channel come again
+        self._replies.clear()
         self.flush()
 
     # -- recording and publishing ------------------------------------------------------
 
     def commit(self, decision: Decision) -> None:
-        """Record a decision, then publish what it sends."""
+        """Record a decision; what it sends goes out with the batch (`finish_batch`)."""
         if decision.refused:
             log.warning("refused: %s", decision.refused)
         if not decision.empty:
@@ -114,14 +120,39 @@ class Manager:
             observe(decision)
             for task in decision.tasks:
                 log.info("task %s: %s on %s", task.id, task.state.value, task.node or "-")
+
+    def settle(self, delivery: Delivery, reply: Reply | None = None) -> None:
+        """A message's effect is recorded: answer and ack it once the batch is published."""
+        if reply is not None and delivery.reply_to:
+            self._replies.append(
+                self.bus.message(
+                    "",
+                    delivery.reply_to,
+                    encode(reply),
+                    correlation_id=delivery.correlation_id,
+                    persistent=False,
+                )
+            )
+        self._acks.append(delivery)
+
+    def finish_batch(self) -> None:
+        """After the deliveries that had arrived were handled: publish what their decisions
+        send (the outbox, confirmed as one stream), then answer and ack them. Record, then
+        publish, then ack, for a whole batch at a time."""
+        acks, replies = self._acks, self._replies
+        self._acks, self._replies = [], []
         self.flush()
+        self.bus.publish_batch(replies)
+        for delivery in acks:
+            self.bus.ack(delivery)
 
     def flush(self) -> None:
-        """Publish the outbox, oldest first; forget each message once confirmed."""
+        """Publish the outbox, oldest first; forget messages once the broker confirmed them."""
         while batch := self.store.outbox():
-            for seq, out in batch:
-                self.bus.publish(out.exchange, out.routing_key, out.body)
-                self.store.sent([seq])
+            self.bus.publish_batch(
+                [self.bus.message(out.exchange, out.routing_key, out.body) for _, out in batch]
+            )
+            self.store.sent([seq for seq, _ in batch])
 
     def refuse(self, delivery: Delivery, reason: str) -> None:
         """Answer a bad message with its reason and move it to the dead-letter queue."""
@@ -147,7 +178,7 @@ class Manager:
             decision = core.apply_update(task, result, self.clock())
             self.commit(decision)
             self.after_change(decision)
-        self.bus.ack(delivery)
+        self.settle(delivery)
 
     def heartbeat(self, beat: Heartbeat) -> None:
         known = self.store.node(beat.node)

@@ -18,7 +18,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from shared import metrics
+from shared.confirms import ConfirmStream, Outbound
 from shared.errors import MessagingError, UnroutableError
 from shared.settings import Settings, redact
 from shared.topology import DEAD_LETTER, REASON_HEADER, Topology
@@ -109,6 +110,8 @@ class Bus:
         self._consumers: list[_Consumer] = []
         self._timers: list[_Timer] = []
         self._on_connect: list[Callable[[], None]] = []
+        self._after_events: list[Callable[[], None]] = []
+        self._stream: ConfirmStream | None = None
         self._state = _State()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -140,6 +143,11 @@ class Bus:
         self._timers.append(timer)
         if self._state.connection is not None:
             self._arm(timer, self._state.generation)
+
+    def after_events(self, fn: Callable[[], None]) -> None:
+        """Run fn on the bus thread each time the deliveries that had arrived were handled:
+        the place to publish and ack what those handlers left for a batch."""
+        self._after_events.append(fn)
 
     def on_connect(self, fn: Callable[[], None]) -> None:
         """Run fn on the bus thread after each (re)connection, once declared."""
@@ -186,6 +194,45 @@ class Bus:
             metrics.published(exchange, "nacked")
             raise MessagingError(f"broker refused a publish to {exchange}/{routing_key}") from exc
         metrics.published(exchange, "confirmed")
+
+    @staticmethod
+    def message(
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        *,
+        correlation_id: str | None = None,
+        persistent: bool = True,
+    ) -> Outbound:
+        """A message for publish_batch."""
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
+            correlation_id=correlation_id,
+            timestamp=int(time.time()),
+        )
+        return Outbound(exchange, routing_key, body, properties)
+
+    def publish_batch(self, batch: Sequence[Outbound]) -> None:
+        """Publish many messages and wait once for all their confirms (bus thread only).
+
+        Not from inside a handler: waiting serves the connection, which may run others.
+        """
+        if not batch:
+            return
+        connection = self._state.connection
+        if connection is None:
+            raise pika.exceptions.AMQPConnectionError("not connected")
+        if self._stream is None:
+            self._stream = ConfirmStream(connection)
+        try:
+            self._stream.publish(batch)
+        except MessagingError:
+            for message in batch:
+                metrics.published(message.exchange, "nacked")
+            raise
+        for message in batch:
+            metrics.published(message.exchange, "confirmed")
 
     def reply(self, delivery: Delivery, body: bytes) -> None:
         """Answer a request that carried reply_to; a message without one needs no answer."""
@@ -300,6 +347,8 @@ class Bus:
             try:
                 self._drain()
                 self._state.connection.process_data_events(time_limit=0.5)
+                for fn in self._after_events:
+                    fn()
             except RECONNECT_ERRORS as exc:
                 log.warning(
                     "%s: lost the broker connection (%s: %s); reconnecting",
@@ -317,6 +366,8 @@ class Bus:
         assert self._state.connection is not None
         self._drain()
         self._state.connection.process_data_events(time_limit=time_limit)
+        for fn in self._after_events:
+            fn()
 
     def close(self) -> None:
         """Stop and close; from another thread than run()'s, wait for run() to return."""
@@ -354,6 +405,7 @@ class Bus:
             connection = self._state.connection
             self._state.connection = None
             self._state.channel = None
+            self._stream = None
         if connection is not None and connection.is_open:
             try:
                 connection.close()

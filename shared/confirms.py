@@ -1,0 +1,76 @@
+"""Publishing many messages with publisher confirms handled as a stream, on pika.
+
+pika's BlockingChannel waits for each confirm before the next publish, which caps a
+publisher near 1,000 messages a second here. A ConfirmStream publishes a batch on the
+asynchronous channel under a BlockingChannel (pika's `_impl`, stable across pika 1.x),
+then serves the connection until the broker has confirmed every message of the batch:
+one round trip per batch instead of one per message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.spec
+
+from shared.errors import MessagingError
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message of a batch."""
+
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+
+
+class ConfirmStream:
+    """A confirm-mode channel of its own that publishes batches and awaits their confirms."""
+
+    def __init__(self, connection: pika.BlockingConnection) -> None:
+        self._connection = connection
+        self._channel = connection.channel()
+        self._impl: Any = self._channel._impl  # the async channel the blocking one wraps
+        self._impl.confirm_delivery(ack_nack_callback=self._on_confirm)
+        self._next_tag = 1
+        self._unconfirmed: set[int] = set()
+        self._nacked = 0
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        tags = (
+            {t for t in self._unconfirmed if t <= method.delivery_tag}
+            if method.multiple
+            else {method.delivery_tag}
+        )
+        self._unconfirmed -= tags
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._nacked += len(tags)
+
+    def publish(self, batch: Sequence[Outbound], timeout: float = 30.0) -> None:
+        """Publish every message, then wait until the broker confirmed them all."""
+        for message in batch:
+            self._impl.basic_publish(
+                message.exchange, message.routing_key, message.body, message.properties
+            )
+            self._unconfirmed.add(self._next_tag)
+            self._next_tag += 1
+        deadline = time.monotonic() + timeout
+        while self._unconfirmed:
+            if time.monotonic() > deadline:
+                raise MessagingError(
+                    f"the broker confirmed no more of {len(self._unconfirmed)} messages"
+                    f" within {timeout:g}s"
+                )
+            # Confirms arrive on the async channel and do not end process_data_events'
+            # wait early, so wait in small steps.
+            self._connection.process_data_events(time_limit=0.002)
+        if self._nacked:
+            refused, self._nacked = self._nacked, 0
+            raise MessagingError(f"the broker refused {refused} of {len(batch)} messages")
