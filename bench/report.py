@@ -1,0 +1,137 @@
+"""What every benchmark reports: percentiles, the machine it ran on, one JSON line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The source tree the benchmark and the processes it starts run from."""
+
+_STARTED = time.monotonic()
+
+
+def progress(message: str, *args: object) -> None:
+    """A progress line on stderr; stdout is kept for the one JSON line."""
+    text = message % args if args else message
+    print(f"[{time.monotonic() - _STARTED:7.2f}s] {text}", file=sys.stderr, flush=True)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank q-th percentile (0 < q <= 100) of values; NaN when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def ms(seconds: float) -> float:
+    """Seconds as milliseconds, rounded for a report."""
+    return round(seconds * 1000, 2)
+
+
+def _command(*args: str) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _memory_gib() -> float:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024**2, 1)
+    except OSError:
+        pass
+    return math.nan
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures come from: cpu, memory, versions and the commit measured."""
+    commit = _command("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+    dirty = _command(
+        "git", "-C", str(ROOT), "status", "--porcelain", "--", "shared", "manager", "worker", "kube"
+    )
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "rabbitmq": _command("rabbitmqctl", "-q", "version"),
+        # Other work on the machine skews every figure: the load when the run ended.
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "commit": commit + ("+dirty" if dirty not in ("", "unknown") else ""),
+    }
+
+
+def emit(name: str, results: dict[str, Any]) -> None:
+    """Print the benchmark's one JSON line on stdout."""
+    line = {"benchmark": name, **results, "machine": machine()}
+    print(json.dumps(line, allow_nan=True), flush=True)
+
+
+def broker_pid() -> int | None:
+    """The pid of the local RabbitMQ node (beam.smp), if there is one."""
+    import psutil
+
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "beam.smp":
+            return int(proc.pid)
+    return None
+
+
+class CpuMeter:
+    """CPU seconds (user + system) that groups of processes spend between start and stop."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._before: dict[str, float] = {}
+        self._wall = 0.0
+
+    def _sample(self) -> dict[str, float]:
+        import psutil
+
+        totals: dict[str, float] = {}
+        for group, pids in self.groups.items():
+            seconds = 0.0
+            for pid in pids:
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue
+                seconds += times.user + times.system
+            totals[group] = seconds
+        return totals
+
+    def start(self) -> None:
+        self._before = self._sample()
+        self._wall = time.monotonic()
+
+    def stop(self) -> dict[str, Any]:
+        """CPU seconds per group and the wall time they were measured over."""
+        after = self._sample()
+        wall = time.monotonic() - self._wall
+        used = {g: round(after[g] - self._before.get(g, 0.0), 2) for g in self.groups}
+        return {"wall_seconds": round(wall, 2), **used}
