@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import TypeAdapter
 
 from manager import core, nodes, services
+from manager.auth import WorkerAuth, result_sender_allowed
 from manager.commands import Commands, new_task_id
 from manager.effects import Decision
 from manager.metrics import observe
@@ -75,6 +76,7 @@ class Manager:
         self.connected_at = clock()
         self.queries = Queries(self.store, self.bus)
         self.commands = Commands(self)
+        self.auth = WorkerAuth.from_env(settings.amqp_url)
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
 
@@ -167,6 +169,10 @@ class Manager:
             result = decode(RESULT, delivery.body)
         except DecodeError as exc:
             self.refuse(delivery, f"invalid result: {exc.reason}")
+            return
+        refused = result_sender_allowed(delivery.user_id, result.node, self.auth)
+        if refused is not None:
+            self.refuse(delivery, refused)
             return
         if isinstance(result, Heartbeat):
             self.heartbeat(result)

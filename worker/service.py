@@ -355,7 +355,10 @@ class Worker:
             tasks=held,
         )
         self.bus.publish(
-            topology.RESULTS, topology.result_key("heartbeat", self.name), encode(beat)
+            topology.RESULTS,
+            topology.result_key("heartbeat", self.name),
+            encode(beat),
+            user_id=self.bus.user,
         )
 
     def _update(
@@ -402,4 +405,9 @@ class Worker:
         self.bus.call_threadsafe(lambda: self._publish(update))
 
     def _publish(self, update: TaskUpdate) -> None:
-        self.bus.publish(topology.RESULTS, topology.result_key("update", self.name), encode(update))
+        self.bus.publish(
+            topology.RESULTS,
+            topology.result_key("update", self.name),
+            encode(update),
+            user_id=self.bus.user,  # validated by the broker: the manager knows who sent it
+        )

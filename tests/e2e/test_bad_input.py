@@ -56,13 +56,16 @@ def client_for(cluster: Cluster) -> Client:
     return Client(Settings(amqp_url=cluster.url, request_timeout=10))
 
 
-def publish_raw(cluster: Cluster, exchange: str, key: str, body: bytes) -> None:
+def publish_raw(
+    cluster: Cluster, exchange: str, key: str, body: bytes, user_id: str | None = "guest"
+) -> None:
+    """Publish as the broker user guest, stating it in user_id as a worker does."""
     vhost = cluster.url.rsplit("/", 1)[1]
     with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
         channel = connection.channel()
-        channel.basic_publish(
-            amqp.Message(body, delivery_mode=2), exchange=exchange, routing_key=key
-        )
+        properties = {"user_id": user_id} if user_id else {}
+        message = amqp.Message(body, delivery_mode=2, **properties)
+        channel.basic_publish(message, exchange=exchange, routing_key=key)
 
 
 def dead_letters(cluster: Cluster) -> list[dict[str, object]]:
@@ -117,6 +120,8 @@ def test_every_kind_of_bad_message_is_refused_with_its_reason(
         publish_raw(cluster, "kube.results", "result.update.x", forged(task_id="ghost"))
         publish_raw(cluster, "kube.results", "result.update.x", forged(attempt=99))
         publish_raw(cluster, "kube.results", "result.update.x", forged(state="pending"))
+        # and a result that does not say which broker user sent it
+        publish_raw(cluster, "kube.results", "result.update.x", forged(), user_id=None)
         # and a broken dispatch lands in a worker's own queue
         publish_raw(cluster, "kube.dispatch", task.node, b'{"kind": "run", "task_id": 7}')
         # and a spec asks for what no worker allows
@@ -127,7 +132,7 @@ def test_every_kind_of_bad_message_is_refused_with_its_reason(
         assert "privileged mode is not allowed" in (refused.error or "")
 
         # then the dead-letter queue holds each dead-lettered message with its reason
-        expected = len(COMMANDS) + 3
+        expected = len(COMMANDS) + 4
         letters = wait_for(lambda: (d := dead_letters(cluster)) and d, what="dead letters")
         while len(letters) < expected:
             letters += wait_for(lambda: dead_letters(cluster), what="more dead letters")
