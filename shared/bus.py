@@ -30,7 +30,7 @@ from shared import metrics
 from shared.confirms import ConfirmStream, Outbound
 from shared.errors import MessagingError, UnroutableError
 from shared.settings import Settings, redact
-from shared.topology import DEAD_LETTER, REASON_HEADER, Topology
+from shared.topology import DEAD_LETTER, REASON_HEADER, Binding, Exchange, Queue, Topology
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ RECONNECT_ERRORS = (
 )
 
 Handler = Callable[["Delivery"], None]
+
+ACCESS_REFUSED = 403
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ class Bus:
         """Declare now if connected, and again after every reconnect."""
         self._topologies.append(topology)
         if self._state.channel is not None:
-            self._apply(self._state.channel, topology)
+            self._apply(self._state.connection, topology)
 
     def consume(self, queue: str, handler: Handler, requeue_on_error: bool = True) -> None:
         """Call handler for each message of queue; the handler acks or rejects it.
@@ -391,7 +393,7 @@ class Bus:
             self._state.channel = channel
             self._state.generation += 1
         for topology in self._topologies:
-            self._apply(channel, topology)
+            self._apply(connection, topology)
         for consumer in self._consumers:
             self._start_consumer(channel, consumer)
         for timer in self._timers:
@@ -418,19 +420,27 @@ class Bus:
             raise pika.exceptions.AMQPConnectionError("not connected")
         return channel
 
-    def _apply(self, channel: BlockingChannel, topology: Topology) -> None:
-        for exchange in topology.exchanges:
-            channel.exchange_declare(exchange.name, exchange.type, durable=True)
-        for queue in topology.queues:
-            channel.queue_declare(
-                queue.name,
-                durable=queue.durable,
-                exclusive=queue.exclusive,
-                auto_delete=queue.auto_delete,
-                arguments=queue.arguments or None,
-            )
-        for binding in topology.bindings:
-            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
+    def _apply(self, connection: pika.BlockingConnection, topology: Topology) -> None:
+        """Declare on a channel of its own. A declaration the broker user may not make
+        (403: least-privilege users, deploy/rabbitmq) is checked passively instead: the
+        broker's definitions must then hold it. A binding it may not make is skipped."""
+        channel = connection.channel()
+        items: list[Exchange | Queue | Binding] = [
+            *topology.exchanges,
+            *topology.queues,
+            *topology.bindings,
+        ]
+        for item in items:
+            try:
+                _declare(channel, item, passive=False)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != ACCESS_REFUSED:
+                    raise
+                log.info("%s: may not declare %s; expecting it from the broker", self._name, item)
+                channel = connection.channel()
+                _declare(channel, item, passive=True)
+        if channel.is_open:
+            channel.close()
 
     def _start_consumer(self, channel: BlockingChannel, consumer: _Consumer) -> None:
         generation = self._state.generation
@@ -505,3 +515,20 @@ class Bus:
                 raise
             except Exception:
                 log.exception("%s: callback failed", self._name)
+
+
+def _declare(channel: BlockingChannel, item: Exchange | Queue | Binding, passive: bool) -> None:
+    """Declare one thing; passive only checks that it exists (a binding cannot be checked)."""
+    if isinstance(item, Exchange):
+        channel.exchange_declare(item.name, item.type, durable=True, passive=passive)
+    elif isinstance(item, Queue):
+        channel.queue_declare(
+            item.name,
+            durable=item.durable,
+            exclusive=item.exclusive,
+            auto_delete=item.auto_delete,
+            arguments=item.arguments or None,
+            passive=passive,
+        )
+    elif not passive:
+        channel.queue_bind(item.queue, item.exchange, item.routing_key)
