@@ -43,8 +43,32 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+ROUND_ERRORS: tuple[type[Exception], ...] = (
+    RuntimeError,
+    TimeoutError,
+    subprocess.SubprocessError,
+)
+"""What one benchmark round fails with when the broker or a process goes away."""
+
+
+def rabbitmqctl(*args: str, attempts: int = 6) -> None:
+    """Run rabbitmqctl, retrying for about a minute while the broker restarts."""
+    for attempt in range(1, attempts + 1):
+        try:
+            subprocess.run(
+                ["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60
+            )
+            return
+        except subprocess.CalledProcessError as exc:
+            output = (exc.stdout or b"") + (exc.stderr or b"")
+            if args[0] == "delete_vhost" and b"does not exist" in output:
+                return
+            if attempt == attempts:
+                raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {output.decode()}") from exc
+        except subprocess.TimeoutExpired:
+            if attempt == attempts:
+                raise
+        time.sleep(2 * attempt)
 
 
 def remove_containers(label_value: str) -> int:
@@ -188,21 +212,6 @@ class Cluster:
         path = self.workdir / f"{name}.log"
         return path.read_text(errors="replace")[-size:] if path.exists() else ""
 
-    def _delete_vhost(self, attempts: int = 6) -> None:
-        """Delete the vhost, retrying while the broker restarts (up to about a minute)."""
-        for attempt in range(attempts):
-            try:
-                rabbitmqctl("delete_vhost", self.vhost)
-                return
-            except subprocess.CalledProcessError as exc:
-                if b"does not exist" in (exc.stderr or b"") + (exc.stdout or b""):
-                    return
-                error: Exception = exc
-            except subprocess.SubprocessError as exc:
-                error = exc
-            time.sleep(2 * (attempt + 1))
-        progress("could not delete vhost %s: %s", self.vhost, error)
-
     def close(self) -> None:
         """Stop every process, remove this cluster's containers, vhost and files."""
         for proc in self.procs.values():
@@ -222,7 +231,10 @@ class Cluster:
             removed = remove_containers(node)
             if removed:
                 progress("removed %d containers of %s", removed, node)
-        self._delete_vhost()
+        try:
+            rabbitmqctl("delete_vhost", self.vhost)
+        except ROUND_ERRORS as exc:
+            progress("could not delete vhost %s: %s", self.vhost, exc)
         if self.keep:
             progress("kept %s", self.workdir)
         else:

@@ -30,7 +30,7 @@ from typing import Any
 
 import docker
 
-from bench.cluster import NODE_LABEL, Cluster, exit_on_sigterm, remove_containers
+from bench.cluster import NODE_LABEL, ROUND_ERRORS, Cluster, exit_on_sigterm, remove_containers
 from bench.driver import Driver, Event, task_spec
 from bench.profiling import Profiler
 from bench.report import ROOT, emit, ms, percentile, progress
@@ -130,6 +130,23 @@ def through_kube(
     }
 
 
+def one_round(
+    client: docker.DockerClient, args: argparse.Namespace, number: int, profile: Path | None
+) -> dict[str, Any]:
+    """The direct start, then the same through kube; both cleaned up."""
+    progress("round %d: direct, %d containers, %d threads", number, args.tasks, args.concurrency)
+    plain = direct(client, args.tasks, args.concurrency)
+    progress("round %d: direct %s", number, plain)
+    progress("round %d: kube, %d tasks", number, args.tasks)
+    kube = through_kube(args.tasks, args.concurrency, args.timeout, profile)
+    progress("round %d: kube %s", number, kube)
+    return {
+        "direct": plain,
+        "kube": kube,
+        "ratio": round(kube["per_second"] / plain["per_second"], 3),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=100)
@@ -146,29 +163,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine = str(client.version().get("Version", "unknown"))
         progress("warm-up: one container")
         direct(client, 1, 1)
-        rounds = []
+        rounds: list[dict[str, Any]] = []
         for number in range(1, args.rounds + 1):
-            progress(
-                "round %d: direct, %d containers, %d threads", number, args.tasks, args.concurrency
-            )
-            plain = direct(client, args.tasks, args.concurrency)
-            progress("round %d: direct %s", number, plain)
-            progress("round %d: kube, %d tasks", number, args.tasks)
             profile = args.profile / f"round-{number}" if args.profile else None
-            kube = through_kube(args.tasks, args.concurrency, args.timeout, profile)
-            progress("round %d: kube %s", number, kube)
-            rounds.append(
-                {
-                    "direct": plain,
-                    "kube": kube,
-                    "ratio": round(kube["per_second"] / plain["per_second"], 3),
-                }
-            )
+            try:
+                rounds.append(one_round(client, args, number, profile))
+            except (*ROUND_ERRORS, docker.errors.DockerException) as exc:
+                progress("round %d failed: %r", number, exc)
+                rounds.append({"error": repr(exc)})
     finally:
         client.close()
 
-    direct_rate = statistics.median(r["direct"]["per_second"] for r in rounds)
-    kube_rate = statistics.median(r["kube"]["per_second"] for r in rounds)
+    done = [r for r in rounds if "error" not in r]
+    direct_rate = statistics.median(r["direct"]["per_second"] for r in done) if done else 0.0
+    kube_rate = statistics.median(r["kube"]["per_second"] for r in done) if done else 0.0
+    ratio = round(kube_rate / direct_rate, 3) if direct_rate else None
     emit(
         "containers",
         {
@@ -178,13 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "docker": engine,
             "direct_per_second": direct_rate,
             "kube_per_second": kube_rate,
-            "ratio": round(kube_rate / direct_rate, 3),
+            "ratio": ratio,
             "target_ratio": TARGET_RATIO,
-            "meets_target": kube_rate / direct_rate >= TARGET_RATIO,
+            "meets_target": ratio is not None and ratio >= TARGET_RATIO,
             "rounds": rounds,
         },
     )
-    return 0 if all(r["kube"]["finished"] for r in rounds) else 1
+    ok = len(done) == len(rounds) and all(r["kube"]["finished"] for r in done)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

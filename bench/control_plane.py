@@ -20,11 +20,11 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import Cluster, exit_on_sigterm
+from bench.cluster import ROUND_ERRORS, Cluster, exit_on_sigterm
 from bench.driver import Driver, Event, Submission, task_spec
 from bench.profiling import Profiler
 from bench.report import CpuMeter, broker_pid, emit, ms, percentile, progress
@@ -173,14 +173,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         count = int(args.rate * args.seconds)
         steady_timeout = args.timeout + args.seconds
+        plan = [
+            ("steady_empty", "e", args.rate, count, steady_timeout),
+            ("burst", "b", None, args.tasks, args.timeout),
+            ("steady_loaded", "l", args.rate, count, steady_timeout),
+        ]
+        phases: dict[str, dict[str, Any]] = {}
+        error = None
         try:
-            steady_empty = run("steady-empty", specs("e", count, args.rate), steady_timeout)
-            burst_result = run("burst", specs("b", args.tasks), args.timeout)
-            steady_loaded = run("steady-loaded", specs("l", count, args.rate), steady_timeout)
+            for name, tag, rate, number, timeout in plan:
+                phases[name] = run(name.replace("_", "-"), specs(tag, number, rate), timeout)
+        except ROUND_ERRORS as exc:  # e.g. the broker restarted under the benchmark
+            error = repr(exc)
+            progress("stopped: %s", error)
         finally:
-            driver.close()
+            with contextlib.suppress(*ROUND_ERRORS):
+                driver.close()
 
-    rate = burst_result["tasks_per_second"] or 0.0
+    def meets(name: str, key: str, ok: Callable[[float], bool]) -> bool:
+        value = phases.get(name, {}).get(key)
+        return value is not None and ok(value)
+
     emit(
         "control-plane",
         {
@@ -188,18 +201,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workers": args.workers,
             "scheduler": args.scheduler,
             "window": args.window,
-            "burst": burst_result,
-            "steady_empty": {"rate": args.rate, **steady_empty},
-            "steady_loaded": {"rate": args.rate, "resident": args.tasks + count, **steady_loaded},
+            **({"error": error} if error else {}),
+            "burst": phases.get("burst"),
+            "steady_empty": {"rate": args.rate, **phases.get("steady_empty", {})},
+            "steady_loaded": {
+                "rate": args.rate,
+                "resident": args.tasks + count,
+                **phases.get("steady_loaded", {}),
+            },
             "targets": {"tasks_per_second": TARGET_RATE, "steady_p99_ms": TARGET_P99_MS},
             "meets_target": {
-                "burst_rate": rate >= TARGET_RATE,
-                "steady_empty_p99": steady_empty["p99_ms"] < TARGET_P99_MS,
-                "steady_loaded_p99": steady_loaded["p99_ms"] < TARGET_P99_MS,
+                "burst_rate": meets("burst", "tasks_per_second", lambda v: v >= TARGET_RATE),
+                "steady_empty_p99": meets("steady_empty", "p99_ms", lambda v: v < TARGET_P99_MS),
+                "steady_loaded_p99": meets("steady_loaded", "p99_ms", lambda v: v < TARGET_P99_MS),
             },
         },
     )
-    ok = all(r["finished"] for r in (steady_empty, burst_result, steady_loaded))
+    ok = error is None and all(phase["finished"] for phase in phases.values())
     return 0 if ok else 1
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench.cluster import Cluster, exit_on_sigterm
+from bench.cluster import ROUND_ERRORS, Cluster, exit_on_sigterm
 from bench.driver import Driver, Event, task_spec
 from bench.report import emit, progress
 
@@ -131,10 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
-    rounds = []
+    rounds: list[dict[str, Any]] = []
     for number in range(1, args.rounds + 1):
         progress("round %d of %d", number, args.rounds)
-        rounds.append(one_round(args))
+        try:
+            rounds.append(one_round(args))
+        except ROUND_ERRORS as exc:
+            rounds.append({"all_rescheduled": False, "seconds": None, "error": repr(exc)})
         progress("round %d: %s", number, rounds[-1])
     done = all(r["all_rescheduled"] for r in rounds)
     times = [r["seconds"] for r in rounds if r["seconds"] is not None]
