@@ -8,6 +8,7 @@ means a superseded attempt is still alive, and the node is told to remove it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from manager.core import end_attempt, move, node_event, stop_attempt
@@ -42,33 +43,54 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
     return decision
 
 
-def reconcile(
-    beat: Heartbeat,
-    tasks: Mapping[str, TaskRecord],
-    placed_here: Sequence[TaskRecord],
-    now: datetime,
-) -> Decision:
-    """Compare what a node says it runs with what the manager placed on it.
+@dataclass(frozen=True)
+class Where:
+    """Where the manager has a task: enough of its record to reconcile a heartbeat."""
 
-    `tasks` maps the task ids the heartbeat names to their records; `placed_here` are the
-    tasks the manager has scheduled or running on this node.
+    node: str | None
+    attempt: int
+    state: TaskState
+    draining: DrainingAttempt | None = None
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> Where:
+        return cls(task.node, task.attempt, task.state, task.draining)
+
+
+def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
+    """Stop every container the node holds that is not its task's current attempt.
+
+    `where` maps the task ids the heartbeat names to where the manager has them.
     """
     decision = Decision()
     for held in beat.tasks:
-        task = tasks.get(held.task_id)
+        task = where.get(held.task_id)
         current = task is not None and (
             (task.node == beat.node and task.attempt == held.attempt and task.state in PLACED)
             or task.draining == DrainingAttempt(node=beat.node, attempt=held.attempt)
         )
         if not current:
             decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
+    return decision
+
+
+def missing(beat: Heartbeat, running_here: Mapping[str, int]) -> list[str]:
+    """Tasks the manager has running on the node (id -> attempt) that it does not hold.
+
+    Only a full inventory from a node with a working engine proves anything.
+    """
     if not (beat.inventory and beat.engine_ok):
-        return decision  # the node does not know yet what it runs
-    held_pairs = {(held.task_id, held.attempt) for held in beat.tasks}
-    for task in placed_here:
-        if task.state == TaskState.RUNNING and (task.id, task.attempt) not in held_pairs:
-            reason = f"container of attempt {task.attempt} disappeared from {beat.node}"
-            decision.extend(end_attempt(task, TaskState.FAILED, reason, now))
+        return []
+    held = {(h.task_id, h.attempt) for h in beat.tasks}
+    return [i for i, attempt in running_here.items() if (i, attempt) not in held]
+
+
+def vanished(tasks: Sequence[TaskRecord], node: str, now: datetime) -> Decision:
+    """End the attempts of running tasks whose containers are gone from the node."""
+    decision = Decision()
+    for task in tasks:
+        reason = f"container of attempt {task.attempt} disappeared from {node}"
+        decision.extend(end_attempt(task, TaskState.FAILED, reason, now))
     return decision
 
 

@@ -37,6 +37,13 @@ from shared.states import TaskState
 
 log = logging.getLogger(__name__)
 
+MANAGER_PREFETCH = 250
+"""Unacked deliveries per queue: a batch is what arrived, acked after its outbox is confirmed."""
+
+MAX_RESULT_LAG = 2.0
+"""Seconds a result may wait in the queues before the manager counts itself behind: then
+it marks no node down, since the heartbeats it has not read yet may be in the backlog."""
+
 MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
@@ -69,7 +76,7 @@ class Manager:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
-        self.bus = bus or Bus(settings, "kube-manager")
+        self.bus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
         self.clock = clock
@@ -77,6 +84,7 @@ class Manager:
         self.queries = Queries(self.store, self.bus)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
+        self._lag: tuple[float, datetime] = (0.0, self.connected_at)  # seconds, when seen
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
 
@@ -170,6 +178,8 @@ class Manager:
         except DecodeError as exc:
             self.refuse(delivery, f"invalid result: {exc.reason}")
             return
+        now = self.clock()
+        self._lag = ((now - result.at).total_seconds(), now)
         refused = result_sender_allowed(delivery.user_id, result.node, self.auth)
         if refused is not None:
             self.refuse(delivery, refused)
@@ -193,9 +203,13 @@ class Manager:
             self.bus.declare(topology.node_topology(beat.node))
         now = self.clock()
         decision = nodes.apply_heartbeat(known, beat, now)
-        held = self.store.tasks_by_id(held.task_id for held in beat.tasks)
-        placed = self.store.tasks_on(beat.node, nodes.PLACED)
-        decision.extend(nodes.reconcile(beat, held, placed, now))
+        decision.extend(
+            nodes.superseded(beat, self.store.where(held.task_id for held in beat.tasks))
+        )
+        gone = nodes.missing(beat, self.store.running_on(beat.node))
+        if gone:
+            lost = list(self.store.tasks_by_id(gone).values())
+            decision.extend(nodes.vanished(lost, beat.node, now))
         self.commit(decision)
         changed = (
             known is None or known.status != NodeStatus.READY or known.engine_ok != beat.engine_ok
@@ -251,9 +265,15 @@ class Manager:
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
         now = self.clock()
-        decision = nodes.mark_down(
-            self.store.nodes(), now, self.config.node_down_after, self.connected_at
-        )
+        lag, seen = self._lag
+        if lag > MAX_RESULT_LAG and (now - seen).total_seconds() < MAX_RESULT_LAG:
+            # Still working through older results: a heartbeat not read yet proves nothing.
+            log.info("results arrive %.1fs late: no node is judged silent now", lag)
+            decision = Decision()
+        else:
+            decision = nodes.mark_down(
+                self.store.nodes(), now, self.config.node_down_after, self.connected_at
+            )
         for node in list(decision.nodes):
             log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
             decision.extend(

@@ -17,8 +17,9 @@ from typing import Any
 
 from manager.effects import Decision, Outgoing
 from manager.holdings import HOLDING, Hold, Holdings, Reserved
+from manager.nodes import Where
 from shared.errors import StoreError
-from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
 
 SCHEMA = """
@@ -208,6 +209,36 @@ class Store:
                 wanted,
             )
         return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+
+    def where(self, ids: Iterable[str]) -> dict[str, Where]:
+        """Where each task is, read from the table without parsing whole records."""
+        wanted = list(ids)
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._query(
+            "SELECT id, node, json_extract(record, '$.attempt'), state,"
+            " json_extract(record, '$.draining.node'), json_extract(record, '$.draining.attempt')"
+            f" FROM tasks WHERE id IN ({marks})",
+            wanted,
+        )
+        return {
+            str(i): Where(
+                node,
+                int(attempt),
+                TaskState(state),
+                DrainingAttempt(node=d_node, attempt=int(d_attempt)) if d_node else None,
+            )
+            for i, node, attempt, state, d_node, d_attempt in rows
+        }
+
+    def running_on(self, node: str) -> dict[str, int]:
+        """The tasks running on a node, id -> attempt."""
+        rows = self._query(
+            "SELECT id, json_extract(record, '$.attempt') FROM tasks WHERE node = ? AND state = ?",
+            (node, TaskState.RUNNING.value),
+        )
+        return {str(i): int(attempt) for i, attempt in rows}
 
     def tasks_named(self, name: str) -> list[TaskRecord]:
         """Tasks with this name (every task of a service bears the service's name)."""

@@ -48,6 +48,10 @@ Handler = Callable[["Delivery"], None]
 
 ACCESS_REFUSED = 403
 
+MAX_RECONNECT_DELAY = 2.0
+"""Reconnect backoff doubles from 0.5 s to this: short, so a worker is back within a
+heartbeat or two of the broker (longer, and the manager would call it down)."""
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -331,7 +335,7 @@ class Bus:
                 )
                 self._close()
                 self._stopping.wait(delay)
-                delay = min(delay * 2, 10.0)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     def run(self) -> None:
         """Serve until stop(): consume, fire timers, run callbacks; reconnect on failure."""

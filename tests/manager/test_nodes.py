@@ -72,7 +72,7 @@ def test_a_lost_task_that_may_not_restart_fails() -> None:
 
 def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
     moved = running().model_copy(update={"node": "n2", "attempt": 2})
-    decision = nodes.reconcile(beat(("t1", 1), ("ghost", 1)), {"t1": moved}, [], NOW)
+    decision = nodes.superseded(beat(("t1", 1), ("ghost", 1)), {"t1": nodes.Where.of(moved)})
     stops = [json.loads(o.body) for o in decision.outgoing]
     assert stops == [
         {"kind": "stop", "task_id": "t1", "attempt": 1},
@@ -82,16 +82,18 @@ def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
 
 def test_a_current_container_is_left_alone() -> None:
     task = running()
-    assert nodes.reconcile(beat(("t1", 1)), {"t1": task}, [task], NOW).empty
+    assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(task)}).empty
+    assert nodes.missing(beat(("t1", 1)), {"t1": 1}) == []
 
 
 def test_a_running_task_missing_from_a_full_inventory_ends_its_attempt() -> None:
     task = running()
-    decision = nodes.reconcile(beat(), {}, [task], NOW)
+    assert nodes.missing(beat(), {"t1": 1}) == ["t1"]
+    decision = nodes.vanished([task], "n1", NOW)
     assert decision.tasks[-1].state == TaskState.PENDING
     assert "disappeared" in (decision.tasks[-1].error or "")
     # but an inventory the node has not finished taking proves nothing
-    assert nodes.reconcile(beat(inventory=False), {}, [task], NOW).empty
+    assert nodes.missing(beat(inventory=False), {"t1": 1}) == []
 
 
 def test_a_cordon_survives_heartbeats() -> None:
@@ -113,7 +115,7 @@ def test_drain_cordons_and_keeps_the_old_attempt_until_the_next_one_runs() -> No
     placed = core.schedule([moving], [decision.nodes[0], node("n2")], RoundRobin(), NOW).tasks[-1]
     assert (placed.node, placed.attempt) == ("n2", 2)
     # then n1's heartbeat still holding attempt 1 is not told to stop it yet
-    assert nodes.reconcile(beat(("t1", 1)), {"t1": placed}, [], NOW).empty
+    assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(placed)}).empty
     ran = core.apply_update(
         placed, TaskUpdate(node="n2", task_id="t1", attempt=2, state=TaskState.RUNNING, at=NOW), NOW
     )

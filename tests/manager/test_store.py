@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from manager import core
 from manager.effects import Decision, Outgoing
+from manager.nodes import Where
 from manager.scheduler import RoundRobin
 from manager.store import Store
-from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -115,3 +116,19 @@ def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
     fresh = Store(path)
     assert store.nodes() == fresh.nodes()
     assert store.peers() == fresh.peers()
+
+
+def test_where_reads_attempts_and_draining_without_whole_records(tmp_path: Path) -> None:
+    store = Store(tmp_path / "m.db")
+    task = core.accept(TaskSpec(name="a", image="b"), "t1", NOW).tasks[0]
+    placed = task.model_copy(
+        update={
+            "state": TaskState.RUNNING,
+            "node": "n2",
+            "attempt": 3,
+            "draining": DrainingAttempt(node="n1", attempt=2),
+        }
+    )
+    store.record(Decision(tasks=[placed]))
+    assert store.where(["t1", "nope"]) == {"t1": Where.of(placed)}
+    assert store.running_on("n2") == {"t1": 3} and store.running_on("n1") == {}
