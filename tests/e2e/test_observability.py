@@ -173,11 +173,19 @@ def test_every_dashboard_and_alert_expression_works_against_real_series(
         kube.submit(make_spec({**image, "name": "too-big", "cpu": 1000}))
         absent = {**image, "image": "localhost/kube-absent:latest", "restart": {"policy": "never"}}
         kube.submit(make_spec({**absent, "name": "no-image"}))
-    with RpcChannel(settings) as rpc:
-        rpc.publish("kube.commands", "task.submit", b"this is not a task spec")
 
     def seen(expr: str) -> bool:
         return bool(prometheus.query(expr))
+
+    # A growth is seen only from a sample before it: both counts of dead letters at 0 first
+    # (RabbitMQ publishes a new queue's stats some seconds after it is declared).
+    for before in (
+        'kube_messages_dead_lettered_total{queue="kube.manager.commands"} == 0',
+        'rabbitmq_detailed_queue_messages{queue="kube.dead-letters"} == 0',
+    ):
+        wait_for(lambda before=before: seen(before), timeout=60, what=before)
+    with RpcChannel(settings) as rpc:
+        rpc.publish("kube.commands", "task.submit", b"this is not a task spec")
 
     for expr in (
         'kube_tasks{state="failed"} >= 2',  # crashes (after its restarts) and no-image
