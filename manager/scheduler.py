@@ -87,21 +87,34 @@ class RoundRobin:
         return chosen
 
 
-# A load this far past full only comes from odd reports (a 1-byte node, a runaway stat);
-# such a node costs a fixed, enormous amount instead of overflowing LIEB**load.
-_LOAD_CEILING = 64.0
-_WORST_GROWTH = math.pow(LIEB, _LOAD_CEILING)
+_LN_LIEB = math.log(LIEB)
 
 
-def _growth(before: float, after: float) -> float:
-    if not after <= _LOAD_CEILING:  # also catches NaN
-        return _WORST_GROWTH
-    return math.pow(LIEB, max(after, 0.0)) - math.pow(LIEB, max(before, 0.0))
+def _log_growth(before: float, after: float) -> float:
+    """ln(LIEB^after - LIEB^before): the rise E-PVM charges, in log space, so that it never
+    overflows (LIEB^(tasks/4) passes a float's range near 6,600 tasks on a node)."""
+    if math.isnan(before) or math.isnan(after):
+        return math.inf  # a node reporting nonsense is the worst choice
+    before, after = max(before, 0.0), max(after, 0.0)
+    if after <= before:
+        return -math.inf
+    rise = (after - before) * _LN_LIEB
+    # ln(e^rise - 1) is rise itself, to a float's precision, once rise passes ~40.
+    return before * _LN_LIEB + (rise if rise > 40 else math.log(math.expm1(rise)))
+
+
+def _log_sum(*logs: float) -> float:
+    """ln(sum(exp(x) for x in logs)), computed without overflow."""
+    top = max(logs)
+    if math.isinf(top):
+        return top
+    return top + math.log(sum(math.exp(x - top) for x in logs))
 
 
 def epvm_cost(spec: TaskSpec, node: NodeRecord) -> float:
-    """The E-PVM marginal cost of placing the task on the node (see `Epvm`)."""
-    jobs = _growth(node.task_count / MAX_JOBS, (node.task_count + 1) / MAX_JOBS)
+    """The natural log of E-PVM's marginal cost of placing the task on the node (see `Epvm`);
+    the log keeps the order of costs and stays finite however many tasks a node holds."""
+    jobs = _log_growth(node.task_count / MAX_JOBS, (node.task_count + 1) / MAX_JOBS)
     cpu_demand = spec.cpu or SCORING_DEFAULT_CPU
     memory_demand = spec.memory or SCORING_DEFAULT_MEMORY
     measured_cpu = node.stats.cpu_percent / 100
@@ -115,9 +128,12 @@ def epvm_cost(spec: TaskSpec, node: NodeRecord) -> float:
         new_memory_load = memory_load + memory_demand / node.memory
     else:
         memory_load = new_memory_load = 0.0
-    memory_cost = _growth(memory_load, new_memory_load) + jobs
-    cpu_cost = _growth(cpu_load, new_cpu_load) + jobs
-    return memory_cost + cpu_cost
+    # memory cost + cpu cost, each with the task-count term: two jobs terms in all.
+    return _log_sum(
+        _log_growth(memory_load, new_memory_load),
+        _log_growth(cpu_load, new_cpu_load),
+        jobs + math.log(2),
+    )
 
 
 class Epvm:

@@ -584,3 +584,17 @@ def test_every_placement_keeps_constraints_cordons_caps_and_capacity(
             nodes[name] = nodes[name].model_copy(
                 update={"schedulable": not nodes[name].schedulable}
             )
+
+
+def test_epvm_keeps_spreading_past_hundreds_of_tasks_per_node() -> None:
+    # given ten equal nodes (LIEB^(tasks/4) once overflowed past 256 tasks a node, and every
+    # node then tied, so all further tasks piled onto the first name)
+    nodes = {f"n{i}": node(f"n{i}", cpus=64.0, memory=1024 * GI) for i in range(10)}
+    scheduler = Epvm()
+    # when 3,000 request-less tasks are placed
+    for _ in range(3000):
+        chosen = placed_on(place(scheduler, task(), list(nodes.values())))
+        nodes[chosen] = allocate(nodes[chosen], task())
+    # then they stay even
+    counts = [n.task_count for n in nodes.values()]
+    assert max(counts) - min(counts) <= 1
