@@ -123,6 +123,9 @@ class HealthMonitor:
             )
         except FutureTimeout:
             passed, detail = False, f"probe timed out after {check.timeout_seconds:g}s"
+        except Exception as exc:  # a broken probe counts as failing, and checking goes on
+            log.exception("task %s: health probe of attempt %d failed to run", key[0], key[1])
+            passed, detail = False, f"probe error: {type(exc).__name__}: {exc}"
         metrics.probed(check, passed)
         changed: Health | None = None
         with self._lock:

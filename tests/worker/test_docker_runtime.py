@@ -419,3 +419,14 @@ def test_a_finished_attempt_is_reported_not_run_again(
     assert again.container_id == first.container_id
     assert again.status is ContainerStatus.EXITED and again.exit_code == 0
     assert runtime.logs("once", 1) == b"ran\n"
+
+
+def test_exec_returns_the_commands_exit_code(runtime: DockerRuntime) -> None:
+    # given a running container
+    runtime.start("exec", 1, spec(command=("sleep", "300")))
+    # then exec reports each command's own exit code, every time
+    assert [runtime.exec("exec", 1, ("sh", "-c", f"exit {code}")) for code in (0, 3, 0)] == [
+        0,
+        3,
+        0,
+    ]

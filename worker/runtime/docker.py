@@ -224,7 +224,9 @@ class DockerRuntime:
         name = container_name(self.node, task_id, attempt)
         with _engine(f"exec in {name}"):
             container = self._require(name)
-            result = container.exec_run(list(command), stdout=False, stderr=False)
+            # With output off the SDK may return before the exec ends, and its exit code is
+            # None (docker-py #2450): take the output and drop it.
+            result = container.exec_run(list(command), stdout=True, stderr=True)
             return int(result.exit_code)
 
     def list(self) -> list[ContainerInfo]:
