@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +34,7 @@ import docker
 from bench.cluster import NODE_LABEL, ROUND_ERRORS, Cluster, exit_on_sigterm, remove_containers
 from bench.driver import Driver, Event, task_spec
 from bench.profiling import Profiler
-from bench.report import ROOT, emit, ms, percentile, progress
+from bench.report import ROOT, CpuMeter, broker_pid, emit, engine_pids, ms, percentile, progress
 
 IMAGE = "localhost/kube-busybox:latest"
 COMMAND = ["sleep", "300"]
@@ -67,15 +68,22 @@ def direct(client: docker.DockerClient, count: int, concurrency: int) -> dict[st
         container.start()
         return time.perf_counter()
 
+    meter = CpuMeter({"engine": engine_pids, "benchmark": [os.getpid()]})
     try:
+        meter.start()
         begun = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as pool:
             finished = list(pool.map(start, range(count)))
         elapsed = max(finished) - begun
+        cpu = meter.stop()
     finally:
         removed = remove_containers(label)
         progress("direct: removed %d containers", removed)
-    return {"seconds": round(elapsed, 3), "per_second": round(count / elapsed, 2)}
+    return {
+        "seconds": round(elapsed, 3),
+        "per_second": round(count / elapsed, 2),
+        "cpu_seconds": cpu,
+    }
 
 
 def through_kube(
@@ -107,6 +115,16 @@ def through_kube(
             if profile
             else contextlib.nullcontext()
         )
+        broker = broker_pid()
+        meter = CpuMeter(
+            {
+                "manager": [cluster.pid("manager")],
+                "worker": [cluster.pid(node)],
+                "broker": [broker] if broker else [],
+                "engine": engine_pids,
+            }
+        )
+        meter.start()
         try:
             with profiler:
                 finished = driver.submit(
@@ -114,6 +132,7 @@ def through_kube(
                 )
         finally:
             driver.close()
+        cpu = meter.stop()
         if failed:
             progress("kube: %d tasks failed, e.g. %s", len(failed), next(iter(failed.values())))
         first = min(driver.published.values())
@@ -127,6 +146,7 @@ def through_kube(
         "finished": finished,
         "p50_ms": ms(percentile(latencies, 50)),
         "p99_ms": ms(percentile(latencies, 99)),
+        "cpu_seconds": cpu,
     }
 
 

@@ -9,7 +9,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,45 +93,77 @@ def emit(name: str, results: dict[str, Any]) -> None:
 
 
 def broker_pid() -> int | None:
-    """The pid of the local RabbitMQ node (beam.smp), if there is one."""
+    """The pid of the local RabbitMQ node (its beam.smp, not that of a rabbitmqctl)."""
     import psutil
 
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "beam.smp":
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.info["name"] == "beam.smp" and "rabbit boot" in cmdline:
             return int(proc.pid)
     return None
 
 
-class CpuMeter:
-    """CPU seconds (user + system) that groups of processes spend between start and stop."""
+ENGINE_PROCESSES = frozenset({"dockerd", "containerd", "containerd-shim", "runc"})
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+
+def engine_pids() -> list[int]:
+    """The Docker engine's processes now: dockerd, containerd, the shims, runc."""
+    import psutil
+
+    return [
+        int(proc.pid)
+        for proc in psutil.process_iter(["name"])
+        if any(str(proc.info["name"] or "").startswith(name) for name in ENGINE_PROCESSES)
+    ]
+
+
+Pids = list[int] | Callable[[], list[int]]
+
+
+class CpuMeter:
+    """CPU seconds (user + system) that groups of processes spend between start and stop.
+
+    A group is a list of pids, or a function that names them at each reading: a process
+    that appeared in between counts with all its CPU time.
+    """
+
+    def __init__(self, groups: Mapping[str, Pids]) -> None:
         self.groups = groups
-        self._before: dict[str, float] = {}
+        self._before: dict[int, float] = {}
         self._wall = 0.0
 
-    def _sample(self) -> dict[str, float]:
+    def _pids(self, group: str) -> list[int]:
+        pids = self.groups[group]
+        return pids() if callable(pids) else pids
+
+    @staticmethod
+    def _cpu(pid: int) -> float | None:
         import psutil
 
-        totals: dict[str, float] = {}
-        for group, pids in self.groups.items():
-            seconds = 0.0
-            for pid in pids:
-                try:
-                    times = psutil.Process(pid).cpu_times()
-                except psutil.Error:
-                    continue
-                seconds += times.user + times.system
-            totals[group] = seconds
-        return totals
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
 
     def start(self) -> None:
-        self._before = self._sample()
+        self._before = {}
+        for group in self.groups:
+            for pid in self._pids(group):
+                seconds = self._cpu(pid)
+                if seconds is not None:
+                    self._before[pid] = seconds
         self._wall = time.monotonic()
 
     def stop(self) -> dict[str, Any]:
         """CPU seconds per group and the wall time they were measured over."""
-        after = self._sample()
         wall = time.monotonic() - self._wall
-        used = {g: round(after[g] - self._before.get(g, 0.0), 2) for g in self.groups}
-        return {"wall_seconds": round(wall, 2), **used}
+        used: dict[str, Any] = {"wall_seconds": round(wall, 2)}
+        for group in self.groups:
+            total = 0.0
+            for pid in self._pids(group):
+                seconds = self._cpu(pid)
+                if seconds is not None:
+                    total += seconds - self._before.get(pid, 0.0)
+            used[group] = round(total, 2)
+        return used
