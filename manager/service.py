@@ -254,7 +254,7 @@ class Manager:
             self.scheduler,
             now,
             self.config.max_tasks_per_node,
-            self.store.peers(),
+            self.store.peers(task.name for task in tasks),
         )
 
     def schedule_pending(self) -> None:

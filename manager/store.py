@@ -280,9 +280,12 @@ class Store:
         rows = self._query("SELECT record FROM services ORDER BY name")
         return [ServiceRecord.model_validate_json(str(row[0])) for row in rows]
 
-    def peers(self) -> dict[str, dict[str, int]]:
+    def peers(self, names: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """For each task name (a service's tasks share theirs), its placed tasks per node."""
-        return {name: dict(counts) for name, counts in self._holdings.peers.items()}
+        peers = self._holdings.peers
+        if names is None:
+            return {name: dict(counts) for name, counts in peers.items()}
+        return {name: dict(peers[name]) for name in set(names) if name in peers}
 
     def node(self, name: str) -> NodeRecord | None:
         node = self._nodes.get(name)
