@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import requests.exceptions
 
 from kube.client import Client
 from shared import topology
@@ -95,7 +96,7 @@ class DoubleWatch:
         while not self._stop.wait(0.2):
             try:
                 counts = live_containers(self.client, self.nodes)
-            except docker.errors.DockerException:
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
                 continue  # the engine is restarting
             for task_id, count in counts.items():
                 if count > 1:
