@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from shared import topology
-from shared.codec import decode, describe, encode
+from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError
 from shared.messages import ListQuery, LogsQuery, TaskQuery
 from shared.models import (
@@ -76,13 +76,9 @@ class Event:
 def make_spec(data: dict[str, Any]) -> TaskSpec:
     """Validate a spec given as a dict, naming each bad field."""
     try:
-        return TaskSpec.model_validate_json(encode_any(data), strict=True)
+        return TaskSpec.model_validate_json(encode_value(data), strict=True)
     except ValidationError as exc:
         raise DecodeError(describe(exc)) from exc
-
-
-def encode_any(data: Any) -> bytes:
-    return TypeAdapter(Any).dump_json(data)
 
 
 class Client:

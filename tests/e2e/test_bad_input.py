@@ -15,6 +15,7 @@ from shared.models import MAX_BODY_BYTES, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import Cluster
+from tests.support.broker import dead_letters
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -66,16 +67,6 @@ def publish_raw(
         properties = {"user_id": user_id} if user_id else {}
         message = amqp.Message(body, delivery_mode=2, **properties)
         channel.basic_publish(message, exchange=exchange, routing_key=key)
-
-
-def dead_letters(cluster: Cluster) -> list[dict[str, object]]:
-    vhost = cluster.url.rsplit("/", 1)[1]
-    headers = []
-    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
-        channel = connection.channel()
-        while (message := channel.basic_get("kube.dead-letters", no_ack=True)) is not None:
-            headers.append(dict(message.headers))
-    return headers
 
 
 def test_every_kind_of_bad_message_is_refused_with_its_reason(
@@ -133,9 +124,9 @@ def test_every_kind_of_bad_message_is_refused_with_its_reason(
 
         # then the dead-letter queue holds each dead-lettered message with its reason
         expected = len(COMMANDS) + 4
-        letters = wait_for(lambda: (d := dead_letters(cluster)) and d, what="dead letters")
+        letters = wait_for(lambda: (d := dead_letters(cluster.url)) and d, what="dead letters")
         while len(letters) < expected:
-            letters += wait_for(lambda: dead_letters(cluster), what="more dead letters")
+            letters += wait_for(lambda: dead_letters(cluster.url), what="more dead letters")
         assert len(letters) == expected
         assert all(str(h["x-kube-reason"]) for h in letters)
         queues = {str(h["x-kube-queue"]) for h in letters}

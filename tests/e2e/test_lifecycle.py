@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 
-import amqp
 import docker
 import pytest
 
@@ -15,6 +14,7 @@ from shared.models import MAX_BODY_BYTES, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import Cluster
+from tests.support.broker import dead_letters
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -109,10 +109,5 @@ def test_unknown_tasks_and_oversized_bodies_are_refused_and_dead_lettered(
         assert "unknown routing key" in json.loads(raw)["error"]
         # then the manager still answers
         assert client.list() == []
-    vhost = cluster.url.rsplit("/", 1)[1]
-    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
-        channel = connection.channel()
-        reasons = []
-        while (message := channel.basic_get("kube.dead-letters", no_ack=True)) is not None:
-            reasons.append(message.headers["x-kube-reason"])
+    reasons = [headers["x-kube-reason"] for headers in dead_letters(cluster.url)]
     assert len(reasons) == 3

@@ -15,6 +15,7 @@ from kube.client import Client
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import Cluster
+from tests.support.broker import dead_letters
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -215,12 +216,7 @@ def test_bad_spec_gets_an_error_naming_each_field_and_is_dead_lettered(cluster: 
         assert "not JSON" in json.loads(raw)["error"]
         assert client.list() is not None
     # and both messages wait in the dead-letter queue with their reason in a header
-    vhost = cluster.url.rsplit("/", 1)[1]
-    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
-        channel = connection.channel()
-        reasons = []
-        while (message := channel.basic_get("kube.dead-letters", no_ack=True)) is not None:
-            reasons.append(message.headers["x-kube-reason"])
+    reasons = [headers["x-kube-reason"] for headers in dead_letters(cluster.url)]
     assert len(reasons) == 2
     assert "bogus" in reasons[0] and "not JSON" in reasons[1]
 
