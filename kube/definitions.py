@@ -11,7 +11,7 @@ and exchange names; those regexes know nothing of the user (only topic permissio
     user           configure          write                          read
     kube-manager   kube.*             kube.*, amq.default (replies)  kube.*
     kube-client    its own queues     kube.commands (task.*, query.*, ...) kube.events, own queues
-    kube-worker-N  its rpc queue      kube.results (result.*.N only)  its node queue, its rpc queue
+    kube-worker-N  nothing            kube.results (result.*.N only)  its node queue
 
 Nobody but the manager may declare or delete the exchanges or the manager's queues. The
 definitions declare the topology too, with the arguments `shared.topology` gives it (the
@@ -22,7 +22,7 @@ node's key and receive that node's tasks.
 
 Direct reply-to needs no permission to consume; answering one needs write on
 `amq.default`, which would let a worker publish into any queue by name, so workers get
-none (see the README for what that means for `kube logs`).
+none: a worker answers `kube logs` on kube.results and the manager relays the answer.
 """
 
 from __future__ import annotations
@@ -100,11 +100,8 @@ def permissions(plan: Plan) -> list[Permission]:
     ]
     for node in plan.nodes:
         queue = re.escape(topology.node_queue(node))
-        rpc = re.escape(topology.node_rpc_queue(node))
         found.append(
-            Permission(
-                plan.worker(node), _any(rpc), _any(re.escape(topology.RESULTS)), _any(queue, rpc)
-            )
+            Permission(plan.worker(node), "", _any(re.escape(topology.RESULTS)), _any(queue))
         )
     return found
 

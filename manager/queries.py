@@ -1,18 +1,20 @@
 """Answers to the read-only requests of the CLI and clients (`query.*` on kube.commands).
 
 Replies are not persistent and queries change nothing, so nothing here needs the outbox.
-`query.logs` is forwarded to the worker that holds the container, with the asker's
-reply_to and correlation_id: the worker answers the asker directly.
+`query.logs` is sent on to the worker that holds the container, as a `LogsRequest` on its
+dispatch queue; the manager relays the worker's answer (`manager.logs`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from pydantic import TypeAdapter
 
+from manager.logs import LogRelay
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery
@@ -31,9 +33,13 @@ LOGS = TypeAdapter(LogsQuery)
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes` and `query.logs`."""
 
-    def __init__(self, store: Store, bus: Bus) -> None:
+    def __init__(
+        self, store: Store, bus: Bus, relay: LogRelay, clock: Callable[[], datetime]
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.relay = relay
+        self.clock = clock
         self.handlers: dict[str, Callable[[Delivery], Reply | None]] = {
             "query.tasks": self.tasks,
             "query.task": self.task,
@@ -92,20 +98,27 @@ class Queries:
         node = self.store.node(task.node)
         if node is None or node.status != NodeStatus.READY:
             return Reply(ok=False, error=f"node {task.node} of task {task.id} is down")
-        forward = LogsQuery(id=task.id, tail=query.tail, attempt=task.attempt)
+        if not delivery.reply_to:
+            return Reply(
+                ok=False, error="query.logs without reply_to: the output has nowhere to go"
+            )
+        request = self.relay.request(
+            reply_to=delivery.reply_to,
+            correlation_id=delivery.correlation_id,
+            node=task.node,
+            task_id=task.id,
+            attempt=task.attempt,
+            tail=query.tail,
+            now=self.clock(),
+        )
         try:
             self.bus.publish(
-                topology.DISPATCH,
-                topology.node_rpc_key(task.node),
-                encode(forward),
-                reply_to=delivery.reply_to,
-                correlation_id=delivery.correlation_id,
-                persistent=False,
-                mandatory=True,
+                topology.DISPATCH, task.node, encode(request), persistent=False, mandatory=True
             )
         except UnroutableError:
-            return Reply(ok=False, error=f"worker {task.node} is not connected")
-        return None  # the worker answers the asker
+            self.relay.forget(request.request_id)
+            return Reply(ok=False, error=f"worker {task.node} has no dispatch queue")
+        return None  # the answer comes from the worker, through the manager (manager.logs)
 
 
 def _body(adapter: TypeAdapter[Any], delivery: Delivery) -> None:

@@ -21,6 +21,7 @@ from manager import core, nodes, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.commands import Commands, new_task_id
 from manager.effects import Decision
+from manager.logs import Answer, LogRelay
 from manager.metrics import observe
 from manager.queries import Queries
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
@@ -30,7 +31,7 @@ from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.confirms import Outbound
 from shared.errors import DecodeError
-from shared.messages import Heartbeat, Result, TaskUpdate
+from shared.messages import Heartbeat, LogsReply, Result, TaskUpdate
 from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
@@ -47,7 +48,7 @@ it marks no node down, since the heartbeats it has not read yet may be in the ba
 MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
-RESULT: TypeAdapter[TaskUpdate | Heartbeat] = TypeAdapter(Result)
+RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class Manager:
         self.scheduler = make_scheduler(config.scheduler)
         self.clock = clock
         self.connected_at = clock()
-        self.queries = Queries(self.store, self.bus)
+        self.logs = LogRelay()
+        self.queries = Queries(self.store, self.bus, self.logs, clock)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
         self._lag: tuple[float, datetime] = (0.0, self.connected_at)  # seconds, when seen
@@ -134,15 +136,7 @@ class Manager:
     def settle(self, delivery: Delivery, reply: Reply | None = None) -> None:
         """A message's effect is recorded: answer and ack it once the batch is published."""
         if reply is not None and delivery.reply_to:
-            self._replies.append(
-                self.bus.message(
-                    "",
-                    delivery.reply_to,
-                    encode(reply),
-                    correlation_id=delivery.correlation_id,
-                    persistent=False,
-                )
-            )
+            self.relay(Answer(delivery.reply_to, delivery.correlation_id, reply))
         self._acks.append(delivery)
 
     def finish_batch(self) -> None:
@@ -163,6 +157,18 @@ class Manager:
                 [self.bus.message(out.exchange, out.routing_key, out.body) for _, out in batch]
             )
             self.store.sent([seq for seq, _ in batch])
+
+    def relay(self, answer: Answer) -> None:
+        """Send an answer to a client's reply queue with the batch's other replies."""
+        self._replies.append(
+            self.bus.message(
+                "",
+                answer.reply_to,
+                encode(answer.reply),
+                correlation_id=answer.correlation_id,
+                persistent=False,
+            )
+        )
 
     def refuse(self, delivery: Delivery, reason: str) -> None:
         """Answer a bad message with its reason and move it to the dead-letter queue."""
@@ -186,6 +192,10 @@ class Manager:
             return
         if isinstance(result, Heartbeat):
             self.heartbeat(result)
+        elif isinstance(result, LogsReply):
+            answer = self.logs.answer(result)
+            if answer is not None:
+                self.relay(answer)
         else:
             task = self.store.task(result.task_id)
             if task is None:
@@ -281,6 +291,8 @@ class Manager:
             )
         self.commit(decision)
         self.schedule_pending()
+        for answer in self.logs.expire(now):
+            self.relay(answer)
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.store.task(task_id)

@@ -29,7 +29,23 @@ class StopTask(WireModel):
     attempt: Annotated[int, Field(ge=1)]
 
 
-Dispatch = Annotated[RunTask | StopTask, Field(discriminator="kind")]
+class LogsRequest(WireModel):
+    """Manager to worker, on the node's dispatch queue: read a container's output.
+
+    The worker answers with a `LogsReply` on kube.results, the only exchange its broker
+    user may write to; the manager relays the answer to whoever asked. A request read
+    after `expires` is dropped unanswered: its asker has given up.
+    """
+
+    kind: Literal["logs"] = "logs"
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    task_id: TaskId
+    attempt: Annotated[int, Field(ge=1)]
+    tail: Annotated[int, Field(ge=0)] | None = None
+    expires: datetime
+
+
+Dispatch = Annotated[RunTask | StopTask | LogsRequest, Field(discriminator="kind")]
 
 
 class TaskUpdate(WireModel):
@@ -76,7 +92,19 @@ class Heartbeat(WireModel):
     tasks: tuple[HeldTask, ...] = ()
 
 
-Result = Annotated[TaskUpdate | Heartbeat, Field(discriminator="kind")]
+class LogsReply(WireModel):
+    """Worker to manager: the answer to a `LogsRequest`, output or the reason there is none."""
+
+    kind: Literal["logs"] = "logs"
+    node: str
+    at: datetime
+    request_id: Annotated[str, Field(min_length=1, max_length=64)]
+    task_id: TaskId
+    output: str | None = None
+    error: str | None = None
+
+
+Result = Annotated[TaskUpdate | Heartbeat | LogsReply, Field(discriminator="kind")]
 
 
 class TaskQuery(WireModel):
@@ -90,8 +118,7 @@ class ListQuery(WireModel):
 
 
 class LogsQuery(WireModel):
-    """Body of `query.logs` (client to manager) and of a worker's logs request."""
+    """Body of `query.logs`: the output of a task's current container (last `tail` lines)."""
 
     id: TaskId
     tail: Annotated[int, Field(ge=0)] | None = None
-    attempt: Annotated[int, Field(ge=1)] | None = None  # set by the manager for the worker

@@ -108,15 +108,6 @@ def node_queue(node: str) -> str:
     return f"kube.node.{node}"
 
 
-def node_rpc_queue(node: str) -> str:
-    """The worker's transient queue for requests that need an answer now (logs)."""
-    return f"kube.node.{node}.rpc"
-
-
-def node_rpc_key(node: str) -> str:
-    return f"{node}.rpc"
-
-
 def result_key(kind: str, node: str) -> str:
     return f"result.{kind}.{node}"
 
@@ -148,13 +139,9 @@ def node_topology(node: str) -> Topology:
 
 
 def worker_topology(node: str) -> Topology:
-    """What a worker declares: the exchanges, its dispatch queue and its rpc queue."""
-    rpc = node_rpc_queue(node)
-    return (
-        EXCHANGES
-        + node_topology(node)
-        + Topology(
-            queues=(Queue(rpc, durable=False, exclusive=True, auto_delete=True),),
-            bindings=(Binding(rpc, DISPATCH, node_rpc_key(node)),),
-        )
-    )
+    """What a worker declares: the exchanges and its dispatch queue.
+
+    Everything the manager asks of a worker (run, stop, logs) comes on that one queue, and
+    everything it answers goes to kube.results: a worker's broker user needs no other.
+    """
+    return EXCHANGES + node_topology(node)

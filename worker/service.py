@@ -29,22 +29,29 @@ from shared import topology
 from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.errors import DecodeError, EngineUnavailable, RuntimeFailure
-from shared.messages import Dispatch, Heartbeat, HeldTask, LogsQuery, RunTask, StopTask, TaskUpdate
-from shared.models import Health, Reply
+from shared.messages import (
+    Dispatch,
+    Heartbeat,
+    HeldTask,
+    LogsReply,
+    LogsRequest,
+    RunTask,
+    StopTask,
+    TaskUpdate,
+)
+from shared.models import Health
 from shared.settings import Settings
 from shared.specs import HealthCheck
 from shared.states import TaskState
 from worker.health import HealthMonitor
+from worker.logs import logs_reply
 from worker.policy import WorkerPolicy
 from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
 from worker.stats import Capacity, detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask] = TypeAdapter(Dispatch)
-LOGS = TypeAdapter(LogsQuery)
-MAX_LOG_BYTES = 512 * 1024
-"""A logs reply carries at most the last 512 KiB; use --tail for a window."""
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
 
 Key = tuple[str, int]  # (task id, attempt)
 T = TypeVar("T")
@@ -93,7 +100,6 @@ class Worker:
     def setup(self) -> None:
         self.bus.declare(topology.worker_topology(self.name))
         self.bus.consume(topology.node_queue(self.name), self.on_dispatch)
-        self.bus.consume(topology.node_rpc_queue(self.name), self.on_rpc, requeue_on_error=False)
         self.bus.every(self.config.heartbeat_interval, self.send_heartbeat)
         self.bus.on_connect(self.send_heartbeat)
         self.pool.submit(self._watch_engine)
@@ -181,6 +187,8 @@ class Worker:
             with self._lock:
                 self._starting.add((message.task_id, message.attempt))
             self.pool.submit(self._start, message, delivery)
+        elif isinstance(message, LogsRequest):
+            self._logs(message, delivery)
         else:
             with self._lock:
                 self._stopping.add((message.task_id, message.attempt))
@@ -312,27 +320,29 @@ class Worker:
 
     # -- logs --------------------------------------------------------------------------
 
-    def on_rpc(self, delivery: Delivery) -> None:
-        try:
-            query = decode(LOGS, delivery.body)
-        except DecodeError as exc:
-            self.bus.reply(delivery, encode(Reply(ok=False, error=exc.reason)))
+    def _logs(self, request: LogsRequest, delivery: Delivery) -> None:
+        """Answer on kube.results (the manager relays it); a request past its time is
+        dropped, since whoever asked has given up."""
+        if utcnow() > request.expires:
+            log.info("task %s: dropping a logs request that expired", request.task_id)
             self.bus.ack(delivery)
             return
-        self.pool.submit(self._logs, query, delivery)
 
-    def _logs(self, query: LogsQuery, delivery: Delivery) -> None:
-        try:
-            data = self.runtime.logs(query.id, query.attempt or 1, query.tail)[-MAX_LOG_BYTES:]
-            reply = Reply(ok=True, id=query.id, result=data.decode("utf-8", errors="replace"))
-        except RuntimeFailure as exc:
-            reply = Reply(ok=False, id=query.id, error=str(exc))
+        def read() -> None:
+            reply = logs_reply(self.name, request, self.runtime.logs)
+            self.bus.call_threadsafe(lambda: answer(reply))
 
-        def answer() -> None:
-            self.bus.reply(delivery, encode(reply))
+        def answer(reply: LogsReply) -> None:
+            self.bus.publish(
+                topology.RESULTS,
+                topology.result_key("logs", self.name),
+                encode(reply),
+                persistent=False,
+                user_id=self.bus.user,
+            )
             self.bus.ack(delivery)
 
-        self.bus.call_threadsafe(answer)
+        self.pool.submit(read)
 
     # -- reporting ---------------------------------------------------------------------
 

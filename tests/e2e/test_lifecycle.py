@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import docker
 import pytest
@@ -13,7 +14,7 @@ from shared.errors import RequestError
 from shared.models import MAX_BODY_BYTES, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import Cluster
+from tests.conftest import Cluster, running_cluster
 from tests.support.broker import dead_letters
 from tests.support.waiting import wait_for
 
@@ -111,3 +112,35 @@ def test_unknown_tasks_and_oversized_bodies_are_refused_and_dead_lettered(
         assert client.list() == []
     reasons = [headers["x-kube-reason"] for headers in dead_letters(cluster.url)]
     assert len(reasons) == 3
+
+
+def test_logs_of_a_frozen_worker_end_in_a_clear_error_and_it_drops_the_stale_request(
+    vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
+) -> None:
+    # given a task running on a mock worker, and a manager slow to call nodes down
+    workers = {"frozen": ("--runtime", "mock")}
+    slow = ("--node-down-after", "60")
+    with (
+        running_cluster(vhost, tmp_path, docker_client, request, workers, slow) as cluster,
+        Client(Settings(amqp_url=vhost, request_timeout=20)) as kube,
+    ):
+        spec = TaskSpec(name="quiet", image="mock/img", command=("serve",))
+        task_id = kube.submit(spec)
+        kube.wait(task_id, {TaskState.RUNNING}, timeout=30)
+        assert "mock: mock/img serve" in kube.logs(task_id)
+        # when its worker is frozen (SIGSTOP: connected, but answering nothing)
+        worker = cluster.procs[cluster.nodes[0]]
+        worker.send_signal(signal.SIGSTOP)
+        try:
+            # then the manager answers for it, naming the node, instead of leaving us waiting
+            with pytest.raises(RequestError, match=rf"worker {cluster.nodes[0]} did not answer"):
+                kube.logs(task_id)
+        finally:
+            worker.send_signal(signal.SIGCONT)
+        # and once it thaws it drops the expired request and answers the next one
+        assert "mock: mock/img serve" in kube.logs(task_id)
+        wait_for(
+            lambda: "dropping a logs request that expired" in cluster.logs(),
+            timeout=10,
+            what="the worker to drop the stale request",
+        )
