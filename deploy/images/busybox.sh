@@ -14,20 +14,9 @@ IMAGE="${IMAGE:-localhost/kube-busybox:latest}"
 BUSYBOX="${BUSYBOX:-/bin/busybox}"
 REQUIRED_APPLETS=(sh sleep httpd nc wget echo cat ls env true false printf date)
 
-force=0
-for arg in "$@"; do
-    case "$arg" in
-        --force) force=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
-        *) echo "busybox.sh: unknown argument: $arg" >&2; exit 2 ;;
-    esac
-done
-
-previous="$(docker image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)"
-if [[ $force -eq 0 && -n "$previous" ]]; then
-    echo "busybox.sh: $IMAGE exists (use --force to rebuild)"
-    exit 0
-fi
+# shellcheck source=deploy/images/lib.sh
+source "$(dirname "$0")/lib.sh"
+image_begin "$0" "$@"
 
 if [[ ! -x "$BUSYBOX" ]]; then
     echo "busybox.sh: $BUSYBOX not found; install Debian's busybox-static" >&2
@@ -65,8 +54,5 @@ tar -C "$root" --numeric-owner --owner=0 --group=0 -c . \
         --change 'ENV PATH=/bin' \
         --change 'CMD ["sh"]' \
         - "$IMAGE" >/dev/null
-# The rebuild took the tag; drop the old image unless a container still uses it.
-if [[ -n "$previous" ]]; then
-    docker image rm "$previous" >/dev/null 2>&1 || true
-fi
+image_end
 echo "busybox.sh: built $IMAGE"
