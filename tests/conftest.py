@@ -21,6 +21,7 @@ import docker
 import pytest
 
 from tests.support.images import ensure_busybox_image
+from tests.support.reports import FAILED_KEY, call_failed
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -165,7 +166,7 @@ def running_cluster(
             cluster.stop(name)
         for node in cluster.nodes:
             remove_node_containers(client, node)
-        if request.node.stash.get(FAILED_KEY, False):
+        if call_failed(request):
             print(cluster.logs())
 
 
@@ -181,9 +182,6 @@ def cluster(
     workers: dict[str, tuple[str, ...]] = {"node-1": (), "node-2": ()}
     with running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster:
         yield cluster
-
-
-FAILED_KEY = pytest.StashKey[bool]()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
