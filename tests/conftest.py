@@ -20,7 +20,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.support.images import ensure_busybox_image
+from tests.support.images import build_kube_image, ensure_busybox_image
 from tests.support.reports import FAILED_KEY, call_failed
 from tests.support.waiting import wait_for
 
@@ -54,6 +54,12 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def busybox_image() -> str:
     return ensure_busybox_image()
+
+
+@pytest.fixture(scope="session")
+def kube_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """deploy/Dockerfile built on the local Python base (never pulled); the image's id."""
+    return build_kube_image(tmp_path_factory.mktemp("kube-image") / "iid")
 
 
 def remove_node_containers(client: docker.DockerClient, node: str) -> None:

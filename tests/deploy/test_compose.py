@@ -1,8 +1,9 @@
 """deploy/compose.yaml and deploy/Dockerfile, checked without pulling any image.
 
 `docker compose config` validates the file as Compose itself reads it; the checks after
-it tie the services to the least-privilege users of deploy/rabbitmq/. The images cannot
-be pulled or built here (no registry), so nothing is started.
+it tie the services to the least-privilege users of deploy/rabbitmq/. The broker,
+Prometheus and Grafana images cannot be pulled here (no registry), so nothing is started;
+tests/deploy/test_image.py builds and runs deploy/Dockerfile itself, on a local base.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def test_the_broker_loads_kubes_plugins_and_definitions(config: dict[str, Any]) 
 def test_the_dockerfile_is_multi_stage_and_not_root() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert len(re.findall(r"^FROM ", text, re.MULTILINE)) == 2
+    # test_image.py builds on a local stand-in; what everyone else gets is the official one
+    assert re.search(r"^ARG BASE=python:3\.11-slim$", text, re.MULTILINE)
     assert "COPY --from=build" in text
     users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
     assert users and users[-1] not in ("root", "0")

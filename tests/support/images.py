@@ -7,20 +7,50 @@ import subprocess
 from pathlib import Path
 
 BUSYBOX_IMAGE = "localhost/kube-busybox:latest"
+PYTHON_BASE_IMAGE = "localhost/kube-python-base:bookworm"
+KUBE_IMAGE = "localhost/kube:test"
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _BUSYBOX_SCRIPT = _REPO_ROOT / "deploy" / "images" / "busybox.sh"
+_PYTHON_BASE_SCRIPT = _REPO_ROOT / "deploy" / "images" / "python-base.sh"
+
+
+def _exists(image: str) -> bool:
+    inspect = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+    return inspect.returncode == 0
 
 
 def ensure_busybox_image() -> str:
     """Build the busybox image unless the engine already has it, and return its name."""
-    inspect = subprocess.run(
-        ["docker", "image", "inspect", BUSYBOX_IMAGE], capture_output=True, check=False
-    )
-    if inspect.returncode != 0:
+    if not _exists(BUSYBOX_IMAGE):
         subprocess.run(
             ["bash", str(_BUSYBOX_SCRIPT)],
             check=True,
             env={**os.environ, "IMAGE": BUSYBOX_IMAGE},
         )
     return BUSYBOX_IMAGE
+
+
+def build_kube_image(iidfile: Path) -> str:
+    """Build deploy/Dockerfile on the local Python base and return the image's id.
+
+    The base is not built here: that takes root and half a minute, and .ci/run does it.
+    The image stays, tagged KUBE_IMAGE, and the builder's cached steps with it, so a
+    rebuild of unchanged sources takes seconds. Tests run the id, which a build from
+    another checkout cannot retag under them.
+    """
+    if not _exists(PYTHON_BASE_IMAGE):
+        raise AssertionError(
+            f"no {PYTHON_BASE_IMAGE}: run `bash {_PYTHON_BASE_SCRIPT.relative_to(_REPO_ROOT)}`"
+            " as root (.ci/run does)"
+        )
+    build = subprocess.run(
+        ["docker", "build", "--file", str(_REPO_ROOT / "deploy" / "Dockerfile"),
+         "--build-arg", f"BASE={PYTHON_BASE_IMAGE}", "--tag", KUBE_IMAGE,
+         "--iidfile", str(iidfile), str(_REPO_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert build.returncode == 0, f"docker build failed:\n{build.stdout[-4000:]}{build.stderr}"
+    return iidfile.read_text().strip()
