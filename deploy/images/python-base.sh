@@ -3,10 +3,11 @@
 #
 # Where no container registry answers, deploy/Dockerfile cannot pull its base. This builds
 # a Debian bookworm root filesystem with mmdebstrap from the Debian mirror (minbase plus
-# python3, python3-venv and ca-certificates: Python 3.11, `python3 -m venv`, and useradd
-# from the essential passwd package) and `docker import`s it. The host's CA bundle
-# replaces Debian's, so pip in a build trusts what the host trusts (a TLS-intercepting
-# proxy included); PIP_CERT points pip at it, since pip ships its own CA list otherwise.
+# python3, python3-venv and ca-certificates: Python 3.11 and `python3 -m venv`; useradd
+# comes with passwd, a priority-required package minbase has) and `docker import`s it.
+# The host's CA bundle replaces Debian's, so pip in a build trusts what the host trusts
+# (a TLS-intercepting proxy included); PIP_CERT points pip at it, since pip ships its own
+# CA list otherwise.
 # tests/deploy/test_image.py builds the Dockerfile on it; .ci/run runs this first.
 #
 # Usage: deploy/images/python-base.sh [--force]     (as root: mmdebstrap's root mode)
