@@ -26,3 +26,28 @@ image_end() {
         docker image rm "$IMAGE_PREVIOUS" >/dev/null || true
     fi
 }
+
+debian_rootfs() {  # debian_rootfs OUT.tar PACKAGES [mmdebstrap options...]
+    # A slim Debian bookworm root filesystem as a tar file. No mirror named: mmdebstrap's
+    # default Debian mirror, with the updates and security suites it adds for a stable
+    # release. The merged-usr hook sets up merged /usr itself, which spares the image the
+    # usrmerge package and the whole of perl it pulls in; man pages, docs (but their
+    # copyright files) and translations are left out, as in the official slim images.
+    # A file, not a pipe into `docker import`: a build that fails halfway must not leave
+    # a tagged, half-filled image.
+    local out=$1 packages=$2
+    shift 2
+    if ! command -v mmdebstrap >/dev/null; then
+        echo "mmdebstrap not found; install Debian's mmdebstrap" >&2
+        return 1
+    fi
+    mmdebstrap --quiet --variant=minbase \
+        --include="$packages" \
+        --aptopt='APT::Install-Recommends "false"' \
+        --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        "$@" bookworm "$out"
+}

@@ -22,10 +22,6 @@ CA_BUNDLE="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 source "$(dirname "$0")/lib.sh"
 image_begin "$0" "$@"
 
-if ! command -v mmdebstrap >/dev/null; then
-    echo "python-base.sh: mmdebstrap not found; install Debian's mmdebstrap" >&2
-    exit 1
-fi
 if [[ ! -s "$CA_BUNDLE" ]]; then
     echo "python-base.sh: no CA bundle at $CA_BUNDLE" >&2
     exit 1
@@ -34,23 +30,9 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# No mirror named: mmdebstrap's default Debian mirror, with the updates and security
-# suites it adds for a stable release. The merged-usr hook sets up merged /usr itself,
-# which spares the image the usrmerge package and the whole of perl it pulls in; man
-# pages, docs (but their copyright files) and translations are left out, as in the
-# official slim images.
-mmdebstrap --quiet --variant=minbase \
-    --include=python3,python3-venv,ca-certificates \
-    --aptopt='APT::Install-Recommends "false"' \
-    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
-    --dpkgopt='path-exclude=/usr/share/man/*' \
-    --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --customize-hook="copy-in $CA_BUNDLE /etc/ssl/certs" \
-    bookworm "$work/rootfs.tar"
+debian_rootfs "$work/rootfs.tar" python3,python3-venv,ca-certificates \
+    --customize-hook="copy-in $CA_BUNDLE /etc/ssl/certs"
 
-# A file, not a pipe: a build that fails halfway must not leave a tagged, half-filled image.
 docker import \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV LANG=C.UTF-8' \

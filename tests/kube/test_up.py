@@ -22,6 +22,7 @@ from kube.up import BrokerAction, UpOptions, broker_action, how_to_get_a_broker,
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import ROOT, remove_node_containers
+from tests.support.images import rabbitmq_image
 from tests.support.waiting import wait_for
 
 # -- pure ------------------------------------------------------------------------------
@@ -183,6 +184,42 @@ def test_up_start_broker_fails_cleanly_when_the_image_is_missing(
     assert image in text and "could not be pulled" in text and "Traceback" not in text
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container_name(port))
+
+
+def test_up_start_broker_starts_one_runs_the_cluster_on_it_and_removes_it(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    # given no broker on a port, and a broker image on this machine (the Debian stand-in)
+    port = free_port()
+    url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    prefix = f"upb{uuid.uuid4().hex[:6]}"
+    log = tmp_path / "up.log"
+    # when kube up is told to start one
+    flags = ("--workers", "1", "--runtime", "mock", "--name-prefix", prefix)
+    up = kube_up(url, "--start-broker", "--broker-image", rabbitmq_image(), *flags, log=log)
+    try:
+        # then it runs the broker in a container of its own, and the cluster on it
+        wait_for(
+            lambda: "kube run" in log.read_text() or up.poll() is not None,
+            timeout=120,
+            what="the cluster to be ready",
+        )
+        assert up.poll() is None, log.read_text()
+        broker = docker_client.containers.get(container_name(port))
+        assert broker.labels["kube.role"] == "broker"
+        with Client(Settings(amqp_url=url, request_timeout=5)) as client:
+            task_id = client.submit(make_spec({"name": "on-started", "image": "mock/img"}))
+            task = client.wait(task_id, {TaskState.RUNNING}, timeout=30)
+        assert task.node == f"{prefix}-1", task.error
+        # and Ctrl-C stops the cluster and removes the broker it started
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log.read_text()
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(container_name(port))
+    finally:
+        kill_tree(up)
+        for left in docker_client.containers.list(all=True, filters={"name": container_name(port)}):
+            left.remove(force=True)
 
 
 def test_up_with_a_wrong_password_reports_the_broker_refusal(vhost: str) -> None:

@@ -9,10 +9,12 @@ from pathlib import Path
 BUSYBOX_IMAGE = "localhost/kube-busybox:latest"
 PYTHON_BASE_IMAGE = "localhost/kube-python-base:bookworm"
 KUBE_IMAGE = "localhost/kube:test"
+RABBITMQ_IMAGE = "localhost/kube-rabbitmq:bookworm"
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _BUSYBOX_SCRIPT = _REPO_ROOT / "deploy" / "images" / "busybox.sh"
 _PYTHON_BASE_SCRIPT = _REPO_ROOT / "deploy" / "images" / "python-base.sh"
+_RABBITMQ_SCRIPT = _REPO_ROOT / "deploy" / "images" / "rabbitmq.sh"
 
 
 def _exists(image: str) -> bool:
@@ -39,11 +41,7 @@ def build_kube_image(iidfile: Path) -> str:
     rebuild of unchanged sources takes seconds. Tests run the id, which a build from
     another checkout cannot retag under them.
     """
-    if not _exists(PYTHON_BASE_IMAGE):
-        raise AssertionError(
-            f"no {PYTHON_BASE_IMAGE}: run `bash {_PYTHON_BASE_SCRIPT.relative_to(_REPO_ROOT)}`"
-            " as root (.ci/run does)"
-        )
+    _require(PYTHON_BASE_IMAGE, _PYTHON_BASE_SCRIPT)
     build = subprocess.run(
         ["docker", "build", "--file", str(_REPO_ROOT / "deploy" / "Dockerfile"),
          "--build-arg", f"BASE={PYTHON_BASE_IMAGE}", "--tag", KUBE_IMAGE,
@@ -54,3 +52,17 @@ def build_kube_image(iidfile: Path) -> str:
     )  # fmt: skip
     assert build.returncode == 0, f"docker build failed:\n{build.stdout[-4000:]}{build.stderr}"
     return iidfile.read_text().strip()
+
+
+def rabbitmq_image() -> str:
+    """The Debian stand-in for the broker image `kube up --start-broker` runs."""
+    return _require(RABBITMQ_IMAGE, _RABBITMQ_SCRIPT)
+
+
+def _require(image: str, script: Path) -> str:
+    """Images built from Debian's mirror take root and half a minute: .ci/run builds them."""
+    if not _exists(image):
+        raise AssertionError(
+            f"no {image}: run `bash {script.relative_to(_REPO_ROOT)}` as root (.ci/run does)"
+        )
+    return image
