@@ -167,12 +167,18 @@ def running_cluster(
                 what=f"{len(workers)} ready workers",
             )
         yield cluster
+    except BaseException:
+        # used as a `with` inside a test, this runs before pytest records the failure
+        failed = True
+        raise
+    else:
+        failed = call_failed(request)
     finally:
         for name in list(cluster.procs):
             cluster.stop(name)
         for node in cluster.nodes:
             remove_node_containers(client, node)
-        if call_failed(request):
+        if failed:
             print(cluster.logs())
 
 
