@@ -66,8 +66,10 @@ def test_http_and_exec_health_checks_report_healthy(cluster: Cluster, busybox_im
         "exec": {"exec": ["sh", "-c", "test -f /www/index.html"], "interval_seconds": 0.5},
     }
     with client_for(cluster) as client:
-        ids = {kind: client.submit(spec(busybox_image, *HTTPD, health_check=check))
-               for kind, check in checks.items()}
+        ids = {
+            kind: client.submit(spec(busybox_image, *HTTPD, health_check=check))
+            for kind, check in checks.items()
+        }
         for kind, task_id in ids.items():
             task = wait_for(
                 lambda task_id=task_id: (t := client.get(task_id)).health == Health.HEALTHY and t,
@@ -130,9 +132,7 @@ def test_a_worker_that_allows_a_bind_mount_runs_it(
         )
         # when a task mounts a file from there and prints it
         mount = {"source": str(shared), "target": "/data", "read_only": True}
-        task_id = client.submit(
-            spec(busybox_image, "cat", "/data/hello.txt", mounts=[mount])
-        )
+        task_id = client.submit(spec(busybox_image, "cat", "/data/hello.txt", mounts=[mount]))
         task = client.wait(task_id, {TaskState.COMPLETED}, timeout=60)
         # then it ran there and saw the host's file
         assert (task.state, task.node) == (TaskState.COMPLETED, node), task.error
