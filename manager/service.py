@@ -1,10 +1,12 @@
 """The manager process: consumes commands, queries and results; records, then publishes.
 
-For each message: decode it, let `manager.core` decide, record the decision in SQLite in
-one transaction (with its outgoing messages in the outbox), publish the outbox with
-confirms, and only then ack. A manager killed anywhere in between re-sends its outbox
-on start, and the broker redelivers the unacked message, which finds its effect already
-recorded (a task id is never created twice).
+For each message: decode it, let `manager.core` decide and record the decision in SQLite
+(with its outgoing messages in the outbox). The deliveries that arrived together share
+one transaction: once they are handled (`finish_batch`) it commits, the outbox is
+published with confirms, and only then are they acked. A manager killed anywhere in
+between re-sends its outbox on start, and the broker redelivers the unacked messages,
+which find their effects already recorded (a task id is never created twice) or, when
+their transaction never committed, are handled afresh.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class Manager:
         self.bus.after_events(self.finish_batch)
         self.bus.consume(topology.COMMANDS_QUEUE, self.commands.on_command)
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
-        self.bus.consume(topology.QUERIES_QUEUE, self.queries.on_query, requeue_on_error=False)
+        self.bus.consume(topology.QUERIES_QUEUE, self.on_query, requeue_on_error=False)
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
 
     def run(self) -> None:
@@ -157,8 +159,17 @@ class Manager:
             self.bus.ack(delivery)
 
     def flush(self) -> None:
-        """Publish the outbox, oldest first; forget messages once the broker confirmed them."""
-        while batch := self.store.outbox():
+        """Commit what was recorded, then publish the outbox, oldest first; forget messages
+        once the broker confirmed them.
+
+        Publishing serves the connection, so handlers and timers may run meanwhile and
+        record more: each round commits first, so nothing goes out uncommitted.
+        """
+        while True:
+            self.store.commit()
+            batch = self.store.outbox()
+            if not batch:
+                return
             self.bus.publish_batch(
                 [self.bus.message(out.exchange, out.routing_key, out.body) for _, out in batch]
             )
@@ -169,6 +180,11 @@ class Manager:
         log.warning("dead-lettering %s from %s: %s", delivery.routing_key, delivery.queue, reason)
         self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
         self.bus.dead_letter(delivery, reason)
+
+    def on_query(self, delivery: Delivery) -> None:
+        """Queries are answered at once: from committed state only, so commit first."""
+        self.store.commit()
+        self.queries.on_query(delivery)
 
     # -- results from workers ----------------------------------------------------------
 

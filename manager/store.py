@@ -1,8 +1,10 @@
 """The manager's state in SQLite: tasks, their history, nodes and the outbox.
 
-WAL mode, one transaction per decision: a task's new state, its history entry and the
-messages that announce it are written together, so a manager killed at any moment
-restarts with either all of a decision or none of it, and re-sends the outbox.
+WAL mode, one transaction per batch of deliveries: the first decision recorded begins
+it, each decision is written whole or not at all within it (a savepoint), and `commit`
+ends it before anything it recorded is published or acked. A manager killed at any
+moment restarts with the batches it committed, re-sends their outbox, and is sent again
+every delivery of the batch it lost (none of them was acked).
 A node's allocated resources are not stored: they are summed from the tasks placed on it
 when the store opens, then moved with each decision it records (manager/holdings.py).
 """
@@ -74,6 +76,7 @@ class Store:
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
+        self._closed = False
         self._holdings = Holdings()
         for name, node, cpu, memory, disk in self._query(
             "SELECT name, node, cpu, memory, disk FROM tasks"
@@ -91,16 +94,28 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Writes that land whole or not at all, in the open transaction (begun if none is)."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT write")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE write")
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path}: {exc}") from exc
+
+    def commit(self) -> None:
+        """End the open transaction: what it recorded may now be published and acked."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path}: {exc}") from exc
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -111,7 +126,7 @@ class Store:
     # -- writes ------------------------------------------------------------------------
 
     def record(self, decision: Decision) -> None:
-        """Write a decision's tasks, history, nodes and outbox in one transaction."""
+        """Write a decision's tasks, history, nodes and outbox, whole, in the open transaction."""
         final = {task.id: task for task in decision.tasks}  # the last word on each task
         before = self._holds(final)
         with self._transaction() as db:
@@ -187,7 +202,8 @@ class Store:
         ]
 
     def sent(self, seqs: list[int]) -> None:
-        """Forget outbox messages the broker confirmed."""
+        """Forget outbox messages the broker confirmed (in the open transaction: a crash
+        before it commits only sends them again)."""
         with self._transaction() as db:
             db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
@@ -307,7 +323,14 @@ class Store:
         )
 
     def close(self) -> None:
-        self._db.close()
+        """Commit what is open (its deliveries, unacked, come again and find it), and close."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.commit()
+        finally:
+            self._db.close()
 
 
 def _hold(task: TaskRecord) -> Hold:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from manager.effects import Decision, Outgoing
 from manager.nodes import Where
 from manager.scheduler import RoundRobin
 from manager.store import Store
+from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
 
@@ -70,6 +72,36 @@ def test_sent_messages_leave_the_outbox(tmp_path: Path) -> None:
     assert store.outbox() == [second]
 
 
+def test_a_batch_is_one_transaction_seen_by_others_only_once_committed(tmp_path: Path) -> None:
+    # given a store that recorded two decisions, and another connection to its database
+    store = Store(tmp_path / "m.db")
+    store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
+    store.record(Decision(outgoing=[Outgoing("x", "b", b"2")]))
+    reader = sqlite3.connect(tmp_path / "m.db")
+    # then the store reads its own writes, and nobody else sees them yet
+    assert [o.routing_key for _, o in store.outbox()] == ["a", "b"]
+    assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    # when it commits
+    store.commit()
+    # then both are there for everyone
+    assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (2,)
+    reader.close()
+
+
+def test_a_decision_that_fails_is_undone_alone_and_the_batch_goes_on(tmp_path: Path) -> None:
+    # given a store that recorded one decision of a batch
+    store = Store(tmp_path / "m.db")
+    store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
+    # when the next decision fails half-way (its second message breaks a constraint)
+    broken = Outgoing("x", None, b"3")  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        store.record(Decision(outgoing=[Outgoing("x", "b", b"2"), broken]))
+    store.record(Decision(outgoing=[Outgoing("x", "c", b"4")]))
+    store.commit()
+    # then none of the failed decision is kept, and all of the others are
+    assert [o.routing_key for _, o in Store(tmp_path / "m.db").outbox()] == ["a", "c"]
+
+
 STATES = [TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.COMPLETED]
 
 
@@ -113,6 +145,7 @@ def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
         tasks[i] = base.model_copy(update={"state": state, "node": node})
         store.record(Decision(tasks=[base, tasks[i]]))
     # then what the store keeps in memory is what a fresh store sums from the table
+    store.commit()
     fresh = Store(path)
     assert store.nodes() == fresh.nodes()
     assert store.peers() == fresh.peers()
