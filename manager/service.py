@@ -155,8 +155,7 @@ class Manager:
         self._acks, self._replies = [], []
         self.flush()
         self.bus.publish_batch(replies)
-        for delivery in acks:
-            self.bus.ack(delivery)
+        self.bus.ack_batch(acks)
 
     def flush(self) -> None:
         """Commit what was recorded, then publish the outbox, oldest first; forget messages

@@ -58,6 +58,9 @@ class CheckingBus:
     def ack(self, delivery: Delivery) -> None:
         self.log.append(("ack", delivery.tag))
 
+    def ack_batch(self, deliveries: list[Delivery]) -> None:
+        self.log.extend(("ack", delivery.tag) for delivery in deliveries)
+
 
 def submit(tag: int, task_id: str) -> Delivery:
     body = json.dumps({"id": task_id, "name": task_id, "image": "busybox"}).encode()
