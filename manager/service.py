@@ -150,12 +150,19 @@ class Manager:
     def finish_batch(self) -> None:
         """After the deliveries that had arrived were handled: publish what their decisions
         send (the outbox, confirmed as one stream), then answer and ack them. Record, then
-        publish, then ack, for a whole batch at a time."""
-        acks, replies = self._acks, self._replies
-        self._acks, self._replies = [], []
-        self.flush()
-        self.bus.publish_batch(replies)
-        self.bus.ack_batch(acks)
+        publish, then ack, for a whole batch at a time.
+
+        What handlers and timers record while this batch is published is the next batch,
+        finished at once rather than after the connection's next wait for events.
+        """
+        while True:
+            acks, replies = self._acks, self._replies
+            self._acks, self._replies = [], []
+            self.flush()
+            self.bus.publish_batch(replies)
+            self.bus.ack_batch(acks)
+            if not (self._acks or self._replies or self.store.uncommitted):
+                return
 
     def flush(self) -> None:
         """Commit what was recorded, then publish the outbox, oldest first; forget messages

@@ -109,6 +109,11 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path}: {exc}") from exc
 
+    @property
+    def uncommitted(self) -> bool:
+        """Whether a transaction is open: something was recorded since the last commit."""
+        return self._db.in_transaction
+
     def commit(self) -> None:
         """End the open transaction: what it recorded may now be published and acked."""
         if self._db.in_transaction:
