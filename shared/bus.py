@@ -210,13 +210,15 @@ class Bus:
         *,
         correlation_id: str | None = None,
         persistent: bool = True,
+        user_id: str | None = None,
     ) -> Outbound:
-        """A message for publish_batch."""
+        """A message for publish_batch (user_id as for `publish`)."""
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
             correlation_id=correlation_id,
             timestamp=int(time.time()),
+            user_id=user_id,
         )
         return Outbound(exchange, routing_key, body, properties)
 
