@@ -89,6 +89,7 @@ class Manager:
         self._lag: tuple[float, datetime] = (0.0, self.connected_at)  # seconds, when seen
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
+        self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
@@ -219,21 +220,29 @@ class Manager:
         self.settle(delivery)
 
     def heartbeat(self, beat: Heartbeat) -> None:
+        """A heartbeat, or a part of one: part 0 says the node is alive; each part's
+        containers are checked against their attempts; the whole list, once every part is
+        in, against what the manager has running there."""
         known = self.store.node(beat.node)
-        if known is None:
-            log.info("node %s: joined", beat.node)
-            self.bus.declare(topology.node_topology(beat.node))
         now = self.clock()
-        decision = nodes.apply_heartbeat(known, beat, now)
+        decision = Decision()
+        if beat.part == 0:
+            if known is None:
+                log.info("node %s: joined", beat.node)
+                self.bus.declare(topology.node_topology(beat.node))
+            decision.extend(nodes.apply_heartbeat(known, beat, now))
         decision.extend(
             nodes.superseded(beat, self.store.where(held.task_id for held in beat.tasks))
         )
-        gone = nodes.missing(beat, self.store.running_on(beat.node))
+        parts, whole = nodes.gather(self._heartbeat_parts.pop(beat.node, []), beat)
+        if parts:
+            self._heartbeat_parts[beat.node] = parts
+        gone = nodes.missing(whole, self.store.running_on(beat.node)) if whole else []
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))
         self.commit(decision)
-        changed = (
+        changed = beat.part == 0 and (
             known is None or known.status != NodeStatus.READY or known.engine_ok != beat.engine_ok
         )
         if changed or decision.tasks:

@@ -363,9 +363,9 @@ class Worker:
             stats=measure(),
             engine_ok=self._engine_ok,
             inventory=self._inventory,
-            tasks=held,
         )
-        self._results.append(self._result("heartbeat", encode(beat)))
+        for part in beat.in_parts(held):
+            self._results.append(self._result("heartbeat", encode(part)))
 
     def flush(self) -> None:
         """Publish the queued updates and heartbeats as one confirmed stream, then ack the

@@ -61,6 +61,9 @@ class CheckingBus:
     def ack_batch(self, deliveries: list[Delivery]) -> None:
         self.log.extend(("ack", delivery.tag) for delivery in deliveries)
 
+    def declare(self, topology: object) -> None:
+        self.log.append(("declare", topology))
+
 
 def submit(tag: int, task_id: str) -> Delivery:
     body = json.dumps({"id": task_id, "name": task_id, "image": "busybox"}).encode()
@@ -93,3 +96,22 @@ def manager_with_a_node(tmp_path: Path) -> tuple[Manager, CheckingBus]:
     )
     manager.commit(Decision(nodes=[node]))
     return manager, bus
+
+
+def result(tag: int, body: bytes) -> Delivery:
+    """A worker's result (an update or a heartbeat) as the manager receives it, from the
+    broker user the manager trusts by default (its own)."""
+    return Delivery(
+        body=body,
+        exchange=topology.RESULTS,
+        routing_key="result",
+        headers={},
+        reply_to=None,
+        correlation_id=None,
+        message_id=None,
+        user_id="guest",
+        redelivered=False,
+        queue=topology.RESULTS_QUEUE,
+        tag=tag,
+        generation=1,
+    )
