@@ -60,7 +60,8 @@ class Where:
 def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
     """Stop every container the node holds that is not its task's current attempt.
 
-    `where` maps the task ids the heartbeat names to where the manager has them.
+    `where` maps the task ids the heartbeat names to the attempts they hold; a task that
+    holds none (ended, or pending with nothing left running) is absent.
     """
     decision = Decision()
     for held in beat.tasks:

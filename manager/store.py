@@ -17,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing
 from manager.holdings import HOLDING, Hold, Holdings, Reserved
-from manager.nodes import Where
+from manager.nodes import PLACED, Where
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
@@ -84,6 +85,13 @@ class Store:
             [state.value for state in HOLDING],
         ):
             self._holdings.add(Hold(str(name), str(node), float(cpu), int(memory), int(disk)))
+        self._attempts = Attempts()
+        for task_id, where in self._where(
+            f"state IN ({','.join('?' * len(PLACED))}) OR json_extract(record, '$.draining')"
+            " IS NOT NULL",
+            [state.value for state in PLACED],
+        ).items():
+            self._attempts.put(task_id, where)
         self._nodes = {
             node.name: node
             for node in (
@@ -178,6 +186,7 @@ class Store:
         for task in final.values():
             if task.state in HOLDING and task.node is not None:
                 self._holdings.add(_hold(task))
+            self._attempts.put(task.id, Where.of(task))
         for node in decision.nodes:
             self._nodes[node.name] = node
 
@@ -232,16 +241,21 @@ class Store:
         return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
 
     def where(self, ids: Iterable[str]) -> dict[str, Where]:
-        """Where each task is, read from the table without parsing whole records."""
-        wanted = list(ids)
-        if not wanted:
-            return {}
-        marks = ",".join("?" * len(wanted))
+        """Where each of these tasks holds an attempt (placed on a node, or draining from
+        one); a task that holds none is left out. From memory (manager/attempts.py)."""
+        return self._attempts.where(ids)
+
+    def running_on(self, node: str) -> dict[str, int]:
+        """The tasks running on a node, id -> attempt. From memory (manager/attempts.py)."""
+        return self._attempts.running_on(node)
+
+    def _where(self, condition: str, params: Iterable[object]) -> dict[str, Where]:
+        """Where the tasks matching an SQL condition are, read without parsing whole records."""
         rows = self._query(
             "SELECT id, node, json_extract(record, '$.attempt'), state,"
             " json_extract(record, '$.draining.node'), json_extract(record, '$.draining.attempt')"
-            f" FROM tasks WHERE id IN ({marks})",
-            wanted,
+            f" FROM tasks WHERE {condition}",
+            params,
         )
         return {
             str(i): Where(
@@ -252,14 +266,6 @@ class Store:
             )
             for i, node, attempt, state, d_node, d_attempt in rows
         }
-
-    def running_on(self, node: str) -> dict[str, int]:
-        """The tasks running on a node, id -> attempt."""
-        rows = self._query(
-            "SELECT id, json_extract(record, '$.attempt') FROM tasks WHERE node = ? AND state = ?",
-            (node, TaskState.RUNNING.value),
-        )
-        return {str(i): int(attempt) for i, attempt in rows}
 
     def tasks_named(self, name: str) -> list[TaskRecord]:
         """Tasks with this name (every task of a service bears the service's name)."""

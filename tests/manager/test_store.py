@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from manager import core
+from manager.attempts import holds_attempt
 from manager.effects import Decision, Outgoing
 from manager.nodes import Where
 from manager.scheduler import RoundRobin
@@ -108,12 +109,17 @@ STATES = [TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.C
 @settings(max_examples=60, deadline=None)
 @given(
     steps=st.lists(
-        st.tuples(st.integers(0, 5), st.sampled_from(STATES), st.sampled_from(["n1", "n2"])),
+        st.tuples(
+            st.integers(0, 5),
+            st.sampled_from(STATES),
+            st.sampled_from(["n1", "n2"]),
+            st.booleans(),
+        ),
         max_size=40,
     )
 )
-def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, TaskState, str]]
+def test_in_memory_holdings_and_attempts_always_equal_a_fresh_read_of_the_table(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, TaskState, str, bool]]
 ) -> None:
     # given a store with two nodes
     path = tmp_path_factory.mktemp("holdings") / "m.db"
@@ -134,24 +140,46 @@ def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
         )
     )
     tasks: dict[int, TaskRecord] = {}
-    # when tasks move between states and nodes, several at once per decision
-    for i, state, node in steps:
+    # when tasks move between states, nodes and attempts, sometimes draining from the
+    # other node, several at once per decision
+    for i, state, node, drains in steps:
         base = (
             tasks.get(i)
             or core.accept(
                 TaskSpec(name=f"svc{i % 2}", image="b", cpu=0.5, memory=1024), f"t{i}", NOW
             ).tasks[0]
         )
-        tasks[i] = base.model_copy(update={"state": state, "node": node})
+        other = DrainingAttempt(node="n2" if node == "n1" else "n1", attempt=base.attempt + 1)
+        tasks[i] = base.model_copy(
+            update={
+                "state": state,
+                "node": node,
+                "attempt": base.attempt + 1,
+                "draining": other if drains else None,
+            }
+        )
         store.record(Decision(tasks=[base, tasks[i]]))
-    # then what the store keeps in memory is what a fresh store sums from the table
+    # then what the store keeps in memory is what a fresh store reads from the table
     store.commit()
     fresh = Store(path)
     assert store.nodes() == fresh.nodes()
     assert store.peers() == fresh.peers()
+    ids = [f"t{i}" for i in range(6)]
+    assert store.where(ids) == fresh.where(ids)
+    assert {n: store.running_on(n) for n in ("n1", "n2")} == {
+        n: fresh.running_on(n) for n in ("n1", "n2")
+    }
+    # and it holds every task that holds an attempt, as the records say
+    records = fresh.tasks_by_id(ids)
+    assert store.where(ids) == {
+        i: Where.of(t) for i, t in records.items() if holds_attempt(Where.of(t))
+    }
+    assert store.running_on("n1") == {
+        i: t.attempt for i, t in records.items() if t.state == TaskState.RUNNING and t.node == "n1"
+    }
 
 
-def test_where_reads_attempts_and_draining_without_whole_records(tmp_path: Path) -> None:
+def test_where_tells_the_attempts_tasks_hold_and_which_run(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db")
     task = core.accept(TaskSpec(name="a", image="b"), "t1", NOW).tasks[0]
     placed = task.model_copy(
@@ -165,3 +193,13 @@ def test_where_reads_attempts_and_draining_without_whole_records(tmp_path: Path)
     store.record(Decision(tasks=[placed]))
     assert store.where(["t1", "nope"]) == {"t1": Where.of(placed)}
     assert store.running_on("n2") == {"t1": 3} and store.running_on("n1") == {}
+    # and a task pending for its next attempt still holds the one draining from n1
+    moving = placed.model_copy(
+        update={"state": TaskState.PENDING, "draining": DrainingAttempt(node="n1", attempt=3)}
+    )
+    store.record(Decision(tasks=[moving]))
+    assert store.where(["t1"]) == {"t1": Where.of(moving)} and store.running_on("n2") == {}
+    # and a task that ended holds no attempt
+    done = placed.model_copy(update={"state": TaskState.COMPLETED, "draining": None})
+    store.record(Decision(tasks=[done]))
+    assert store.where(["t1"]) == {} and store.running_on("n2") == {}
