@@ -75,9 +75,7 @@ def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
     return decision
 
 
-def gather(
-    parts: Sequence[Heartbeat], beat: Heartbeat
-) -> tuple[list[Heartbeat], Heartbeat | None]:
+def gather(parts: Sequence[Heartbeat], beat: Heartbeat) -> tuple[list[Heartbeat], Heartbeat | None]:
     """Add a part to the parts of its heartbeat gathered so far (the worker sends them in
     order, sharing `at`): the parts still open, and the whole heartbeat once its last part
     is in, listing every part's containers. A part that does not follow the ones in hand

@@ -108,7 +108,6 @@ class Heartbeat(WireModel):
         ]
 
 
-
 Result = Annotated[TaskUpdate | Heartbeat, Field(discriminator="kind")]
 
 

@@ -20,9 +20,7 @@ RESULT: TypeAdapter[object] = TypeAdapter(Result)
 def held(count: int) -> list[HeldTask]:
     """Containers with the longest task ids there may be and Docker-length container ids."""
     return [
-        HeldTask(
-            task_id=f"{i:063d}", attempt=10**9, state=TaskState.RUNNING, container_id="f" * 64
-        )
+        HeldTask(task_id=f"{i:063d}", attempt=10**9, state=TaskState.RUNNING, container_id="f" * 64)
         for i in range(count)
     ]
 
