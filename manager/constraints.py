@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from shared.specs import Constraint, ConstraintOp, TaskSpec
+from shared.specs import Constraint, ConstraintOp
 
 
 def holds(rule: Constraint, labels: Mapping[str, str]) -> bool:
@@ -20,6 +20,6 @@ def holds(rule: Constraint, labels: Mapping[str, str]) -> bool:
     return value not in rule.values
 
 
-def failed_rule(spec: TaskSpec, labels: Mapping[str, str]) -> Constraint | None:
-    """The first of the task's constraints the labels break, or None."""
-    return next((rule for rule in spec.rules() if not holds(rule, labels)), None)
+def failed_rule(rules: Iterable[Constraint], labels: Mapping[str, str]) -> Constraint | None:
+    """The first of a task's constraints (`TaskSpec.rules()`) the labels break, or None."""
+    return next((rule for rule in rules if not holds(rule, labels)), None)

@@ -60,7 +60,8 @@ class Where:
 def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
     """Stop every container the node holds that is not its task's current attempt.
 
-    `where` maps the task ids the heartbeat names to where the manager has them.
+    `where` maps the task ids the heartbeat names to the attempts they hold; a task that
+    holds none (ended, or pending with nothing left running) is absent.
     """
     decision = Decision()
     for held in beat.tasks:
@@ -74,10 +75,29 @@ def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
     return decision
 
 
+def gather(parts: Sequence[Heartbeat], beat: Heartbeat) -> tuple[list[Heartbeat], Heartbeat | None]:
+    """Add a part to the parts of its heartbeat gathered so far (the worker sends them in
+    order, sharing `at`): the parts still open, and the whole heartbeat once its last part
+    is in, listing every part's containers. A part that does not follow the ones in hand
+    drops them: with a part lost, that heartbeat does not list every container."""
+    last = parts[-1] if parts else None
+    follows = last is not None and (last.at, last.parts, last.part + 1) == (
+        beat.at,
+        beat.parts,
+        beat.part,
+    )
+    gathered = [beat] if beat.part == 0 else [*parts, beat] if follows else []
+    if not gathered or beat.part < beat.parts - 1:
+        return gathered, None
+    held = tuple(task for part in gathered for task in part.tasks)
+    return [], gathered[0].model_copy(update={"tasks": held, "part": 0, "parts": 1})
+
+
 def missing(beat: Heartbeat, running_here: Mapping[str, int]) -> list[str]:
     """Tasks the manager has running on the node (id -> attempt) that it does not hold.
 
-    Only a full inventory from a node with a working engine proves anything.
+    Only a whole heartbeat (see `gather`) with a full inventory from a node with a working
+    engine proves anything.
     """
     if not (beat.inventory and beat.engine_ok):
         return []

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from manager.fit import CPU_EPSILON as CPU_EPSILON
-from manager.fit import NO_CONTEXT, PlacementContext, ineligible, lowest
+from manager.fit import NO_CONTEXT, PlacementContext, ineligible, lowest, over_cap
 from manager.fit import SCORING_DEFAULT_CPU as SCORING_DEFAULT_CPU
 from manager.fit import SCORING_DEFAULT_MEMORY as SCORING_DEFAULT_MEMORY
 from manager.fit import filter_candidates as filter_candidates
@@ -268,9 +268,13 @@ def place(
     nodes: Sequence[NodeRecord],
     context: PlacementContext = NO_CONTEXT,
 ) -> Placement | NoFit:
-    """Filter (eligibility, then the scheduler's own candidates), spread, score, pick."""
-    eligible = [node for node in nodes if ineligible(spec, node, context) is None]
-    candidates = scheduler.select_candidates(spec, eligible)
+    """Filter (the scheduler's candidates, then the task cap), spread, score, pick.
+
+    Each node's fit is checked once, by the candidate phase; the context adds only the cap.
+    """
+    candidates = [
+        node for node in scheduler.select_candidates(spec, nodes) if over_cap(node, context) is None
+    ]
     candidates = spread_domain(spec, candidates, nodes, context)
     if not candidates:
         return NoFit(no_fit_reason(spec, nodes, context))

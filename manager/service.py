@@ -1,10 +1,12 @@
 """The manager process: consumes commands, queries and results; records, then publishes.
 
-For each message: decode it, let `manager.core` decide, record the decision in SQLite in
-one transaction (with its outgoing messages in the outbox), publish the outbox with
-confirms, and only then ack. A manager killed anywhere in between re-sends its outbox
-on start, and the broker redelivers the unacked message, which finds its effect already
-recorded (a task id is never created twice).
+For each message: decode it, let `manager.core` decide and record the decision in SQLite
+(with its outgoing messages in the outbox). The deliveries that arrived together share
+one transaction: once they are handled (`finish_batch`) it commits, the outbox is
+published with confirms, and only then are they acked. A manager killed anywhere in
+between re-sends its outbox on start, and the broker redelivers the unacked messages,
+which find their effects already recorded (a task id is never created twice) or, when
+their transaction never committed, are handled afresh.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class Manager:
         self._lag: tuple[float, datetime] = (0.0, self.connected_at)  # seconds, when seen
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
+        self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
@@ -99,7 +102,7 @@ class Manager:
         self.bus.after_events(self.finish_batch)
         self.bus.consume(topology.COMMANDS_QUEUE, self.commands.on_command)
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
-        self.bus.consume(topology.QUERIES_QUEUE, self.queries.on_query, requeue_on_error=False)
+        self.bus.consume(topology.QUERIES_QUEUE, self.on_query, requeue_on_error=False)
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
 
     def run(self) -> None:
@@ -142,17 +145,32 @@ class Manager:
     def finish_batch(self) -> None:
         """After the deliveries that had arrived were handled: publish what their decisions
         send (the outbox, confirmed as one stream), then answer and ack them. Record, then
-        publish, then ack, for a whole batch at a time."""
-        acks, replies = self._acks, self._replies
-        self._acks, self._replies = [], []
-        self.flush()
-        self.bus.publish_batch(replies)
-        for delivery in acks:
-            self.bus.ack(delivery)
+        publish, then ack, for a whole batch at a time.
+
+        What handlers and timers record while this batch is published is the next batch,
+        finished at once rather than after the connection's next wait for events.
+        """
+        while True:
+            acks, replies = self._acks, self._replies
+            self._acks, self._replies = [], []
+            self.flush()
+            self.bus.publish_batch(replies)
+            self.bus.ack_batch(acks)
+            if not (self._acks or self._replies or self.store.uncommitted):
+                return
 
     def flush(self) -> None:
-        """Publish the outbox, oldest first; forget messages once the broker confirmed them."""
-        while batch := self.store.outbox():
+        """Commit what was recorded, then publish the outbox, oldest first; forget messages
+        once the broker confirmed them.
+
+        Publishing serves the connection, so handlers and timers may run meanwhile and
+        record more: each round commits first, so nothing goes out uncommitted.
+        """
+        while True:
+            self.store.commit()
+            batch = self.store.outbox()
+            if not batch:
+                return
             self.bus.publish_batch(
                 [self.bus.message(out.exchange, out.routing_key, out.body) for _, out in batch]
             )
@@ -175,6 +193,11 @@ class Manager:
         log.warning("dead-lettering %s from %s: %s", delivery.routing_key, delivery.queue, reason)
         self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
         self.bus.dead_letter(delivery, reason)
+
+    def on_query(self, delivery: Delivery) -> None:
+        """Queries are answered at once: from committed state only, so commit first."""
+        self.store.commit()
+        self.queries.on_query(delivery)
 
     # -- results from workers ----------------------------------------------------------
 
@@ -207,21 +230,29 @@ class Manager:
         self.settle(delivery)
 
     def heartbeat(self, beat: Heartbeat) -> None:
+        """A heartbeat, or a part of one: part 0 says the node is alive; each part's
+        containers are checked against their attempts; the whole list, once every part is
+        in, against what the manager has running there."""
         known = self.store.node(beat.node)
-        if known is None:
-            log.info("node %s: joined", beat.node)
-            self.bus.declare(topology.node_topology(beat.node))
         now = self.clock()
-        decision = nodes.apply_heartbeat(known, beat, now)
+        decision = Decision()
+        if beat.part == 0:
+            if known is None:
+                log.info("node %s: joined", beat.node)
+                self.bus.declare(topology.node_topology(beat.node))
+            decision.extend(nodes.apply_heartbeat(known, beat, now))
         decision.extend(
             nodes.superseded(beat, self.store.where(held.task_id for held in beat.tasks))
         )
-        gone = nodes.missing(beat, self.store.running_on(beat.node))
+        parts, whole = nodes.gather(self._heartbeat_parts.pop(beat.node, []), beat)
+        if parts:
+            self._heartbeat_parts[beat.node] = parts
+        gone = nodes.missing(whole, self.store.running_on(beat.node)) if whole else []
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))
         self.commit(decision)
-        changed = (
+        changed = beat.part == 0 and (
             known is None or known.status != NodeStatus.READY or known.engine_ok != beat.engine_ok
         )
         if changed or decision.tasks:

@@ -1,8 +1,10 @@
 """The manager's state in SQLite: tasks, their history, nodes and the outbox.
 
-WAL mode, one transaction per decision: a task's new state, its history entry and the
-messages that announce it are written together, so a manager killed at any moment
-restarts with either all of a decision or none of it, and re-sends the outbox.
+WAL mode, one transaction per batch of deliveries: the first decision recorded begins
+it, each decision is written whole or not at all within it (a savepoint), and `commit`
+ends it before anything it recorded is published or acked. A manager killed at any
+moment restarts with the batches it committed, re-sends their outbox, and is sent again
+every delivery of the batch it lost (none of them was acked).
 A node's allocated resources are not stored: they are summed from the tasks placed on it
 when the store opens, then moved with each decision it records (manager/holdings.py).
 """
@@ -15,9 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing
 from manager.holdings import HOLDING, Hold, Holdings, Reserved
-from manager.nodes import Where
+from manager.nodes import PLACED, Where
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
@@ -74,6 +77,7 @@ class Store:
             self._db.executescript(SCHEMA)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
+        self._closed = False
         self._holdings = Holdings()
         for name, node, cpu, memory, disk in self._query(
             "SELECT name, node, cpu, memory, disk FROM tasks"
@@ -81,6 +85,13 @@ class Store:
             [state.value for state in HOLDING],
         ):
             self._holdings.add(Hold(str(name), str(node), float(cpu), int(memory), int(disk)))
+        self._attempts = Attempts()
+        for task_id, where in self._where(
+            f"state IN ({','.join('?' * len(PLACED))}) OR json_extract(record, '$.draining')"
+            " IS NOT NULL",
+            [state.value for state in PLACED],
+        ).items():
+            self._attempts.put(task_id, where)
         self._nodes = {
             node.name: node
             for node in (
@@ -91,16 +102,33 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """Writes that land whole or not at all, in the open transaction (begun if none is)."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT write")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO write")
+                self._db.execute("RELEASE write")
                 raise
-            self._db.execute("COMMIT")
+            self._db.execute("RELEASE write")
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.path}: {exc}") from exc
+
+    @property
+    def uncommitted(self) -> bool:
+        """Whether a transaction is open: something was recorded since the last commit."""
+        return self._db.in_transaction
+
+    def commit(self) -> None:
+        """End the open transaction: what it recorded may now be published and acked."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path}: {exc}") from exc
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -111,7 +139,7 @@ class Store:
     # -- writes ------------------------------------------------------------------------
 
     def record(self, decision: Decision) -> None:
-        """Write a decision's tasks, history, nodes and outbox in one transaction."""
+        """Write a decision's tasks, history, nodes and outbox, whole, in the open transaction."""
         final = {task.id: task for task in decision.tasks}  # the last word on each task
         before = self._holds(final)
         with self._transaction() as db:
@@ -158,6 +186,7 @@ class Store:
         for task in final.values():
             if task.state in HOLDING and task.node is not None:
                 self._holdings.add(_hold(task))
+            self._attempts.put(task.id, Where.of(task))
         for node in decision.nodes:
             self._nodes[node.name] = node
 
@@ -187,7 +216,8 @@ class Store:
         ]
 
     def sent(self, seqs: list[int]) -> None:
-        """Forget outbox messages the broker confirmed."""
+        """Forget outbox messages the broker confirmed (in the open transaction: a crash
+        before it commits only sends them again)."""
         with self._transaction() as db:
             db.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in seqs])
 
@@ -211,16 +241,21 @@ class Store:
         return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
 
     def where(self, ids: Iterable[str]) -> dict[str, Where]:
-        """Where each task is, read from the table without parsing whole records."""
-        wanted = list(ids)
-        if not wanted:
-            return {}
-        marks = ",".join("?" * len(wanted))
+        """Where each of these tasks holds an attempt (placed on a node, or draining from
+        one); a task that holds none is left out. From memory (manager/attempts.py)."""
+        return self._attempts.where(ids)
+
+    def running_on(self, node: str) -> dict[str, int]:
+        """The tasks running on a node, id -> attempt. From memory (manager/attempts.py)."""
+        return self._attempts.running_on(node)
+
+    def _where(self, condition: str, params: Iterable[object]) -> dict[str, Where]:
+        """Where the tasks matching an SQL condition are, read without parsing whole records."""
         rows = self._query(
             "SELECT id, node, json_extract(record, '$.attempt'), state,"
             " json_extract(record, '$.draining.node'), json_extract(record, '$.draining.attempt')"
-            f" FROM tasks WHERE id IN ({marks})",
-            wanted,
+            f" FROM tasks WHERE {condition}",
+            params,
         )
         return {
             str(i): Where(
@@ -231,14 +266,6 @@ class Store:
             )
             for i, node, attempt, state, d_node, d_attempt in rows
         }
-
-    def running_on(self, node: str) -> dict[str, int]:
-        """The tasks running on a node, id -> attempt."""
-        rows = self._query(
-            "SELECT id, json_extract(record, '$.attempt') FROM tasks WHERE node = ? AND state = ?",
-            (node, TaskState.RUNNING.value),
-        )
-        return {str(i): int(attempt) for i, attempt in rows}
 
     def tasks_named(self, name: str) -> list[TaskRecord]:
         """Tasks with this name (every task of a service bears the service's name)."""
@@ -307,7 +334,14 @@ class Store:
         )
 
     def close(self) -> None:
-        self._db.close()
+        """Commit what is open (its deliveries, unacked, come again and find it), and close."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.commit()
+        finally:
+            self._db.close()
 
 
 def _hold(task: TaskRecord) -> Hold:

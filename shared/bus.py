@@ -89,6 +89,7 @@ class _State:
     connection: pika.BlockingConnection | None = None
     channel: BlockingChannel | None = None
     generation: int = 0
+    unacked: set[int] = field(default_factory=set)  # tags handed to handlers, not settled
     pending: collections.deque[Callable[[], None]] = field(default_factory=collections.deque)
 
 
@@ -209,13 +210,15 @@ class Bus:
         *,
         correlation_id: str | None = None,
         persistent: bool = True,
+        user_id: str | None = None,
     ) -> Outbound:
-        """A message for publish_batch."""
+        """A message for publish_batch (user_id as for `publish`)."""
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
             correlation_id=correlation_id,
             timestamp=int(time.time()),
+            user_id=user_id,
         )
         return Outbound(exchange, routing_key, body, properties)
 
@@ -272,16 +275,47 @@ class Bus:
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge; a delivery from a channel that has since died is left to redelivery."""
+        self.ack_batch([delivery])
+
+    def ack_batch(self, deliveries: Sequence[Delivery]) -> None:
+        """Acknowledge many deliveries in one socket write (bus thread only).
+
+        One `multiple` ack covers the lowest tags while every unsettled delivery up to
+        it is in the batch (the usual case); any others are acked one by one, in the
+        same write. Deliveries from a channel that has since died are left to redelivery.
+        """
         channel = self._state.channel
-        if channel is None or delivery.generation != self._state.generation:
-            log.debug("not acking %s from a closed channel", delivery.routing_key)
+        current = [
+            d for d in deliveries if channel is not None and d.generation == self._state.generation
+        ]
+        if len(current) < len(deliveries):
+            log.debug("not acking %d deliveries of a dead channel", len(deliveries) - len(current))
+        if channel is None:
             return
-        channel.basic_ack(delivery.tag)
+        unacked = self._state.unacked
+        settled = [d for d in current if d.tag not in unacked]
+        for delivery in settled:  # acking twice would close the channel
+            log.warning("%s: %s was acked or rejected already", self._name, delivery.routing_key)
+        tags = sorted(d.tag for d in current if d.tag in unacked)
+        if not tags:
+            return
+        wanted = set(tags)
+        below = min((tag for tag in unacked if tag not in wanted), default=None)
+        covered = [tag for tag in tags if below is None or tag < below]
+        frames = [(covered[-1], True)] if covered else []
+        frames += [(tag, False) for tag in tags[len(covered) :]]
+        unacked -= wanted
+        impl: Any = channel._impl  # pika's async channel: frames are buffered, not flushed
+        for tag, multiple in frames[:-1]:
+            impl.basic_ack(delivery_tag=tag, multiple=multiple)
+        tag, multiple = frames[-1]
+        channel.basic_ack(tag, multiple=multiple)  # writes what was buffered, at once
 
     def reject(self, delivery: Delivery, requeue: bool = False) -> None:
         channel = self._state.channel
         if channel is None or delivery.generation != self._state.generation:
             return
+        self._state.unacked.discard(delivery.tag)
         channel.basic_reject(delivery.tag, requeue=requeue)
 
     # -- from any thread ---------------------------------------------------------------
@@ -396,6 +430,7 @@ class Bus:
             self._state.connection = connection
             self._state.channel = channel
             self._state.generation += 1
+            self._state.unacked = set()
         for topology in self._topologies:
             self._apply(connection, topology)
         for consumer in self._consumers:
@@ -469,6 +504,8 @@ class Bus:
                 tag=method.delivery_tag,
                 generation=generation,
             )
+            if generation == self._state.generation:
+                self._state.unacked.add(delivery.tag)
             try:
                 consumer.handler(delivery)
                 metrics.consumed(consumer.queue, "handled")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
@@ -74,8 +75,19 @@ class HeldTask(WireModel):
     container_id: str
 
 
+HELD_PER_PART = 2000
+"""Containers one heartbeat message lists. A listed container takes at most ~200 bytes
+(a 63-character task id, a 64-character container id), so a part stays well below the
+1 MiB a message may have (MAX_BODY_BYTES); a node holding more sends more parts."""
+
+
 class Heartbeat(WireModel):
-    """Worker to manager, every few seconds: capacity, usage and the containers it holds."""
+    """Worker to manager, every few seconds: capacity, usage and the containers it holds.
+
+    A node holding more containers than one message lists sends its heartbeat as several
+    parts, published together and in order, sharing `at`: part 0 is the heartbeat proper,
+    and each part lists the next slice of the containers.
+    """
 
     kind: Literal["heartbeat"] = "heartbeat"
     node: str
@@ -90,6 +102,26 @@ class Heartbeat(WireModel):
         default=False, description="true when tasks lists every container the node runs"
     )
     tasks: tuple[HeldTask, ...] = ()
+    part: Annotated[int, Field(ge=0)] = Field(
+        default=0, description="which part of the heartbeat this is, from 0"
+    )
+    parts: Annotated[int, Field(ge=1)] = Field(
+        default=1, description="how many parts list the node's containers (all share `at`)"
+    )
+
+    @model_validator(mode="after")
+    def _part_in_range(self) -> Heartbeat:
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of a heartbeat in {self.parts} parts")
+        return self
+
+    def in_parts(self, held: Sequence[HeldTask]) -> list[Heartbeat]:
+        """This heartbeat listing the containers held, in as many parts as that takes."""
+        slices = [tuple(held[i : i + HELD_PER_PART]) for i in range(0, len(held), HELD_PER_PART)]
+        return [
+            self.model_copy(update={"tasks": tasks, "part": part, "parts": len(slices) or 1})
+            for part, tasks in enumerate(slices or [()])
+        ]
 
 
 class LogsReply(WireModel):

@@ -3,9 +3,11 @@
 Threads: the bus thread owns the AMQP connection and never waits on the engine; engine
 calls run in a bounded pool (`WorkerConfig.concurrency` containers start at once), and
 the engine's event stream has a thread of its own. Both hand their results back to the
-bus thread with `Bus.call_threadsafe`, where updates are published (confirmed) and only
-then is the dispatch acked. A dispatch is acked once its container started, never at
-container exit: tasks may run for days, longer than RabbitMQ's consumer timeout.
+bus thread with `Bus.call_threadsafe`, where updates and heartbeats are queued in order;
+once the deliveries and callbacks that had arrived are handled, the queue is published
+with confirms as one stream and only then are the dispatches it reports on acked. A
+dispatch is acked once its container started, never at container exit: tasks may run
+for days, longer than RabbitMQ's consumer timeout.
 
 Stopping the worker leaves its containers running; a worker that starts again reports
 what it finds (reconciliation), so nothing is orphaned or started twice.
@@ -28,7 +30,8 @@ from pydantic import TypeAdapter
 from shared import topology
 from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
-from shared.errors import DecodeError, EngineUnavailable, RuntimeFailure
+from shared.confirms import Outbound
+from shared.errors import DecodeError, EngineUnavailable, MessagingError, RuntimeFailure
 from shared.messages import (
     Dispatch,
     Heartbeat,
@@ -83,6 +86,7 @@ class Worker:
         self.name = config.name
         self.runtime = runtime
         self.bus = bus or Bus(settings, f"kube-worker-{config.name}", prefetch=config.concurrency)
+        self._user = self.bus.user
         self.capacity = config.capacity or detect_capacity()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._lock = threading.Lock()
@@ -93,6 +97,8 @@ class Worker:
         self._watch: ExitWatch | None = None
         self._engine_ok = True
         self._inventory = False  # true once the engine's containers have been listed
+        self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
+        self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
         self.health = HealthMonitor(runtime, self._on_health)
 
     # -- life cycle --------------------------------------------------------------------
@@ -102,6 +108,8 @@ class Worker:
         self.bus.consume(topology.node_queue(self.name), self.on_dispatch)
         self.bus.every(self.config.heartbeat_interval, self.send_heartbeat)
         self.bus.on_connect(self.send_heartbeat)
+        self.bus.on_connect(self.flush)
+        self.bus.after_events(self.flush)
         self.pool.submit(self._watch_engine)
 
     def run(self) -> None:
@@ -228,7 +236,7 @@ class Worker:
             overtaken = self._deferred_exits.pop(key, None)
         if overtaken is not None:
             self._exited(overtaken)
-        self.bus.ack(delivery)
+        self._settled.append(delivery)
 
     def _remove(self, message: StopTask, delivery: Delivery) -> None:
         key = (message.task_id, message.attempt)
@@ -246,7 +254,7 @@ class Worker:
         def done() -> None:
             if update is not None:
                 self._publish(update)
-            self.bus.ack(delivery)
+            self._settled.append(delivery)
 
         self.bus.call_threadsafe(done)
 
@@ -325,7 +333,7 @@ class Worker:
         dropped, since whoever asked has given up."""
         if utcnow() > request.expires:
             log.info("task %s: dropping a logs request that expired", request.task_id)
-            self.bus.ack(delivery)
+            self._settled.append(delivery)
             return
 
         def read() -> None:
@@ -333,20 +341,17 @@ class Worker:
             self.bus.call_threadsafe(lambda: answer(reply))
 
         def answer(reply: LogsReply) -> None:
-            self.bus.publish(
-                topology.RESULTS,
-                topology.result_key("logs", self.name),
-                encode(reply),
-                persistent=False,
-                user_id=self.bus.user,
-            )
-            self.bus.ack(delivery)
+            self._results.append(self._result("logs", encode(reply)))
+            self._settled.append(delivery)  # acked once the reply is confirmed
 
         self.pool.submit(read)
 
     # -- reporting ---------------------------------------------------------------------
 
     def send_heartbeat(self) -> None:
+        """Queue a heartbeat behind the updates queued before it, which reach the manager
+        first: it never names a container whose start was not reported, nor misses one
+        whose exit was not."""
         with self._lock:
             held = tuple(
                 HeldTask(task_id=t, attempt=a, state=TaskState.RUNNING, container_id=c)
@@ -362,14 +367,30 @@ class Worker:
             stats=measure(),
             engine_ok=self._engine_ok,
             inventory=self._inventory,
-            tasks=held,
         )
-        self.bus.publish(
-            topology.RESULTS,
-            topology.result_key("heartbeat", self.name),
-            encode(beat),
-            user_id=self.bus.user,
-        )
+        for part in beat.in_parts(held):
+            self._results.append(self._result("heartbeat", encode(part)))
+
+    def flush(self) -> None:
+        """Publish the queued updates and heartbeats as one confirmed stream, then ack the
+        dispatches they report on. What the broker did not take is kept for the next try.
+
+        Callbacks and timers run while confirms are awaited; what they queue is the next
+        batch, sent at once rather than after the connection's next wait for events.
+        """
+        while self._results or self._settled:
+            results, settled = self._results, self._settled
+            self._results, self._settled = [], []
+            try:
+                self.bus.publish_batch(results)
+            except MessagingError:
+                log.exception("worker %s: the broker refused results; trying again", self.name)
+                self._results[:0], self._settled[:0] = results, settled
+                return
+            except BaseException:  # the connection is gone: send them again on the next one
+                self._results[:0], self._settled[:0] = results, settled
+                raise
+            self.bus.ack_batch(settled)
 
     def _update(
         self,
@@ -415,9 +436,13 @@ class Worker:
         self.bus.call_threadsafe(lambda: self._publish(update))
 
     def _publish(self, update: TaskUpdate) -> None:
-        self.bus.publish(
+        """On the bus thread: queue an update; `flush` publishes it."""
+        self._results.append(self._result("update", encode(update)))
+
+    def _result(self, kind: str, body: bytes) -> Outbound:
+        return self.bus.message(
             topology.RESULTS,
-            topology.result_key("update", self.name),
-            encode(update),
-            user_id=self.bus.user,  # validated by the broker: the manager knows who sent it
+            topology.result_key(kind, self.name),
+            body,
+            user_id=self._user,  # validated by the broker: the manager knows who sent it
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from manager import core, nodes
 from manager.scheduler import RoundRobin
+from shared import messages
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
@@ -94,6 +97,51 @@ def test_a_running_task_missing_from_a_full_inventory_ends_its_attempt() -> None
     assert "disappeared" in (decision.tasks[-1].error or "")
     # but an inventory the node has not finished taking proves nothing
     assert nodes.missing(beat(inventory=False), {"t1": 1}) == []
+
+
+def gather_all(parts: list[Heartbeat]) -> list[Heartbeat]:
+    """Feed parts to `gather` in turn; the whole heartbeats it made."""
+    open_parts: list[Heartbeat] = []
+    wholes = []
+    for part in parts:
+        open_parts, whole = nodes.gather(open_parts, part)
+        if whole is not None:
+            wholes.append(whole)
+    return wholes
+
+
+def test_a_heartbeat_in_parts_is_whole_once_its_last_part_is_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a node holding t1, t2 and t3, one container a part
+    monkeypatch.setattr(messages, "HELD_PER_PART", 1)
+    full = beat(("t1", 1), ("t2", 1), ("t3", 1))
+    parts = full.in_parts(full.tasks)
+    assert [p.part for p in parts] == [0, 1, 2]
+    # when the first two parts are in, nothing is whole yet
+    first, whole = nodes.gather([], parts[0])
+    second, whole = nodes.gather(first, parts[1])
+    assert whole is None
+    # then the last part makes it whole, listing every container: t4 is the one missing
+    _, whole = nodes.gather(second, parts[2])
+    assert whole is not None and (whole.part, whole.parts) == (0, 1)
+    assert nodes.missing(whole, {"t1": 1, "t2": 1, "t3": 1, "t4": 1}) == ["t4"]
+
+
+def test_a_heartbeat_with_a_part_lost_proves_nothing_and_the_next_one_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(messages, "HELD_PER_PART", 1)
+    held = beat(("t1", 1), ("t2", 1), ("t3", 1)).tasks
+    lost_middle = beat().in_parts(held)
+    lost_middle.pop(1)
+    later = beat().model_copy(update={"at": NOW + timedelta(seconds=2)}).in_parts(held)
+    # a round missing a part is never whole, nor does a later round's part finish it
+    assert gather_all(lost_middle) == []
+    assert gather_all([*lost_middle[:2], *later[1:]]) == []
+    # the next round, all in, is
+    (whole,) = gather_all([*lost_middle, *later])
+    assert [t.task_id for t in whole.tasks] == ["t1", "t2", "t3"] and whole.at == later[0].at
 
 
 def test_a_cordon_survives_heartbeats() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from manager import fit
 from manager.constraints import holds
 from manager.fit import PlacementContext
 from manager.scheduler import (
@@ -598,3 +599,27 @@ def test_epvm_keeps_spreading_past_hundreds_of_tasks_per_node() -> None:
     # then they stay even
     counts = [n.task_count for n in nodes.values()]
     assert max(counts) - min(counts) <= 1
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_a_decision_reads_the_constraints_once_and_checks_each_node_once(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given 50 nodes, half of them in zone a, and a task constrained to zone a by a mapping
+    nodes = [node(f"node-{i:02}", labels={"zone": "a" if i % 2 else "b"}) for i in range(50)]
+    spec = TaskSpec(name="web", image="nginx:alpine", constraints={"zone": "a"})
+    rules_calls: list[int] = []
+    checks: list[str] = []
+    original_rules, original_ineligible = TaskSpec.rules, fit.ineligible
+    monkeypatch.setattr(TaskSpec, "rules", lambda s: rules_calls.append(1) or original_rules(s))
+    monkeypatch.setattr(
+        fit,
+        "ineligible",
+        lambda s, n, *a, **k: checks.append(n.name) or original_ineligible(s, n, *a, **k),
+    )
+    # when the task is placed, under a cap
+    result = place(make_scheduler(name), spec, nodes, PlacementContext(max_tasks_per_node=10))
+    # then it went to zone a, its rules were built once and every node checked once
+    assert isinstance(result, Placement) and int(result.node[-2:]) % 2 == 1
+    assert len(rules_calls) == 1
+    assert sorted(checks) == sorted(n.name for n in nodes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,10 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from manager import core
+from manager.attempts import holds_attempt
 from manager.effects import Decision, Outgoing
 from manager.nodes import Where
 from manager.scheduler import RoundRobin
 from manager.store import Store
+from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
 
@@ -70,18 +73,53 @@ def test_sent_messages_leave_the_outbox(tmp_path: Path) -> None:
     assert store.outbox() == [second]
 
 
+def test_a_batch_is_one_transaction_seen_by_others_only_once_committed(tmp_path: Path) -> None:
+    # given a store that recorded two decisions, and another connection to its database
+    store = Store(tmp_path / "m.db")
+    store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
+    store.record(Decision(outgoing=[Outgoing("x", "b", b"2")]))
+    reader = sqlite3.connect(tmp_path / "m.db")
+    # then the store reads its own writes, and nobody else sees them yet
+    assert [o.routing_key for _, o in store.outbox()] == ["a", "b"]
+    assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    # when it commits
+    store.commit()
+    # then both are there for everyone
+    assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (2,)
+    reader.close()
+
+
+def test_a_decision_that_fails_is_undone_alone_and_the_batch_goes_on(tmp_path: Path) -> None:
+    # given a store that recorded one decision of a batch
+    store = Store(tmp_path / "m.db")
+    store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
+    # when the next decision fails half-way (its second message breaks a constraint)
+    broken = Outgoing("x", None, b"3")  # type: ignore[arg-type]
+    with pytest.raises(StoreError):
+        store.record(Decision(outgoing=[Outgoing("x", "b", b"2"), broken]))
+    store.record(Decision(outgoing=[Outgoing("x", "c", b"4")]))
+    store.commit()
+    # then none of the failed decision is kept, and all of the others are
+    assert [o.routing_key for _, o in Store(tmp_path / "m.db").outbox()] == ["a", "c"]
+
+
 STATES = [TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.COMPLETED]
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     steps=st.lists(
-        st.tuples(st.integers(0, 5), st.sampled_from(STATES), st.sampled_from(["n1", "n2"])),
+        st.tuples(
+            st.integers(0, 5),
+            st.sampled_from(STATES),
+            st.sampled_from(["n1", "n2"]),
+            st.booleans(),
+        ),
         max_size=40,
     )
 )
-def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, TaskState, str]]
+def test_in_memory_holdings_and_attempts_always_equal_a_fresh_read_of_the_table(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, TaskState, str, bool]]
 ) -> None:
     # given a store with two nodes
     path = tmp_path_factory.mktemp("holdings") / "m.db"
@@ -102,23 +140,46 @@ def test_in_memory_holdings_always_equal_a_fresh_sum_from_the_table(
         )
     )
     tasks: dict[int, TaskRecord] = {}
-    # when tasks move between states and nodes, several at once per decision
-    for i, state, node in steps:
+    # when tasks move between states, nodes and attempts, sometimes draining from the
+    # other node, several at once per decision
+    for i, state, node, drains in steps:
         base = (
             tasks.get(i)
             or core.accept(
                 TaskSpec(name=f"svc{i % 2}", image="b", cpu=0.5, memory=1024), f"t{i}", NOW
             ).tasks[0]
         )
-        tasks[i] = base.model_copy(update={"state": state, "node": node})
+        other = DrainingAttempt(node="n2" if node == "n1" else "n1", attempt=base.attempt + 1)
+        tasks[i] = base.model_copy(
+            update={
+                "state": state,
+                "node": node,
+                "attempt": base.attempt + 1,
+                "draining": other if drains else None,
+            }
+        )
         store.record(Decision(tasks=[base, tasks[i]]))
-    # then what the store keeps in memory is what a fresh store sums from the table
+    # then what the store keeps in memory is what a fresh store reads from the table
+    store.commit()
     fresh = Store(path)
     assert store.nodes() == fresh.nodes()
     assert store.peers() == fresh.peers()
+    ids = [f"t{i}" for i in range(6)]
+    assert store.where(ids) == fresh.where(ids)
+    assert {n: store.running_on(n) for n in ("n1", "n2")} == {
+        n: fresh.running_on(n) for n in ("n1", "n2")
+    }
+    # and it holds every task that holds an attempt, as the records say
+    records = fresh.tasks_by_id(ids)
+    assert store.where(ids) == {
+        i: Where.of(t) for i, t in records.items() if holds_attempt(Where.of(t))
+    }
+    assert store.running_on("n1") == {
+        i: t.attempt for i, t in records.items() if t.state == TaskState.RUNNING and t.node == "n1"
+    }
 
 
-def test_where_reads_attempts_and_draining_without_whole_records(tmp_path: Path) -> None:
+def test_where_tells_the_attempts_tasks_hold_and_which_run(tmp_path: Path) -> None:
     store = Store(tmp_path / "m.db")
     task = core.accept(TaskSpec(name="a", image="b"), "t1", NOW).tasks[0]
     placed = task.model_copy(
@@ -132,3 +193,13 @@ def test_where_reads_attempts_and_draining_without_whole_records(tmp_path: Path)
     store.record(Decision(tasks=[placed]))
     assert store.where(["t1", "nope"]) == {"t1": Where.of(placed)}
     assert store.running_on("n2") == {"t1": 3} and store.running_on("n1") == {}
+    # and a task pending for its next attempt still holds the one draining from n1
+    moving = placed.model_copy(
+        update={"state": TaskState.PENDING, "draining": DrainingAttempt(node="n1", attempt=3)}
+    )
+    store.record(Decision(tasks=[moving]))
+    assert store.where(["t1"]) == {"t1": Where.of(moving)} and store.running_on("n2") == {}
+    # and a task that ended holds no attempt
+    done = placed.model_copy(update={"state": TaskState.COMPLETED, "draining": None})
+    store.record(Decision(tasks=[done]))
+    assert store.where(["t1"]) == {} and store.running_on("n2") == {}

@@ -103,3 +103,30 @@ def test_the_bus_reconnects_after_the_broker_closes_its_connection(bus: Bus, vho
     bus.call_threadsafe(lambda: (bus.publish("kube.commands", "test.after", b"after"), done.set()))
     wait_for(lambda: b"after" in got, timeout=10, what="a delivery after reconnecting")
     assert done.is_set()
+
+
+def test_a_batch_of_acks_settles_exactly_its_own_deliveries(bus: Bus, vhost: str) -> None:
+    # given five deliveries that the handler leaves unacked
+    got: list[Delivery] = []
+    bus.consume("test.work", got.append)
+    bus.connect()
+    for i in range(5):
+        bus.publish("kube.commands", "test.n", str(i).encode())
+    wait_for(lambda: bus.process_events(0.1) or len(got) == 5, timeout=10, what="five deliveries")
+    # when the first, second and fourth are acked as one batch, the fourth once more
+    bus.ack_batch([got[3], got[0], got[1]])
+    bus.ack_batch([got[3]])  # already settled: not sent again, which would close the channel
+    bus.ack(got[4])
+    bus.process_events(0.1)
+    bus.close()
+    # then only the third was left unacked: the broker gives it to the next consumer
+    again: list[bytes] = []
+    other = Bus(Settings(amqp_url=vhost), "test-bus-again")
+    try:
+        other.consume("test.work", lambda d: (again.append(d.body), other.ack(d)))
+        other.connect()
+        wait_for(lambda: other.process_events(0.1) or again, timeout=10, what="a redelivery")
+        other.process_events(0.5)
+    finally:
+        other.close()
+    assert again == [b"2"]

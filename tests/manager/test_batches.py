@@ -1,0 +1,61 @@
+"""The manager's batches: record, commit, then publish (confirmed), then ack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.support.manager import command, manager_with_a_node, submit
+
+
+def test_a_batch_is_committed_then_published_then_acked(tmp_path: Path) -> None:
+    # given a manager with a node
+    manager, bus = manager_with_a_node(tmp_path)
+    # when three tasks are submitted in one batch and the batch finishes
+    for tag in (1, 2, 3):
+        manager.commands.on_command(submit(tag, f"t{tag}"))
+    manager.finish_batch()
+    # then every message went out after its transaction committed (CheckingBus), the
+    # dispatches and replies before any ack, and every delivery was acked
+    kinds = [kind for kind, _ in bus.log]
+    assert kinds.index("ack") > max(i for i, kind in enumerate(kinds) if kind == "publish")
+    assert [tag for kind, tag in bus.log if kind == "ack"] == [1, 2, 3]
+    assert [key for kind, key in bus.log if kind == "publish"].count("n1") == 3
+    assert manager.store.outbox() == []
+    manager.store.close()
+
+
+def test_what_arrives_while_a_batch_publishes_is_committed_before_it_goes_out(
+    tmp_path: Path,
+) -> None:
+    # given a manager whose batch of one submit is being published
+    manager, bus = manager_with_a_node(tmp_path)
+    manager.commands.on_command(submit(1, "t1"))
+    # when another submit is handled while the broker's confirms are awaited
+    bus.while_confirming.append(lambda: manager.commands.on_command(submit(2, "t2")))
+    manager.finish_batch()
+    # then its dispatch went out only once committed (CheckingBus), and it was finished
+    # as a batch of its own at once: published, then acked after the first
+    assert bus.log == [
+        ("publish", "task.pending"),
+        ("publish", "task.scheduled"),
+        ("publish", "n1"),
+        ("publish", "task.pending"),
+        ("publish", "task.scheduled"),
+        ("publish", "n1"),
+        ("publish", "reply"),
+        ("ack", 1),
+        ("publish", "reply"),
+        ("ack", 2),
+    ]
+    manager.store.close()
+
+
+def test_a_query_is_answered_from_committed_state(tmp_path: Path) -> None:
+    # given a manager that recorded a submit in a batch not finished yet
+    manager, bus = manager_with_a_node(tmp_path)
+    manager.commands.on_command(submit(1, "t1"))
+    # when a query about that task arrives in the same batch
+    manager.on_query(command(2, "query.task", b'{"id": "t1"}'))
+    # then the answer is about committed state (CheckingBus), and given at once
+    assert bus.log == [("reply", "scheduled"), ("ack", 2)]
+    manager.store.close()

@@ -1,0 +1,54 @@
+"""The manager's handling of heartbeats sent in parts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from manager import core
+from manager.scheduler import RoundRobin
+from shared import messages
+from shared.codec import encode
+from shared.messages import Heartbeat, HeldTask
+from shared.models import NodeStatus, TaskSpec
+from shared.states import TaskState
+from tests.support.manager import NOW, manager_with_a_node, result
+
+
+def test_a_heartbeat_in_parts_keeps_the_node_and_ends_only_what_no_part_lists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a manager with t1, t2 and t3 running on n1
+    manager, bus = manager_with_a_node(tmp_path)
+    for task_id in ("t1", "t2", "t3"):
+        accepted = core.accept(TaskSpec(name=task_id, image="b"), task_id, NOW)
+        placed = core.schedule(accepted.tasks, manager.store.nodes(), RoundRobin(), NOW)
+        running = core.move(placed.tasks[-1], TaskState.RUNNING, NOW)
+        manager.commit(accepted.extend(placed).extend(running))
+    # when n1's heartbeat, two seconds later, lists t1 and t2, one container a part
+    monkeypatch.setattr(messages, "HELD_PER_PART", 1)
+    later = NOW + timedelta(seconds=2)
+    manager.clock = lambda: later
+    beat = Heartbeat(node="n1", at=later, cpus=4, memory=1024**3, disk=1024**3, inventory=True)
+    held = [
+        HeldTask(task_id=t, attempt=1, state=TaskState.RUNNING, container_id="c")
+        for t in ("t1", "t2")
+    ]
+    first, second = beat.in_parts(held)
+    manager.on_result(result(1, encode(first)))
+    # then the first part says the node is alive, and ends nothing: the list is not whole
+    node = manager.store.node("n1")
+    assert node is not None and node.status == NodeStatus.READY and node.last_heartbeat == later
+    assert [t.id for t in manager.store.tasks([TaskState.RUNNING])] == ["t1", "t2", "t3"]
+    # and once the second is in, t3, which no part lists, has its attempt ended
+    manager.on_result(result(2, encode(second)))
+    assert [t.id for t in manager.store.tasks([TaskState.RUNNING])] == ["t1", "t2"]
+    ended = manager.store.task("t3")
+    assert ended is not None and "disappeared" in (ended.error or "")
+    # and the node's heartbeat was announced once, not once a part
+    manager.finish_batch()
+    assert [key for kind, key in bus.log if kind == "publish"].count("node.heartbeat") == 1
+    assert [tag for kind, tag in bus.log if kind == "ack"] == [1, 2]
+    manager.store.close()
