@@ -17,7 +17,7 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from shared.models import (
     TaskSpec,
     UpdateRequest,
 )
-from shared.rpc import Message, RpcChannel
+from shared.rpc import RpcChannel, Subscription
 from shared.settings import Settings
 from shared.states import TaskState
 
@@ -164,24 +164,26 @@ class Client:
 
     def watch(
         self, keys: Collection[str] = ("#",), timeout: float | None = None
-    ) -> Iterator[Event]:
+    ) -> Generator[Event, None, None]:
         """The events on kube.events whose routing key matches one of keys, as they come.
 
         Keys are AMQP topic patterns: `task.*` (every task change), `task.failed`,
         `node.#`. The queue is bound when watch() returns, so nothing published after
         that is missed. Ends after timeout seconds if given, else never.
         """
-        messages = self._rpc.watch(topology.EVENTS, list(keys))
+        subscription = self._rpc.watch(topology.EVENTS, list(keys))
         deadline = None if timeout is None else time.monotonic() + timeout
-        return self._events(messages, deadline)
+        return self._events(subscription, deadline)
 
     @staticmethod
-    def _events(messages: Iterator[Message | None], deadline: float | None) -> Iterator[Event]:
-        for message in messages:
-            if message is not None:
-                yield Event.decode(message.routing_key, message.body)
-            if deadline is not None and time.monotonic() > deadline:
-                return
+    def _events(subscription: Subscription, deadline: float | None) -> Generator[Event, None, None]:
+        """Its queue is deleted when the iteration ends, is closed, or is collected."""
+        with subscription:
+            for message in subscription:
+                if message is not None:
+                    yield Event.decode(message.routing_key, message.body)
+                if deadline is not None and time.monotonic() > deadline:
+                    return
 
     def wait(
         self,
@@ -194,21 +196,21 @@ class Client:
 
         Listens on kube.events (bound before the first look, so nothing slips between).
         """
-        events = self._rpc.watch(topology.EVENTS, ["task.*"])  # before the first look
-        task = self.get(task_id)
-        deadline = time.monotonic() + timeout
-        while task.state not in states and not task.state.terminal:
-            if time.monotonic() > deadline:
-                raise WaitTimeout(
-                    f"task {task_id} is still {task.state.value} after {timeout:g}s"
-                    + (f": {task.error}" if task.error else "")
-                )
-            message = next(events)
-            if message is None:
-                continue
-            record = RECORD.validate_json(message.body)
-            if record.id == task_id and record.updated_at >= task.updated_at:
-                task = record
-                if on_change is not None:
-                    on_change(task)
+        with self._rpc.watch(topology.EVENTS, ["task.*"]) as events:  # before the first look
+            task = self.get(task_id)
+            deadline = time.monotonic() + timeout
+            while task.state not in states and not task.state.terminal:
+                if time.monotonic() > deadline:
+                    raise WaitTimeout(
+                        f"task {task_id} is still {task.state.value} after {timeout:g}s"
+                        + (f": {task.error}" if task.error else "")
+                    )
+                message = next(events)
+                if message is None:
+                    continue
+                record = RECORD.validate_json(message.body)
+                if record.id == task_id and record.updated_at >= task.updated_at:
+                    task = record
+                    if on_change is not None:
+                        on_change(task)
         return task

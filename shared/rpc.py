@@ -133,33 +133,34 @@ class RpcChannel:
                     f"no answer to {routing_key} within {timeout:g}s from"
                     f" {redact(self._settings.amqp_url)}: is `kube manager` running?"
                 )
-            self._connection.process_data_events(time_limit=min(left, 0.2))
+            try:
+                self._connection.process_data_events(time_limit=min(left, 0.2))
+            except pika.exceptions.AMQPError as exc:
+                raise MessagingError(
+                    f"lost the broker while waiting for {routing_key}: {exc!r}"
+                ) from exc
         return self._replies.pop(correlation_id)
 
     def _on_reply(self, ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
         if props.correlation_id:
             self._replies[props.correlation_id] = body
 
-    def watch(self, exchange: str, keys: list[str]) -> Iterator[Message | None]:
-        """Bind a temporary queue to exchange and yield what arrives.
+    def watch(self, exchange: str, keys: list[str]) -> Subscription:
+        """Bind a temporary queue to exchange; iterate the result for what arrives.
 
-        Yields None about every 0.2 s when nothing came, so the caller can check a deadline.
-        The queue is exclusive and goes away with the connection.
+        The queue is bound when this returns, so nothing published afterwards is missed.
+        Close the subscription (or use it as a context manager) to delete the queue and
+        its channel; otherwise they last as long as the connection.
         """
         channel = self._connection.channel()  # its own channel: requests go on meanwhile
-        result = channel.queue_declare("", exclusive=True, auto_delete=True)
-        queue = result.method.queue
-        for key in keys:
-            channel.queue_bind(queue, exchange, key)
-        return self._iterate(channel, queue)
-
-    @staticmethod
-    def _iterate(channel: Any, queue: str) -> Iterator[Message | None]:
-        for method, _props, body in channel.consume(queue, auto_ack=True, inactivity_timeout=0.2):
-            if method is None:
-                yield None
-            else:
-                yield Message(method.routing_key, body)
+        try:
+            result = channel.queue_declare("", exclusive=True, auto_delete=True)
+            queue = result.method.queue
+            for key in keys:
+                channel.queue_bind(queue, exchange, key)
+        except pika.exceptions.AMQPError as exc:
+            raise MessagingError(f"cannot watch {exchange}: {exc!r}") from exc
+        return Subscription(channel, queue)
 
     def close(self) -> None:
         try:
@@ -169,6 +170,47 @@ class RpcChannel:
             log.debug("error closing the client connection", exc_info=True)
 
     def __enter__(self) -> RpcChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Subscription:
+    """A temporary queue bound to an exchange, read on a channel of its own.
+
+    Iterating yields a Message per delivery, and None about every 0.2 s when nothing
+    came, so the caller can check a deadline. close() deletes the queue and the channel.
+    """
+
+    def __init__(self, channel: Any, queue: str) -> None:
+        self._channel = channel
+        self._queue = queue
+        self._deliveries = channel.consume(queue, auto_ack=True, inactivity_timeout=0.2)
+
+    def __iter__(self) -> Iterator[Message | None]:
+        return self
+
+    def __next__(self) -> Message | None:
+        try:
+            method, _props, body = next(self._deliveries)
+        except pika.exceptions.AMQPError as exc:
+            raise MessagingError(f"lost the broker while watching: {exc!r}") from exc
+        if method is None:
+            return None
+        return Message(method.routing_key, body)
+
+    def close(self) -> None:
+        """Delete the queue and close the channel (nothing to do once the connection is gone)."""
+        if not self._channel.is_open:
+            return
+        try:
+            self._channel.queue_delete(self._queue)
+            self._channel.close()
+        except pika.exceptions.AMQPError as exc:
+            log.warning("could not remove the watch queue %s: %r", self._queue, exc)
+
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 
 import pytest
@@ -90,3 +91,35 @@ def test_from_env_reads_the_environment(vhost: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(os.environ, "KUBE_TIMEOUT", "3")
     with Client.from_env() as kube:
         assert kube.settings.amqp_url == vhost and kube.settings.request_timeout == 3
+
+
+def watch_queues(url: str) -> list[str]:
+    """The server-named queues (a client's watches) in the URL's vhost."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return [name for name in listing.stdout.split() if name.startswith("amq.gen-")]
+
+
+def test_wait_and_watch_leave_no_queue_behind(cluster: Cluster, busybox_image: str) -> None:
+    with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as kube:
+        task_id = kube.submit(sleeper(busybox_image, "tidy"))
+        # when a long-lived client waits many times (once already there, once not yet)
+        kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        for _ in range(5):
+            kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        # and reads one event of a watch, then drops it
+        events = kube.watch(["node.heartbeat"], timeout=30)
+        assert next(events).node is not None
+        events.close()
+        # then, with the client still connected, none of their queues is left
+        assert watch_queues(cluster.url) == []
+        # and a wait that times out cleans up too
+        with pytest.raises(WaitTimeout):
+            kube.wait(task_id, {TaskState.COMPLETED}, timeout=0.5)
+        assert watch_queues(cluster.url) == []
+        kube.stop(task_id)
