@@ -1,8 +1,10 @@
 """A RabbitMQ to develop against: is one answering, and can the local Docker start one?
 
 `kube up` uses this when no broker answers at KUBE_AMQP_URL. The container it starts is
-of BROKER_IMAGE, named after the port it serves, labelled `kube.role=broker`, and removed
-when `kube up` ends unless `--keep`.
+of BROKER_IMAGE, named after the port it serves, labelled `kube.role=broker`, given the
+URL's user, password and vhost (the official image creates them on first boot), and
+removed when `kube up` ends unless `--keep`, or at once if `kube up` is stopped while
+the broker boots.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import docker
 import docker.errors
@@ -82,15 +84,20 @@ def start_broker(settings: Settings, image: str = BROKER_IMAGE, timeout: float =
     client = docker.from_env()
     try:
         _ensure_image(client, image)
-        container = _run(client, image, address.port)
         try:
+            container = _run(client, image, address.port, _credentials(settings))
             _wait_until_serving(settings, container, timeout)
-        except LocalBrokerError:
-            container.remove(force=True)
+        except BaseException:  # also Ctrl-C while it is created or boots: leave no broker
+            _remove_named(client, container_name(address.port))
             raise
         return str(container.id)
     finally:
         client.close()
+
+
+def _remove_named(client: docker.DockerClient, name: str) -> None:
+    for container in client.containers.list(all=True, filters={"name": f"^/{name}$"}):
+        container.remove(force=True)
 
 
 def remove_broker(container_id: str) -> None:
@@ -119,19 +126,31 @@ def _ensure_image(client: docker.DockerClient, image: str) -> None:
         ) from exc
 
 
-def _run(client: docker.DockerClient, image: str, port: int) -> Container:
+def _credentials(settings: Settings) -> dict[str, str]:
+    """The official image creates this user and vhost on first boot (RABBITMQ_DEFAULT_*)."""
+    parts = urlsplit(settings.amqp_url)
+    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
+    return {
+        "RABBITMQ_DEFAULT_USER": unquote(parts.username or "guest"),
+        "RABBITMQ_DEFAULT_PASS": unquote(parts.password or "guest"),
+        "RABBITMQ_DEFAULT_VHOST": vhost,
+    }
+
+
+def _run(client: docker.DockerClient, image: str, port: int, env: dict[str, str]) -> Container:
     name = container_name(port)
     try:
-        existing = client.containers.get(name)
-        existing.start()  # left by an earlier `kube up --keep`
-        return existing
-    except docker.errors.NotFound:
-        pass
-    try:
+        try:
+            existing = client.containers.get(name)
+            existing.start()  # left by an earlier `kube up --keep`
+            return existing
+        except docker.errors.NotFound:
+            pass
         return client.containers.run(
             image,
             detach=True,
             name=name,
+            environment=env,
             ports={"5672/tcp": ("127.0.0.1", port)},
             labels={"kube.role": "broker"},
         )
@@ -143,7 +162,10 @@ def _wait_until_serving(settings: Settings, container: Container, timeout: float
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
-        container.reload()
+        try:
+            container.reload()
+        except docker.errors.DockerException as exc:
+            raise LocalBrokerError(f"lost the broker container: {exc}") from exc
         if container.status == "exited":
             logs = container.logs(tail=20).decode(errors="replace")
             raise LocalBrokerError(f"the broker container exited:\n{logs}")

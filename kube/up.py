@@ -277,17 +277,28 @@ def up(
     """Run the local cluster until SIGINT or SIGTERM; the exit code."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     broker: str | None = None
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGINT interrupts already
     try:
         broker = _ensure_broker(options, settings, out, ask, interactive)
     except (localbroker.LocalBrokerError, MessagingError, _NoBroker) as exc:
         print(f"kube up: {exc}", file=sys.stderr)
         return BROKER_DOWN
+    except KeyboardInterrupt:  # a broker container being started was removed
+        print("kube up: stopped before the cluster started", file=out, flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     try:
         return _run_cluster(options, settings, out)
     finally:
         if broker is not None and not options.keep:
             print("kube up: removing the broker container", file=out, flush=True)
             localbroker.remove_broker(broker)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM while the broker boots: unwind as Ctrl-C does, removing what was started."""
+    raise KeyboardInterrupt
 
 
 class _NoBroker(KubeError):

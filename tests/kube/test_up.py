@@ -222,6 +222,35 @@ def test_up_start_broker_starts_one_runs_the_cluster_on_it_and_removes_it(
             left.remove(force=True)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_up_stopped_while_its_broker_boots_removes_the_broker(
+    docker_client: docker.DockerClient, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # given kube up starting a broker (RabbitMQ takes seconds to boot)
+    port = free_port()
+    url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    log = tmp_path / "up.log"
+    up = kube_up(url, "--start-broker", "--broker-image", rabbitmq_image(), log=log)
+    try:
+        wait_for(
+            lambda: docker_client.containers.list(all=True, filters={"name": container_name(port)}),
+            timeout=60,
+            what="the broker container",
+        )
+        # when it is stopped before the broker serves
+        up.send_signal(sig)
+        # then it exits cleanly, says so, and the broker container is gone
+        assert up.wait(60) == 0, log.read_text()
+        assert "stopped before the cluster started" in log.read_text()
+        assert "Traceback" not in log.read_text()
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(container_name(port))
+    finally:
+        kill_tree(up)
+        for left in docker_client.containers.list(all=True, filters={"name": container_name(port)}):
+            left.remove(force=True)
+
+
 def test_up_with_a_wrong_password_reports_the_broker_refusal(vhost: str) -> None:
     # given a broker that answers but refuses the credentials
     url = vhost.replace("guest:guest@", "guest:wrong@")
