@@ -267,6 +267,20 @@ def test_logs_tail_keeps_the_last_lines(runtime: DockerRuntime, recorder: ExitRe
     assert runtime.logs("tail", 1) == b"1\n2\n3\n4\n5\n"
 
 
+def test_logs_of_a_running_container_return_at_most_limit_bytes_from_the_end(
+    runtime: DockerRuntime,
+) -> None:
+    # given a running task that printed about 1 MB and goes on running
+    script = "seq 1 150000; echo the-end; exec sleep 300"
+    runtime.start("chatty", 1, spec(command=("sh", "-c", script)))
+    wait_for(lambda: b"the-end" in runtime.logs("chatty", 1, tail=1), "the output")
+
+    # when its logs are read with a limit, then the read returns (no following) with the end
+    logs = runtime.logs("chatty", 1, limit=4096)
+    assert len(logs) == 4096
+    assert logs.endswith(b"150000\nthe-end\n")
+
+
 def test_pull_never_with_a_missing_image_raises_image_not_found(
     runtime: DockerRuntime, docker_client: Any
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from shared.codec import encode
 from shared.errors import RuntimeFailure
 from shared.messages import LogsRequest
@@ -22,19 +24,19 @@ REQUEST = LogsRequest(
 def test_the_reply_carries_the_output_of_the_asked_attempt() -> None:
     asked = []
 
-    def read(task_id: str, attempt: int, tail: int | None) -> bytes:
-        asked.append((task_id, attempt, tail))
+    def read(task_id: str, attempt: int, tail: int | None, limit: int) -> bytes:
+        asked.append((task_id, attempt, tail, limit))
         return b"line 1\nline 2\n\xff\n"
 
     reply = logs_reply("n1", REQUEST, read)
-    assert asked == [("web-1", 3, 5)]
+    assert asked == [("web-1", 3, 5, MAX_LOG_BYTES)]
     assert (reply.node, reply.request_id, reply.task_id) == ("n1", "r1", "web-1")
     assert reply.output == "line 1\nline 2\n\ufffd\n"  # bad UTF-8 replaced, not fatal
     assert reply.error is None
 
 
 def test_an_engine_failure_is_the_replys_error() -> None:
-    def read(task_id: str, attempt: int, tail: int | None) -> bytes:
+    def read(task_id: str, attempt: int, tail: int | None, limit: int) -> bytes:
         raise RuntimeFailure("no container for web-1 attempt 3")
 
     reply = logs_reply("n1", REQUEST, read)
@@ -56,3 +58,13 @@ def test_output_that_escapes_badly_is_cut_until_the_message_fits() -> None:
     reply = logs_reply("n1", REQUEST, lambda *_: data)
     assert len(encode(reply)) <= MAX_BODY_BYTES
     assert reply.output is not None and reply.output.endswith("tail\n")
+
+
+def test_an_unexpected_failure_is_answered_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    def read(task_id: str, attempt: int, tail: int | None, limit: int) -> bytes:
+        raise ValueError("engine sent garbage")
+
+    reply = logs_reply("n1", REQUEST, read)
+    assert reply.error is not None
+    assert "reading the logs failed on n1" in reply.error and "engine sent garbage" in reply.error
+    assert "reading its logs failed" in caplog.text

@@ -75,8 +75,11 @@ class Runtime(Protocol):
         """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
         ...
 
-    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
-        """The container's stdout and stderr, interleaved, the last `tail` lines if given."""
+    def logs(
+        self, task_id: str, attempt: int, tail: int | None = None, limit: int | None = None
+    ) -> bytes:
+        """The container's stdout and stderr, interleaved, the last `tail` lines if given;
+        at most the last `limit` bytes, without holding more than about twice that."""
         ...
 
     def list(self) -> list[ContainerInfo]:

@@ -194,14 +194,30 @@ class DockerRuntime:
                 if exc.status_code != 409:  # 409: a removal is already in progress
                     raise
 
-    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
-        """The container's stdout and stderr, interleaved, the last `tail` lines if given."""
+    def logs(
+        self, task_id: str, attempt: int, tail: int | None = None, limit: int | None = None
+    ) -> bytes:
+        """The container's stdout and stderr, interleaved, the last `tail` lines if given.
+
+        Read as a stream and cut as it comes, so a container that printed gigabytes costs
+        the worker about twice `limit` in memory, not the whole log.
+        """
         name = container_name(self.node, task_id, attempt)
         with _engine(f"read the logs of {name}"):
             container = self._require(name)
-            return bytes(
-                container.logs(stdout=True, stderr=True, tail="all" if tail is None else tail)
+            chunks = container.logs(
+                stdout=True,
+                stderr=True,
+                stream=True,
+                follow=False,  # a stream follows by default: it would wait for more
+                tail="all" if tail is None else tail,
             )
+            data = bytearray()
+            for chunk in chunks:
+                data += chunk
+                if limit is not None and len(data) > 2 * limit:
+                    del data[:-limit]
+            return bytes(data if limit is None else data[-limit:])
 
     def address(self, task_id: str, attempt: int) -> str:
         """Where the container's ports answer from this host: its bridge IP, or loopback."""

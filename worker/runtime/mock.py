@@ -127,7 +127,9 @@ class MockRuntime:
             watches = list(self._watches)
         self._notify(watches, stopped)
 
-    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
+    def logs(
+        self, task_id: str, attempt: int, tail: int | None = None, limit: int | None = None
+    ) -> bytes:
         """One line naming the image and command, as if the container had printed it."""
         with self._lock:
             container = self._containers.get((task_id, attempt))
@@ -138,7 +140,8 @@ class MockRuntime:
         lines = [f"mock: {spec.image} {' '.join(spec.command)}\n"]
         if tail is not None:
             lines = lines[-tail:] if tail > 0 else []
-        return "".join(lines).encode()
+        data = "".join(lines).encode()
+        return data if limit is None else data[-limit:]
 
     def address(self, task_id: str, attempt: int) -> str:
         """Loopback: a mock container has no network of its own."""

@@ -42,9 +42,11 @@ class TimedRuntime:
         with _timed("remove"):
             self.inner.remove(task_id, attempt, timeout)
 
-    def logs(self, task_id: str, attempt: int, tail: int | None = None) -> bytes:
+    def logs(
+        self, task_id: str, attempt: int, tail: int | None = None, limit: int | None = None
+    ) -> bytes:
         with _timed("logs"):
-            return self.inner.logs(task_id, attempt, tail)
+            return self.inner.logs(task_id, attempt, tail, limit)
 
     def list(self) -> list[ContainerInfo]:
         with _timed("list"):
