@@ -88,8 +88,19 @@ def machine() -> dict[str, Any]:
 
 def emit(name: str, results: dict[str, Any]) -> None:
     """Print the benchmark's one JSON line on stdout."""
-    line = {"benchmark": name, **results, "machine": machine()}
-    print(json.dumps(line, allow_nan=True), flush=True)
+    line = {"benchmark": name, **_finite(results), "machine": machine()}
+    print(json.dumps(line, allow_nan=False), flush=True)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a phase with no sample) as null: the line stays valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 def broker_pid() -> int | None:
