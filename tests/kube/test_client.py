@@ -123,3 +123,17 @@ def test_wait_and_watch_leave_no_queue_behind(cluster: Cluster, busybox_image: s
             kube.wait(task_id, {TaskState.COMPLETED}, timeout=0.5)
         assert watch_queues(cluster.url) == []
         kube.stop(task_id)
+
+
+def test_a_stopped_manager_is_no_manager_for_the_client_and_the_cli(cluster: Cluster) -> None:
+    # given a cluster whose manager has stopped (its queues and exchanges are still there)
+    cluster.stop("manager")
+    # then the client says no manager answered, and the CLI exits with its code for that
+    with (
+        Client(Settings(amqp_url=cluster.url, request_timeout=1)) as kube,
+        pytest.raises(NoManagerError, match="is `kube manager` running"),
+    ):
+        kube.list()
+    ps = cluster.kube("--timeout", "1", "ps")
+    assert ps.returncode == 3, ps.stderr
+    assert "kube manager" in ps.stderr and "Traceback" not in ps.stderr
