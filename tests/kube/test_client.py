@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 
 import pytest
@@ -14,6 +13,7 @@ from shared.models import TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import Cluster
+from tests.support.broker import watch_queues
 
 pytestmark = pytest.mark.e2e
 
@@ -91,18 +91,6 @@ def test_from_env_reads_the_environment(vhost: str, monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(os.environ, "KUBE_TIMEOUT", "3")
     with Client.from_env() as kube:
         assert kube.settings.amqp_url == vhost and kube.settings.request_timeout == 3
-
-
-def watch_queues(url: str) -> list[str]:
-    """The server-named queues (a client's watches) in the URL's vhost."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return [name for name in listing.stdout.split() if name.startswith("amq.gen-")]
 
 
 def test_wait_and_watch_leave_no_queue_behind(cluster: Cluster, busybox_image: str) -> None:

@@ -17,6 +17,7 @@ from kube.events import event_line, task_line
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
 from tests.conftest import ROOT, Cluster
+from tests.support.broker import watch_queues
 from tests.support.waiting import wait_for
 
 NOW = datetime(2026, 11, 26, 12, 0, 1, tzinfo=UTC)
@@ -100,18 +101,6 @@ def feed(cluster: Cluster, *args: str) -> Iterator[Feed]:
     finally:
         running.proc.terminate()
         running.proc.wait(10)
-
-
-def watch_queues(vhost: str) -> list[str]:
-    """The server-named queues of a vhost: a watcher's temporary queue is one."""
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", vhost.rsplit("/", 1)[1], "name"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return [name for name in out.split() if name.startswith("amq.gen-")]
 
 
 def run(cluster: Cluster, image: str, name: str, *command: str) -> str:

@@ -186,11 +186,20 @@ def test_up_start_broker_fails_cleanly_when_the_image_is_missing(
         docker_client.containers.get(container_name(port))
 
 
+@pytest.fixture
+def broker_port(docker_client: docker.DockerClient) -> Iterator[int]:
+    """A free port for a broker kube up starts; whatever broker container is left, removed."""
+    port = free_port()
+    yield port
+    for left in docker_client.containers.list(all=True, filters={"name": container_name(port)}):
+        left.remove(force=True)
+
+
 def test_up_start_broker_starts_one_runs_the_cluster_on_it_and_removes_it(
-    docker_client: docker.DockerClient, tmp_path: Path
+    docker_client: docker.DockerClient, tmp_path: Path, broker_port: int
 ) -> None:
     # given no broker on a port, and a broker image on this machine (the Debian stand-in)
-    port = free_port()
+    port = broker_port
     url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
     prefix = f"upb{uuid.uuid4().hex[:6]}"
     log = tmp_path / "up.log"
@@ -218,16 +227,14 @@ def test_up_start_broker_starts_one_runs_the_cluster_on_it_and_removes_it(
             docker_client.containers.get(container_name(port))
     finally:
         kill_tree(up)
-        for left in docker_client.containers.list(all=True, filters={"name": container_name(port)}):
-            left.remove(force=True)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_up_stopped_while_its_broker_boots_removes_the_broker(
-    docker_client: docker.DockerClient, tmp_path: Path, sig: signal.Signals
+    docker_client: docker.DockerClient, tmp_path: Path, sig: signal.Signals, broker_port: int
 ) -> None:
     # given kube up starting a broker (RabbitMQ takes seconds to boot)
-    port = free_port()
+    port = broker_port
     url = f"amqp://guest:guest@127.0.0.1:{port}/%2F"
     log = tmp_path / "up.log"
     up = kube_up(url, "--start-broker", "--broker-image", rabbitmq_image(), log=log)
@@ -247,8 +254,6 @@ def test_up_stopped_while_its_broker_boots_removes_the_broker(
             docker_client.containers.get(container_name(port))
     finally:
         kill_tree(up)
-        for left in docker_client.containers.list(all=True, filters={"name": container_name(port)}):
-            left.remove(force=True)
 
 
 def test_up_with_a_wrong_password_reports_the_broker_refusal(vhost: str) -> None:

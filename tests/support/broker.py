@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import amqp
 
 
@@ -14,3 +16,15 @@ def dead_letters(url: str) -> list[dict[str, object]]:
         while (message := channel.basic_get("kube.dead-letters", no_ack=True)) is not None:
             headers.append(dict(message.headers))
     return headers
+
+
+def watch_queues(url: str) -> list[str]:
+    """The server-named queues of the URL's vhost: a watcher's temporary queue is one."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return [name for name in out.split() if name.startswith("amq.gen-")]
