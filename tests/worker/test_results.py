@@ -11,7 +11,7 @@ import pytest
 from shared import topology
 from shared.bus import Delivery, StubBus
 from shared.codec import encode
-from shared.errors import ConnectionLost
+from shared.errors import ConnectionLost, MessagingError
 from shared.messages import RunTask
 from shared.models import TaskSpec
 from shared.settings import Settings
@@ -109,6 +109,21 @@ def test_results_the_broker_did_not_take_go_out_again_and_nothing_is_acked_befor
         ("confirmed", ("heartbeat", None)),
         ("ack", 1),
     ]
+
+
+def test_a_refused_batch_is_kept_and_sent_again_on_the_next_flush(
+    worker: tuple[Worker, StubBus],
+) -> None:
+    # given a worker that started a task, and a broker that refuses the next batch
+    w, bus = worker
+    started(w, bus, dispatch(1, "t1"))
+    bus.fail_next = MessagingError("the broker refused 1 of 1 messages")
+    # when the batch is flushed, then the flush returns (the connection is fine), unacked
+    w.flush()
+    assert confirmed(bus) == []
+    # and the next flush sends it, then acks
+    w.flush()
+    assert confirmed(bus) == [("confirmed", ("update", "running")), ("ack", 1)]
 
 
 def test_what_is_queued_while_a_batch_is_confirmed_goes_out_at_once(
