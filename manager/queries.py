@@ -17,7 +17,7 @@ from pydantic import TypeAdapter
 from manager.logs import LogRelay
 from manager.store import Store
 from shared import topology
-from shared.bus import Bus, Delivery
+from shared.bus import Delivery, MessageBus
 from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
 from shared.messages import ListQuery, LogsQuery, TaskQuery
@@ -34,7 +34,7 @@ class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes` and `query.logs`."""
 
     def __init__(
-        self, store: Store, bus: Bus, relay: LogRelay, clock: Callable[[], datetime]
+        self, store: Store, bus: MessageBus, relay: LogRelay, clock: Callable[[], datetime]
     ) -> None:
         self.store = store
         self.bus = bus

@@ -29,9 +29,8 @@ from manager.queries import Queries
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
 from manager.store import Store
 from shared import topology
-from shared.bus import Bus, Delivery
+from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.codec import decode, encode
-from shared.confirms import Outbound
 from shared.errors import DecodeError
 from shared.messages import Heartbeat, LogsReply, Result, TaskUpdate
 from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
@@ -75,11 +74,11 @@ class Manager:
         self,
         settings: Settings,
         config: ManagerConfig,
-        bus: Bus | None = None,
+        bus: MessageBus | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
-        self.bus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
+        self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
         self.clock = clock
