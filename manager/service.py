@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes, services
+from manager import admission, core, nodes, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.commands import Commands, new_task_id
 from manager.effects import Decision
@@ -62,6 +62,7 @@ class ManagerConfig:
     heartbeat_interval: float = 2.0
     node_down_after: float = 6.0  # about three missed heartbeats
     max_tasks_per_node: int | None = None  # no cap unless set
+    max_nodes: int = admission.MAX_NODES
 
 
 def utcnow() -> datetime:
@@ -208,11 +209,18 @@ class Manager:
             self.refuse(delivery, f"invalid result: {exc.reason}")
             return
         now = self.clock()
-        self._lag = ((now - result.at).total_seconds(), now)
-        refused = result_sender_allowed(delivery.user_id, result.node, self.auth)
+        refused = result_sender_allowed(
+            delivery.user_id, result.node, self.auth
+        ) or admission.dated_ahead(result.at, now)
         if refused is not None:
             self.refuse(delivery, refused)
             return
+        self._lag = ((now - result.at).total_seconds(), now)
+        if isinstance(result, Heartbeat) and self.store.node(result.node) is None:
+            refused = admission.new_node(result, len(self.store.nodes()), self.config.max_nodes)
+            if refused is not None:
+                self.refuse(delivery, refused)
+                return
         if isinstance(result, Heartbeat):
             self.heartbeat(result)
         elif isinstance(result, LogsReply):

@@ -99,9 +99,10 @@ HELD_PER_PART = 2000
 1 MiB a message may have (MAX_BODY_BYTES); a node holding more sends more parts."""
 
 
-MAX_PARTS = 100
-"""Parts one heartbeat may come in: 200,000 containers on a node. A heartbeat that claims
-more is refused, so the manager never holds more than this many parts for a node."""
+MAX_PARTS = 25
+"""Parts one heartbeat may come in: 50,000 containers on a node (kube was measured with
+20,500). A heartbeat that claims more is refused, so the manager never holds more than
+this many parts, about 25 MB, for a node."""
 
 MAX_CPUS = 4096.0
 """The most cores a node may report (the largest machines today have a few hundred)."""
