@@ -101,9 +101,11 @@ class Manager:
             self.bus.declare(topology.node_topology(node.name))
         self.bus.on_connect(self.on_connect)
         self.bus.after_events(self.finish_batch)
-        self.bus.consume(topology.COMMANDS_QUEUE, self.commands.on_command)
+        self.bus.consume(topology.COMMANDS_QUEUE, self.from_asker(self.commands.on_command))
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
-        self.bus.consume(topology.QUERIES_QUEUE, self.on_query, requeue_on_error=False)
+        self.bus.consume(
+            topology.QUERIES_QUEUE, self.from_asker(self.on_query), requeue_on_error=False
+        )
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
 
     def run(self) -> None:
@@ -194,6 +196,20 @@ class Manager:
         log.warning("dead-lettering %s from %s: %s", delivery.routing_key, delivery.queue, reason)
         self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
         self.bus.dead_letter(delivery, reason)
+
+    def from_asker(self, handler: Callable[[Delivery], None]) -> Callable[[Delivery], None]:
+        """A handler of requests that is never run for one whose reply_to names a queue
+        that is not the asker's own: that request is dead-lettered with the reason."""
+
+        def guarded(delivery: Delivery) -> None:
+            refused = topology.reply_refusal(delivery.reply_to)
+            if refused is None:
+                handler(delivery)
+                return
+            log.warning("dead-lettering %s: %s", delivery.routing_key, refused)
+            self.bus.dead_letter(delivery, refused)
+
+        return guarded
 
     def on_query(self, delivery: Delivery) -> None:
         """Queries are answered at once: from committed state only, so commit first."""

@@ -38,6 +38,23 @@ QUERY_TTL_MS = 30_000
 """Queries nobody answered in 30 s are dropped: their asker has given up."""
 
 REASON_HEADER = "x-kube-reason"
+
+REPLY_QUEUE_PREFIXES = ("amq.rabbitmq.reply-to", "amq.gen-")
+"""Where the manager sends answers: RabbitMQ's direct reply-to, or a server-named queue
+(declared with an empty name). Never a named queue such as a worker's, which a client
+may not write to itself: the manager must not write there on its behalf."""
+
+
+def reply_refusal(reply_to: str | None) -> str | None:
+    """Why a request's reply_to is refused (None: no reply_to, or an asker's own queue)."""
+    if reply_to is None or reply_to.startswith(REPLY_QUEUE_PREFIXES):
+        return None
+    return (
+        f"reply_to {reply_to[:300]!r} is not a reply queue: use amq.rabbitmq.reply-to or a"
+        " server-named queue (declared with an empty name)"
+    )
+
+
 """Header that says why kube dead-lettered a message."""
 
 

@@ -96,3 +96,25 @@ def test_hostile_results_cost_only_themselves(small_cluster: Cluster) -> None:
     assert listed.returncode == 0, listed.stderr
     assert all(name in listed.stdout for name in cluster.nodes)
     assert "intruder" not in listed.stdout
+
+
+def test_a_reply_to_that_names_someone_elses_queue_is_refused(small_cluster: Cluster) -> None:
+    import amqp
+
+    cluster = small_cluster
+    vhost = cluster.url.rsplit("/", 1)[1]
+    victim = f"kube.node.{cluster.nodes[0]}"
+    # when a client asks for the task list with reply_to naming a worker's queue
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        channel = connection.channel()
+        for key, body in [("query.tasks", b"{}"), ("task.submit", b"{}")]:
+            message = amqp.Message(body, reply_to=victim, correlation_id="x")
+            channel.basic_publish(message, exchange="kube.commands", routing_key=key)
+    # then both are dead-lettered with the reason, and nothing was written to that queue
+    letters: list[dict[str, object]] = []
+    while len(letters) < 2:
+        letters += wait_for(lambda: dead_letters(cluster.url), what="dead letters")
+    assert all("is not a reply queue" in str(h["x-kube-reason"]) for h in letters), letters
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        _, depth, _ = connection.channel().queue_declare(victim, passive=True)
+    assert depth == 0
