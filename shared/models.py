@@ -17,6 +17,7 @@ from shared.specs import TaskSpec as TaskSpec
 from shared.states import TaskState
 from shared.wire import ID_PATTERN as ID_PATTERN
 from shared.wire import MAX_BODY_BYTES as MAX_BODY_BYTES
+from shared.wire import MAX_SPEC_BYTES as MAX_SPEC_BYTES
 from shared.wire import (
     ContainerId,
     Count,

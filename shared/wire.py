@@ -19,6 +19,11 @@ from shared.units import parse_bytes
 MAX_BODY_BYTES = 1024 * 1024
 """Largest message body kube accepts (1 MiB); anything larger is dead-lettered unread."""
 
+MAX_SPEC_BYTES = MAX_BODY_BYTES - 64 * 1024
+"""Largest body of a submit or update (960 KiB): what kube accepts it must also dispatch
+and publish, and the dispatch, the task record and the service record quote the spec
+with up to 64 KiB of their own (ids, times, two texts of MAX_TEXT)."""
+
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 """Task ids and names end up in container names, so they keep to Docker's alphabet."""
 

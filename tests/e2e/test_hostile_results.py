@@ -118,3 +118,21 @@ def test_a_reply_to_that_names_someone_elses_queue_is_refused(small_cluster: Clu
     with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
         _, depth, _ = connection.channel().queue_declare(victim, passive=True)
     assert depth == 0
+
+
+def test_the_largest_spec_accepted_is_dispatched_and_runs(small_cluster: Cluster) -> None:
+    from shared.codec import encode
+    from shared.models import MAX_SPEC_BYTES, TaskSpec
+    from shared.states import TaskState
+
+    spec = TaskSpec(name="big", image="localhost/kube-busybox:latest", env={"BIG": ""})
+    spec = spec.model_copy(update={"env": {"BIG": "x" * (MAX_SPEC_BYTES - len(encode(spec)))}})
+    with Client(Settings(amqp_url=small_cluster.url, request_timeout=10)) as client:
+        # when the largest spec a submit may carry is sent, and one a byte larger
+        reply = json.loads(client._rpc.request("kube.commands", "task.submit", encode(spec)))
+        assert reply["ok"] is True, reply
+        over = encode(spec.model_copy(update={"env": {"BIG": spec.env["BIG"] + "x"}}))
+        refusal = json.loads(client._rpc.request("kube.commands", "task.submit", over))
+        # then the first runs (its dispatch fit), and the second is refused naming the limit
+        assert client.wait(reply["id"], {TaskState.RUNNING}, timeout=30).state == "running"
+        assert refusal["ok"] is False and f"{MAX_SPEC_BYTES}-byte limit" in refusal["error"]

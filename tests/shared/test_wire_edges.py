@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from shared.codec import decode
+from shared.codec import decode, encode
 from shared.errors import DecodeError
-from shared.messages import HELD_PER_PART, MAX_PARTS, Heartbeat, Result, TaskUpdate
-from shared.models import TaskSpec
-from shared.wire import MAX_INT64, MAX_TEXT
+from shared.messages import HELD_PER_PART, MAX_PARTS, Heartbeat, Result, RunTask, TaskUpdate
+from shared.models import TaskRecord, TaskSpec
+from shared.wire import MAX_BODY_BYTES, MAX_INT64, MAX_SPEC_BYTES, MAX_TEXT
 
 RESULT: TypeAdapter[Any] = TypeAdapter(Result)
 SPEC: TypeAdapter[TaskSpec] = TypeAdapter(TaskSpec)
@@ -100,3 +100,37 @@ def test_a_long_error_is_cut_so_that_the_message_stays_valid() -> None:
 def test_a_valid_heartbeat_still_decodes() -> None:
     beat = decode(RESULT, json.dumps(heartbeat(tasks=[held()])).encode())
     assert isinstance(beat, Heartbeat) and beat.tasks[0].attempt == 1
+
+
+def largest_spec(size: int) -> TaskSpec:
+    """A spec whose JSON body is `size` bytes, filled by one environment variable."""
+    spec = TaskSpec(name="n" * 63, image="i" * 255, env={"BIG": ""})
+    fill = size - len(encode(spec))
+    return spec.model_copy(update={"env": {"BIG": "x" * fill}})
+
+
+def test_what_kube_accepts_it_can_dispatch_and_publish() -> None:
+    # given the largest spec a submit may carry
+    spec = largest_spec(MAX_SPEC_BYTES)
+    assert len(encode(spec)) == MAX_SPEC_BYTES
+    assert decode(SPEC, encode(spec), max_bytes=MAX_SPEC_BYTES) == spec
+    # then its dispatch and its task record, with the longest texts, fit in a message
+    dispatch = RunTask(task_id="t" * 63, attempt=MAX_INT64, spec=spec)
+    assert len(encode(dispatch)) <= MAX_BODY_BYTES
+    now = datetime.now(UTC)
+    record = TaskRecord(
+        id="t" * 63, name=spec.name, state="failed", node="n" * 63, image=spec.image,
+        container_id="c" * 128, attempt=MAX_INT64, restart_count=MAX_INT64,
+        exit_code=-MAX_INT64, error="e" * MAX_TEXT, last_check="l" * MAX_TEXT, service="s" * 63,
+        version=MAX_INT64, created_at=now, updated_at=now, not_before=now, spec=spec,
+        host_ports={str(p): p for p in range(1, 257)},
+    )  # type: ignore[arg-type]  # fmt: skip
+    assert len(encode(record)) <= MAX_BODY_BYTES
+    # and one byte more is refused at submit, naming the limit
+    assert "over the" in refused_sized(encode(largest_spec(MAX_SPEC_BYTES + 1)))
+
+
+def refused_sized(body: bytes) -> str:
+    with pytest.raises(DecodeError) as caught:
+        decode(SPEC, body, max_bytes=MAX_SPEC_BYTES)
+    return caught.value.reason
