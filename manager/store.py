@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
 CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, state);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at, id);
 CREATE TABLE IF NOT EXISTS task_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -283,6 +284,25 @@ class Store:
         marks = ",".join("?" * len(wanted))
         return self._tasks(f"WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
 
+    def tasks_page(self, after: str | None, limit: int) -> list[tuple[str, TaskRecord]]:
+        """Up to `limit` tasks, oldest first, after the key `after` (None: from the first);
+        each with its key ("<created_at>/<id>", ids have no slash)."""
+        if after is None:
+            rows = self._query(
+                "SELECT id, record, created_at FROM tasks ORDER BY created_at, id LIMIT ?",
+                (limit,),
+            )
+        else:
+            created, _, task_id = after.rpartition("/")
+            rows = self._query(
+                "SELECT id, record, created_at FROM tasks WHERE (created_at, id) > (?, ?)"
+                " ORDER BY created_at, id LIMIT ?",
+                (created, task_id, limit),
+            )
+        keys = {str(i): f"{created}/{i}" for i, _, created in rows}
+        records = self._parsed(TaskRecord, "tasks", "id", [(i, r) for i, r, _ in rows])
+        return [(keys[task.id], task) for task in records]
+
     def where(self, ids: Iterable[str]) -> dict[str, Where]:
         """Where each of these tasks holds an attempt (placed on a node, or draining from
         one); a task that holds none is left out. From memory (manager/attempts.py)."""
@@ -337,6 +357,14 @@ class Store:
         rows = self._query("SELECT name, record FROM services WHERE name = ?", (name,))
         found = self._parsed(ServiceRecord, "services", "name", rows)
         return found[0] if found else None
+
+    def services_page(self, after: str | None, limit: int) -> list[tuple[str, ServiceRecord]]:
+        """Up to `limit` services by name, after the name `after`; each with its name."""
+        rows = self._query(
+            "SELECT name, record FROM services WHERE name > ? ORDER BY name LIMIT ?",
+            (after or "", limit),
+        )
+        return [(s.name, s) for s in self._parsed(ServiceRecord, "services", "name", rows)]
 
     def services(self) -> list[ServiceRecord]:
         rows = self._query("SELECT name, record FROM services ORDER BY name")

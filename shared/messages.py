@@ -172,8 +172,18 @@ class TaskQuery(WireModel):
     id: TaskId
 
 
+MAX_PAGE = 1000
+"""Records one list reply carries at most; fewer when they would not fit in a message."""
+
+
 class ListQuery(WireModel):
-    """Body of `query.tasks` and `query.nodes` (may be empty)."""
+    """Body of `query.tasks`, `query.services` and `query.nodes` (may be empty): one page
+    of the list. The reply's `next`, when set, is the `after` of the next page."""
+
+    after: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="where the previous page ended: its reply's `next`"
+    )
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = MAX_PAGE
 
 
 class LogsQuery(WireModel):

@@ -176,3 +176,6 @@ class Reply(WireModel):
     id: str | None = None
     error: str | None = None
     result: Any = None
+    next: str | None = Field(
+        default=None, description="a list was cut: ask again with `after` set to this"
+    )
