@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from manager import admission, core, nodes, services
+from manager import admission, core, dead_dispatches, nodes, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.commands import Commands, new_task_id
 from manager.effects import Decision
@@ -33,7 +33,16 @@ from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.confirms import Outbound
 from shared.errors import DecodeError
-from shared.messages import Heartbeat, LogsReply, Result, TaskUpdate
+from shared.messages import (
+    Dispatch,
+    Heartbeat,
+    LogsReply,
+    LogsRequest,
+    Result,
+    RunTask,
+    StopTask,
+    TaskUpdate,
+)
 from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
@@ -51,6 +60,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,9 @@ class Manager:
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
         self.bus.consume(
             topology.QUERIES_QUEUE, self.from_asker(self.on_query), requeue_on_error=False
+        )
+        self.bus.consume(
+            topology.DEAD_DISPATCHES_QUEUE, self.on_dead_letter, requeue_on_error=False
         )
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
 
@@ -251,6 +264,24 @@ class Manager:
             decision = core.apply_update(task, result, self.clock())
             self.commit(decision)
             self.after_change(decision)
+        self.settle(delivery)
+
+    def on_dead_letter(self, delivery: Delivery) -> None:
+        """A dead letter: if it is a dispatch that never reached its worker, the attempt
+        it was for ends failed with the reason (manager/dead_dispatches.py)."""
+        dead = dead_dispatches.origin(delivery.headers)
+        if dead.node is not None:
+            try:
+                message = decode(DISPATCH, delivery.body)
+            except DecodeError:
+                message = None  # not a dispatch kube sent: the dead-letter queue keeps it
+            if isinstance(message, RunTask):
+                task = self.store.task(message.task_id)
+                decision = dead_dispatches.lost_dispatch(task, message, dead, self.clock())
+                if not decision.empty:
+                    log.warning("task %s: %s", message.task_id, decision.tasks[0].error)
+                self.commit(decision)
+                self.after_change(decision)
         self.settle(delivery)
 
     def heartbeat(self, beat: Heartbeat) -> None:

@@ -21,6 +21,11 @@ COMMANDS_QUEUE = "kube.manager.commands"
 QUERIES_QUEUE = "kube.manager.queries"
 RESULTS_QUEUE = "kube.manager.results"
 DEAD_LETTER_QUEUE = "kube.dead-letters"
+DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
+"""The manager's copy of every dead letter, read for dispatches that never reached a
+worker (the broker's delivery limit, or a worker refusing it): their tasks would
+otherwise stay scheduled for ever. Its own refusals go nowhere: no dead-letter exchange."""
+DEAD_DISPATCHES_LIMIT = 10_000
 
 SUBMIT_KEY = "task.submit"
 STOP_KEY = "task.stop"
@@ -136,6 +141,14 @@ def manager_topology() -> Topology:
             _work_queue(COMMANDS_QUEUE),
             _work_queue(RESULTS_QUEUE),
             Queue(QUERIES_QUEUE, arguments={"x-message-ttl": QUERY_TTL_MS}),
+            Queue(
+                DEAD_DISPATCHES_QUEUE,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-max-length": DEAD_DISPATCHES_LIMIT,
+                    "x-overflow": "drop-head",
+                },
+            ),
         ),
         bindings=(
             Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
@@ -143,6 +156,7 @@ def manager_topology() -> Topology:
             Binding(COMMANDS_QUEUE, COMMANDS, "node.#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
             Binding(RESULTS_QUEUE, RESULTS, "result.#"),
+            Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
         ),
     )
 
