@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--db", type=Path, default=None, help="SQLite file for the state")
     manager.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     manager.add_argument("--max-tasks-per-node", type=int, help="cap on tasks per node")
+    manager.add_argument(
+        "--max-nodes", type=int, default=None, help="nodes the cluster may have (default: 100)"
+    )
     manager.add_argument("--heartbeat-interval", type=float, default=2.0)
     manager.add_argument("--node-down-after", type=float, default=6.0)
     _logging_flags(manager)
@@ -312,6 +315,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat_interval=args.heartbeat_interval,
         node_down_after=args.node_down_after,
         max_tasks_per_node=args.max_tasks_per_node,
+        **({"max_nodes": args.max_nodes} if args.max_nodes is not None else {}),
     )
     manager = Manager(settings, config)
     serve_metrics(args.metrics_port, config.db_path)

@@ -17,16 +17,16 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError
-from shared.messages import ListQuery, LogsQuery, TaskQuery
+from shared.messages import MAX_PAGE, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     NodeRecord,
     NodeRequest,
@@ -44,6 +44,7 @@ from shared.settings import Settings
 from shared.states import TaskState
 
 REPLY = TypeAdapter(Reply)
+T = TypeVar("T")
 TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
 SERVICES = TypeAdapter(list[ServiceRecord])
@@ -130,16 +131,26 @@ class Client:
         return task, EVENTS.validate_python(result["events"], strict=False)
 
     def list(self) -> list[TaskRecord]:
-        reply = self._ask("query.tasks", encode(ListQuery()))
-        return TASKS.validate_python(reply.result, strict=False)
+        """Every task, oldest first (asked for a page at a time)."""
+        return [task for page in self.pages("query.tasks", TASKS) for task in page]
 
     def nodes(self) -> builtins.list[NodeRecord]:
-        reply = self._ask("query.nodes", encode(ListQuery()))
-        return NODES.validate_python(reply.result, strict=False)
+        return [node for page in self.pages("query.nodes", NODES) for node in page]
 
     def services(self) -> builtins.list[ServiceRecord]:
-        reply = self._ask("query.services", encode(ListQuery()))
-        return SERVICES.validate_python(reply.result, strict=False)
+        return [service for page in self.pages("query.services", SERVICES) for service in page]
+
+    def pages(
+        self, query: str, adapter: TypeAdapter[builtins.list[T]], limit: int = MAX_PAGE
+    ) -> Iterator[builtins.list[T]]:
+        """A list query's pages, each one message, until the manager says none is left."""
+        after: str | None = None
+        while True:
+            reply = self._ask(query, encode(ListQuery(after=after, limit=limit)))
+            yield adapter.validate_python(reply.result, strict=False)
+            if reply.next is None:
+                return
+            after = reply.next
 
     def scale(self, name: str, replicas: int) -> None:
         """Keep `replicas` tasks of the service running."""

@@ -30,6 +30,7 @@ from shared.codec import decode
 from shared.errors import DecodeError
 from shared.models import (
     ID_PATTERN,
+    MAX_SPEC_BYTES,
     NodeRecord,
     NodeRequest,
     Reply,
@@ -92,7 +93,7 @@ class Commands:
 
     def submit(self, delivery: Delivery) -> str:
         try:
-            spec = decode(SPEC, delivery.body)
+            spec = decode(SPEC, delivery.body, max_bytes=MAX_SPEC_BYTES)
         except DecodeError as exc:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
         if spec.replicas is not None:
@@ -137,7 +138,7 @@ class Commands:
         return service.name
 
     def update(self, delivery: Delivery) -> str:
-        request = decode(UPDATE, delivery.body)
+        request = decode(UPDATE, delivery.body, max_bytes=MAX_SPEC_BYTES)
         service = self._service(request.name)
         if request.spec.name != service.name:
             raise Refused(

@@ -11,11 +11,14 @@ when the store opens, then moved with each decision it records (manager/holdings
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing
@@ -24,6 +27,10 @@ from manager.nodes import PLACED, Where
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -39,6 +46,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
 CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, state);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at, id);
 CREATE TABLE IF NOT EXISTS task_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -52,6 +60,13 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    record TEXT NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -94,11 +109,11 @@ class Store:
             self._attempts.put(task_id, where)
         self._nodes = {
             node.name: node
-            for node in (
-                NodeRecord.model_validate_json(str(row[0]))
-                for row in self._query("SELECT record FROM nodes")
+            for node in self._parsed(
+                NodeRecord, "nodes", "name", self._query("SELECT name, record FROM nodes")
             )
         }
+        self.commit()  # what was quarantined while loading
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -223,22 +238,70 @@ class Store:
 
     # -- reads -------------------------------------------------------------------------
 
+    def _parsed(
+        self, model: type[M], table: str, column: str, rows: Iterable[tuple[Any, ...]]
+    ) -> list[M]:
+        """The records of (key, record) rows; a row that no longer reads as its model
+        (written by a kube that checked less, or edited by hand) is moved to the
+        quarantine table, in the open transaction, and logged, so that one bad row never
+        stops the manager. A quarantined task's container, if any, is stopped by the next
+        heartbeat that lists it, as any container the manager does not know."""
+        records = []
+        for key, text in rows:
+            try:
+                records.append(model.model_validate_json(str(text)))
+            except ValidationError as exc:
+                self._quarantine(table, column, str(key), str(text), str(exc))
+        return records
+
+    def _quarantine(self, table: str, column: str, key: str, text: str, reason: str) -> None:
+        log.error("store: %s row %r cannot be read; moved to quarantine: %s", table, key, reason)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO quarantine (source, key, record, reason) VALUES (?, ?, ?, ?)",
+                (table, key, text, reason),
+            )
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+
+    def quarantined(self) -> list[tuple[str, str, str]]:
+        """Rows moved aside as unreadable: (table, key, reason), oldest first."""
+        rows = self._query("SELECT source, key, reason FROM quarantine ORDER BY seq")
+        return [(str(source), str(key), str(reason)) for source, key, reason in rows]
+
+    def _tasks(self, where: str = "", params: Iterable[object] = ()) -> list[TaskRecord]:
+        rows = self._query(f"SELECT id, record FROM tasks {where}", params)
+        return self._parsed(TaskRecord, "tasks", "id", rows)
+
     def task(self, task_id: str) -> TaskRecord | None:
-        rows = self._query("SELECT record FROM tasks WHERE id = ?", (task_id,))
-        return TaskRecord.model_validate_json(str(rows[0][0])) if rows else None
+        found = self._tasks("WHERE id = ?", (task_id,))
+        return found[0] if found else None
 
     def tasks(self, states: Iterable[TaskState] | None = None) -> list[TaskRecord]:
         """Tasks, oldest first, optionally only those in the given states."""
         if states is None:
-            rows = self._query("SELECT record FROM tasks ORDER BY created_at, id")
-        else:
-            wanted = [state.value for state in states]
-            marks = ",".join("?" * len(wanted))
+            return self._tasks("ORDER BY created_at, id")
+        wanted = [state.value for state in states]
+        marks = ",".join("?" * len(wanted))
+        return self._tasks(f"WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
+
+    def tasks_page(self, after: str | None, limit: int) -> list[tuple[str, TaskRecord]]:
+        """Up to `limit` tasks, oldest first, after the key `after` (None: from the first);
+        each with its key ("<created_at>/<id>", ids have no slash)."""
+        if after is None:
             rows = self._query(
-                f"SELECT record FROM tasks WHERE state IN ({marks}) ORDER BY created_at, id",
-                wanted,
+                "SELECT id, record, created_at FROM tasks ORDER BY created_at, id LIMIT ?",
+                (limit,),
             )
-        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        else:
+            created, _, task_id = after.rpartition("/")
+            rows = self._query(
+                "SELECT id, record, created_at FROM tasks WHERE (created_at, id) > (?, ?)"
+                " ORDER BY created_at, id LIMIT ?",
+                (created, task_id, limit),
+            )
+        keys = {str(i): f"{created}/{i}" for i, _, created in rows}
+        records = self._parsed(TaskRecord, "tasks", "id", [(i, r) for i, r, _ in rows])
+        return [(keys[task.id], task) for task in records]
 
     def where(self, ids: Iterable[str]) -> dict[str, Where]:
         """Where each of these tasks holds an attempt (placed on a node, or draining from
@@ -269,43 +332,43 @@ class Store:
 
     def tasks_named(self, name: str) -> list[TaskRecord]:
         """Tasks with this name (every task of a service bears the service's name)."""
-        rows = self._query(
-            "SELECT record FROM tasks WHERE name = ? ORDER BY created_at, id", (name,)
-        )
-        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        return self._tasks("WHERE name = ? ORDER BY created_at, id", (name,))
 
     def tasks_on(self, node: str, states: Iterable[TaskState]) -> list[TaskRecord]:
         """Tasks placed on a node that are in one of the given states."""
         wanted = [state.value for state in states]
         marks = ",".join("?" * len(wanted))
-        rows = self._query(
-            f"SELECT record FROM tasks WHERE node = ? AND state IN ({marks}) ORDER BY id",
-            [node, *wanted],
-        )
-        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        return self._tasks(f"WHERE node = ? AND state IN ({marks}) ORDER BY id", [node, *wanted])
 
     def tasks_by_id(self, ids: Iterable[str]) -> dict[str, TaskRecord]:
         wanted = list(ids)
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        rows = self._query(f"SELECT record FROM tasks WHERE id IN ({marks})", wanted)
-        records = [TaskRecord.model_validate_json(str(row[0])) for row in rows]
-        return {task.id: task for task in records}
+        return {task.id: task for task in self._tasks(f"WHERE id IN ({marks})", wanted)}
 
     def events(self, task_id: str) -> list[TaskEvent]:
         rows = self._query(
-            "SELECT record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)
+            "SELECT seq, record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)
         )
-        return [TaskEvent.model_validate_json(str(row[0])) for row in rows]
+        return self._parsed(TaskEvent, "task_events", "seq", rows)
 
     def service(self, name: str) -> ServiceRecord | None:
-        rows = self._query("SELECT record FROM services WHERE name = ?", (name,))
-        return ServiceRecord.model_validate_json(str(rows[0][0])) if rows else None
+        rows = self._query("SELECT name, record FROM services WHERE name = ?", (name,))
+        found = self._parsed(ServiceRecord, "services", "name", rows)
+        return found[0] if found else None
+
+    def services_page(self, after: str | None, limit: int) -> list[tuple[str, ServiceRecord]]:
+        """Up to `limit` services by name, after the name `after`; each with its name."""
+        rows = self._query(
+            "SELECT name, record FROM services WHERE name > ? ORDER BY name LIMIT ?",
+            (after or "", limit),
+        )
+        return [(s.name, s) for s in self._parsed(ServiceRecord, "services", "name", rows)]
 
     def services(self) -> list[ServiceRecord]:
-        rows = self._query("SELECT record FROM services ORDER BY name")
-        return [ServiceRecord.model_validate_json(str(row[0])) for row in rows]
+        rows = self._query("SELECT name, record FROM services ORDER BY name")
+        return self._parsed(ServiceRecord, "services", "name", rows)
 
     def peers(self, names: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """For each task name (a service's tasks share theirs), its placed tasks per node."""
