@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import builtins
 import time
-import uuid
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError
+from shared.ids import new_task_id
 from shared.messages import ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     NodeRecord,
@@ -112,7 +112,7 @@ class Client:
         """Submit a task and return its id; a spec without id gets one here, so a retried
         submit is idempotent."""
         if spec.id is None:
-            spec = spec.model_copy(update={"id": f"{spec.name}-{uuid.uuid4().hex[:8]}"})
+            spec = spec.model_copy(update={"id": new_task_id(spec.name)})
         reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id)
         return reply.id or str(spec.id)
 

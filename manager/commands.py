@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,7 @@ from shared import topology
 from shared.bus import Delivery
 from shared.codec import decode
 from shared.errors import DecodeError
+from shared.ids import new_task_id
 from shared.models import (
     ID_PATTERN,
     NodeRecord,
@@ -97,7 +97,7 @@ class Commands:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
         if spec.replicas is not None:
             return self._create_service(spec)
-        task_id = spec.id or _message_id(delivery) or uuid.uuid4().hex[:16]
+        task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
         existing = self.store.task(task_id)
         if existing is None:
             now = self.manager.clock()
@@ -176,11 +176,6 @@ class Commands:
         if node is None:
             raise Refused(f"unknown node {name!r}")
         return node
-
-
-def new_task_id(service: str) -> str:
-    """A fresh id for a task of a service: the service's name and a random suffix."""
-    return f"{service}-{uuid.uuid4().hex[:8]}"
 
 
 def _message_id(delivery: Delivery) -> str | None:

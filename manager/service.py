@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from manager import core, nodes, services
 from manager.auth import WorkerAuth, result_sender_allowed
-from manager.commands import Commands, new_task_id
+from manager.commands import Commands
 from manager.effects import Decision
 from manager.logs import Answer, LogRelay
 from manager.metrics import observe
@@ -33,6 +33,7 @@ from shared.bus import Bus, Delivery
 from shared.codec import decode, encode
 from shared.confirms import Outbound
 from shared.errors import DecodeError
+from shared.ids import new_task_id
 from shared.messages import Heartbeat, LogsReply, Result, TaskUpdate
 from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings

@@ -11,7 +11,10 @@ from shared.units import parse_bytes
 MAX_BODY_BYTES = 1024 * 1024
 """Largest message body kube accepts (1 MiB); anything larger is dead-lettered unread."""
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+MAX_ID_LENGTH = 63
+"""Longest task id or name, in characters (a DNS label's limit, as Kubernetes uses)."""
+
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
 """Task ids and names end up in container names, so they keep to Docker's alphabet."""
 
 TaskId = Annotated[str, Field(pattern=ID_PATTERN)]
