@@ -108,10 +108,15 @@ class Commands:
         return task_id
 
     def _create_service(self, spec: TaskSpec) -> str:
-        if self.store.service(spec.name) is not None:
+        existing = self.store.service(spec.name)
+        now = self.manager.clock()
+        if existing is None:
+            self.manager.reconcile_service(services.create(spec, now))
+        elif existing.desired_state == "stopped":
+            log.info("service %s: created again (version %d)", spec.name, existing.version + 1)
+            self.manager.reconcile_service(services.recreate(existing, spec, now))
+        else:
             log.info("service %s: submitted again; unchanged (use service.update)", spec.name)
-            return spec.name
-        self.manager.reconcile_service(services.create(spec, self.manager.clock()))
         return spec.name
 
     def stop(self, delivery: Delivery) -> str:
