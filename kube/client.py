@@ -18,9 +18,9 @@ import builtins
 import time
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
@@ -30,6 +30,8 @@ from shared.messages import ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     NodeRecord,
     NodeRequest,
+    Removed,
+    RemoveRequest,
     Reply,
     ScaleRequest,
     ServiceRecord,
@@ -50,6 +52,7 @@ SERVICES = TypeAdapter(list[ServiceRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
+REMOVED = TypeAdapter(Removed)
 
 
 class WaitTimeout(KubeError):
@@ -79,6 +82,21 @@ def make_spec(data: dict[str, Any]) -> TaskSpec:
         return TaskSpec.model_validate_json(encode_value(data), strict=True)
     except ValidationError as exc:
         raise DecodeError(describe(exc)) from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _valid(model: type[M], **fields: Any) -> M:
+    """A request built from user input, or DecodeError naming each bad field."""
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        raise DecodeError(describe(exc)) from exc
+
+
+def _removed(reply: Reply) -> Removed:
+    return REMOVED.validate_python(reply.result, strict=False)
 
 
 class Client:
@@ -118,6 +136,21 @@ class Client:
 
     def stop(self, task_id: str) -> None:
         self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)))
+
+    def remove(self, names: Collection[str]) -> Removed:
+        """Forget ended tasks and stopped services (ids or service names), all or none."""
+        request = _valid(RemoveRequest, ids=tuple(names))
+        return _removed(self._ask(topology.REMOVE_KEY, encode(request)))
+
+    def remove_ended(self) -> Removed:
+        """Forget every ended task, and every stopped service whose tasks all ended."""
+        request = RemoveRequest(all_ended=True)
+        return _removed(self._ask(topology.REMOVE_KEY, encode(request)))
+
+    def remove_node(self, node: str) -> Removed:
+        """Forget a down node (it joins again if its worker comes back)."""
+        request = _valid(NodeRequest, name=node)
+        return _removed(self._ask(topology.NODE_REMOVE_KEY, encode(request)))
 
     def get(self, task_id: str) -> TaskRecord:
         return self.inspect(task_id)[0]

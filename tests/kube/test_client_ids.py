@@ -1,4 +1,4 @@
-"""The client without a broker: the ids it gives specs."""
+"""The client without a broker: the ids it gives specs, and the requests it builds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from kube.client import Client
 from shared.codec import encode
-from shared.models import Reply, TaskSpec
+from shared.errors import DecodeError
+from shared.models import RemoveRequest, Reply, TaskSpec
 from shared.settings import Settings
 from shared.wire import ID_PATTERN
 
@@ -47,3 +48,21 @@ def test_a_spec_with_the_longest_name_is_sent_with_a_valid_id(
     sent = TaskSpec.model_validate_json(body, strict=True)
     assert key == "task.submit" and sent.id == message_id
     assert message_id is not None and re.match(ID_PATTERN, message_id)
+
+
+def test_a_removal_names_what_to_remove(client: Any) -> None:
+    client.remove(["a", "b"])
+    client.remove_ended()
+    sent = [(key, RemoveRequest.model_validate_json(body)) for key, body, _ in client._rpc.requests]
+    assert sent == [
+        ("task.remove", RemoveRequest(ids=("a", "b"))),
+        ("task.remove", RemoveRequest(all_ended=True)),
+    ]
+
+
+def test_a_bad_name_to_remove_is_refused_before_it_is_sent(client: Any) -> None:
+    with pytest.raises(DecodeError, match=r"ids\.0: String should match pattern"):
+        client.remove(["no spaces"])
+    with pytest.raises(DecodeError, match="name: String should match pattern"):
+        client.remove_node("-bad")
+    assert client._rpc.requests == []
