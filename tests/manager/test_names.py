@@ -81,3 +81,16 @@ def test_a_running_service_submitted_again_is_left_as_it_is(manager: Manager) ->
     service = manager.store.service("web")
     assert answer["ok"] and service is not None and service.replicas == 2
     assert len(manager.store.tasks_named("web")) == 2
+
+
+def test_scaling_a_stopped_service_starts_it_again_with_its_spec(manager: Manager) -> None:
+    # given a stopped service of one task
+    send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=1))
+    send(manager, topology.STOP_KEY, {"id": "web"})
+    # when it is scaled to two
+    assert send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 2})["ok"]
+    # then it runs again, with two new tasks beside the stopped one
+    service = manager.store.service("web")
+    assert service is not None and service.desired_state == "running"
+    live = [t for t in manager.store.tasks_named("web") if t.desired_state == "running"]
+    assert len(live) == 2
