@@ -85,15 +85,24 @@ def remove(args: argparse.Namespace, client: Client) -> None:
     if args.node and args.all_ended:
         args.usage_error("--node takes NAMEs of down nodes, not --all-ended")
     if args.node:
-        gone = [client.remove_node(name) for name in dict.fromkeys(args.names)]
-        removed = Removed(nodes=tuple(name for one in gone for name in one.nodes))
-    elif args.all_ended:
-        removed = client.remove_ended()
-    else:
-        removed = client.remove(args.names)
+        nodes: tuple[str, ...] = ()
+        for name in dict.fromkeys(args.names):  # shown as they go: a refusal stops the rest
+            one = client.remove_node(name)
+            nodes += one.nodes
+            if not args.json:
+                show_removed(one)
+        if args.json:
+            print(json.dumps(Removed(nodes=nodes).model_dump(mode="json"), indent=2))
+        return
+    removed = client.remove_ended() if args.all_ended else client.remove(args.names)
     if args.json:
         print(json.dumps(removed.model_dump(mode="json"), indent=2))
-        return
+    else:
+        show_removed(removed)
+
+
+def show_removed(removed: Removed) -> None:
+    """`removed task web-1a2b3c4d`, one line for each thing removed."""
     for kind, names in (
         ("task", removed.tasks),
         ("service", removed.services),

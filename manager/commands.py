@@ -198,10 +198,13 @@ class Commands:
         for name in dict.fromkeys(ids):
             service = self.store.service(name)
             task = self.store.task(name) if service is None else None
+            taken = set(decision.removed.tasks)  # a task named beside its service goes once
             if service is not None:
                 tasks = self._tasks_of(service.name)
                 why = removal.service_kept(service, tasks)
-                step = removal.remove_service(service, tasks)
+                step = removal.remove_service(service, [t for t in tasks if t.id not in taken])
+            elif task is not None and task.id in taken:
+                continue
             elif task is not None:
                 why = removal.task_kept(task)
                 step = removal.remove_task(task)

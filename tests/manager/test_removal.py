@@ -231,3 +231,17 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
     manager.finish_batch()
     back = manager.store.node("n1")
     assert back is not None and back.status == NodeStatus.READY and back.cpus == 2
+
+
+def test_a_task_named_beside_its_service_is_removed_once(manager: Manager) -> None:
+    # given a stopped service whose one task ended
+    send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=1))
+    send(manager, topology.STOP_KEY, {"id": "web"})
+    (task,) = manager.store.tasks_named("web")
+    report(manager, task, TaskState.COMPLETED)
+    bus_of(manager).published.clear()
+    # when its task and then the service are named, and the task again
+    answer = send(manager, topology.REMOVE_KEY, {"ids": [task.id, "web", task.id]})
+    # then each is removed, and announced, once
+    assert answer["result"] == {"tasks": [task.id], "services": ["web"], "nodes": []}
+    assert sorted(bus_of(manager).routing_keys()) == ["n1", "service.removed", "task.removed"]
