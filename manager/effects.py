@@ -42,7 +42,7 @@ class Decision:
     nodes: list[NodeRecord] = field(default_factory=list)
     services: list[ServiceRecord] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
-    removed: Removal = field(default_factory=lambda: Removal())
+    removed: Removal = field(default_factory=Removal)
     refused: str | None = None  # why the message was not applied; the service logs it
 
     def extend(self, other: Decision) -> Decision:

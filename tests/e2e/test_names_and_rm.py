@@ -86,11 +86,16 @@ def test_long_names_run_and_ended_things_are_removed_with_kube_rm(
         (LONG_SERVICE, "running", 2)
     ]
 
+    # and a task that exited by itself ended, its container kept (for kube logs)
+    done_id = ok(cluster.kube("run", "--name", "done", *run, "--", "true"), cluster).split()[0]
+    wait_for(lambda: ended(cluster, done_id), what=f"{done_id} ended")
+    assert containers_of(docker_client, cluster, done_id)
+
     # when ended tasks are removed by id, they are gone from the list, containers too
-    removed = ok(cluster.kube("rm", task_id, first_tasks[0]), cluster)
-    assert removed == f"removed task {task_id}\nremoved task {first_tasks[0]}\n"
-    assert task_id not in tasks(cluster)
-    wait_for(lambda: not containers_of(docker_client, cluster, task_id), what="no container")
+    removed = ok(cluster.kube("rm", task_id, first_tasks[0], done_id), cluster)
+    assert removed.splitlines() == [f"removed task {i}" for i in (task_id, first_tasks[0], done_id)]
+    assert not {task_id, first_tasks[0], done_id} & set(tasks(cluster))
+    wait_for(lambda: not containers_of(docker_client, cluster, done_id), what="no container")
 
     # when every ended thing is removed, the first service's last task goes, the new stay
     removed = ok(cluster.kube("rm", "--all-ended"), cluster)
