@@ -188,6 +188,9 @@ def test_a_removal_is_recorded_in_the_batch_transaction_and_the_caches_follow(
     assert reader.execute("SELECT count(*) FROM task_events").fetchone() == (0,)
     reader.close()
     assert manager.store.where([task.id]) == {}
+    reopened = Store(tmp_path / "m.db")  # as a restarted manager rebuilds its caches
+    assert reopened.where([task.id]) == {} and reopened.task(task.id) is None
+    reopened.close()
     assert sorted(bus_of(manager).routing_keys()[-3:]) == ["n1", "n2", "task.removed"]
     assert manager.store.outbox() == []
     # and a heartbeat from n2 still holding that container gets it stopped
@@ -222,7 +225,9 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
     # then it is gone from the list, in memory and on disk, and `node.removed` is published
     assert answer["result"] == {"tasks": [], "services": [], "nodes": ["n1"]}
     assert manager.store.nodes() == [] and "node.removed" in bus_of(manager).routing_keys()
-    assert Store(tmp_path / "m.db").nodes() == []
+    reopened = Store(tmp_path / "m.db")
+    assert reopened.nodes() == []
+    reopened.close()
     # and an unknown node is refused
     assert send(manager, topology.NODE_REMOVE_KEY, {"name": "n1"})["error"] == "unknown node 'n1'"
     # when its worker comes back, it joins as a new node
