@@ -15,12 +15,13 @@ DecodeError (a spec that does not validate, from `make_spec`), WaitTimeout.
 from __future__ import annotations
 
 import builtins
+import re
 import time
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
@@ -44,6 +45,7 @@ from shared.models import (
 from shared.rpc import RpcChannel, Subscription
 from shared.settings import Settings
 from shared.states import TaskState
+from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
 REPLY = TypeAdapter(Reply)
 TASKS = TypeAdapter(list[TaskRecord])
@@ -84,15 +86,16 @@ def make_spec(data: dict[str, Any]) -> TaskSpec:
         raise DecodeError(describe(exc)) from exc
 
 
-M = TypeVar("M", bound=BaseModel)
-
-
-def _valid(model: type[M], **fields: Any) -> M:
-    """A request built from user input, or DecodeError naming each bad field."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        raise DecodeError(describe(exc)) from exc
+def _names(kind: str, names: Collection[str]) -> tuple[str, ...]:
+    """Names given by a user, or DecodeError naming each one that cannot be an id or name."""
+    bad = [name for name in names if not re.match(ID_PATTERN, name)]
+    if bad:
+        shown = ", ".join(repr(name) for name in bad)
+        raise DecodeError(
+            f"not a {kind}: {shown} (up to {MAX_ID_LENGTH} characters of A-Z, a-z, 0-9, '_',"
+            " '.', '-', starting with a letter or digit)"
+        )
+    return tuple(names)
 
 
 def _removed(reply: Reply) -> Removed:
@@ -139,7 +142,7 @@ class Client:
 
     def remove(self, names: Collection[str]) -> Removed:
         """Forget ended tasks and stopped services (ids or service names), all or none."""
-        request = _valid(RemoveRequest, ids=tuple(names))
+        request = RemoveRequest(ids=_names("task id or service name", names))
         return _removed(self._ask(topology.REMOVE_KEY, encode(request)))
 
     def remove_ended(self) -> Removed:
@@ -149,7 +152,7 @@ class Client:
 
     def remove_node(self, node: str) -> Removed:
         """Forget a down node (it joins again if its worker comes back)."""
-        request = _valid(NodeRequest, name=node)
+        request = NodeRequest(name=_names("node name", [node])[0])
         return _removed(self._ask(topology.NODE_REMOVE_KEY, encode(request)))
 
     def get(self, task_id: str) -> TaskRecord:
