@@ -21,7 +21,7 @@ from pydantic import TypeAdapter
 
 from manager import admission, core, dead_dispatches, nodes, services
 from manager.auth import WorkerAuth, result_sender_allowed
-from manager.commands import Commands, new_task_id
+from manager.commands import Commands
 from manager.effects import Decision
 from manager.logs import Answer, LogRelay
 from manager.metrics import observe
@@ -32,6 +32,7 @@ from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.codec import decode, encode
 from shared.errors import DecodeError
+from shared.ids import new_task_id
 from shared.messages import (
     Dispatch,
     Heartbeat,

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from manager.attempts import Attempts
-from manager.effects import Decision, Outgoing
+from manager.effects import Decision, Outgoing, Removal
 from manager.holdings import HOLDING, Hold, Holdings, Reserved
 from manager.nodes import PLACED, Where
 from shared.errors import StoreError
@@ -196,6 +196,7 @@ class Store:
                 "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
                 [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
             )
+            _delete(db, decision.removed)
         for hold in before.values():
             self._holdings.remove(hold)
         for task in final.values():
@@ -204,6 +205,11 @@ class Store:
             self._attempts.put(task.id, Where.of(task))
         for node in decision.nodes:
             self._nodes[node.name] = node
+        for task_id in decision.removed.tasks:  # ended: they hold no resources
+            self._attempts.forget(task_id)
+        for name in decision.removed.nodes:
+            self._nodes.pop(name, None)
+            self._holdings.nodes.pop(name, None)
 
     def _holds(self, tasks: dict[str, TaskRecord]) -> dict[str, Hold]:
         """The claims the given tasks hold now, as recorded."""
@@ -405,6 +411,15 @@ class Store:
             self.commit()
         finally:
             self._db.close()
+
+
+def _delete(db: sqlite3.Connection, removed: Removal) -> None:
+    """Delete what `kube rm` removes: tasks with their history, services, nodes."""
+    tasks = [(task_id,) for task_id in removed.tasks]
+    db.executemany("DELETE FROM tasks WHERE id = ?", tasks)
+    db.executemany("DELETE FROM task_events WHERE task_id = ?", tasks)
+    db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
+    db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
 
 
 def _hold(task: TaskRecord) -> Hold:

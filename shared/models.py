@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.specs import PullPolicy as PullPolicy
 from shared.specs import TaskSpec as TaskSpec
@@ -52,9 +52,36 @@ class UpdateRequest(WireModel):
 
 
 class NodeRequest(WireModel):
-    """The body of `node.cordon`, `node.uncordon` and `node.drain`."""
+    """The body of `node.cordon`, `node.uncordon`, `node.drain` and `node.remove`."""
 
     name: Name
+
+
+class RemoveRequest(WireModel):
+    """The body of `task.remove`: forget ended tasks and stopped services, with their history.
+
+    Either `ids` (task ids or service names; all are removed or, if one cannot be, none)
+    or `all_ended` (every ended task, and every stopped service whose tasks all ended).
+    """
+
+    ids: tuple[TaskId, ...] = Field(
+        default=(), max_length=10_000, description="task ids or service names"
+    )
+    all_ended: bool = False
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> RemoveRequest:
+        if bool(self.ids) == self.all_ended:
+            raise ValueError("give either ids or all_ended: true")
+        return self
+
+
+class Removed(WireModel):
+    """The `result` of a `task.remove` or `node.remove` reply: what was removed."""
+
+    tasks: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
 
 
 class TaskEvent(WireModel):

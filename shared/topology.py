@@ -29,11 +29,13 @@ DEAD_DISPATCHES_LIMIT = 10_000
 
 SUBMIT_KEY = "task.submit"
 STOP_KEY = "task.stop"
+REMOVE_KEY = "task.remove"
 SCALE_KEY = "service.scale"
 UPDATE_KEY = "service.update"
 CORDON_KEY = "node.cordon"
 UNCORDON_KEY = "node.uncordon"
 DRAIN_KEY = "node.drain"
+NODE_REMOVE_KEY = "node.remove"
 QUERY_PREFIX = "query."
 
 DELIVERY_LIMIT = 5

@@ -24,7 +24,10 @@ MAX_SPEC_BYTES = MAX_BODY_BYTES - 64 * 1024
 and publish, and the dispatch, the task record and the service record quote the spec
 with up to 64 KiB of their own (ids, times, two texts of MAX_TEXT)."""
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+MAX_ID_LENGTH = 63
+"""Longest task id or name, in characters (a DNS label's limit, as Kubernetes uses)."""
+
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
 """Task ids and names end up in container names, so they keep to Docker's alphabet."""
 
 MAX_INT64 = 2**63 - 1
