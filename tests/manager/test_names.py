@@ -39,7 +39,7 @@ def test_a_service_with_the_longest_name_starts_its_tasks(manager: Manager) -> N
     # when a service named with 63 characters is submitted
     answer = send(manager, topology.SUBMIT_KEY, sleeper(LONGEST, replicas=2))
     # then it is answered ok (not raised and requeued), and its two tasks are placed
-    assert answer == {"ok": True, "id": LONGEST, "error": None, "result": None}
+    assert answer == {"ok": True, "id": LONGEST, "error": None, "result": None, "next": None}
     tasks = manager.store.tasks_named(LONGEST)
     assert [t.state for t in tasks] == [TaskState.SCHEDULED] * 2
     assert all(len(t.id) <= 63 for t in tasks) and len({t.id for t in tasks}) == 2

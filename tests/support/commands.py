@@ -8,50 +8,36 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from shared.confirms import Outbound
-
 from manager.effects import Decision
 from manager.service import Manager, ManagerConfig
-from shared.bus import Bus, Delivery
+from shared.bus import StubBus
+from shared.bus.stub import Published
 from shared.messages import TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
+from shared.topology import DEAD_LETTER
 from tests.support.manager import NOW, command, result
 
 
-class StandInBus:
-    """Records what the manager publishes, answers, acks and dead-letters."""
-
-    message = staticmethod(Bus.message)
+class StandInBus(StubBus):
+    """The package's StubBus, with what the manager sends sorted for these tests: answers
+    (to the "" exchange) in `replies`, dead letters' reasons in `dead`, and every other
+    message in `published`."""
 
     def __init__(self) -> None:
-        self.published: list[Outbound] = []
+        super().__init__()
         self.replies: list[dict[str, Any]] = []
-        self.dead: list[str] = []
-        self.acked: list[int] = []
 
-    def publish_batch(self, batch: list[Outbound]) -> None:
-        for message in batch:
-            if message.routing_key == "reply":
-                self.replies.append(json.loads(message.body))
-            else:
-                self.published.append(message)
+    def _take(self, message: Published) -> None:
+        if message.exchange == "":
+            self.replies.append(json.loads(message.body))
+        elif message.exchange != DEAD_LETTER:
+            super()._take(message)
 
-    def reply(self, delivery: Delivery, body: bytes) -> None:
-        self.replies.append(json.loads(body))
-
-    def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        self.dead.append(reason)
-
-    def ack_batch(self, deliveries: list[Delivery]) -> None:
-        self.acked.extend(d.tag for d in deliveries)
-
-    def ack(self, delivery: Delivery) -> None:
-        self.acked.append(delivery.tag)
-
-    def declare(self, topology: object) -> None:
-        pass
+    @property
+    def dead(self) -> list[str]:
+        return [reason for _, reason in self.dead_letters]
 
     def routing_keys(self) -> list[str]:
         return [m.routing_key for m in self.published]
@@ -61,7 +47,7 @@ def stand_in_manager(tmp_path: Path) -> Iterator[Manager]:
     """A manager on a StandInBus with one ready node, n1; closed after (a fixture's body)."""
     bus = StandInBus()
     config = ManagerConfig(db_path=tmp_path / "m.db")
-    manager = Manager(Settings(), config, bus=bus, clock=lambda: NOW)  # type: ignore[arg-type]
+    manager = Manager(Settings(), config, bus=bus, clock=lambda: NOW)
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=4, memory=1024**3, disk=1024**3, last_heartbeat=NOW
     )
