@@ -19,13 +19,14 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from manager import admission, core, dead_dispatches, nodes, services
+from manager import admission, core, dead_dispatches, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.commands import Commands
 from manager.effects import Decision
 from manager.logs import Answer, LogRelay
 from manager.metrics import observe
 from manager.queries import Queries
+from manager.retention import PURGE_BATCH, Retention
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
 from manager.store import Store
 from shared import topology
@@ -73,6 +74,8 @@ class ManagerConfig:
     node_down_after: float = 6.0  # about three missed heartbeats
     max_tasks_per_node: int | None = None  # no cap unless set
     max_nodes: int = admission.MAX_NODES
+    retention: Retention = Retention()
+    purge_interval: float = 30.0  # seconds between passes over ended tasks
 
 
 def utcnow() -> datetime:
@@ -120,6 +123,7 @@ class Manager:
             topology.DEAD_DISPATCHES_QUEUE, self.on_dead_letter, requeue_on_error=False
         )
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
+        self.bus.every(self.config.purge_interval, self.purge_ended)
 
     def run(self) -> None:
         self.setup()
@@ -379,6 +383,17 @@ class Manager:
         self.schedule_pending()
         for answer in self.logs.expire(now):
             self.relay(answer)
+
+    def purge_ended(self) -> None:
+        """Forget ended tasks past the retention (manager/retention.py), a batch a pass."""
+        ended, oldest = self.store.ended(PURGE_BATCH)
+        doomed = self.config.retention.purgeable(oldest, ended, self.clock())
+        if doomed:
+            log.info("purging %d ended tasks (%d have ended)", len(doomed), ended)
+        decision = Decision()
+        for task in doomed:
+            decision.extend(removal.remove_task(task))
+        self.commit(decision)
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.store.task(task_id)

@@ -15,6 +15,7 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +91,7 @@ class Store:
             # last transactions, which redelivery of unacked messages then replays.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            _add_ended_at(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
         self._closed = False
@@ -159,10 +161,11 @@ class Store:
         before = self._holds(final)
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO tasks (id, name, state, node, cpu, memory, disk, created_at, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO tasks"
+                " (id, name, state, node, cpu, memory, disk, created_at, record, ended_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " node = excluded.node, record = excluded.record",
+                " node = excluded.node, record = excluded.record, ended_at = excluded.ended_at",
                 [
                     (
                         task.id,
@@ -174,6 +177,7 @@ class Store:
                         task.spec.disk,
                         task.created_at.isoformat(),
                         task.model_dump_json(),
+                        task.updated_at.isoformat() if task.state.terminal else None,
                     )
                     for task in final.values()
                 ],
@@ -289,6 +293,16 @@ class Store:
         wanted = [state.value for state in states]
         marks = ",".join("?" * len(wanted))
         return self._tasks(f"WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
+
+    def ended(self, limit: int) -> tuple[int, list[TaskRecord]]:
+        """How many tasks have ended, and the `limit` that ended first, oldest first."""
+        terminal = [state.value for state in TaskState if state.terminal]
+        marks = ",".join("?" * len(terminal))
+        ((count,),) = self._query(f"SELECT COUNT(*) FROM tasks WHERE state IN ({marks})", terminal)
+        oldest = self._tasks(
+            f"WHERE state IN ({marks}) ORDER BY ended_at, id LIMIT ?", [*terminal, limit]
+        )
+        return int(count), oldest
 
     def tasks_page(self, after: str | None, limit: int) -> list[tuple[str, TaskRecord]]:
         """Up to `limit` tasks, oldest first, after the key `after` (None: from the first);
@@ -420,6 +434,27 @@ def _delete(db: sqlite3.Connection, removed: Removal) -> None:
     db.executemany("DELETE FROM task_events WHERE task_id = ?", tasks)
     db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
     db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
+
+
+def _add_ended_at(db: sqlite3.Connection) -> None:
+    """Give a database made before ended tasks were purged its `ended_at` column, filled
+    from the records, and the index the purge reads by."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(tasks)")}
+    if "ended_at" not in columns:
+        terminal = [state.value for state in TaskState if state.terminal]
+        db.execute("BEGIN IMMEDIATE")  # the column and its values, or neither
+        db.execute("ALTER TABLE tasks ADD COLUMN ended_at TEXT")
+        rows = db.execute(
+            "SELECT id, json_extract(record, '$.updated_at') FROM tasks"
+            f" WHERE state IN ({','.join('?' * len(terminal))})",
+            terminal,
+        ).fetchall()
+        db.executemany(  # written as record() writes it, so that the two sort together
+            "UPDATE tasks SET ended_at = ? WHERE id = ?",
+            [(datetime.fromisoformat(str(at)).isoformat(), i) for i, at in rows if at],
+        )
+        db.execute("COMMIT")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks (state, ended_at)")
 
 
 def _hold(task: TaskRecord) -> Hold:
