@@ -19,6 +19,8 @@ from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
+from worker.mounts import resolve_mounts
+from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
     ATTEMPT_LABEL,
     HEALTH_LABEL,
@@ -147,12 +149,22 @@ def _create_args(spec: TaskSpec) -> dict[str, Any]:
 
 
 class DockerRuntime:
-    """Runs a node's task containers on the Docker engine that DOCKER_HOST names."""
+    """Runs a node's task containers on the Docker engine that DOCKER_HOST names.
+
+    The worker checks a spec against its policy before it calls start(); the checks that
+    need the host (mount sources resolved, pulls from local registries) are made here,
+    with the same policy, as late as they can be.
+    """
 
     def __init__(
-        self, node: str, client: docker.DockerClient | None = None, max_pool_size: int = 16
+        self,
+        node: str,
+        client: docker.DockerClient | None = None,
+        max_pool_size: int = 16,
+        policy: WorkerPolicy | None = None,
     ) -> None:
         self.node = node
+        self.policy = WorkerPolicy() if policy is None else policy
         if client is None:
             with _engine("connect to the Docker engine"):
                 client = docker.from_env(max_pool_size=max_pool_size)
@@ -172,7 +184,10 @@ class DockerRuntime:
             container = self._find(name)
             if container is None:
                 self._ensure_image(spec.image, spec.pull_policy)
-                container = self._create(name, task_id, attempt, spec)
+                # Resolved after the pull, right before create and start: see worker/mounts.py.
+                container = self._create(
+                    name, task_id, attempt, resolve_mounts(spec, self.policy, self.node)
+                )
             if container.status in _STARTABLE:
                 container.start()
             container.reload()
@@ -309,6 +324,9 @@ class DockerRuntime:
 
     def _pull(self, image: str) -> None:
         """Pull an image, raising ImageNotFound with the registry's reason on failure."""
+        refused = self.policy.pull_violation(image)
+        if refused is not None:
+            raise PolicyRefused(self.node, [refused])
         repository, tag = docker.utils.parse_repository_tag(image)
         log.info("node %s: pulling %s", self.node, image)
         with _engine("pull", image=image):
