@@ -10,7 +10,8 @@
 | node.uncordon    | {"name"}        | placements again                                    |
 | node.drain       | {"name"}        | cordon, then move every task off the node           |
 
-Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered.
+Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
+node.* commands are an operator's: `manager/auth.py` checks who sent them.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from pydantic import TypeAdapter
 
 from manager import core, nodes, services
+from manager.auth import command_sender_allowed
 from shared import topology
 from shared.bus import Delivery
 from shared.codec import decode
@@ -79,6 +81,10 @@ class Commands:
             self.manager.refuse(
                 delivery, f"unknown routing key {delivery.routing_key!r}: use one of {known}"
             )
+            return
+        refused = command_sender_allowed(delivery.routing_key, delivery.user_id, self.manager.auth)
+        if refused is not None:
+            self.manager.refuse(delivery, refused)
             return
         try:
             done = handler(delivery)
