@@ -8,10 +8,11 @@ policy, and the resolved path is what the engine is given.
 
 A window remains: a task that can write under an allowed directory may swap a resolved
 directory for a symlink between this check and the engine's mount at start. The runtime
-resolves immediately before it creates the container and starts it at once, to keep the
-window short; allow mounts of directories that tasks cannot write, or mount them
-read-only, to close it. The worker must see host paths where the engine does (run it on
-the host, or with those directories mounted at the same paths).
+resolves immediately before it creates the container, and checks the container's bind
+sources again immediately before it starts it (each must still resolve to itself), so
+the window is the engine's own start; allow mounts of directories that tasks cannot
+write, or mount them read-only, to close it. The worker must see host paths where the
+engine does (run it on the host, or with those directories mounted at the same paths).
 """
 
 from __future__ import annotations
@@ -29,11 +30,8 @@ def resolve_mounts(spec: TaskSpec, policy: WorkerPolicy, node: str) -> TaskSpec:
     refused: list[str] = []
     mounts = []
     for mount in spec.mounts:
-        try:
-            resolved = str(Path(mount.source).resolve(strict=True))
-        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
-            cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            refused.append(f"bind mount of {mount.source} cannot be resolved on {node}: {cause}")
+        resolved = _resolve(mount.source, node, refused)
+        if resolved is None:
             continue
         reason = policy.resolved_mount_violation(mount.source, resolved)
         if reason is not None:
@@ -42,3 +40,30 @@ def resolve_mounts(spec: TaskSpec, policy: WorkerPolicy, node: str) -> TaskSpec:
     if refused:
         raise PolicyRefused(node, refused)
     return spec.model_copy(update={"mounts": tuple(mounts)})
+
+
+def changed_sources(sources: list[str], policy: WorkerPolicy, node: str) -> list[str]:
+    """What is wrong with resolved sources the engine is about to mount: each must still
+    resolve to itself (no component became a symlink) and be allowed."""
+    found: list[str] = []
+    for source in sources:
+        resolved = _resolve(source, node, found)
+        if resolved is not None and resolved != source:
+            found.append(
+                f"bind mount source {source} changed since it was checked:"
+                f" it resolves to {resolved}"
+            )
+        elif resolved is not None:
+            reason = policy.resolved_mount_violation(source, resolved)
+            found.extend([reason] if reason is not None else [])
+    return found
+
+
+def _resolve(source: str, node: str, refused: list[str]) -> str | None:
+    """The source with every symlink resolved; None, with the reason added, if it cannot be."""
+    try:
+        return str(Path(source).resolve(strict=True))
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python 3.11)
+        cause = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        refused.append(f"bind mount of {source} cannot be resolved on {node}: {cause}")
+        return None

@@ -17,13 +17,22 @@ from typing import Any, TypeVar
 
 import docker
 import pytest
+from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.models import PullPolicy, TaskSpec
 from tests.support.images import BUSYBOX_IMAGE
 from tests.support.waiting import wait_for
 from worker.policy import PolicyRefused, WorkerPolicy
-from worker.runtime.base import NODE_LABEL, ContainerExit, ContainerStatus, Runtime
+from worker.runtime.base import (
+    ATTEMPT_LABEL,
+    NODE_LABEL,
+    TASK_LABEL,
+    ContainerExit,
+    ContainerStatus,
+    Runtime,
+    container_name,
+)
 from worker.runtime.docker import OOM_ERROR, DockerRuntime
 
 T = TypeVar("T")
@@ -555,3 +564,33 @@ def test_a_local_image_named_localhost_runs_when_present(runtime: DockerRuntime)
     # when it starts with the default pull policy, then no pull is needed and it runs
     task = TaskSpec(name="present", image=BUSYBOX_IMAGE, command=("sleep", "30"))
     assert runtime.start("present", 1, task).status is ContainerStatus.RUNNING
+
+
+def test_a_created_container_whose_source_became_a_link_is_removed_not_started(
+    make_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
+) -> None:
+    # given an attempt's container created with a resolved source but not started (as a
+    # worker that stopped between the two leaves it)
+    data = allowed_dir / "data"
+    data.mkdir()
+    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+    docker_client.containers.create(
+        BUSYBOX_IMAGE,
+        ["sleep", "30"],
+        name=container_name(runtime.node, "swapped", 1),
+        labels={TASK_LABEL: "swapped", ATTEMPT_LABEL: "1", NODE_LABEL: runtime.node},
+        mounts=[DockerMount("/data", str(data), type="bind")],
+    )
+
+    # when a task swaps that directory for a link to the host's root before the start
+    data.rmdir()
+    data.symlink_to("/")
+    mount = {"source": str(data), "target": "/data"}
+    with pytest.raises(PolicyRefused) as caught:
+        runtime.start("swapped", 1, spec(command=["sleep", "30"], mounts=[mount]))
+
+    # then the start is refused, naming the change, and the container is removed
+    assert f"bind mount source {data} changed since it was checked: it resolves to /" in str(
+        caught.value
+    )
+    assert runtime.list() == []

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.specs import TaskSpec
-from worker.mounts import resolve_mounts
+from worker.mounts import changed_sources, resolve_mounts
 from worker.policy import PolicyError, PolicyRefused, WorkerPolicy, registry_host
 
 RISKY = TaskSpec(
@@ -209,4 +209,17 @@ def test_local_registries_are_allowed_by_the_flag_or_the_file_and_patterns_still
     # and the image patterns still refuse what they do not list
     assert policy.violations(TaskSpec(name="a", image="127.0.0.1:5000/other/app")) == [
         "image 127.0.0.1:5000/other/app matches none of 127.0.0.1:5000/team/*"
+    ]
+
+
+def test_a_checked_source_that_became_a_link_is_reported_before_the_start(tmp_path: Path) -> None:
+    # given two resolved sources under an allowed directory, one then swapped for a link
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "swapped").symlink_to("/")
+    policy = WorkerPolicy(mount_sources=(str(tmp_path),))
+
+    # when they are checked again, then only the swapped one is wrong, saying what it is now
+    found = changed_sources([f"{tmp_path}/kept", f"{tmp_path}/swapped"], policy, "n")
+    assert found == [
+        f"bind mount source {tmp_path}/swapped changed since it was checked: it resolves to /"
     ]

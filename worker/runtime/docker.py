@@ -19,7 +19,7 @@ from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
-from worker.mounts import resolve_mounts
+from worker.mounts import changed_sources, resolve_mounts
 from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
     ATTEMPT_LABEL,
@@ -189,6 +189,7 @@ class DockerRuntime:
                     name, task_id, attempt, resolve_mounts(spec, self.policy, self.node)
                 )
             if container.status in _STARTABLE:
+                self._recheck_binds(container)
                 container.start()
             container.reload()
             return _info(container)
@@ -300,6 +301,17 @@ class DockerRuntime:
         if container is None:
             raise RuntimeFailure(f"no container {name} on node {self.node}")
         return container
+
+    def _recheck_binds(self, container: Container) -> None:
+        """Remove the container and raise PolicyRefused if a bind source changed since it was
+        resolved (or, from an older worker, was never resolved): see worker/mounts.py."""
+        sources = [
+            str(m["Source"]) for m in container.attrs.get("Mounts") or [] if m.get("Type") == "bind"
+        ]
+        refused = changed_sources(sources, self.policy, self.node)
+        if refused:
+            container.remove(force=True)
+            raise PolicyRefused(self.node, refused)
 
     def _has_image(self, image: str) -> bool:
         """True when the engine holds the image locally."""
