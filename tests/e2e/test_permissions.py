@@ -451,18 +451,31 @@ def test_a_cluster_runs_with_least_privilege_users(
             remove_node_containers(docker_client, node)
 
 
-def test_the_manager_refuses_results_a_worker_sends_for_another_node(
+def start_manager_and_worker_bus(
     broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given a real manager logged in as kube-manager, knowing this test's worker users
-    node, other_node = broker.plan.nodes
+) -> tuple[Cluster, Bus]:
+    """A real manager as kube-manager, knowing the test's worker users, and a connected Bus
+    of the first worker's user; the caller stops both."""
     monkeypatch.setenv("KUBE_WORKER_USER_PREFIX", broker.plan.worker_prefix)
     # (heartbeats a previous test's workers left in this module's vhost would add nodes)
     broker.channel(broker.manager).queue_purge(topology.RESULTS_QUEUE)
     manager = Cluster(broker.url(broker.manager), tmp_path, [])
     manager.start_manager()
     worker = Bus(Settings(amqp_url=broker.url(broker.worker(0))), "test-worker")
-    worker.connect()
+    try:
+        worker.connect()
+    except BaseException:
+        manager.stop("manager")
+        raise
+    return manager, worker
+
+
+def test_the_manager_refuses_results_a_worker_sends_for_another_node(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a real manager logged in as kube-manager, knowing this test's worker users
+    node, other_node = broker.plan.nodes
+    manager, worker = start_manager_and_worker_bus(broker, tmp_path, monkeypatch)
     try:
         with Client(Settings(amqp_url=broker.url(broker.client), request_timeout=5)) as client:
             wait_for(lambda: client.list() is not None, timeout=30, what="the manager")
@@ -499,13 +512,8 @@ def test_the_manager_takes_node_commands_from_its_operator_users_only(
 ) -> None:
     # given a real manager whose operator is this test's operator user, and a node it knows
     node = broker.plan.nodes[0]
-    monkeypatch.setenv("KUBE_WORKER_USER_PREFIX", broker.plan.worker_prefix)
     monkeypatch.setenv("KUBE_OPERATOR_USERS", broker.operator)
-    broker.channel(broker.manager).queue_purge(topology.RESULTS_QUEUE)
-    manager = Cluster(broker.url(broker.manager), tmp_path, [])
-    manager.start_manager()
-    worker = Bus(Settings(amqp_url=broker.url(broker.worker(0))), "test-worker")
-    worker.connect()
+    manager, worker = start_manager_and_worker_bus(broker, tmp_path, monkeypatch)
     try:
         with (
             Client(Settings(amqp_url=broker.url(broker.operator), request_timeout=5)) as operator,
