@@ -17,10 +17,19 @@ engine does (run it on the host, or with those directories mounted at the same p
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from pathlib import Path
 
 from shared.specs import TaskSpec
 from worker.policy import PolicyRefused, WorkerPolicy
+
+
+def resolve_allowed(policy: WorkerPolicy) -> WorkerPolicy:
+    """The policy with its allowed mount sources resolved, once, when the worker starts: a
+    resolved source never lies under a symlink, so `/var/run` must be compared as `/run`."""
+    sources = tuple(os.path.realpath(source) for source in policy.mount_sources)
+    return dataclasses.replace(policy, mount_sources=sources)
 
 
 def resolve_mounts(spec: TaskSpec, policy: WorkerPolicy, node: str) -> TaskSpec:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from shared.specs import TaskSpec
-from worker.mounts import changed_sources, resolve_mounts
+from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyError, PolicyRefused, WorkerPolicy, registry_host
 
 RISKY = TaskSpec(
@@ -223,3 +223,17 @@ def test_a_checked_source_that_became_a_link_is_reported_before_the_start(tmp_pa
     assert found == [
         f"bind mount source {tmp_path}/swapped changed since it was checked: it resolves to /"
     ]
+
+
+def test_an_allowed_source_reached_through_a_link_is_compared_resolved(tmp_path: Path) -> None:
+    # given an allowed directory named through a link (as /var/run is /run)
+    (tmp_path / "real" / "data").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    policy = resolve_allowed(WorkerPolicy(mount_sources=(f"{tmp_path}/alias",)))
+
+    # when a mount under it is resolved, then it passes, as the real path
+    task = TaskSpec(
+        name="a", image="b", mounts=[{"source": f"{tmp_path}/alias/data", "target": "/x"}]
+    )  # type: ignore[list-item]
+    assert policy.mount_sources == (f"{tmp_path}/real",)
+    assert [m.source for m in resolve_mounts(task, policy, "n").mounts] == [f"{tmp_path}/real/data"]

@@ -19,7 +19,7 @@ from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
-from worker.mounts import changed_sources, resolve_mounts
+from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
     ATTEMPT_LABEL,
@@ -164,7 +164,7 @@ class DockerRuntime:
         policy: WorkerPolicy | None = None,
     ) -> None:
         self.node = node
-        self.policy = WorkerPolicy() if policy is None else policy
+        self.policy = resolve_allowed(WorkerPolicy() if policy is None else policy)
         if client is None:
             with _engine("connect to the Docker engine"):
                 client = docker.from_env(max_pool_size=max_pool_size)
