@@ -12,6 +12,7 @@ import pytest
 from kube.client import Client
 from shared.models import Health, TaskSpec
 from shared.settings import Settings
+from shared.specs import PullPolicy
 from shared.states import TaskState
 from tests.conftest import Cluster
 from tests.support.waiting import wait_for
@@ -111,6 +112,12 @@ def test_the_worker_refuses_privileged_specs_and_images_off_its_list(
         assert "privileged mode is not allowed" in (failed.error or "")
         failed = client.wait(mounted, {TaskState.FAILED}, timeout=60)
         assert "bind mount of /etc is not allowed" in (failed.error or "")
+        # nor does it pull from a registry on a loopback address
+        local = spec("127.0.0.1:5999/x", "true").model_copy(
+            update={"pull_policy": PullPolicy.ALWAYS}
+        )
+        failed = client.wait(client.submit(local), {TaskState.FAILED}, timeout=60)
+        assert "a loopback address (worker flag --allow-local-registry" in (failed.error or "")
 
 
 def test_a_worker_that_allows_a_bind_mount_runs_it(
