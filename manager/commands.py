@@ -11,6 +11,7 @@
 | node.uncordon    | {"name"}        | placements again                                    |
 | node.drain       | {"name"}        | cordon, then move every task off the node           |
 | node.remove      | {"name"}        | forgets a down node                                 |
+| node.set         | NodeSettings    | an operator's labels and capacity caps for a node   |
 
 Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
 node.* commands are an operator's: `manager/auth.py` checks who sent them.
@@ -38,6 +39,7 @@ from shared.models import (
     MAX_SPEC_BYTES,
     NodeRecord,
     NodeRequest,
+    NodeSettings,
     Removed,
     RemoveRequest,
     Reply,
@@ -60,6 +62,7 @@ STOP = TypeAdapter(StopRequest)
 SCALE = TypeAdapter(ScaleRequest)
 UPDATE = TypeAdapter(UpdateRequest)
 NODE = TypeAdapter(NodeRequest)
+SETTINGS = TypeAdapter(NodeSettings)
 REMOVE = TypeAdapter(RemoveRequest)
 
 
@@ -80,6 +83,7 @@ class Commands:
             topology.REMOVE_KEY: self.remove,
             topology.SCALE_KEY: self.scale,
             topology.UPDATE_KEY: self.update,
+            topology.NODE_SET_KEY: self.configure,
             topology.CORDON_KEY: lambda d: self.cordon(d, schedulable=False),
             topology.UNCORDON_KEY: lambda d: self.cordon(d, schedulable=True),
             topology.DRAIN_KEY: self.drain,
@@ -176,6 +180,17 @@ class Commands:
         log.info("node %s: %s", node.name, "uncordoned" if schedulable else "cordoned")
         if schedulable:
             self.manager.schedule_pending()
+        return node.name
+
+    def configure(self, delivery: Delivery) -> str:
+        """An operator's labels and capacity caps for a node (`kube label`, `kube cap`)."""
+        settings = decode(SETTINGS, delivery.body)
+        node = self._node(settings.name)
+        decision = nodes.configure(node, settings)
+        self.manager.commit(decision)
+        if decision.nodes:
+            log.info("node %s: operator settings %s", node.name, decision.nodes[0].operator)
+            self.manager.schedule_pending()  # new labels or caps may fit (or unfit) tasks
         return node.name
 
     def drain(self, delivery: Delivery) -> str:
