@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-nodes", type=int, default=None, help="nodes the cluster may have (default: 100)"
     )
     manager.add_argument(
+        "--max-replicas", type=int, default=None, help="replicas a service may have (1000)"
+    )
+    manager.add_argument(
+        "--max-tasks-per-minute",
+        type=int,
+        default=None,
+        help="tasks one broker user may create a minute (30000)",
+    )
+    manager.add_argument(
         "--keep-ended", type=int, default=None, help="ended tasks kept at most (default: 10000)"
     )
     manager.add_argument(
@@ -324,6 +333,11 @@ def _stop_on_signals(stop: Any) -> None:
         signal.signal(sig, lambda *_: stop())
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags given on the command line: the rest keep the config's own defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def _retention(args: argparse.Namespace) -> Retention:
     default = Retention()
     return Retention(
@@ -345,9 +359,8 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat_interval=args.heartbeat_interval,
         node_down_after=args.node_down_after,
         max_tasks_per_node=args.max_tasks_per_node,
-        **({"max_nodes": args.max_nodes} if args.max_nodes is not None else {}),
-        **({"purge_interval": args.purge_interval} if args.purge_interval is not None else {}),
         retention=_retention(args),
+        **_given(args, "max_nodes", "purge_interval", "max_replicas", "max_tasks_per_minute"),
     )
     manager = Manager(settings, config)
     serve_metrics(args.metrics_port, config.db_path)

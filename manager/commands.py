@@ -118,20 +118,32 @@ class Commands:
         except DecodeError as exc:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
         if spec.replicas is not None:
-            return self._create_service(spec)
+            return self._create_service(spec, delivery.user_id)
         task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
         existing = self.store.task(task_id)
         if existing is None:
             now = self.manager.clock()
+            self._charge(delivery.user_id, 1)
             decision = core.accept(spec, task_id, now)
             self.manager.commit(decision.extend(self.manager.place(decision.tasks, now)))
         else:
             log.info("task %s: submitted again; already %s", task_id, existing.state.value)
         return task_id
 
-    def _create_service(self, spec: TaskSpec) -> str:
+    def _charge(self, user: str | None, tasks: int, replicas: int | None = None) -> None:
+        """Refuse what is over a bound (manager/quotas.py); else count it."""
+        quotas = self.manager.quotas
+        refused = quotas.replicas(replicas) if replicas is not None else None
+        refused = refused or quotas.take(user, tasks, self.manager.clock())
+        if refused is not None:
+            raise Refused(refused)
+
+    def _create_service(self, spec: TaskSpec, user: str | None) -> str:
         existing = self.store.service(spec.name)
         now = self.manager.clock()
+        if existing is None or existing.desired_state == "stopped":
+            replicas = spec.replicas or 0
+            self._charge(user, replicas, replicas)
         if existing is None:
             self.manager.reconcile_service(services.create(spec, now))
         elif existing.desired_state == "stopped":
@@ -158,6 +170,8 @@ class Commands:
     def scale(self, delivery: Delivery) -> str:
         request = decode(SCALE, delivery.body)
         service = self._service(request.name)
+        was = service.replicas if service.desired_state == "running" else 0
+        self._charge(delivery.user_id, request.replicas - was, request.replicas)
         self.manager.reconcile_service(
             services.scale(service, request.replicas, self.manager.clock())
         )
