@@ -223,6 +223,11 @@ class Manager:
         that is not the asker's own: that request is dead-lettered with the reason."""
 
         def guarded(delivery: Delivery) -> None:
+            if delivery.queue == topology.COMMANDS_QUEUE and delivery.routing_key.startswith(
+                topology.QUERY_PREFIX
+            ):
+                self.settle(delivery)  # bound with "#": the queries queue answers it
+                return
             refused = topology.reply_refusal(delivery.reply_to)
             if refused is None:
                 handler(delivery)

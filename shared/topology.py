@@ -175,11 +175,11 @@ def manager_topology() -> Topology:
             Queue(EVENTS_STREAM, arguments={"x-queue-type": "stream", **EVENTS_RETENTION}),
         ),
         bindings=(
-            Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
-            Binding(COMMANDS_QUEUE, COMMANDS, "service.#"),
-            Binding(COMMANDS_QUEUE, COMMANDS, "node.#"),
+            # Every key, so that one nothing else takes is refused with a reason instead of
+            # dropped by the broker without a word (queries come too and are passed over).
+            Binding(COMMANDS_QUEUE, COMMANDS, "#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
-            Binding(RESULTS_QUEUE, RESULTS, "result.#"),
+            Binding(RESULTS_QUEUE, RESULTS, "#"),
             Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
             Binding(EVENTS_STREAM, EVENTS, "#"),
         ),
