@@ -2,63 +2,18 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pika.exceptions
 import pytest
 
-from shared import topology
-from shared.bus import Bus, Delivery
-from shared.codec import encode
-from shared.confirms import Outbound
-from shared.messages import RunTask
-from shared.models import TaskSpec
+from shared.bus import Delivery
 from shared.settings import Settings
+from tests.support.recording_bus import RecordingBus, dispatch
 from tests.support.waiting import wait_for
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker, WorkerConfig
 from worker.stats import Capacity
-
-
-class RecordingBus:
-    """Stands in for the Bus: runs thread-safe callbacks when told, logs what is confirmed
-    and acked, in order, and can fail the next publish as a lost connection does."""
-
-    message = staticmethod(Bus.message)
-    user = "guest"
-    stopping = False
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[], None]] = []
-        self.log: list[tuple[str, Any]] = []
-        self.fail_next = False
-        self.while_confirming: list[Callable[[], None]] = []  # run during the next publish
-
-    def call_threadsafe(self, fn: Callable[[], None]) -> None:
-        self.callbacks.append(fn)
-
-    def run_callbacks(self) -> None:
-        while self.callbacks:
-            self.callbacks.pop(0)()
-
-    def publish_batch(self, batch: list[Outbound]) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise pika.exceptions.StreamLostError("connection lost")
-        for message in batch:
-            assert message.properties.user_id == "guest"
-            body = json.loads(message.body)
-            self.log.append(("confirmed", (body["kind"], body.get("state"))))
-        while self.while_confirming:  # callbacks run while confirms are awaited
-            self.while_confirming.pop(0)()
-
-    def ack_batch(self, deliveries: list[Delivery]) -> None:
-        self.log.extend(("ack", delivery.tag) for delivery in deliveries)
-
-    def stop(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -68,24 +23,6 @@ def worker() -> Iterator[tuple[Worker, RecordingBus]]:
     worker = Worker(Settings(), config, MockRuntime("n1"), bus=bus)  # type: ignore[arg-type]
     yield worker, bus
     worker.close()
-
-
-def dispatch(tag: int, task_id: str) -> Delivery:
-    body = encode(RunTask(task_id=task_id, attempt=1, spec=TaskSpec(name=task_id, image="b")))
-    return Delivery(
-        body=body,
-        exchange=topology.DISPATCH,
-        routing_key="n1",
-        headers={},
-        reply_to=None,
-        correlation_id=None,
-        message_id=None,
-        user_id=None,
-        redelivered=False,
-        queue=topology.node_queue("n1"),
-        tag=tag,
-        generation=1,
-    )
 
 
 def started(worker: Worker, bus: RecordingBus, *deliveries: Delivery) -> None:
