@@ -126,7 +126,7 @@ class Attempt(Generic[D]):
         self._detail = ""  # the failing probe's last word, when unhealthy
         self._starts: list[D] = []  # run dispatches, acked once the start is reported
         self._stops: list[D] = []  # stop dispatches, acked once the removal is reported
-        self._stop_held = False  # a stop arrived while starting
+        self.stop_held = False  # a stop arrived while starting: applied once started
         self._exit: ContainerExit | None = None  # an exit that overtook the start or removal
 
     @property
@@ -154,7 +154,7 @@ class Attempt(Generic[D]):
         """A StopTask: remove the container; held until a start in progress is done."""
         self._stops.append(delivery)
         if self.phase == Phase.STARTING:
-            self._stop_held = True
+            self.stop_held = True
             return []
         if self.phase == Phase.RUNNING:
             return self._remove(Cause.REQUESTED)
@@ -177,7 +177,7 @@ class Attempt(Generic[D]):
             self.phase, self.alive = Phase.RUNNING, True
             if self.check is not None:
                 report = replace(report, health=Health.STARTING)
-                if not self._stop_held:
+                if not self.stop_held:
                     effects.append(Watch(self.check))
             self.last = report
         else:
@@ -185,8 +185,8 @@ class Attempt(Generic[D]):
         effects = [report, *effects, *self._settle(self._starts)]
         if self._exit is not None:
             effects += self.exited(self._exit)
-        if self._stop_held:
-            self._stop_held = False
+        if self.stop_held:
+            self.stop_held = False
             effects += self._remove(Cause.REQUESTED if self.alive else Cause.CLEANUP)
         return effects
 

@@ -74,6 +74,9 @@ class Runners(Generic[D]):
     def __iter__(self) -> Iterator[Attempt[D]]:
         return iter(list(self._attempts.values()))
 
+    def get(self, key: Key) -> Attempt[D] | None:
+        return self._attempts.get(key)
+
     # -- events, on the bus thread -----------------------------------------------------
 
     def run(self, key: Key, spec: TaskSpec, delivery: D) -> None:

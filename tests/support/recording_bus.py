@@ -29,6 +29,7 @@ class RecordingBus:
         self.callbacks: list[Callable[[], None]] = []
         self.log: list[tuple[str, Any]] = []
         self.updates: list[dict[str, Any]] = []  # every confirmed update, whole
+        self.heartbeats: list[dict[str, Any]] = []  # every confirmed heartbeat, whole
         self.fail_next = False
         self.while_confirming: list[Callable[[], None]] = []  # run during the next publish
 
@@ -49,6 +50,8 @@ class RecordingBus:
             self.log.append(("confirmed", (body["kind"], body.get("state"))))
             if body["kind"] == "update":
                 self.updates.append(body)
+            elif body["kind"] == "heartbeat":
+                self.heartbeats.append(body)
         while self.while_confirming:  # callbacks run while confirms are awaited
             self.while_confirming.pop(0)()
 
@@ -59,6 +62,22 @@ class RecordingBus:
         return [tag for what, tag in self.log if what == "ack"]
 
     def stop(self) -> None:
+        pass
+
+    # setup() wires these; the tests drive the worker by hand instead
+    def declare(self, *args: object) -> None:
+        pass
+
+    def consume(self, *args: object) -> None:
+        pass
+
+    def every(self, *args: object) -> None:
+        pass
+
+    def on_connect(self, *args: object) -> None:
+        pass
+
+    def after_events(self, *args: object) -> None:
         pass
 
 
