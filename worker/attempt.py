@@ -245,6 +245,12 @@ class Attempt(Generic[D]):
 
     def adopt(self, info: ContainerInfo) -> list[Effect[D]]:
         """The engine lists this attempt's container (reconciliation): report it as it is."""
+        if self.phase == Phase.STOPPING and self.cause == Cause.CLEANUP:
+            if info.status == ContainerStatus.RUNNING:
+                # A stop reached a restarted worker before its inventory: the container runs,
+                # so it is held (heartbeats list it) until removed, and the attempt completes.
+                self.cause, self.alive, self.last = Cause.REQUESTED, True, info_report(info)
+            return []
         if info.status == ContainerStatus.CREATED or self.phase not in (Phase.NEW, Phase.RUNNING):
             return []  # a start or removal in progress will report
         report = info_report(info)

@@ -20,6 +20,7 @@ from worker.attempt import (
     Attempt,
     Effect,
     Key,
+    Phase,
     Remove,
     Report,
     Settle,
@@ -100,12 +101,14 @@ class Runners(Generic[D]):
 
     def reconciled(self, found: Sequence[ContainerInfo]) -> None:
         """Apply the list of the engine's containers, except to attempts that had events
-        since it was asked for: those know better."""
+        since it was asked for: those know better, unless they are removing a container
+        they did not know ran (a stop that came before the list)."""
         touched, self._touched = self._touched or set(), None
         listed = {(info.task_id, info.attempt) for info in found}
         for info in found:
             key = (info.task_id, info.attempt)
-            if key not in touched:
+            attempt = self._attempts.get(key)
+            if key not in touched or (attempt is not None and attempt.phase == Phase.STOPPING):
                 self._apply(key, _adopting(info), create=True)
         for key in list(self._attempts):
             if key not in listed and key not in touched:

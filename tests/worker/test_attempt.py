@@ -164,3 +164,14 @@ def test_a_running_container_gone_from_the_engine_is_forgotten_quietly() -> None
     attempt = started(CHECKED)
     assert attempt.vanished() == [Unwatch()]
     assert attempt.ended
+
+
+def test_a_stop_before_the_inventory_holds_a_container_listed_running_until_removed() -> None:
+    # given a stop for an attempt the (restarted) worker does not know yet
+    attempt: Attempt[str] = Attempt(KEY)
+    assert attempt.stop("stop") == [Remove()]
+    # when the inventory then lists its container running
+    assert attempt.adopt(RUNNING) == []
+    # then it is held as running until removed, and then completes
+    assert attempt.alive and attempt.last.container_id == "c1"
+    assert attempt.removed() == [Report(TaskState.COMPLETED), Settle("stop")]

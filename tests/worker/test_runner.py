@@ -31,6 +31,8 @@ class GatedRuntime:
     def __init__(self, inner: Runtime) -> None:
         self.inner = inner
         self.gate = threading.Event()
+        self.remove_gate = threading.Event()  # open unless a test closes it
+        self.remove_gate.set()
         self.calls: list[str] = []
 
     def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
@@ -41,6 +43,7 @@ class GatedRuntime:
         return info
 
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        assert self.remove_gate.wait(TIMEOUT), "the test never opened the removal gate"
         self.inner.remove(task_id, attempt, timeout=2)
         self.calls.append("removed")
 
@@ -139,6 +142,38 @@ def test_a_stop_right_behind_its_start_ends_the_task_with_nothing_left(
     # then the task ended stopped, and no container is left
     assert kit.runtime.list() == []
     assert updates_of(bus, "t1")[-1] == ("completed", None)
+
+
+def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_removal(
+    bus: RecordingBus,
+) -> None:
+    # given a container left running by a worker that stopped, and a slow removal
+    runtime = GatedRuntime(MockRuntime("n1"))
+    runtime.gate.set()
+    running = runtime.inner.start("t1", 1, TaskSpec(name="t1", image="b"))
+    runtime.remove_gate.clear()
+    config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
+    worker = Worker(Settings(), config, runtime, bus=bus)  # type: ignore[arg-type]
+    try:
+        # when the worker starts again, and the stop comes before its inventory is applied
+        worker.setup()
+        wait_for(lambda: bus.callbacks, "the inventory to be taken")
+        worker.on_dispatch(stop(1, "t1"))
+        bus.run_callbacks()
+        # then while the removal lasts its heartbeats name the container, complete
+        worker.send_heartbeat()
+        worker.flush()
+        [beat] = bus.heartbeats
+        assert beat["inventory"] is True
+        assert [t["container_id"] for t in beat["tasks"]] == [running.container_id]
+        # and once removed, the attempt completes, and nothing of it is left
+        runtime.remove_gate.set()
+        drive(worker, bus, lambda: bus.acked() == [1], "the stop to be acked")
+    finally:
+        runtime.remove_gate.set()
+        worker.close()
+    assert updates_of(bus, "t1") == [("completed", None)]
+    assert runtime.inner.list() == [] and len(worker.runners) == 0
 
 
 @pytest.fixture
