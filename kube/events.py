@@ -72,6 +72,8 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
     """The line for one event, or None for what is not shown (heartbeats, unknown keys)."""
     if event.key in HIDDEN:
         return None
+    if event.key == "task.removed" and event.task is not None:  # `kube rm`: no new state
+        return f"{clock(now or event.task.updated_at)} task {event.task.id} removed"
     if event.task is not None:
         return task_line(event.task)
     if event.node is not None:

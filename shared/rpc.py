@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus import RECONNECT_ERRORS, connection_parameters
+from shared.bus.connection import RECONNECT_ERRORS, connection_parameters
 from shared.errors import MessagingError, NoManagerError
 from shared.settings import Settings, redact
 

@@ -21,14 +21,21 @@ COMMANDS_QUEUE = "kube.manager.commands"
 QUERIES_QUEUE = "kube.manager.queries"
 RESULTS_QUEUE = "kube.manager.results"
 DEAD_LETTER_QUEUE = "kube.dead-letters"
+DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
+"""The manager's copy of every dead letter, read for dispatches that never reached a
+worker (the broker's delivery limit, or a worker refusing it): their tasks would
+otherwise stay scheduled for ever. Its own refusals go nowhere: no dead-letter exchange."""
+DEAD_DISPATCHES_LIMIT = 10_000
 
 SUBMIT_KEY = "task.submit"
 STOP_KEY = "task.stop"
+REMOVE_KEY = "task.remove"
 SCALE_KEY = "service.scale"
 UPDATE_KEY = "service.update"
 CORDON_KEY = "node.cordon"
 UNCORDON_KEY = "node.uncordon"
 DRAIN_KEY = "node.drain"
+NODE_REMOVE_KEY = "node.remove"
 QUERY_PREFIX = "query."
 
 DELIVERY_LIMIT = 5
@@ -38,6 +45,23 @@ QUERY_TTL_MS = 30_000
 """Queries nobody answered in 30 s are dropped: their asker has given up."""
 
 REASON_HEADER = "x-kube-reason"
+
+REPLY_QUEUE_PREFIXES = ("amq.rabbitmq.reply-to", "amq.gen-")
+"""Where the manager sends answers: RabbitMQ's direct reply-to, or a server-named queue
+(declared with an empty name). Never a named queue such as a worker's, which a client
+may not write to itself: the manager must not write there on its behalf."""
+
+
+def reply_refusal(reply_to: str | None) -> str | None:
+    """Why a request's reply_to is refused (None: no reply_to, or an asker's own queue)."""
+    if reply_to is None or reply_to.startswith(REPLY_QUEUE_PREFIXES):
+        return None
+    return (
+        f"reply_to {reply_to[:300]!r} is not a reply queue: use amq.rabbitmq.reply-to or a"
+        " server-named queue (declared with an empty name)"
+    )
+
+
 """Header that says why kube dead-lettered a message."""
 
 
@@ -119,6 +143,14 @@ def manager_topology() -> Topology:
             _work_queue(COMMANDS_QUEUE),
             _work_queue(RESULTS_QUEUE),
             Queue(QUERIES_QUEUE, arguments={"x-message-ttl": QUERY_TTL_MS}),
+            Queue(
+                DEAD_DISPATCHES_QUEUE,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-max-length": DEAD_DISPATCHES_LIMIT,
+                    "x-overflow": "drop-head",
+                },
+            ),
         ),
         bindings=(
             Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
@@ -126,6 +158,7 @@ def manager_topology() -> Topology:
             Binding(COMMANDS_QUEUE, COMMANDS, "node.#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
             Binding(RESULTS_QUEUE, RESULTS, "result.#"),
+            Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
         ),
     )
 

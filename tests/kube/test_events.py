@@ -53,6 +53,11 @@ def test_a_failed_restarting_and_unplaceable_task_say_why() -> None:
     assert task_line(waiting).endswith("task web-1a2b pending: no worker has joined yet")
 
 
+def test_a_removed_task_reads_as_removed_not_as_its_last_state() -> None:
+    removed = Event("task.removed", task=record(TaskState.COMPLETED))
+    assert event_line(removed, NOW) == f"{clock(NOW)} task web-1a2b removed"
+
+
 def test_node_events_read_as_lines_and_heartbeats_are_left_out() -> None:
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=2, memory=2 * 1024**3, disk=0, last_heartbeat=NOW

@@ -72,7 +72,7 @@ def make_docker_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRunt
             container.remove(force=True)
 
 
-@pytest.fixture(params=["mock", "docker"])
+@pytest.fixture(params=["mock", pytest.param("docker", marks=pytest.mark.docker)])
 def kit(request: pytest.FixtureRequest) -> RuntimeKit:
     """Each test using it runs once on MockRuntime and once on the real engine."""
     if request.param == "mock":

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from shared.bus import StubBus
 from shared.models import TaskSpec
 from shared.settings import Settings
 from shared.specs import HealthCheck
-from tests.support.recording_bus import RecordingBus, dispatch, stop
+from tests.support.dispatches import acked, dispatch, sent, stop
 from tests.support.waiting import wait_for
 from tests.worker.conftest import RuntimeKit
 from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
@@ -59,7 +60,7 @@ class GatedRuntime:
         return getattr(self.inner, name)
 
 
-def make_worker(runtime: Any, bus: RecordingBus) -> Worker:
+def make_worker(runtime: Any, bus: StubBus) -> Worker:
     config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
     worker = Worker(Settings(), config, runtime, bus=bus)  # type: ignore[arg-type]
     worker.setup()  # reconciles and watches the engine's exits, in the pool
@@ -67,7 +68,7 @@ def make_worker(runtime: Any, bus: RecordingBus) -> Worker:
     return worker
 
 
-def drive(worker: Worker, bus: RecordingBus, until: Callable[[], object], what: str) -> None:
+def drive(worker: Worker, bus: StubBus, until: Callable[[], object], what: str) -> None:
     """Play the bus thread: hand results back, flush, until the condition holds."""
 
     def step() -> object:
@@ -78,13 +79,13 @@ def drive(worker: Worker, bus: RecordingBus, until: Callable[[], object], what: 
     wait_for(step, what, timeout=TIMEOUT)
 
 
-def updates_of(bus: RecordingBus, task_id: str) -> list[tuple[str, str | None]]:
-    return [(u["state"], u.get("health")) for u in bus.updates if u["task_id"] == task_id]
+def updates_of(bus: StubBus, task_id: str) -> list[tuple[str, str | None]]:
+    return [(u["state"], u.get("health")) for u in sent(bus, "update") if u["task_id"] == task_id]
 
 
 @pytest.fixture
-def bus() -> RecordingBus:
-    return RecordingBus()
+def bus() -> StubBus:
+    return StubBus(user="guest")
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def gated(kit: RuntimeKit) -> GatedRuntime:
 
 
 @pytest.fixture
-def worker(gated: GatedRuntime, bus: RecordingBus) -> Iterator[Worker]:
+def worker(gated: GatedRuntime, bus: StubBus) -> Iterator[Worker]:
     worker = make_worker(gated, bus)
     yield worker
     gated.gate.set()
@@ -101,7 +102,7 @@ def worker(gated: GatedRuntime, bus: RecordingBus) -> Iterator[Worker]:
 
 
 def test_a_stop_during_the_start_is_held_and_applied_once_the_start_is_done(
-    kit: RuntimeKit, gated: GatedRuntime, worker: Worker, bus: RecordingBus
+    kit: RuntimeKit, gated: GatedRuntime, worker: Worker, bus: StubBus
 ) -> None:
     # given a start that the engine holds up (a slow pull)
     worker.on_dispatch(dispatch(1, "t1", kit.running()))
@@ -119,7 +120,7 @@ def test_a_stop_during_the_start_is_held_and_applied_once_the_start_is_done(
 
     wait_for(handled, "the stop to be handled")
     gated.gate.set()
-    drive(worker, bus, lambda: sorted(bus.acked()) == [1, 2], "both dispatches to be acked")
+    drive(worker, bus, lambda: sorted(acked(bus)) == [1, 2], "both dispatches to be acked")
 
     # then the task started, then stopped; no container is left; the worker keeps nothing
     assert kit.runtime.list() == []
@@ -129,7 +130,7 @@ def test_a_stop_during_the_start_is_held_and_applied_once_the_start_is_done(
 
 
 def test_a_stop_right_behind_its_start_ends_the_task_with_nothing_left(
-    kit: RuntimeKit, gated: GatedRuntime, worker: Worker, bus: RecordingBus
+    kit: RuntimeKit, gated: GatedRuntime, worker: Worker, bus: StubBus
 ) -> None:
     # given two dispatches back to back: a start and its stop
     gated.gate.set()
@@ -137,7 +138,7 @@ def test_a_stop_right_behind_its_start_ends_the_task_with_nothing_left(
     worker.on_dispatch(stop(2, "t1"))
 
     # when the worker has handled both
-    drive(worker, bus, lambda: sorted(bus.acked()) == [1, 2], "both dispatches to be acked")
+    drive(worker, bus, lambda: sorted(acked(bus)) == [1, 2], "both dispatches to be acked")
 
     # then the task ended stopped, and no container is left
     assert kit.runtime.list() == []
@@ -145,7 +146,7 @@ def test_a_stop_right_behind_its_start_ends_the_task_with_nothing_left(
 
 
 def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_removal(
-    bus: RecordingBus,
+    bus: StubBus,
 ) -> None:
     # given a container left running by a worker that stopped, and a slow removal
     runtime = GatedRuntime(MockRuntime("n1"))
@@ -163,12 +164,12 @@ def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_
         # then while the removal lasts its heartbeats name the container, complete
         worker.send_heartbeat()
         worker.flush()
-        [beat] = bus.heartbeats
+        [beat] = sent(bus, "heartbeat")
         assert beat["inventory"] is True
         assert [t["container_id"] for t in beat["tasks"]] == [running.container_id]
         # and once removed, the attempt completes, and nothing of it is left
         runtime.remove_gate.set()
-        drive(worker, bus, lambda: bus.acked() == [1], "the stop to be acked")
+        drive(worker, bus, lambda: acked(bus) == [1], "the stop to be acked")
     finally:
         runtime.remove_gate.set()
         worker.close()
@@ -177,7 +178,7 @@ def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_
 
 
 @pytest.fixture
-def mock_worker(bus: RecordingBus) -> Iterator[tuple[MockRuntime, Worker]]:
+def mock_worker(bus: StubBus) -> Iterator[tuple[MockRuntime, Worker]]:
     runtime = MockRuntime("n1")
     worker = make_worker(runtime, bus)
     yield runtime, worker
@@ -191,24 +192,24 @@ def unhealthy_spec(name: str) -> TaskSpec:
 
 
 def test_after_a_thousand_stops_and_a_hundred_unhealthy_removals_nothing_is_kept(
-    mock_worker: tuple[MockRuntime, Worker], bus: RecordingBus
+    mock_worker: tuple[MockRuntime, Worker], bus: StubBus
 ) -> None:
     runtime, worker = mock_worker
     # given a thousand tasks started, then stopped
     for i in range(1000):
         worker.on_dispatch(dispatch(i, f"t{i}"))
-    drive(worker, bus, lambda: len(bus.acked()) == 1000, "a thousand starts")
+    drive(worker, bus, lambda: len(acked(bus)) == 1000, "a thousand starts")
     for i in range(1000):
         worker.on_dispatch(stop(1000 + i, f"t{i}"))
-    drive(worker, bus, lambda: len(bus.acked()) == 2000, "a thousand stops")
+    drive(worker, bus, lambda: len(acked(bus)) == 2000, "a thousand stops")
 
     # and a hundred tasks that turned unhealthy and were removed
     for i in range(100):
         worker.on_dispatch(dispatch(2000 + i, f"u{i}", unhealthy_spec(f"u{i}")))
 
     def removed() -> bool:
-        failed = [u for u in bus.updates if u["state"] == "failed"]
-        return len(failed) == 100 and len(bus.acked()) == 2100
+        failed = [u for u in sent(bus, "update") if u["state"] == "failed"]
+        return len(failed) == 100 and len(acked(bus)) == 2100
 
     drive(worker, bus, removed, "a hundred unhealthy removals")
 
@@ -218,13 +219,13 @@ def test_after_a_thousand_stops_and_a_hundred_unhealthy_removals_nothing_is_kept
     assert len(worker.health) == 0
     assert len(worker.runners) == 0
     # and its heartbeat names no task
-    bus.heartbeats.clear()
+    before = len(sent(bus, "heartbeat"))
     worker.send_heartbeat()
     worker.flush()
-    assert [beat["tasks"] for beat in bus.heartbeats] == [[]]
+    assert [beat["tasks"] for beat in sent(bus, "heartbeat")[before:]] == [[]]
 
 
-class HealthReportLateBus(RecordingBus):
+class HealthReportLateBus(StubBus):
     """Delays what the health thread hands over until the engine removed a container, or
     for a second: the widest gap a busy machine may leave between the two threads."""
 
