@@ -88,8 +88,11 @@ class Runners(Generic[D]):
 
     def exited(self, event: ContainerExit) -> None:
         key = (event.task_id, event.attempt)
-        if key not in self._attempts:
-            log.debug("task %s: exit of attempt %d, which ended here already", *key)
+        attempt = self._attempts.get(key)
+        if attempt is not None and attempt.phase == Phase.RUNNING:
+            log.info("task %s: attempt %d exited with code %d", *key, event.exit_code)
+        else:  # being started or removed, or ended here already: its runner knows what to do
+            log.debug("task %s: exit of attempt %d with code %d", *key, event.exit_code)
         self._apply(key, lambda attempt: attempt.exited(event))
 
     def health_changed(self, key: Key, health: Health, detail: str) -> None:

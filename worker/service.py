@@ -254,9 +254,6 @@ class Worker:
     # -- exits and health, from their own threads ----------------------------------------
 
     def _on_exit(self, event: ContainerExit) -> None:
-        log.info(
-            "task %s: attempt %d exited with code %d", event.task_id, event.attempt, event.exit_code
-        )
         self.bus.call_threadsafe(lambda: self.runners.exited(event))
 
     def _on_health(self, key: Key, health: Health, detail: str) -> None:
