@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--allow-cap", action="append", default=[], metavar="CAPABILITY")
     policy.add_argument("--allow-device", action="append", default=[], metavar="DEVICE")
     policy.add_argument("--allow-image", action="append", default=[], metavar="PATTERN")
+    policy.add_argument(
+        "--allow-local-registry",
+        action="store_true",
+        help="pull from registries on loopback or link-local addresses",
+    )
     _logging_flags(worker)
     _observability_flags(worker, WORKER_PORT)
 
@@ -369,17 +374,6 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         memory=args.memory if args.memory is not None else detected.memory,
         disk=args.disk if args.disk is not None else detected.disk,
     )
-    runtime: Runtime
-    if args.runtime == "mock":
-        from worker.runtime.mock import MockRuntime
-
-        runtime = MockRuntime(name)
-    else:
-        from worker.runtime.docker import DockerRuntime
-
-        runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2))
-    serve_metrics(args.metrics_port, name, runtime)
-    runtime = TimedRuntime(runtime)
     flags = WorkerPolicy(
         allow_privileged=args.allow_privileged,
         allow_host_network=args.allow_host_network,
@@ -388,8 +382,20 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         capabilities=tuple(args.allow_cap),
         devices=tuple(args.allow_device),
         images=tuple(args.allow_image),
+        allow_local_registries=args.allow_local_registry,
     )
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
+    runtime: Runtime
+    if args.runtime == "mock":
+        from worker.runtime.mock import MockRuntime
+
+        runtime = MockRuntime(name)
+    else:
+        from worker.runtime.docker import DockerRuntime
+
+        runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2), policy=policy)
+    serve_metrics(args.metrics_port, name, runtime)
+    runtime = TimedRuntime(runtime)
     config = WorkerConfig(
         name=name,
         labels=dict(args.label),

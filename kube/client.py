@@ -215,10 +215,11 @@ class Client:
         """The events on kube.events whose routing key matches one of keys, as they come.
 
         Keys are AMQP topic patterns: `task.*` (every task change), `task.failed`,
-        `node.#`. The queue is bound when watch() returns, so nothing published after
-        that is missed. Ends after timeout seconds if given, else never.
+        `node.#`. Read from the events stream (`kube.events.stream`), whose reader is
+        attached when watch() returns, so nothing published after that is missed. Ends
+        after timeout seconds if given, else never.
         """
-        subscription = self._rpc.watch(topology.EVENTS, list(keys))
+        subscription = self._rpc.follow(topology.EVENTS_STREAM, list(keys))
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._events(subscription, deadline)
 
@@ -241,9 +242,9 @@ class Client:
     ) -> TaskRecord:
         """Block until the task is in one of states, or has ended; return its record.
 
-        Listens on kube.events (bound before the first look, so nothing slips between).
+        Follows the events stream (attached before the first look: nothing slips between).
         """
-        with self._rpc.watch(topology.EVENTS, ["task.*"]) as events:  # before the first look
+        with self._rpc.follow(topology.EVENTS_STREAM, ["task.*"]) as events:
             task = self.get(task_id)
             deadline = time.monotonic() + timeout
             while task.state not in states and not task.state.terminal:

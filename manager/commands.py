@@ -12,7 +12,8 @@
 | node.drain       | {"name"}        | cordon, then move every task off the node           |
 | node.remove      | {"name"}        | forgets a down node                                 |
 
-Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered.
+Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
+node.* commands are an operator's: `manager/auth.py` checks who sent them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from pydantic import TypeAdapter
 
 from manager import core, nodes, removal, services
+from manager.auth import command_sender_allowed
 from manager.effects import Decision
 from shared import topology
 from shared.bus import Delivery
@@ -91,6 +93,10 @@ class Commands:
             self.manager.refuse(
                 delivery, f"unknown routing key {delivery.routing_key!r}: use one of {known}"
             )
+            return
+        refused = command_sender_allowed(delivery.routing_key, delivery.user_id, self.manager.auth)
+        if refused is not None:
+            self.manager.refuse(delivery, refused)
             return
         try:
             done = handler(delivery)

@@ -49,22 +49,29 @@ class Queries:
         }
 
     def on_query(self, delivery: Delivery) -> None:
+        """Answer a query; one that is malformed (an unknown key, a bad body) is answered
+        and dead-lettered with the reason, as a bad command is."""
         handler = self.handlers.get(delivery.routing_key)
+        bad: str | None = None
+        reply: Reply | None
         if handler is None:
-            reply: Reply | None = Reply(
-                ok=False,
-                error=f"unknown query {delivery.routing_key!r}; known: {', '.join(self.handlers)}",
-            )
+            known = ", ".join(self.handlers)
+            bad = f"unknown query {delivery.routing_key!r}; known: {known}"
+            reply = Reply(ok=False, error=bad)
         else:
             try:
                 reply = handler(delivery)
             except DecodeError as exc:
-                reply = Reply(ok=False, error=f"invalid {delivery.routing_key}: {exc.reason}")
+                bad = f"invalid {delivery.routing_key}: {exc.reason}"
+                reply = Reply(ok=False, error=bad)
         if reply is not None:
             if not reply.ok:
                 log.info("query %s refused: %s", delivery.routing_key, reply.error)
             self.bus.reply(delivery, encode(reply))
-        self.bus.ack(delivery)
+        if bad is not None:
+            self.bus.dead_letter(delivery, bad)
+        else:
+            self.bus.ack(delivery)
 
     def tasks(self, delivery: Delivery) -> Reply:
         query = _list(delivery)

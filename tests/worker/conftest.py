@@ -13,6 +13,7 @@ import pytest
 
 from shared.models import PullPolicy, TaskSpec
 from tests.support.images import BUSYBOX_IMAGE
+from worker.policy import WorkerPolicy
 from worker.runtime.base import NODE_LABEL, Runtime
 from worker.runtime.docker import DockerRuntime
 from worker.runtime.mock import EXIT_CODE_ENV, OUTPUT_ENV, RUN_SECONDS_ENV, MockRuntime
@@ -60,9 +61,9 @@ def make_docker_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRunt
     """Builds Docker runtimes on fresh node names; removes every container of those after."""
     nodes: list[str] = []
 
-    def make(client: Any = None) -> DockerRuntime:
+    def make(client: Any = None, policy: WorkerPolicy | None = None) -> DockerRuntime:
         nodes.append(f"t-{uuid.uuid4().hex[:8]}")
-        return DockerRuntime(nodes[-1], client=client)
+        return DockerRuntime(nodes[-1], client=client, policy=policy)
 
     yield make
     for node in nodes:
