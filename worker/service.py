@@ -21,11 +21,9 @@ what it finds (reconciliation), so nothing is orphaned or started twice.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -56,30 +54,18 @@ from shared.settings import Settings
 from shared.specs import TaskSpec
 from shared.states import TaskState
 from worker.attempt import Key, Report, StartFailed
+from worker.config import WorkerConfig
 from worker.health import HealthMonitor
 from worker.logs import logs_reply
-from worker.policy import WorkerPolicy
 from worker.runner import Runners
 from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
-from worker.stats import Capacity, detect_capacity, measure
+from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
 DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How a worker runs; built by the CLI from flags and the environment."""
-
-    name: str = field(default_factory=socket.gethostname)
-    labels: dict[str, str] = field(default_factory=dict)
-    capacity: Capacity | None = None  # None: detect the host's
-    heartbeat_interval: float = 2.0
-    concurrency: int = 8  # containers started at once; the engine's own limit is near this
-    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
 
 
 def utcnow() -> datetime:

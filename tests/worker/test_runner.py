@@ -18,9 +18,10 @@ from shared.specs import HealthCheck
 from tests.support.dispatches import acked, dispatch, sent, stop
 from tests.support.waiting import wait_for
 from tests.worker.conftest import RuntimeKit
+from worker.config import WorkerConfig
 from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
 from worker.runtime.mock import EXEC_EXIT_CODE_ENV, MockRuntime
-from worker.service import Worker, WorkerConfig
+from worker.service import Worker
 from worker.stats import Capacity
 
 TIMEOUT = 60.0
