@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from manager import core, nodes, services
 from manager.auth import WorkerAuth, result_sender_allowed
+from manager.blocked import Blocked
 from manager.commands import Commands, new_task_id
 from manager.effects import Decision
 from manager.logs import Answer, LogRelay
@@ -82,6 +83,9 @@ class Manager:
         self.bus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
+        # Pending tasks that fit nowhere wait here for a change (a cache of the store:
+        # a rolled-back delivery must call `self.blocked.reset()`).
+        self.blocked = Blocked(config.max_tasks_per_node)
         self.clock = clock
         self.connected_at = clock()
         self.logs = LogRelay()
@@ -132,6 +136,7 @@ class Manager:
             log.warning("refused: %s", decision.refused)
         if not decision.empty:
             self.store.record(decision)
+            self.blocked.record(decision, self.store.node)
             observe(decision)
             for task in decision.tasks:
                 log.info("task %s: %s on %s", task.id, task.state.value, task.node or "-")
@@ -289,7 +294,7 @@ class Manager:
 
     def place(self, tasks: Sequence[TaskRecord], now: datetime) -> Decision:
         """Schedule the given pending tasks onto the nodes as they are now."""
-        return core.schedule(
+        decision = core.schedule(
             tasks,
             self.store.nodes(),
             self.scheduler,
@@ -297,11 +302,21 @@ class Manager:
             self.config.max_tasks_per_node,
             self.store.peers(task.name for task in tasks),
         )
+        self.blocked.settle(tasks, decision, now)
+        return decision
 
     def schedule_pending(self) -> None:
-        pending = self.store.tasks([TaskState.PENDING])
+        """Place the pending tasks that are due: new, woken by a change, or out of backoff."""
+        if self.blocked.stale:
+            self.blocked.rebuild(self.store.tasks([TaskState.PENDING]), self.store.nodes())
+        now = self.clock()
+        due = self.store.tasks_by_id(self.blocked.due(now)).values()
+        pending = sorted(
+            (task for task in due if task.state == TaskState.PENDING),
+            key=lambda task: (task.created_at, task.id),
+        )
         if pending:
-            self.commit(self.place(pending, self.clock()))
+            self.commit(self.place(pending, now))
 
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
+from shared.placement import Unplaced
 from shared.specs import PullPolicy as PullPolicy
 from shared.specs import TaskSpec as TaskSpec
 from shared.states import TaskState
@@ -48,6 +49,24 @@ class NodeRequest(WireModel):
     name: Name
 
 
+class AttemptEnd(enum.StrEnum):
+    """How an attempt that is restarted ended."""
+
+    COMPLETED = "completed"  # exited 0
+    FAILED = "failed"  # exited non-zero, could not start, or was found unhealthy or gone
+    LOST = "lost"  # its node went down
+
+
+class Restarted(WireModel):
+    """Why a task went back to pending for another attempt, as data (`detail` says it)."""
+
+    cause: AttemptEnd
+    number: int = Field(description="this restart's number, from 1")
+    limit: int | None = Field(default=None, description="the policy's max_restarts")
+    delay: float = Field(description="seconds before the next attempt may be placed")
+    reason: str | None = Field(default=None, description="what the worker said ended it")
+
+
 class TaskEvent(WireModel):
     """One entry of a task's state history."""
 
@@ -56,6 +75,7 @@ class TaskEvent(WireModel):
     attempt: int
     node: str | None = None
     detail: str | None = None
+    restart: Restarted | None = None
 
 
 class Health(enum.StrEnum):
@@ -90,6 +110,9 @@ class TaskRecord(WireModel):
     restart_count: int = 0
     exit_code: int | None = None
     error: str | None = None
+    unplaced: Unplaced | None = Field(
+        default=None, description="while pending: why no node could take it, as data"
+    )
     health: Health | None = None
     last_check: str | None = Field(default=None, description="the last health check's result")
     not_before: datetime | None = Field(
