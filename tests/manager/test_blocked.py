@@ -209,3 +209,21 @@ def test_a_node_that_can_take_them_places_the_blocked_tasks(
     placed = {t.id: t.node for t in manager.store.tasks()}
     assert placed == {"b0": "n2", "b1": "n2"}
     assert refits == ["b0", "b1", "b0", "b1"]
+
+
+def test_after_a_reset_every_pending_task_is_tried_once_more(
+    tmp_path: Path, refits: list[str]
+) -> None:
+    # given two blocked tasks (as after a delivery whose writes were rolled back)
+    manager, _ = manager_with_a_node(tmp_path)
+    manager.schedule_pending()
+    for i in range(2):
+        manager.commands.on_command(big(i, f"r{i}", 64))
+    manager.finish_batch()
+    # when the index is reset and the manager ticks twice
+    manager.blocked.reset()
+    manager.tick()
+    manager.tick()
+    # then it was rebuilt from the store: each task tried once more, then left alone
+    assert refits == ["r0", "r1", "r0", "r1"]
+    assert manager.blocked.blocked == 2
