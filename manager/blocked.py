@@ -106,12 +106,18 @@ class Blocked:
     # -- what the service tells it ---------------------------------------------------------
 
     def rebuild(self, pending: Iterable[TaskRecord], nodes: Iterable[NodeRecord]) -> None:
-        """Start over from the store: every pending task is tried, the nodes as they are."""
+        """Start over from the store. A task whose record says why it fit nowhere is
+        blocked again, and every node counts as new, so each shape that fits a node now
+        is woken at once; the other pending tasks are tried."""
         self._clear()
         self.stale = False
         for task in pending:
-            self._wait(task)
-        self._seen = {node.name: NodeView.of(node) for node in nodes}
+            if task.unplaced is not None and task.not_before is None:
+                self._block(task)
+            else:
+                self._wait(task)
+        for node in nodes:
+            self.observe(node)
 
     def reset(self) -> None:
         """Forget everything (a delivery's writes were rolled back): rebuild before the

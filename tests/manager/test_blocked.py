@@ -15,6 +15,7 @@ from manager.blocked import Blocked
 from manager.effects import Decision
 from shared.bus import Delivery
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.placement import NoFitKind, Unplaced
 from shared.states import TaskState
 from tests.support.manager import NOW, manager_with_a_node, submit
 
@@ -147,11 +148,20 @@ def test_a_task_that_stops_waiting_is_forgotten() -> None:
 
 
 def test_a_reset_index_is_rebuilt_from_what_is_pending() -> None:
+    # given an index that blocked a task, then was reset
     index = blocked_on([node()], [pending("a", cpu=64)])
     index.reset()
     assert index.stale
-    index.rebuild([pending("a", cpu=64), pending("b", cpu=64)], [node()])
-    assert sorted(index.due(NOW)) == ["a", "b"]
+    # when it is rebuilt: "a" and "b" were found to fit nowhere, "c" and "d" were not tried
+    why = Unplaced(kind=NoFitKind.INSUFFICIENT_CPU)
+    tried = [
+        pending(i, cpu=cpu).model_copy(update={"unplaced": why}) for i, cpu in [("a", 64), ("b", 8)]
+    ]
+    untried = [pending("c", cpu=64), pending("d", cpu=1)]
+    index.rebuild(tried + untried, [node(), node("n2", cpus=16.0)])
+    # then the untried are due, and of the others the one that fits a node now
+    assert sorted(index.due(NOW)) == ["b", "c", "d"]
+    assert index.is_blocked("a")
 
 
 # -- in the manager ----------------------------------------------------------------------
@@ -211,19 +221,25 @@ def test_a_node_that_can_take_them_places_the_blocked_tasks(
     assert refits == ["b0", "b1", "b0", "b1"]
 
 
-def test_after_a_reset_every_pending_task_is_tried_once_more(
+def test_after_a_reset_the_index_is_rebuilt_from_the_store(
     tmp_path: Path, refits: list[str]
 ) -> None:
-    # given two blocked tasks (as after a delivery whose writes were rolled back)
+    # given two tasks for 64 cpus and one for 8, blocked on a 4-cpu node
     manager, _ = manager_with_a_node(tmp_path)
     manager.schedule_pending()
-    for i in range(2):
-        manager.commands.on_command(big(i, f"r{i}", 64))
+    for i, cpu in enumerate((64, 64, 8)):
+        manager.commands.on_command(big(i, f"r{i}", cpu))
     manager.finish_batch()
-    # when the index is reset and the manager ticks twice
+    assert refits == ["r0", "r1", "r2"]
+    # when the index is reset (a delivery's writes were rolled back) while a 16-cpu node
+    # joins, and the manager ticks twice
     manager.blocked.reset()
+    manager.commit(Decision(nodes=[node("n2", cpus=16.0)]))
     manager.tick()
     manager.tick()
-    # then it was rebuilt from the store: each task tried once more, then left alone
-    assert refits == ["r0", "r1", "r0", "r1"]
+    # then the index was rebuilt from the store: the 8-cpu task was woken by the node and
+    # placed there, and the others were left alone, not fitted again
+    assert refits == ["r0", "r1", "r2", "r2"]
+    placed = manager.store.task("r2")
+    assert placed is not None and placed.node == "n2"
     assert manager.blocked.blocked == 2
