@@ -32,8 +32,9 @@ from shared.specs import Constraint
 from shared.states import TaskState
 
 DUE_PER_PASS = 1000
-"""Tasks one scheduling pass tries at most: a pass holds up every other message (reading
-a thousand records is ~30 ms), and what is left is tried on the next one (a tick away)."""
+"""Tasks one scheduling pass tries at most: a pass holds up every other message (a first
+try of a thousand tasks that fit nowhere, read, explained and written, took 0.1 to 0.2 s
+on the 2-core test machine), and what is left is tried on the next one (a tick away)."""
 
 Shape = tuple[float, int, int, tuple[Constraint, ...], str | None]
 """What decides which nodes a task fits: cpu, memory, disk, constraints, spread label."""

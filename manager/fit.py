@@ -119,9 +119,20 @@ def miss(
     )
 
 
+def eligible(spec: TaskSpec, node: NodeRecord, rules: Sequence[Constraint] | None = None) -> bool:
+    """Whether the node may take the task whatever its free resources (without a placement
+    context): `ineligible` finds nothing, answered without building what it would say."""
+    return (
+        node.status is NodeStatus.READY
+        and node.engine_ok
+        and node.schedulable
+        and failed_rule(spec.rules() if rules is None else rules, node.labels) is None
+    )
+
+
 def fits(spec: TaskSpec, node: NodeRecord, rules: Sequence[Constraint] | None = None) -> bool:
     """Whether the node is eligible and has room (without a placement context)."""
-    return ineligible(spec, node, rules=rules) is None and has_room(spec, node)
+    return eligible(spec, node, rules) and has_room(spec, node)
 
 
 def filter_candidates(spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:

@@ -615,12 +615,12 @@ def test_a_decision_reads_the_constraints_once_and_checks_each_node_once(
     spec = TaskSpec(name="web", image="nginx:alpine", constraints={"zone": "a"})
     rules_calls: list[int] = []
     checks: list[str] = []
-    original_rules, original_ineligible = TaskSpec.rules, fit.ineligible
+    original_rules, original_eligible = TaskSpec.rules, fit.eligible
     monkeypatch.setattr(TaskSpec, "rules", lambda s: rules_calls.append(1) or original_rules(s))
     monkeypatch.setattr(
         fit,
-        "ineligible",
-        lambda s, n, *a, **k: checks.append(n.name) or original_ineligible(s, n, *a, **k),
+        "eligible",
+        lambda s, n, *a, **k: checks.append(n.name) or original_eligible(s, n, *a, **k),
     )
     # when the task is placed, under a cap
     result = place(make_scheduler(name), spec, nodes, PlacementContext(max_tasks_per_node=10))
