@@ -14,7 +14,9 @@ a decision), so it can only come to fit on a node whose view improves, and every
 recorded decision shows the index the nodes it touched.
 
 This is a cache of what the store holds: `stale` makes the service rebuild it from the
-pending tasks (when the manager starts, and after a delivery's writes are rolled back).
+pending tasks (when the manager starts, and after a delivery's writes are rolled back);
+so does a count of pending tasks that differs from the store's (a rollback nobody
+reported, say: the placement it undid left a pending task this index had forgotten).
 """
 
 from __future__ import annotations
@@ -192,6 +194,11 @@ class Blocked:
         for task_id in due:
             del self._due[task_id]
         return due
+
+    @property
+    def pending(self) -> int:
+        """How many pending tasks it knows (the store must have as many, between passes)."""
+        return len(self._due) + len(self._backoff) + len(self._shape_of)
 
     @property
     def blocked(self) -> int:

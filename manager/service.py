@@ -84,7 +84,8 @@ class Manager:
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
         # Pending tasks that fit nowhere wait here for a change (a cache of the store:
-        # a rolled-back delivery must call `self.blocked.reset()`).
+        # a rolled-back delivery calls `self.blocked.reset()`; a tick that finds it counts
+        # other pending tasks than the store does resets it too).
         self.blocked = Blocked(config.max_tasks_per_node)
         self.clock = clock
         self.connected_at = clock()
@@ -336,6 +337,8 @@ class Manager:
                 nodes.node_lost(node.name, self.store.tasks_on(node.name, nodes.PLACED), now)
             )
         self.commit(decision)
+        if self.blocked.pending != self.store.count(TaskState.PENDING):
+            self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild
         self.schedule_pending()
         for answer in self.logs.expire(now):
             self.relay(answer)

@@ -243,3 +243,22 @@ def test_after_a_reset_the_index_is_rebuilt_from_the_store(
     placed = manager.store.task("r2")
     assert placed is not None and placed.node == "n2"
     assert manager.blocked.blocked == 2
+
+
+def test_a_pending_task_the_index_missed_makes_it_rebuild(
+    tmp_path: Path, refits: list[str]
+) -> None:
+    # given a task blocked on a 4-cpu node
+    manager, _ = manager_with_a_node(tmp_path)
+    manager.schedule_pending()
+    manager.commands.on_command(big(0, "known", 64))
+    manager.finish_batch()
+    # when the store holds a pending task the index never heard of (as when a placement
+    # is rolled back and nobody says so)
+    missed = pending("missed", cpu=1)
+    manager.store.record(Decision(tasks=[missed]))
+    manager.tick()
+    # then the index was rebuilt from the store and the missed task placed
+    placed = manager.store.task("missed")
+    assert placed is not None and placed.state == TaskState.SCHEDULED
+    assert refits == ["known", "missed"]
