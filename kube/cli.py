@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from kube import cluster_cli, render
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
+from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from shared.errors import DecodeError, KubeError, MessagingError, NoManagerError, RequestError
 from shared.logs import FORMATS as LOG_FORMATS
@@ -73,6 +75,22 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument("--db", type=Path, default=None, help="SQLite file for the state")
     manager.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     manager.add_argument("--max-tasks-per-node", type=int, help="cap on tasks per node")
+    manager.add_argument(
+        "--max-nodes", type=int, default=None, help="nodes the cluster may have (default: 100)"
+    )
+    manager.add_argument(
+        "--keep-ended", type=int, default=None, help="ended tasks kept at most (default: 10000)"
+    )
+    manager.add_argument(
+        "--keep-ended-for",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long an ended task is kept (default: 86400, a day)",
+    )
+    manager.add_argument(
+        "--purge-interval", type=float, default=None, metavar="SECONDS", help=argparse.SUPPRESS
+    )
     manager.add_argument("--heartbeat-interval", type=float, default=2.0)
     manager.add_argument("--node-down-after", type=float, default=6.0)
     _logging_flags(manager)
@@ -96,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument("--allow-cap", action="append", default=[], metavar="CAPABILITY")
     policy.add_argument("--allow-device", action="append", default=[], metavar="DEVICE")
     policy.add_argument("--allow-image", action="append", default=[], metavar="PATTERN")
+    policy.add_argument(
+        "--allow-local-registry",
+        action="store_true",
+        help="pull from registries on loopback or link-local addresses",
+    )
     _logging_flags(worker)
     _observability_flags(worker, WORKER_PORT)
 
@@ -301,6 +324,16 @@ def _stop_on_signals(stop: Any) -> None:
         signal.signal(sig, lambda *_: stop())
 
 
+def _retention(args: argparse.Namespace) -> Retention:
+    default = Retention()
+    return Retention(
+        keep=default.keep if args.keep_ended is None else args.keep_ended,
+        keep_for=default.keep_for
+        if args.keep_ended_for is None
+        else timedelta(seconds=args.keep_ended_for),
+    )
+
+
 def run_manager(args: argparse.Namespace, settings: Settings) -> int:
     from manager.metrics import serve_metrics
     from manager.service import Manager, ManagerConfig
@@ -312,6 +345,9 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat_interval=args.heartbeat_interval,
         node_down_after=args.node_down_after,
         max_tasks_per_node=args.max_tasks_per_node,
+        **({"max_nodes": args.max_nodes} if args.max_nodes is not None else {}),
+        **({"purge_interval": args.purge_interval} if args.purge_interval is not None else {}),
+        retention=_retention(args),
     )
     manager = Manager(settings, config)
     serve_metrics(args.metrics_port, config.db_path)
@@ -338,17 +374,6 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         memory=args.memory if args.memory is not None else detected.memory,
         disk=args.disk if args.disk is not None else detected.disk,
     )
-    runtime: Runtime
-    if args.runtime == "mock":
-        from worker.runtime.mock import MockRuntime
-
-        runtime = MockRuntime(name)
-    else:
-        from worker.runtime.docker import DockerRuntime
-
-        runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2))
-    serve_metrics(args.metrics_port, name, runtime)
-    runtime = TimedRuntime(runtime)
     flags = WorkerPolicy(
         allow_privileged=args.allow_privileged,
         allow_host_network=args.allow_host_network,
@@ -357,8 +382,20 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         capabilities=tuple(args.allow_cap),
         devices=tuple(args.allow_device),
         images=tuple(args.allow_image),
+        allow_local_registries=args.allow_local_registry,
     )
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
+    runtime: Runtime
+    if args.runtime == "mock":
+        from worker.runtime.mock import MockRuntime
+
+        runtime = MockRuntime(name)
+    else:
+        from worker.runtime.docker import DockerRuntime
+
+        runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2), policy=policy)
+    serve_metrics(args.metrics_port, name, runtime)
+    runtime = TimedRuntime(runtime)
     config = WorkerConfig(
         name=name,
         labels=dict(args.label),

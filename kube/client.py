@@ -15,21 +15,24 @@ DecodeError (a spec that does not validate, from `make_spec`), WaitTimeout.
 from __future__ import annotations
 
 import builtins
+import re
 import time
-import uuid
-from collections.abc import Callable, Collection, Generator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError
-from shared.messages import ListQuery, LogsQuery, TaskQuery
+from shared.ids import new_task_id
+from shared.messages import MAX_PAGE, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     NodeRecord,
     NodeRequest,
+    Removed,
+    RemoveRequest,
     Reply,
     ScaleRequest,
     ServiceRecord,
@@ -42,14 +45,17 @@ from shared.models import (
 from shared.rpc import RpcChannel, Subscription
 from shared.settings import Settings
 from shared.states import TaskState
+from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
 REPLY = TypeAdapter(Reply)
+T = TypeVar("T")
 TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
 SERVICES = TypeAdapter(list[ServiceRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
+REMOVED = TypeAdapter(Removed)
 
 
 class WaitTimeout(KubeError):
@@ -79,6 +85,22 @@ def make_spec(data: dict[str, Any]) -> TaskSpec:
         return TaskSpec.model_validate_json(encode_value(data), strict=True)
     except ValidationError as exc:
         raise DecodeError(describe(exc)) from exc
+
+
+def _names(kind: str, names: Collection[str]) -> tuple[str, ...]:
+    """Names given by a user, or DecodeError naming each one that cannot be an id or name."""
+    bad = [name for name in names if not re.match(ID_PATTERN, name)]
+    if bad:
+        shown = ", ".join(repr(name) for name in bad)
+        raise DecodeError(
+            f"not a {kind}: {shown} (up to {MAX_ID_LENGTH} characters of A-Z, a-z, 0-9, '_',"
+            " '.', '-', starting with a letter or digit)"
+        )
+    return tuple(names)
+
+
+def _removed(reply: Reply) -> Removed:
+    return REMOVED.validate_python(reply.result, strict=False)
 
 
 class Client:
@@ -112,12 +134,27 @@ class Client:
         """Submit a task and return its id; a spec without id gets one here, so a retried
         submit is idempotent."""
         if spec.id is None:
-            spec = spec.model_copy(update={"id": f"{spec.name}-{uuid.uuid4().hex[:8]}"})
+            spec = spec.model_copy(update={"id": new_task_id(spec.name)})
         reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id)
         return reply.id or str(spec.id)
 
     def stop(self, task_id: str) -> None:
         self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)))
+
+    def remove(self, names: Collection[str]) -> Removed:
+        """Forget ended tasks and stopped services (ids or service names), all or none."""
+        request = RemoveRequest(ids=_names("task id or service name", names))
+        return _removed(self._ask(topology.REMOVE_KEY, encode(request)))
+
+    def remove_ended(self) -> Removed:
+        """Forget every ended task, and every stopped service whose tasks all ended."""
+        request = RemoveRequest(all_ended=True)
+        return _removed(self._ask(topology.REMOVE_KEY, encode(request)))
+
+    def remove_node(self, node: str) -> Removed:
+        """Forget a down node (it joins again if its worker comes back)."""
+        request = NodeRequest(name=_names("node name", [node])[0])
+        return _removed(self._ask(topology.NODE_REMOVE_KEY, encode(request)))
 
     def get(self, task_id: str) -> TaskRecord:
         return self.inspect(task_id)[0]
@@ -130,16 +167,26 @@ class Client:
         return task, EVENTS.validate_python(result["events"], strict=False)
 
     def list(self) -> list[TaskRecord]:
-        reply = self._ask("query.tasks", encode(ListQuery()))
-        return TASKS.validate_python(reply.result, strict=False)
+        """Every task, oldest first (asked for a page at a time)."""
+        return [task for page in self.pages("query.tasks", TASKS) for task in page]
 
     def nodes(self) -> builtins.list[NodeRecord]:
-        reply = self._ask("query.nodes", encode(ListQuery()))
-        return NODES.validate_python(reply.result, strict=False)
+        return [node for page in self.pages("query.nodes", NODES) for node in page]
 
     def services(self) -> builtins.list[ServiceRecord]:
-        reply = self._ask("query.services", encode(ListQuery()))
-        return SERVICES.validate_python(reply.result, strict=False)
+        return [service for page in self.pages("query.services", SERVICES) for service in page]
+
+    def pages(
+        self, query: str, adapter: TypeAdapter[builtins.list[T]], limit: int = MAX_PAGE
+    ) -> Iterator[builtins.list[T]]:
+        """A list query's pages, each one message, until the manager says none is left."""
+        after: str | None = None
+        while True:
+            reply = self._ask(query, encode(ListQuery(after=after, limit=limit)))
+            yield adapter.validate_python(reply.result, strict=False)
+            if reply.next is None:
+                return
+            after = reply.next
 
     def scale(self, name: str, replicas: int) -> None:
         """Keep `replicas` tasks of the service running."""
@@ -168,10 +215,11 @@ class Client:
         """The events on kube.events whose routing key matches one of keys, as they come.
 
         Keys are AMQP topic patterns: `task.*` (every task change), `task.failed`,
-        `node.#`. The queue is bound when watch() returns, so nothing published after
-        that is missed. Ends after timeout seconds if given, else never.
+        `node.#`. Read from the events stream (`kube.events.stream`), whose reader is
+        attached when watch() returns, so nothing published after that is missed. Ends
+        after timeout seconds if given, else never.
         """
-        subscription = self._rpc.watch(topology.EVENTS, list(keys))
+        subscription = self._rpc.follow(topology.EVENTS_STREAM, list(keys))
         deadline = None if timeout is None else time.monotonic() + timeout
         return self._events(subscription, deadline)
 
@@ -194,9 +242,9 @@ class Client:
     ) -> TaskRecord:
         """Block until the task is in one of states, or has ended; return its record.
 
-        Listens on kube.events (bound before the first look, so nothing slips between).
+        Follows the events stream (attached before the first look: nothing slips between).
         """
-        with self._rpc.watch(topology.EVENTS, ["task.*"]) as events:  # before the first look
+        with self._rpc.follow(topology.EVENTS_STREAM, ["task.*"]) as events:
             task = self.get(task_id)
             deadline = time.monotonic() + timeout
             while task.state not in states and not task.state.terminal:

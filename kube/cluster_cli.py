@@ -1,5 +1,6 @@
 """The `kube` subcommands for services and nodes: services, scale, update, cordon,
-uncordon, drain. Thin like the rest of the CLI: parse, call the client, render."""
+uncordon, drain, and rm (ended tasks and services, down nodes). Thin like the rest of the
+CLI: parse, call the client, render."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from typing import Any
 from kube import render
 from kube.client import Client, WaitTimeout, make_spec
 from shared.errors import DecodeError
-from shared.models import TaskRecord
+from shared.models import Removed, TaskRecord
 from shared.states import TaskState
 
-COMMANDS = ("services", "scale", "update", "cordon", "uncordon", "drain")
+COMMANDS = ("services", "scale", "update", "cordon", "uncordon", "drain", "rm")
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
@@ -35,6 +36,16 @@ def add_parsers(sub: Any) -> None:
     drain.add_argument("node")
     drain.add_argument("--no-wait", action="store_true", help="return once the drain started")
     drain.add_argument("--wait-timeout", type=float, default=300.0)
+    rm = sub.add_parser(
+        "rm",
+        help="remove ended tasks, stopped services or down nodes from the lists",
+        description="kube rm ID|SERVICE...  |  kube rm --all-ended  |  kube rm --node NODE...",
+    )
+    rm.add_argument("names", nargs="*", metavar="NAME", help="task ids or service names")
+    rm.add_argument("--all-ended", action="store_true", help="every ended task and service")
+    rm.add_argument("--node", action="store_true", help="the NAMEs are down nodes")
+    rm.add_argument("--json", action="store_true")
+    rm.set_defaults(usage_error=rm.error)
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
@@ -62,7 +73,43 @@ def run(args: argparse.Namespace, client: Client) -> int:
         if not args.no_wait:
             wait_drained(client, args.node, args.wait_timeout)
         print(f"{args.node} drained" if not args.no_wait else f"{args.node} draining")
+    elif args.command == "rm":
+        remove(args, client)
     return 0
+
+
+def remove(args: argparse.Namespace, client: Client) -> None:
+    """`kube rm`: one request for the names (all removed or none), or one per node."""
+    if args.all_ended == bool(args.names):
+        args.usage_error("give the NAMEs to remove, or --all-ended")
+    if args.node and args.all_ended:
+        args.usage_error("--node takes NAMEs of down nodes, not --all-ended")
+    if args.node:
+        nodes: tuple[str, ...] = ()
+        for name in dict.fromkeys(args.names):  # shown as they go: a refusal stops the rest
+            one = client.remove_node(name)
+            nodes += one.nodes
+            if not args.json:
+                show_removed(one)
+        if args.json:
+            print(json.dumps(Removed(nodes=nodes).model_dump(mode="json"), indent=2))
+        return
+    removed = client.remove_ended() if args.all_ended else client.remove(args.names)
+    if args.json:
+        print(json.dumps(removed.model_dump(mode="json"), indent=2))
+    else:
+        show_removed(removed)
+
+
+def show_removed(removed: Removed) -> None:
+    """`removed task web-1a2b3c4d`, one line for each thing removed."""
+    for kind, names in (
+        ("task", removed.tasks),
+        ("service", removed.services),
+        ("node", removed.nodes),
+    ):
+        for name in names:
+            print(f"removed {kind} {name}")
 
 
 def holding(node: str, tasks: list[TaskRecord]) -> list[TaskRecord]:

@@ -8,10 +8,21 @@ RabbitMQ grants configure/write/read per vhost as one regex each, matched agains
 and exchange names; those regexes know nothing of the user (only topic permissions expand
 `{username}`), so every worker gets a user of its own, `kube-worker-<node>`:
 
-    user           configure          write                          read
-    kube-manager   kube.*             kube.*, amq.default (replies)  kube.*
-    kube-client    its own queues     kube.commands (task.*, query.*, ...) kube.events, own queues
-    kube-worker-N  nothing            kube.results (result.*.N only)  its node queue
+    user           configure    write                                      read
+    kube-manager   kube.*       kube.*, amq.default (replies)              kube.*
+    kube-client    own queues   kube.commands (task.submit, task.stop,     kube.events.stream,
+                                service.scale, service.update, query.*),   own queues
+                                own queues
+    kube-operator  nothing      kube.commands (node.cordon, node.uncordon, kube.events.stream
+                                node.drain, query.*)
+    kube-worker-N  nothing      kube.results (result.*.N only)             its node queue
+
+Clients and operators read no exchange, so they can bind nothing: binding (queue.bind
+and exchange.bind alike) needs read on the source, and with read on kube.events and
+write on kube.commands a user could bind kube.events into kube.commands and feed every
+event back in as a command. They read events from the stream `kube.events.stream`
+instead. Topic permissions split kube.commands between them by routing key, and the
+manager checks the `user_id` of an operator's commands too (`manager/auth.py`).
 
 Nobody but the manager may declare or delete the exchanges or the manager's queues. The
 definitions declare the topology too, with the arguments `shared.topology` gives it (the
@@ -44,6 +55,7 @@ from shared import topology
 
 MANAGER = "kube-manager"
 CLIENT = "kube-client"
+OPERATOR = "kube-operator"
 HASHING = "rabbit_password_hashing_sha256"
 
 
@@ -72,6 +84,7 @@ class Plan:
     worker_prefix: str = DEFAULT_WORKER_PREFIX
     manager: str = MANAGER
     client: str = CLIENT
+    operator: str = OPERATOR
     passwords: dict[str, str] = field(default_factory=dict)
 
     def worker(self, node: str) -> str:
@@ -79,7 +92,12 @@ class Plan:
 
     @property
     def users(self) -> list[str]:
-        return [self.manager, self.client, *(self.worker(node) for node in self.nodes)]
+        return [
+            self.manager,
+            self.client,
+            self.operator,
+            *(self.worker(node) for node in self.nodes),
+        ]
 
 
 def _any(*names: str) -> str:
@@ -89,14 +107,13 @@ def _any(*names: str) -> str:
 def permissions(plan: Plan) -> list[Permission]:
     kube = r"kube\..*"
     own = r"amq\.gen-.*"  # server-named queues: RabbitMQ refuses `amq.*` names from clients
+    commands = re.escape(topology.COMMANDS)
+    events = re.escape(topology.EVENTS_STREAM)  # a queue: no exchange to bind from
     found = [
         Permission(plan.manager, _any(kube), _any(kube, r"amq\.default"), _any(kube)),
-        Permission(
-            plan.client,
-            _any(own),
-            _any(re.escape(topology.COMMANDS), own),
-            _any(re.escape(topology.EVENTS), own),
-        ),
+        # own queues for scripts whose replies need one (direct reply-to needs none)
+        Permission(plan.client, _any(own), _any(commands, own), _any(events, own)),
+        Permission(plan.operator, "", _any(commands), _any(events)),
     ]
     for node in plan.nodes:
         queue = re.escape(topology.node_queue(node))
@@ -107,22 +124,26 @@ def permissions(plan: Plan) -> list[Permission]:
 
 
 def topic_permissions(plan: Plan) -> list[TopicPermission]:
-    """Routing keys: clients send what the manager listens to; a worker reports on its node."""
-    found = [TopicPermission(plan.client, topology.COMMANDS, _command_keys(), ".*")]
+    """Routing keys: a client asks for work, an operator acts on nodes, both may query;
+    a worker reports on its own node only."""
+    found = [
+        TopicPermission(
+            plan.client, topology.COMMANDS, _command_keys(topology.CLIENT_COMMAND_KEYS), "^$"
+        ),
+        TopicPermission(
+            plan.operator, topology.COMMANDS, _command_keys(topology.OPERATOR_COMMAND_KEYS), "^$"
+        ),
+    ]
     for node in plan.nodes:
         key = re.escape(topology.result_key("KIND", node)).replace("KIND", "[a-z]+")
         found.append(TopicPermission(plan.worker(node), topology.RESULTS, f"^{key}$", ".*"))
     return found
 
 
-def _command_keys() -> str:
-    """`^(task|query)\\.` and so on: the first word of each key the manager binds."""
-    words = [
-        binding.routing_key.split(".")[0]
-        for binding in topology.manager_topology().bindings
-        if binding.exchange == topology.COMMANDS
-    ]
-    return "^(" + "|".join(re.escape(word) for word in dict.fromkeys(words)) + r")\."
+def _command_keys(keys: Iterable[str]) -> str:
+    """`^(task\\.submit|...|query\\..+)$`: exactly these commands, and any query."""
+    exact = [re.escape(key) for key in keys]
+    return "^(" + "|".join([*exact, re.escape(topology.QUERY_PREFIX) + ".+"]) + ")$"
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

@@ -5,9 +5,9 @@
     kube events --task ID         one task's latest state (--follow: until it ends)
     kube events --json            the same as JSON lines: {"key": ..., "task"|"node": ...}
 
-Following binds an exclusive, auto-delete queue of its own to `kube.events`; the broker
-deletes it when the command exits. Node heartbeats (`node.heartbeat`, every 2 s per node)
-are left out.
+Following reads the stream `kube.events.stream`, which holds what `kube.events` carries,
+from its end on; nothing is declared or bound. Node heartbeats (`node.heartbeat`, every
+2 s per node) are left out.
 """
 
 from __future__ import annotations
@@ -72,6 +72,8 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
     """The line for one event, or None for what is not shown (heartbeats, unknown keys)."""
     if event.key in HIDDEN:
         return None
+    if event.key == "task.removed" and event.task is not None:  # `kube rm`: no new state
+        return f"{clock(now or event.task.updated_at)} task {event.task.id} removed"
     if event.task is not None:
         return task_line(event.task)
     if event.node is not None:

@@ -41,6 +41,10 @@ class Attempts:
         if where.state == TaskState.RUNNING and where.node is not None:
             self._running.setdefault(where.node, {})[task_id] = where.attempt
 
+    def forget(self, task_id: str) -> None:
+        """A task removed from the store holds nothing any more."""
+        self.put(task_id, Where(None, 0, TaskState.COMPLETED))
+
     def where(self, ids: Iterable[str]) -> dict[str, Where]:
         """Where each of these tasks holds an attempt; one that holds none is left out."""
         return {i: self._where[i] for i in ids if i in self._where}

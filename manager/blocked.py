@@ -139,6 +139,11 @@ class Blocked:
                 touched.add(task.node)
             if task.draining is not None:
                 touched.add(task.draining.node)
+        for task_id in decision.removed.tasks:  # ended, so known only if a rollback hid it
+            self._forget(task_id)
+        for name in decision.removed.nodes:
+            self._seen.pop(name, None)
+            touched.discard(name)
         for task in final.values():
             if task.state != TaskState.PENDING:
                 self._forget(task.id)

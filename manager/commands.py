@@ -4,41 +4,51 @@
 | ---------------- | --------------- | --------------------------------------------------- |
 | task.submit      | TaskSpec        | a task, or with `replicas` a service                |
 | task.stop        | {"id"}          | stops a task, or every task of the service so named |
+| task.remove      | {"ids"} or {"all_ended": true} | forgets ended tasks and stopped services |
 | service.scale    | {"name", "replicas"} | changes how many tasks a service keeps         |
 | service.update   | {"name", "spec"} | a new version, rolled out one task at a time       |
 | node.cordon      | {"name"}        | no new placements on the node                       |
 | node.uncordon    | {"name"}        | placements again                                    |
 | node.drain       | {"name"}        | cordon, then move every task off the node           |
+| node.remove      | {"name"}        | forgets a down node                                 |
 
-Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered.
+Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
+node.* commands are an operator's: `manager/auth.py` checks who sent them.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes, services
+from manager import core, nodes, removal, services
+from manager.auth import command_sender_allowed
+from manager.effects import Decision
 from shared import topology
 from shared.bus import Delivery
 from shared.codec import decode
 from shared.errors import DecodeError
+from shared.ids import new_task_id
 from shared.models import (
     ID_PATTERN,
+    MAX_SPEC_BYTES,
     NodeRecord,
     NodeRequest,
+    Removed,
+    RemoveRequest,
     Reply,
     ScaleRequest,
     ServiceRecord,
     StopRequest,
+    TaskRecord,
     TaskSpec,
     UpdateRequest,
 )
+from shared.states import TERMINAL
 
 if TYPE_CHECKING:
     from manager.service import Manager
@@ -50,6 +60,7 @@ STOP = TypeAdapter(StopRequest)
 SCALE = TypeAdapter(ScaleRequest)
 UPDATE = TypeAdapter(UpdateRequest)
 NODE = TypeAdapter(NodeRequest)
+REMOVE = TypeAdapter(RemoveRequest)
 
 
 class Refused(Exception):
@@ -57,19 +68,22 @@ class Refused(Exception):
 
 
 class Commands:
-    """Routes each command to its handler; handlers return the id or name they acted on."""
+    """Routes each command to its handler; handlers return the id or name they acted on,
+    or the whole reply."""
 
     def __init__(self, manager: Manager) -> None:
         self.manager = manager
         self.store = manager.store
-        self.handlers: dict[str, Callable[[Delivery], str]] = {
+        self.handlers: dict[str, Callable[[Delivery], str | Reply]] = {
             topology.SUBMIT_KEY: self.submit,
             topology.STOP_KEY: self.stop,
+            topology.REMOVE_KEY: self.remove,
             topology.SCALE_KEY: self.scale,
             topology.UPDATE_KEY: self.update,
             topology.CORDON_KEY: lambda d: self.cordon(d, schedulable=False),
             topology.UNCORDON_KEY: lambda d: self.cordon(d, schedulable=True),
             topology.DRAIN_KEY: self.drain,
+            topology.NODE_REMOVE_KEY: self.remove_node,
         }
 
     def on_command(self, delivery: Delivery) -> None:
@@ -80,6 +94,10 @@ class Commands:
                 delivery, f"unknown routing key {delivery.routing_key!r}: use one of {known}"
             )
             return
+        refused = command_sender_allowed(delivery.routing_key, delivery.user_id, self.manager.auth)
+        if refused is not None:
+            self.manager.refuse(delivery, refused)
+            return
         try:
             done = handler(delivery)
         except DecodeError as exc:
@@ -88,16 +106,16 @@ class Commands:
         except Refused as exc:
             self.manager.refuse(delivery, str(exc))
             return
-        self.manager.settle(delivery, Reply(ok=True, id=done))
+        self.manager.settle(delivery, done if isinstance(done, Reply) else Reply(ok=True, id=done))
 
     def submit(self, delivery: Delivery) -> str:
         try:
-            spec = decode(SPEC, delivery.body)
+            spec = decode(SPEC, delivery.body, max_bytes=MAX_SPEC_BYTES)
         except DecodeError as exc:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
         if spec.replicas is not None:
             return self._create_service(spec)
-        task_id = spec.id or _message_id(delivery) or uuid.uuid4().hex[:16]
+        task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
         existing = self.store.task(task_id)
         if existing is None:
             now = self.manager.clock()
@@ -108,10 +126,15 @@ class Commands:
         return task_id
 
     def _create_service(self, spec: TaskSpec) -> str:
-        if self.store.service(spec.name) is not None:
+        existing = self.store.service(spec.name)
+        now = self.manager.clock()
+        if existing is None:
+            self.manager.reconcile_service(services.create(spec, now))
+        elif existing.desired_state == "stopped":
+            log.info("service %s: created again (version %d)", spec.name, existing.version + 1)
+            self.manager.reconcile_service(services.recreate(existing, spec, now))
+        else:
             log.info("service %s: submitted again; unchanged (use service.update)", spec.name)
-            return spec.name
-        self.manager.reconcile_service(services.create(spec, self.manager.clock()))
         return spec.name
 
     def stop(self, delivery: Delivery) -> str:
@@ -137,7 +160,7 @@ class Commands:
         return service.name
 
     def update(self, delivery: Delivery) -> str:
-        request = decode(UPDATE, delivery.body)
+        request = decode(UPDATE, delivery.body, max_bytes=MAX_SPEC_BYTES)
         service = self._service(request.name)
         if request.spec.name != service.name:
             raise Refused(
@@ -165,6 +188,78 @@ class Commands:
         self.manager.schedule_pending()
         return node.name
 
+    def remove(self, delivery: Delivery) -> Reply:
+        """Forget ended tasks and stopped services, all named or none (`kube rm`)."""
+        request = decode(REMOVE, delivery.body)
+        if request.all_ended:
+            decision = self._ended()
+        else:
+            decision = self._named(request.ids, delivery.redelivered)
+        self.manager.commit(decision)
+        gone = decision.removed
+        log.info("removed %d tasks, services %s", len(gone.tasks), gone.services or "none")
+        return Reply(ok=True, result=_removed(decision))
+
+    def _named(self, ids: Sequence[str], redelivered: bool) -> Decision:
+        decision, kept = Decision(), []
+        for name in dict.fromkeys(ids):
+            service = self.store.service(name)
+            task = self.store.task(name) if service is None else None
+            taken = set(decision.removed.tasks)  # a task named beside its service goes once
+            if service is not None:
+                tasks = self._tasks_of(service.name)
+                why = removal.service_kept(service, tasks)
+                step = removal.remove_service(service, [t for t in tasks if t.id not in taken])
+            elif task is not None and task.id in taken:
+                continue
+            elif task is not None:
+                why = removal.task_kept(task)
+                step = removal.remove_task(task)
+            elif redelivered:
+                # Removed by this message's first delivery, whose answer was lost with
+                # the manager: it is gone, as asked.
+                continue
+            else:
+                why, step = removal.Kept("task or service", name, removal.Why.UNKNOWN), Decision()
+            if why is not None:
+                kept.append(why)
+            decision.extend(step)
+        if kept:
+            raise Refused(removal.refusal(kept))
+        return decision
+
+    def _ended(self) -> Decision:
+        """Every ended task, and every stopped service whose tasks all ended."""
+        decision = Decision()
+        for service in self.store.services():
+            tasks = self._tasks_of(service.name)
+            if removal.service_kept(service, tasks) is None:
+                decision.extend(removal.remove_service(service, tasks))
+        taken = set(decision.removed.tasks)
+        for task in self.store.tasks(TERMINAL):
+            if task.id not in taken:
+                decision.extend(removal.remove_task(task))
+        return decision
+
+    def _tasks_of(self, service: str) -> list[TaskRecord]:
+        return [t for t in self.store.tasks_named(service) if t.service == service]
+
+    def remove_node(self, delivery: Delivery) -> Reply:
+        """Forget a down node (`kube rm --node`)."""
+        request = decode(NODE, delivery.body)
+        node = self.store.node(request.name)
+        if node is None:
+            if delivery.redelivered:  # removed by the first delivery (see `_named`)
+                return Reply(ok=True, result=Removed().model_dump(mode="json"))
+            raise Refused(f"unknown node {request.name!r}")
+        kept = removal.node_kept(node)
+        if kept is not None:
+            raise Refused(removal.refusal([kept]))
+        decision = removal.remove_node(node)
+        self.manager.commit(decision)
+        log.info("node %s: removed", node.name)
+        return Reply(ok=True, result=_removed(decision))
+
     def _service(self, name: str) -> ServiceRecord:
         service = self.store.service(name)
         if service is None:
@@ -178,9 +273,12 @@ class Commands:
         return node
 
 
-def new_task_id(service: str) -> str:
-    """A fresh id for a task of a service: the service's name and a random suffix."""
-    return f"{service}-{uuid.uuid4().hex[:8]}"
+def _removed(decision: Decision) -> object:
+    """The reply's `result`: what a removal removed."""
+    gone = decision.removed
+    return Removed(
+        tasks=tuple(gone.tasks), services=tuple(gone.services), nodes=tuple(gone.nodes)
+    ).model_dump(mode="json")
 
 
 def _message_id(delivery: Delivery) -> str | None:

@@ -17,6 +17,23 @@ class Outgoing:
 
 
 @dataclass
+class Removal:
+    """Records a decision deletes (`kube rm`): tasks with their history, services, nodes."""
+
+    tasks: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    nodes: list[str] = field(default_factory=list)
+
+    def extend(self, other: Removal) -> None:
+        self.tasks.extend(other.tasks)
+        self.services.extend(other.services)
+        self.nodes.extend(other.nodes)
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.services or self.nodes)
+
+
+@dataclass
 class Decision:
     """Everything one message changes; recorded in one transaction, then published."""
 
@@ -25,6 +42,7 @@ class Decision:
     nodes: list[NodeRecord] = field(default_factory=list)
     services: list[ServiceRecord] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
+    removed: Removal = field(default_factory=Removal)
     refused: str | None = None  # why the message was not applied; the service logs it
 
     def extend(self, other: Decision) -> Decision:
@@ -33,9 +51,11 @@ class Decision:
         self.nodes.extend(other.nodes)
         self.services.extend(other.services)
         self.outgoing.extend(other.outgoing)
+        self.removed.extend(other.removed)
         self.refused = self.refused or other.refused
         return self
 
     @property
     def empty(self) -> bool:
-        return not (self.tasks or self.events or self.nodes or self.services or self.outgoing)
+        changes = self.tasks or self.events or self.nodes or self.services or self.outgoing
+        return not (changes or self.removed)

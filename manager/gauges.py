@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
+from pydantic import ValidationError
 
 from manager import unplaced
 from manager.holdings import HOLDING
@@ -114,10 +115,12 @@ class StoreGauges:
                 [state.value for state in HOLDING],
             )
         }
-        nodes = [
-            NodeRecord.model_validate_json(str(record))
-            for (record,) in db.execute("SELECT record FROM nodes ORDER BY name")
-        ]
+        nodes = []
+        for (record,) in db.execute("SELECT record FROM nodes ORDER BY name"):
+            try:
+                nodes.append(NodeRecord.model_validate_json(str(record)))
+            except ValidationError:
+                continue  # the manager quarantines it when it reads it (manager/store.py)
         by_status = GaugeMetricFamily("kube_nodes", "Nodes by status.", labels=["status"])
         for status in NodeStatus:
             by_status.add_metric([status.value], sum(n.status == status for n in nodes))

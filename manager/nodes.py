@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from manager.admission import MAX_STOPS_PER_PART
 from manager.core import end_attempt, move, node_event, stop_attempt
 from manager.effects import Decision
 from shared.messages import Heartbeat
@@ -57,11 +58,14 @@ class Where:
         return cls(task.node, task.attempt, task.state, task.draining)
 
 
-def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
+def superseded(
+    beat: Heartbeat, where: Mapping[str, Where], stops: int = MAX_STOPS_PER_PART
+) -> Decision:
     """Stop every container the node holds that is not its task's current attempt.
 
     `where` maps the task ids the heartbeat names to the attempts they hold; a task that
-    holds none (ended, or pending with nothing left running) is absent.
+    holds none (ended, or pending with nothing left running) is absent. At most `stops`
+    are sent for one part.
     """
     decision = Decision()
     for held in beat.tasks:
@@ -72,6 +76,8 @@ def superseded(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
         )
         if not current:
             decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
+            if len(decision.outgoing) >= stops:
+                break  # the rest on the next heartbeats (manager/admission.py)
     return decision
 
 

@@ -8,20 +8,20 @@ dispatch queue; the manager relays the worker's answer (`manager.logs`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from manager.logs import LogRelay
 from manager.store import Store
 from shared import topology
-from shared.bus import Bus, Delivery
+from shared.bus import Delivery, MessageBus
 from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
 from shared.messages import ListQuery, LogsQuery, TaskQuery
-from shared.models import NodeStatus, Reply
+from shared.models import MAX_BODY_BYTES, NodeStatus, Reply
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes` and `query.logs`."""
 
     def __init__(
-        self, store: Store, bus: Bus, relay: LogRelay, clock: Callable[[], datetime]
+        self, store: Store, bus: MessageBus, relay: LogRelay, clock: Callable[[], datetime]
     ) -> None:
         self.store = store
         self.bus = bus
@@ -49,26 +49,33 @@ class Queries:
         }
 
     def on_query(self, delivery: Delivery) -> None:
+        """Answer a query; one that is malformed (an unknown key, a bad body) is answered
+        and dead-lettered with the reason, as a bad command is."""
         handler = self.handlers.get(delivery.routing_key)
+        bad: str | None = None
+        reply: Reply | None
         if handler is None:
-            reply: Reply | None = Reply(
-                ok=False,
-                error=f"unknown query {delivery.routing_key!r}; known: {', '.join(self.handlers)}",
-            )
+            known = ", ".join(self.handlers)
+            bad = f"unknown query {delivery.routing_key!r}; known: {known}"
+            reply = Reply(ok=False, error=bad)
         else:
             try:
                 reply = handler(delivery)
             except DecodeError as exc:
-                reply = Reply(ok=False, error=f"invalid {delivery.routing_key}: {exc.reason}")
+                bad = f"invalid {delivery.routing_key}: {exc.reason}"
+                reply = Reply(ok=False, error=bad)
         if reply is not None:
             if not reply.ok:
                 log.info("query %s refused: %s", delivery.routing_key, reply.error)
             self.bus.reply(delivery, encode(reply))
-        self.bus.ack(delivery)
+        if bad is not None:
+            self.bus.dead_letter(delivery, bad)
+        else:
+            self.bus.ack(delivery)
 
     def tasks(self, delivery: Delivery) -> Reply:
-        _body(LIST, delivery)
-        return Reply(ok=True, result=[_dump(task) for task in self.store.tasks()])
+        query = _list(delivery)
+        return page(self.store.tasks_page(query.after, query.limit + 1), query.limit)
 
     def task(self, delivery: Delivery) -> Reply:
         query = decode(TASK, delivery.body)
@@ -79,12 +86,15 @@ class Queries:
         return Reply(ok=True, id=task.id, result={"task": _dump(task), "events": events})
 
     def nodes(self, delivery: Delivery) -> Reply:
-        _body(LIST, delivery)
-        return Reply(ok=True, result=[_dump(node) for node in self.store.nodes()])
+        query = _list(delivery)
+        after = [
+            (n.name, n) for n in self.store.nodes() if query.after is None or n.name > query.after
+        ]
+        return page(after[: query.limit + 1], query.limit)
 
     def services(self, delivery: Delivery) -> Reply:
-        _body(LIST, delivery)
-        return Reply(ok=True, result=[_dump(service) for service in self.store.services()])
+        query = _list(delivery)
+        return page(self.store.services_page(query.after, query.limit + 1), query.limit)
 
     def logs(self, delivery: Delivery) -> Reply | None:
         query = decode(LOGS, delivery.body)
@@ -121,10 +131,31 @@ class Queries:
         return None  # the answer comes from the worker, through the manager (manager.logs)
 
 
-def _body(adapter: TypeAdapter[Any], delivery: Delivery) -> None:
-    """Validate an optional body (empty means no parameters)."""
+PAGE_BYTES = MAX_BODY_BYTES - 64 * 1024
+"""What the records of one list reply may take: the reply and its envelope must fit in
+a message (a record is at most MAX_SPEC_BYTES and some, so one always fits)."""
+
+
+def page(rows: Sequence[tuple[str, BaseModel]], limit: int) -> Reply:
+    """A list reply of the first rows, as many as `limit` and PAGE_BYTES allow; `next` is
+    set when rows are left."""
+    result: list[Any] = []
+    size = 0
+    last: str | None = None
+    for key, record in rows[:limit]:
+        size += len(record.model_dump_json()) + 1
+        if result and size > PAGE_BYTES:
+            return Reply(ok=True, result=result, next=last)
+        result.append(record.model_dump(mode="json"))
+        last = key
+    return Reply(ok=True, result=result, next=last if len(rows) > limit else None)
+
+
+def _list(delivery: Delivery) -> ListQuery:
+    """A list query's body: empty means the first page."""
     if delivery.body.strip():
-        decode(adapter, delivery.body)
+        return decode(LIST, delivery.body)
+    return ListQuery()
 
 
 def _dump(model: Any) -> Any:

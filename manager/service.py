@@ -19,22 +19,32 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes, services
+from manager import admission, core, dead_dispatches, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
-from manager.commands import Commands, new_task_id
+from manager.commands import Commands
 from manager.effects import Decision
 from manager.logs import Answer, LogRelay
 from manager.metrics import observe
 from manager.queries import Queries
+from manager.retention import PURGE_BATCH, Retention
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
 from manager.store import Store
 from shared import topology
-from shared.bus import Bus, Delivery
+from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.codec import decode, encode
-from shared.confirms import Outbound
 from shared.errors import DecodeError
-from shared.messages import Heartbeat, LogsReply, Result, TaskUpdate
+from shared.ids import new_task_id
+from shared.messages import (
+    Dispatch,
+    Heartbeat,
+    LogsReply,
+    LogsRequest,
+    Result,
+    RunTask,
+    StopTask,
+    TaskUpdate,
+)
 from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
@@ -52,6 +62,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,9 @@ class ManagerConfig:
     heartbeat_interval: float = 2.0
     node_down_after: float = 6.0  # about three missed heartbeats
     max_tasks_per_node: int | None = None  # no cap unless set
+    max_nodes: int = admission.MAX_NODES
+    retention: Retention = Retention()
+    purge_interval: float = 30.0  # seconds between passes over ended tasks
 
 
 def utcnow() -> datetime:
@@ -76,11 +90,11 @@ class Manager:
         self,
         settings: Settings,
         config: ManagerConfig,
-        bus: Bus | None = None,
+        bus: MessageBus | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.config = config
-        self.bus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
+        self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
         # Pending tasks that fit nowhere wait here for a change (a cache of the store:
@@ -105,10 +119,16 @@ class Manager:
             self.bus.declare(topology.node_topology(node.name))
         self.bus.on_connect(self.on_connect)
         self.bus.after_events(self.finish_batch)
-        self.bus.consume(topology.COMMANDS_QUEUE, self.commands.on_command)
+        self.bus.consume(topology.COMMANDS_QUEUE, self.from_asker(self.commands.on_command))
         self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
-        self.bus.consume(topology.QUERIES_QUEUE, self.on_query, requeue_on_error=False)
+        self.bus.consume(
+            topology.QUERIES_QUEUE, self.from_asker(self.on_query), requeue_on_error=False
+        )
+        self.bus.consume(
+            topology.DEAD_DISPATCHES_QUEUE, self.on_dead_letter, requeue_on_error=False
+        )
         self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
+        self.bus.every(self.config.purge_interval, self.purge_ended)
 
     def run(self) -> None:
         self.setup()
@@ -200,6 +220,20 @@ class Manager:
         self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
         self.bus.dead_letter(delivery, reason)
 
+    def from_asker(self, handler: Callable[[Delivery], None]) -> Callable[[Delivery], None]:
+        """A handler of requests that is never run for one whose reply_to names a queue
+        that is not the asker's own: that request is dead-lettered with the reason."""
+
+        def guarded(delivery: Delivery) -> None:
+            refused = topology.reply_refusal(delivery.reply_to)
+            if refused is None:
+                handler(delivery)
+                return
+            log.warning("dead-lettering %s: %s", delivery.routing_key, refused)
+            self.bus.dead_letter(delivery, refused)
+
+        return guarded
+
     def on_query(self, delivery: Delivery) -> None:
         """Queries are answered at once: from committed state only, so commit first."""
         self.store.commit()
@@ -214,11 +248,18 @@ class Manager:
             self.refuse(delivery, f"invalid result: {exc.reason}")
             return
         now = self.clock()
-        self._lag = ((now - result.at).total_seconds(), now)
-        refused = result_sender_allowed(delivery.user_id, result.node, self.auth)
+        refused = result_sender_allowed(
+            delivery.user_id, result.node, self.auth
+        ) or admission.dated_ahead(result.at, now)
         if refused is not None:
             self.refuse(delivery, refused)
             return
+        self._lag = ((now - result.at).total_seconds(), now)
+        if isinstance(result, Heartbeat) and self.store.node(result.node) is None:
+            refused = admission.new_node(result, len(self.store.nodes()), self.config.max_nodes)
+            if refused is not None:
+                self.refuse(delivery, refused)
+                return
         if isinstance(result, Heartbeat):
             self.heartbeat(result)
         elif isinstance(result, LogsReply):
@@ -233,6 +274,24 @@ class Manager:
             decision = core.apply_update(task, result, self.clock())
             self.commit(decision)
             self.after_change(decision)
+        self.settle(delivery)
+
+    def on_dead_letter(self, delivery: Delivery) -> None:
+        """A dead letter: if it is a dispatch that never reached its worker, the attempt
+        it was for ends failed with the reason (manager/dead_dispatches.py)."""
+        dead = dead_dispatches.origin(delivery.headers)
+        if dead.node is not None:
+            try:
+                message = decode(DISPATCH, delivery.body)
+            except DecodeError:
+                message = None  # not a dispatch kube sent: the dead-letter queue keeps it
+            if isinstance(message, RunTask):
+                task = self.store.task(message.task_id)
+                decision = dead_dispatches.lost_dispatch(task, message, dead, self.clock())
+                if not decision.empty:
+                    log.warning("task %s: %s", message.task_id, decision.tasks[0].error)
+                self.commit(decision)
+                self.after_change(decision)
         self.settle(delivery)
 
     def heartbeat(self, beat: Heartbeat) -> None:
@@ -342,6 +401,17 @@ class Manager:
         self.schedule_pending()
         for answer in self.logs.expire(now):
             self.relay(answer)
+
+    def purge_ended(self) -> None:
+        """Forget ended tasks past the retention (manager/retention.py), a batch a pass."""
+        ended, oldest = self.store.ended(PURGE_BATCH)
+        doomed = self.config.retention.purgeable(oldest, ended, self.clock())
+        if doomed:
+            log.info("purging %d ended tasks (%d have ended)", len(doomed), ended)
+        decision = Decision()
+        for task in doomed:
+            decision.extend(removal.remove_task(task))
+        self.commit(decision)
 
     def task(self, task_id: str) -> TaskRecord | None:
         return self.store.task(task_id)

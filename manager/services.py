@@ -49,6 +49,13 @@ def create(spec: TaskSpec, now: datetime) -> ServiceRecord:
     )
 
 
+def recreate(stopped: ServiceRecord, spec: TaskSpec, now: datetime) -> ServiceRecord:
+    """A service submitted again under the name of a stopped one: a new service. Its
+    versions go on from the old one's, so the old tasks, kept in history until removed,
+    never count as the new service's."""
+    return create(spec, now).model_copy(update={"version": stopped.version + 1})
+
+
 def scale(service: ServiceRecord, replicas: int, now: datetime) -> ServiceRecord:
     return service.model_copy(
         update={"replicas": replicas, "desired_state": "running", "updated_at": now}

@@ -11,19 +11,27 @@ when the store opens, then moved with each decision it records (manager/holdings
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from manager.attempts import Attempts
-from manager.effects import Decision, Outgoing
+from manager.effects import Decision, Outgoing, Removal
 from manager.holdings import HOLDING, Hold, Holdings, Reserved
 from manager.nodes import PLACED, Where
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -39,6 +47,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
 CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, state);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at, id);
 CREATE TABLE IF NOT EXISTS task_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     task_id TEXT NOT NULL,
@@ -52,6 +61,13 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS services (
     name TEXT PRIMARY KEY,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source TEXT NOT NULL,
+    key TEXT NOT NULL,
+    record TEXT NOT NULL,
+    reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +91,7 @@ class Store:
             # last transactions, which redelivery of unacked messages then replays.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            _add_ended_at(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
         self._closed = False
@@ -94,11 +111,11 @@ class Store:
             self._attempts.put(task_id, where)
         self._nodes = {
             node.name: node
-            for node in (
-                NodeRecord.model_validate_json(str(row[0]))
-                for row in self._query("SELECT record FROM nodes")
+            for node in self._parsed(
+                NodeRecord, "nodes", "name", self._query("SELECT name, record FROM nodes")
             )
         }
+        self.commit()  # what was quarantined while loading
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -144,10 +161,11 @@ class Store:
         before = self._holds(final)
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO tasks (id, name, state, node, cpu, memory, disk, created_at, record)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO tasks"
+                " (id, name, state, node, cpu, memory, disk, created_at, record, ended_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " node = excluded.node, record = excluded.record",
+                " node = excluded.node, record = excluded.record, ended_at = excluded.ended_at",
                 [
                     (
                         task.id,
@@ -159,6 +177,7 @@ class Store:
                         task.spec.disk,
                         task.created_at.isoformat(),
                         task.model_dump_json(),
+                        task.updated_at.isoformat() if task.state.terminal else None,
                     )
                     for task in final.values()
                 ],
@@ -181,6 +200,7 @@ class Store:
                 "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
                 [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
             )
+            _delete(db, decision.removed)
         for hold in before.values():
             self._holdings.remove(hold)
         for task in final.values():
@@ -189,6 +209,11 @@ class Store:
             self._attempts.put(task.id, Where.of(task))
         for node in decision.nodes:
             self._nodes[node.name] = node
+        for task_id in decision.removed.tasks:  # ended: they hold no resources
+            self._attempts.forget(task_id)
+        for name in decision.removed.nodes:
+            self._nodes.pop(name, None)
+            self._holdings.nodes.pop(name, None)
 
     def _holds(self, tasks: dict[str, TaskRecord]) -> dict[str, Hold]:
         """The claims the given tasks hold now, as recorded."""
@@ -223,22 +248,80 @@ class Store:
 
     # -- reads -------------------------------------------------------------------------
 
+    def _parsed(
+        self, model: type[M], table: str, column: str, rows: Iterable[tuple[Any, ...]]
+    ) -> list[M]:
+        """The records of (key, record) rows; a row that no longer reads as its model
+        (written by a kube that checked less, or edited by hand) is moved to the
+        quarantine table, in the open transaction, and logged, so that one bad row never
+        stops the manager. A quarantined task's container, if any, is stopped by the next
+        heartbeat that lists it, as any container the manager does not know."""
+        records = []
+        for key, text in rows:
+            try:
+                records.append(model.model_validate_json(str(text)))
+            except ValidationError as exc:
+                self._quarantine(table, column, str(key), str(text), str(exc))
+        return records
+
+    def _quarantine(self, table: str, column: str, key: str, text: str, reason: str) -> None:
+        log.error("store: %s row %r cannot be read; moved to quarantine: %s", table, key, reason)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO quarantine (source, key, record, reason) VALUES (?, ?, ?, ?)",
+                (table, key, text, reason),
+            )
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+
+    def quarantined(self) -> list[tuple[str, str, str]]:
+        """Rows moved aside as unreadable: (table, key, reason), oldest first."""
+        rows = self._query("SELECT source, key, reason FROM quarantine ORDER BY seq")
+        return [(str(source), str(key), str(reason)) for source, key, reason in rows]
+
+    def _tasks(self, where: str = "", params: Iterable[object] = ()) -> list[TaskRecord]:
+        rows = self._query(f"SELECT id, record FROM tasks {where}", params)
+        return self._parsed(TaskRecord, "tasks", "id", rows)
+
     def task(self, task_id: str) -> TaskRecord | None:
-        rows = self._query("SELECT record FROM tasks WHERE id = ?", (task_id,))
-        return TaskRecord.model_validate_json(str(rows[0][0])) if rows else None
+        found = self._tasks("WHERE id = ?", (task_id,))
+        return found[0] if found else None
 
     def tasks(self, states: Iterable[TaskState] | None = None) -> list[TaskRecord]:
         """Tasks, oldest first, optionally only those in the given states."""
         if states is None:
-            rows = self._query("SELECT record FROM tasks ORDER BY created_at, id")
-        else:
-            wanted = [state.value for state in states]
-            marks = ",".join("?" * len(wanted))
+            return self._tasks("ORDER BY created_at, id")
+        wanted = [state.value for state in states]
+        marks = ",".join("?" * len(wanted))
+        return self._tasks(f"WHERE state IN ({marks}) ORDER BY created_at, id", wanted)
+
+    def ended(self, limit: int) -> tuple[int, list[TaskRecord]]:
+        """How many tasks have ended, and the `limit` that ended first, oldest first."""
+        terminal = [state.value for state in TaskState if state.terminal]
+        marks = ",".join("?" * len(terminal))
+        ((count,),) = self._query(f"SELECT COUNT(*) FROM tasks WHERE state IN ({marks})", terminal)
+        oldest = self._tasks(
+            f"WHERE state IN ({marks}) ORDER BY ended_at, id LIMIT ?", [*terminal, limit]
+        )
+        return int(count), oldest
+
+    def tasks_page(self, after: str | None, limit: int) -> list[tuple[str, TaskRecord]]:
+        """Up to `limit` tasks, oldest first, after the key `after` (None: from the first);
+        each with its key ("<created_at>/<id>", ids have no slash)."""
+        if after is None:
             rows = self._query(
-                f"SELECT record FROM tasks WHERE state IN ({marks}) ORDER BY created_at, id",
-                wanted,
+                "SELECT id, record, created_at FROM tasks ORDER BY created_at, id LIMIT ?",
+                (limit,),
             )
-        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        else:
+            created, _, task_id = after.rpartition("/")
+            rows = self._query(
+                "SELECT id, record, created_at FROM tasks WHERE (created_at, id) > (?, ?)"
+                " ORDER BY created_at, id LIMIT ?",
+                (created, task_id, limit),
+            )
+        keys = {str(i): f"{created}/{i}" for i, _, created in rows}
+        records = self._parsed(TaskRecord, "tasks", "id", [(i, r) for i, r, _ in rows])
+        return [(keys[task.id], task) for task in records]
 
     def where(self, ids: Iterable[str]) -> dict[str, Where]:
         """Where each of these tasks holds an attempt (placed on a node, or draining from
@@ -274,43 +357,43 @@ class Store:
 
     def tasks_named(self, name: str) -> list[TaskRecord]:
         """Tasks with this name (every task of a service bears the service's name)."""
-        rows = self._query(
-            "SELECT record FROM tasks WHERE name = ? ORDER BY created_at, id", (name,)
-        )
-        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        return self._tasks("WHERE name = ? ORDER BY created_at, id", (name,))
 
     def tasks_on(self, node: str, states: Iterable[TaskState]) -> list[TaskRecord]:
         """Tasks placed on a node that are in one of the given states."""
         wanted = [state.value for state in states]
         marks = ",".join("?" * len(wanted))
-        rows = self._query(
-            f"SELECT record FROM tasks WHERE node = ? AND state IN ({marks}) ORDER BY id",
-            [node, *wanted],
-        )
-        return [TaskRecord.model_validate_json(str(row[0])) for row in rows]
+        return self._tasks(f"WHERE node = ? AND state IN ({marks}) ORDER BY id", [node, *wanted])
 
     def tasks_by_id(self, ids: Iterable[str]) -> dict[str, TaskRecord]:
         wanted = list(ids)
         if not wanted:
             return {}
         marks = ",".join("?" * len(wanted))
-        rows = self._query(f"SELECT record FROM tasks WHERE id IN ({marks})", wanted)
-        records = [TaskRecord.model_validate_json(str(row[0])) for row in rows]
-        return {task.id: task for task in records}
+        return {task.id: task for task in self._tasks(f"WHERE id IN ({marks})", wanted)}
 
     def events(self, task_id: str) -> list[TaskEvent]:
         rows = self._query(
-            "SELECT record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)
+            "SELECT seq, record FROM task_events WHERE task_id = ? ORDER BY seq", (task_id,)
         )
-        return [TaskEvent.model_validate_json(str(row[0])) for row in rows]
+        return self._parsed(TaskEvent, "task_events", "seq", rows)
 
     def service(self, name: str) -> ServiceRecord | None:
-        rows = self._query("SELECT record FROM services WHERE name = ?", (name,))
-        return ServiceRecord.model_validate_json(str(rows[0][0])) if rows else None
+        rows = self._query("SELECT name, record FROM services WHERE name = ?", (name,))
+        found = self._parsed(ServiceRecord, "services", "name", rows)
+        return found[0] if found else None
+
+    def services_page(self, after: str | None, limit: int) -> list[tuple[str, ServiceRecord]]:
+        """Up to `limit` services by name, after the name `after`; each with its name."""
+        rows = self._query(
+            "SELECT name, record FROM services WHERE name > ? ORDER BY name LIMIT ?",
+            (after or "", limit),
+        )
+        return [(s.name, s) for s in self._parsed(ServiceRecord, "services", "name", rows)]
 
     def services(self) -> list[ServiceRecord]:
-        rows = self._query("SELECT record FROM services ORDER BY name")
-        return [ServiceRecord.model_validate_json(str(row[0])) for row in rows]
+        rows = self._query("SELECT name, record FROM services ORDER BY name")
+        return self._parsed(ServiceRecord, "services", "name", rows)
 
     def peers(self, names: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """For each task name (a service's tasks share theirs), its placed tasks per node."""
@@ -347,6 +430,36 @@ class Store:
             self.commit()
         finally:
             self._db.close()
+
+
+def _delete(db: sqlite3.Connection, removed: Removal) -> None:
+    """Delete what `kube rm` removes: tasks with their history, services, nodes."""
+    tasks = [(task_id,) for task_id in removed.tasks]
+    db.executemany("DELETE FROM tasks WHERE id = ?", tasks)
+    db.executemany("DELETE FROM task_events WHERE task_id = ?", tasks)
+    db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
+    db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
+
+
+def _add_ended_at(db: sqlite3.Connection) -> None:
+    """Give a database made before ended tasks were purged its `ended_at` column, filled
+    from the records, and the index the purge reads by."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(tasks)")}
+    if "ended_at" not in columns:
+        terminal = [state.value for state in TaskState if state.terminal]
+        db.execute("BEGIN IMMEDIATE")  # the column and its values, or neither
+        db.execute("ALTER TABLE tasks ADD COLUMN ended_at TEXT")
+        rows = db.execute(
+            "SELECT id, json_extract(record, '$.updated_at') FROM tasks"
+            f" WHERE state IN ({','.join('?' * len(terminal))})",
+            terminal,
+        ).fetchall()
+        db.executemany(  # written as record() writes it, so that the two sort together
+            "UPDATE tasks SET ended_at = ? WHERE id = ?",
+            [(datetime.fromisoformat(str(at)).isoformat(), i) for i, at in rows if at],
+        )
+        db.execute("COMMIT")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks (state, ended_at)")
 
 
 def _hold(task: TaskRecord) -> Hold:

@@ -3,6 +3,7 @@
     KubeError
     ├── DecodeError            a wire message is not JSON, too large, or not a valid model
     ├── MessagingError         the broker cannot be reached or refused an operation
+    │   ├── ConnectionLost     the connection or channel to the broker is gone (a bus reconnects)
     │   ├── NoManagerError     a request got no reply in time
     │   └── UnroutableError    a publish reached no queue
     ├── RuntimeFailure         the container engine failed an operation
@@ -13,7 +14,7 @@
     └── RequestError           the manager answered a request with an error
 
 pika, docker and sqlite3 errors are translated into these at the module that talks to
-that library, and nowhere else.
+that library, and nowhere else: pika's in shared/bus/ (services) and shared/rpc.py (clients).
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ class DecodeError(KubeError):
 
 class MessagingError(KubeError):
     """The broker could not be reached or refused an operation."""
+
+
+class ConnectionLost(MessagingError):
+    """The connection or channel to the broker is gone, or was never made.
+
+    A `Bus` that meets it while serving reconnects by itself; what was published but not
+    confirmed, or delivered but not acked, must be sent or handled again.
+    """
 
 
 class NoManagerError(MessagingError):

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
-from shared.wire import TaskId, WireModel
+from shared.wire import (
+    Attempt,
+    ContainerId,
+    Count,
+    Int64,
+    Name,
+    NodeLabels,
+    Port,
+    TaskId,
+    Text,
+    Timestamp,
+    WireModel,
+)
 
 
 class RunTask(WireModel):
@@ -18,7 +29,7 @@ class RunTask(WireModel):
 
     kind: Literal["run"] = "run"
     task_id: TaskId
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     spec: TaskSpec
 
 
@@ -27,7 +38,7 @@ class StopTask(WireModel):
 
     kind: Literal["stop"] = "stop"
     task_id: TaskId
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
 
 
 class LogsRequest(WireModel):
@@ -41,9 +52,9 @@ class LogsRequest(WireModel):
     kind: Literal["logs"] = "logs"
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
     task_id: TaskId
-    attempt: Annotated[int, Field(ge=1)]
-    tail: Annotated[int, Field(ge=0)] | None = None
-    expires: datetime
+    attempt: Attempt
+    tail: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    expires: Timestamp
 
 
 Dispatch = Annotated[RunTask | StopTask | LogsRequest, Field(discriminator="kind")]
@@ -53,32 +64,48 @@ class TaskUpdate(WireModel):
     """Worker to manager: what happened to one attempt of a task."""
 
     kind: Literal["update"] = "update"
-    node: str
+    node: Name
     task_id: TaskId
-    attempt: Annotated[int, Field(ge=1)]
+    attempt: Attempt
     state: TaskState
-    at: datetime
-    container_id: str | None = None
-    host_ports: dict[str, int] = Field(default_factory=dict)
-    exit_code: int | None = None
-    error: str | None = None
+    at: Timestamp
+    container_id: ContainerId | None = None
+    host_ports: Annotated[dict[PortKey, Port], Field(max_length=MAX_PORTS)] = Field(
+        default_factory=dict
+    )
+    exit_code: Int64 | None = None
+    error: Text | None = None
     health: Health | None = None
-    last_check: str | None = None
+    last_check: Text | None = None
+
+
+PortKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}$")]
+MAX_PORTS = 256
+"""Ports one container may publish."""
 
 
 class HeldTask(WireModel):
     """One container a worker holds, as listed in its heartbeat."""
 
     task_id: TaskId
-    attempt: int
+    attempt: Attempt
     state: TaskState
-    container_id: str
+    container_id: ContainerId
 
 
 HELD_PER_PART = 2000
 """Containers one heartbeat message lists. A listed container takes at most ~200 bytes
 (a 63-character task id, a 64-character container id), so a part stays well below the
 1 MiB a message may have (MAX_BODY_BYTES); a node holding more sends more parts."""
+
+
+MAX_PARTS = 25
+"""Parts one heartbeat may come in: 50,000 containers on a node (kube was measured with
+20,500). A heartbeat that claims more is refused, so the manager never holds more than
+this many parts, about 25 MB, for a node."""
+
+MAX_CPUS = 4096.0
+"""The most cores a node may report (the largest machines today have a few hundred)."""
 
 
 class Heartbeat(WireModel):
@@ -90,22 +117,22 @@ class Heartbeat(WireModel):
     """
 
     kind: Literal["heartbeat"] = "heartbeat"
-    node: str
-    at: datetime
-    cpus: float
-    memory: int
-    disk: int
-    labels: dict[str, str] = Field(default_factory=dict)
+    node: Name
+    at: Timestamp
+    cpus: Annotated[float, Field(ge=0, le=MAX_CPUS)]
+    memory: Count
+    disk: Count
+    labels: NodeLabels = Field(default_factory=dict)
     stats: NodeStats = Field(default_factory=NodeStats)
     engine_ok: bool = True
     inventory: bool = Field(
         default=False, description="true when tasks lists every container the node runs"
     )
-    tasks: tuple[HeldTask, ...] = ()
-    part: Annotated[int, Field(ge=0)] = Field(
+    tasks: Annotated[tuple[HeldTask, ...], Field(max_length=HELD_PER_PART)] = ()
+    part: Annotated[int, Field(ge=0, lt=MAX_PARTS)] = Field(
         default=0, description="which part of the heartbeat this is, from 0"
     )
-    parts: Annotated[int, Field(ge=1)] = Field(
+    parts: Annotated[int, Field(ge=1, le=MAX_PARTS)] = Field(
         default=1, description="how many parts list the node's containers (all share `at`)"
     )
 
@@ -128,12 +155,12 @@ class LogsReply(WireModel):
     """Worker to manager: the answer to a `LogsRequest`, output or the reason there is none."""
 
     kind: Literal["logs"] = "logs"
-    node: str
-    at: datetime
+    node: Name
+    at: Timestamp
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
     task_id: TaskId
     output: str | None = None
-    error: str | None = None
+    error: Text | None = None
 
 
 Result = Annotated[TaskUpdate | Heartbeat | LogsReply, Field(discriminator="kind")]
@@ -145,12 +172,22 @@ class TaskQuery(WireModel):
     id: TaskId
 
 
+MAX_PAGE = 1000
+"""Records one list reply carries at most; fewer when they would not fit in a message."""
+
+
 class ListQuery(WireModel):
-    """Body of `query.tasks` and `query.nodes` (may be empty)."""
+    """Body of `query.tasks`, `query.services` and `query.nodes` (may be empty): one page
+    of the list. The reply's `next`, when set, is the `after` of the next page."""
+
+    after: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None, description="where the previous page ended: its reply's `next`"
+    )
+    limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = MAX_PAGE
 
 
 class LogsQuery(WireModel):
     """Body of `query.logs`: the output of a task's current container (last `tail` lines)."""
 
     id: TaskId
-    tail: Annotated[int, Field(ge=0)] | None = None
+    tail: Annotated[int, Field(ge=0, le=1_000_000)] | None = None

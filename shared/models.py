@@ -8,10 +8,9 @@ on `kube.events`; their JSON Schemas are committed under `shared/schemas/`.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.placement import Unplaced
 from shared.specs import PullPolicy as PullPolicy
@@ -19,7 +18,17 @@ from shared.specs import TaskSpec as TaskSpec
 from shared.states import TaskState
 from shared.wire import ID_PATTERN as ID_PATTERN
 from shared.wire import MAX_BODY_BYTES as MAX_BODY_BYTES
-from shared.wire import Name, TaskId
+from shared.wire import MAX_SPEC_BYTES as MAX_SPEC_BYTES
+from shared.wire import (
+    ContainerId,
+    Count,
+    Int64,
+    Name,
+    NodeLabels,
+    TaskId,
+    Text,
+    Timestamp,
+)
 from shared.wire import WireModel as WireModel
 
 
@@ -44,9 +53,36 @@ class UpdateRequest(WireModel):
 
 
 class NodeRequest(WireModel):
-    """The body of `node.cordon`, `node.uncordon` and `node.drain`."""
+    """The body of `node.cordon`, `node.uncordon`, `node.drain` and `node.remove`."""
 
     name: Name
+
+
+class RemoveRequest(WireModel):
+    """The body of `task.remove`: forget ended tasks and stopped services, with their history.
+
+    Either `ids` (task ids or service names; all are removed or, if one cannot be, none)
+    or `all_ended` (every ended task, and every stopped service whose tasks all ended).
+    """
+
+    ids: tuple[TaskId, ...] = Field(
+        default=(), max_length=10_000, description="task ids or service names"
+    )
+    all_ended: bool = False
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> RemoveRequest:
+        if bool(self.ids) == self.all_ended:
+            raise ValueError("give either ids or all_ended: true")
+        return self
+
+
+class Removed(WireModel):
+    """The `result` of a `task.remove` or `node.remove` reply: what was removed."""
+
+    tasks: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
 
 
 class AttemptEnd(enum.StrEnum):
@@ -61,20 +97,20 @@ class Restarted(WireModel):
     """Why a task went back to pending for another attempt, as data (`detail` says it)."""
 
     cause: AttemptEnd
-    number: int = Field(description="this restart's number, from 1")
-    limit: int | None = Field(default=None, description="the policy's max_restarts")
-    delay: float = Field(description="seconds before the next attempt may be placed")
-    reason: str | None = Field(default=None, description="what the worker said ended it")
+    number: Count = Field(description="this restart's number, from 1")
+    limit: Count | None = Field(default=None, description="the policy's max_restarts")
+    delay: float = Field(ge=0, description="seconds before the next attempt may be placed")
+    reason: Text | None = Field(default=None, description="what the worker said ended it")
 
 
 class TaskEvent(WireModel):
     """One entry of a task's state history."""
 
     state: TaskState
-    at: datetime
-    attempt: int
-    node: str | None = None
-    detail: str | None = None
+    at: Timestamp
+    attempt: Count
+    node: Name | None = None
+    detail: Text | None = None
     restart: Restarted | None = None
 
 
@@ -89,8 +125,8 @@ class Health(enum.StrEnum):
 class DrainingAttempt(WireModel):
     """An attempt left running on a draining node until the task's next attempt runs."""
 
-    node: str
-    attempt: int
+    node: Name
+    attempt: Count
 
 
 class TaskRecord(WireModel):
@@ -100,38 +136,38 @@ class TaskRecord(WireModel):
     name: Name
     state: TaskState
     desired_state: Annotated[str, Field(pattern="^(running|stopped)$")] = "running"
-    node: str | None = None
+    node: Name | None = None
     image: str
-    container_id: str | None = None
-    host_ports: dict[str, int] = Field(
+    container_id: ContainerId | None = None
+    host_ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=dict, description="container port (as a string) to host port"
     )
-    attempt: int = 0
-    restart_count: int = 0
-    exit_code: int | None = None
-    error: str | None = None
+    attempt: Count = 0
+    restart_count: Count = 0
+    exit_code: Int64 | None = None
+    error: Text | None = None
     unplaced: Unplaced | None = Field(
         default=None, description="while pending: why no node could take it, as data"
     )
     health: Health | None = None
-    last_check: str | None = Field(default=None, description="the last health check's result")
-    not_before: datetime | None = Field(
+    last_check: Text | None = Field(default=None, description="the last health check's result")
+    not_before: Timestamp | None = Field(
         default=None, description="a restarting task is not placed before this time"
     )
-    service: str | None = Field(default=None, description="the service this task belongs to")
-    version: int | None = Field(default=None, description="the service version it runs")
+    service: Name | None = Field(default=None, description="the service this task belongs to")
+    version: Count | None = Field(default=None, description="the service version it runs")
     draining: DrainingAttempt | None = None
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
     spec: TaskSpec
 
 
 class NodeStats(WireModel):
     """A worker's host usage, measured with psutil at heartbeat time."""
 
-    cpu_percent: float = 0.0
-    memory_used: int = 0
-    disk_used: int = 0
+    cpu_percent: Annotated[float, Field(ge=0)] = 0.0
+    memory_used: Count = 0
+    disk_used: Count = 0
     load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 
@@ -148,14 +184,14 @@ class NodeRecord(WireModel):
     name: Name
     status: NodeStatus
     cpus: float
-    memory: int
-    disk: int
+    memory: Count
+    disk: Count
     allocated_cpu: float = 0.0
-    allocated_memory: int = 0
-    allocated_disk: int = 0
-    task_count: int = 0
-    labels: dict[str, str] = Field(default_factory=dict)
-    last_heartbeat: datetime
+    allocated_memory: Int64 = 0
+    allocated_disk: Int64 = 0
+    task_count: Count = 0
+    labels: NodeLabels = Field(default_factory=dict)
+    last_heartbeat: Timestamp
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
     schedulable: bool = Field(default=True, description="false while cordoned")
     stats: NodeStats = Field(default_factory=NodeStats)
@@ -174,13 +210,13 @@ class ServiceRecord(WireModel):
 
     name: Name
     spec: TaskSpec
-    replicas: int
-    version: int = 1
+    replicas: Count
+    version: Count = 1
     desired_state: Annotated[str, Field(pattern="^(running|stopped)$")] = "running"
     update_state: UpdateState = UpdateState.IDLE
-    update_error: str | None = None
-    created_at: datetime
-    updated_at: datetime
+    update_error: Text | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class Reply(WireModel):
@@ -190,3 +226,6 @@ class Reply(WireModel):
     id: str | None = None
     error: str | None = None
     result: Any = None
+    next: str | None = Field(
+        default=None, description="a list was cut: ask again with `after` set to this"
+    )

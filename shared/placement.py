@@ -15,7 +15,7 @@ from pydantic import Field
 
 from shared.specs import Constraint, TaskSpec
 from shared.units import format_bytes
-from shared.wire import Name, WireModel
+from shared.wire import Count, Int64, Name, Text, WireModel
 
 
 class NoFitKind(enum.StrEnum):
@@ -59,26 +59,26 @@ class NodeMiss(WireModel):
     constraint: Constraint | None = Field(
         default=None, description="the rule the node's labels break"
     )
-    label: str | None = Field(default=None, description="the node's value of the rule's key")
+    label: Text | None = Field(default=None, description="the node's value of the rule's key")
     exhausted: tuple[Dimension, ...] = ()
     free_cpu: float = 0.0
-    free_memory: int = 0
-    free_disk: int = 0
-    tasks: int = 0
-    cap: int | None = Field(default=None, description="the task cap, when it was reached")
+    free_memory: Int64 = 0
+    free_disk: Int64 = 0
+    tasks: Count = 0
+    cap: Count | None = Field(default=None, description="the task cap, when it was reached")
 
 
 class Unplaced(WireModel):
     """Why no node could take a pending task, when the manager last tried."""
 
     kind: NoFitKind
-    nodes_evaluated: int = 0
-    nodes_filtered: dict[NodeFilter, int] = Field(default_factory=dict)
-    constraint_filtered: dict[str, int] = Field(
+    nodes_evaluated: Count = 0
+    nodes_filtered: dict[NodeFilter, Count] = Field(default_factory=dict)
+    constraint_filtered: dict[Text, Count] = Field(
         default_factory=dict, description="nodes each constraint filtered out"
     )
-    nodes_exhausted: int = 0
-    dimension_exhausted: dict[Dimension, int] = Field(
+    nodes_exhausted: Count = 0
+    dimension_exhausted: dict[Dimension, Count] = Field(
         default_factory=dict, description="nodes short of each resource"
     )
     nodes: tuple[NodeMiss, ...] = Field(

@@ -1,4 +1,4 @@
-"""Short-lived AMQP use for clients: request/reply and watching an exchange, on pika.
+"""Short-lived AMQP use for clients: request/reply, following a stream or watching an exchange.
 
 Requests use RabbitMQ's direct reply-to (`amq.rabbitmq.reply-to`): no reply queue is
 declared, and a reply that arrives after the asker gave up is dropped by the broker.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,13 +18,15 @@ import pika
 import pika.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus import RECONNECT_ERRORS, connection_parameters
+from shared.bus.connection import RECONNECT_ERRORS, connection_parameters
 from shared.errors import MessagingError, NoManagerError
 from shared.settings import Settings, redact
+from shared.topology import topic_matches
 
 log = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+STREAM_PREFETCH = 256  # stream deliveries in flight to one reader before it acks
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class RpcChannel:
             ) from exc
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
+        # The broker checks user_id against the login, so the manager can trust it; absent
+        # when the login has no user name (TLS with EXTERNAL authentication).
+        self._user: str | None = getattr(
+            pika.URLParameters(settings.amqp_url).credentials, "username", None
+        )
         self._replies: dict[str, bytes] = {}
         self._reply_consumer: str | None = None
 
@@ -77,6 +85,7 @@ class RpcChannel:
             reply_to=reply_to,
             correlation_id=correlation_id,
             message_id=message_id,
+            user_id=self._user,
         )
         try:
             self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
@@ -162,6 +171,33 @@ class RpcChannel:
             raise MessagingError(f"cannot watch {exchange}: {exc!r}") from exc
         return Subscription(channel, queue)
 
+    def follow(self, stream: str, keys: list[str]) -> Subscription:
+        """Read a stream queue from its end on; iterate for the messages whose routing key
+        matches one of keys (AMQP topic patterns, matched here: a stream is not bound).
+
+        Reading needs only read permission on the stream: no queue or binding is made.
+        Attached when this returns, so nothing published afterwards is missed.
+        """
+        channel = self._connection.channel()
+        try:
+            channel.basic_qos(prefetch_count=STREAM_PREFETCH)  # a stream consumer needs one
+            return Subscription(
+                channel,
+                stream,
+                temporary=False,
+                keys=keys,
+                arguments={"x-stream-offset": "next"},
+            )
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == 404:
+                raise NoManagerError(
+                    f"no {stream} to read events from: no manager has run against"
+                    f" {redact(self._settings.amqp_url)} yet; start `kube manager`"
+                ) from exc
+            raise MessagingError(f"cannot read {stream}: {exc!r}") from exc
+        except pika.exceptions.AMQPError as exc:
+            raise MessagingError(f"cannot read {stream}: {exc!r}") from exc
+
     def close(self) -> None:
         try:
             if self._connection.is_open:
@@ -177,38 +213,62 @@ class RpcChannel:
 
 
 class Subscription:
-    """A temporary queue bound to an exchange, read on a channel of its own.
+    """Deliveries read on a channel of its own: a temporary queue, or a stream from its end.
 
-    Iterating yields a Message per delivery, and None about every 0.2 s when nothing
-    came, so the caller can check a deadline. close() deletes the queue and the channel.
+    Iterating yields a Message per delivery whose routing key matches one of `keys` (all
+    when None), and None about every 0.2 s when nothing came, so the caller can check a
+    deadline. close() closes the channel, deleting the queue if it is a temporary one.
     """
 
-    def __init__(self, channel: Any, queue: str) -> None:
+    def __init__(
+        self,
+        channel: Any,
+        queue: str,
+        *,
+        temporary: bool = True,
+        keys: list[str] | None = None,
+        arguments: dict[str, Any] | None = None,
+    ) -> None:
         self._channel = channel
         self._queue = queue
-        self._deliveries = channel.consume(queue, auto_ack=True, inactivity_timeout=0.2)
+        self._temporary = temporary
+        self._keys = keys
+        self._ready: deque[tuple[int, str, bytes]] = deque()
+        # basic_consume waits for consume-ok: attached when this returns (a stream reader
+        # starting at "next" then misses nothing published afterwards)
+        channel.basic_consume(queue, self._on_message, auto_ack=temporary, arguments=arguments)
+
+    def _on_message(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
+        self._ready.append((method.delivery_tag, method.routing_key, body))
 
     def __iter__(self) -> Iterator[Message | None]:
         return self
 
     def __next__(self) -> Message | None:
         try:
-            method, _props, body = next(self._deliveries)
+            for waited in (False, True):
+                while self._ready:
+                    tag, key, body = self._ready.popleft()
+                    if not self._temporary:  # a stream consumer must ack (its flow control)
+                        self._channel.basic_ack(tag)
+                    if self._keys is None or any(topic_matches(k, key) for k in self._keys):
+                        return Message(key, body)
+                if not waited:
+                    self._channel.connection.process_data_events(time_limit=0.2)
         except pika.exceptions.AMQPError as exc:
             raise MessagingError(f"lost the broker while watching: {exc!r}") from exc
-        if method is None:
-            return None
-        return Message(method.routing_key, body)
+        return None
 
     def close(self) -> None:
-        """Delete the queue and close the channel (nothing to do once the connection is gone)."""
+        """Close the channel, deleting a temporary queue (nothing to do once it is gone)."""
         if not self._channel.is_open:
             return
         try:
-            self._channel.queue_delete(self._queue)
+            if self._temporary:
+                self._channel.queue_delete(self._queue)
             self._channel.close()
         except pika.exceptions.AMQPError as exc:
-            log.warning("could not remove the watch queue %s: %r", self._queue, exc)
+            log.warning("could not close the watch of %s: %r", self._queue, exc)
 
     def __enter__(self) -> Subscription:
         return self

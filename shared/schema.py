@@ -16,6 +16,8 @@ from shared.messages import Dispatch, Heartbeat, ListQuery, LogsQuery, Result, T
 from shared.models import (
     NodeRecord,
     NodeRequest,
+    Removed,
+    RemoveRequest,
     Reply,
     ScaleRequest,
     ServiceRecord,
@@ -32,7 +34,9 @@ MESSAGES: dict[str, Any] = {
     "stop-request": StopRequest,  # kube.commands task.stop
     "scale-request": ScaleRequest,  # kube.commands service.scale
     "update-request": UpdateRequest,  # kube.commands service.update
-    "node-request": NodeRequest,  # kube.commands node.cordon, node.uncordon, node.drain
+    "node-request": NodeRequest,  # kube.commands node.cordon, .uncordon, .drain, .remove
+    "remove-request": RemoveRequest,  # kube.commands task.remove
+    "removed": Removed,  # the result of task.remove and node.remove replies
     "service-record": ServiceRecord,  # query.services rows
     "reply": Reply,  # answers to requests with reply_to
     "task-query": TaskQuery,  # kube.commands query.task

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 COMMANDS = "kube.commands"  # topic: task.*, service.*, node.* commands and query.*
-EVENTS = "kube.events"  # topic: task.<state>, node.<what>; anyone may bind
+EVENTS = "kube.events"  # topic: task.<state>, node.<what>; the manager publishes
+EVENTS_STREAM = "kube.events.stream"  # stream queue: every event, where clients read them
 DISPATCH = "kube.dispatch"  # direct: manager to worker, routing key = node name
 RESULTS = "kube.results"  # topic: worker to manager, result.<kind>.<node>
 DEAD_LETTER = "kube.dead-letter"  # fanout: rejected and poison messages
@@ -21,15 +22,35 @@ COMMANDS_QUEUE = "kube.manager.commands"
 QUERIES_QUEUE = "kube.manager.queries"
 RESULTS_QUEUE = "kube.manager.results"
 DEAD_LETTER_QUEUE = "kube.dead-letters"
+DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
+"""The manager's copy of every dead letter, read for dispatches that never reached a
+worker (the broker's delivery limit, or a worker refusing it): their tasks would
+otherwise stay scheduled for ever. Its own refusals go nowhere: no dead-letter exchange."""
+DEAD_DISPATCHES_LIMIT = 10_000
 
 SUBMIT_KEY = "task.submit"
 STOP_KEY = "task.stop"
+REMOVE_KEY = "task.remove"
 SCALE_KEY = "service.scale"
 UPDATE_KEY = "service.update"
 CORDON_KEY = "node.cordon"
 UNCORDON_KEY = "node.uncordon"
 DRAIN_KEY = "node.drain"
+NODE_REMOVE_KEY = "node.remove"
 QUERY_PREFIX = "query."
+
+CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
+"""What a client may ask (and queries): the broker user kube-client."""
+OPERATOR_COMMAND_KEYS = (CORDON_KEY, UNCORDON_KEY, DRAIN_KEY, NODE_REMOVE_KEY)
+"""An operator's acts on nodes (and queries): the broker user kube-operator."""
+
+EVENTS_RETENTION: dict[str, Any] = {
+    "x-max-age": "1h",
+    "x-max-length-bytes": 256 * 1024 * 1024,
+    # retention drops whole segments: small ones make the bounds above hold closely
+    "x-stream-max-segment-size-bytes": 8 * 1024 * 1024,
+}
+"""How long the events stream keeps what it holds: readers start at its end anyway."""
 
 DELIVERY_LIMIT = 5
 """Deliveries of one message before a quorum queue dead-letters it (a crash loop)."""
@@ -38,6 +59,23 @@ QUERY_TTL_MS = 30_000
 """Queries nobody answered in 30 s are dropped: their asker has given up."""
 
 REASON_HEADER = "x-kube-reason"
+
+REPLY_QUEUE_PREFIXES = ("amq.rabbitmq.reply-to", "amq.gen-")
+"""Where the manager sends answers: RabbitMQ's direct reply-to, or a server-named queue
+(declared with an empty name). Never a named queue such as a worker's, which a client
+may not write to itself: the manager must not write there on its behalf."""
+
+
+def reply_refusal(reply_to: str | None) -> str | None:
+    """Why a request's reply_to is refused (None: no reply_to, or an asker's own queue)."""
+    if reply_to is None or reply_to.startswith(REPLY_QUEUE_PREFIXES):
+        return None
+    return (
+        f"reply_to {reply_to[:300]!r} is not a reply queue: use amq.rabbitmq.reply-to or a"
+        " server-named queue (declared with an empty name)"
+    )
+
+
 """Header that says why kube dead-lettered a message."""
 
 
@@ -113,12 +151,27 @@ def result_key(kind: str, node: str) -> str:
 
 
 def manager_topology() -> Topology:
-    """What the manager declares: all exchanges, its three queues and their bindings."""
+    """What the manager declares: all exchanges, its queues, the events stream, bindings.
+
+    Clients read events from the stream, not from a queue of their own bound to
+    kube.events: binding needs read on the source exchange, and a user with read on
+    kube.events and write on kube.commands could bind the one into the other
+    (exchange.bind asks no more), feeding every event back in as a command.
+    """
     return EXCHANGES + Topology(
         queues=(
             _work_queue(COMMANDS_QUEUE),
             _work_queue(RESULTS_QUEUE),
             Queue(QUERIES_QUEUE, arguments={"x-message-ttl": QUERY_TTL_MS}),
+            Queue(
+                DEAD_DISPATCHES_QUEUE,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-max-length": DEAD_DISPATCHES_LIMIT,
+                    "x-overflow": "drop-head",
+                },
+            ),
+            Queue(EVENTS_STREAM, arguments={"x-queue-type": "stream", **EVENTS_RETENTION}),
         ),
         bindings=(
             Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
@@ -126,8 +179,23 @@ def manager_topology() -> Topology:
             Binding(COMMANDS_QUEUE, COMMANDS, "node.#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
             Binding(RESULTS_QUEUE, RESULTS, "result.#"),
+            Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
+            Binding(EVENTS_STREAM, EVENTS, "#"),
         ),
     )
+
+
+def topic_matches(pattern: str, key: str) -> bool:
+    """Whether a routing key matches an AMQP topic pattern: `*` one word, `#` any number."""
+
+    def match(words: list[str], parts: list[str]) -> bool:
+        if not words:
+            return not parts
+        if words[0] == "#":
+            return any(match(words[1:], parts[i:]) for i in range(len(parts) + 1))
+        return bool(parts) and words[0] in ("*", parts[0]) and match(words[1:], parts[1:])
+
+    return match(pattern.split("."), key.split("."))
 
 
 def node_topology(node: str) -> Topology:

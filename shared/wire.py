@@ -4,27 +4,70 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+)
 
 from shared.units import parse_bytes
 
 MAX_BODY_BYTES = 1024 * 1024
 """Largest message body kube accepts (1 MiB); anything larger is dead-lettered unread."""
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+MAX_SPEC_BYTES = MAX_BODY_BYTES - 64 * 1024
+"""Largest body of a submit or update (960 KiB): what kube accepts it must also dispatch
+and publish, and the dispatch, the task record and the service record quote the spec
+with up to 64 KiB of their own (ids, times, two texts of MAX_TEXT)."""
+
+MAX_ID_LENGTH = 63
+"""Longest task id or name, in characters (a DNS label's limit, as Kubernetes uses)."""
+
+ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}$"
 """Task ids and names end up in container names, so they keep to Docker's alphabet."""
+
+MAX_INT64 = 2**63 - 1
+"""Every integer on the wire fits a signed 64-bit column (SQLite, PostgreSQL) and the engine."""
+
+MAX_TEXT = 16 * 1024
+"""Longest free text a message carries (an error, a health check's result, a detail): the
+records that quote it must still fit in one message."""
+
+MAX_LABELS = 64
+"""Labels a node or a task may carry."""
 
 TaskId = Annotated[str, Field(pattern=ID_PATTERN)]
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
+Int64 = Annotated[int, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT64)]
+Attempt = Annotated[int, Field(ge=1, le=MAX_INT64, description="1 for a task's first placement")]
+
+
+def clip(text: str) -> str:
+    """Free text cut to MAX_TEXT characters, the cut marked: a long error never makes the
+    message or the record that quotes it invalid."""
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 20] + " [... cut by kube]"
+
+
+Text = Annotated[str, AfterValidator(clip)]
+ContainerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")]
+Timestamp = Annotated[AwareDatetime, Field(description="an ISO 8601 time with its UTC offset")]
+LabelKey = Annotated[str, Field(min_length=1, max_length=253)]
+LabelValue = Annotated[str, Field(max_length=253)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 ByteSize = Annotated[
     int,
     BeforeValidator(parse_bytes),
+    Field(ge=0, le=MAX_INT64),
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
                 {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]*\s*$"},
             ],
             "description": "bytes, or a string with a unit: '64m', '1g', '512Mi' (powers of 1024)",
@@ -46,14 +89,19 @@ def unique_ports(ports: tuple[int, ...]) -> tuple[int, ...]:
     return ports
 
 
-Labels = Annotated[dict[str, str], AfterValidator(_no_reserved_labels)]
+NodeLabels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+Labels = Annotated[
+    dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS), AfterValidator(_no_reserved_labels)
+]
 
 
 class WireModel(BaseModel):
     """Base of every message: immutable and closed to unknown fields.
 
     Decoding from the wire (`shared.codec.decode`) is strict: `"8080"` is not a port.
-    Building a model in Python is lax, so `pull_policy="never"` works there.
+    Building a model in Python is lax, so `pull_policy="never"` works there. No number
+    may be NaN or infinite, here or in anything built on it: a stored record must always
+    read back (issue 12).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)

@@ -1,8 +1,13 @@
 """Fixtures for the real broker, the real Docker engine and the locally built images.
 
 Each broker-using test gets a RabbitMQ vhost of its own, deleted at teardown with every
-queue and exchange in it. Each cluster's workers have unique node names, and every
-container labelled with one of them is force-removed at teardown, even when a test fails.
+queue and exchange in it. Tests that use the broker (the `vhost` fixture) are marked
+`broker`, those that use the Docker engine (`docker_client`, the images) `docker`: without
+rabbitmqctl or an engine they are skipped with the reason, and every other test runs. In
+CI (CI=true) a missing broker or engine fails those tests instead, so nothing is hidden.
+
+Each cluster's workers have unique node names, and every container labelled with one of
+them is force-removed at teardown, even when a test fails.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
+import requests.exceptions
 
 from tests.support.images import build_kube_image, ensure_busybox_image
 from tests.support.reports import FAILED_KEY, call_failed
@@ -26,6 +33,38 @@ from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_HOST = os.environ.get("KUBE_TEST_AMQP_HOST", "127.0.0.1:5672")
+
+BROKER_FIXTURES = frozenset({"vhost"})
+DOCKER_FIXTURES = frozenset({"docker_client", "busybox_image", "kube_image"})
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test that needs what is missing; in CI, fail it."""
+    if in_ci():
+        pytest.fail(f"{reason} (CI=true: a missing service fails the tests that need it)")
+    pytest.skip(reason)
+
+
+def require_broker() -> None:
+    if shutil.which("rabbitmqctl") is None:
+        unavailable(
+            "needs RabbitMQ: rabbitmqctl is not on PATH (run .ci/run, which installs it;"
+            " or select unit tests with -m 'not broker and not docker and not e2e')"
+        )
+
+
+def docker_engine() -> docker.DockerClient:
+    """A client of the engine, once it answered; skips (fails in CI) when none does."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        unavailable(f"needs the Docker engine, which does not answer: {exc}")
+    return client
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -35,6 +74,7 @@ def rabbitmqctl(*args: str) -> None:
 @pytest.fixture
 def vhost() -> Iterator[str]:
     """A fresh vhost; yields its AMQP URL. Deleting it removes every queue the test made."""
+    require_broker()
     name = f"kube-test-{uuid.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
@@ -46,18 +86,18 @@ def vhost() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
+    client = docker_engine()
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
-def busybox_image() -> str:
+def busybox_image(docker_client: docker.DockerClient) -> str:
     return ensure_busybox_image()
 
 
 @pytest.fixture(scope="session")
-def kube_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+def kube_image(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> str:
     """deploy/Dockerfile built on the local Python base (never pulled); the image's id."""
     return build_kube_image(tmp_path_factory.mktemp("kube-image") / "iid")
 
@@ -204,6 +244,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        raise pytest.UsageError("rabbitmqctl not found: run .ci/run, which installs RabbitMQ")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what needs the broker or the engine by the fixtures it uses."""
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & BROKER_FIXTURES:
+            item.add_marker(pytest.mark.broker)
+        if used & DOCKER_FIXTURES:
+            item.add_marker(pytest.mark.docker)

@@ -12,22 +12,41 @@ restrict images to an allow-list of shell-style patterns:
     capabilities = ["NET_ADMIN"]       # capabilities that may be added
     devices = ["/dev/fuse"]            # devices that may be passed through
     images = ["localhost/*", "registry.example.com/team/*"]   # empty: any image
+    allow_local_registries = false     # pulls from loopback / link-local registries
+
+Two checks need the worker's own filesystem or engine, so the runtime makes them at the
+last moment (worker/runtime/docker.py) with the pure decisions here: a mount source is
+resolved (every symlink) just before the container is created and the resolved path must
+still be under an allowed source; and an image is pulled from a registry on a loopback,
+link-local or unspecified address only when allowed. Docker reads the first part of a
+reference as a registry host when it has a `.` or `:` or is `localhost`, so the local
+images named `localhost/kube-busybox` run when present; only pulling them is refused.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
+import socket
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from shared.errors import KubeError
+from shared.errors import KubeError, RuntimeFailure
 from shared.specs import NetworkMode, TaskSpec
 
 
 class PolicyError(KubeError):
     """A policy file that cannot be read or has unknown keys."""
+
+
+class PolicyRefused(RuntimeFailure):
+    """A start the policy refused once the worker looked at the host (a mount or a pull)."""
+
+    def __init__(self, node: str, violations: list[str]) -> None:
+        super().__init__(f"refused by the security policy of {node}: {'; '.join(violations)}")
+        self.violations = violations
 
 
 @dataclass(frozen=True)
@@ -41,6 +60,7 @@ class WorkerPolicy:
     capabilities: tuple[str, ...] = ()
     devices: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
+    allow_local_registries: bool = False
 
     @classmethod
     def load(cls, path: Path) -> WorkerPolicy:
@@ -77,6 +97,7 @@ class WorkerPolicy:
             capabilities=self.capabilities + other.capabilities,
             devices=self.devices + other.devices,
             images=self.images + other.images,
+            allow_local_registries=self.allow_local_registries or other.allow_local_registries,
         )
 
     def violations(self, spec: TaskSpec) -> list[str]:
@@ -101,8 +122,78 @@ class WorkerPolicy:
             found.append(f"image {spec.image} matches none of {', '.join(self.images)}")
         return found
 
+    def resolved_mount_violation(self, source: str, resolved: str) -> str | None:
+        """Why a mount whose source resolves (every symlink followed) to `resolved` is refused."""
+        if any(_under(resolved, prefix) for prefix in self.mount_sources):
+            return None
+        allowed = ", ".join(self.mount_sources) or "none"
+        return (
+            f"bind mount of {source} resolves to {resolved}, which is under none of the"
+            f" allowed mount sources ({allowed}; --allow-mount PATH)"
+        )
 
-_FLAGS = frozenset({"allow_privileged", "allow_host_network", "allow_host_pid"})
+    def pull_violation(self, image: str) -> str | None:
+        """Why the engine may not pull `image`: its registry is on a local address."""
+        host = registry_host(image)
+        kind = None if host is None or self.allow_local_registries else local_address_kind(host)
+        if kind is None:
+            return None
+        article = "an" if kind[0] in "aeiou" else "a"
+        return (
+            f"pulling image {image} would connect to registry {host}, {article} {kind} address"
+            " (worker flag --allow-local-registry, policy key allow_local_registries)"
+        )
+
+
+_FLAGS = frozenset(
+    {"allow_privileged", "allow_host_network", "allow_host_pid", "allow_local_registries"}
+)
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # connecting to 0.x.y.z reaches this host
+
+
+def registry_host(image: str) -> str | None:
+    """The registry host of an image reference as Docker reads it; None for Docker Hub.
+
+    Docker's rule (distribution/reference, splitDockerDomain): the part before the first
+    `/` is a registry when it has a `.` or a `:`, is `localhost`, or has capitals.
+    """
+    first, slash, _ = image.partition("/")
+    if not slash or (
+        not any(c in first for c in ".:") and first != "localhost" and first == first.lower()
+    ):
+        return None
+    if first.startswith("["):  # [::1]:5000
+        return first[1:].partition("]")[0].lower()
+    host, colon, port = first.rpartition(":")
+    return (host if colon and port.isdigit() else first).lower()
+
+
+def local_address_kind(host: str) -> str | None:
+    """The kind of local address host names (loopback, link-local, unspecified), or None.
+
+    Names that only DNS maps to a local address are not caught: use `images` patterns
+    for a strict list of registries.
+    """
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return "loopback"
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        try:  # the engine's resolver also reads the short forms 127.1 and 0x7f.1
+            address = ipaddress.IPv4Address(socket.inet_aton(name))
+        except OSError:
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        return "unspecified"
+    return None
 
 
 def _under(path: str, prefix: str) -> bool:

@@ -28,10 +28,15 @@ from typing import TypeVar
 from pydantic import TypeAdapter
 
 from shared import topology
-from shared.bus import Bus, Delivery
+from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.codec import decode, encode
-from shared.confirms import Outbound
-from shared.errors import DecodeError, EngineUnavailable, MessagingError, RuntimeFailure
+from shared.errors import (
+    ConnectionLost,
+    DecodeError,
+    EngineUnavailable,
+    MessagingError,
+    RuntimeFailure,
+)
 from shared.messages import (
     Dispatch,
     Heartbeat,
@@ -80,12 +85,18 @@ class Worker:
     """Consumes a node queue, drives a Runtime, publishes updates and heartbeats."""
 
     def __init__(
-        self, settings: Settings, config: WorkerConfig, runtime: Runtime, bus: Bus | None = None
+        self,
+        settings: Settings,
+        config: WorkerConfig,
+        runtime: Runtime,
+        bus: MessageBus | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
         self.runtime = runtime
-        self.bus = bus or Bus(settings, f"kube-worker-{config.name}", prefetch=config.concurrency)
+        self.bus: MessageBus = bus or Bus(
+            settings, f"kube-worker-{config.name}", prefetch=config.concurrency
+        )
         self._user = self.bus.user
         self.capacity = config.capacity or detect_capacity()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
@@ -383,6 +394,9 @@ class Worker:
             self._results, self._settled = [], []
             try:
                 self.bus.publish_batch(results)
+            except ConnectionLost:  # send them again on the next connection
+                self._results[:0], self._settled[:0] = results, settled
+                raise
             except MessagingError:
                 log.exception("worker %s: the broker refused results; trying again", self.name)
                 self._results[:0], self._settled[:0] = results, settled

@@ -87,7 +87,7 @@ def test_every_kind_of_bad_message_is_refused_with_its_reason(
             reply = json.loads(client._rpc.request("kube.commands", key, body))
             assert reply["ok"] is False and word in reply["error"], (key, body[:40], reply)
 
-        # and bad queries get an error reply (queries change nothing: not dead-lettered)
+        # and bad queries get an error reply, and are dead-lettered with it
         for key, body, word in [
             ("query.everything", b"{}", "unknown query"),
             ("query.task", b'{"task": 1}', "id"),
@@ -123,14 +123,19 @@ def test_every_kind_of_bad_message_is_refused_with_its_reason(
         assert "privileged mode is not allowed" in (refused.error or "")
 
         # then the dead-letter queue holds each dead-lettered message with its reason
-        expected = len(COMMANDS) + 4
+        expected = len(COMMANDS) + 4 + 2  # and the two bad queries
         letters = wait_for(lambda: (d := dead_letters(cluster.url)) and d, what="dead letters")
         while len(letters) < expected:
             letters += wait_for(lambda: dead_letters(cluster.url), what="more dead letters")
         assert len(letters) == expected
         assert all(str(h["x-kube-reason"]) for h in letters)
         queues = {str(h["x-kube-queue"]) for h in letters}
-        assert queues == {"kube.manager.commands", "kube.manager.results", f"kube.node.{task.node}"}
+        assert queues == {
+            "kube.manager.commands",
+            "kube.manager.queries",
+            "kube.manager.results",
+            f"kube.node.{task.node}",
+        }
         # and the forged stale and impossible reports changed nothing
         assert client.get(running).state == TaskState.RUNNING
         manager_log = (cluster.workdir / "manager.log").read_text()

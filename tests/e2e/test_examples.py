@@ -67,7 +67,13 @@ def test_shell_submit_runs_a_task_and_follows_it(cluster: Cluster, busybox_image
     )
     # then the manager's answer is printed, then the states up to running
     lines = out.splitlines()
-    assert json.loads(lines[0]) == {"ok": True, "id": task_id, "error": None, "result": None}
+    assert json.loads(lines[0]) == {
+        "ok": True,
+        "id": task_id,
+        "error": None,
+        "result": None,
+        "next": None,
+    }
     assert lines[-1] == f"{task_id} running"
     assert state_of(cluster, task_id) == TaskState.RUNNING
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from kube.client import Client
 from shared.models import Health, TaskSpec
 from shared.settings import Settings
+from shared.specs import PullPolicy
 from shared.states import TaskState
 from tests.conftest import Cluster
 from tests.support.waiting import wait_for
@@ -110,6 +112,12 @@ def test_the_worker_refuses_privileged_specs_and_images_off_its_list(
         assert "privileged mode is not allowed" in (failed.error or "")
         failed = client.wait(mounted, {TaskState.FAILED}, timeout=60)
         assert "bind mount of /etc is not allowed" in (failed.error or "")
+        # nor does it pull from a registry on a loopback address
+        local = spec("127.0.0.1:5999/x", "true").model_copy(
+            update={"pull_policy": PullPolicy.ALWAYS}
+        )
+        failed = client.wait(client.submit(local), {TaskState.FAILED}, timeout=60)
+        assert "a loopback address (worker flag --allow-local-registry" in (failed.error or "")
 
 
 def test_a_worker_that_allows_a_bind_mount_runs_it(
@@ -145,3 +153,26 @@ def test_a_worker_that_allows_a_bind_mount_runs_it(
         other = client.submit(spec("docker.io/library/busybox:latest", "true"))
         failed = client.wait(other, {TaskState.FAILED}, timeout=60)
         assert "matches none of localhost/*" in (failed.error or "")
+
+        # and when one task links `link` in there to / and another mounts DIR/link to write
+        # on the host's root, the second is refused, naming where the link leads
+        escaped = Path("/") / f"kube-escape-{uuid.uuid4().hex[:8]}"
+        try:
+            writable = {"source": str(shared), "target": "/data"}
+            linker = client.submit(
+                spec(busybox_image, "ln", "-s", "/", "/data/link", mounts=[writable])
+            )
+            assert (
+                client.wait(linker, {TaskState.COMPLETED}, timeout=60).state == TaskState.COMPLETED
+            )
+            link = {"source": f"{shared}/link", "target": "/host"}
+            escape = client.submit(
+                spec(busybox_image, "touch", f"/host/{escaped.name}", mounts=[link])
+            )
+            failed = client.wait(escape, {TaskState.FAILED}, timeout=60)
+            assert f"bind mount of {shared}/link resolves to /, which is under none" in (
+                failed.error or ""
+            )
+            assert not escaped.exists()
+        finally:
+            escaped.unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from manager.auth import WorkerAuth, result_sender_allowed
 from shared import topology
 from shared.bus import Bus, Delivery
 from shared.codec import encode
+from shared.errors import MessagingError, RequestError
 from shared.messages import Heartbeat
 from shared.settings import Settings
 from shared.states import TaskState
@@ -69,6 +70,10 @@ class Broker:
     def client(self) -> str:
         return self.plan.client
 
+    @property
+    def operator(self) -> str:
+        return self.plan.operator
+
     def worker(self, i: int) -> str:
         return self.plan.worker(self.plan.nodes[i])
 
@@ -87,6 +92,7 @@ def broker() -> Iterator[Broker]:
         worker_prefix=f"p{tag}-kube-worker-",
         manager=f"p{tag}-kube-manager",
         client=f"p{tag}-kube-client",
+        operator=f"p{tag}-kube-operator",
     )
     plan = Plan(**{**plan.__dict__, "passwords": {u: uuid.uuid4().hex for u in plan.users}})
     try:
@@ -159,10 +165,72 @@ def test_a_client_may_submit_ask_and_watch(broker: Broker) -> None:
     channel.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=True)
     publish(channel, topology.COMMANDS, "task.submit", reply_to="amq.rabbitmq.reply-to")
     publish(channel, topology.COMMANDS, "query.tasks", reply_to="amq.rabbitmq.reply-to")
-    # and watch events on a queue of its own
-    queue = channel.queue_declare("", exclusive=True).method.queue
-    channel.queue_bind(queue, topology.EVENTS, "task.*")
-    channel.basic_consume(queue, lambda *_: None, auto_ack=True)
+    # and read events from the stream, from its end on
+    follow_events(channel)
+
+
+def follow_events(channel: BlockingChannel) -> None:
+    """Read the events stream from its end on, as the Python client does."""
+    channel.basic_qos(prefetch_count=10)
+    channel.basic_consume(
+        topology.EVENTS_STREAM, lambda *_: None, arguments={"x-stream-offset": "next"}
+    )
+
+
+@pytest.mark.parametrize("role", ["client", "operator"])
+def test_neither_a_client_nor_an_operator_can_bind_events_into_commands(
+    broker: Broker, role: str
+) -> None:
+    # given the client or the operator user, which may publish to kube.commands
+    user = broker.client if role == "client" else broker.operator
+    # when it binds kube.events into kube.commands (which would feed every event back in
+    # as a command), then the broker refuses: it has read on no exchange
+    channel = broker.channel(user)
+    assert refused(lambda: channel.exchange_bind(topology.COMMANDS, topology.EVENTS, "#")) == (
+        ACCESS_REFUSED
+    )
+    # nor through another exchange of its own, or a queue bound to kube.events
+    channel = broker.channel(user)
+    assert refused(lambda: channel.exchange_declare("amq.gen-relay", "topic")) == ACCESS_REFUSED
+    if role == "client":
+        channel = broker.channel(user)
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        assert refused(lambda: channel.queue_bind(queue, topology.EVENTS, "#")) == ACCESS_REFUSED
+    # and kube.commands still has the manager's bindings only
+    manager = broker.channel(broker.manager)
+    manager.exchange_declare(topology.COMMANDS, "topic", passive=True)
+    assert not bindings_from(broker, topology.EVENTS, destination_type="exchange")
+
+
+def bindings_from(broker: Broker, source: str, destination_type: str) -> list[str]:
+    """The destinations bound to source in the test's vhost, of one type."""
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_bindings", "-p", broker.plan.vhost, "--no-table-headers"]
+        + ["source_name", "destination_name", "destination_kind"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    rows = [line.split("\t") for line in listed.stdout.splitlines() if line.strip()]
+    return [row[1] for row in rows if row[0] == source and row[2] == destination_type]
+
+
+@pytest.mark.parametrize("key", topology.OPERATOR_COMMAND_KEYS)
+def test_a_client_cannot_cordon_uncordon_or_drain(broker: Broker, key: str) -> None:
+    channel = broker.channel(broker.client)
+    assert refused(lambda: publish(channel, topology.COMMANDS, key)) == ACCESS_REFUSED
+
+
+def test_an_operator_may_act_on_nodes_and_ask_but_not_submit(broker: Broker) -> None:
+    channel = broker.channel(broker.operator)
+    channel.basic_consume("amq.rabbitmq.reply-to", lambda *_: None, auto_ack=True)
+    for key in (*topology.OPERATOR_COMMAND_KEYS, "query.nodes"):
+        publish(channel, topology.COMMANDS, key, reply_to="amq.rabbitmq.reply-to")
+    follow_events(channel)
+    for key in topology.CLIENT_COMMAND_KEYS:
+        other = broker.channel(broker.operator)
+        assert refused(lambda: publish(other, topology.COMMANDS, key)) == ACCESS_REFUSED  # noqa: B023
 
 
 def test_a_client_cannot_publish_to_a_node_queue(broker: Broker) -> None:
@@ -383,18 +451,31 @@ def test_a_cluster_runs_with_least_privilege_users(
             remove_node_containers(docker_client, node)
 
 
-def test_the_manager_refuses_results_a_worker_sends_for_another_node(
+def start_manager_and_worker_bus(
     broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given a real manager logged in as kube-manager, knowing this test's worker users
-    node, other_node = broker.plan.nodes
+) -> tuple[Cluster, Bus]:
+    """A real manager as kube-manager, knowing the test's worker users, and a connected Bus
+    of the first worker's user; the caller stops both."""
     monkeypatch.setenv("KUBE_WORKER_USER_PREFIX", broker.plan.worker_prefix)
     # (heartbeats a previous test's workers left in this module's vhost would add nodes)
     broker.channel(broker.manager).queue_purge(topology.RESULTS_QUEUE)
     manager = Cluster(broker.url(broker.manager), tmp_path, [])
     manager.start_manager()
     worker = Bus(Settings(amqp_url=broker.url(broker.worker(0))), "test-worker")
-    worker.connect()
+    try:
+        worker.connect()
+    except BaseException:
+        manager.stop("manager")
+        raise
+    return manager, worker
+
+
+def test_the_manager_refuses_results_a_worker_sends_for_another_node(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a real manager logged in as kube-manager, knowing this test's worker users
+    node, other_node = broker.plan.nodes
+    manager, worker = start_manager_and_worker_bus(broker, tmp_path, monkeypatch)
     try:
         with Client(Settings(amqp_url=broker.url(broker.client), request_timeout=5)) as client:
             wait_for(lambda: client.list() is not None, timeout=30, what="the manager")
@@ -424,3 +505,45 @@ def test_the_manager_refuses_results_a_worker_sends_for_another_node(
     finally:
         worker.close()
         manager.stop("manager")
+
+
+def test_the_manager_takes_node_commands_from_its_operator_users_only(
+    broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a real manager whose operator is this test's operator user, and a node it knows
+    node = broker.plan.nodes[0]
+    monkeypatch.setenv("KUBE_OPERATOR_USERS", broker.operator)
+    manager, worker = start_manager_and_worker_bus(broker, tmp_path, monkeypatch)
+    try:
+        with (
+            Client(Settings(amqp_url=broker.url(broker.operator), request_timeout=5)) as operator,
+            Client(Settings(amqp_url=broker.url(broker.client), request_timeout=5)) as client,
+        ):
+            wait_for(lambda: operator.nodes() is not None, timeout=30, what="the manager")
+            beat = Heartbeat(node=node, at=datetime.now(UTC), cpus=1, memory=2**30, disk=2**30)
+            key = topology.result_key("heartbeat", node)
+            worker.publish(topology.RESULTS, key, encode(beat), user_id=worker.user)
+            wait_for(lambda: [n for n in operator.nodes() if n.name == node], what="the node")
+
+            # when the operator cordons the node, then it is cordoned, and uncordoned again
+            operator.cordon(node)
+            assert [n.schedulable for n in operator.nodes() if n.name == node] == [False]
+            operator.uncordon(node)
+            assert [n.schedulable for n in client.nodes() if n.name == node] == [True]
+
+            # when the client user drains it, then the broker refuses (topic permissions)
+            with pytest.raises(MessagingError, match="ACCESS_REFUSED"):
+                client.drain(node)
+
+            # and a manager that does not count that user among its operators refuses it too
+            manager.stop("manager")
+            monkeypatch.setenv("KUBE_OPERATOR_USERS", "someone-else")
+            manager.start_manager()
+            wait_for(lambda: operator.nodes() is not None, timeout=30, what="the manager")
+            with pytest.raises(RequestError, match=f"user '{broker.operator}' may not send"):
+                operator.drain(node)
+            assert [n.schedulable for n in client.nodes() if n.name == node] == [True]
+    finally:
+        worker.close()
+        if "manager" in manager.procs:
+            manager.stop("manager")

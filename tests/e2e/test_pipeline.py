@@ -166,7 +166,13 @@ def test_task_published_as_raw_json_by_another_amqp_client_runs(
         while not replies:
             connection.drain_events(timeout=10)
     # then the manager answers ok with the id, and the task runs
-    assert json.loads(replies[0].body) == {"ok": True, "id": task_id, "error": None, "result": None}
+    assert json.loads(replies[0].body) == {
+        "ok": True,
+        "id": task_id,
+        "error": None,
+        "result": None,
+        "next": None,
+    }
     assert replies[0].properties["correlation_id"] == "c-1"
     with client_for(cluster) as client:
         task = client.wait(task_id, {TaskState.RUNNING}, timeout=60)

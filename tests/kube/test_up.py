@@ -155,6 +155,7 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
+@pytest.mark.usefixtures("docker_client")  # with an engine, it offers `docker run`
 def test_up_without_a_broker_says_how_to_get_one() -> None:
     # given a URL where nothing listens, and no terminal to ask on
     url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"

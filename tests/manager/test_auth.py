@@ -1,10 +1,11 @@
-"""Which broker users may report results for which nodes (pure: no broker)."""
+"""Which broker users may report results for which nodes, and send which commands (pure)."""
 
 from __future__ import annotations
 
 import pytest
 
-from manager.auth import WorkerAuth, amqp_user, result_sender_allowed
+from manager.auth import WorkerAuth, amqp_user, command_sender_allowed, result_sender_allowed
+from shared import topology
 
 STRICT = WorkerAuth(trusted_users=frozenset({"kube-manager"}))
 
@@ -69,3 +70,48 @@ def test_from_env_reads_the_variables() -> None:
 )
 def test_amqp_user_reads_the_url(url: str, user: str) -> None:
     assert amqp_user(url) == user
+
+
+# -- an operator's commands ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", topology.OPERATOR_COMMAND_KEYS)
+def test_an_operators_command_from_the_client_user_is_refused(key: str) -> None:
+    # given the client user's cordon, uncordon or drain, when the manager checks it
+    reason = command_sender_allowed(key, "kube-client", STRICT)
+
+    # then it is refused, naming the user, the command and who may send it
+    assert reason == (
+        f"user 'kube-client' may not send {key}: it is an operator's command"
+        " (operator users: kube-operator; KUBE_OPERATOR_USERS)"
+    )
+
+
+@pytest.mark.parametrize("user", ["kube-operator", "kube-manager"])
+def test_an_operator_or_a_trusted_user_may_act_on_nodes(user: str) -> None:
+    for key in topology.OPERATOR_COMMAND_KEYS:
+        assert command_sender_allowed(key, user, STRICT) is None
+
+
+def test_an_operators_command_without_user_id_is_refused_unless_allowed() -> None:
+    reason = command_sender_allowed(topology.DRAIN_KEY, None, STRICT)
+    assert reason is not None and "carries no user_id" in reason
+    assert command_sender_allowed(topology.DRAIN_KEY, None, WorkerAuth(require_user_id=False)) is (
+        None
+    )
+
+
+@pytest.mark.parametrize("key", [*topology.CLIENT_COMMAND_KEYS, "query.tasks"])
+def test_the_clients_commands_are_not_checked(key: str) -> None:
+    assert command_sender_allowed(key, "kube-client", STRICT) is None
+    assert command_sender_allowed(key, None, STRICT) is None
+
+
+def test_operator_users_come_from_the_environment() -> None:
+    # given KUBE_OPERATOR_USERS, when auth is built, then those users are the operators
+    auth = WorkerAuth.from_env("amqp://m@h/", {"KUBE_OPERATOR_USERS": "ops-a, ops-b"})
+    assert auth.operator_users == {"ops-a", "ops-b"}
+    assert command_sender_allowed(topology.CORDON_KEY, "ops-b", auth) is None
+    assert command_sender_allowed(topology.CORDON_KEY, "kube-operator", auth) is not None
+    # and by default the one is kube-operator
+    assert WorkerAuth.from_env("amqp://m@h/", {}).operator_users == {"kube-operator"}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from tests.support.manager import command, manager_with_a_node, submit
+from tests.support.manager import command, events, manager_with_a_node, submit
 
 
 def test_a_batch_is_committed_then_published_then_acked(tmp_path: Path) -> None:
@@ -14,12 +15,12 @@ def test_a_batch_is_committed_then_published_then_acked(tmp_path: Path) -> None:
     for tag in (1, 2, 3):
         manager.commands.on_command(submit(tag, f"t{tag}"))
     manager.finish_batch()
-    # then every message went out after its transaction committed (CheckingBus), the
+    # then every message went out after its transaction committed (checking_bus), the
     # dispatches and replies before any ack, and every delivery was acked
-    kinds = [kind for kind, _ in bus.log]
+    kinds = [kind for kind, _ in events(bus)]
     assert kinds.index("ack") > max(i for i, kind in enumerate(kinds) if kind == "publish")
-    assert [tag for kind, tag in bus.log if kind == "ack"] == [1, 2, 3]
-    assert [key for kind, key in bus.log if kind == "publish"].count("n1") == 3
+    assert [tag for kind, tag in events(bus) if kind == "ack"] == [1, 2, 3]
+    assert [key for kind, key in events(bus) if kind == "publish"].count("n1") == 3
     assert manager.store.outbox() == []
     manager.store.close()
 
@@ -33,9 +34,9 @@ def test_what_arrives_while_a_batch_publishes_is_committed_before_it_goes_out(
     # when another submit is handled while the broker's confirms are awaited
     bus.while_confirming.append(lambda: manager.commands.on_command(submit(2, "t2")))
     manager.finish_batch()
-    # then its dispatch went out only once committed (CheckingBus), and it was finished
+    # then its dispatch went out only once committed (checking_bus), and it was finished
     # as a batch of its own at once: published, then acked after the first
-    assert bus.log == [
+    assert events(bus) == [
         ("publish", "task.pending"),
         ("publish", "task.scheduled"),
         ("publish", "n1"),
@@ -56,6 +57,9 @@ def test_a_query_is_answered_from_committed_state(tmp_path: Path) -> None:
     manager.commands.on_command(submit(1, "t1"))
     # when a query about that task arrives in the same batch
     manager.on_query(command(2, "query.task", b'{"id": "t1"}'))
-    # then the answer is about committed state (CheckingBus), and given at once
-    assert bus.log == [("reply", "scheduled"), ("ack", 2)]
+    # then the answer is about committed state (checking_bus), and given at once
+    assert events(bus) == [("publish", "reply"), ("ack", 2)]
+    (answer,) = bus.published
+    assert answer.exchange == "" and answer.correlation_id == "c2"
+    assert json.loads(answer.body)["result"]["task"]["state"] == "scheduled"
     manager.store.close()

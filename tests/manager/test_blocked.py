@@ -12,7 +12,7 @@ import pytest
 
 from manager import core
 from manager.blocked import Blocked
-from manager.effects import Decision
+from manager.effects import Decision, Removal
 from shared.bus import Delivery
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.placement import NoFitKind, Unplaced
@@ -262,3 +262,14 @@ def test_a_pending_task_the_index_missed_makes_it_rebuild(
     placed = manager.store.task("missed")
     assert placed is not None and placed.state == TaskState.SCHEDULED
     assert refits == ["known", "missed"]
+
+
+def test_a_removed_node_is_forgotten_and_counts_as_new_if_it_joins_again() -> None:
+    # given a task blocked on a down node
+    down = node(status=NodeStatus.DOWN)
+    index = blocked_on([down], [pending("a", cpu=1)])
+    # when the node is removed (kube rm) and a node of that name joins again
+    index.record(Decision(removed=Removal(nodes=["n1"])), lambda name: None)
+    index.observe(node())
+    # then the task is due
+    assert index.due(NOW) == ["a"]

@@ -14,7 +14,7 @@ from shared.codec import encode
 from shared.messages import Heartbeat, HeldTask
 from shared.models import NodeStatus, TaskSpec
 from shared.states import TaskState
-from tests.support.manager import NOW, manager_with_a_node, result
+from tests.support.manager import NOW, events, manager_with_a_node, result
 
 
 def test_a_heartbeat_in_parts_keeps_the_node_and_ends_only_what_no_part_lists(
@@ -49,6 +49,6 @@ def test_a_heartbeat_in_parts_keeps_the_node_and_ends_only_what_no_part_lists(
     assert ended is not None and "disappeared" in (ended.error or "")
     # and the node's heartbeat was announced once, not once a part
     manager.finish_batch()
-    assert [key for kind, key in bus.log if kind == "publish"].count("node.heartbeat") == 1
-    assert [tag for kind, tag in bus.log if kind == "ack"] == [1, 2]
+    assert [key for kind, key in events(bus) if kind == "publish"].count("node.heartbeat") == 1
+    assert [tag for kind, tag in events(bus) if kind == "ack"] == [1, 2]
     manager.store.close()

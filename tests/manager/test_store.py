@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -203,3 +204,41 @@ def test_where_tells_the_attempts_tasks_hold_and_which_run(tmp_path: Path) -> No
     done = placed.model_copy(update={"state": TaskState.COMPLETED, "draining": None})
     store.record(Decision(tasks=[done]))
     assert store.where(["t1"]) == {} and store.running_on("n2") == {}
+
+
+def test_an_unreadable_row_is_quarantined_and_the_manager_still_starts(tmp_path: Path) -> None:
+    # given a store whose rows were written by a kube that checked less (a NaN, a naive time)
+    store = Store(tmp_path / "m.db")
+    good = NodeRecord(
+        name="n1", status=NodeStatus.READY, cpus=4, memory=1024, disk=1024, last_heartbeat=NOW
+    )
+    decision = core.accept(TaskSpec(name="a", image="b"), "t1", NOW)
+    decision.extend(core.accept(TaskSpec(name="a", image="b"), "t2", NOW))
+    store.record(decision.extend(Decision(nodes=[good])))
+    store.close()
+    bad_node = good.model_dump(mode="json") | {"name": "n2", "cpus": float("nan")}
+    bad_task = (store_task := TaskRecord.model_validate(decision.tasks[1])).model_dump(
+        mode="json"
+    ) | {"created_at": "2026-11-26T12:00:00"}
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.execute(
+            "INSERT INTO nodes (name, record) VALUES ('n2', ?)",
+            (json.dumps(bad_node, allow_nan=True),),
+        )
+        db.execute(
+            "UPDATE tasks SET record = ? WHERE id = ?", (json.dumps(bad_task), store_task.id)
+        )
+    # when the manager opens it and lists what it holds
+    store = Store(tmp_path / "m.db")
+    # then it starts, the bad rows are set aside with their reasons, and the rest reads
+    assert [n.name for n in store.nodes()] == ["n1"]
+    assert [t.id for t in store.tasks()] == ["t1"]
+    assert store.task("t2") is None
+    quarantined = store.quarantined()
+    assert [(table, key) for table, key, _ in quarantined] == [("nodes", "n2"), ("tasks", "t2")]
+    assert "finite" in quarantined[0][2] and "timezone" in quarantined[1][2]
+    store.close()
+    # and it opens again cleanly: nothing is quarantined twice
+    store = Store(tmp_path / "m.db")
+    assert len(store.quarantined()) == 2
+    store.close()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.bus import Bus, Delivery
+from shared.errors import ConnectionLost
 from shared.settings import Settings
 from shared.topology import DEAD_LETTER_QUEUE, EXCHANGES, REASON_HEADER, Binding, Queue, Topology
 from tests.support.waiting import wait_for
@@ -103,6 +104,24 @@ def test_the_bus_reconnects_after_the_broker_closes_its_connection(bus: Bus, vho
     bus.call_threadsafe(lambda: (bus.publish("kube.commands", "test.after", b"after"), done.set()))
     wait_for(lambda: b"after" in got, timeout=10, what="a delivery after reconnecting")
     assert done.is_set()
+
+
+def test_a_connection_the_broker_closed_is_connection_lost_for_the_caller(
+    bus: Bus, vhost: str
+) -> None:
+    # given a connected bus whose connection the broker then forces closed
+    bus.connect()
+    subprocess.run(
+        ["rabbitmqctl", "-q", "close_all_connections", "-p", vhost.rsplit("/", 1)[1], "forced"],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    # when it publishes (alone, or a batch) before it noticed, then the error is ours
+    with pytest.raises(ConnectionLost):
+        for _ in range(100):  # the close may take a moment to reach the client
+            bus.publish("kube.commands", "test.lost", b"x")
+            bus.process_events(0.05)
 
 
 def test_a_batch_of_acks_settles_exactly_its_own_deliveries(bus: Bus, vhost: str) -> None:

@@ -28,3 +28,19 @@ def watch_queues(url: str) -> list[str]:
         timeout=30,
     ).stdout
     return [name for name in out.split() if name.startswith("amq.gen-")]
+
+
+def stream_readers(url: str) -> int:
+    """How many consumers read the events stream in the URL's vhost (a follower is one).
+
+    Counted by list_queues: RabbitMQ 3.10's list_consumers leaves out a stream's.
+    """
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name", "consumers"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    rows = (line.split() for line in out.splitlines())
+    return sum(int(row[1]) for row in rows if len(row) == 2 and row[0] == "kube.events.stream")

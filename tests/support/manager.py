@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,57 +11,39 @@ from typing import Any
 from manager.effects import Decision
 from manager.service import Manager, ManagerConfig
 from shared import topology
-from shared.bus import Bus, Delivery
-from shared.confirms import Outbound
+from shared.bus import Delivery, Published, StubBus
 from shared.models import NodeRecord, NodeStatus
 from shared.settings import Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-class CheckingBus:
-    """Stands in for the Bus: checks every publish against what another connection to the
-    manager's database sees (committed rows only), and logs publishes and acks in order."""
+def checking_bus(db_path: Path) -> StubBus:
+    """A StubBus that checks every publish against what another connection to the
+    manager's database sees (committed rows only)."""
 
-    message = staticmethod(Bus.message)
-
-    def __init__(self, db_path: Path) -> None:
-        self.db_path = db_path
-        self.log: list[tuple[str, Any]] = []
-        self.while_confirming: list[Callable[[], None]] = []  # run during the next publish
-
-    def committed(self, table: str, column: str) -> set[Any]:
-        reader = sqlite3.connect(self.db_path)
+    def committed(table: str, column: str) -> set[Any]:
+        reader = sqlite3.connect(db_path)
         try:
             return {row[0] for row in reader.execute(f"SELECT {column} FROM {table}")}
         finally:
             reader.close()
 
-    def publish_batch(self, batch: list[Outbound]) -> None:
-        committed = self.committed("outbox", "body")
-        tasks = self.committed("tasks", "id")
-        for message in batch:
-            if message.routing_key == "reply":  # a reply names a task that must be there
-                assert json.loads(message.body)["id"] in tasks, "replied before committed"
-            else:
-                assert message.body in committed, "published before committed"
-            self.log.append(("publish", message.routing_key))
-        while self.while_confirming:  # deliveries handled while confirms are awaited
-            self.while_confirming.pop(0)()
+    def check(message: Published) -> None:
+        if message.exchange == "":  # a reply names a task that must be there
+            answer = json.loads(message.body)
+            assert answer["id"] in committed("tasks", "id"), "replied before committed"
+        else:
+            assert message.body in committed("outbox", "body"), "published before committed"
 
-    def reply(self, delivery: Delivery, body: bytes) -> None:
-        answer = json.loads(body)
-        assert answer["id"] in self.committed("tasks", "id"), "answered before committed"
-        self.log.append(("reply", answer["result"]["task"]["state"]))
+    bus = StubBus()
+    bus.checks.append(check)
+    return bus
 
-    def ack(self, delivery: Delivery) -> None:
-        self.log.append(("ack", delivery.tag))
 
-    def ack_batch(self, deliveries: list[Delivery]) -> None:
-        self.log.extend(("ack", delivery.tag) for delivery in deliveries)
-
-    def declare(self, topology: object) -> None:
-        self.log.append(("declare", topology))
+def events(bus: StubBus) -> list[tuple[str, Any]]:
+    """What the bus did, in order: ("publish", routing key) and ("ack", delivery tag)."""
+    return [(kind, item.routing_key if kind == "publish" else item.tag) for kind, item in bus.log]
 
 
 def submit(tag: int, task_id: str) -> Delivery:
@@ -70,7 +51,9 @@ def submit(tag: int, task_id: str) -> Delivery:
     return command(tag, topology.SUBMIT_KEY, body)
 
 
-def command(tag: int, key: str, body: bytes) -> Delivery:
+def command(tag: int, key: str, body: bytes, user_id: str | None = "guest") -> Delivery:
+    """A command as the manager receives it, from the broker user it trusts by default
+    (its own, guest), which may also send an operator's commands."""
     return Delivery(
         body=body,
         exchange=topology.COMMANDS,
@@ -79,7 +62,7 @@ def command(tag: int, key: str, body: bytes) -> Delivery:
         reply_to="reply",
         correlation_id=f"c{tag}",
         message_id=None,
-        user_id=None,
+        user_id=user_id,
         redelivered=False,
         queue=topology.COMMANDS_QUEUE,
         tag=tag,
@@ -87,10 +70,10 @@ def command(tag: int, key: str, body: bytes) -> Delivery:
     )
 
 
-def manager_with_a_node(tmp_path: Path) -> tuple[Manager, CheckingBus]:
-    bus = CheckingBus(tmp_path / "m.db")
+def manager_with_a_node(tmp_path: Path) -> tuple[Manager, StubBus]:
+    bus = checking_bus(tmp_path / "m.db")
     config = ManagerConfig(db_path=tmp_path / "m.db")
-    manager = Manager(Settings(), config, bus=bus, clock=lambda: NOW)  # type: ignore[arg-type]
+    manager = Manager(Settings(), config, bus=bus, clock=lambda: NOW)
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=4, memory=1024**3, disk=1024**3, last_heartbeat=NOW
     )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import urllib.error
 import urllib.request
@@ -15,12 +17,22 @@ from typing import Any, TypeVar
 
 import docker
 import pytest
+from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.models import PullPolicy, TaskSpec
 from tests.support.images import BUSYBOX_IMAGE
 from tests.support.waiting import wait_for
-from worker.runtime.base import NODE_LABEL, ContainerExit, ContainerStatus, Runtime
+from worker.policy import PolicyRefused, WorkerPolicy
+from worker.runtime.base import (
+    ATTEMPT_LABEL,
+    NODE_LABEL,
+    TASK_LABEL,
+    ContainerExit,
+    ContainerStatus,
+    Runtime,
+    container_name,
+)
 from worker.runtime.docker import OOM_ERROR, DockerRuntime
 
 T = TypeVar("T")
@@ -119,9 +131,9 @@ def make_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRuntime]]:
     """Builds runtimes on fresh node names; removes every container of those nodes after."""
     nodes: list[str] = []
 
-    def make(client: Any = None) -> DockerRuntime:
+    def make(client: Any = None, policy: WorkerPolicy | None = None) -> DockerRuntime:
         nodes.append(f"t-{uuid.uuid4().hex[:8]}")
-        return DockerRuntime(nodes[-1], client=client)
+        return DockerRuntime(nodes[-1], client=client, policy=policy)
 
     yield make
     for node in nodes:
@@ -134,6 +146,21 @@ def make_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRuntime]]:
 @pytest.fixture
 def runtime(make_runtime: Callable[..., DockerRuntime]) -> DockerRuntime:
     return make_runtime()
+
+
+@pytest.fixture
+def recorder_of() -> Iterator[Callable[[DockerRuntime], ExitRecorder]]:
+    """ExitRecorders subscribed to the given runtimes' exits for the test's duration."""
+    watches: list[Any] = []
+
+    def make(runtime: DockerRuntime) -> ExitRecorder:
+        recorder = ExitRecorder()
+        watches.append(runtime.watch_exits(recorder.on_exit, recorder.on_error))
+        return recorder
+
+    yield make
+    for watch in watches:
+        watch.close()
 
 
 @pytest.fixture
@@ -297,8 +324,12 @@ def test_pull_never_with_a_missing_image_raises_image_not_found(
     )
 
 
-def test_failed_pull_raises_image_not_found_with_the_cause(runtime: DockerRuntime) -> None:
-    # given an image on a registry that is not there (localhost fails fast)
+def test_failed_pull_raises_image_not_found_with_the_cause(
+    make_runtime: Callable[..., DockerRuntime],
+) -> None:
+    # given an image on a registry that is not there (localhost fails fast), and a worker
+    # that allows pulls from local registries
+    runtime = make_runtime(policy=WorkerPolicy(allow_local_registries=True))
     image = f"localhost/kube-missing-{uuid.uuid4().hex[:8]}:latest"
     task = TaskSpec(name="missing", image=image, pull_policy=PullPolicy.IF_NOT_PRESENT)
 
@@ -444,3 +475,122 @@ def test_exec_returns_the_commands_exit_code(runtime: DockerRuntime) -> None:
         3,
         0,
     ]
+
+
+# -- the policy's checks on the host ----------------------------------------------------
+
+
+@pytest.fixture
+def allowed_dir() -> Iterator[Path]:
+    """A directory on the host (where the engine sees it too); removed after, links and all."""
+    path = Path(tempfile.mkdtemp(prefix="kube-allowed-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_symlink_made_by_one_task_cannot_mount_the_hosts_root_for_another(
+    make_runtime: Callable[..., DockerRuntime],
+    recorder_of: Callable[[DockerRuntime], ExitRecorder],
+    allowed_dir: Path,
+) -> None:
+    # given a worker that allows bind mounts of one directory, a file name the escape would
+    # write at the host's root, and a first task that links that directory's `link` to /
+    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+    recorder = recorder_of(runtime)
+    escaped = Path("/") / f"kube-escape-{uuid.uuid4().hex[:8]}"
+    try:
+        shared = {"source": str(allowed_dir), "target": "/d"}
+        runtime.start("linker", 1, spec(command=["ln", "-s", "/", "/d/link"], mounts=[shared]))
+        linked = wait_for(lambda: recorder.exit_of("linker"), "the linker to exit", TIMEOUT)
+        assert linked.exit_code == 0
+        assert (allowed_dir / "link").resolve() == Path("/")
+
+        # when a second task mounts DIR/link (under DIR as written) and writes in it
+        link = {"source": f"{allowed_dir}/link", "target": "/host"}
+        escape = spec(command=["touch", f"/host/{escaped.name}"], mounts=[link])
+        with pytest.raises(PolicyRefused) as caught:
+            runtime.start("escape", 1, escape)
+
+        # then it is refused, naming the resolved path, and nothing reached the host's root
+        assert f"bind mount of {allowed_dir}/link resolves to /, which is under none" in str(
+            caught.value
+        )
+        assert not escaped.exists()
+        assert [info.task_id for info in runtime.list()] == ["linker"]
+    finally:
+        escaped.unlink(missing_ok=True)
+
+
+def test_the_engine_mounts_the_resolved_source(
+    make_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
+) -> None:
+    # given an allowed directory whose `current` links to its `v1`
+    (allowed_dir / "v1").mkdir()
+    (allowed_dir / "current").symlink_to(allowed_dir / "v1")
+    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+
+    # when a task mounts `current`
+    mount = {"source": f"{allowed_dir}/current", "target": "/data", "read_only": True}
+    info = runtime.start("resolved", 1, spec(command=["sleep", "30"], mounts=[mount]))
+
+    # then the container's mount source is the resolved path, not the link
+    mounts = docker_client.containers.get(info.container_id).attrs["Mounts"]
+    assert [(m["Source"], m["Destination"]) for m in mounts] == [(str(allowed_dir / "v1"), "/data")]
+
+
+def test_a_pull_from_a_loopback_registry_is_refused_before_the_engine_connects(
+    runtime: DockerRuntime,
+) -> None:
+    # given a listener on a loopback port, standing for a service the engine must not reach
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        task = TaskSpec(name="local", image=f"127.0.0.1:{port}/x", pull_policy=PullPolicy.ALWAYS)
+
+        # when a task on an image of that "registry" starts with pull policy always
+        with pytest.raises(PolicyRefused) as caught:
+            runtime.start("local-registry", 1, task)
+
+        # then it is refused, saying how to allow it, and nothing connected to the port
+        assert "a loopback address (worker flag --allow-local-registry" in str(caught.value)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_a_local_image_named_localhost_runs_when_present(runtime: DockerRuntime) -> None:
+    # given the local busybox image (localhost/...: Docker reads localhost as a registry)
+    assert BUSYBOX_IMAGE.startswith("localhost/")
+
+    # when it starts with the default pull policy, then no pull is needed and it runs
+    task = TaskSpec(name="present", image=BUSYBOX_IMAGE, command=("sleep", "30"))
+    assert runtime.start("present", 1, task).status is ContainerStatus.RUNNING
+
+
+def test_a_created_container_whose_source_became_a_link_is_removed_not_started(
+    make_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
+) -> None:
+    # given an attempt's container created with a resolved source but not started (as a
+    # worker that stopped between the two leaves it)
+    data = allowed_dir / "data"
+    data.mkdir()
+    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+    docker_client.containers.create(
+        BUSYBOX_IMAGE,
+        ["sleep", "30"],
+        name=container_name(runtime.node, "swapped", 1),
+        labels={TASK_LABEL: "swapped", ATTEMPT_LABEL: "1", NODE_LABEL: runtime.node},
+        mounts=[DockerMount("/data", str(data), type="bind")],
+    )
+
+    # when a task swaps that directory for a link to the host's root before the start
+    data.rmdir()
+    data.symlink_to("/")
+    mount = {"source": str(data), "target": "/data"}
+    with pytest.raises(PolicyRefused) as caught:
+        runtime.start("swapped", 1, spec(command=["sleep", "30"], mounts=[mount]))
+
+    # then the start is refused, naming the change, and the container is removed
+    assert f"bind mount source {data} changed since it was checked: it resolves to /" in str(
+        caught.value
+    )
+    assert runtime.list() == []

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import pika.exceptions
 import pytest
 
 from shared import topology
-from shared.bus import Bus, Delivery
+from shared.bus import Delivery, StubBus
 from shared.codec import encode
-from shared.confirms import Outbound
+from shared.errors import ConnectionLost, MessagingError
 from shared.messages import RunTask
 from shared.models import TaskSpec
 from shared.settings import Settings
@@ -22,50 +21,24 @@ from worker.service import Worker, WorkerConfig
 from worker.stats import Capacity
 
 
-class RecordingBus:
-    """Stands in for the Bus: runs thread-safe callbacks when told, logs what is confirmed
-    and acked, in order, and can fail the next publish as a lost connection does."""
-
-    message = staticmethod(Bus.message)
-    user = "guest"
-    stopping = False
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[], None]] = []
-        self.log: list[tuple[str, Any]] = []
-        self.fail_next = False
-        self.while_confirming: list[Callable[[], None]] = []  # run during the next publish
-
-    def call_threadsafe(self, fn: Callable[[], None]) -> None:
-        self.callbacks.append(fn)
-
-    def run_callbacks(self) -> None:
-        while self.callbacks:
-            self.callbacks.pop(0)()
-
-    def publish_batch(self, batch: list[Outbound]) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise pika.exceptions.StreamLostError("connection lost")
-        for message in batch:
-            assert message.properties.user_id == "guest"
-            body = json.loads(message.body)
-            self.log.append(("confirmed", (body["kind"], body.get("state"))))
-        while self.while_confirming:  # callbacks run while confirms are awaited
-            self.while_confirming.pop(0)()
-
-    def ack_batch(self, deliveries: list[Delivery]) -> None:
-        self.log.extend(("ack", delivery.tag) for delivery in deliveries)
-
-    def stop(self) -> None:
-        pass
+def confirmed(bus: StubBus) -> list[tuple[str, Any]]:
+    """What the bus confirmed and acked, in order: ("confirmed", (kind, state)), ("ack", tag)."""
+    out: list[tuple[str, Any]] = []
+    for kind, item in bus.log:
+        if kind == "publish":
+            assert item.user_id == "guest"
+            body = json.loads(item.body)
+            out.append(("confirmed", (body["kind"], body.get("state"))))
+        else:
+            out.append((kind, item.tag))
+    return out
 
 
 @pytest.fixture
-def worker() -> Iterator[tuple[Worker, RecordingBus]]:
-    bus = RecordingBus()
+def worker() -> Iterator[tuple[Worker, StubBus]]:
+    bus = StubBus(user="guest")
     config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
-    worker = Worker(Settings(), config, MockRuntime("n1"), bus=bus)  # type: ignore[arg-type]
+    worker = Worker(Settings(), config, MockRuntime("n1"), bus=bus)
     yield worker, bus
     worker.close()
 
@@ -88,7 +61,7 @@ def dispatch(tag: int, task_id: str) -> Delivery:
     )
 
 
-def started(worker: Worker, bus: RecordingBus, *deliveries: Delivery) -> None:
+def started(worker: Worker, bus: StubBus, *deliveries: Delivery) -> None:
     """Dispatch, and hand the starts back to the bus thread once the engine made them."""
     for delivery in deliveries:
         worker.on_dispatch(delivery)
@@ -97,18 +70,18 @@ def started(worker: Worker, bus: RecordingBus, *deliveries: Delivery) -> None:
 
 
 def test_dispatches_are_acked_after_their_updates_and_heartbeats_follow_them(
-    worker: tuple[Worker, RecordingBus],
+    worker: tuple[Worker, StubBus],
 ) -> None:
     # given a worker that started two tasks, then made a heartbeat
     w, bus = worker
     started(w, bus, dispatch(1, "t1"), dispatch(2, "t2"))
     w.send_heartbeat()
     # then nothing went out yet, nor was acked
-    assert bus.log == []
+    assert confirmed(bus) == []
     # when the batch is flushed
     w.flush()
     # then both updates, then the heartbeat were confirmed as one stream, then both acked
-    assert bus.log == [
+    assert confirmed(bus) == [
         ("confirmed", ("update", "running")),
         ("confirmed", ("update", "running")),
         ("confirmed", ("heartbeat", None)),
@@ -118,28 +91,43 @@ def test_dispatches_are_acked_after_their_updates_and_heartbeats_follow_them(
 
 
 def test_results_the_broker_did_not_take_go_out_again_and_nothing_is_acked_before(
-    worker: tuple[Worker, RecordingBus],
+    worker: tuple[Worker, StubBus],
 ) -> None:
     # given a worker that started a task, and a connection that fails the next publish
     w, bus = worker
     started(w, bus, dispatch(1, "t1"))
-    bus.fail_next = True
+    bus.fail_next = ConnectionLost("connection lost")
     # when the batch is flushed, then the error reaches the bus (it reconnects) unacked
-    with pytest.raises(pika.exceptions.StreamLostError):
+    with pytest.raises(ConnectionLost):
         w.flush()
-    assert bus.log == []
+    assert confirmed(bus) == []
     # and the next flush (after reconnecting) sends the update before the heartbeat
     w.send_heartbeat()
     w.flush()
-    assert bus.log == [
+    assert confirmed(bus) == [
         ("confirmed", ("update", "running")),
         ("confirmed", ("heartbeat", None)),
         ("ack", 1),
     ]
 
 
+def test_a_refused_batch_is_kept_and_sent_again_on_the_next_flush(
+    worker: tuple[Worker, StubBus],
+) -> None:
+    # given a worker that started a task, and a broker that refuses the next batch
+    w, bus = worker
+    started(w, bus, dispatch(1, "t1"))
+    bus.fail_next = MessagingError("the broker refused 1 of 1 messages")
+    # when the batch is flushed, then the flush returns (the connection is fine), unacked
+    w.flush()
+    assert confirmed(bus) == []
+    # and the next flush sends it, then acks
+    w.flush()
+    assert confirmed(bus) == [("confirmed", ("update", "running")), ("ack", 1)]
+
+
 def test_what_is_queued_while_a_batch_is_confirmed_goes_out_at_once(
-    worker: tuple[Worker, RecordingBus],
+    worker: tuple[Worker, StubBus],
 ) -> None:
     # given a worker flushing a started task while the next start comes back from the engine
     w, bus = worker
@@ -150,7 +138,7 @@ def test_what_is_queued_while_a_batch_is_confirmed_goes_out_at_once(
     # when the batch is flushed
     w.flush()
     # then the second start was reported and acked in the same flush, as a batch of its own
-    assert bus.log == [
+    assert confirmed(bus) == [
         ("confirmed", ("update", "running")),
         ("ack", 1),
         ("confirmed", ("update", "running")),

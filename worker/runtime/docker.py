@@ -19,6 +19,8 @@ from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
+from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
+from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
     ATTEMPT_LABEL,
     HEALTH_LABEL,
@@ -147,12 +149,22 @@ def _create_args(spec: TaskSpec) -> dict[str, Any]:
 
 
 class DockerRuntime:
-    """Runs a node's task containers on the Docker engine that DOCKER_HOST names."""
+    """Runs a node's task containers on the Docker engine that DOCKER_HOST names.
+
+    The worker checks a spec against its policy before it calls start(); the checks that
+    need the host (mount sources resolved, pulls from local registries) are made here,
+    with the same policy, as late as they can be.
+    """
 
     def __init__(
-        self, node: str, client: docker.DockerClient | None = None, max_pool_size: int = 16
+        self,
+        node: str,
+        client: docker.DockerClient | None = None,
+        max_pool_size: int = 16,
+        policy: WorkerPolicy | None = None,
     ) -> None:
         self.node = node
+        self.policy = resolve_allowed(WorkerPolicy() if policy is None else policy)
         if client is None:
             with _engine("connect to the Docker engine"):
                 client = docker.from_env(max_pool_size=max_pool_size)
@@ -172,8 +184,12 @@ class DockerRuntime:
             container = self._find(name)
             if container is None:
                 self._ensure_image(spec.image, spec.pull_policy)
-                container = self._create(name, task_id, attempt, spec)
+                # Resolved after the pull, right before create and start: see worker/mounts.py.
+                container = self._create(
+                    name, task_id, attempt, resolve_mounts(spec, self.policy, self.node)
+                )
             if container.status in _STARTABLE:
+                self._recheck_binds(container)
                 container.start()
             container.reload()
             return _info(container)
@@ -286,6 +302,17 @@ class DockerRuntime:
             raise RuntimeFailure(f"no container {name} on node {self.node}")
         return container
 
+    def _recheck_binds(self, container: Container) -> None:
+        """Remove the container and raise PolicyRefused if a bind source changed since it was
+        resolved (or, from an older worker, was never resolved): see worker/mounts.py."""
+        sources = [
+            str(m["Source"]) for m in container.attrs.get("Mounts") or [] if m.get("Type") == "bind"
+        ]
+        refused = changed_sources(sources, self.policy, self.node)
+        if refused:
+            container.remove(force=True)
+            raise PolicyRefused(self.node, refused)
+
     def _has_image(self, image: str) -> bool:
         """True when the engine holds the image locally."""
         with _engine("inspect", image=image):
@@ -309,6 +336,9 @@ class DockerRuntime:
 
     def _pull(self, image: str) -> None:
         """Pull an image, raising ImageNotFound with the registry's reason on failure."""
+        refused = self.policy.pull_violation(image)
+        if refused is not None:
+            raise PolicyRefused(self.node, [refused])
         repository, tag = docker.utils.parse_repository_tag(image)
         log.info("node %s: pulling %s", self.node, image)
         with _engine("pull", image=image):

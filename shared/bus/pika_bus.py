@@ -1,4 +1,4 @@
-"""The AMQP plumbing of long-running components, on pika, behind a small interface.
+"""The AMQP plumbing of long-running components, on pika: `Bus`.
 
 A `Bus` owns one pika connection, used only from the thread that calls `run()`. It
 declares a topology, consumes queues with manual acks, publishes with publisher
@@ -9,13 +9,15 @@ so every handler must be idempotent; acks for a dead channel are dropped.
 
 Other threads talk to the bus only through `call_threadsafe(fn)`: fn runs on the bus
 thread, where it may publish and ack.
+
+pika's errors do not leave it: a lost connection is `ConnectionLost`, a refusal
+`MessagingError` or `UnroutableError` (shared.errors).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,61 +29,21 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from shared import metrics
-from shared.confirms import ConfirmStream, Outbound
-from shared.errors import MessagingError, UnroutableError
+from shared.bus import acks, declare
+from shared.bus.confirms import ConfirmStream
+from shared.bus.connection import LOST, connection_parameters, translated, user_of
+from shared.bus.consume import Consumer, delivery_from, handle
+from shared.bus.message import Delivery, Handler, Outbound, dead_letter_headers
+from shared.bus.timers import Timer, fire
+from shared.errors import ConnectionLost, MessagingError, UnroutableError
 from shared.settings import Settings, redact
-from shared.topology import DEAD_LETTER, REASON_HEADER, Binding, Exchange, Queue, Topology
+from shared.topology import DEAD_LETTER, Topology
 
-log = logging.getLogger(__name__)
-
-# Errors after which the connection is gone and must be made again. A broker shutdown
-# (ConnectionClosedByBroker 320 CONNECTION_FORCED) is one of them, not a fatal error.
-RECONNECT_ERRORS = (
-    pika.exceptions.AMQPConnectionError,
-    pika.exceptions.AMQPChannelError,
-    pika.exceptions.StreamLostError,
-    ConnectionError,
-    OSError,
-)
-
-Handler = Callable[["Delivery"], None]
-
-ACCESS_REFUSED = 403
+log = logging.getLogger("shared.bus")
 
 MAX_RECONNECT_DELAY = 2.0
 """Reconnect backoff doubles from 0.5 s to this: short, so a worker is back within a
 heartbeat or two of the broker (longer, and the manager would call it down)."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A message as a handler sees it."""
-
-    body: bytes
-    exchange: str
-    routing_key: str
-    headers: dict[str, Any]
-    reply_to: str | None
-    correlation_id: str | None
-    message_id: str | None
-    user_id: str | None
-    redelivered: bool
-    queue: str
-    tag: int
-    generation: int
-
-
-@dataclass
-class _Consumer:
-    queue: str
-    handler: Handler
-    requeue_on_error: bool
-
-
-@dataclass
-class _Timer:
-    interval: float
-    fn: Callable[[], None]
 
 
 @dataclass
@@ -93,19 +55,6 @@ class _State:
     pending: collections.deque[Callable[[], None]] = field(default_factory=collections.deque)
 
 
-def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
-    """pika parameters for the settings' URL: heartbeats on, TLS for amqps://."""
-    params = pika.URLParameters(settings.amqp_url)
-    params.heartbeat = 30
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    params.client_properties = {"connection_name": name}
-    if settings.amqp_url.startswith("amqps://"):
-        context = ssl.create_default_context(cafile=settings.ca_file)
-        params.ssl_options = pika.SSLOptions(context, params.host)
-    return params
-
-
 class Bus:
     """One connection, one channel, confirmed publishes, reconnects by itself."""
 
@@ -114,8 +63,8 @@ class Bus:
         self._name = name
         self._prefetch = prefetch
         self._topologies: list[Topology] = []
-        self._consumers: list[_Consumer] = []
-        self._timers: list[_Timer] = []
+        self._consumers: list[Consumer] = []
+        self._timers: list[Timer] = []
         self._on_connect: list[Callable[[], None]] = []
         self._after_events: list[Callable[[], None]] = []
         self._stream: ConfirmStream | None = None
@@ -129,8 +78,10 @@ class Bus:
     def declare(self, topology: Topology) -> None:
         """Declare now if connected, and again after every reconnect."""
         self._topologies.append(topology)
-        if self._state.channel is not None:
-            self._apply(self._state.connection, topology)
+        connection = self._state.connection
+        if self._state.channel is not None and connection is not None:
+            with translated(f"{self._name}: declaring"):
+                declare.apply(connection, topology, self._name)
 
     def consume(self, queue: str, handler: Handler, requeue_on_error: bool = True) -> None:
         """Call handler for each message of queue; the handler acks or rejects it.
@@ -138,15 +89,16 @@ class Bus:
         A handler that raises gets its message rejected, requeued when requeue_on_error
         (a quorum queue's delivery limit then dead-letters a message that always fails).
         """
-        consumer = _Consumer(queue, handler, requeue_on_error)
+        consumer = Consumer(queue, handler, requeue_on_error)
         metrics.consuming(queue)
         self._consumers.append(consumer)
         if self._state.channel is not None:
-            self._start_consumer(self._state.channel, consumer)
+            with translated(f"{self._name}: consuming {queue}"):
+                self._start_consumer(self._state.channel, consumer)
 
     def every(self, interval: float, fn: Callable[[], None]) -> None:
         """Run fn on the bus thread every interval seconds while connected."""
-        timer = _Timer(interval, fn)
+        timer = Timer(interval, fn)
         self._timers.append(timer)
         if self._state.connection is not None:
             self._arm(timer, self._state.generation)
@@ -192,14 +144,17 @@ class Bus:
             timestamp=int(time.time()),
             user_id=user_id,
         )
-        try:
-            channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
-        except pika.exceptions.UnroutableError as exc:
-            metrics.published(exchange, "returned")
-            raise UnroutableError(f"no queue is bound for {exchange}/{routing_key}") from exc
-        except pika.exceptions.NackError as exc:
-            metrics.published(exchange, "nacked")
-            raise MessagingError(f"broker refused a publish to {exchange}/{routing_key}") from exc
+        with translated(f"{self._name}: publishing to {exchange}/{routing_key}"):
+            try:
+                channel.basic_publish(exchange, routing_key, body, properties, mandatory=mandatory)
+            except pika.exceptions.UnroutableError as exc:
+                metrics.published(exchange, "returned")
+                raise UnroutableError(f"no queue is bound for {exchange}/{routing_key}") from exc
+            except pika.exceptions.NackError as exc:
+                metrics.published(exchange, "nacked")
+                raise MessagingError(
+                    f"broker refused a publish to {exchange}/{routing_key}"
+                ) from exc
         metrics.published(exchange, "confirmed")
 
     @staticmethod
@@ -213,14 +168,14 @@ class Bus:
         user_id: str | None = None,
     ) -> Outbound:
         """A message for publish_batch (user_id as for `publish`)."""
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent if persistent else None,
+        return Outbound(
+            exchange,
+            routing_key,
+            body,
             correlation_id=correlation_id,
-            timestamp=int(time.time()),
+            persistent=persistent,
             user_id=user_id,
         )
-        return Outbound(exchange, routing_key, body, properties)
 
     def publish_batch(self, batch: Sequence[Outbound]) -> None:
         """Publish many messages and wait once for all their confirms (bus thread only).
@@ -231,11 +186,14 @@ class Bus:
             return
         connection = self._state.connection
         if connection is None:
-            raise pika.exceptions.AMQPConnectionError("not connected")
-        if self._stream is None:
-            self._stream = ConfirmStream(connection)
+            raise ConnectionLost(f"{self._name}: not connected")
         try:
-            self._stream.publish(batch)
+            with translated(f"{self._name}: publishing {len(batch)} messages"):
+                if self._stream is None:
+                    self._stream = ConfirmStream(connection)
+                self._stream.publish(batch)
+        except ConnectionLost:
+            raise
         except MessagingError:
             for message in batch:
                 metrics.published(message.exchange, "nacked")
@@ -260,15 +218,7 @@ class Bus:
         RabbitMQ's own dead-lettering (reject without requeue) records only "rejected";
         republishing lets the reason travel with the message.
         """
-        headers = dict(delivery.headers)
-        headers.update(
-            {
-                REASON_HEADER: reason[:4096],
-                "x-kube-queue": delivery.queue,
-                "x-kube-exchange": delivery.exchange,
-                "x-kube-routing-key": delivery.routing_key,
-            }
-        )
+        headers = dead_letter_headers(delivery, reason)
         self.publish(DEAD_LETTER, delivery.routing_key, delivery.body, headers=headers)
         metrics.dead_lettered(delivery.queue)
         self.ack(delivery)
@@ -280,9 +230,7 @@ class Bus:
     def ack_batch(self, deliveries: Sequence[Delivery]) -> None:
         """Acknowledge many deliveries in one socket write (bus thread only).
 
-        One `multiple` ack covers the lowest tags while every unsettled delivery up to
-        it is in the batch (the usual case); any others are acked one by one, in the
-        same write. Deliveries from a channel that has since died are left to redelivery.
+        Deliveries from a channel that has since died are left to redelivery.
         """
         channel = self._state.channel
         current = [
@@ -299,24 +247,18 @@ class Bus:
         tags = sorted(d.tag for d in current if d.tag in unacked)
         if not tags:
             return
-        wanted = set(tags)
-        below = min((tag for tag in unacked if tag not in wanted), default=None)
-        covered = [tag for tag in tags if below is None or tag < below]
-        frames = [(covered[-1], True)] if covered else []
-        frames += [(tag, False) for tag in tags[len(covered) :]]
-        unacked -= wanted
-        impl: Any = channel._impl  # pika's async channel: frames are buffered, not flushed
-        for tag, multiple in frames[:-1]:
-            impl.basic_ack(delivery_tag=tag, multiple=multiple)
-        tag, multiple = frames[-1]
-        channel.basic_ack(tag, multiple=multiple)  # writes what was buffered, at once
+        frames = acks.ack_frames(tags, unacked)
+        unacked -= set(tags)
+        with translated(f"{self._name}: acking"):
+            acks.write_acks(channel, frames)
 
     def reject(self, delivery: Delivery, requeue: bool = False) -> None:
         channel = self._state.channel
         if channel is None or delivery.generation != self._state.generation:
             return
         self._state.unacked.discard(delivery.tag)
-        channel.basic_reject(delivery.tag, requeue=requeue)
+        with translated(f"{self._name}: rejecting"):
+            channel.basic_reject(delivery.tag, requeue=requeue)
 
     # -- from any thread ---------------------------------------------------------------
 
@@ -344,7 +286,7 @@ class Bus:
     @property
     def user(self) -> str:
         """The broker user this bus logs in as: the one value RabbitMQ accepts in user_id."""
-        return str(pika.URLParameters(self._settings.amqp_url).credentials.username)
+        return user_of(self._settings)
 
     @property
     def stopping(self) -> bool:
@@ -359,7 +301,7 @@ class Bus:
             try:
                 self._connect_once()
                 return
-            except RECONNECT_ERRORS as exc:
+            except LOST as exc:
                 log.warning(
                     "%s: cannot reach broker at %s (%s); retrying in %.1fs",
                     self._name,
@@ -389,7 +331,7 @@ class Bus:
                 self._state.connection.process_data_events(time_limit=0.5)
                 for fn in self._after_events:
                     fn()
-            except RECONNECT_ERRORS as exc:
+            except LOST as exc:
                 log.warning(
                     "%s: lost the broker connection (%s: %s); reconnecting",
                     self._name,
@@ -403,9 +345,12 @@ class Bus:
         """Serve the connection once (for tests and short-lived users)."""
         if self._state.connection is None:
             self.connect()
-        assert self._state.connection is not None
-        self._drain()
-        self._state.connection.process_data_events(time_limit=time_limit)
+        connection = self._state.connection
+        if connection is None:
+            raise ConnectionLost(f"{self._name}: not connected (stopped)")
+        with translated(f"{self._name}: serving the connection"):
+            self._drain()
+            connection.process_data_events(time_limit=time_limit)
         for fn in self._after_events:
             fn()
 
@@ -432,7 +377,7 @@ class Bus:
             self._state.generation += 1
             self._state.unacked = set()
         for topology in self._topologies:
-            self._apply(connection, topology)
+            declare.apply(connection, topology, self._name)
         for consumer in self._consumers:
             self._start_consumer(channel, consumer)
         for timer in self._timers:
@@ -456,91 +401,35 @@ class Bus:
     def _require_channel(self) -> BlockingChannel:
         channel = self._state.channel
         if channel is None:
-            raise pika.exceptions.AMQPConnectionError("not connected")
+            raise ConnectionLost(f"{self._name}: not connected")
         return channel
 
-    def _apply(self, connection: pika.BlockingConnection, topology: Topology) -> None:
-        """Declare on a channel of its own. A declaration the broker user may not make
-        (403: least-privilege users, deploy/rabbitmq) is checked passively instead: the
-        broker's definitions must then hold it. A binding it may not make is skipped."""
-        channel = connection.channel()
-        items: list[Exchange | Queue | Binding] = [
-            *topology.exchanges,
-            *topology.queues,
-            *topology.bindings,
-        ]
-        for item in items:
-            try:
-                _declare(channel, item, passive=False)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != ACCESS_REFUSED:
-                    raise
-                log.info("%s: may not declare %s; expecting it from the broker", self._name, item)
-                channel = connection.channel()
-                _declare(channel, item, passive=True)
-        if channel.is_open:
-            channel.close()
-
-    def _start_consumer(self, channel: BlockingChannel, consumer: _Consumer) -> None:
+    def _start_consumer(self, channel: BlockingChannel, consumer: Consumer) -> None:
         generation = self._state.generation
 
-        def on_message(
-            ch: BlockingChannel,
-            method: Any,
-            props: pika.BasicProperties,
-            body: bytes,
-        ) -> None:
-            delivery = Delivery(
-                body=body,
-                exchange=method.exchange,
-                routing_key=method.routing_key,
-                headers=dict(props.headers or {}),
-                reply_to=props.reply_to,
-                correlation_id=props.correlation_id,
-                message_id=props.message_id,
-                user_id=props.user_id,
-                redelivered=bool(method.redelivered),
-                queue=consumer.queue,
-                tag=method.delivery_tag,
-                generation=generation,
-            )
+        def on_message(ch: BlockingChannel, method: Any, props: Any, body: bytes) -> None:
+            delivery = delivery_from(method, props, body, consumer.queue, generation)
             if generation == self._state.generation:
                 self._state.unacked.add(delivery.tag)
-            try:
-                consumer.handler(delivery)
-                metrics.consumed(consumer.queue, "handled")
-            except RECONNECT_ERRORS:
-                raise
-            except Exception:
-                log.exception(
-                    "%s: handler for %s failed on %s; rejecting (requeue=%s)",
-                    self._name,
-                    consumer.queue,
-                    delivery.routing_key,
-                    consumer.requeue_on_error,
-                )
-                metrics.consumed(consumer.queue, "failed")
-                self.reject(delivery, requeue=consumer.requeue_on_error)
+            handle(self._name, consumer, delivery, self._reject_failed)
 
         channel.basic_consume(consumer.queue, on_message, auto_ack=False)
 
-    def _arm(self, timer: _Timer, generation: int) -> None:
+    def _reject_failed(self, delivery: Delivery, requeue: bool) -> None:
+        self.reject(delivery, requeue=requeue)
+
+    def _arm(self, timer: Timer, generation: int) -> None:
         connection = self._state.connection
         if connection is None:
             return
 
-        def fire() -> None:
+        def fire_and_rearm() -> None:
             if generation != self._state.generation or self._stopping.is_set():
                 return
-            try:
-                timer.fn()
-            except RECONNECT_ERRORS:
-                raise
-            except Exception:
-                log.exception("%s: timer %s failed", self._name, timer.fn)
+            fire(self._name, timer)
             self._arm(timer, generation)
 
-        connection.call_later(timer.interval, fire)
+        connection.call_later(timer.interval, fire_and_rearm)
 
     def _drain(self) -> None:
         while True:
@@ -550,26 +439,9 @@ class Bus:
                 fn = self._state.pending.popleft()
             try:
                 fn()
-            except RECONNECT_ERRORS:
+            except LOST:
                 with self._lock:
                     self._state.pending.appendleft(fn)
                 raise
             except Exception:
                 log.exception("%s: callback failed", self._name)
-
-
-def _declare(channel: BlockingChannel, item: Exchange | Queue | Binding, passive: bool) -> None:
-    """Declare one thing; passive only checks that it exists (a binding cannot be checked)."""
-    if isinstance(item, Exchange):
-        channel.exchange_declare(item.name, item.type, durable=True, passive=passive)
-    elif isinstance(item, Queue):
-        channel.queue_declare(
-            item.name,
-            durable=item.durable,
-            exclusive=item.exclusive,
-            auto_delete=item.auto_delete,
-            arguments=item.arguments or None,
-            passive=passive,
-        )
-    elif not passive:
-        channel.queue_bind(item.queue, item.exchange, item.routing_key)

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.spec
 
+from shared.bus.message import Outbound
 from shared.errors import MessagingError
 
 
-@dataclass(frozen=True)
-class Outbound:
-    """One message of a batch."""
-
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: pika.BasicProperties
+def properties(message: Outbound) -> pika.BasicProperties:
+    """The AMQP properties of an outbound message."""
+    return pika.BasicProperties(
+        content_type="application/json",
+        delivery_mode=pika.DeliveryMode.Persistent if message.persistent else None,
+        correlation_id=message.correlation_id,
+        timestamp=message.timestamp,
+        user_id=message.user_id,
+    )
 
 
 class ConfirmStream:
@@ -57,7 +58,7 @@ class ConfirmStream:
         """Publish every message, then wait until the broker confirmed them all."""
         for message in batch:
             self._impl.basic_publish(
-                message.exchange, message.routing_key, message.body, message.properties
+                message.exchange, message.routing_key, message.body, properties(message)
             )
             self._unconfirmed.add(self._next_tag)
             self._next_tag += 1

@@ -1,0 +1,52 @@
+"""What the manager admits from workers beyond the wire's own checks: new nodes, times
+from the future, and how many stops one heartbeat may cause (issue 12).
+
+Each check returns the reason a result is refused, or None; the service dead-letters a
+refused result with that reason, and it changes nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shared.messages import Heartbeat
+
+MAX_NODES = 100
+"""Nodes a cluster may have by default (`kube manager --max-nodes`). Each node costs a
+durable quorum queue on the broker: an unbounded number of invented node names would
+exhaust the broker's file handles."""
+
+MAX_AHEAD = timedelta(minutes=5)
+"""How far ahead of the manager's clock a result may be dated. Workers' clocks may be off
+by seconds or a minute (NTP keeps them closer); a result dated further ahead comes from
+a clock that is broken, or from someone forging it. Results dated in the past are taken:
+a manager that was down finds the exits that happened meanwhile in its queue, and those
+are the truth (attempts fence any that are out of date)."""
+
+MAX_STOPS_PER_PART = 250
+"""Stops one heartbeat part may cause. A worker lists containers the manager may not
+know (a task removed meanwhile, or ids it invents); each is told to stop. Past this many
+in one part, the rest are stopped on the next heartbeats, so a lying worker cannot make
+the manager send a flood of messages."""
+
+
+def new_node(beat: Heartbeat, nodes: int, max_nodes: int) -> str | None:
+    """Why a heartbeat from a node the manager does not know yet is refused, when the
+    cluster already has `nodes`."""
+    if nodes < max_nodes:
+        return None
+    return (
+        f"node {beat.node!r} cannot join: the cluster has its maximum of {max_nodes} nodes"
+        " (kube manager --max-nodes; kube rm a down node to free its place)"
+    )
+
+
+def dated_ahead(at: datetime, now: datetime) -> str | None:
+    """Why a result dated too far ahead of the manager's clock is refused."""
+    ahead = (at - now).total_seconds()
+    if ahead <= MAX_AHEAD.total_seconds():
+        return None
+    return (
+        f"result dated {ahead:.0f}s ahead of the manager's clock (at most"
+        f" {MAX_AHEAD.total_seconds():.0f}s): check the worker's clock (NTP)"
+    )

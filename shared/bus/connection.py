@@ -1,0 +1,55 @@
+"""The pika connection of a bus: its parameters, and pika's errors translated into ours."""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Iterator
+
+import pika
+import pika.exceptions
+
+from shared.errors import ConnectionLost, MessagingError
+from shared.settings import Settings
+
+# Errors after which the connection is gone and must be made again. A broker shutdown
+# (ConnectionClosedByBroker 320 CONNECTION_FORCED) is one of them, not a fatal error.
+RECONNECT_ERRORS = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.AMQPChannelError,
+    pika.exceptions.StreamLostError,
+    ConnectionError,
+    OSError,
+)
+
+# The same, once translated: what the bus loop reconnects on, whichever side raised it.
+LOST = (*RECONNECT_ERRORS, ConnectionLost)
+
+
+def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
+    """pika parameters for the settings' URL: heartbeats on, TLS for amqps://."""
+    params = pika.URLParameters(settings.amqp_url)
+    params.heartbeat = 30
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.client_properties = {"connection_name": name}
+    if settings.amqp_url.startswith("amqps://"):
+        context = ssl.create_default_context(cafile=settings.ca_file)
+        params.ssl_options = pika.SSLOptions(context, params.host)
+    return params
+
+
+def user_of(settings: Settings) -> str:
+    """The broker user the settings' URL logs in as."""
+    return str(pika.URLParameters(settings.amqp_url).credentials.username)
+
+
+@contextlib.contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Raise pika's errors (and socket errors) met while doing `what` as ours."""
+    try:
+        yield
+    except RECONNECT_ERRORS as exc:
+        raise ConnectionLost(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+    except pika.exceptions.AMQPError as exc:
+        raise MessagingError(f"{what}: {exc!r}") from exc

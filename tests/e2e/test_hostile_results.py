@@ -1,0 +1,163 @@
+"""Results a faulty or hostile worker publishes as the quick start's one broker user:
+each is dead-lettered with its reason, makes no node and no queue, and leaves a manager
+that answers and restarts (issue 12, "state that can no longer be read" and "resources
+taken for free")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from kube.client import Client
+from shared.messages import MAX_PARTS
+from shared.settings import Settings
+from tests.conftest import Cluster, running_cluster
+from tests.e2e.test_bad_input import publish_raw
+from tests.support.broker import dead_letters
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def small_cluster(
+    vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
+) -> Iterator[Cluster]:
+    """A manager that admits two nodes, and two mock workers that take both places."""
+    workers = {"node-1": ("--runtime", "mock"), "node-2": ("--runtime", "mock")}
+    with running_cluster(
+        vhost, tmp_path, docker_client, request, workers, manager_args=("--max-nodes", "2")
+    ) as cluster:
+        yield cluster
+
+
+def heartbeat(node: str, **fields: Any) -> dict[str, Any]:
+    at = datetime.now(UTC).isoformat()
+    return {"kind": "heartbeat", "node": node, "at": at, "cpus": 1.0, "memory": 1, "disk": 1,
+            **fields}  # fmt: skip
+
+
+def queues(url: str) -> list[str]:
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    return sorted(name for name in out.split() if name.startswith("kube.node."))
+
+
+def test_hostile_results_cost_only_themselves(small_cluster: Cluster) -> None:
+    cluster = small_cluster
+    node = cluster.nodes[0]
+    before = queues(cluster.url)
+    nan = json.dumps(heartbeat(node)).replace('"cpus": 1.0', '"cpus": NaN')
+    future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
+    held = {"task_id": "t", "attempt": 0, "state": "running", "container_id": "c"}
+    bodies = [
+        nan,
+        json.dumps(heartbeat(node, memory=2**64)),
+        json.dumps(heartbeat(node, at="2026-11-27T12:00:00")),
+        json.dumps(heartbeat(node, tasks=[held])),
+        json.dumps(heartbeat("has space")),
+        json.dumps(heartbeat("a/b")),
+        json.dumps(heartbeat("n" * 300)),
+        json.dumps(heartbeat(node, parts=MAX_PARTS + 1)),
+        json.dumps(heartbeat(node, at=future)),
+        json.dumps(heartbeat("intruder")),  # a third node: past --max-nodes 2
+    ]
+    # when a worker's broker user publishes each of them
+    for body in bodies:
+        publish_raw(cluster, "kube.results", f"result.heartbeat.{node}", body.encode())
+    # then each is dead-lettered once, with its reason
+    letters: list[dict[str, object]] = []
+    while len(letters) < len(bodies):
+        letters += wait_for(lambda: dead_letters(cluster.url), what="dead letters")
+    reasons = [str(h["x-kube-reason"]) for h in letters]
+    assert len(reasons) == len(bodies), reasons
+    for word in ("NaN", "memory", "timezone", "attempt", "node", "parts", "ahead", "maximum"):
+        assert any(word in reason for reason in reasons), (word, reasons)
+    # and no node and no queue was made for them
+    assert queues(cluster.url) == before
+    with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as client:
+        assert sorted(n.name for n in client.nodes()) == sorted(cluster.nodes)
+    # and the manager restarts from its store and answers
+    cluster.stop("manager")
+    cluster.start_manager()
+    listed = cluster.kube("nodes")
+    assert listed.returncode == 0, listed.stderr
+    assert all(name in listed.stdout for name in cluster.nodes)
+    assert "intruder" not in listed.stdout
+
+
+def test_a_reply_to_that_names_someone_elses_queue_is_refused(small_cluster: Cluster) -> None:
+    import amqp
+
+    cluster = small_cluster
+    vhost = cluster.url.rsplit("/", 1)[1]
+    victim = f"kube.node.{cluster.nodes[0]}"
+    # when a client asks for the task list with reply_to naming a worker's queue
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        channel = connection.channel()
+        for key, body in [("query.tasks", b"{}"), ("task.submit", b"{}")]:
+            message = amqp.Message(body, reply_to=victim, correlation_id="x")
+            channel.basic_publish(message, exchange="kube.commands", routing_key=key)
+    # then both are dead-lettered with the reason, and nothing was written to that queue
+    letters: list[dict[str, object]] = []
+    while len(letters) < 2:
+        letters += wait_for(lambda: dead_letters(cluster.url), what="dead letters")
+    assert all("is not a reply queue" in str(h["x-kube-reason"]) for h in letters), letters
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        _, depth, _ = connection.channel().queue_declare(victim, passive=True)
+    assert depth == 0
+
+
+def test_the_largest_spec_accepted_is_dispatched_and_runs(small_cluster: Cluster) -> None:
+    from shared.codec import encode
+    from shared.models import MAX_SPEC_BYTES, TaskSpec
+    from shared.states import TaskState
+
+    spec = TaskSpec(name="big", image="localhost/kube-busybox:latest", env={"BIG": ""})
+    spec = spec.model_copy(update={"env": {"BIG": "x" * (MAX_SPEC_BYTES - len(encode(spec)))}})
+    with Client(Settings(amqp_url=small_cluster.url, request_timeout=10)) as client:
+        # when the largest spec a submit may carry is sent, and one a byte larger
+        reply = json.loads(client._rpc.request("kube.commands", "task.submit", encode(spec)))
+        assert reply["ok"] is True, reply
+        over = encode(spec.model_copy(update={"env": {"BIG": spec.env["BIG"] + "x"}}))
+        refusal = json.loads(client._rpc.request("kube.commands", "task.submit", over))
+        # then the first runs (its dispatch fit), and the second is refused naming the limit
+        assert client.wait(reply["id"], {TaskState.RUNNING}, timeout=30).state == "running"
+        assert refusal["ok"] is False and f"{MAX_SPEC_BYTES}-byte limit" in refusal["error"]
+
+
+def test_kube_ps_lists_tasks_past_what_one_message_holds(small_cluster: Cluster) -> None:
+    from shared.models import TaskSpec
+
+    # given a service of 1,200 tasks (one reply held about 1,150 before paging)
+    spec = TaskSpec(
+        name="many", image="localhost/kube-busybox:latest", command=("sleep", "3600"),
+        replicas=1200, env={"PADDING": "p" * 200},
+    )  # type: ignore[arg-type]  # fmt: skip
+    with Client(Settings(amqp_url=small_cluster.url, request_timeout=30)) as client:
+        client.submit(spec)
+        wait_for(
+            lambda: sum(t.state == "running" for t in client.list()) == 1200,
+            timeout=180,
+            what="1,200 running tasks",
+        )
+    # when a user lists them
+    listed = small_cluster.kube("--timeout", "60", "ps", timeout=180)
+    as_json = small_cluster.kube("--timeout", "60", "ps", "--json", timeout=180)
+    # then both answer, with every task
+    assert listed.returncode == 0, listed.stderr
+    assert sum(line.startswith("many ") for line in listed.stdout.splitlines()) == 1200
+    assert as_json.returncode == 0, as_json.stderr
+    assert len({row["id"] for row in json.loads(as_json.stdout)}) == 1200
