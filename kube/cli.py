@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-nodes", type=int, default=None, help="nodes the cluster may have (default: 100)"
     )
     manager.add_argument(
+        "--max-replicas", type=int, default=None, help="replicas a service may have (1000)"
+    )
+    manager.add_argument(
+        "--max-tasks-per-minute",
+        type=int,
+        default=None,
+        help="tasks one broker user may create a minute (30000)",
+    )
+    manager.add_argument(
         "--keep-ended", type=int, default=None, help="ended tasks kept at most (default: 10000)"
     )
     manager.add_argument(
@@ -103,8 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--memory", type=_size, help="advertised memory (default: detected)")
     worker.add_argument("--disk", type=_size, help="advertised disk (default: detected)")
     worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
-    worker.add_argument("--concurrency", type=int, default=8, help="containers started at once")
-    worker.add_argument("--heartbeat-interval", type=float, default=2.0)
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="containers started at once (8)"
+    )
+    worker.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (2)")
     policy = worker.add_argument_group("security policy (default: refuse all of these)")
     policy.add_argument("--policy", type=Path, help="a TOML policy file (see worker/policy.py)")
     policy.add_argument("--allow-privileged", action="store_true")
@@ -324,6 +335,11 @@ def _stop_on_signals(stop: Any) -> None:
         signal.signal(sig, lambda *_: stop())
 
 
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The flags given on the command line: the rest keep the config's own defaults."""
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
 def _retention(args: argparse.Namespace) -> Retention:
     default = Retention()
     return Retention(
@@ -345,9 +361,8 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
         heartbeat_interval=args.heartbeat_interval,
         node_down_after=args.node_down_after,
         max_tasks_per_node=args.max_tasks_per_node,
-        **({"max_nodes": args.max_nodes} if args.max_nodes is not None else {}),
-        **({"purge_interval": args.purge_interval} if args.purge_interval is not None else {}),
         retention=_retention(args),
+        **_given(args, "max_nodes", "purge_interval", "max_replicas", "max_tasks_per_minute"),
     )
     manager = Manager(settings, config)
     serve_metrics(args.metrics_port, config.db_path)
@@ -359,11 +374,12 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
+    from worker.config import WorkerConfig
     from worker.metrics import serve_metrics
     from worker.policy import WorkerPolicy
     from worker.runtime.base import Runtime
     from worker.runtime.timed import TimedRuntime
-    from worker.service import Worker, WorkerConfig
+    from worker.service import Worker
     from worker.stats import Capacity, detect_capacity
 
     _configure_logging(args.log_level, args.log_format)
@@ -385,6 +401,13 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         allow_local_registries=args.allow_local_registry,
     )
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
+    config = WorkerConfig(
+        name=name,
+        labels=dict(args.label),
+        capacity=capacity,
+        policy=policy,
+        **_given(args, "heartbeat_interval", "concurrency"),
+    )
     runtime: Runtime
     if args.runtime == "mock":
         from worker.runtime.mock import MockRuntime
@@ -393,17 +416,10 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     else:
         from worker.runtime.docker import DockerRuntime
 
-        runtime = DockerRuntime(name, max_pool_size=max(16, args.concurrency * 2), policy=policy)
+        pool = max(16, config.concurrency * 2)
+        runtime = DockerRuntime(name, max_pool_size=pool, policy=policy)
     serve_metrics(args.metrics_port, name, runtime)
     runtime = TimedRuntime(runtime)
-    config = WorkerConfig(
-        name=name,
-        labels=dict(args.label),
-        capacity=capacity,
-        heartbeat_interval=args.heartbeat_interval,
-        concurrency=args.concurrency,
-        policy=policy,
-    )
     worker = Worker(settings, config, runtime)
     _stop_on_signals(worker.bus.stop)
     worker.run()

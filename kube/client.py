@@ -31,6 +31,7 @@ from shared.messages import MAX_PAGE, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     NodeRecord,
     NodeRequest,
+    NodeSettings,
     Removed,
     RemoveRequest,
     Reply,
@@ -201,6 +202,10 @@ class Client:
 
     def uncordon(self, node: str) -> None:
         self._ask(topology.UNCORDON_KEY, encode(NodeRequest(name=node)))
+
+    def set_node(self, settings: NodeSettings) -> None:
+        """Set an operator's labels or capacity caps on a node (an operator's command)."""
+        self._ask(topology.NODE_SET_KEY, encode(settings))
 
     def drain(self, node: str) -> None:
         """Cordon the node and start moving its tasks elsewhere (returns at once)."""

@@ -1,6 +1,6 @@
 """The `kube` subcommands for services and nodes: services, scale, update, cordon,
-uncordon, drain, and rm (ended tasks and services, down nodes). Thin like the rest of the
-CLI: parse, call the client, render."""
+uncordon, drain, label, cap, and rm (ended tasks and services, down nodes). Thin like the
+rest of the CLI: parse, call the client, render."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from kube import render
 from kube.client import Client, WaitTimeout, make_spec
+from shared.codec import describe
 from shared.errors import DecodeError
-from shared.models import Removed, TaskRecord
+from shared.models import NodeSettings, Removed, TaskRecord
 from shared.states import TaskState
 
-COMMANDS = ("services", "scale", "update", "cordon", "uncordon", "drain", "rm")
+COMMANDS = ("services", "scale", "update", "cordon", "uncordon", "drain", "rm", "label", "cap")
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
@@ -36,6 +39,26 @@ def add_parsers(sub: Any) -> None:
     drain.add_argument("node")
     drain.add_argument("--no-wait", action="store_true", help="return once the drain started")
     drain.add_argument("--wait-timeout", type=float, default=300.0)
+    label = sub.add_parser(
+        "label",
+        help="set labels on a node that its worker cannot change (an operator's act)",
+        description="kube label NODE key=value... key-...  (key- removes the operator's label)",
+    )
+    label.add_argument("node")
+    label.add_argument("labels", nargs="+", metavar="key=value|key-")
+    label.set_defaults(usage_error=label.error)
+    cap = sub.add_parser(
+        "cap",
+        help="cap the capacity a node's worker may claim (an operator's act)",
+        description="kube cap NODE [--cpus N] [--memory SIZE] [--disk SIZE]  |  kube cap NODE"
+        " --clear",
+    )
+    cap.add_argument("node")
+    cap.add_argument("--cpus", type=float)
+    cap.add_argument("--memory", help="bytes, or 8g, 512Mi ...")
+    cap.add_argument("--disk", help="bytes, or 100g ...")
+    cap.add_argument("--clear", action="store_true", help="remove the node's caps")
+    cap.set_defaults(usage_error=cap.error)
     rm = sub.add_parser(
         "rm",
         help="remove ended tasks, stopped services or down nodes from the lists",
@@ -75,7 +98,42 @@ def run(args: argparse.Namespace, client: Client) -> int:
         print(f"{args.node} drained" if not args.no_wait else f"{args.node} draining")
     elif args.command == "rm":
         remove(args, client)
+    elif args.command == "label":
+        client.set_node(node_labels(args))
+        print(f"{args.node} labelled")
+    elif args.command == "cap":
+        client.set_node(node_caps(args))
+        print(f"{args.node} capped" if not args.clear else f"{args.node} uncapped")
     return 0
+
+
+def node_labels(args: argparse.Namespace) -> NodeSettings:
+    """`key=value` sets an operator's label, `key-` removes it."""
+    labels: dict[str, str | None] = {}
+    for item in args.labels:
+        if item.endswith("-") and "=" not in item:
+            labels[item[:-1]] = None
+        elif "=" in item:
+            key, _, value = item.partition("=")
+            labels[key] = value
+        else:
+            args.usage_error(f"{item!r}: give key=value to set a label, or key- to remove it")
+    return settings(args, {"name": args.node, "labels": labels})
+
+
+def node_caps(args: argparse.Namespace) -> NodeSettings:
+    caps = {k: getattr(args, k) for k in ("cpus", "memory", "disk") if getattr(args, k) is not None}
+    if args.clear == bool(caps):
+        args.usage_error("give --cpus, --memory or --disk, or --clear")
+    return settings(args, {"name": args.node, "clear_caps": args.clear, **caps})
+
+
+def settings(args: argparse.Namespace, fields: dict[str, Any]) -> NodeSettings:
+    try:
+        return NodeSettings.model_validate(fields)
+    except ValidationError as exc:
+        args.usage_error(describe(exc))
+        raise  # usage_error exits
 
 
 def remove(args: argparse.Namespace, client: Client) -> None:

@@ -11,6 +11,7 @@
 | node.uncordon    | {"name"}        | placements again                                    |
 | node.drain       | {"name"}        | cordon, then move every task off the node           |
 | node.remove      | {"name"}        | forgets a down node                                 |
+| node.set         | NodeSettings    | an operator's labels and capacity caps for a node   |
 
 Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
 node.* commands are an operator's: `manager/auth.py` checks who sent them.
@@ -38,6 +39,7 @@ from shared.models import (
     MAX_SPEC_BYTES,
     NodeRecord,
     NodeRequest,
+    NodeSettings,
     Removed,
     RemoveRequest,
     Reply,
@@ -60,6 +62,7 @@ STOP = TypeAdapter(StopRequest)
 SCALE = TypeAdapter(ScaleRequest)
 UPDATE = TypeAdapter(UpdateRequest)
 NODE = TypeAdapter(NodeRequest)
+SETTINGS = TypeAdapter(NodeSettings)
 REMOVE = TypeAdapter(RemoveRequest)
 
 
@@ -80,6 +83,7 @@ class Commands:
             topology.REMOVE_KEY: self.remove,
             topology.SCALE_KEY: self.scale,
             topology.UPDATE_KEY: self.update,
+            topology.NODE_SET_KEY: self.configure,
             topology.CORDON_KEY: lambda d: self.cordon(d, schedulable=False),
             topology.UNCORDON_KEY: lambda d: self.cordon(d, schedulable=True),
             topology.DRAIN_KEY: self.drain,
@@ -114,20 +118,32 @@ class Commands:
         except DecodeError as exc:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
         if spec.replicas is not None:
-            return self._create_service(spec)
+            return self._create_service(spec, delivery.user_id)
         task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
         existing = self.store.task(task_id)
         if existing is None:
             now = self.manager.clock()
+            self._charge(delivery.user_id, 1)
             decision = core.accept(spec, task_id, now)
             self.manager.commit(decision.extend(self.manager.place(decision.tasks, now)))
         else:
             log.info("task %s: submitted again; already %s", task_id, existing.state.value)
         return task_id
 
-    def _create_service(self, spec: TaskSpec) -> str:
+    def _charge(self, user: str | None, tasks: int, replicas: int | None = None) -> None:
+        """Refuse what is over a bound (manager/quotas.py); else count it."""
+        quotas = self.manager.quotas
+        refused = quotas.replicas(replicas) if replicas is not None else None
+        refused = refused or quotas.take(user, tasks, self.manager.clock())
+        if refused is not None:
+            raise Refused(refused)
+
+    def _create_service(self, spec: TaskSpec, user: str | None) -> str:
         existing = self.store.service(spec.name)
         now = self.manager.clock()
+        if existing is None or existing.desired_state == "stopped":
+            replicas = spec.replicas or 0
+            self._charge(user, replicas, replicas)
         if existing is None:
             self.manager.reconcile_service(services.create(spec, now))
         elif existing.desired_state == "stopped":
@@ -154,6 +170,8 @@ class Commands:
     def scale(self, delivery: Delivery) -> str:
         request = decode(SCALE, delivery.body)
         service = self._service(request.name)
+        was = service.replicas if service.desired_state == "running" else 0
+        self._charge(delivery.user_id, request.replicas - was, request.replicas)
         self.manager.reconcile_service(
             services.scale(service, request.replicas, self.manager.clock())
         )
@@ -176,6 +194,17 @@ class Commands:
         log.info("node %s: %s", node.name, "uncordoned" if schedulable else "cordoned")
         if schedulable:
             self.manager.schedule_pending()
+        return node.name
+
+    def configure(self, delivery: Delivery) -> str:
+        """An operator's labels and capacity caps for a node (`kube label`, `kube cap`)."""
+        settings = decode(SETTINGS, delivery.body)
+        node = self._node(settings.name)
+        decision = nodes.configure(node, settings)
+        self.manager.commit(decision)
+        if decision.nodes:
+            log.info("node %s: operator settings %s", node.name, decision.nodes[0].operator)
+            self.manager.schedule_pending()  # new labels or caps may fit (or unfit) tasks
         return node.name
 
     def drain(self, delivery: Delivery) -> str:

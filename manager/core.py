@@ -141,7 +141,24 @@ def schedule(
 
 
 def apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decision:
-    """A worker's report about one attempt; stale attempts and bad transitions are refused."""
+    """A worker's report about one attempt; stale attempts and bad transitions are refused.
+
+    A task asked to stop whose current attempt reports running is sent its stop again:
+    the stop was lost, or overtook the start on a worker that did not hold it.
+    """
+    decision = _apply_update(task, update, now)
+    current = (update.node, update.attempt) == (task.node, task.attempt)
+    if (
+        current
+        and update.state == TaskState.RUNNING
+        and task.desired_state == "stopped"
+        and task.state in (TaskState.SCHEDULED, TaskState.RUNNING)
+    ):
+        decision.outgoing.append(stop_attempt(task.id, update.attempt, update.node))
+    return decision
+
+
+def _apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decision:
     draining = task.draining
     if draining is not None and (update.node, update.attempt) == (draining.node, draining.attempt):
         if update.state.terminal:  # the old attempt ended on its own: nothing left to stop

@@ -10,30 +10,42 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from manager.admission import MAX_STOPS_PER_PART
 from manager.core import end_attempt, move, node_event, stop_attempt
 from manager.effects import Decision
 from shared.messages import Heartbeat
-from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord
+from shared.models import (
+    DrainingAttempt,
+    NodeOverrides,
+    NodeRecord,
+    NodeSettings,
+    NodeStatus,
+    TaskRecord,
+)
 from shared.states import TaskState
+
+N = TypeVar("N", int, float)
 
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
 def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
     """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
+    operator = known.operator if known is not None else NodeOverrides()
     node = NodeRecord(
         name=beat.node,
         status=NodeStatus.READY,
-        cpus=beat.cpus,
-        memory=beat.memory,
-        disk=beat.disk,
-        labels=dict(beat.labels),
+        cpus=_capped(beat.cpus, operator.cpus),
+        memory=_capped(beat.memory, operator.memory),
+        disk=_capped(beat.disk, operator.disk),
+        labels={**beat.labels, **operator.labels},
         last_heartbeat=now,
         engine_ok=beat.engine_ok,
         schedulable=known.schedulable if known is not None else True,
         stats=beat.stats,
+        operator=operator,
     )
     decision = Decision(nodes=[node])
     if known is None or known.status != NodeStatus.READY:
@@ -42,6 +54,38 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         decision.outgoing.append(node_event(node, "engine-up" if beat.engine_ok else "engine-down"))
     decision.outgoing.append(node_event(node, "heartbeat"))
     return decision
+
+
+def _capped(claimed: N, cap: N | None) -> N:
+    return claimed if cap is None else min(claimed, cap)
+
+
+def configure(node: NodeRecord, settings: NodeSettings) -> Decision:
+    """An operator's labels and capacity caps (`node.set`): kept on the node, applied
+    now and over every heartbeat after, whatever the worker reports."""
+    labels = {**node.operator.labels, **settings.labels}
+    caps = {
+        key: None if settings.clear_caps else getattr(node.operator, key)
+        for key in ("cpus", "memory", "disk")
+    }
+    caps.update({k: v for k in caps if (v := getattr(settings, k)) is not None})
+    operator = NodeOverrides(labels={k: v for k, v in labels.items() if v is not None}, **caps)
+    removed = [key for key, value in settings.labels.items() if value is None]
+    changed = node.model_copy(
+        update={
+            "operator": operator,
+            "labels": {
+                **{k: v for k, v in node.labels.items() if k not in removed},
+                **operator.labels,
+            },
+            "cpus": _capped(node.cpus, operator.cpus),
+            "memory": _capped(node.memory, operator.memory),
+            "disk": _capped(node.disk, operator.disk),
+        }
+    )
+    if changed == node:
+        return Decision()
+    return Decision(nodes=[changed], outgoing=[node_event(changed, "configured")])
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from manager.effects import Decision
 from manager.logs import Answer, LogRelay
 from manager.metrics import observe
 from manager.queries import Queries
+from manager.quotas import MAX_REPLICAS, TASKS_PER_MINUTE, Quotas
 from manager.retention import PURGE_BATCH, Retention
 from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
 from manager.store import Store
@@ -76,6 +77,8 @@ class ManagerConfig:
     max_tasks_per_node: int | None = None  # no cap unless set
     max_nodes: int = admission.MAX_NODES
     retention: Retention = Retention()
+    max_replicas: int = MAX_REPLICAS
+    max_tasks_per_minute: int = TASKS_PER_MINUTE
     purge_interval: float = 30.0  # seconds between passes over ended tasks
 
 
@@ -105,6 +108,7 @@ class Manager:
         self.connected_at = clock()
         self.logs = LogRelay()
         self.queries = Queries(self.store, self.bus, self.logs, clock)
+        self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
         self._lag: tuple[float, datetime] = (0.0, self.connected_at)  # seconds, when seen
@@ -225,6 +229,11 @@ class Manager:
         that is not the asker's own: that request is dead-lettered with the reason."""
 
         def guarded(delivery: Delivery) -> None:
+            if delivery.queue == topology.COMMANDS_QUEUE and delivery.routing_key.startswith(
+                topology.QUERY_PREFIX
+            ):
+                self.settle(delivery)  # bound with "#": the queries queue answers it
+                return
             refused = topology.reply_refusal(delivery.reply_to)
             if refused is None:
                 handler(delivery)

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
 from shared.wire import (
+    MAX_CPUS,
     Attempt,
     ContainerId,
     Count,
@@ -103,9 +104,6 @@ MAX_PARTS = 25
 """Parts one heartbeat may come in: 50,000 containers on a node (kube was measured with
 20,500). A heartbeat that claims more is refused, so the manager never holds more than
 this many parts, about 25 MB, for a node."""
-
-MAX_CPUS = 4096.0
-"""The most cores a node may report (the largest machines today have a few hundred)."""
 
 
 class Heartbeat(WireModel):

@@ -18,17 +18,21 @@ from shared.specs import TaskSpec as TaskSpec
 from shared.states import TaskState
 from shared.wire import ID_PATTERN as ID_PATTERN
 from shared.wire import MAX_BODY_BYTES as MAX_BODY_BYTES
-from shared.wire import MAX_SPEC_BYTES as MAX_SPEC_BYTES
 from shared.wire import (
+    MAX_CPUS,
+    MAX_LABELS,
+    ByteSize,
     ContainerId,
     Count,
     Int64,
+    LabelKey,
     Name,
     NodeLabels,
     TaskId,
     Text,
     Timestamp,
 )
+from shared.wire import MAX_SPEC_BYTES as MAX_SPEC_BYTES
 from shared.wire import WireModel as WireModel
 
 
@@ -178,6 +182,17 @@ class NodeStatus(enum.StrEnum):
     DOWN = "down"  # heartbeats stopped
 
 
+class NodeOverrides(WireModel):
+    """What an operator set on a node (`kube label`, `kube cap`): it wins over what the
+    node's worker reports, so a worker cannot claim a label that steers sensitive work to
+    it, nor more capacity than the operator allows."""
+
+    labels: NodeLabels = Field(default_factory=dict)
+    cpus: Annotated[float, Field(ge=0, le=MAX_CPUS)] | None = None
+    memory: Count | None = None
+    disk: Count | None = None
+
+
 class NodeRecord(WireModel):
     """A worker as kube reports it: `kube nodes --json` rows."""
 
@@ -195,6 +210,11 @@ class NodeRecord(WireModel):
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
     schedulable: bool = Field(default=True, description="false while cordoned")
     stats: NodeStats = Field(default_factory=NodeStats)
+    operator: NodeOverrides = Field(
+        default_factory=NodeOverrides,
+        description="labels and capacity caps an operator set; labels, cpus, memory and"
+        " disk above already apply them",
+    )
 
 
 class UpdateState(enum.StrEnum):
@@ -203,6 +223,20 @@ class UpdateState(enum.StrEnum):
     IDLE = "idle"  # every task runs the current version
     ROLLING = "rolling"  # replacing tasks one at a time
     PAUSED = "paused"  # a new task failed; old tasks keep running until the next update
+
+
+class NodeSettings(WireModel):
+    """The body of `node.set`, an operator's command: labels (a null value removes the
+    operator's label) and capacity caps (`clear_caps` removes them) for a node."""
+
+    name: Name
+    labels: Annotated[
+        dict[LabelKey, Annotated[str, Field(max_length=253)] | None], Field(max_length=MAX_LABELS)
+    ] = Field(default_factory=dict)
+    cpus: Annotated[float, Field(gt=0, le=MAX_CPUS)] | None = None
+    memory: Annotated[ByteSize, Field(gt=0)] | None = None
+    disk: Annotated[ByteSize, Field(gt=0)] | None = None
+    clear_caps: bool = False
 
 
 class ServiceRecord(WireModel):

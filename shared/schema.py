@@ -16,6 +16,7 @@ from shared.messages import Dispatch, Heartbeat, ListQuery, LogsQuery, Result, T
 from shared.models import (
     NodeRecord,
     NodeRequest,
+    NodeSettings,
     Removed,
     RemoveRequest,
     Reply,
@@ -34,6 +35,7 @@ MESSAGES: dict[str, Any] = {
     "stop-request": StopRequest,  # kube.commands task.stop
     "scale-request": ScaleRequest,  # kube.commands service.scale
     "update-request": UpdateRequest,  # kube.commands service.update
+    "node-settings": NodeSettings,  # kube.commands node.set
     "node-request": NodeRequest,  # kube.commands node.cordon, .uncordon, .drain, .remove
     "remove-request": RemoveRequest,  # kube.commands task.remove
     "removed": Removed,  # the result of task.remove and node.remove replies

@@ -37,11 +37,12 @@ CORDON_KEY = "node.cordon"
 UNCORDON_KEY = "node.uncordon"
 DRAIN_KEY = "node.drain"
 NODE_REMOVE_KEY = "node.remove"
+NODE_SET_KEY = "node.set"
 QUERY_PREFIX = "query."
 
 CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
 """What a client may ask (and queries): the broker user kube-client."""
-OPERATOR_COMMAND_KEYS = (CORDON_KEY, UNCORDON_KEY, DRAIN_KEY, NODE_REMOVE_KEY)
+OPERATOR_COMMAND_KEYS = (CORDON_KEY, UNCORDON_KEY, DRAIN_KEY, NODE_REMOVE_KEY, NODE_SET_KEY)
 """An operator's acts on nodes (and queries): the broker user kube-operator."""
 
 EVENTS_RETENTION: dict[str, Any] = {
@@ -174,11 +175,11 @@ def manager_topology() -> Topology:
             Queue(EVENTS_STREAM, arguments={"x-queue-type": "stream", **EVENTS_RETENTION}),
         ),
         bindings=(
-            Binding(COMMANDS_QUEUE, COMMANDS, "task.#"),
-            Binding(COMMANDS_QUEUE, COMMANDS, "service.#"),
-            Binding(COMMANDS_QUEUE, COMMANDS, "node.#"),
+            # Every key, so that one nothing else takes is refused with a reason instead of
+            # dropped by the broker without a word (queries come too and are passed over).
+            Binding(COMMANDS_QUEUE, COMMANDS, "#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
-            Binding(RESULTS_QUEUE, RESULTS, "result.#"),
+            Binding(RESULTS_QUEUE, RESULTS, "#"),
             Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
             Binding(EVENTS_STREAM, EVENTS, "#"),
         ),

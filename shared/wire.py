@@ -40,6 +40,9 @@ records that quote it must still fit in one message."""
 MAX_LABELS = 64
 """Labels a node or a task may carry."""
 
+MAX_CPUS = 4096.0
+"""The most cores a node may report (the largest machines today have a few hundred)."""
+
 TaskId = Annotated[str, Field(pattern=ID_PATTERN)]
 Name = Annotated[str, Field(pattern=ID_PATTERN)]
 Int64 = Annotated[int, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]

@@ -86,8 +86,16 @@ class HealthMonitor:
             self._lock.notify()
 
     def forget(self, key: Key) -> None:
+        """Stop probing a container, and keep nothing of it."""
         with self._lock:
-            self._watched.pop(key, None)
+            if self._watched.pop(key, None) is not None:
+                self._due = [due for due in self._due if due[1] != key]
+                heapq.heapify(self._due)
+
+    def __len__(self) -> int:
+        """How many containers are watched."""
+        with self._lock:
+            return len(self._watched)
 
     def health(self, key: Key) -> Health | None:
         with self._lock:

@@ -9,6 +9,11 @@ with confirms as one stream and only then are the dispatches it reports on acked
 dispatch is acked once its container started, never at container exit: tasks may run
 for days, longer than RabbitMQ's consumer timeout.
 
+Each (task, attempt) is one `worker.attempt.Attempt`, kept by `worker.runner.Runners`
+on the bus thread: it takes the attempt's events in order (a stop during the start is
+held until the start is done) and is forgotten when the attempt ends. This module is the
+wiring: the bus, the engine calls, heartbeats and the confirmed stream of results.
+
 Stopping the worker leaves its containers running; a worker that starts again reports
 what it finds (reconciliation), so nothing is orphaned or started twice.
 """
@@ -16,12 +21,9 @@ what it finds (reconciliation), so nothing is orphaned or started twice.
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -49,32 +51,21 @@ from shared.messages import (
 )
 from shared.models import Health
 from shared.settings import Settings
-from shared.specs import HealthCheck
+from shared.specs import TaskSpec
 from shared.states import TaskState
+from worker.attempt import Key, Report, StartFailed
+from worker.config import WorkerConfig
 from worker.health import HealthMonitor
 from worker.logs import logs_reply
-from worker.policy import WorkerPolicy
-from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
-from worker.stats import Capacity, detect_capacity, measure
+from worker.runner import Runners
+from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
+from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
 DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
 
-Key = tuple[str, int]  # (task id, attempt)
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How a worker runs; built by the CLI from flags and the environment."""
-
-    name: str = field(default_factory=socket.gethostname)
-    labels: dict[str, str] = field(default_factory=dict)
-    capacity: Capacity | None = None  # None: detect the host's
-    heartbeat_interval: float = 2.0
-    concurrency: int = 8  # containers started at once; the engine's own limit is near this
-    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
 
 
 def utcnow() -> datetime:
@@ -100,17 +91,21 @@ class Worker:
         self._user = self.bus.user
         self.capacity = config.capacity or detect_capacity()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
-        self._lock = threading.Lock()
-        self._running: dict[Key, str] = {}  # containers believed to run: key -> container id
-        self._starting: set[Key] = set()
-        self._deferred_exits: dict[Key, ContainerExit] = {}
-        self._stopping: set[Key] = set()
         self._watch: ExitWatch | None = None
         self._engine_ok = True
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
         self.health = HealthMonitor(runtime, self._on_health)
+        self.runners: Runners[Delivery] = Runners(
+            start=self._start,
+            remove=self._remove,
+            background=self._background,
+            call_soon=self.bus.call_threadsafe,
+            publish=self._publish,
+            settle=self._settle,
+            health=self.health,
+        )
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -175,23 +170,14 @@ class Worker:
 
     def _reconcile(self) -> None:
         """Report every container this node holds, as the engine sees it now."""
+        self.runners.listing()
         found = self.runtime.list()
-        for info in found:
-            key = (info.task_id, info.attempt)
-            with self._lock:
-                if info.status == ContainerStatus.RUNNING:
-                    self._running[key] = info.container_id
-                else:
-                    self._running.pop(key, None)
-            if info.status == ContainerStatus.RUNNING and info.health_check is not None:
-                self.health.watch(key, info.health_check)
-            if info.status != ContainerStatus.CREATED:
-                self._send(self._update_from(info))
-        with self._lock:
-            running = {(i.task_id, i.attempt) for i in found if i.status == ContainerStatus.RUNNING}
-            for gone in set(self._running) - running:
-                del self._running[gone]  # died while the event stream was down
-        self._inventory = True
+
+        def apply() -> None:
+            self.runners.reconciled(found)
+            self._inventory = True
+
+        self.bus.call_threadsafe(apply)
 
     # -- dispatches --------------------------------------------------------------------
 
@@ -203,71 +189,41 @@ class Worker:
             self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
             return
         if isinstance(message, RunTask):
-            with self._lock:
-                self._starting.add((message.task_id, message.attempt))
-            self.pool.submit(self._start, message, delivery)
+            self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
         else:
-            with self._lock:
-                self._stopping.add((message.task_id, message.attempt))
-            self.pool.submit(self._remove, message, delivery)
+            self.runners.stop((message.task_id, message.attempt), delivery)
 
-    def _start(self, message: RunTask, delivery: Delivery) -> None:
-        key = (message.task_id, message.attempt)
-        log.info("task %s: starting attempt %d (%s)", key[0], key[1], message.spec.image)
-        refused = self.config.policy.violations(message.spec)
+    def _start(self, key: Key, spec: TaskSpec) -> ContainerInfo | StartFailed:
+        """In the pool: start an attempt's container, unless the policy refuses it."""
+        log.info("task %s: starting attempt %d (%s)", key[0], key[1], spec.image)
+        refused = self.config.policy.violations(spec)
         if refused:
             reason = f"refused by the security policy of {self.name}: {'; '.join(refused)}"
             log.warning("task %s: %s", key[0], reason)
-            update = self._update(key, TaskState.FAILED, error=reason)
-        else:
-            try:
-                info = self._with_engine(lambda: self.runtime.start(key[0], key[1], message.spec))
-                update = self._update_from(info)
-            except RuntimeFailure as exc:
-                log.warning("task %s: could not start: %s", key[0], exc)
-                update = self._update(key, TaskState.FAILED, error=str(exc))
-        check = message.spec.health_check
-        self.bus.call_threadsafe(lambda: self._started(key, update, delivery, check))
+            return StartFailed(reason)
+        try:
+            return self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
+        except RuntimeFailure as exc:
+            log.warning("task %s: could not start: %s", key[0], exc)
+            return StartFailed(str(exc))
+        except Exception as exc:  # answered all the same: the attempt must not wait for ever
+            log.exception("task %s: starting attempt %d failed", key[0], key[1])
+            return StartFailed(f"the worker failed to start it: {type(exc).__name__}: {exc}")
 
-    def _started(
-        self, key: Key, update: TaskUpdate, delivery: Delivery, check: HealthCheck | None
-    ) -> None:
-        """On the bus thread: report the start, then any exit that overtook it, then ack."""
-        if update.state == TaskState.RUNNING and check is not None:
-            update = update.model_copy(update={"health": Health.STARTING})
-        self._publish(update)
-        with self._lock:
-            self._starting.discard(key)
-            if update.state == TaskState.RUNNING and update.container_id:
-                self._running[key] = update.container_id
-                if check is not None:
-                    self.health.watch(key, check)
-            overtaken = self._deferred_exits.pop(key, None)
-        if overtaken is not None:
-            self._exited(overtaken)
-        self._settled.append(delivery)
-
-    def _remove(self, message: StopTask, delivery: Delivery) -> None:
-        key = (message.task_id, message.attempt)
-        self.health.forget(key)
+    def _remove(self, key: Key) -> str | None:
+        """In the pool: stop and remove an attempt's container; None, or why it failed."""
         try:
             self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
-            with self._lock:
-                was_running = self._running.pop(key, None) is not None
-            update = self._update(key, TaskState.COMPLETED) if was_running else None
-            log.info("task %s: attempt %d stopped and removed", key[0], key[1])
         except RuntimeFailure as exc:
             log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)
-            update = None
-
-        def done() -> None:
-            if update is not None:
-                self._publish(update)
-            self._settled.append(delivery)
-
-        self.bus.call_threadsafe(done)
+            return str(exc)
+        except Exception as exc:  # answered all the same: the attempt must not wait for ever
+            log.exception("task %s: removing attempt %d failed", key[0], key[1])
+            return f"{type(exc).__name__}: {exc}"
+        log.info("task %s: attempt %d stopped and removed", key[0], key[1])
+        return None
 
     def _with_engine(self, call: Callable[[], T]) -> T:
         """Run an engine call, waiting (bounded) for an engine that is restarting."""
@@ -281,61 +237,13 @@ class Worker:
                     raise
                 time.sleep(1)
 
-    # -- exits -------------------------------------------------------------------------
+    # -- exits and health, from their own threads ----------------------------------------
 
     def _on_exit(self, event: ContainerExit) -> None:
-        """From the event thread: hand the exit to the bus thread."""
-        self.bus.call_threadsafe(lambda: self._exited(event))
-
-    def _exited(self, event: ContainerExit) -> None:
-        key = (event.task_id, event.attempt)
-        with self._lock:
-            if key in self._stopping:
-                return  # stopped on request: _remove reports it
-            if key in self._starting:
-                self._deferred_exits[key] = event
-                return
-            self._running.pop(key, None)
-        self.health.forget(key)
-        state = TaskState.COMPLETED if event.exit_code == 0 else TaskState.FAILED
-        error = event.error or (f"exited with code {event.exit_code}" if event.exit_code else None)
-        log.info("task %s: attempt %d exited with code %d", key[0], key[1], event.exit_code)
-        self._publish(
-            self._update(
-                key,
-                state,
-                container_id=event.container_id,
-                exit_code=event.exit_code,
-                error=error,
-            )
-        )
-
-    # -- health ------------------------------------------------------------------------
+        self.bus.call_threadsafe(lambda: self.runners.exited(event))
 
     def _on_health(self, key: Key, health: Health, detail: str) -> None:
-        """From the health thread: report the change; an unhealthy container is removed."""
-        if health == Health.UNHEALTHY:
-            with self._lock:
-                self._stopping.add(key)  # its die event is ours, not a crash
-            self.pool.submit(self._remove_unhealthy, key, detail)
-        update = self._update(key, TaskState.RUNNING, health=health, last_check=detail)
-        self._send(update)
-
-    def _remove_unhealthy(self, key: Key, detail: str) -> None:
-        try:
-            self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
-        except RuntimeFailure as exc:
-            log.warning("task %s: could not remove unhealthy attempt %d: %s", key[0], key[1], exc)
-        with self._lock:
-            self._running.pop(key, None)
-        update = self._update(
-            key,
-            TaskState.FAILED,
-            error=f"unhealthy: {detail}",
-            health=Health.UNHEALTHY,
-            last_check=detail,
-        )
-        self._send(update)
+        self.bus.call_threadsafe(lambda: self.runners.health_changed(key, health, detail))
 
     # -- logs --------------------------------------------------------------------------
 
@@ -363,11 +271,10 @@ class Worker:
         """Queue a heartbeat behind the updates queued before it, which reach the manager
         first: it never names a container whose start was not reported, nor misses one
         whose exit was not."""
-        with self._lock:
-            held = tuple(
-                HeldTask(task_id=t, attempt=a, state=TaskState.RUNNING, container_id=c)
-                for (t, a), c in self._running.items()
-            )
+        held = tuple(
+            HeldTask(task_id=t, attempt=a, state=TaskState.RUNNING, container_id=c)
+            for (t, a), c in self.runners.alive
+        )
         beat = Heartbeat(
             node=self.name,
             at=utcnow(),
@@ -406,51 +313,36 @@ class Worker:
                 raise
             self.bus.ack_batch(settled)
 
-    def _update(
-        self,
-        key: Key,
-        state: TaskState,
-        *,
-        container_id: str | None = None,
-        host_ports: dict[str, int] | None = None,
-        exit_code: int | None = None,
-        error: str | None = None,
-        health: Health | None = None,
-        last_check: str | None = None,
-    ) -> TaskUpdate:
-        return TaskUpdate(
+    def _background(self, job: Callable[[], None]) -> None:
+        """Run an engine call in the pool; a failure it did not answer is logged."""
+
+        def logged() -> None:
+            try:
+                job()
+            except Exception:
+                log.exception("worker %s: an engine call failed", self.name)
+
+        self.pool.submit(logged)
+
+    def _settle(self, delivery: Delivery) -> None:
+        """On the bus thread: ack a dispatch once the results queued before it are confirmed."""
+        self._settled.append(delivery)
+
+    def _publish(self, key: Key, report: Report) -> None:
+        """On the bus thread: queue an update; `flush` publishes it."""
+        update = TaskUpdate(
             node=self.name,
             task_id=key[0],
             attempt=key[1],
-            state=state,
+            state=report.state,
             at=utcnow(),
-            container_id=container_id,
-            host_ports=host_ports or {},
-            exit_code=exit_code,
-            error=error,
-            health=health,
-            last_check=last_check,
+            container_id=report.container_id,
+            host_ports=report.host_ports,
+            exit_code=report.exit_code,
+            error=report.error,
+            health=report.health,
+            last_check=report.last_check,
         )
-
-    def _update_from(self, info: ContainerInfo) -> TaskUpdate:
-        key = (info.task_id, info.attempt)
-        if info.status == ContainerStatus.EXITED:
-            code = info.exit_code or 0
-            state = TaskState.COMPLETED if code == 0 else TaskState.FAILED
-            error = info.error or (f"exited with code {code}" if code else None)
-            return self._update(
-                key, state, container_id=info.container_id, exit_code=code, error=error
-            )
-        return self._update(
-            key, TaskState.RUNNING, container_id=info.container_id, host_ports=info.host_ports
-        )
-
-    def _send(self, update: TaskUpdate) -> None:
-        """From any thread: publish on the bus thread."""
-        self.bus.call_threadsafe(lambda: self._publish(update))
-
-    def _publish(self, update: TaskUpdate) -> None:
-        """On the bus thread: queue an update; `flush` publishes it."""
         self._results.append(self._result("update", encode(update)))
 
     def _result(self, kind: str, body: bytes) -> Outbound:

@@ -144,10 +144,11 @@ def test_kube_ps_lists_tasks_past_what_one_message_holds(small_cluster: Cluster)
     # given a service of 1,200 tasks (one reply held about 1,150 before paging)
     spec = TaskSpec(
         name="many", image="localhost/kube-busybox:latest", command=("sleep", "3600"),
-        replicas=1200, env={"PADDING": "p" * 200},
+        replicas=600, env={"PADDING": "p" * 200},
     )  # type: ignore[arg-type]  # fmt: skip
     with Client(Settings(amqp_url=small_cluster.url, request_timeout=30)) as client:
-        client.submit(spec)
+        client.submit(spec)  # two services: one may have 1,000 replicas at most
+        client.submit(spec.model_copy(update={"name": "more"}))
         wait_for(
             lambda: sum(t.state == "running" for t in client.list()) == 1200,
             timeout=180,
@@ -158,6 +159,25 @@ def test_kube_ps_lists_tasks_past_what_one_message_holds(small_cluster: Cluster)
     as_json = small_cluster.kube("--timeout", "60", "ps", "--json", timeout=180)
     # then both answer, with every task
     assert listed.returncode == 0, listed.stderr
-    assert sum(line.startswith("many ") for line in listed.stdout.splitlines()) == 1200
+    lines = listed.stdout.splitlines()
+    assert sum(line.startswith(("many ", "more ")) for line in lines) == 1200
     assert as_json.returncode == 0, as_json.stderr
     assert len({row["id"] for row in json.loads(as_json.stdout)}) == 1200
+
+
+def test_a_routing_key_nothing_handles_is_refused_not_dropped(small_cluster: Cluster) -> None:
+    # when a client publishes with keys no handler knows, on both exchanges
+    publish_raw(small_cluster, "kube.commands", "tasks.submit", b"{}")
+    publish_raw(small_cluster, "kube.commands", "submit", b"{}")
+    publish_raw(small_cluster, "kube.results", "results.update.x", b"{}")
+    # then each is dead-lettered saying why, not dropped by the broker without a word
+    letters: list[dict[str, object]] = []
+    while len(letters) < 3:
+        letters += wait_for(lambda: dead_letters(small_cluster.url), what="dead letters")
+    reasons = sorted(str(h["x-kube-reason"]) for h in letters)
+    assert sum("unknown routing key" in r for r in reasons) == 2, reasons
+    assert sum("invalid result" in r for r in reasons) == 1, reasons
+    # and queries, which the commands queue now sees too, are still answered once
+    listed = small_cluster.kube("ps")
+    assert listed.returncode == 0, listed.stderr
+    assert dead_letters(small_cluster.url) == []

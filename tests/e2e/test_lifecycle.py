@@ -78,6 +78,31 @@ def test_a_restarted_worker_reports_its_running_containers_and_starts_none_twice
     assert not docker_client.containers.list(all=True, filters={"label": f"kube.task-id={task_id}"})
 
 
+def test_a_task_stopped_while_its_container_starts_ends_stopped_with_no_container_left(
+    cluster: Cluster, busybox_image: str, docker_client: docker.DockerClient
+) -> None:
+    with client_for(cluster) as client:
+        # given a task whose dispatch was just sent to its node
+        scheduled = client.watch(["task.scheduled"], timeout=60)
+        task_id = client.submit(spec(busybox_image, "sleep", "300"))
+        next(e for e in scheduled if e.task is not None and e.task.id == task_id)
+        scheduled.close()
+        # when it is stopped at once, while the engine is still starting its container
+        client.stop(task_id)
+        # then it ends stopped
+        stopped = client.wait(task_id, {TaskState.COMPLETED}, timeout=60)
+    assert stopped.state == TaskState.COMPLETED
+    # and no container of it is left, running or not
+    wait_for(
+        lambda: (
+            not docker_client.containers.list(
+                all=True, filters={"label": f"kube.task-id={task_id}"}
+            )
+        ),
+        what="no container of the stopped task",
+    )
+
+
 def test_a_restarted_manager_keeps_every_task(cluster: Cluster, busybox_image: str) -> None:
     # given a running task
     with client_for(cluster) as client:

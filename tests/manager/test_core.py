@@ -185,6 +185,30 @@ def test_always_restarts_even_a_clean_exit_but_never_a_requested_stop() -> None:
     assert stopped.tasks[-1].state == TaskState.COMPLETED
 
 
+def test_a_task_asked_to_stop_that_reports_running_is_sent_its_stop_again() -> None:
+    # given a task asked to stop while its dispatch was on its way (scheduled), and one
+    # asked to stop while running
+    for state in (TaskState.SCHEDULED, TaskState.RUNNING):
+        stopping = core.request_stop(placed(state), NOW).tasks[0]
+        assert stopping.desired_state == "stopped"
+        # when its worker reports the attempt running
+        decision = core.apply_update(stopping, update(TaskState.RUNNING), NOW)
+        # then the report is taken and the node is told again to stop that attempt
+        stops = [json.loads(o.body) for o in decision.outgoing if o.exchange == topology.DISPATCH]
+        assert stops == [{"kind": "stop", "task_id": "t1", "attempt": 1}], state
+        assert all(
+            o.routing_key == "n1" for o in decision.outgoing if o.exchange == topology.DISPATCH
+        )
+        assert not decision.refused
+
+
+def test_a_running_task_not_asked_to_stop_is_sent_no_stop() -> None:
+    # given a scheduled task, when its worker reports it running, then no stop is sent
+    decision = core.apply_update(placed(TaskState.SCHEDULED), update(TaskState.RUNNING), NOW)
+    assert decision.tasks[-1].state == TaskState.RUNNING
+    assert [o for o in decision.outgoing if o.exchange == topology.DISPATCH] == []
+
+
 def test_never_makes_a_failure_final() -> None:
     decision = core.apply_update(placed(), update(TaskState.FAILED, error="boom"), NOW)
     assert decision.tasks[-1].state == TaskState.FAILED

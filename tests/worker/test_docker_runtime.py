@@ -1,4 +1,5 @@
-"""DockerRuntime against the real Docker engine, with the locally built busybox image."""
+"""DockerRuntime against the real Docker engine, with the locally built busybox image
+(what all runtimes share is in test_runtime_contract.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import docker
 import pytest
 from docker.types import Mount as DockerMount
 
-from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.errors import EngineUnavailable, ImageNotFound
 from shared.models import PullPolicy, TaskSpec
 from tests.support.images import BUSYBOX_IMAGE
 from tests.support.waiting import wait_for
@@ -30,7 +31,6 @@ from worker.runtime.base import (
     TASK_LABEL,
     ContainerExit,
     ContainerStatus,
-    Runtime,
     container_name,
 )
 from worker.runtime.docker import OOM_ERROR, DockerRuntime
@@ -127,25 +127,8 @@ pytestmark = pytest.mark.usefixtures("busybox_image")
 
 
 @pytest.fixture
-def make_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRuntime]]:
-    """Builds runtimes on fresh node names; removes every container of those nodes after."""
-    nodes: list[str] = []
-
-    def make(client: Any = None, policy: WorkerPolicy | None = None) -> DockerRuntime:
-        nodes.append(f"t-{uuid.uuid4().hex[:8]}")
-        return DockerRuntime(nodes[-1], client=client, policy=policy)
-
-    yield make
-    for node in nodes:
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"{NODE_LABEL}={node}"}, ignore_removed=True
-        ):
-            container.remove(force=True)
-
-
-@pytest.fixture
-def runtime(make_runtime: Callable[..., DockerRuntime]) -> DockerRuntime:
-    return make_runtime()
+def runtime(make_docker_runtime: Callable[..., DockerRuntime]) -> DockerRuntime:
+    return make_docker_runtime()
 
 
 @pytest.fixture
@@ -172,12 +155,6 @@ def recorder(runtime: DockerRuntime) -> Iterator[ExitRecorder]:
     watch.close()
 
 
-def test_docker_runtime_is_a_runtime(runtime: DockerRuntime) -> None:
-    # given a DockerRuntime, then it type-checks as the worker's Runtime and answers pings
-    checked: Runtime = runtime
-    assert checked.ping()
-
-
 def test_serves_http_on_a_published_port(runtime: DockerRuntime) -> None:
     # given an httpd task publishing container port 8080
     serve = "mkdir -p /www && echo hello-httpd > /www/index.html && exec httpd -f -p 8080 -h /www"
@@ -199,35 +176,6 @@ def test_serves_http_on_a_published_port(runtime: DockerRuntime) -> None:
             return None
 
     assert wait_for(fetch, f"httpd at {url}") == b"hello-httpd\n"
-
-
-def test_start_is_idempotent_per_attempt(runtime: DockerRuntime, docker_client: Any) -> None:
-    # given a running attempt
-    first = runtime.start("idem", 1, spec(command=("sleep", "60")))
-
-    # when it is started again, and by four callers at once for the next attempt
-    again = runtime.start("idem", 1, spec(command=("sleep", "60")))
-    barrier = threading.Barrier(4)
-    racers: list[str] = []
-
-    def race() -> None:
-        barrier.wait()
-        racers.append(runtime.start("idem", 2, spec(command=("sleep", "60"))).container_id)
-
-    threads = [threading.Thread(target=race) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(TIMEOUT)
-
-    # then each attempt has exactly one container
-    assert again.container_id == first.container_id
-    assert len(racers) == 4 and len(set(racers)) == 1
-    assert racers[0] != first.container_id
-    ours = docker_client.containers.list(
-        all=True, filters={"label": f"{NODE_LABEL}={runtime.node}"}
-    )
-    assert len(ours) == 2
 
 
 def test_start_sets_labels_and_resource_limits(runtime: DockerRuntime, docker_client: Any) -> None:
@@ -284,16 +232,6 @@ def test_logs_hold_stdout_and_stderr(runtime: DockerRuntime, recorder: ExitRecor
     assert sorted(logs.splitlines()) == [b"to-stderr", b"to-stdout"]
 
 
-def test_logs_tail_keeps_the_last_lines(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
-    # given a task that printed five lines, and exited
-    runtime.start("tail", 1, spec(command=("seq", "1", "5")))
-    wait_for(lambda: recorder.exit_of("tail"), "the tail task to exit")
-
-    # when its logs are tailed, then only the last lines come back
-    assert runtime.logs("tail", 1, tail=2) == b"4\n5\n"
-    assert runtime.logs("tail", 1) == b"1\n2\n3\n4\n5\n"
-
-
 def test_logs_of_a_running_container_return_at_most_limit_bytes_from_the_end(
     runtime: DockerRuntime,
 ) -> None:
@@ -325,11 +263,11 @@ def test_pull_never_with_a_missing_image_raises_image_not_found(
 
 
 def test_failed_pull_raises_image_not_found_with_the_cause(
-    make_runtime: Callable[..., DockerRuntime],
+    make_docker_runtime: Callable[..., DockerRuntime],
 ) -> None:
     # given an image on a registry that is not there (localhost fails fast), and a worker
     # that allows pulls from local registries
-    runtime = make_runtime(policy=WorkerPolicy(allow_local_registries=True))
+    runtime = make_docker_runtime(policy=WorkerPolicy(allow_local_registries=True))
     image = f"localhost/kube-missing-{uuid.uuid4().hex[:8]}:latest"
     task = TaskSpec(name="missing", image=image, pull_policy=PullPolicy.IF_NOT_PRESENT)
 
@@ -338,18 +276,6 @@ def test_failed_pull_raises_image_not_found_with_the_cause(
         runtime.start("unpullable", 1, task)
     assert image in str(caught.value)
     assert "connection refused" in str(caught.value)
-
-
-def test_watch_exits_reports_the_exit_code(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
-    # given a watch on the node's exits (the recorder)
-
-    # when a container exits with code 3
-    info = runtime.start("three", 2, spec(command=("sh", "-c", "exit 3")))
-
-    # then the watch reports that attempt's container and its code
-    stopped = wait_for(lambda: recorder.exit_of("three"), "the exit of task three")
-    assert stopped == ContainerExit("three", 2, info.container_id, 3)
-    assert recorder.errors == []
 
 
 def test_out_of_memory_is_reported(runtime: DockerRuntime, recorder: ExitRecorder) -> None:
@@ -367,10 +293,10 @@ def test_out_of_memory_is_reported(runtime: DockerRuntime, recorder: ExitRecorde
 
 
 def test_list_returns_this_nodes_containers_only(
-    make_runtime: Callable[..., DockerRuntime],
+    make_docker_runtime: Callable[..., DockerRuntime],
 ) -> None:
     # given a running and an exited container on this node, and one on another node
-    runtime, other = make_runtime(), make_runtime()
+    runtime, other = make_docker_runtime(), make_docker_runtime()
     running = runtime.start("runs", 1, spec(command=("sleep", "60"), ports=(8080,)))
     runtime.start("ends", 1, spec(command=("sh", "-c", "exit 5")))
     other.start("elsewhere", 1, spec(command=("sleep", "60")))
@@ -388,23 +314,10 @@ def test_list_returns_this_nodes_containers_only(
     assert (infos["ends"].exit_code, infos["ends"].attempt) == (5, 1)
 
 
-def test_remove_is_idempotent(runtime: DockerRuntime, docker_client: Any) -> None:
-    # given a running container
-    info = runtime.start("gone", 1, spec(command=("sleep", "60")))
-
-    # when it is removed twice, and a never-started attempt is removed
-    runtime.remove("gone", 1, timeout=1)
-    runtime.remove("gone", 1, timeout=1)
-    runtime.remove("never-started", 7)
-
-    # then the container is gone and asking for its logs is a RuntimeFailure
-    assert docker_client.containers.list(all=True, filters={"id": info.container_id}) == []
-    with pytest.raises(RuntimeFailure, match="no container"):
-        runtime.logs("gone", 1)
-
-
 def test_an_absent_engine_is_unavailable(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_runtime: Callable[..., DockerRuntime]
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    make_docker_runtime: Callable[..., DockerRuntime],
 ) -> None:
     # given a DOCKER_HOST whose socket does not exist
     absent = f"unix://{tmp_path / 'absent.sock'}"
@@ -413,19 +326,19 @@ def test_an_absent_engine_is_unavailable(
     # when a runtime connects, then it is EngineUnavailable; a ready client just fails pings
     with pytest.raises(EngineUnavailable):
         DockerRuntime("t-absent")
-    offline = make_runtime(docker.DockerClient(base_url=absent, version="1.41"))
+    offline = make_docker_runtime(docker.DockerClient(base_url=absent, version="1.41"))
     assert offline.ping() is False
     with pytest.raises(EngineUnavailable):
         offline.list()
 
 
 def test_a_broken_event_stream_is_reported_once(
-    tmp_path: Path, make_runtime: Callable[..., DockerRuntime]
+    tmp_path: Path, make_docker_runtime: Callable[..., DockerRuntime]
 ) -> None:
     # given a runtime talking to the engine through a relay, watching exits
     relay = SocketRelay(tmp_path / "engine.sock", _engine_socket())
     client = docker.DockerClient(base_url=f"unix://{relay.path}")
-    runtime = make_runtime(client)
+    runtime = make_docker_runtime(client)
     recorder = ExitRecorder()
     watch = runtime.watch_exits(recorder.on_exit, recorder.on_error)
     try:
@@ -448,22 +361,6 @@ def test_closing_a_watch_reports_no_error(runtime: DockerRuntime) -> None:
     watch = runtime.watch_exits(recorder.on_exit, recorder.on_error)
     watch.close()
     assert recorder.errors == []
-
-
-def test_a_finished_attempt_is_reported_not_run_again(
-    runtime: DockerRuntime, recorder: ExitRecorder
-) -> None:
-    # given an attempt whose container printed a line and exited
-    first = runtime.start("once", 1, spec(command=("echo", "ran")))
-    wait_for(lambda: recorder.exit_of("once"), "the attempt to exit")
-
-    # when its dispatch is delivered again
-    again = runtime.start("once", 1, spec(command=("echo", "ran")))
-
-    # then the same container is reported as exited, and it did not run a second time
-    assert again.container_id == first.container_id
-    assert again.status is ContainerStatus.EXITED and again.exit_code == 0
-    assert runtime.logs("once", 1) == b"ran\n"
 
 
 def test_exec_returns_the_commands_exit_code(runtime: DockerRuntime) -> None:
@@ -489,13 +386,13 @@ def allowed_dir() -> Iterator[Path]:
 
 
 def test_a_symlink_made_by_one_task_cannot_mount_the_hosts_root_for_another(
-    make_runtime: Callable[..., DockerRuntime],
+    make_docker_runtime: Callable[..., DockerRuntime],
     recorder_of: Callable[[DockerRuntime], ExitRecorder],
     allowed_dir: Path,
 ) -> None:
     # given a worker that allows bind mounts of one directory, a file name the escape would
     # write at the host's root, and a first task that links that directory's `link` to /
-    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+    runtime = make_docker_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
     recorder = recorder_of(runtime)
     escaped = Path("/") / f"kube-escape-{uuid.uuid4().hex[:8]}"
     try:
@@ -522,12 +419,12 @@ def test_a_symlink_made_by_one_task_cannot_mount_the_hosts_root_for_another(
 
 
 def test_the_engine_mounts_the_resolved_source(
-    make_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
+    make_docker_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
 ) -> None:
     # given an allowed directory whose `current` links to its `v1`
     (allowed_dir / "v1").mkdir()
     (allowed_dir / "current").symlink_to(allowed_dir / "v1")
-    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+    runtime = make_docker_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
 
     # when a task mounts `current`
     mount = {"source": f"{allowed_dir}/current", "target": "/data", "read_only": True}
@@ -567,13 +464,13 @@ def test_a_local_image_named_localhost_runs_when_present(runtime: DockerRuntime)
 
 
 def test_a_created_container_whose_source_became_a_link_is_removed_not_started(
-    make_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
+    make_docker_runtime: Callable[..., DockerRuntime], docker_client: Any, allowed_dir: Path
 ) -> None:
     # given an attempt's container created with a resolved source but not started (as a
     # worker that stopped between the two leaves it)
     data = allowed_dir / "data"
     data.mkdir()
-    runtime = make_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
+    runtime = make_docker_runtime(policy=WorkerPolicy(mount_sources=(str(allowed_dir),)))
     docker_client.containers.create(
         BUSYBOX_IMAGE,
         ["sleep", "30"],

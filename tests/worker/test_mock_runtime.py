@@ -1,4 +1,5 @@
-"""MockRuntime: simulated containers in memory, no engine."""
+"""MockRuntime: simulated containers in memory, no engine (what all runtimes share is in
+test_runtime_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from shared.errors import RuntimeFailure
 from shared.models import TaskSpec
-from worker.runtime.base import ContainerExit, ContainerStatus, Runtime
+from worker.runtime.base import ContainerExit, ContainerStatus
 from worker.runtime.mock import FIRST_HOST_PORT, STOPPED_EXIT_CODE, MockRuntime
 
 TIMEOUT = 5.0
@@ -53,12 +54,6 @@ def exits(runtime: MockRuntime) -> Iterator[Exits]:
     watch.close()
 
 
-def test_mock_runtime_is_a_runtime(runtime: MockRuntime) -> None:
-    # given a MockRuntime, then it type-checks as the worker's Runtime and answers pings
-    checked: Runtime = runtime
-    assert checked.ping()
-
-
 def test_start_is_idempotent_per_attempt(runtime: MockRuntime) -> None:
     # given a started attempt publishing two ports
     first = runtime.start("web", 1, spec(ports=(8080, 9090)))
@@ -85,34 +80,6 @@ def test_start_is_idempotent_per_attempt(runtime: MockRuntime) -> None:
     assert second.container_id != first.container_id
     assert second.host_ports == {"8080": FIRST_HOST_PORT + 2}
     assert len(runtime.list()) == 2
-
-
-def test_exit_after_run_seconds_is_reported(runtime: MockRuntime, exits: Exits) -> None:
-    # given a container told to run 50 ms and exit with code 3
-    info = runtime.start("job", 4, spec(env={"MOCK_RUN_SECONDS": "0.05", "MOCK_EXIT_CODE": "3"}))
-
-    # when its time is up
-    [stopped] = exits.wait()
-
-    # then the watch reports the exit, and list() shows it exited
-    assert stopped == ContainerExit("job", 4, info.container_id, 3)
-    [listed] = runtime.list()
-    assert (listed.status, listed.exit_code) == (ContainerStatus.EXITED, 3)
-
-
-def test_remove_stops_forgets_and_is_idempotent(runtime: MockRuntime, exits: Exits) -> None:
-    # given a running container
-    info = runtime.start("svc", 1, spec())
-
-    # when it is removed twice
-    runtime.remove("svc", 1)
-    runtime.remove("svc", 1)
-
-    # then it reported one exit, as Docker's die event does, and is gone
-    assert exits.wait() == [ContainerExit("svc", 1, info.container_id, STOPPED_EXIT_CODE)]
-    assert runtime.list() == []
-    with pytest.raises(RuntimeFailure, match="no container"):
-        runtime.logs("svc", 1)
 
 
 def test_removed_before_its_time_never_exits_again(runtime: MockRuntime, exits: Exits) -> None:

@@ -16,8 +16,9 @@ from shared.messages import RunTask
 from shared.models import TaskSpec
 from shared.settings import Settings
 from tests.support.waiting import wait_for
+from worker.config import WorkerConfig
 from worker.runtime.mock import MockRuntime
-from worker.service import Worker, WorkerConfig
+from worker.service import Worker
 from worker.stats import Capacity
 
 

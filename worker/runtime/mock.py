@@ -2,7 +2,9 @@
 
 A container runs until removed, unless its spec's env sets MOCK_RUN_SECONDS (a float):
 then it exits after that long with MOCK_EXIT_CODE (default 0), reported to every watch.
-An exec health check gets MOCK_EXEC_EXIT_CODE (default 0).
+An exec health check gets MOCK_EXEC_EXIT_CODE (default 0). Its logs are MOCK_OUTPUT if
+set, else one line naming the image and command. A finished attempt started again is
+reported as it ended, not run again, as Docker does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ log = logging.getLogger(__name__)
 RUN_SECONDS_ENV = "MOCK_RUN_SECONDS"
 EXIT_CODE_ENV = "MOCK_EXIT_CODE"
 EXEC_EXIT_CODE_ENV = "MOCK_EXEC_EXIT_CODE"  # what exec (an exec health check) returns
+OUTPUT_ENV = "MOCK_OUTPUT"  # what the container printed
 FIRST_HOST_PORT = 40000
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM: what a container stopped by remove() reports
 
@@ -113,7 +116,7 @@ class MockRuntime:
                     host_ports={str(port): self._take_port() for port in spec.ports},
                 )
                 self._containers[(task_id, attempt)] = container
-            if container.status is not ContainerStatus.RUNNING:
+            if container.status is ContainerStatus.CREATED:
                 self._run(container, seconds, code)
             return container.info()
 
@@ -130,14 +133,16 @@ class MockRuntime:
     def logs(
         self, task_id: str, attempt: int, tail: int | None = None, limit: int | None = None
     ) -> bytes:
-        """One line naming the image and command, as if the container had printed it."""
+        """MOCK_OUTPUT, or one line naming the image and command, as if the container had
+        printed it."""
         with self._lock:
             container = self._containers.get((task_id, attempt))
         if container is None:
             name = container_name(self.node, task_id, attempt)
             raise RuntimeFailure(f"no container {name} on node {self.node}")
         spec = container.spec
-        lines = [f"mock: {spec.image} {' '.join(spec.command)}\n"]
+        output = spec.env.get(OUTPUT_ENV, f"mock: {spec.image} {' '.join(spec.command)}\n")
+        lines = output.splitlines(keepends=True)
         if tail is not None:
             lines = lines[-tail:] if tail > 0 else []
         data = "".join(lines).encode()

@@ -1,0 +1,50 @@
+"""What one client may ask: replicas per service and tasks a minute per user (issue 12)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from manager.quotas import Quotas
+from manager.service import Manager
+from shared import topology
+from tests.support.commands import send, sleeper, stand_in_manager
+from tests.support.manager import NOW
+
+
+@pytest.fixture
+def manager(tmp_path: Path) -> Iterator[Manager]:
+    yield from stand_in_manager(tmp_path)
+
+
+def test_a_service_over_the_replica_bound_is_refused_naming_it(manager: Manager) -> None:
+    manager.quotas = Quotas(max_replicas=10)
+    answer = send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=11))
+    assert not answer["ok"] and "over the manager's bound of 10" in answer["error"]
+    assert "--max-replicas" in answer["error"] and manager.store.services() == []
+    assert send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=10), tag=2)["ok"]
+    scaled = send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 10_000}, tag=3)
+    assert not scaled["ok"] and "--max-replicas" in scaled["error"]
+    (web,) = manager.store.services()
+    assert web.replicas == 10
+
+
+def test_a_user_past_its_tasks_a_minute_is_refused_until_the_budget_refills() -> None:
+    quotas = Quotas(tasks_per_minute=60)
+    assert quotas.take("alice", 60, NOW) is None  # a whole minute's worth at once
+    refused = quotas.take("alice", 1, NOW)
+    assert refused is not None and "60 tasks a minute" in refused and "alice" in refused
+    assert quotas.take("bob", 10, NOW) is None  # budgets are per user
+    assert quotas.take("alice", 30, NOW + timedelta(seconds=30)) is None  # half refilled
+    assert quotas.take("alice", 1, NOW + timedelta(seconds=30)) is not None
+
+
+def test_scaling_up_is_charged_by_the_tasks_it_adds(manager: Manager) -> None:
+    manager.quotas = Quotas(tasks_per_minute=5)
+    assert send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=3))["ok"]
+    assert send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 1}, tag=2)["ok"]
+    more = send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 6}, tag=3)
+    assert not more["ok"] and "has 2 left now, not 5" in more["error"]

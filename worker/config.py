@@ -1,0 +1,22 @@
+"""How a worker runs: the one place its defaults are written (the CLI's flags leave out
+what is not given, so these apply)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from worker.policy import WorkerPolicy
+from worker.stats import Capacity
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker runs; built by the CLI from flags and the environment."""
+
+    name: str = field(default_factory=socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    capacity: Capacity | None = None  # None: detect the host's
+    heartbeat_interval: float = 2.0
+    concurrency: int = 8  # containers started at once; the engine's own limit is near this
+    policy: WorkerPolicy = field(default_factory=WorkerPolicy)
