@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
+from manager.blocked import Shape, shape
 from manager.effects import Decision, Outgoing
 from manager.fit import PlacementContext
-from manager.restarts import Final, after_attempt
-from manager.scheduler import NoFit, Scheduler, allocate, place
+from manager.restarts import Final, after_attempt, describe
+from manager.scheduler import NoFit, Placement, Scheduler, allocate, place
 from shared import topology
 from shared.codec import encode
 from shared.messages import RunTask, StopTask, TaskUpdate
-from shared.models import NodeRecord, TaskEvent, TaskRecord, TaskSpec
+from shared.models import AttemptEnd, NodeRecord, Restarted, TaskEvent, TaskRecord, TaskSpec
+from shared.placement import sentence
 from shared.states import TaskState, can_transition
 
 REPORTED = frozenset({TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED})
@@ -35,15 +38,25 @@ def node_event(node: NodeRecord, what: str) -> Outgoing:
 
 
 def move(
-    task: TaskRecord, state: TaskState, now: datetime, detail: str | None = None, **changes: object
+    task: TaskRecord,
+    state: TaskState,
+    now: datetime,
+    detail: str | None = None,
+    restart: Restarted | None = None,
+    **changes: object,
 ) -> Decision:
     """A transition: new record, history entry, event; refused if the table forbids it."""
     if not can_transition(task.state, state):
         return Decision(
             refused=f"task {task.id}: {task.state.value} -> {state.value} is not allowed"
         )
-    moved = task.model_copy(update={"state": state, "updated_at": now, **changes})
-    history = TaskEvent(state=state, at=now, attempt=moved.attempt, node=moved.node, detail=detail)
+    # A transition ends whatever the last placement attempt found: `unplaced` is about
+    # a pending task that no node could take, and only `schedule` sets it.
+    update = {"state": state, "updated_at": now, "unplaced": None, **changes}
+    moved = task.model_copy(update=update)
+    history = TaskEvent(
+        state=state, at=now, attempt=moved.attempt, node=moved.node, detail=detail, restart=restart
+    )
     return Decision(tasks=[moved], events=[(moved.id, history)], outgoing=[task_event(moved)])
 
 
@@ -86,16 +99,26 @@ def schedule(
     decision = Decision()
     free = {node.name: node for node in nodes}
     placed = {name: dict(counts) for name, counts in (peers or {}).items()}
+    # Nodes only fill up during a pass, so a shape that fit nowhere fits nowhere for the
+    # rest of it: one failed fit answers for every task of that shape.
+    failed: dict[Shape, NoFit] = {}
     for task in pending:
         if task.not_before is not None and task.not_before > now:
             continue  # restarting: its backoff has not passed
-        context = PlacementContext(max_tasks_per_node, placed.get(task.name, {}))
-        outcome = place(scheduler, task.spec, list(free.values()), context)
+        key = shape(task.spec)
+        outcome: Placement | NoFit | None = failed.get(key)
+        if outcome is None:
+            context = PlacementContext(max_tasks_per_node, placed.get(task.name, {}))
+            outcome = place(scheduler, task.spec, list(free.values()), context)
         if isinstance(outcome, NoFit):
-            if task.error != outcome.reason:
-                decision.tasks.append(
-                    task.model_copy(update={"error": outcome.reason, "updated_at": now})
-                )
+            failed[key] = outcome
+            if task.unplaced != outcome.unplaced:
+                why = {
+                    "error": sentence(outcome.unplaced, task.spec),
+                    "unplaced": outcome.unplaced,
+                    "updated_at": now,
+                }
+                decision.tasks.append(task.model_copy(update=why))
             continue
         free[outcome.node] = allocate(free[outcome.node], task.spec)
         counts = placed.setdefault(task.name, {})
@@ -165,7 +188,7 @@ def _apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decisi
         return Decision()  # a redelivered report: already applied
     if update.state not in REPORTED:
         return Decision(refused=f"task {task.id}: a worker cannot report {update.state.value}")
-    changes: dict[str, object] = {
+    changes: dict[str, Any] = {
         "exit_code": update.exit_code,
         "health": update.health,
         "last_check": update.last_check,
@@ -192,18 +215,19 @@ def end_attempt(
     step = after_attempt(task, outcome, reason, lost)
     if isinstance(step, Final):
         return move(task, step.state, now, detail=step.reason, error=step.reason)
-    limit = task.spec.restart.max_restarts
-    detail = (
-        f"attempt {task.attempt} {outcome.value}"
-        + (f" ({reason})" if reason else "")
-        + f"; restart {step.number}/{'unlimited' if limit is None else limit}"
-        + f" in {step.delay:g}s"
+    restart = Restarted(
+        cause=AttemptEnd(outcome.value),
+        number=step.number,
+        limit=task.spec.restart.max_restarts,
+        delay=step.delay,
+        reason=reason,
     )
     decision = move(
         task,
         TaskState.PENDING,
         now,
-        detail=detail,
+        detail=describe(restart, task.attempt),
+        restart=restart,
         error=reason,
         restart_count=step.number,
         not_before=now + timedelta(seconds=step.delay),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from manager.constraints import failed_rule
 from shared.models import NodeRecord, NodeStatus, TaskSpec
+from shared.placement import Dimension, NodeFilter, NodeMiss
 from shared.specs import Constraint
 
 CPU_EPSILON = 1e-9
@@ -40,34 +41,52 @@ def ineligible(
     node: NodeRecord,
     context: PlacementContext = NO_CONTEXT,
     rules: Sequence[Constraint] | None = None,
-) -> str | None:
-    """Why the node may not take the task whatever its free resources, or None.
+) -> NodeMiss | None:
+    """What keeps the node from the task whatever its free resources, or None.
 
     `rules` are `spec.rules()`, for a caller that asks about many nodes: a spec whose
     constraints are a mapping builds them anew on each call.
     """
     if node.status is not NodeStatus.READY:
-        return f"{node.name} is {node.status.value}"
+        return NodeMiss(node=node.name, filtered=NodeFilter.DOWN)
     if not node.engine_ok:
-        return f"{node.name}'s container engine is down"
+        return NodeMiss(node=node.name, filtered=NodeFilter.ENGINE_DOWN)
     if not node.schedulable:
-        return f"{node.name} is cordoned"
+        return NodeMiss(node=node.name, filtered=NodeFilter.CORDONED)
     full = over_cap(node, context)
     if full is not None:
         return full
     rule = failed_rule(spec.rules() if rules is None else rules, node.labels)
     if rule is not None:
-        have = node.labels.get(rule.key)
-        return f"{node.name} fails {rule}" + (f" ({rule.key}={have})" if have is not None else "")
+        return NodeMiss(
+            node=node.name,
+            filtered=NodeFilter.CONSTRAINT,
+            constraint=rule,
+            label=node.labels.get(rule.key),
+        )
     return None
 
 
-def over_cap(node: NodeRecord, context: PlacementContext) -> str | None:
-    """Why the node is at the context's task cap, or None."""
+def over_cap(node: NodeRecord, context: PlacementContext) -> NodeMiss | None:
+    """The node at the context's task cap, as a miss, or None."""
     cap = context.max_tasks_per_node
     if cap is not None and node.task_count >= cap:
-        return f"{node.name} has {node.task_count} tasks (the cap is {cap})"
+        return NodeMiss(
+            node=node.name, exhausted=(Dimension.TASKS,), tasks=node.task_count, cap=cap
+        )
     return None
+
+
+def exhausted(spec: TaskSpec, node: NodeRecord) -> tuple[Dimension, ...]:
+    """The resources the node has too little of for the task."""
+    short = []
+    if node.cpus - node.allocated_cpu < spec.cpu - CPU_EPSILON:
+        short.append(Dimension.CPU)
+    if node.memory - node.allocated_memory < spec.memory:
+        short.append(Dimension.MEMORY)
+    if node.disk - node.allocated_disk < spec.disk:
+        short.append(Dimension.DISK)
+    return tuple(short)
 
 
 def has_room(spec: TaskSpec, node: NodeRecord) -> bool:
@@ -79,9 +98,41 @@ def has_room(spec: TaskSpec, node: NodeRecord) -> bool:
     )
 
 
+def miss(
+    spec: TaskSpec,
+    node: NodeRecord,
+    context: PlacementContext = NO_CONTEXT,
+    rules: Sequence[Constraint] | None = None,
+) -> NodeMiss:
+    """What the node lacks for the task: a filter, or the resources it is short of with
+    what it has free (none at all: it fit, and was passed over)."""
+    why = ineligible(spec, node, context, rules)
+    if why is not None:
+        return why
+    return NodeMiss(
+        node=node.name,
+        exhausted=exhausted(spec, node),
+        free_cpu=node.cpus - node.allocated_cpu,
+        free_memory=node.memory - node.allocated_memory,
+        free_disk=node.disk - node.allocated_disk,
+        tasks=node.task_count,
+    )
+
+
+def eligible(spec: TaskSpec, node: NodeRecord, rules: Sequence[Constraint] | None = None) -> bool:
+    """Whether the node may take the task whatever its free resources (without a placement
+    context): `ineligible` finds nothing, answered without building what it would say."""
+    return (
+        node.status is NodeStatus.READY
+        and node.engine_ok
+        and node.schedulable
+        and failed_rule(spec.rules() if rules is None else rules, node.labels) is None
+    )
+
+
 def fits(spec: TaskSpec, node: NodeRecord, rules: Sequence[Constraint] | None = None) -> bool:
     """Whether the node is eligible and has room (without a placement context)."""
-    return ineligible(spec, node, rules=rules) is None and has_room(spec, node)
+    return eligible(spec, node, rules) and has_room(spec, node)
 
 
 def filter_candidates(spec: TaskSpec, nodes: Sequence[NodeRecord]) -> list[NodeRecord]:

@@ -74,18 +74,20 @@ class StoreGauges:
 
     def _pending(self, db: sqlite3.Connection, now: datetime) -> Iterator[Metric]:
         rows = db.execute(
-            "SELECT json_extract(record, '$.error'), json_extract(record, '$.not_before'),"
+            "SELECT json_extract(record, '$.unplaced.kind'), json_extract(record, '$.not_before'),"
             " created_at FROM tasks WHERE state = ?",
             (TaskState.PENDING.value,),
         ).fetchall()
         by_reason = dict.fromkeys(PENDING_REASONS, 0)
         oldest = 0.0
-        for error, not_before_text, created_text in rows:
+        for kind, not_before_text, created_text in rows:
             not_before = _time(not_before_text)
             if not_before is not None and not_before > now:
                 by_reason["backoff"] += 1
                 continue
-            reason = unplaced.kind(error) if unplaced.is_no_fit(error) else "unscheduled"
+            # A kind is one of unplaced.KINDS unless a newer manager wrote a kind this one
+            # does not know; such a task is counted as "other".
+            reason = "unscheduled" if kind is None else kind if kind in by_reason else "other"
             by_reason[reason] += 1
             since = _time(created_text) or now
             if not_before is not None:  # a restart: it has waited since its backoff ended

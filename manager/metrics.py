@@ -9,7 +9,6 @@ scrape after a restart.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from prometheus_client import REGISTRY, Counter, Histogram
@@ -18,12 +17,14 @@ from manager import unplaced
 from manager.effects import Decision
 from manager.gauges import StoreGauges
 from shared.metrics import MetricsServer, serve
+from shared.models import AttemptEnd
+from shared.placement import Unplaced
 from shared.states import TaskState
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 """Seconds; from a placement on an idle cluster (tens of ms) to a long image pull."""
 
-RESTART_CAUSES = ("failed", "completed", "lost")
+RESTART_CAUSES = tuple(cause.value for cause in AttemptEnd)
 
 TRANSITIONS = Counter(
     "kube_task_transitions", "Task state changes, by the state entered.", ["state"]
@@ -58,18 +59,14 @@ for _cause in RESTART_CAUSES:
 for _kind in unplaced.KINDS:
     PLACEMENT_FAILURES.labels(_kind)
 
-# `manager.core.end_attempt` describes a restart as "attempt 2 failed (...); restart 2/3 in 2s".
-_RESTART = re.compile(r"^attempt \d+ (completed|failed|lost)\b.*; restart \d+/")
-
 
 def observe(decision: Decision) -> None:
     """Count what a recorded decision changed: transitions, restarts, latencies, no-fits."""
     latest = {task.id: task for task in decision.tasks}
     for task_id, event in decision.events:
         TRANSITIONS.labels(event.state.value).inc()
-        restart = _RESTART.match(event.detail or "") if event.state == TaskState.PENDING else None
-        if restart is not None:
-            RESTARTS.labels(restart.group(1)).inc()
+        if event.restart is not None:
+            RESTARTS.labels(event.restart.cause.value).inc()
         task = latest.get(task_id)
         if task is None or event.attempt != 1:
             continue
@@ -79,20 +76,20 @@ def observe(decision: Decision) -> None:
         elif event.state == TaskState.RUNNING:
             START_LATENCY.observe(waited)
     for task in decision.tasks:
-        _count_no_fit(task.id, task.error if task.state == TaskState.PENDING else None)
+        _count_no_fit(task.id, task.unplaced if task.state == TaskState.PENDING else None)
 
 
-# The NoFit reason last counted for each pending task: a task re-recorded for another
-# reason (still pending, same error) is not another failure. Bounded by the pending tasks.
-_last_no_fit: dict[str, str] = {}
+# Why each pending task was last counted as unplaced: a task re-recorded for another
+# reason (still pending, same reason) is not another failure. Bounded by the pending tasks.
+_last_no_fit: dict[str, Unplaced] = {}
 
 
-def _count_no_fit(task_id: str, error: str | None) -> None:
-    if error is None or not unplaced.is_no_fit(error):
+def _count_no_fit(task_id: str, why: Unplaced | None) -> None:
+    if why is None:
         _last_no_fit.pop(task_id, None)
-    elif _last_no_fit.get(task_id) != error:
-        _last_no_fit[task_id] = error
-        PLACEMENT_FAILURES.labels(unplaced.kind(error)).inc()
+    elif _last_no_fit.get(task_id) != why:
+        _last_no_fit[task_id] = why
+        PLACEMENT_FAILURES.labels(why.kind.value).inc()
 
 
 def serve_metrics(port: int, db_path: Path) -> MetricsServer | None:

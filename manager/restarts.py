@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.models import TaskRecord
+from shared.models import Restarted, TaskRecord
 from shared.specs import RestartMode
 from shared.states import TaskState
 
@@ -48,3 +48,13 @@ def after_attempt(
         last = reason or "exited with code 0"
         return Final(TaskState.FAILED, f"{last}; gave up after {policy.max_restarts} restarts")
     return Restart(number=number, delay=0.0 if lost else policy.delay(number))
+
+
+def describe(restart: Restarted, attempt: int) -> str:
+    """The history's sentence for a restart: "attempt 2 failed (boom); restart 2/3 in 2s"."""
+    limit = "unlimited" if restart.limit is None else restart.limit
+    cause = f" ({restart.reason})" if restart.reason else ""
+    return (
+        f"attempt {attempt} {restart.cause.value}{cause};"
+        f" restart {restart.number}/{limit} in {restart.delay:g}s"
+    )

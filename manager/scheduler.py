@@ -8,17 +8,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from manager.fit import CPU_EPSILON as CPU_EPSILON
-from manager.fit import NO_CONTEXT, PlacementContext, ineligible, lowest, over_cap
+from manager.fit import NO_CONTEXT, PlacementContext, lowest, over_cap
 from manager.fit import SCORING_DEFAULT_CPU as SCORING_DEFAULT_CPU
 from manager.fit import SCORING_DEFAULT_MEMORY as SCORING_DEFAULT_MEMORY
 from manager.fit import filter_candidates as filter_candidates
 from manager.fit import fits as fits
 from manager.packing import Binpack, Spread
+from manager.unplaced import explain
 from shared.models import NodeRecord, TaskSpec
-from shared.units import format_bytes
-
-MAX_REASON_NODES = 5
-"""How many nodes a NoFit reason names before it says "and N more"."""
+from shared.placement import Unplaced
 
 LIEB = 1.53960071783900203869
 """E-PVM's base: the cost of a resource grows as LIEB to the power of its load."""
@@ -54,9 +52,9 @@ class Placement:
 
 @dataclass(frozen=True)
 class NoFit:
-    """No node can take the task now; `reason` says what is short where."""
+    """No node can take the task now; `unplaced` says what is short where, as data."""
 
-    reason: str
+    unplaced: Unplaced
 
 
 class RoundRobin:
@@ -196,54 +194,6 @@ def make_scheduler(name: str) -> Scheduler:
     return factory()
 
 
-def _cpus(amount: float) -> str:
-    shown = f"{round(amount, 3):g}"
-    return f"{shown} cpu" if shown == "1" else f"{shown} cpus"
-
-
-def _demand(spec: TaskSpec) -> str:
-    parts = []
-    if spec.cpu > 0:
-        parts.append(_cpus(spec.cpu))
-    if spec.memory > 0:
-        parts.append(f"{format_bytes(spec.memory)} memory")
-    if spec.disk > 0:
-        parts.append(f"{format_bytes(spec.disk)} disk")
-    return ", ".join(parts) if parts else f"task {spec.name!r}"
-
-
-def _shortage(spec: TaskSpec, node: NodeRecord, context: PlacementContext) -> str:
-    why = ineligible(spec, node, context)
-    if why is not None:
-        return why
-    free_cpu = node.cpus - node.allocated_cpu
-    free_memory = node.memory - node.allocated_memory
-    free_disk = node.disk - node.allocated_disk
-    short = []
-    if free_cpu < spec.cpu - CPU_EPSILON:
-        short.append(_cpus(max(0.0, free_cpu)))
-    if free_memory < spec.memory:
-        short.append(f"{format_bytes(max(0, free_memory))} memory")
-    if free_disk < spec.disk:
-        short.append(f"{format_bytes(max(0, free_disk))} disk")
-    if not short:
-        return f"{node.name} was passed over"
-    return f"{node.name} has {', '.join(short)} free"
-
-
-def no_fit_reason(
-    spec: TaskSpec, nodes: Sequence[NodeRecord], context: PlacementContext = NO_CONTEXT
-) -> str:
-    """A sentence naming what each node lacks for the task, bounded to a few nodes."""
-    if not nodes:
-        return "no worker has joined yet"
-    ordered = sorted(nodes, key=lambda node: node.name)
-    details = [_shortage(spec, node, context) for node in ordered[:MAX_REASON_NODES]]
-    if len(ordered) > MAX_REASON_NODES:
-        details.append(f"and {len(ordered) - MAX_REASON_NODES} more")
-    return f"no node can take {_demand(spec)}: {', '.join(details)}"
-
-
 def spread_domain(
     spec: TaskSpec,
     candidates: list[NodeRecord],
@@ -277,7 +227,7 @@ def place(
     ]
     candidates = spread_domain(spec, candidates, nodes, context)
     if not candidates:
-        return NoFit(no_fit_reason(spec, nodes, context))
+        return NoFit(explain(spec, nodes, context))
     chosen = scheduler.pick(scheduler.score(spec, candidates), candidates)
     return Placement(node=chosen.name)
 

@@ -21,6 +21,7 @@ from pydantic import TypeAdapter
 
 from manager import admission, core, dead_dispatches, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
+from manager.blocked import Blocked
 from manager.commands import Commands
 from manager.effects import Decision
 from manager.logs import Answer, LogRelay
@@ -99,6 +100,10 @@ class Manager:
         self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
+        # Pending tasks that fit nowhere wait here for a change (a cache of the store:
+        # a rolled-back delivery calls `self.blocked.reset()`; a tick that finds it counts
+        # other pending tasks than the store does resets it too).
+        self.blocked = Blocked(config.max_tasks_per_node)
         self.clock = clock
         self.connected_at = clock()
         self.logs = LogRelay()
@@ -156,6 +161,7 @@ class Manager:
             log.warning("refused: %s", decision.refused)
         if not decision.empty:
             self.store.record(decision)
+            self.blocked.record(decision, self.store.node)
             observe(decision)
             for task in decision.tasks:
                 log.info("task %s: %s on %s", task.id, task.state.value, task.node or "-")
@@ -357,7 +363,7 @@ class Manager:
 
     def place(self, tasks: Sequence[TaskRecord], now: datetime) -> Decision:
         """Schedule the given pending tasks onto the nodes as they are now."""
-        return core.schedule(
+        decision = core.schedule(
             tasks,
             self.store.nodes(),
             self.scheduler,
@@ -365,11 +371,21 @@ class Manager:
             self.config.max_tasks_per_node,
             self.store.peers(task.name for task in tasks),
         )
+        self.blocked.settle(tasks, decision, now)
+        return decision
 
     def schedule_pending(self) -> None:
-        pending = self.store.tasks([TaskState.PENDING])
+        """Place the pending tasks that are due: new, woken by a change, or out of backoff."""
+        if self.blocked.stale:
+            self.blocked.rebuild(self.store.tasks([TaskState.PENDING]), self.store.nodes())
+        now = self.clock()
+        due = self.store.tasks_by_id(self.blocked.due(now)).values()
+        pending = sorted(
+            (task for task in due if task.state == TaskState.PENDING),
+            key=lambda task: (task.created_at, task.id),
+        )
         if pending:
-            self.commit(self.place(pending, self.clock()))
+            self.commit(self.place(pending, now))
 
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
@@ -389,6 +405,8 @@ class Manager:
                 nodes.node_lost(node.name, self.store.tasks_on(node.name, nodes.PLACED), now)
             )
         self.commit(decision)
+        if self.blocked.pending != self.store.count(TaskState.PENDING):
+            self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild
         self.schedule_pending()
         for answer in self.logs.expire(now):
             self.relay(answer)

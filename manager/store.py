@@ -350,6 +350,11 @@ class Store:
             for i, node, attempt, state, d_node, d_attempt in rows
         }
 
+    def count(self, state: TaskState) -> int:
+        """How many tasks are in the state (read from the index on state alone)."""
+        rows = self._query("SELECT COUNT(*) FROM tasks WHERE state = ?", (state.value,))
+        return int(rows[0][0])
+
     def tasks_named(self, name: str) -> list[TaskRecord]:
         """Tasks with this name (every task of a service bears the service's name)."""
         return self._tasks("WHERE name = ? ORDER BY created_at, id", (name,))

@@ -1,56 +1,70 @@
-"""Why a task could not be placed, as one of a few words fit for a metric label.
-
-The scheduler explains a NoFit in a sentence for people (`manager.scheduler.no_fit_reason`,
-e.g. "no node can take 2 cpus: node-1 has 0.5 cpus free, node-2 is down"); a Prometheus
-label needs a bounded value, so the sentence is classified here. When several nodes fail
-for different reasons, the first kind in `KINDS` that any node names wins: a resource
-shortage says more about the cluster than a node that happens to be down.
+"""Why a task could not be placed, as data (`shared.placement.Unplaced`), built from what
+each node lacks for it: the candidate filter's answer for every node, counted by filter
+and by exhausted dimension as Nomad's AllocMetric does, with the first few nodes kept
+whole for the sentence people read (`shared.placement.sentence`).
 """
 
 from __future__ import annotations
 
-import re
+from collections import Counter
+from collections.abc import Sequence
 
-NO_FIT_PREFIXES = ("no node can take ", "no worker has joined yet")
-"""How every NoFit reason starts; any other pending error is not about placement."""
+from manager.fit import NO_CONTEXT, PlacementContext, miss
+from shared.models import NodeRecord, TaskSpec
+from shared.placement import Dimension, NodeFilter, NodeMiss, NoFitKind, Unplaced
 
-KINDS = (
-    "insufficient_cpu",
-    "insufficient_memory",
-    "insufficient_disk",
-    "constraints",
-    "task_cap",
-    "cordoned",
-    "nodes_down",
-    "no_nodes",
-    "other",
-)
-"""Every value `kind` returns, most telling first."""
+MAX_REASON_NODES = 5
+"""How many nodes an Unplaced keeps whole (its sentence then says "and N more")."""
 
-_FREE = re.compile(r" has ((?:[^,:]+(?:cpus?|memory|disk))(?:, [^,:]+(?:cpus?|memory|disk))*) free")
-_MARKERS = (
-    ("constraints", re.compile(r" fails ")),
-    ("task_cap", re.compile(r" tasks \(the cap is ")),
-    ("cordoned", re.compile(r" is cordoned")),
-    ("nodes_down", re.compile(r" is down|container engine is down")),
-)
+KINDS: tuple[str, ...] = tuple(kind.value for kind in NoFitKind)
+"""Every kind, most telling first: the label values of the placement metrics."""
 
-
-def is_no_fit(error: str | None) -> bool:
-    """Whether a pending task's error is the scheduler's NoFit reason."""
-    return error is not None and error.startswith(NO_FIT_PREFIXES)
+_BY_DIMENSION = {
+    Dimension.CPU: NoFitKind.INSUFFICIENT_CPU,
+    Dimension.MEMORY: NoFitKind.INSUFFICIENT_MEMORY,
+    Dimension.DISK: NoFitKind.INSUFFICIENT_DISK,
+    Dimension.TASKS: NoFitKind.TASK_CAP,
+}
+_BY_FILTER = {
+    NodeFilter.CONSTRAINT: NoFitKind.CONSTRAINTS,
+    NodeFilter.CORDONED: NoFitKind.CORDONED,
+    NodeFilter.DOWN: NoFitKind.NODES_DOWN,
+    NodeFilter.ENGINE_DOWN: NoFitKind.NODES_DOWN,
+}
 
 
-def kind(reason: str) -> str:
-    """The label for a NoFit reason: one of KINDS."""
-    if reason.startswith("no worker has joined yet"):
-        return "no_nodes"
-    found: set[str] = set()
-    for match in _FREE.finditer(reason):
-        for item in match.group(1).split(", "):
-            resource = item.rsplit(" ", 1)[-1]
-            found.add(
-                "insufficient_cpu" if resource.startswith("cpu") else f"insufficient_{resource}"
-            )
-    found.update(name for name, marker in _MARKERS if marker.search(reason))
-    return next((name for name in KINDS if name in found), "other")
+def explain(
+    spec: TaskSpec, nodes: Sequence[NodeRecord], context: PlacementContext = NO_CONTEXT
+) -> Unplaced:
+    """Why none of the nodes can take the task; its kind is the most telling any node shows."""
+    if not nodes:
+        return Unplaced(kind=NoFitKind.NO_NODES)
+    rules = spec.rules()
+    misses = [miss(spec, node, context, rules) for node in sorted(nodes, key=lambda n: n.name)]
+    return summarize(misses)
+
+
+def summarize(misses: Sequence[NodeMiss]) -> Unplaced:
+    """The counts over every node's miss, and the first few kept whole."""
+    filtered: Counter[NodeFilter] = Counter()
+    constraints: Counter[str] = Counter()
+    dimensions: Counter[Dimension] = Counter()
+    exhausted_nodes = 0
+    for one in misses:
+        if one.filtered is not None:
+            filtered[one.filtered] += 1
+            if one.constraint is not None:
+                constraints[str(one.constraint)] += 1
+        if one.exhausted:
+            exhausted_nodes += 1
+            dimensions.update(one.exhausted)
+    found = {_BY_FILTER[f] for f in filtered} | {_BY_DIMENSION[d] for d in dimensions}
+    return Unplaced(
+        kind=next((kind for kind in NoFitKind if kind in found), NoFitKind.OTHER),
+        nodes_evaluated=len(misses),
+        nodes_filtered=dict(filtered),
+        constraint_filtered=dict(constraints),
+        nodes_exhausted=exhausted_nodes,
+        dimension_exhausted=dict(dimensions),
+        nodes=tuple(misses[:MAX_REASON_NODES]),
+    )

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from shared.placement import Unplaced
 from shared.specs import PullPolicy as PullPolicy
 from shared.specs import TaskSpec as TaskSpec
 from shared.states import TaskState
@@ -88,6 +89,24 @@ class Removed(WireModel):
     nodes: tuple[str, ...] = ()
 
 
+class AttemptEnd(enum.StrEnum):
+    """How an attempt that is restarted ended."""
+
+    COMPLETED = "completed"  # exited 0
+    FAILED = "failed"  # exited non-zero, could not start, or was found unhealthy or gone
+    LOST = "lost"  # its node went down
+
+
+class Restarted(WireModel):
+    """Why a task went back to pending for another attempt, as data (`detail` says it)."""
+
+    cause: AttemptEnd
+    number: Count = Field(description="this restart's number, from 1")
+    limit: Count | None = Field(default=None, description="the policy's max_restarts")
+    delay: float = Field(ge=0, description="seconds before the next attempt may be placed")
+    reason: Text | None = Field(default=None, description="what the worker said ended it")
+
+
 class TaskEvent(WireModel):
     """One entry of a task's state history."""
 
@@ -96,6 +115,7 @@ class TaskEvent(WireModel):
     attempt: Count
     node: Name | None = None
     detail: Text | None = None
+    restart: Restarted | None = None
 
 
 class Health(enum.StrEnum):
@@ -130,6 +150,9 @@ class TaskRecord(WireModel):
     restart_count: Count = 0
     exit_code: Int64 | None = None
     error: Text | None = None
+    unplaced: Unplaced | None = Field(
+        default=None, description="while pending: why no node could take it, as data"
+    )
     health: Health | None = None
     last_check: Text | None = Field(default=None, description="the last health check's result")
     not_before: Timestamp | None = Field(

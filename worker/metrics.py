@@ -70,9 +70,9 @@ def outcome(exc: BaseException | None) -> str:
     return "error"
 
 
-def exit_class(code: int, error: str | None = None) -> str:
+def exit_class(code: int, oom_killed: bool = False) -> str:
     """The class of a container's exit: 0, 1-125, 126-127 (not runnable), 128+n, OOM."""
-    if error is not None and "OOM" in error:
+    if oom_killed:
         return "oom_killed"
     if code == 0:
         return "success"

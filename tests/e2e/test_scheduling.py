@@ -13,6 +13,7 @@ import pytest
 
 from kube.client import Client
 from shared.models import TaskRecord, TaskSpec
+from shared.placement import Dimension, NoFitKind
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import Cluster, running_cluster
@@ -82,6 +83,9 @@ def test_constraints_choose_the_nodes(three: Cluster, busybox_image: str) -> Non
         pending = wait_for(lambda: (t := client.get(task_id)).error and t, what="the reason")
         assert pending.state == TaskState.PENDING
         assert f"{node(three, 'a1')} fails zone == c (zone=a)" in (pending.error or "")
+        assert pending.unplaced is not None
+        assert pending.unplaced.kind == NoFitKind.CONSTRAINTS
+        assert pending.unplaced.constraint_filtered == {"zone == c": 3}
 
 
 def test_a_task_too_big_waits_with_its_reason_and_runs_when_capacity_frees(
@@ -98,6 +102,10 @@ def test_a_task_too_big_waits_with_its_reason_and_runs_when_capacity_frees(
         assert waiting.state == TaskState.PENDING
         assert (waiting.error or "").startswith("no node can take 1.5 cpus: ")
         assert "1 cpu free" in (waiting.error or "")
+        # and says it as data too: every node short of cpu
+        assert waiting.unplaced is not None
+        assert waiting.unplaced.kind == NoFitKind.INSUFFICIENT_CPU
+        assert waiting.unplaced.dimension_exhausted == {Dimension.CPU: 3}
         # and once capacity frees it runs, with no resubmission
         client.stop(first)
         ran = client.wait(big, {TaskState.RUNNING}, timeout=60)

@@ -11,12 +11,23 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from manager import core, nodes, unplaced
 from manager.effects import Decision
+from manager.fit import PlacementContext
 from manager.gauges import PENDING_REASONS, StoreGauges
 from manager.metrics import observe
-from manager.scheduler import RoundRobin, no_fit_reason
+from manager.restarts import describe
+from manager.scheduler import RoundRobin
 from manager.store import Store
 from shared.messages import TaskUpdate
-from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.models import (
+    AttemptEnd,
+    NodeRecord,
+    NodeStatus,
+    Restarted,
+    TaskEvent,
+    TaskRecord,
+    TaskSpec,
+)
+from shared.placement import Dimension, NodeFilter, NodeMiss, NoFitKind
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -57,33 +68,40 @@ def update(task: TaskRecord, state: TaskState, **fields: object) -> TaskUpdate:
         ({"cpu": 1}, [node("a", status=NodeStatus.DOWN)], "nodes_down"),
         ({"cpu": 4}, [node("a", status=NodeStatus.DOWN), node("b", cpus=1)], "insufficient_cpu"),
         ({"cpu": 1}, [], "no_nodes"),
+        ({"cpu": 1}, [node("a").model_copy(update={"engine_ok": False})], "nodes_down"),
+        ({"cpu": 1}, [node("a").model_copy(update={"schedulable": False})], "cordoned"),
+        ({"constraints": {"zone": "b"}}, [node("a")], "constraints"),
     ],
 )
 def test_the_schedulers_reasons_get_a_bounded_kind(
     demand: dict[str, object], nodes_: list[NodeRecord], kind: str
 ) -> None:
-    reason = no_fit_reason(spec(**demand), nodes_)
-    assert unplaced.is_no_fit(reason)
-    assert unplaced.kind(reason) == kind
+    # given nodes that cannot take the task, when the scheduler explains why
+    why = unplaced.explain(spec(**demand), nodes_)
+    # then the reason's kind is data, one of the metric's label values
+    assert why.kind.value == kind
+    assert kind in unplaced.KINDS
 
 
-@pytest.mark.parametrize(
-    ("reason", "kind"),
-    [
-        ("no node can take 1 cpu: a is cordoned, b is down", "cordoned"),
-        ("no node can take 1 cpu: a fails zone == b (zone=a)", "constraints"),
-        ("no node can take 1 cpu: a has 3 tasks (the cap is 3)", "task_cap"),
-        ("no node can take 1 cpu: a's container engine is down", "nodes_down"),
-        ("no node can take 1 cpu: a was passed over", "other"),
-    ],
-)
-def test_reasons_of_constraints_cordons_and_caps(reason: str, kind: str) -> None:
-    assert unplaced.kind(reason) == kind
+def test_a_task_cap_and_a_node_passed_over_have_their_kinds() -> None:
+    capped = node("a").model_copy(update={"task_count": 3})
+    why = unplaced.explain(spec(cpu=1), [capped], PlacementContext(max_tasks_per_node=3))
+    assert why.kind == NoFitKind.TASK_CAP
+    assert why.dimension_exhausted == {Dimension.TASKS: 1}
+    assert unplaced.summarize([NodeMiss(node="a")]).kind == NoFitKind.OTHER
 
 
-def test_an_exit_reason_is_not_a_placement_failure() -> None:
-    assert not unplaced.is_no_fit("exited with code 1")
-    assert not unplaced.is_no_fit(None)
+def test_the_counts_cover_every_node_not_only_those_the_sentence_names() -> None:
+    # given twelve nodes: eleven too small, the last (by name) down
+    nodes_ = [node(f"n{i:02}", cpus=1) for i in range(11)] + [node("n99", status=NodeStatus.DOWN)]
+    why = unplaced.explain(spec(cpu=4), nodes_)
+    # then the kind is the shortage, and the down node is counted though not named
+    assert why.kind == NoFitKind.INSUFFICIENT_CPU
+    assert why.nodes_evaluated == 12
+    assert why.nodes_exhausted == 11
+    assert why.dimension_exhausted == {Dimension.CPU: 11}
+    assert why.nodes_filtered == {NodeFilter.DOWN: 1}
+    assert len(why.nodes) == unplaced.MAX_REASON_NODES
 
 
 # -- counters from decisions ------------------------------------------------------------
@@ -217,3 +235,53 @@ def test_gauges_of_a_database_not_made_yet_are_empty(tmp_path: Path) -> None:
     registry = gauges(tmp_path / "missing.db")
     assert registry.get_sample_value("kube_tasks", {"state": "pending"}) is None
     assert not (tmp_path / "missing.db").exists()  # read-only: never creates it
+
+
+# -- reasons are read as data, whatever their sentences say -----------------------------
+
+
+def test_a_restart_is_counted_by_the_cause_it_carries_not_by_its_sentence() -> None:
+    # given a restart whose history line is worded in any way at all
+    task = core.accept(spec(), "m-words", NOW).tasks[0]
+    restart = Restarted(cause=AttemptEnd.LOST, number=1, delay=0.0)
+    event = TaskEvent(
+        state=TaskState.PENDING, at=NOW, attempt=1, detail="reworded entirely", restart=restart
+    )
+    before = value("kube_task_restarts_total", cause="lost")
+    # when the decision is observed
+    observe(Decision(tasks=[task], events=[(task.id, event)]))
+    # then it counts under its cause
+    assert value("kube_task_restarts_total", cause="lost") == before + 1
+
+
+def test_an_attempt_that_ends_and_restarts_carries_its_cause_as_data() -> None:
+    task = core.schedule(
+        core.accept(spec(), "m-cause", NOW).tasks, [node("a")], RoundRobin(), NOW
+    ).tasks[-1]
+    failed = core.apply_update(task, update(task, TaskState.FAILED, exit_code=3, error="boom"), NOW)
+    restart = failed.events[-1][1].restart
+    assert restart is not None
+    assert (restart.cause, restart.number, restart.reason) == (AttemptEnd.FAILED, 1, "boom")
+    assert restart.limit == task.spec.restart.max_restarts
+    assert failed.events[-1][1].detail == describe(restart, 1)
+
+
+def test_a_placement_failure_is_counted_by_the_kind_it_carries_not_by_its_sentence() -> None:
+    # given a pending task whose reason is data, with an error worded in any way at all
+    why = unplaced.summarize([NodeMiss(node="a", filtered=NodeFilter.CONSTRAINT)])
+    task = core.accept(spec(), "m-kind", NOW).tasks[0]
+    worded = task.model_copy(update={"error": "reworded entirely", "unplaced": why})
+    before = value("kube_placement_failures_total", reason="constraints")
+    # when it is observed
+    observe(Decision(tasks=[worded]))
+    # then it counts under its kind
+    assert value("kube_placement_failures_total", reason="constraints") == before + 1
+
+
+def test_the_pending_gauge_reads_the_kind_not_the_sentence(store: Store, tmp_path: Path) -> None:
+    why = unplaced.summarize([NodeMiss(node="a", filtered=NodeFilter.CORDONED)])
+    task = core.accept(spec(), "g-kind", NOW).tasks[0]
+    store.record(Decision(tasks=[task.model_copy(update={"error": "any words", "unplaced": why})]))
+    store.commit()
+    read = gauges(tmp_path / "manager.db").get_sample_value
+    assert read("kube_tasks_pending", {"reason": "cordoned"}) == 1

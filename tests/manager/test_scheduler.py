@@ -17,7 +17,6 @@ from manager.scheduler import (
     DEFAULT_SCHEDULER,
     LIEB,
     MAX_JOBS,
-    MAX_REASON_NODES,
     SCHEDULERS,
     Epvm,
     NoFit,
@@ -31,7 +30,9 @@ from manager.scheduler import (
     place,
     release,
 )
+from manager.unplaced import MAX_REASON_NODES
 from shared.models import NodeRecord, NodeStats, NodeStatus, TaskSpec
+from shared.placement import NoFitKind, sentence
 
 GI = 1024**3
 MI = 1024**2
@@ -55,6 +56,12 @@ def node(name: str, **fields: Any) -> NodeRecord:
 def task(cpu: float = 0.0, memory: int = 0, disk: int = 0, name: str = "web") -> TaskSpec:
     """A task asking for the given resources."""
     return TaskSpec(name=name, image="nginx:alpine", cpu=cpu, memory=memory, disk=disk)
+
+
+def reason(result: Placement | NoFit, spec: TaskSpec) -> str:
+    """The sentence a NoFit is rendered to for the task, failing the test on a placement."""
+    assert isinstance(result, NoFit), result
+    return sentence(result.unplaced, spec)
 
 
 def placed_on(result: Placement | NoFit) -> str:
@@ -276,7 +283,8 @@ def test_no_fit_on_an_empty_cluster_says_no_worker_joined() -> None:
     # when placing
     result = place(Epvm(), task(cpu=1.0), [])
     # then the reason says so
-    assert result == NoFit(reason="no worker has joined yet")
+    assert isinstance(result, NoFit) and result.unplaced.kind == NoFitKind.NO_NODES
+    assert reason(result, task(cpu=1.0)) == "no worker has joined yet"
 
 
 def test_no_fit_when_every_node_is_down_names_them() -> None:
@@ -285,7 +293,7 @@ def test_no_fit_when_every_node_is_down_names_them() -> None:
     # when placing
     result = place(RoundRobin(), task(cpu=1.0), nodes)
     # then each node is named as down
-    assert result == NoFit(reason="no node can take 1 cpu: node-1 is down, node-2 is down")
+    assert reason(result, task(cpu=1.0)) == "no node can take 1 cpu: node-1 is down, node-2 is down"
 
 
 def test_no_fit_for_a_big_task_lists_each_nodes_free_amount() -> None:
@@ -296,10 +304,11 @@ def test_no_fit_for_a_big_task_lists_each_nodes_free_amount() -> None:
         node("node-3", status=NodeStatus.DOWN),
     ]
     # when placing a task for 2 cpus, 64Mi memory and 512Mi disk
-    result = place(Epvm(), task(cpu=2.0, memory=64 * MI, disk=512 * MI), nodes)
+    big = task(cpu=2.0, memory=64 * MI, disk=512 * MI)
+    result = place(Epvm(), big, nodes)
     # then the reason says what each node lacks
-    assert result == NoFit(
-        reason="no node can take 2 cpus, 64Mi memory, 512Mi disk: "
+    assert reason(result, big) == (
+        "no node can take 2 cpus, 64Mi memory, 512Mi disk: "
         "node-1 has 0.5 cpus free, node-2 has 32Mi memory, 0B disk free, node-3 is down"
     )
 
@@ -310,9 +319,9 @@ def test_no_fit_reason_is_bounded_on_a_large_cluster() -> None:
     # when placing
     result = place(Epvm(), task(cpu=1.0), nodes)
     # then only a few are named and the rest are counted
-    assert isinstance(result, NoFit)
-    assert result.reason.count("has 0 cpus free") == MAX_REASON_NODES
-    assert result.reason.endswith(f"and {12 - MAX_REASON_NODES} more")
+    said = reason(result, task(cpu=1.0))
+    assert said.count("has 0 cpus free") == MAX_REASON_NODES
+    assert said.endswith(f"and {12 - MAX_REASON_NODES} more")
 
 
 # --- make_scheduler -------------------------------------------------------------------
@@ -493,14 +502,10 @@ def test_constraints_pick_nodes_by_label_equality_membership_and_inequality() ->
 
 
 def test_a_constraint_no_node_meets_is_named_in_the_reason() -> None:
-    result = place(
-        make_scheduler("epvm"),
-        TaskSpec(name="x", image="i", constraints={"zone": "c"}),
-        [labelled("n1", zone="a"), labelled("n2")],
-    )
-    assert isinstance(result, NoFit)
+    spec = TaskSpec(name="x", image="i", constraints={"zone": "c"})
+    result = place(make_scheduler("epvm"), spec, [labelled("n1", zone="a"), labelled("n2")])
     assert (
-        result.reason
+        reason(result, spec)
         == "no node can take task 'x': n1 fails zone == c (zone=a), n2 fails zone == c"
     )
 
@@ -510,8 +515,8 @@ def test_cordoned_nodes_and_full_nodes_take_nothing() -> None:
     busy = node("n2", task_count=3)
     context = PlacementContext(max_tasks_per_node=3)
     result = place(make_scheduler("epvm"), task(), [cordoned, busy], context)
-    assert isinstance(result, NoFit)
-    assert "n1 is cordoned" in result.reason and "n2 has 3 tasks (the cap is 3)" in result.reason
+    said = reason(result, task())
+    assert "n1 is cordoned" in said and "n2 has 3 tasks (the cap is 3)" in said
 
 
 def test_binpack_fills_the_fullest_node_and_spread_the_emptiest() -> None:
@@ -610,12 +615,12 @@ def test_a_decision_reads_the_constraints_once_and_checks_each_node_once(
     spec = TaskSpec(name="web", image="nginx:alpine", constraints={"zone": "a"})
     rules_calls: list[int] = []
     checks: list[str] = []
-    original_rules, original_ineligible = TaskSpec.rules, fit.ineligible
+    original_rules, original_eligible = TaskSpec.rules, fit.eligible
     monkeypatch.setattr(TaskSpec, "rules", lambda s: rules_calls.append(1) or original_rules(s))
     monkeypatch.setattr(
         fit,
-        "ineligible",
-        lambda s, n, *a, **k: checks.append(n.name) or original_ineligible(s, n, *a, **k),
+        "eligible",
+        lambda s, n, *a, **k: checks.append(n.name) or original_eligible(s, n, *a, **k),
     )
     # when the task is placed, under a cap
     result = place(make_scheduler(name), spec, nodes, PlacementContext(max_tasks_per_node=10))

@@ -287,7 +287,7 @@ def test_out_of_memory_is_reported(runtime: DockerRuntime, recorder: ExitRecorde
     stopped = wait_for(lambda: recorder.exit_of("hog"), "the OOM kill of task hog")
 
     # then the watch and list() both say it ran out of memory
-    assert (stopped.exit_code, stopped.error) == (137, OOM_ERROR)
+    assert (stopped.exit_code, stopped.error, stopped.oom_killed) == (137, OOM_ERROR, True)
     [info] = runtime.list()
     assert (info.status, info.exit_code, info.error) == (ContainerStatus.EXITED, 137, OOM_ERROR)
 

@@ -45,7 +45,8 @@ class ContainerExit:
     attempt: int
     container_id: str
     exit_code: int
-    error: str | None = None
+    error: str | None = None  # for people; what it says is not parsed
+    oom_killed: bool = False  # the kernel's OOM killer ended it
 
 
 def container_name(node: str, task_id: str, attempt: int) -> str:

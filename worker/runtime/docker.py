@@ -445,7 +445,7 @@ class DockerExitWatch:
             log.warning("node %s: ignored a malformed die event: %r", self._node, event)
             return
         if stopped.exit_code == _SIGKILL_EXIT and self._oom_killed(stopped.container_id):
-            stopped = dataclasses.replace(stopped, error=OOM_ERROR)
+            stopped = dataclasses.replace(stopped, error=OOM_ERROR, oom_killed=True)
         try:
             self._on_exit(stopped)
         except Exception:

@@ -64,7 +64,7 @@ class TimedRuntime:
         self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
     ) -> ExitWatch:
         def counted(event: ContainerExit) -> None:
-            EXITS.labels(exit_class(event.exit_code, event.error)).inc()
+            EXITS.labels(exit_class(event.exit_code, event.oom_killed)).inc()
             on_exit(event)
 
         with _timed("watch_exits"):
