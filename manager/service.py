@@ -359,7 +359,7 @@ class Manager:
             self._sent_at = started
         if self._stalled:
             # Workers' heartbeats may have been held up as ours were: a full interval again.
-            log.info("manager: the broker takes publishes again; nodes get a full interval")
+            log.info("manager: the broker confirms again; nodes get a full interval")
             self._stalled = False
             self.silence_from = self.clock()
 
