@@ -68,9 +68,11 @@ MAX_PUBLISH_DELAY = 5.0
 from half a second)."""
 
 PROBE_KEY = "kube.manager.probe"
-"""Routing key (on the default exchange, bound to no queue) of the message the manager
-publishes before judging nodes silent when it published nothing since its last tick: a
-confirm proves the broker takes publishes, so the silence is the nodes' own."""
+"""Routing key (on the default exchange, bound to no queue: the broker drops it) of the
+message the manager publishes with each tick, so that the next tick knows the broker took
+a publish since (its confirm came): only then is a node's silence the node's own. When
+the manager publishes anyway it rides in that batch; when idle, it costs one small
+publish a tick."""
 
 TRANSIENT = (MessagingError, StoreError, *LOST)
 """Failures that are the broker's or the database's, not the message's: the delivery is
@@ -137,6 +139,7 @@ class Manager:
         self._stalled = False  # a publish failed since the last that was confirmed
         self._retry_at = 0.0  # monotonic time before which no batch is published again
         self._retry_delay = 0.0
+        self._probing = False  # a probe waits in the replies
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
@@ -181,6 +184,7 @@ class Manager:
         self._backlog_mark = None
         self._acks.clear()  # deliveries of the dead channel come again
         self._replies.clear()
+        self._probing = False
         self._retry_at = 0.0
         self.finish_batch()
 
@@ -355,6 +359,7 @@ class Manager:
     def _confirmed(self, started: datetime | None) -> None:
         """The broker confirmed what was published from `started` on (None: nothing was)."""
         self._retry_delay = 0.0
+        self._probing = False
         if started is not None:
             self._sent_at = started
         if self._stalled:
@@ -582,6 +587,9 @@ class Manager:
         self.schedule_pending()
         for answer in self.logs.expire(now):
             self.relay(answer)
+        if not self._probing:  # one at a time: none piles up while the broker blocks
+            self._probing = True
+            self._replies.append(self.bus.message("", PROBE_KEY, b"{}", persistent=False))
 
     def purge_ended(self) -> None:
         """Forget ended tasks past the retention (manager/retention.py), a batch a pass."""
@@ -603,8 +611,7 @@ class Manager:
             log.info("the broker blocks publishers: no node is judged silent now")
             return False
         if self._sent_at is None or self._sent_at < self._last_tick:
-            # Nothing confirmed since the last tick: prove the broker takes publishes first.
-            self._replies.append(self.bus.message("", PROBE_KEY, b"{}", persistent=False))
+            log.info("no publish was confirmed since the last tick: no node is judged silent")
             return False
         if self._backlog_mark is None:
             waiting = self.bus.queue_depth(topology.RESULTS_QUEUE)
