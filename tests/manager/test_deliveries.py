@@ -15,7 +15,7 @@ from manager.service import Manager
 from shared import messages, topology
 from shared.bus import Delivery, StubBus, dead_letter_copy
 from shared.codec import encode
-from shared.errors import MessagingError
+from shared.errors import ConnectionLost, MessagingError
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import MAX_BODY_BYTES, NodeStatus, TaskSpec
 from shared.states import TaskState
@@ -286,3 +286,17 @@ def test_a_dead_letter_copy_fits_the_brokers_frame(tmp_path: Path) -> None:
     assert headers[topology.REASON_HEADER] == "too big"
     assert len(copy.body) == MAX_BODY_BYTES
     assert headers["x-kube-body-trimmed"] == MAX_BODY_BYTES + 10
+
+
+def test_a_lost_connection_is_not_taken_for_a_refused_batch(tmp_path: Path) -> None:
+    # given a manager whose connection is lost at the next publish
+    manager, bus = manager_with_a_node(tmp_path)
+    bus.fail_next = ConnectionLost("gone")
+    deliver(manager, submit(1, "t1"))
+    # when the batch finishes, the loss goes up to the bus, which reconnects
+    with pytest.raises(ConnectionLost):
+        manager.finish_batch()
+    # then no backoff holds the batch sent again on the next connection
+    manager.on_connect()
+    assert [key for kind, key in trace(bus) if kind == "publish"].count("n1") == 1
+    manager.store.close()
