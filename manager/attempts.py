@@ -27,19 +27,23 @@ class Attempts:
         self._where: dict[str, Where] = {}
         self._running: dict[str, dict[str, int]] = {}  # node -> task id -> attempt
 
-    def put(self, task_id: str, where: Where) -> None:
-        """Where a task is now, as just recorded."""
+    def put(self, task_id: str, where: Where) -> Where | None:
+        """Where a task is now, as just recorded; returns what was kept before (to undo)."""
         old = self._where.pop(task_id, None)
         if old is not None and old.state == TaskState.RUNNING and old.node is not None:
             running = self._running.get(old.node, {})
             running.pop(task_id, None)
             if not running:
                 self._running.pop(old.node, None)
-        if not holds_attempt(where):
-            return
-        self._where[task_id] = where
-        if where.state == TaskState.RUNNING and where.node is not None:
-            self._running.setdefault(where.node, {})[task_id] = where.attempt
+        if holds_attempt(where):
+            self._where[task_id] = where
+            if where.state == TaskState.RUNNING and where.node is not None:
+                self._running.setdefault(where.node, {})[task_id] = where.attempt
+        return old
+
+    def restore(self, task_id: str, old: Where | None) -> None:
+        """Undo a `put`: keep what was kept before it (nothing, if `old` is None)."""
+        self.put(task_id, old if old is not None else Where(None, 0, TaskState.PENDING))
 
     def forget(self, task_id: str) -> None:
         """A task removed from the store holds nothing any more."""

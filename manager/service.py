@@ -7,11 +7,19 @@ published with confirms, and only then are they acked. A manager killed anywhere
 between re-sends its outbox on start, and the broker redelivers the unacked messages,
 which find their effects already recorded (a task id is never created twice) or, when
 their transaction never committed, are handled afresh.
+
+Each delivery is all or nothing within its batch (`handle`): its writes are a savepoint,
+rolled back with what they moved in memory when its handler fails. A failure that is the
+message's (it cannot be decoded, names what does not exist, or makes a handler raise) is
+dead-lettered once, with its reason; one that is the broker's or the database's is tried
+again. A batch the broker does not confirm (a nack, or a resource alarm that blocks
+publishers) is published again with backoff, and no node is judged silent meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,8 +41,9 @@ from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
+from shared.bus.connection import LOST
 from shared.codec import decode, encode
-from shared.errors import DecodeError
+from shared.errors import ConnectionLost, DecodeError, MessagingError, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
     Dispatch,
@@ -55,9 +64,20 @@ log = logging.getLogger(__name__)
 MANAGER_PREFETCH = 250
 """Unacked deliveries per queue: a batch is what arrived, acked after its outbox is confirmed."""
 
-MAX_RESULT_LAG = 2.0
-"""Seconds a result may wait in the queues before the manager counts itself behind: then
-it marks no node down, since the heartbeats it has not read yet may be in the backlog."""
+MAX_PUBLISH_DELAY = 5.0
+"""Seconds between tries, at most, while the broker does not confirm a batch (doubling
+from half a second)."""
+
+PROBE_KEY = "kube.manager.probe"
+"""Routing key (on the default exchange, bound to no queue: the broker drops it) of the
+message the manager publishes with each tick, so that the next tick knows the broker took
+a publish since (its confirm came): only then is a node's silence the node's own. When
+the manager publishes anyway it rides in that batch; when idle, it costs one small
+publish a tick."""
+
+TRANSIENT = (MessagingError, StoreError, *LOST)
+"""Failures that are the broker's or the database's, not the message's: the delivery is
+tried again (requeued, or redelivered after a reconnect), never dead-lettered for them."""
 
 MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
@@ -105,16 +125,26 @@ class Manager:
         # other pending tasks than the store does resets it too).
         self.blocked = Blocked(config.max_tasks_per_node)
         self.clock = clock
-        self.connected_at = clock()
+        self.silence_from = clock()  # no node is silent for longer than since this
         self.logs = LogRelay()
         self.queries = Queries(self.store, self.bus, self.logs, clock)
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
-        self._lag: tuple[float, datetime] = (0.0, self.connected_at)  # seconds, when seen
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
+        self._undo: list[Callable[[], None]] = []  # undoes the open delivery's memory moves
+        self._refusal: str | None = None  # why the open delivery is refused, if it is
+        self._handling = False  # whether a delivery is being handled (`handle`)
+        self._results_seen = 0  # results handled since the start
+        self._backlog_mark: int | None = None  # results to handle before judging silence
+        self._last_tick = self.silence_from
+        self._sent_at: datetime | None = None  # when the last confirmed publish began
+        self._stalled = False  # a publish failed since the last that was confirmed
+        self._retry_at = 0.0  # monotonic time before which no batch is published again
+        self._retry_delay = 0.0
+        self._probing = False  # a probe waits in the replies
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
@@ -122,17 +152,24 @@ class Manager:
         for node in self.store.nodes():
             self.bus.declare(topology.node_topology(node.name))
         self.bus.on_connect(self.on_connect)
+        self.bus.on_blocked(self.on_blocked)
         self.bus.after_events(self.finish_batch)
-        self.bus.consume(topology.COMMANDS_QUEUE, self.from_asker(self.commands.on_command))
-        self.bus.consume(topology.RESULTS_QUEUE, self.on_result)
         self.bus.consume(
-            topology.QUERIES_QUEUE, self.from_asker(self.on_query), requeue_on_error=False
+            topology.COMMANDS_QUEUE, self.handling(self.from_asker(self.commands.on_command))
+        )
+        self.bus.consume(topology.RESULTS_QUEUE, self.handling(self.on_result))
+        self.bus.consume(
+            topology.QUERIES_QUEUE,
+            self.handling(self.from_asker(self.on_query)),
+            requeue_on_error=False,
         )
         self.bus.consume(
-            topology.DEAD_DISPATCHES_QUEUE, self.on_dead_letter, requeue_on_error=False
+            topology.DEAD_DISPATCHES_QUEUE,
+            self.handling(self.on_dead_letter, dead_letter=False),
+            requeue_on_error=False,
         )
-        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.tick)
-        self.bus.every(self.config.purge_interval, self.purge_ended)
+        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.ticking)
+        self.bus.every(self.config.purge_interval, self.purging)
 
     def run(self) -> None:
         self.setup()
@@ -148,10 +185,120 @@ class Manager:
         While the manager had no broker it heard no heartbeat; that silence is not the
         nodes' fault, so they get a full interval again before being called down.
         """
-        self.connected_at = self.clock()
+        self.silence_from = self.clock()
+        self._backlog_mark = None
         self._acks.clear()  # deliveries of the dead channel come again
         self._replies.clear()
-        self.flush()
+        self._probing = False
+        self._retry_at = 0.0
+        self.finish_batch()
+
+    def on_blocked(self, blocked: bool) -> None:
+        """The broker blocks publishers (a resource alarm), or unblocks them. Workers could
+        not send heartbeats meanwhile: once unblocked, nodes get a full interval again."""
+        if blocked:
+            log.warning("manager: the broker blocks publishers; no node is judged silent")
+        else:
+            log.info("manager: the broker takes publishes again; nodes get a full interval")
+            self.silence_from = self.clock()
+            self._retry_at = 0.0
+
+    # -- one delivery, all or nothing --------------------------------------------------
+
+    def handling(
+        self, handler: Callable[[Delivery], None], dead_letter: bool = True
+    ) -> Callable[[Delivery], None]:
+        """The handler, run as one unit per delivery (`handle`). Without dead_letter (for
+        the queue that reads dead letters: a copy would come back to it), a message that
+        fails is only logged and acked."""
+
+        def handle(delivery: Delivery) -> None:
+            self.handle(delivery, handler, dead_letter)
+
+        return handle
+
+    def handle(
+        self, delivery: Delivery, handler: Callable[[Delivery], None], dead_letter: bool = True
+    ) -> None:
+        """Run a handler on one delivery, all or nothing: what it recorded (tables, caches,
+        outbox, replies, acks) is kept if it succeeds, dropped if it is refused or raises.
+
+        A refused delivery, or one whose handler raised for any reason that is not the
+        broker's or the database's, is dead-lettered once with its reason; the other
+        deliveries of the batch go on. A transient failure is raised, for the bus to
+        requeue the delivery (or have it redelivered after reconnecting).
+        """
+        replies, acks = len(self._replies), len(self._acks)
+        self._undo, self._refusal = [], None
+        self.store.begin_unit()
+        self._handling = True
+        try:
+            handler(delivery)
+        except TRANSIENT:
+            self._drop(replies, acks)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the message's fault: dead-letter it
+            self._drop(replies, acks)
+            log.exception(
+                "manager: handling %s from %s failed", delivery.routing_key, delivery.queue
+            )
+            reason = f"the manager failed on this message: {_describe(exc)}"
+        else:
+            self._handling = False
+            if self._refusal is None:
+                self.store.keep_unit()
+                self._undo = []
+                return
+            self._drop(replies, acks)
+            reason = self._refusal
+        if dead_letter:
+            self.dead_letter(delivery, reason)
+        else:
+            log.warning("dropping %s from %s: %s", delivery.routing_key, delivery.queue, reason)
+            self._acks.append(delivery)
+
+    def ticking(self) -> None:
+        """The tick, all or nothing as a delivery is (`in_unit`)."""
+        self.in_unit(self.tick)
+
+    def purging(self) -> None:
+        """The purge of ended tasks, all or nothing as a delivery is (`in_unit`)."""
+        self.in_unit(self.purge_ended)
+
+    def in_unit(self, fn: Callable[[], None]) -> None:
+        """Run a timer's work as one unit: if it raises, it records nothing."""
+        replies, acks = len(self._replies), len(self._acks)
+        self._undo = []
+        self.store.begin_unit()
+        try:
+            fn()
+        except BaseException:
+            self._drop(replies, acks)
+            raise
+        self.store.keep_unit()
+
+    def _drop(self, replies: int, acks: int) -> None:
+        """Undo the open delivery: its writes, its memory moves, its replies and acks."""
+        self._handling = False
+        try:
+            self.store.drop_unit()
+        finally:
+            for step in reversed(self._undo):
+                step()
+            self._undo = []
+            del self._replies[replies:]
+            del self._acks[acks:]
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Answer a bad request with its reason, and move it to the dead-letter exchange
+        with the reason in `x-kube-reason` (headers and body trimmed to fit), then ack it.
+
+        Only requests are answered: their reply_to was checked (`from_asker`); a result
+        or a dead letter is never answered."""
+        log.warning("dead-lettering %s from %s: %s", delivery.routing_key, delivery.queue, reason)
+        if delivery.queue in (topology.COMMANDS_QUEUE, topology.QUERIES_QUEUE):
+            self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
+        self.bus.dead_letter(delivery, reason)
 
     # -- recording and publishing ------------------------------------------------------
 
@@ -179,32 +326,72 @@ class Manager:
 
         What handlers and timers record while this batch is published is the next batch,
         finished at once rather than after the connection's next wait for events.
+
+        A batch the broker refuses or does not confirm in time is kept (committed, its
+        outbox unsent, its deliveries unacked) and tried again with backoff; while the
+        broker blocks publishers it is only committed.
         """
         while True:
+            if self.bus.blocked or time.monotonic() < self._retry_at:
+                self.store.commit()
+                return
             acks, replies = self._acks, self._replies
             self._acks, self._replies = [], []
-            self.flush()
-            self.bus.publish_batch(replies)
+            started = self.clock()
+            try:
+                sent = self.flush()
+                self.bus.publish_batch(replies)
+            except ConnectionLost:
+                raise  # the bus reconnects; on_connect sends the outbox again
+            except MessagingError as exc:
+                self._acks[:0], self._replies[:0] = acks, replies
+                self._not_confirmed(exc)
+                return
+            self._confirmed(started if sent or replies else None)
             self.bus.ack_batch(acks)
             if not (self._acks or self._replies or self.store.uncommitted):
                 return
 
-    def flush(self) -> None:
+    def _not_confirmed(self, exc: MessagingError) -> None:
+        self._retry_delay = min(max(self._retry_delay * 2, 0.5), MAX_PUBLISH_DELAY)
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._stalled = True
+        log.warning(
+            "manager: the broker did not take the batch (%s); trying again in %.1fs",
+            exc,
+            self._retry_delay,
+        )
+
+    def _confirmed(self, started: datetime | None) -> None:
+        """The broker confirmed what was published from `started` on (None: nothing was)."""
+        self._retry_delay = 0.0
+        self._probing = False
+        if started is not None:
+            self._sent_at = started
+        if self._stalled:
+            # Workers' heartbeats may have been held up as ours were: a full interval again.
+            log.info("manager: the broker confirms again; nodes get a full interval")
+            self._stalled = False
+            self.silence_from = self.clock()
+
+    def flush(self) -> int:
         """Commit what was recorded, then publish the outbox, oldest first; forget messages
-        once the broker confirmed them.
+        once the broker confirmed them. Returns how many were published.
 
         Publishing serves the connection, so handlers and timers may run meanwhile and
         record more: each round commits first, so nothing goes out uncommitted.
         """
+        published = 0
         while True:
             self.store.commit()
             batch = self.store.outbox()
             if not batch:
-                return
+                return published
             self.bus.publish_batch(
                 [self.bus.message(out.exchange, out.routing_key, out.body) for _, out in batch]
             )
             self.store.sent([seq for seq, _ in batch])
+            published += len(batch)
 
     def relay(self, answer: Answer) -> None:
         """Send an answer to a client's reply queue with the batch's other replies."""
@@ -219,10 +406,12 @@ class Manager:
         )
 
     def refuse(self, delivery: Delivery, reason: str) -> None:
-        """Answer a bad message with its reason and move it to the dead-letter queue."""
-        log.warning("dead-lettering %s from %s: %s", delivery.routing_key, delivery.queue, reason)
-        self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
-        self.bus.dead_letter(delivery, reason)
+        """Refuse a message: answered and dead-lettered with its reason. Within `handle`,
+        once its handler returns, and after what the handler recorded was dropped."""
+        if self._handling:
+            self._refusal = reason
+        else:
+            self.dead_letter(delivery, reason)
 
     def from_asker(self, handler: Callable[[Delivery], None]) -> Callable[[Delivery], None]:
         """A handler of requests that is never run for one whose reply_to names a queue
@@ -256,6 +445,7 @@ class Manager:
         except DecodeError as exc:
             self.refuse(delivery, f"invalid result: {exc.reason}")
             return
+        self._results_seen += 1
         now = self.clock()
         refused = result_sender_allowed(
             delivery.user_id, result.node, self.auth
@@ -263,7 +453,6 @@ class Manager:
         if refused is not None:
             self.refuse(delivery, refused)
             return
-        self._lag = ((now - result.at).total_seconds(), now)
         if isinstance(result, Heartbeat) and self.store.node(result.node) is None:
             refused = admission.new_node(result, len(self.store.nodes()), self.config.max_nodes)
             if refused is not None:
@@ -318,7 +507,9 @@ class Manager:
         decision.extend(
             nodes.superseded(beat, self.store.where(held.task_id for held in beat.tasks))
         )
-        parts, whole = nodes.gather(self._heartbeat_parts.pop(beat.node, []), beat)
+        held = self._heartbeat_parts.pop(beat.node, None)
+        self._undo.append(lambda: self._put_parts(beat.node, held))
+        parts, whole = nodes.gather(held or [], beat)
         if parts:
             self._heartbeat_parts[beat.node] = parts
         gone = nodes.missing(whole, self.store.running_on(beat.node)) if whole else []
@@ -331,6 +522,13 @@ class Manager:
         )
         if changed or decision.tasks:
             self.schedule_pending()
+
+    def _put_parts(self, node: str, parts: list[Heartbeat] | None) -> None:
+        """Put back the heartbeat parts held for a node before a dropped delivery."""
+        if parts:
+            self._heartbeat_parts[node] = parts
+        else:
+            self._heartbeat_parts.pop(node, None)
 
     def after_change(self, decision: Decision) -> None:
         """Follow a change through: services whose tasks changed take their next step, and
@@ -390,15 +588,12 @@ class Manager:
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
         now = self.clock()
-        lag, seen = self._lag
-        if lag > MAX_RESULT_LAG and (now - seen).total_seconds() < MAX_RESULT_LAG:
-            # Still working through older results: a heartbeat not read yet proves nothing.
-            log.info("results arrive %.1fs late: no node is judged silent now", lag)
+        decision = nodes.mark_down(
+            self.store.nodes(), now, self.config.node_down_after, self.silence_from
+        )
+        if decision.nodes and not self.may_judge_silence():
             decision = Decision()
-        else:
-            decision = nodes.mark_down(
-                self.store.nodes(), now, self.config.node_down_after, self.connected_at
-            )
+        self._last_tick = now
         for node in list(decision.nodes):
             log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
             decision.extend(
@@ -410,6 +605,9 @@ class Manager:
         self.schedule_pending()
         for answer in self.logs.expire(now):
             self.relay(answer)
+        if not self._probing:  # one at a time: none piles up while the broker blocks
+            self._probing = True
+            self._replies.append(self.bus.message("", PROBE_KEY, b"{}", persistent=False))
 
     def purge_ended(self) -> None:
         """Forget ended tasks past the retention (manager/retention.py), a batch a pass."""
@@ -422,5 +620,34 @@ class Manager:
             decision.extend(removal.remove_task(task))
         self.commit(decision)
 
+    def may_judge_silence(self) -> bool:
+        """Whether a node not heard from may be called down now, judged by the manager
+        alone (never by a worker's clock): the broker takes the manager's publishes (so it
+        takes the workers' heartbeats too), and every result that waited in the queue when
+        the silence was noticed has been read (a heartbeat may be among them)."""
+        if self.bus.blocked:
+            log.info("the broker blocks publishers: no node is judged silent now")
+            return False
+        if self._sent_at is None or self._sent_at < self._last_tick:
+            log.info("no publish was confirmed since the last tick: no node is judged silent")
+            return False
+        if self._backlog_mark is None:
+            waiting = self.bus.queue_depth(topology.RESULTS_QUEUE)
+            if waiting == 0:
+                return True
+            log.info("%d results wait: no node is judged silent before they are read", waiting)
+            self._backlog_mark = self._results_seen + waiting
+            return False
+        if self._results_seen < self._backlog_mark:
+            return False
+        self._backlog_mark = None
+        return True
+
     def task(self, task_id: str) -> TaskRecord | None:
         return self.store.task(task_id)
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one line for a dead-letter reason."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -2,20 +2,26 @@
 
 WAL mode, one transaction per batch of deliveries: the first decision recorded begins
 it, each decision is written whole or not at all within it (a savepoint), and `commit`
-ends it before anything it recorded is published or acked. A manager killed at any
+ends it before anything it recorded is published or acked. Each delivery is a unit of
+its own within the batch (`begin_unit`, then `keep_unit` or `drop_unit`): a savepoint that
+is rolled back, with what it moved in memory, when its handler fails, so one bad
+delivery never takes the rest of its batch with it. A manager killed at any
 moment restarts with the batches it committed, re-sends their outbox, and is sent again
 every delivery of the batch it lost (none of them was acked).
 A node's allocated resources are not stored: they are summed from the tasks placed on it
 when the store opens, then moved with each decision it records (manager/holdings.py).
+Those caches always mirror the open transaction: a unit dropped undoes its moves, and a
+transaction that fails to commit is rolled back and the caches are read again.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,6 +101,16 @@ class Store:
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
         self._closed = False
+        self._unit: list[Callable[[], None]] | None = None  # undo steps of the open unit
+        self._unit_begun = False  # whether the open unit has written (its savepoint exists)
+        self._holdings = Holdings()
+        self._attempts = Attempts()
+        self._nodes: dict[str, NodeRecord] = {}
+        self._load_caches()
+        self.commit()  # what was quarantined while loading
+
+    def _load_caches(self) -> None:
+        """Read the in-memory mirrors (holdings, attempts, nodes) from the tables."""
         self._holdings = Holdings()
         for name, node, cpu, memory, disk in self._query(
             "SELECT name, node, cpu, memory, disk FROM tasks"
@@ -115,7 +131,6 @@ class Store:
                 NodeRecord, "nodes", "name", self._query("SELECT name, record FROM nodes")
             )
         }
-        self.commit()  # what was quarantined while loading
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -123,6 +138,9 @@ class Store:
         try:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
+            if self._unit is not None and not self._unit_begun:
+                self._db.execute("SAVEPOINT unit")
+                self._unit_begun = True
             self._db.execute("SAVEPOINT write")
             try:
                 yield self._db
@@ -139,13 +157,63 @@ class Store:
         """Whether a transaction is open: something was recorded since the last commit."""
         return self._db.in_transaction
 
+    # -- units: one delivery's writes, kept or dropped whole ----------------------------
+
+    def begin_unit(self) -> None:
+        """Start a unit (one delivery's writes); its savepoint is taken at its first write."""
+        if self._unit is not None:
+            raise StoreError("a unit is already open: units do not nest")
+        self._unit = []
+        self._unit_begun = False
+
+    def keep_unit(self) -> None:
+        """The unit's handler succeeded: its writes join the batch's transaction."""
+        try:
+            if self._unit_begun:
+                self._execute("RELEASE unit")
+        finally:
+            self._unit, self._unit_begun = None, False
+
+    def drop_unit(self) -> None:
+        """The unit's handler failed: roll back its writes, and undo what they moved in
+        memory, newest first. The batch's other units are untouched."""
+        undo, begun = self._unit or [], self._unit_begun
+        self._unit, self._unit_begun = None, False
+        if begun:
+            self._execute("ROLLBACK TO unit")
+            self._execute("RELEASE unit")
+        for step in reversed(undo):
+            step()
+
+    def _execute(self, sql: str) -> None:
+        try:
+            self._db.execute(sql)
+        except sqlite3.Error as exc:
+            raise StoreError(f"database {self.path}: {exc}") from exc
+
     def commit(self) -> None:
-        """End the open transaction: what it recorded may now be published and acked."""
+        """End the open transaction: what it recorded may now be published and acked.
+
+        If the commit fails, the transaction is rolled back and the in-memory caches are
+        read again from what is committed: the batch's deliveries, unacked, come again.
+        """
+        if self._unit_begun:
+            raise StoreError("cannot commit while a unit is open")
         if self._db.in_transaction:
             try:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._abandon()
                 raise StoreError(f"database {self.path}: {exc}") from exc
+
+    def _abandon(self) -> None:
+        """Roll back the open transaction and read the caches again from the tables."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:  # a failed COMMIT may have rolled back already
+            log.warning("store: rolling back after a failed commit: %s", exc)
+        self._load_caches()
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -201,19 +269,36 @@ class Store:
                 [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
             )
             _delete(db, decision.removed)
+        holdings, attempts, nodes, undo = self._holdings, self._attempts, self._nodes, self._unit
         for hold in before.values():
-            self._holdings.remove(hold)
+            holdings.remove(hold)
+            if undo is not None:
+                undo.append(partial(holdings.add, hold))
         for task in final.values():
             if task.state in HOLDING and task.node is not None:
-                self._holdings.add(_hold(task))
-            self._attempts.put(task.id, Where.of(task))
+                added = _hold(task)
+                holdings.add(added)
+                if undo is not None:
+                    undo.append(partial(holdings.remove, added))
+            previous = attempts.put(task.id, Where.of(task))
+            if undo is not None:
+                undo.append(partial(attempts.restore, task.id, previous))
         for node in decision.nodes:
-            self._nodes[node.name] = node
+            if undo is not None:
+                undo.append(partial(_put, nodes, node.name, nodes.get(node.name)))
+            nodes[node.name] = node
         for task_id in decision.removed.tasks:  # ended: they hold no resources
-            self._attempts.forget(task_id)
+            previous = attempts.put(task_id, Where(None, 0, TaskState.COMPLETED))
+            if undo is not None:
+                undo.append(partial(attempts.restore, task_id, previous))
         for name in decision.removed.nodes:
-            self._nodes.pop(name, None)
-            self._holdings.nodes.pop(name, None)
+            if undo is not None:
+                undo.append(partial(_put, nodes, name, nodes.get(name)))
+                reserved = holdings.nodes.get(name)
+                if reserved is not None:
+                    undo.append(partial(holdings.nodes.__setitem__, name, reserved))
+            nodes.pop(name, None)
+            holdings.nodes.pop(name, None)
 
     def _holds(self, tasks: dict[str, TaskRecord]) -> dict[str, Hold]:
         """The claims the given tasks hold now, as recorded."""
@@ -460,6 +545,13 @@ def _add_ended_at(db: sqlite3.Connection) -> None:
         )
         db.execute("COMMIT")
     db.execute("CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks (state, ended_at)")
+
+
+def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> None:
+    if node is None:
+        nodes.pop(name, None)
+    else:
+        nodes[name] = node
 
 
 def _hold(task: TaskRecord) -> Hold:

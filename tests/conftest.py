@@ -126,11 +126,11 @@ class Cluster:
             "PYTHONPATH": str(ROOT),
         }
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+        """Run `python -m kube ARGS`, under `prefix` if given (e.g. `faketime -f +60s`)."""
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kube", *args], env=self.env, stdout=log, stderr=log, cwd=ROOT
-        )
+        command = [*prefix, sys.executable, "-m", "kube", *args]
+        proc = subprocess.Popen(command, env=self.env, stdout=log, stderr=log, cwd=ROOT)
         self.procs[name] = proc
         return proc
 
@@ -149,9 +149,9 @@ class Cluster:
             *self.manager_args,
         )
 
-    def start_worker(self, node: str, *extra: str) -> None:
+    def start_worker(self, node: str, *extra: str, prefix: tuple[str, ...] = ()) -> None:
         flags = ("--heartbeat-interval", "1", "--metrics-port", "0")
-        self.start(node, "worker", "--name", node, *flags, *extra)
+        self.start(node, "worker", "--name", node, *flags, *extra, prefix=prefix)
 
     def kube(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run the CLI as a user would."""
@@ -188,15 +188,18 @@ def running_cluster(
     request: pytest.FixtureRequest,
     workers: dict[str, tuple[str, ...]],
     manager_args: tuple[str, ...] = (),
+    prefixes: dict[str, tuple[str, ...]] | None = None,
 ) -> Iterator[Cluster]:
-    """A manager and the given workers (name suffix -> extra flags), ready; torn down after."""
+    """A manager and the given workers (name suffix -> extra flags), ready; torn down after.
+
+    `prefixes` (name suffix -> command) runs a worker under a command such as faketime."""
     prefix = f"t{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{suffix}" for suffix in workers]
     cluster = Cluster(vhost, workdir, names, manager_args=manager_args)
     try:
         cluster.start_manager()
-        for node, extra in zip(cluster.nodes, workers.values(), strict=True):
-            cluster.start_worker(node, *extra)
+        for node, (suffix, extra) in zip(cluster.nodes, workers.items(), strict=True):
+            cluster.start_worker(node, *extra, prefix=(prefixes or {}).get(suffix, ()))
         from kube.client import Client
         from shared.settings import Settings
 

@@ -14,9 +14,18 @@ stub.py        StubBus: in memory, deterministic, for tests and dry runs
 
 from __future__ import annotations
 
-from shared.bus.message import Delivery, Handler, Outbound
+from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.pika_bus import Bus
 from shared.bus.protocol import MessageBus
 from shared.bus.stub import Published, StubBus
 
-__all__ = ["Bus", "Delivery", "Handler", "MessageBus", "Outbound", "Published", "StubBus"]
+__all__ = [
+    "Bus",
+    "Delivery",
+    "Handler",
+    "MessageBus",
+    "Outbound",
+    "Published",
+    "StubBus",
+    "dead_letter_copy",
+]

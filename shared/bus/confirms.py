@@ -10,7 +10,7 @@ one round trip per batch instead of one per message.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -28,6 +28,7 @@ def properties(message: Outbound) -> pika.BasicProperties:
         correlation_id=message.correlation_id,
         timestamp=message.timestamp,
         user_id=message.user_id,
+        headers=message.headers,
     )
 
 
@@ -54,8 +55,14 @@ class ConfirmStream:
         if isinstance(method, pika.spec.Basic.Nack):
             self._nacked += len(tags)
 
-    def publish(self, batch: Sequence[Outbound], timeout: float = 30.0) -> None:
-        """Publish every message, then wait until the broker confirmed them all."""
+    def publish(
+        self,
+        batch: Sequence[Outbound],
+        timeout: float = 30.0,
+        give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Publish every message, then wait until the broker confirmed them all, or until
+        `give_up()` says the confirms will not come soon (the broker blocks publishers)."""
         for message in batch:
             self._impl.basic_publish(
                 message.exchange, message.routing_key, message.body, properties(message)
@@ -64,6 +71,10 @@ class ConfirmStream:
             self._next_tag += 1
         deadline = time.monotonic() + timeout
         while self._unconfirmed:
+            if give_up():
+                raise MessagingError(
+                    f"the broker blocks publishers; {len(self._unconfirmed)} messages unconfirmed"
+                )
             if time.monotonic() > deadline:
                 raise MessagingError(
                     f"the broker confirmed no more of {len(self._unconfirmed)} messages"

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.topology import REASON_HEADER
+from shared.models import MAX_BODY_BYTES
+from shared.topology import DEAD_LETTER, REASON_HEADER
 
 
 @dataclass(frozen=True)
@@ -46,21 +47,63 @@ class Outbound:
     persistent: bool = True
     user_id: str | None = None  # must be the bus's own user: RabbitMQ validates it
     timestamp: int = field(default_factory=_now)
+    headers: dict[str, Any] | None = None
+
+
+DEAD_LETTER_HEADER_BYTES = 32 * 1024
+"""What the original headers may take in a dead letter: its headers must fit one frame
+(RabbitMQ's frame_max, 128 KiB by default), or the broker closes the connection."""
 
 
 def dead_letter_headers(delivery: Delivery, reason: str) -> dict[str, Any]:
     """A dead letter's headers: the original ones, the reason and where it came from.
 
     RabbitMQ's own dead-lettering (reject without requeue) records only "rejected";
-    republishing with these lets the reason travel with the message.
+    republishing with these lets the reason travel with the message. Original headers
+    over DEAD_LETTER_HEADER_BYTES are left out (`x-kube-headers-dropped` gives their
+    size), so the dead letter always fits the broker's frame.
     """
     headers = dict(delivery.headers)
+    size = table_size(headers)
+    if size > DEAD_LETTER_HEADER_BYTES:
+        headers = {"x-kube-headers-dropped": size}
     headers.update(
         {
             REASON_HEADER: reason[:4096],
             "x-kube-queue": delivery.queue,
             "x-kube-exchange": delivery.exchange,
-            "x-kube-routing-key": delivery.routing_key,
+            "x-kube-routing-key": delivery.routing_key[:255],
         }
     )
     return headers
+
+
+def dead_letter_copy(delivery: Delivery, reason: str) -> Outbound:
+    """The dead letter of a delivery as a message for publish_batch (ack the delivery once
+    it is confirmed). A body over the wire limit is cut to it (`x-kube-body-trimmed`
+    gives its length)."""
+    headers = dead_letter_headers(delivery, reason)
+    body = delivery.body
+    if len(body) > MAX_BODY_BYTES:
+        headers["x-kube-body-trimmed"] = len(body)
+        body = body[:MAX_BODY_BYTES]
+    return Outbound(DEAD_LETTER, delivery.routing_key[:255], body, headers=headers)
+
+
+def table_size(table: dict[str, Any]) -> int:
+    """About how many bytes an AMQP field table takes on the wire (an upper bound for
+    strings, numbers and flat lists; nested values are counted by their text)."""
+    size = 4
+    for key, value in table.items():
+        size += 1 + len(str(key).encode()) + 5 + _value_size(value)
+    return size
+
+
+def _value_size(value: Any) -> int:
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, dict):
+        return table_size(value)
+    if isinstance(value, list | tuple):
+        return sum(5 + _value_size(item) for item in value)
+    return len(str(value).encode())

@@ -33,11 +33,11 @@ from shared.bus import acks, declare
 from shared.bus.confirms import ConfirmStream
 from shared.bus.connection import LOST, connection_parameters, translated, user_of
 from shared.bus.consume import Consumer, delivery_from, handle
-from shared.bus.message import Delivery, Handler, Outbound, dead_letter_headers
+from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.timers import Timer, fire
 from shared.errors import ConnectionLost, MessagingError, UnroutableError
 from shared.settings import Settings, redact
-from shared.topology import DEAD_LETTER, Topology
+from shared.topology import Topology
 
 log = logging.getLogger("shared.bus")
 
@@ -66,6 +66,8 @@ class Bus:
         self._consumers: list[Consumer] = []
         self._timers: list[Timer] = []
         self._on_connect: list[Callable[[], None]] = []
+        self._on_blocked: list[Callable[[bool], None]] = []
+        self._blocked = False
         self._after_events: list[Callable[[], None]] = []
         self._stream: ConfirmStream | None = None
         self._state = _State()
@@ -111,6 +113,16 @@ class Bus:
     def on_connect(self, fn: Callable[[], None]) -> None:
         """Run fn on the bus thread after each (re)connection, once declared."""
         self._on_connect.append(fn)
+
+    def on_blocked(self, fn: Callable[[bool], None]) -> None:
+        """Run fn(blocked) on the bus thread when the broker blocks publishers (a resource
+        alarm: `connection.blocked`) and when it unblocks them."""
+        self._on_blocked.append(fn)
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker blocks this connection's publishes now (a resource alarm)."""
+        return self._blocked
 
     # -- on the bus thread -------------------------------------------------------------
 
@@ -191,7 +203,7 @@ class Bus:
             with translated(f"{self._name}: publishing {len(batch)} messages"):
                 if self._stream is None:
                     self._stream = ConfirmStream(connection)
-                self._stream.publish(batch)
+                self._stream.publish(batch, give_up=lambda: self._blocked)
         except ConnectionLost:
             raise
         except MessagingError:
@@ -218,10 +230,17 @@ class Bus:
         RabbitMQ's own dead-lettering (reject without requeue) records only "rejected";
         republishing lets the reason travel with the message.
         """
-        headers = dead_letter_headers(delivery, reason)
-        self.publish(DEAD_LETTER, delivery.routing_key, delivery.body, headers=headers)
+        copy = dead_letter_copy(delivery, reason)  # trimmed to fit the broker's frame
+        self.publish(copy.exchange, copy.routing_key, copy.body, headers=copy.headers)
         metrics.dead_lettered(delivery.queue)
         self.ack(delivery)
+
+    def queue_depth(self, queue: str) -> int:
+        """How many messages wait in a queue, not yet delivered to any consumer."""
+        channel = self._require_channel()
+        with translated(f"{self._name}: reading the depth of {queue}"):
+            frame = channel.queue_declare(queue, passive=True)
+        return int(frame.method.message_count)
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge; a delivery from a channel that has since died is left to redelivery."""
@@ -376,6 +395,9 @@ class Bus:
             self._state.channel = channel
             self._state.generation += 1
             self._state.unacked = set()
+        self._blocked = False
+        connection.add_on_connection_blocked_callback(lambda *_: self._set_blocked(True))
+        connection.add_on_connection_unblocked_callback(lambda *_: self._set_blocked(False))
         for topology in self._topologies:
             declare.apply(connection, topology, self._name)
         for consumer in self._consumers:
@@ -385,6 +407,16 @@ class Bus:
         log.info("%s: connected to %s", self._name, redact(self._settings.amqp_url))
         for fn in self._on_connect:
             fn()
+
+    def _set_blocked(self, blocked: bool) -> None:
+        if blocked == self._blocked:
+            return
+        self._blocked = blocked
+        log.warning(
+            "%s: the broker %s publishers", self._name, "blocks" if blocked else "unblocked"
+        )
+        for fn in self._on_blocked:
+            fn(blocked)
 
     def _close(self) -> None:
         with self._lock:

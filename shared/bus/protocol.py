@@ -37,6 +37,15 @@ class MessageBus(Protocol):
     def on_connect(self, fn: Callable[[], None]) -> None:
         """Run fn after each (re)connection, once declared."""
 
+    def on_blocked(self, fn: Callable[[bool], None]) -> None:
+        """Run fn(blocked) when the broker blocks publishers (a resource alarm) and when
+        it unblocks them."""
+
+    @property
+    def blocked(self) -> bool:
+        """Whether the broker blocks this connection's publishes now."""
+        ...
+
     # -- on the bus thread
 
     def publish(
@@ -75,6 +84,10 @@ class MessageBus(Protocol):
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move a message to the dead-letter exchange with its reason, then ack it."""
+
+    def queue_depth(self, queue: str) -> int:
+        """How many messages wait in a queue, not yet delivered to any consumer."""
+        ...
 
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge one delivery."""

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared.bus.consume import Consumer, handle
-from shared.bus.message import Delivery, Handler, Outbound, dead_letter_headers
+from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.protocol import MessageBus
 from shared.bus.timers import Timer, fire
 from shared.errors import MessagingError
-from shared.topology import DEAD_LETTER, Topology
+from shared.topology import Topology
 
 log = logging.getLogger("shared.bus")
 
@@ -72,11 +72,26 @@ class StubBus:
         # handlers and callbacks meanwhile
         self.while_confirming: list[Callable[[], None]] = []
         self.fail_next: MessagingError | None = None  # raised by the next publish instead
+        self.blocked = False  # as the broker's connection.blocked sets it; see block()
+        self._on_blocked: list[Callable[[bool], None]] = []
+        self.depths: dict[str, int] = {}  # what queue_depth reports, per queue (else 0)
 
     # -- set-up
 
     def declare(self, topology: Topology) -> None:
         self.topologies.append(topology)
+
+    def on_blocked(self, fn: Callable[[bool], None]) -> None:
+        self._on_blocked.append(fn)
+
+    def block(self, blocked: bool) -> None:
+        """Act as the broker blocking (a resource alarm) or unblocking publishers."""
+        self.blocked = blocked
+        for fn in self._on_blocked:
+            fn(blocked)
+
+    def queue_depth(self, queue: str) -> int:
+        return self.depths.get(queue, 0)
 
     def consume(self, queue: str, handler: Handler, requeue_on_error: bool = True) -> None:
         self.consumers[queue] = Consumer(queue, handler, requeue_on_error)
@@ -151,6 +166,7 @@ class StubBus:
                     message.exchange,
                     message.routing_key,
                     message.body,
+                    headers=dict(message.headers or {}),
                     correlation_id=message.correlation_id,
                     persistent=message.persistent,
                     user_id=message.user_id,
@@ -170,8 +186,8 @@ class StubBus:
             )
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
-        headers = dead_letter_headers(delivery, reason)
-        self.publish(DEAD_LETTER, delivery.routing_key, delivery.body, headers=headers)
+        copy = dead_letter_copy(delivery, reason)
+        self.publish(copy.exchange, copy.routing_key, copy.body, headers=copy.headers)
         self.dead_letters.append((delivery, reason))
         self.ack(delivery)
 

@@ -216,7 +216,9 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
     # when it falls silent, is marked down and is removed
     later = NOW + timedelta(seconds=60)
     manager.clock = lambda: later
-    manager.connected_at = NOW
+    manager.silence_from = NOW
+    manager.tick()  # the first tick only probes the broker (manager.service.PROBE_KEY)
+    manager.finish_batch()
     manager.tick()
     manager.finish_batch()
     node = manager.store.node("n1")
