@@ -120,9 +120,9 @@ class Manager:
         self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.store = Store(config.db_path)
         self.scheduler = make_scheduler(config.scheduler)
-        # Pending tasks that fit nowhere wait here for a change (a cache of the store:
-        # a rolled-back delivery calls `self.blocked.reset()`; a tick that finds it counts
-        # other pending tasks than the store does resets it too).
+        # Pending tasks that fit nowhere wait here for a change. A cache of the store: a
+        # dropped unit that moved it resets it (`_blocked_moved`), and so does a tick that
+        # finds it counts other pending tasks than the store does.
         self.blocked = Blocked(config.max_tasks_per_node)
         self.clock = clock
         self.silence_from = clock()  # no node is silent for longer than since this
@@ -277,6 +277,11 @@ class Manager:
             raise
         self.store.keep_unit()
 
+    def _blocked_moved(self) -> None:
+        """The open unit changes the blocked index: dropping the unit must rebuild it."""
+        if self.blocked.reset not in self._undo:
+            self._undo.append(self.blocked.reset)
+
     def _drop(self, replies: int, acks: int) -> None:
         """Undo the open delivery: its writes, its memory moves, its replies and acks."""
         self._handling = False
@@ -308,6 +313,7 @@ class Manager:
             log.warning("refused: %s", decision.refused)
         if not decision.empty:
             self.store.record(decision)
+            self._blocked_moved()
             self.blocked.record(decision, self.store.node)
             observe(decision)
             for task in decision.tasks:
@@ -569,6 +575,7 @@ class Manager:
             self.config.max_tasks_per_node,
             self.store.peers(task.name for task in tasks),
         )
+        self._blocked_moved()
         self.blocked.settle(tasks, decision, now)
         return decision
 

@@ -300,3 +300,21 @@ def test_a_lost_connection_is_not_taken_for_a_refused_batch(tmp_path: Path) -> N
     manager.on_connect()
     assert [key for kind, key in trace(bus) if kind == "publish"].count("n1") == 1
     manager.store.close()
+
+
+def test_a_dropped_delivery_that_moved_the_blocked_index_has_it_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a manager whose blocked index is current
+    manager, _ = manager_with_a_node(tmp_path)
+    manager.schedule_pending()
+    assert not manager.blocked.stale
+    failing_after_write(manager, monkeypatch)
+    # when a submit is placed (moving the index) and then its handler fails
+    deliver(manager, submit(1, POISON))
+    # then the index is rebuilt from the store before it is used again
+    assert manager.blocked.stale
+    # and a refusal that recorded nothing leaves it alone
+    manager.blocked.stale = False
+    deliver(manager, command(2, topology.SUBMIT_KEY, b"{not json"))
+    assert not manager.blocked.stale
