@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,11 +16,12 @@ from typing import Any
 from kube import cluster_cli, render
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
+from manager.config import ManagerConfig
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from shared.errors import DecodeError, KubeError, MessagingError, NoManagerError, RequestError
-from shared.logs import FORMATS as LOG_FORMATS
-from shared.logs import configure as configure_logs
+from shared.log_setup import FORMATS as LOG_FORMATS
+from shared.log_setup import configure as configure_logs
 from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
@@ -33,12 +33,6 @@ USAGE = 2
 NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
-
-
-def default_db_path() -> Path:
-    """The manager's database under the user's state dir (XDG_STATE_HOME)."""
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "kube" / "manager.db"
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -73,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     manager = sub.add_parser("manager", help="run the manager")
     manager.add_argument("--db", type=Path, default=None, help="SQLite file for the state")
-    manager.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
+    manager.add_argument(
+        "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
+    )
     manager.add_argument("--max-tasks-per-node", type=int, help="cap on tasks per node")
     manager.add_argument(
         "--max-nodes", type=int, default=None, help="nodes the cluster may have (default: 100)"
@@ -100,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument(
         "--purge-interval", type=float, default=None, metavar="SECONDS", help=argparse.SUPPRESS
     )
-    manager.add_argument("--heartbeat-interval", type=float, default=2.0)
-    manager.add_argument("--node-down-after", type=float, default=6.0)
+    manager.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (2)")
+    manager.add_argument(
+        "--node-down-after", type=float, default=None, help="seconds of silence (6)"
+    )
     _logging_flags(manager)
     _observability_flags(manager, MANAGER_PORT)
 
@@ -350,20 +348,22 @@ def _retention(args: argparse.Namespace) -> Retention:
     )
 
 
+def manager_config(args: argparse.Namespace) -> ManagerConfig:
+    """The manager's config from its flags: what is not given keeps ManagerConfig's default."""
+    return ManagerConfig(
+        retention=_retention(args),
+        **_given(args, "scheduler", "heartbeat_interval", "node_down_after", "max_tasks_per_node"),
+        **_given(args, "max_nodes", "purge_interval", "max_replicas", "max_tasks_per_minute"),
+        **({"db_path": args.db} if args.db is not None else {}),
+    )
+
+
 def run_manager(args: argparse.Namespace, settings: Settings) -> int:
     from manager.metrics import serve_metrics
-    from manager.service import Manager, ManagerConfig
+    from manager.server import Manager
 
     _configure_logging(args.log_level, args.log_format)
-    config = ManagerConfig(
-        db_path=args.db or default_db_path(),
-        scheduler=args.scheduler,
-        heartbeat_interval=args.heartbeat_interval,
-        node_down_after=args.node_down_after,
-        max_tasks_per_node=args.max_tasks_per_node,
-        retention=_retention(args),
-        **_given(args, "max_nodes", "purge_interval", "max_replicas", "max_tasks_per_minute"),
-    )
+    config = manager_config(args)
     manager = Manager(settings, config)
     serve_metrics(args.metrics_port, config.db_path)
     _stop_on_signals(manager.bus.stop)

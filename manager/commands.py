@@ -22,13 +22,16 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import Protocol
 
 from pydantic import TypeAdapter
 
 from manager import core, nodes, removal, services
-from manager.auth import command_sender_allowed
+from manager.auth import WorkerAuth, command_sender_allowed
 from manager.effects import Decision
+from manager.quotas import Quotas
+from manager.store import Store
 from shared import topology
 from shared.bus import Delivery
 from shared.codec import decode
@@ -52,8 +55,23 @@ from shared.models import (
 )
 from shared.states import TERMINAL
 
-if TYPE_CHECKING:
-    from manager.service import Manager
+
+class CommandContext(Protocol):
+    """What the command handlers need of the manager, and nothing more of it."""
+
+    store: Store
+    auth: WorkerAuth
+    quotas: Quotas
+    clock: Callable[[], datetime]
+
+    def commit(self, decision: Decision) -> None: ...
+    def settle(self, delivery: Delivery, reply: Reply | None = None) -> None: ...
+    def refuse(self, delivery: Delivery, reason: str) -> None: ...
+    def place(self, tasks: Sequence[TaskRecord], now: datetime) -> Decision: ...
+    def after_change(self, decision: Decision) -> None: ...
+    def schedule_pending(self) -> None: ...
+    def reconcile_service(self, service: ServiceRecord, follow: bool = True) -> Decision: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +92,7 @@ class Commands:
     """Routes each command to its handler; handlers return the id or name they acted on,
     or the whole reply."""
 
-    def __init__(self, manager: Manager) -> None:
+    def __init__(self, manager: CommandContext) -> None:
         self.manager = manager
         self.store = manager.store
         self.handlers: dict[str, Callable[[Delivery], str | Reply]] = {

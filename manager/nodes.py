@@ -222,13 +222,3 @@ def drain(node: NodeRecord, placed_here: Sequence[TaskRecord], now: datetime) ->
             move(task, TaskState.PENDING, now, detail=f"draining {node.name}", draining=old)
         )
     return decision
-
-
-def draining_from(node: str, tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
-    """Tasks that still hold an attempt on the node (placed there, or draining from it)."""
-    return [
-        task
-        for task in tasks
-        if (task.node == node and task.state in PLACED)
-        or (task.draining is not None and task.draining.node == node and not task.state.terminal)
-    ]

@@ -2,7 +2,7 @@
 
 Replies are not persistent and queries change nothing, so nothing here needs the outbox.
 `query.logs` is sent on to the worker that holds the container, as a `LogsRequest` on its
-dispatch queue; the manager relays the worker's answer (`manager.logs`).
+dispatch queue; the manager relays the worker's answer (`manager.log_relay`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from manager.logs import LogRelay
+from manager.log_relay import LogRelay
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery, MessageBus
@@ -128,7 +128,7 @@ class Queries:
         except UnroutableError:
             self.relay.forget(request.request_id)
             return Reply(ok=False, error=f"worker {task.node} has no dispatch queue")
-        return None  # the answer comes from the worker, through the manager (manager.logs)
+        return None  # the answer comes from the worker, through the manager (manager.log_relay)
 
 
 PAGE_BYTES = MAX_BODY_BYTES - 64 * 1024

@@ -242,17 +242,3 @@ def allocate(node: NodeRecord, spec: TaskSpec) -> NodeRecord:
             "task_count": node.task_count + 1,
         }
     )
-
-
-def release(node: NodeRecord, spec: TaskSpec) -> NodeRecord:
-    """The node with the task's resources returned, never below zero."""
-    cpu = node.allocated_cpu - spec.cpu
-    return node.model_copy(
-        update={
-            # Float residue from many add/subtract pairs would otherwise linger as 1e-17 cores.
-            "allocated_cpu": cpu if cpu > CPU_EPSILON else 0.0,
-            "allocated_memory": max(0, node.allocated_memory - spec.memory),
-            "allocated_disk": max(0, node.allocated_disk - spec.disk),
-            "task_count": max(0, node.task_count - 1),
-        }
-    )

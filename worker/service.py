@@ -56,7 +56,7 @@ from shared.states import TaskState
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
 from worker.health import HealthMonitor
-from worker.logs import logs_reply
+from worker.log_reply import logs_reply
 from worker.runner import Runners
 from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
 from worker.stats import detect_capacity, measure

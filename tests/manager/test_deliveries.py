@@ -11,7 +11,7 @@ import pytest
 from manager import core
 from manager.effects import Decision
 from manager.scheduler import RoundRobin
-from manager.service import Manager
+from manager.server import Manager
 from shared import messages, topology
 from shared.bus import Delivery, StubBus, dead_letter_copy
 from shared.codec import encode

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from manager.logs import LogRelay
+from manager.log_relay import LogRelay
 from shared.messages import LogsReply
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from manager.service import Manager
+from manager.server import Manager
 from shared import topology
 from shared.states import TaskState
 from tests.support.commands import bus_of, report, send, sleeper, stand_in_manager

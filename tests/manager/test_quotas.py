@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from manager.quotas import Quotas
-from manager.service import Manager
+from manager.server import Manager
 from shared import topology
 from tests.support.commands import send, sleeper, stand_in_manager
 from tests.support.manager import NOW

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from manager.effects import Decision
-from manager.service import Manager
+from manager.server import Manager
 from manager.store import Store
 from shared import topology
 from shared.messages import Heartbeat, HeldTask, StopTask
@@ -217,7 +217,7 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
     later = NOW + timedelta(seconds=60)
     manager.clock = lambda: later
     manager.silence_from = NOW
-    manager.tick()  # the first tick only probes the broker (manager.service.PROBE_KEY)
+    manager.tick()  # the first tick only probes the broker (manager.server.PROBE_KEY)
     manager.finish_batch()
     manager.tick()
     manager.finish_batch()

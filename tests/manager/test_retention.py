@@ -13,7 +13,7 @@ import pytest
 
 from manager import core
 from manager.retention import Retention
-from manager.service import Manager
+from manager.server import Manager
 from manager.store import Store
 from shared import topology
 from shared.models import TaskSpec

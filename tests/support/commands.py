@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from manager.config import ManagerConfig
 from manager.effects import Decision
-from manager.service import Manager, ManagerConfig
+from manager.server import Manager
 from shared.bus import StubBus
 from shared.bus.stub import Published
 from shared.messages import TaskUpdate

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from manager.config import ManagerConfig
 from manager.effects import Decision
-from manager.service import PROBE_KEY, Manager, ManagerConfig
+from manager.server import PROBE_KEY, Manager
 from shared import topology
 from shared.bus import Delivery, Published, StubBus
 from shared.models import NodeRecord, NodeStatus

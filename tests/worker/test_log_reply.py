@@ -10,7 +10,7 @@ from shared.codec import encode
 from shared.errors import RuntimeFailure
 from shared.messages import LogsRequest
 from shared.wire import MAX_BODY_BYTES
-from worker.logs import MAX_LOG_BYTES, logs_reply
+from worker.log_reply import MAX_LOG_BYTES, logs_reply
 
 REQUEST = LogsRequest(
     request_id="r1",

@@ -21,9 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from pydantic import TypeAdapter
 
@@ -31,13 +29,14 @@ from manager import admission, core, dead_dispatches, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
+from manager.config import ManagerConfig
 from manager.effects import Decision
-from manager.logs import Answer, LogRelay
+from manager.log_relay import Answer, LogRelay
 from manager.metrics import observe
 from manager.queries import Queries
-from manager.quotas import MAX_REPLICAS, TASKS_PER_MINUTE, Quotas
-from manager.retention import PURGE_BATCH, Retention
-from manager.scheduler import DEFAULT_SCHEDULER, make_scheduler
+from manager.quotas import Quotas
+from manager.retention import PURGE_BATCH
+from manager.scheduler import make_scheduler
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
@@ -84,22 +83,6 @@ MAX_FOLLOW_UPS = 100
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
 DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
-
-
-@dataclass(frozen=True)
-class ManagerConfig:
-    """How the manager runs; built by the CLI from flags and the environment."""
-
-    db_path: Path = Path(".kube/manager.db")
-    scheduler: str = DEFAULT_SCHEDULER
-    heartbeat_interval: float = 2.0
-    node_down_after: float = 6.0  # about three missed heartbeats
-    max_tasks_per_node: int | None = None  # no cap unless set
-    max_nodes: int = admission.MAX_NODES
-    retention: Retention = Retention()
-    max_replicas: int = MAX_REPLICAS
-    max_tasks_per_minute: int = TASKS_PER_MINUTE
-    purge_interval: float = 30.0  # seconds between passes over ended tasks
 
 
 def utcnow() -> datetime:
@@ -649,9 +632,6 @@ class Manager:
             return False
         self._backlog_mark = None
         return True
-
-    def task(self, task_id: str) -> TaskRecord | None:
-        return self.store.task(task_id)
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.logs import configure
+from shared.log_setup import configure
 
 
 @pytest.fixture

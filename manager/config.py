@@ -1,0 +1,35 @@
+"""How the manager runs: the one place its defaults are written (the CLI passes only the
+flags given, so these apply)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from manager import admission
+from manager.quotas import MAX_REPLICAS, TASKS_PER_MINUTE
+from manager.retention import Retention
+from manager.scheduler import DEFAULT_SCHEDULER
+
+
+def default_db_path() -> Path:
+    """The manager's database under the user's state dir (XDG_STATE_HOME)."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "kube" / "manager.db"
+
+
+@dataclass(frozen=True)
+class ManagerConfig:
+    """How the manager runs; built by the CLI from flags and the environment."""
+
+    db_path: Path = field(default_factory=default_db_path)
+    scheduler: str = DEFAULT_SCHEDULER
+    heartbeat_interval: float = 2.0
+    node_down_after: float = 6.0  # about three missed heartbeats
+    max_tasks_per_node: int | None = None  # no cap unless set
+    max_nodes: int = admission.MAX_NODES
+    retention: Retention = Retention()
+    max_replicas: int = MAX_REPLICAS
+    max_tasks_per_minute: int = TASKS_PER_MINUTE
+    purge_interval: float = 30.0  # seconds between passes over ended tasks
