@@ -34,7 +34,7 @@ from manager.quotas import Quotas
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery
-from shared.codec import decode
+from shared.codec import decode, encode
 from shared.errors import DecodeError
 from shared.ids import new_task_id
 from shared.models import (
@@ -54,6 +54,18 @@ from shared.models import (
     UpdateRequest,
 )
 from shared.states import TERMINAL
+
+
+def _spec(spec: TaskSpec) -> TaskSpec:
+    """A spec whose JSON, with every default filled in as kube stores and sends it, fits
+    MAX_SPEC_BYTES: the body alone may be smaller (a list of bare rules grows)."""
+    size = len(encode(spec))
+    if size > MAX_SPEC_BYTES:
+        raise DecodeError(
+            f"the spec is {size} bytes with its defaults filled in, over the"
+            f" {MAX_SPEC_BYTES}-byte limit"
+        )
+    return spec
 
 
 class CommandContext(Protocol):
@@ -132,7 +144,7 @@ class Commands:
 
     def submit(self, delivery: Delivery) -> str:
         try:
-            spec = decode(SPEC, delivery.body, max_bytes=MAX_SPEC_BYTES)
+            spec = _spec(decode(SPEC, delivery.body, max_bytes=MAX_SPEC_BYTES))
         except DecodeError as exc:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
         if spec.replicas is not None:
@@ -197,6 +209,7 @@ class Commands:
 
     def update(self, delivery: Delivery) -> str:
         request = decode(UPDATE, delivery.body, max_bytes=MAX_SPEC_BYTES)
+        _spec(request.spec)
         service = self._service(request.name)
         if request.spec.name != service.name:
             raise Refused(

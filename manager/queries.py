@@ -143,7 +143,7 @@ def page(rows: Sequence[tuple[str, BaseModel]], limit: int) -> Reply:
     size = 0
     last: str | None = None
     for key, record in rows[:limit]:
-        size += len(record.model_dump_json()) + 1
+        size += len(record.model_dump_json().encode()) + 1  # bytes, not characters
         if result and size > PAGE_BYTES:
             return Reply(ok=True, result=result, next=last)
         result.append(record.model_dump(mode="json"))

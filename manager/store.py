@@ -97,6 +97,7 @@ class Store:
             # last transactions, which redelivery of unacked messages then replays.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            _quarantine_malformed(self._db)
             _add_ended_at(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
@@ -344,9 +345,16 @@ class Store:
         records = []
         for key, text in rows:
             try:
-                records.append(model.model_validate_json(str(text)))
+                record = model.model_validate_json(str(text))
             except ValidationError as exc:
                 self._quarantine(table, column, str(key), str(text), str(exc))
+                continue
+            named = getattr(record, column, key)
+            if named != key:  # the row's key is what queries and caches go by
+                reason = f"the record names {column} {named!r}, its row {key!r}"
+                self._quarantine(table, column, str(key), str(text), reason)
+                continue
+            records.append(record)
         return records
 
     def _quarantine(self, table: str, column: str, key: str, text: str, reason: str) -> None:
@@ -524,6 +532,30 @@ def _delete(db: sqlite3.Connection, removed: Removal) -> None:
     db.executemany("DELETE FROM task_events WHERE task_id = ?", tasks)
     db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
     db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
+
+
+KEYS = {"tasks": "id", "nodes": "name", "services": "name", "task_events": "seq"}
+"""Each table of records, and the column that keys its rows."""
+
+
+def _quarantine_malformed(db: sqlite3.Connection) -> None:
+    """Move aside, before anything reads them with SQL's JSON functions, the rows whose
+    record is not JSON at all (NaN, bytes that are not UTF-8, an edit gone wrong): one
+    such row would otherwise fail every query over its table, and the manager's start."""
+    db.execute("BEGIN IMMEDIATE")
+    for table, column in KEYS.items():
+        bad = db.execute(
+            f"SELECT {column}, record FROM {table} WHERE CASE WHEN typeof(record) != 'text'"
+            " THEN 1 WHEN json_valid(record) THEN 0 ELSE 1 END"
+        ).fetchall()
+        for key, record in bad:
+            log.error("store: %s row %r is not JSON; moved to quarantine", table, key)
+            db.execute(
+                "INSERT INTO quarantine (source, key, record, reason) VALUES (?, ?, ?, ?)",
+                (table, str(key), str(record), "the record is not JSON"),
+            )
+            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+    db.execute("COMMIT")
 
 
 def _add_ended_at(db: sqlite3.Connection) -> None:

@@ -14,12 +14,19 @@ from shared.models import MAX_BODY_BYTES
 T = TypeVar("T")
 
 
+MAX_ERRORS_NAMED = 10
+"""Bad fields one refusal names: a list of 60,000 bad items must not make a 7 MB answer."""
+
+
 def describe(error: ValidationError) -> str:
-    """One line naming each bad field and what is wrong with it."""
+    """One line naming each bad field and what is wrong with it (the first ten)."""
+    items = error.errors(include_url=False)
     parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
+    for item in items[:MAX_ERRORS_NAMED]:
+        where = ".".join(str(part) for part in item["loc"])[:200] or "body"
+        parts.append(f"{where}: {str(item['msg'])[:500]}")
+    if len(items) > MAX_ERRORS_NAMED:
+        parts.append(f"and {len(items) - MAX_ERRORS_NAMED} more")
     return "; ".join(parts)
 
 

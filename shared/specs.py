@@ -7,7 +7,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from shared.wire import ByteSize, EnvName, Labels, Name, Port, TaskId, WireModel, unique_ports
+from shared.wire import (
+    ByteSize,
+    EnvName,
+    Labels,
+    Name,
+    Port,
+    TaskId,
+    WireModel,
+    unique_ports,
+)
 
 MAX_BACKOFF_SECONDS = 300.0
 """Restart delays double from backoff_seconds up to this cap (Kubernetes uses 5 minutes)."""
@@ -98,12 +107,19 @@ class ConstraintOp(enum.StrEnum):
     NOT_EXISTS = "not exists"
 
 
+MAX_RULES = 64
+"""Constraints one spec may have, and values one constraint may list: each is checked
+against every node at every placement."""
+
+
 class Constraint(WireModel):
     """One rule on a node label, e.g. {"key": "zone", "op": "in", "values": ["a", "b"]}."""
 
     key: Annotated[str, Field(min_length=1, max_length=253)]
     op: ConstraintOp = ConstraintOp.EQ
-    values: tuple[str, ...] = ()
+    values: Annotated[
+        tuple[Annotated[str, Field(max_length=253)], ...], Field(max_length=MAX_RULES)
+    ] = ()
 
     @model_validator(mode="after")
     def _values_fit_the_op(self) -> Constraint:
@@ -147,9 +163,10 @@ class TaskSpec(WireModel):
     labels: Labels = Field(default_factory=dict)
     pull_policy: PullPolicy = PullPolicy.IF_NOT_PRESENT
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
-    constraints: ConstraintMap | tuple[Constraint, ...] = Field(
-        default_factory=dict, description="rules on node labels; all must hold"
-    )
+    constraints: (
+        Annotated[ConstraintMap, Field(max_length=MAX_RULES)]
+        | Annotated[tuple[Constraint, ...], Field(max_length=MAX_RULES)]
+    ) = Field(default_factory=dict, description="rules on node labels; all must hold")
     spread: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description="a node label to spread tasks of the same service over"
     )

@@ -59,3 +59,13 @@ def test_the_last_page_has_no_next(tmp_path: Path) -> None:
     store = store_with(tmp_path, 3)
     reply = page(store.tasks_page(None, 4), 3)
     assert len(reply.result) == 3 and reply.next is None
+
+
+def test_a_page_is_measured_in_bytes_not_characters(tmp_path: Path) -> None:
+    # given tasks whose specs are mostly four-byte characters, each near 960 KB as UTF-8
+    spec = TaskSpec(name="uni", image="busybox", env={"K": "\U0001f600" * 230_000})
+    store = store_with(tmp_path, 3, spec)
+    # when a page is asked for, then it still fits in one message
+    reply = page(store.tasks_page(None, 1001), 1000)
+    assert len(encode(reply)) <= MAX_BODY_BYTES
+    assert len(reply.result) == 1 and reply.next is not None

@@ -48,3 +48,16 @@ def test_scaling_up_is_charged_by_the_tasks_it_adds(manager: Manager) -> None:
     assert send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 1}, tag=2)["ok"]
     more = send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 6}, tag=3)
     assert not more["ok"] and "has 2 left now, not 5" in more["error"]
+
+
+def test_a_spec_that_outgrows_the_limit_once_its_defaults_are_filled_is_refused(
+    manager: Manager,
+) -> None:
+    from shared.models import MAX_SPEC_BYTES
+
+    # given a body just under the limit that becomes larger as kube stores and sends it
+    body = {"name": "big", "image": "b", "env": {"BIG": "x" * (MAX_SPEC_BYTES - 80)}}
+    answer = send(manager, topology.SUBMIT_KEY, body)
+    # then it is refused naming the limit, before anything is recorded
+    assert not answer["ok"] and "with its defaults filled in" in answer["error"]
+    assert manager.store.tasks() == []

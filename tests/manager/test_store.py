@@ -236,9 +236,40 @@ def test_an_unreadable_row_is_quarantined_and_the_manager_still_starts(tmp_path:
     assert store.task("t2") is None
     quarantined = store.quarantined()
     assert [(table, key) for table, key, _ in quarantined] == [("nodes", "n2"), ("tasks", "t2")]
-    assert "finite" in quarantined[0][2] and "timezone" in quarantined[1][2]
+    assert "not JSON" in quarantined[0][2] and "timezone" in quarantined[1][2]
     store.close()
     # and it opens again cleanly: nothing is quarantined twice
     store = Store(tmp_path / "m.db")
     assert len(store.quarantined()) == 2
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("UPDATE tasks SET record = replace(record, '\"cpu\":0.0', '\"cpu\":NaN')", "not JSON"),
+        ("UPDATE tasks SET record = '{not json'", "not JSON"),
+        ("UPDATE tasks SET record = x'ff00'", "not JSON"),
+        ("UPDATE tasks SET record = json_set(record, '$.spec.cpu', 9e999)", "not JSON"),
+        ("UPDATE tasks SET record = json_set(record, '$.spec.cpu', -1)", "cpu"),
+        ("UPDATE tasks SET record = json_set(record, '$.id', 'other')", "names id 'other'"),
+    ],
+)
+def test_a_task_row_spoiled_by_hand_is_quarantined_at_start(
+    tmp_path: Path, sql: str, why: str
+) -> None:
+    # given a store with two tasks, one of whose rows is then spoiled by hand
+    store = Store(tmp_path / "m.db")
+    decision = core.accept(TaskSpec(name="a", image="b"), "t1", NOW)
+    store.record(decision.extend(core.accept(TaskSpec(name="a", image="b"), "t2", NOW)))
+    store.close()
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        db.execute(f"{sql} WHERE id = 't2'")
+    # when the manager opens it and lists its tasks a page at a time
+    store = Store(tmp_path / "m.db")
+    page = store.tasks_page(None, 10)
+    # then it starts, the spoiled row is set aside saying why, and the rest reads
+    assert [task.id for _, task in page] == ["t1"]
+    assert [key for _, key, _ in store.quarantined()] == ["t2"]
+    assert why in store.quarantined()[0][2]
     store.close()
