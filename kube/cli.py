@@ -19,11 +19,19 @@ from kube.client import Client, WaitTimeout, make_spec
 from manager.config import ManagerConfig
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
-from shared.errors import DecodeError, KubeError, MessagingError, NoManagerError, RequestError
+from shared import topology
+from shared.errors import (
+    DecodeError,
+    KubeError,
+    MessagingError,
+    NoManagerError,
+    RequestError,
+    ResourceLocked,
+)
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
 from shared.metrics import MANAGER_PORT, WORKER_PORT
-from shared.settings import Settings
+from shared.settings import Settings, redact
 from shared.states import TaskState
 from shared.units import parse_bytes
 
@@ -229,6 +237,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return NO_MANAGER
     except (RequestError, DecodeError) as exc:
         print(f"kube: {exc}", file=sys.stderr)
+        return REFUSED
+    except ResourceLocked:
+        print(
+            f"kube: another kube manager is running on {redact(settings.amqp_url)} (it holds"
+            f" the queue {topology.MANAGER_LOCK}); one manager per vhost: stop it first, or"
+            " give this one a vhost of its own",
+            file=sys.stderr,
+        )
         return REFUSED
     except MessagingError as exc:
         print(f"kube: {exc}", file=sys.stderr)

@@ -131,6 +131,7 @@ class Manager:
 
     def setup(self) -> None:
         """Declare the topology (known nodes' queues too) and start consuming."""
+        self.bus.declare(topology.manager_lock())  # first: a second manager stops here
         self.bus.declare(topology.manager_topology())
         for node in self.store.nodes():
             self.bus.declare(topology.node_topology(node.name))

@@ -4,6 +4,7 @@
     ├── DecodeError            a wire message is not JSON, too large, or not a valid model
     ├── MessagingError         the broker cannot be reached or refused an operation
     │   ├── ConnectionLost     the connection or channel to the broker is gone (a bus reconnects)
+    │   ├── ResourceLocked     an exclusive queue is held by another connection (a manager)
     │   ├── NoManagerError     a request got no reply in time
     │   └── UnroutableError    a publish reached no queue
     ├── RuntimeFailure         the container engine failed an operation
@@ -34,6 +35,10 @@ class DecodeError(KubeError):
 
 class MessagingError(KubeError):
     """The broker could not be reached or refused an operation."""
+
+
+class ResourceLocked(MessagingError):
+    """An exclusive queue is held by another connection: another manager runs there."""
 
 
 class ConnectionLost(MessagingError):

@@ -22,6 +22,9 @@ COMMANDS_QUEUE = "kube.manager.commands"
 QUERIES_QUEUE = "kube.manager.queries"
 RESULTS_QUEUE = "kube.manager.results"
 DEAD_LETTER_QUEUE = "kube.dead-letters"
+MANAGER_LOCK = "kube.manager.lock"
+"""An exclusive queue the active manager holds: a second manager on the vhost cannot
+declare it, and refuses to start instead of splitting the cluster."""
 DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
 """The manager's copy of every dead letter, read for dispatches that never reached a
 worker (the broker's delivery limit, or a worker refusing it): their tasks would
@@ -197,6 +200,11 @@ def topic_matches(pattern: str, key: str) -> bool:
         return bool(parts) and words[0] in ("*", parts[0]) and match(words[1:], parts[1:])
 
     return match(pattern.split("."), key.split("."))
+
+
+def manager_lock() -> Topology:
+    """The manager's lock: declared first, before any queue is consumed."""
+    return Topology(queues=(Queue(MANAGER_LOCK, durable=False, exclusive=True, auto_delete=True),))
 
 
 def node_topology(node: str) -> Topology:

@@ -8,11 +8,13 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from shared.errors import ResourceLocked
 from shared.topology import Binding, Exchange, Queue, Topology
 
 log = logging.getLogger(__name__)
 
 ACCESS_REFUSED = 403
+RESOURCE_LOCKED = 405  # an exclusive queue another connection holds
 
 
 def apply(connection: pika.BlockingConnection, topology: Topology, name: str) -> None:
@@ -29,6 +31,8 @@ def apply(connection: pika.BlockingConnection, topology: Topology, name: str) ->
         try:
             declare(channel, item, passive=False)
         except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code == RESOURCE_LOCKED:
+                raise ResourceLocked(f"{item} is held by another connection") from exc
             if exc.reply_code != ACCESS_REFUSED:
                 raise
             log.info("%s: may not declare %s; expecting it from the broker", name, item)

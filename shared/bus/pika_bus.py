@@ -35,7 +35,7 @@ from shared.bus.connection import LOST, connection_parameters, translated, user_
 from shared.bus.consume import Consumer, delivery_from, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.timers import Timer, fire
-from shared.errors import ConnectionLost, MessagingError, UnroutableError
+from shared.errors import ConnectionLost, MessagingError, ResourceLocked, UnroutableError
 from shared.settings import Settings, redact
 from shared.topology import Topology
 
@@ -73,6 +73,7 @@ class Bus:
         self._state = _State()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._connected_once = False  # a lock held at the first connect is not ours
         self._runner: threading.Thread | None = None
 
     # -- set-up, before or during run() -------------------------------------------------
@@ -319,7 +320,16 @@ class Bus:
         while not self._stopping.is_set():
             try:
                 self._connect_once()
+                self._connected_once = True
                 return
+            except ResourceLocked as exc:
+                self._close()
+                if not self._connected_once:
+                    raise  # held before we ever ran: someone else runs here
+                # ours, on a connection the broker has not yet seen die: wait it out
+                log.warning("%s: %s; retrying in %.1fs", self._name, exc, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
             except LOST as exc:
                 log.warning(
                     "%s: cannot reach broker at %s (%s); retrying in %.1fs",
