@@ -7,6 +7,7 @@ refused result with that reason, and it changes nothing else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from shared.messages import Heartbeat
@@ -25,9 +26,34 @@ are the truth (attempts fence any that are out of date)."""
 
 MAX_STOPS_PER_PART = 250
 """Stops one heartbeat part may cause. A worker lists containers the manager may not
-know (a task removed meanwhile, or ids it invents); each is told to stop. Past this many
-in one part, the rest are stopped on the next heartbeats, so a lying worker cannot make
-the manager send a flood of messages."""
+know (a task removed meanwhile, or ids it invents); each is told to stop. Past this many,
+the rest are stopped on the next heartbeats, so a lying worker cannot make the manager
+send a flood of messages."""
+
+MAX_STOPS_PER_WINDOW = 250
+"""Stops one node may be sent for what its heartbeats list, per heartbeat interval, however
+many parts and heartbeats it sends in that time."""
+
+
+@dataclass
+class StopBudget:
+    """How many stops each node's heartbeats may still cause in the current window."""
+
+    window: float  # seconds: the heartbeat interval
+    per_window: int = MAX_STOPS_PER_WINDOW
+    _spent: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+
+    def left(self, node: str, now: datetime) -> int:
+        since, spent = self._spent.get(node, (now, 0))
+        if (now - since).total_seconds() >= self.window:
+            return self.per_window
+        return max(self.per_window - spent, 0)
+
+    def spend(self, node: str, count: int, now: datetime) -> None:
+        since, spent = self._spent.get(node, (now, 0))
+        if (now - since).total_seconds() >= self.window:
+            since, spent = now, 0
+        self._spent[node] = (since, spent + count)
 
 
 def new_node(beat: Heartbeat, nodes: int, max_nodes: int) -> str | None:

@@ -119,9 +119,9 @@ def superseded(
             or task.draining == DrainingAttempt(node=beat.node, attempt=held.attempt)
         )
         if not current:
-            decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
             if len(decision.outgoing) >= stops:
                 break  # the rest on the next heartbeats (manager/admission.py)
+            decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
     return decision
 
 

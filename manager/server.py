@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 from pydantic import TypeAdapter
 
@@ -117,6 +118,8 @@ class Manager:
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
+        self.stop_budget = admission.StopBudget(window=config.heartbeat_interval)
+        self._doomed_queues: list[str] = []  # removed nodes' queues, deleted once committed
         self._undo: list[Callable[[], None]] = []  # undoes the open delivery's memory moves
         self._refusal: str | None = None  # why the open delivery is refused, if it is
         self._handling = False  # whether a delivery is being handled (`handle`)
@@ -261,6 +264,14 @@ class Manager:
             raise
         self.store.keep_unit()
 
+    def _forget_queues(self, decision: Decision) -> None:
+        """A removed node's queue goes once the removal is committed (`finish_batch`):
+        otherwise every node ever removed would keep a durable queue on the broker."""
+        for name in decision.removed.nodes:
+            queue = topology.node_queue(name)
+            self._doomed_queues.append(queue)
+            self._undo.append(partial(self._doomed_queues.remove, queue))
+
     def _blocked_moved(self) -> None:
         """The open unit changes the blocked index: dropping the unit must rebuild it."""
         if self.blocked.reset not in self._undo:
@@ -298,6 +309,7 @@ class Manager:
         if not decision.empty:
             self.store.record(decision)
             self._blocked_moved()
+            self._forget_queues(decision)
             self.blocked.record(decision, self.store.node)
             observe(decision)
             for task in decision.tasks:
@@ -339,6 +351,7 @@ class Manager:
                 return
             self._confirmed(started if sent or replies else None)
             self.bus.ack_batch(acks)
+            self._delete_doomed_queues()
             if not (self._acks or self._replies or self.store.uncommitted):
                 return
 
@@ -363,6 +376,15 @@ class Manager:
             log.info("manager: the broker confirms again; nodes get a full interval")
             self._stalled = False
             self.silence_from = self.clock()
+
+    def _delete_doomed_queues(self) -> None:
+        doomed, self._doomed_queues = self._doomed_queues, []
+        for queue in doomed:
+            try:
+                self.bus.delete_queue(queue)
+                log.info("deleted %s", queue)
+            except MessagingError as exc:  # it stays; its node is gone all the same
+                log.warning("could not delete %s: %s", queue, exc)
 
     def flush(self) -> int:
         """Commit what was recorded, then publish the outbox, oldest first; forget messages
@@ -494,9 +516,10 @@ class Manager:
                 log.info("node %s: joined", beat.node)
                 self.bus.declare(topology.node_topology(beat.node))
             decision.extend(nodes.apply_heartbeat(known, beat, now))
-        decision.extend(
-            nodes.superseded(beat, self.store.where(held.task_id for held in beat.tasks))
-        )
+        allowed = min(admission.MAX_STOPS_PER_PART, self.stop_budget.left(beat.node, now))
+        stops = nodes.superseded(beat, self.store.where(h.task_id for h in beat.tasks), allowed)
+        self.stop_budget.spend(beat.node, len(stops.outgoing), now)
+        decision.extend(stops)
         held = self._heartbeat_parts.pop(beat.node, None)
         self._undo.append(lambda: self._put_parts(beat.node, held))
         parts, whole = nodes.gather(held or [], beat)

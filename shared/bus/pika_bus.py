@@ -243,6 +243,19 @@ class Bus:
             frame = channel.queue_declare(queue, passive=True)
         return int(frame.method.message_count)
 
+    def delete_queue(self, queue: str) -> None:
+        """Delete a queue with whatever it holds (a removed node's)."""
+        channel = self._require_channel()
+        with translated(f"{self._name}: deleting {queue}"):
+            channel.queue_delete(queue)
+        self.forget(queue)
+
+    def forget(self, queue: str) -> None:
+        """Stop declaring a queue after reconnects (it was deleted)."""
+        self._topologies = [
+            t for t in self._topologies if not any(q.name == queue for q in t.queues)
+        ]
+
     def ack(self, delivery: Delivery) -> None:
         """Acknowledge; a delivery from a channel that has since died is left to redelivery."""
         self.ack_batch([delivery])

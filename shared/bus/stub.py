@@ -67,6 +67,7 @@ class StubBus:
         self.acked: list[Delivery] = []
         self.rejected: list[tuple[Delivery, bool]] = []  # with requeue
         self.dead_letters: list[tuple[Delivery, str]] = []  # with the reason
+        self.deleted: list[str] = []  # queues deleted
         self.checks: list[Callable[[Published], None]] = []  # run on every publish first
         # run (once) while the next batch's confirms are awaited, as a real bus serves
         # handlers and callbacks meanwhile
@@ -92,6 +93,10 @@ class StubBus:
 
     def queue_depth(self, queue: str) -> int:
         return self.depths.get(queue, 0)
+
+    def delete_queue(self, queue: str) -> None:
+        self.deleted.append(queue)
+        self.log.append(("delete", queue))
 
     def consume(self, queue: str, handler: Handler, requeue_on_error: bool = True) -> None:
         self.consumers[queue] = Consumer(queue, handler, requeue_on_error)

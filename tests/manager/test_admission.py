@@ -45,3 +45,14 @@ def test_a_current_attempt_is_not_stopped() -> None:
     held = (HeldTask(task_id="t1", attempt=2, state=TaskState.RUNNING, container_id="c"),)
     where = {"t1": Where("n1", 2, TaskState.RUNNING)}
     assert nodes.superseded(beat(held=held), where).outgoing == []
+
+
+def test_a_node_is_sent_a_bounded_number_of_stops_per_window_however_many_parts() -> None:
+    budget = admission.StopBudget(window=2.0, per_window=250)
+    assert budget.left("n1", NOW) == 250
+    budget.spend("n1", 200, NOW)
+    budget.spend("n1", 50, NOW + timedelta(seconds=1))
+    assert budget.left("n1", NOW + timedelta(seconds=1)) == 0
+    assert budget.left("n2", NOW) == 250  # per node
+    assert budget.left("n1", NOW + timedelta(seconds=2)) == 250  # a new window
+    assert nodes.superseded(beat(held=()), {}, stops=0).outgoing == []

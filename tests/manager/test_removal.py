@@ -227,6 +227,8 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
     # then it is gone from the list, in memory and on disk, and `node.removed` is published
     assert answer["result"] == {"tasks": [], "services": [], "nodes": ["n1"]}
     assert manager.store.nodes() == [] and "node.removed" in bus_of(manager).routing_keys()
+    # and its queue is deleted once the removal is committed, so the broker keeps none
+    assert bus_of(manager).deleted == [topology.node_queue("n1")]
     reopened = Store(tmp_path / "m.db")
     assert reopened.nodes() == []
     reopened.close()
