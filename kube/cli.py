@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -13,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from kube import cluster_cli, render
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
@@ -20,6 +24,7 @@ from manager.config import ManagerConfig
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from shared import topology
+from shared.codec import describe
 from shared.errors import (
     DecodeError,
     KubeError,
@@ -27,6 +32,7 @@ from shared.errors import (
     NoManagerError,
     RequestError,
     ResourceLocked,
+    SettingsError,
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
@@ -41,6 +47,30 @@ USAGE = 2
 NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+PIPE_CLOSED = 141  # 128 + SIGPIPE
+
+
+def _count(text: str) -> int:
+    """A whole number above 0, for flags that bound or count something."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not above 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -70,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
     parser.add_argument("--amqp-url", help="broker URL (default: $KUBE_AMQP_URL or localhost)")
-    parser.add_argument("--timeout", type=float, help="seconds to wait for the manager")
+    parser.add_argument("--timeout", type=_seconds, help="seconds to wait for the manager")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     manager = sub.add_parser("manager", help="run the manager")
@@ -78,35 +108,35 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument(
         "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
     )
-    manager.add_argument("--max-tasks-per-node", type=int, help="cap on tasks per node")
+    manager.add_argument("--max-tasks-per-node", type=_count, help="cap on tasks per node")
     manager.add_argument(
-        "--max-nodes", type=int, default=None, help="nodes the cluster may have (default: 100)"
+        "--max-nodes", type=_count, default=None, help="nodes the cluster may have (default: 100)"
     )
     manager.add_argument(
-        "--max-replicas", type=int, default=None, help="replicas a service may have (1000)"
+        "--max-replicas", type=_count, default=None, help="replicas a service may have (1000)"
     )
     manager.add_argument(
         "--max-tasks-per-minute",
-        type=int,
+        type=_count,
         default=None,
         help="tasks one broker user may create a minute (30000)",
     )
     manager.add_argument(
-        "--keep-ended", type=int, default=None, help="ended tasks kept at most (default: 10000)"
+        "--keep-ended", type=_count, default=None, help="ended tasks kept at most (default: 10000)"
     )
     manager.add_argument(
         "--keep-ended-for",
-        type=float,
+        type=_seconds,
         default=None,
         metavar="SECONDS",
         help="how long an ended task is kept (default: 86400, a day)",
     )
     manager.add_argument(
-        "--purge-interval", type=float, default=None, metavar="SECONDS", help=argparse.SUPPRESS
+        "--purge-interval", type=_seconds, default=None, metavar="SECONDS", help=argparse.SUPPRESS
     )
-    manager.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (2)")
+    manager.add_argument("--heartbeat-interval", type=_seconds, default=None, help="seconds (2)")
     manager.add_argument(
-        "--node-down-after", type=float, default=None, help="seconds of silence (6)"
+        "--node-down-after", type=_seconds, default=None, help="seconds of silence (6)"
     )
     _logging_flags(manager)
     _observability_flags(manager, MANAGER_PORT)
@@ -114,14 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker")
     worker.add_argument("--name", default=None, help="node name (default: the host name)")
     worker.add_argument("--label", type=_key_value, action="append", default=[])
-    worker.add_argument("--cpus", type=float, help="advertised cpus (default: detected)")
+    worker.add_argument("--cpus", type=_seconds, help="advertised cpus (default: detected)")
     worker.add_argument("--memory", type=_size, help="advertised memory (default: detected)")
     worker.add_argument("--disk", type=_size, help="advertised disk (default: detected)")
     worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     worker.add_argument(
-        "--concurrency", type=int, default=None, help="containers started at once (8)"
+        "--concurrency", type=_count, default=None, help="containers started at once (8)"
     )
-    worker.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (2)")
+    worker.add_argument("--heartbeat-interval", type=_seconds, default=None, help="seconds (2)")
     policy = worker.add_argument_group("security policy (default: refuse all of these)")
     policy.add_argument("--policy", type=Path, help="a TOML policy file (see worker/policy.py)")
     policy.add_argument("--allow-privileged", action="store_true")
@@ -222,8 +252,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         cut = args_list.index("--")
         args_list, command = args_list[:cut], args_list[cut + 1 :]
     args = build_parser().parse_args(args_list)
-    settings = Settings.from_env(amqp_url=args.amqp_url, request_timeout=args.timeout)
     try:
+        return _run(args, command)
+    except KeyboardInterrupt:
+        print("kube: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()  # the reader went away (`kube ps | head`): say nothing more
+        return PIPE_CLOSED
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing more."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _run(args: argparse.Namespace, command: list[str]) -> int:
+    """Run a parsed command; every error kube knows becomes one line and an exit code."""
+    try:
+        settings = Settings.from_env(amqp_url=args.amqp_url, request_timeout=args.timeout)
         if args.command == "manager":
             return run_manager(args, settings)
         if args.command == "worker":
@@ -232,12 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_up(args, settings)
         with Client(settings) as client:
             return dispatch(args, command, client)
-    except NoManagerError as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return NO_MANAGER
-    except (RequestError, DecodeError) as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return REFUSED
+    except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
+        text = describe(exc) if isinstance(exc, ValidationError) else str(exc)
+        print(f"kube: {text}", file=sys.stderr)
+        return USAGE
     except ResourceLocked:
         print(
             f"kube: another kube manager is running on {redact(settings.amqp_url)} (it holds"
@@ -245,6 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             " give this one a vhost of its own",
             file=sys.stderr,
         )
+        return REFUSED
+    except NoManagerError as exc:
+        print(f"kube: {exc}", file=sys.stderr)
+        return NO_MANAGER
+    except (RequestError, DecodeError) as exc:
+        print(f"kube: {exc}", file=sys.stderr)
         return REFUSED
     except MessagingError as exc:
         print(f"kube: {exc}", file=sys.stderr)
@@ -255,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KubeError as exc:
         print(f"kube: {exc}", file=sys.stderr)
         return TASK_FAILED
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"kube: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return USAGE
 
 
 def _constraints(pairs: list[tuple[str, str]] | None) -> dict[str, Any] | None:

@@ -10,6 +10,7 @@
     ├── RuntimeFailure         the container engine failed an operation
     │   ├── EngineUnavailable  the engine does not answer
     │   └── ImageNotFound      the image is not local and the pull policy forbids or failed a pull
+    ├── SettingsError          a setting (flag or environment variable) is not usable
     ├── StoreError             the manager's database failed
     ├── MetricsError           the /metrics endpoint cannot be served (its port is taken)
     └── RequestError           the manager answered a request with an error
@@ -31,6 +32,10 @@ class DecodeError(KubeError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class SettingsError(KubeError):
+    """A setting given in a flag or the environment cannot be used; the message says which."""
 
 
 class MessagingError(KubeError):

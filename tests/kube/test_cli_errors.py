@@ -1,0 +1,75 @@
+"""Whatever a user types, the CLI answers with one line and an exit code, never a
+traceback (found by a hostile run: bad URLs, bad timeouts, bad numbers, missing files)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from kube import cli
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--amqp-url", "notaurl", "nodes"], "is not an AMQP URL"),
+        (["--amqp-url", "http://x/", "ps"], "is not an AMQP URL"),
+        (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
+    ],
+)
+def test_a_bad_setting_or_file_is_one_line_and_exit_2(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == cli.USAGE
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--timeout", "nan", "ps"],
+        ["--timeout", "-1", "ps"],
+        ["manager", "--max-nodes", "0"],
+        ["manager", "--heartbeat-interval", "inf"],
+        ["worker", "--concurrency", "0"],
+    ],
+)
+def test_a_flag_out_of_range_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.USAGE
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "says"),
+    [(KeyboardInterrupt, cli.INTERRUPTED, "interrupted"), (BrokenPipeError, cli.PIPE_CLOSED, "")],
+)
+def test_ctrl_c_and_a_closed_pipe_end_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: type[BaseException],
+    code: int,
+    says: str,
+) -> None:
+    def run(args: argparse.Namespace, command: list[str]) -> int:
+        raise raised
+
+    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.setattr(cli, "_silence_stdout", lambda: None)  # keep pytest's own stdout
+    assert cli.main(["ps"]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and says in err
+
+
+def test_a_bad_argument_to_a_request_is_a_usage_error(
+    vhost: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for argv in (["logs", "x", "--tail", "-1"], ["scale", "x", "-1"], ["inspect", "bad!"]):
+        assert cli.main(["--amqp-url", vhost, "--timeout", "2", *argv]) == cli.USAGE, argv
+        err = capsys.readouterr().err
+        assert err.startswith("kube: ") and "Traceback" not in err, err
