@@ -23,7 +23,6 @@ from kube.client import Client, WaitTimeout, make_spec
 from manager.config import ManagerConfig
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
-from shared import topology
 from shared.codec import describe
 from shared.errors import (
     DecodeError,
@@ -37,7 +36,7 @@ from shared.errors import (
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
 from shared.metrics import MANAGER_PORT, WORKER_PORT
-from shared.settings import Settings, redact
+from shared.settings import Settings
 from shared.states import TaskState
 from shared.units import parse_bytes
 
@@ -283,13 +282,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         text = describe(exc) if isinstance(exc, ValidationError) else str(exc)
         print(f"kube: {text}", file=sys.stderr)
         return USAGE
-    except ResourceLocked:
-        print(
-            f"kube: another kube manager is running on {redact(settings.amqp_url)} (it holds"
-            f" the queue {topology.MANAGER_LOCK}); one manager per vhost: stop it first, or"
-            " give this one a vhost of its own",
-            file=sys.stderr,
-        )
+    except ResourceLocked as exc:
+        print(f"kube: {exc}", file=sys.stderr)
         return REFUSED
     except NoManagerError as exc:
         print(f"kube: {exc}", file=sys.stderr)

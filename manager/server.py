@@ -43,7 +43,7 @@ from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.bus.connection import LOST
 from shared.codec import decode, encode
-from shared.errors import ConnectionLost, DecodeError, MessagingError, StoreError
+from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
     Dispatch,
@@ -163,6 +163,12 @@ class Manager:
         log.info("manager: state in %s, scheduler %s", self.config.db_path, self.config.scheduler)
         try:
             self.bus.run()
+        except ResourceLocked as exc:
+            raise ResourceLocked(
+                f"another kube manager is running on this vhost (it holds the queue"
+                f" {topology.MANAGER_LOCK}); one manager per vhost: stop it first, or give"
+                " this one a vhost of its own"
+            ) from exc
         finally:
             self.store.close()
 

@@ -37,6 +37,7 @@ from shared.errors import (
     DecodeError,
     EngineUnavailable,
     MessagingError,
+    ResourceLocked,
     RuntimeFailure,
 )
 from shared.messages import (
@@ -93,6 +94,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
         self._engine_ok = True
+        self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
@@ -111,12 +113,27 @@ class Worker:
 
     def setup(self) -> None:
         self.bus.declare(topology.worker_topology(self.name))
-        self.bus.consume(topology.node_queue(self.name), self.on_dispatch)
+        self.bus.on_connect(self._claim_queue)  # first: nothing is sent before the check
         self.bus.every(self.config.heartbeat_interval, self.send_heartbeat)
         self.bus.on_connect(self.send_heartbeat)
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
         self.pool.submit(self._watch_engine)
+
+    def _claim_queue(self) -> None:
+        """Consume the node's queue, unless another worker of the same name already does:
+        two processes sharing one node's queue and name would each report the other's
+        containers as gone, and the manager would end every task there."""
+        if self._claimed:
+            return  # the bus consumes it again after each reconnect
+        queue = topology.node_queue(self.name)
+        if self.bus.consumers_of(queue):
+            raise ResourceLocked(
+                f"another worker named {self.name} is consuming {queue}: one worker per node"
+                " name (stop it, or give this one another --name)"
+            )
+        self.bus.consume(queue, self.on_dispatch)
+        self._claimed = True
 
     def run(self) -> None:
         self.setup()

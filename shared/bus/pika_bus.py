@@ -243,6 +243,14 @@ class Bus:
             frame = channel.queue_declare(queue, passive=True)
         return int(frame.method.message_count)
 
+    def consumers_of(self, queue: str) -> int:
+        """How many consumers a queue has now (a passive declare: no right to configure
+        it is needed)."""
+        channel = self._require_channel()
+        with translated(f"{self._name}: reading the consumers of {queue}"):
+            frame = channel.queue_declare(queue, passive=True)
+        return int(frame.method.consumer_count)
+
     def delete_queue(self, queue: str) -> None:
         """Delete a queue with whatever it holds (a removed node's)."""
         channel = self._require_channel()

@@ -89,6 +89,10 @@ class MessageBus(Protocol):
         """How many messages wait in a queue, not yet delivered to any consumer."""
         ...
 
+    def consumers_of(self, queue: str) -> int:
+        """How many consumers a queue has now."""
+        ...
+
     def delete_queue(self, queue: str) -> None:
         """Delete a queue with whatever it holds, and stop declaring it."""
         ...

@@ -68,6 +68,7 @@ class StubBus:
         self.rejected: list[tuple[Delivery, bool]] = []  # with requeue
         self.dead_letters: list[tuple[Delivery, str]] = []  # with the reason
         self.deleted: list[str] = []  # queues deleted
+        self.consumer_counts: dict[str, int] = {}  # consumers of other processes, by queue
         self.checks: list[Callable[[Published], None]] = []  # run on every publish first
         # run (once) while the next batch's confirms are awaited, as a real bus serves
         # handlers and callbacks meanwhile
@@ -93,6 +94,9 @@ class StubBus:
 
     def queue_depth(self, queue: str) -> int:
         return self.depths.get(queue, 0)
+
+    def consumers_of(self, queue: str) -> int:
+        return self.consumer_counts.get(queue, 0)
 
     def delete_queue(self, queue: str) -> None:
         self.deleted.append(queue)

@@ -45,3 +45,26 @@ def test_a_second_manager_is_refused_and_the_first_goes_on(
         cluster.stop("manager")
         cluster.start_manager()
         assert client.wait(before, {TaskState.RUNNING}, timeout=30).attempt == 1
+
+
+def test_a_second_worker_with_a_nodes_name_is_refused_and_its_tasks_live_on(
+    vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
+) -> None:
+    workers = {"node-1": ("--runtime", "mock")}
+    with (
+        running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster,
+        Client(Settings(amqp_url=vhost, request_timeout=10)) as client,
+    ):
+        (node,) = cluster.nodes
+        tasks = [client.submit(TaskSpec(name=f"t{i}", image="busybox")) for i in range(5)]
+        for task in tasks:
+            client.wait(task, {TaskState.RUNNING}, timeout=30)
+        # when a second worker process is started under the same node name
+        second = cluster.kube("worker", "--name", node, "--runtime", "mock", timeout=60)
+        # then it stops at once, saying why
+        assert second.returncode == 4, second.stderr
+        assert f"another worker named {node}" in second.stderr
+        assert "Traceback" not in second.stderr
+        # and the node's tasks run on, in their first attempt
+        assert [client.get(task).attempt for task in tasks] == [1] * 5
+        assert {client.get(task).state for task in tasks} == {TaskState.RUNNING}
