@@ -207,7 +207,8 @@ class Manager:
     def refuse(self, delivery: Delivery, reason: str) -> None:
         """Answer a bad message with its reason and move it to the dead-letter queue."""
         log.warning("dead-lettering %s from %s: %s", delivery.routing_key, delivery.queue, reason)
-        self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
+        if topology.reply_refusal(delivery.reply_to) is None:  # never into another's queue
+            self.bus.reply(delivery, encode(Reply(ok=False, error=reason)))
         self.bus.dead_letter(delivery, reason)
 
     def from_asker(self, handler: Callable[[Delivery], None]) -> Callable[[Delivery], None]:
