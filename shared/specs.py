@@ -98,10 +98,13 @@ class ConstraintOp(enum.StrEnum):
     NOT_EXISTS = "not exists"
 
 
+ConstraintKey = Annotated[str, Field(min_length=1, max_length=253)]
+
+
 class Constraint(WireModel):
     """One rule on a node label, e.g. {"key": "zone", "op": "in", "values": ["a", "b"]}."""
 
-    key: Annotated[str, Field(min_length=1, max_length=253)]
+    key: ConstraintKey
     op: ConstraintOp = ConstraintOp.EQ
     values: tuple[str, ...] = ()
 
@@ -124,7 +127,8 @@ class Constraint(WireModel):
 
 
 # Shorthand: {"zone": ["a", "b"], "disk": "ssd"} means zone in {a, b} and disk == ssd.
-ConstraintMap = dict[Annotated[str, Field(min_length=1)], str | tuple[str, ...]]
+# Its keys and lists obey what Constraint checks, since rules() builds Constraints of them.
+ConstraintMap = dict[ConstraintKey, str | Annotated[tuple[str, ...], Field(min_length=1)]]
 
 
 class TaskSpec(WireModel):

@@ -62,3 +62,14 @@ def test_a_tagged_union_requires_its_tag_in_the_schema(name: str) -> None:
     body = {"node": "n", "at": "2026-01-01T00:00:00Z", "request_id": "r", "task_id": "t"}
     with pytest.raises(DecodeError, match="discriminator 'kind'"):
         decode(RESULT, json.dumps(body).encode())
+
+
+@pytest.mark.parametrize("constraints", [{"zone": []}, {"k" * 300: "a"}, {"k" * 300: ["a", "b"]}])
+def test_constraints_in_map_form_that_make_no_rule_are_refused_on_the_wire(
+    constraints: dict[str, Any],
+) -> None:
+    # given a spec whose shorthand constraints would build no valid Constraint
+    body = json.dumps({"name": "a", "image": "b", "constraints": constraints}).encode()
+    # when it is decoded, then it is refused there, not when the scheduler reads its rules
+    with pytest.raises(DecodeError, match="constraints"):
+        decode(SPEC, body).rules()
