@@ -217,6 +217,8 @@ def drain(node: NodeRecord, placed_here: Sequence[TaskRecord], now: datetime) ->
     for task in placed_here:
         if task.state not in PLACED or task.draining is not None:
             continue
+        if task.desired_state == "stopped":  # its stop is under way: no next attempt
+            continue
         old = DrainingAttempt(node=node.name, attempt=task.attempt)
         decision.extend(
             move(task, TaskState.PENDING, now, detail=f"draining {node.name}", draining=old)

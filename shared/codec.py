@@ -71,6 +71,8 @@ def decode(
             json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
         except _DuplicateKey as exc:
             raise DecodeError(str(exc)) from exc
+        except RecursionError as exc:  # not a ValueError: it would fail the handler
+            raise DecodeError("body is not JSON: nested too deeply") from exc
         except ValueError:
             pass  # not JSON: pydantic names the problem below
     try:

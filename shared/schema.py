@@ -53,8 +53,20 @@ MESSAGES: dict[str, Any] = {
 }
 
 
+def _require_discriminators(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tagged union's tag is required on the wire, though each model has a default for
+    it (Python code may leave it out): pydantic's schema leaves it optional, and a client
+    that follows that is refused with "Unable to extract tag"."""
+    union = schema.get("discriminator")
+    if union is not None:
+        for ref in union["mapping"].values():
+            target = schema["$defs"][ref.rsplit("/", 1)[1]]
+            target["required"] = sorted({*target.get("required", ()), union["propertyName"]})
+    return schema
+
+
 def render(name: str) -> str:
-    schema = TypeAdapter(MESSAGES[name]).json_schema()
+    schema = _require_discriminators(TypeAdapter(MESSAGES[name]).json_schema())
     schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": name, **schema}
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 

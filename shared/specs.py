@@ -111,11 +111,13 @@ MAX_RULES = 64
 """Constraints one spec may have, and values one constraint may list: each is checked
 against every node at every placement."""
 
+ConstraintKey = Annotated[str, Field(min_length=1, max_length=253)]
+
 
 class Constraint(WireModel):
     """One rule on a node label, e.g. {"key": "zone", "op": "in", "values": ["a", "b"]}."""
 
-    key: Annotated[str, Field(min_length=1, max_length=253)]
+    key: ConstraintKey
     op: ConstraintOp = ConstraintOp.EQ
     values: Annotated[
         tuple[Annotated[str, Field(max_length=253)], ...], Field(max_length=MAX_RULES)
@@ -140,7 +142,14 @@ class Constraint(WireModel):
 
 
 # Shorthand: {"zone": ["a", "b"], "disk": "ssd"} means zone in {a, b} and disk == ssd.
-ConstraintMap = dict[Annotated[str, Field(min_length=1)], str | tuple[str, ...]]
+# Its keys and lists obey what Constraint checks, since rules() builds Constraints of them.
+ConstraintMap = dict[
+    ConstraintKey,
+    Annotated[str, Field(max_length=253)]
+    | Annotated[
+        tuple[Annotated[str, Field(max_length=253)], ...], Field(min_length=1, max_length=MAX_RULES)
+    ],
+]
 
 
 class TaskSpec(WireModel):

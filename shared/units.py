@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {
@@ -24,7 +25,10 @@ _UNITS = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+SIZE_PATTERN = r"^ *([0-9]+(?:\.[0-9]+)?) *((?:[bB]|[kKmMgGtT][iI]?[bB]?)?) *$"
+"""A size as a string: digits, then a unit of _UNITS in any case (the JSON Schema of a
+size says the same, so a client that follows it is never refused)."""
+_SIZE = re.compile(SIZE_PATTERN)
 
 
 def parse_bytes(value: object) -> int:
@@ -40,7 +44,10 @@ def parse_bytes(value: object) -> int:
     match = _SIZE.match(value)
     if match is None or match.group(2).lower() not in _UNITS:
         raise ValueError(f"{value!r} is not a size: use bytes or a unit k, m, g, t (e.g. '64m')")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    size = float(match.group(1)) * _UNITS[match.group(2).lower()]
+    if not math.isfinite(size):  # hundreds of digits: int() would raise OverflowError
+        raise ValueError(f"{value[:40]!r}... is too large a size")
+    return int(size)
 
 
 def format_bytes(size: int) -> str:

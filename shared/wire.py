@@ -14,7 +14,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from shared.units import parse_bytes
+from shared.units import SIZE_PATTERN, parse_bytes
 
 MAX_BODY_BYTES = 1024 * 1024
 """Largest message body kube accepts (1 MiB); anything larger is dead-lettered unread."""
@@ -71,7 +71,7 @@ ByteSize = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
-                {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*[a-zA-Z]*\s*$"},
+                {"type": "string", "pattern": SIZE_PATTERN},
             ],
             "description": "bytes, or a string with a unit: '64m', '1g', '512Mi' (powers of 1024)",
         }
