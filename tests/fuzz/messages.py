@@ -17,11 +17,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
-from manager.server import RESULT
 from pydantic import TypeAdapter
 
 from manager.commands import NODE, SCALE, SPEC, STOP, UPDATE
 from manager.queries import LIST, LOGS, TASK
+from manager.server import RESULT
 from shared.codec import decode
 from shared.errors import DecodeError
 from shared.models import MAX_BODY_BYTES, MAX_SPEC_BYTES
