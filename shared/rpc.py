@@ -234,12 +234,20 @@ class Subscription:
         self._temporary = temporary
         self._keys = keys
         self._ready: deque[tuple[int, str, bytes]] = deque()
+        self._last_tag = self._acked_tag = 0  # the delivery tags received and acked
         # basic_consume waits for consume-ok: attached when this returns (a stream reader
         # starting at "next" then misses nothing published afterwards)
         channel.basic_consume(queue, self._on_message, auto_ack=temporary, arguments=arguments)
 
     def _on_message(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
         self._ready.append((method.delivery_tag, method.routing_key, body))
+        self._last_tag = method.delivery_tag
+
+    def _ack_all(self) -> None:
+        if self._last_tag > self._acked_tag:
+            self._channel.basic_ack(self._last_tag, multiple=True)
+            self._acked_tag = self._last_tag
+        self._ready.clear()
 
     def __iter__(self) -> Iterator[Message | None]:
         return self
@@ -251,6 +259,7 @@ class Subscription:
                     tag, key, body = self._ready.popleft()
                     if not self._temporary:  # a stream consumer must ack (its flow control)
                         self._channel.basic_ack(tag)
+                        self._acked_tag = tag
                     if self._keys is None or any(topic_matches(k, key) for k in self._keys):
                         return Message(key, body)
                 if not waited:
@@ -266,6 +275,11 @@ class Subscription:
         try:
             if self._temporary:
                 self._channel.queue_delete(self._queue)
+            else:
+                # a stream takes no reject: ack what came, so that closing the channel
+                # (which rejects whatever pika still holds unacked) has nothing to reject
+                self._channel.connection.process_data_events(time_limit=0)
+                self._ack_all()
             self._channel.close()
         except pika.exceptions.AMQPError as exc:
             log.warning("could not close the watch of %s: %r", self._queue, exc)

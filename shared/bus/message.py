@@ -59,14 +59,20 @@ def dead_letter_headers(delivery: Delivery, reason: str) -> dict[str, Any]:
     """A dead letter's headers: the original ones, the reason and where it came from.
 
     RabbitMQ's own dead-lettering (reject without requeue) records only "rejected";
-    republishing with these lets the reason travel with the message. Original headers
-    over DEAD_LETTER_HEADER_BYTES are left out (`x-kube-headers-dropped` gives their
-    size), so the dead letter always fits the broker's frame.
+    republishing with these lets the reason travel with the message. When the original
+    headers take more than DEAD_LETTER_HEADER_BYTES, the largest are left out until the
+    rest fit (`x-kube-headers-dropped` names them), so the dead letter always fits the
+    broker's frame and keeps the small headers that identify it.
     """
     headers = dict(delivery.headers)
-    size = table_size(headers)
-    if size > DEAD_LETTER_HEADER_BYTES:
-        headers = {"x-kube-headers-dropped": size}
+    if table_size(headers) > DEAD_LETTER_HEADER_BYTES:
+        dropped: list[str] = []
+        for key in sorted(headers, key=lambda k: _value_size(headers[k]), reverse=True):
+            if table_size(headers) <= DEAD_LETTER_HEADER_BYTES - 4096:
+                break
+            del headers[key]
+            dropped.append(str(key)[:100])
+        headers["x-kube-headers-dropped"] = ", ".join(dropped)[:1024]
     headers.update(
         {
             REASON_HEADER: reason[:4096],

@@ -108,7 +108,7 @@ def test_a_dead_letter_copy_of_big_headers_fits_the_frame_and_costs_nothing_else
         )
     dead = wait_for(lambda: dead_letters(mock_cluster.url), what="a dead letter")
     assert len(dead) == 1 and "not JSON" in str(dead[0]["x-kube-reason"])
-    assert "filler" not in dead[0] and int(str(dead[0]["x-kube-headers-dropped"])) > 130_000
+    assert "filler" not in dead[0] and dead[0]["x-kube-headers-dropped"] == "filler"
     # and the manager never lost its connection over it
     log = (mock_cluster.workdir / "manager.log").read_text()
     assert "lost the broker connection" not in log
