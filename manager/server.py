@@ -459,7 +459,7 @@ class Manager:
 
     def on_result(self, delivery: Delivery) -> None:
         try:
-            result = decode(RESULT, delivery.body)
+            result = decode(RESULT, delivery.body, unique_keys=False)  # see shared.codec.decode
         except DecodeError as exc:
             self.refuse(delivery, f"invalid result: {exc.reason}")
             return

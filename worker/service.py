@@ -200,7 +200,7 @@ class Worker:
 
     def on_dispatch(self, delivery: Delivery) -> None:
         try:
-            message = decode(DISPATCH, delivery.body)
+            message = decode(DISPATCH, delivery.body, unique_keys=False)  # from the manager
         except DecodeError as exc:
             log.warning("worker %s: dead-lettering a bad dispatch: %s", self.name, exc.reason)
             self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
