@@ -6,7 +6,6 @@ taken for free")."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from shared.messages import MAX_PARTS
 from shared.settings import Settings
 from tests.conftest import Cluster, running_cluster
 from tests.e2e.test_bad_input import publish_raw
-from tests.support.broker import dead_letters
+from tests.support.broker import dead_letters, queues
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -44,21 +43,14 @@ def heartbeat(node: str, **fields: Any) -> dict[str, Any]:
             **fields}  # fmt: skip
 
 
-def queues(url: str) -> list[str]:
-    out = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return sorted(name for name in out.split() if name.startswith("kube.node."))
+def node_queues(url: str) -> list[str]:
+    return queues(url, "kube.node.")
 
 
 def test_hostile_results_cost_only_themselves(small_cluster: Cluster) -> None:
     cluster = small_cluster
     node = cluster.nodes[0]
-    before = queues(cluster.url)
+    before = node_queues(cluster.url)
     nan = json.dumps(heartbeat(node)).replace('"cpus": 1.0', '"cpus": NaN')
     future = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     held = {"task_id": "t", "attempt": 0, "state": "running", "container_id": "c"}
@@ -86,7 +78,7 @@ def test_hostile_results_cost_only_themselves(small_cluster: Cluster) -> None:
     for word in ("finite", "memory", "timezone", "attempt", "node", "parts", "ahead", "maximum"):
         assert any(word in reason for reason in reasons), (word, reasons)
     # and no node and no queue was made for them
-    assert queues(cluster.url) == before
+    assert node_queues(cluster.url) == before
     with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as client:
         assert sorted(n.name for n in client.nodes()) == sorted(cluster.nodes)
     # and the manager restarts from its store and answers

@@ -18,8 +18,8 @@ def dead_letters(url: str) -> list[dict[str, object]]:
     return headers
 
 
-def watch_queues(url: str) -> list[str]:
-    """The server-named queues of the URL's vhost: a watcher's temporary queue is one."""
+def queues(url: str, prefix: str) -> list[str]:
+    """The queues of the URL's vhost whose names start with prefix, sorted."""
     out = subprocess.run(
         ["rabbitmqctl", "-q", "list_queues", "-p", url.rsplit("/", 1)[1], "name"],
         capture_output=True,
@@ -27,7 +27,12 @@ def watch_queues(url: str) -> list[str]:
         check=True,
         timeout=30,
     ).stdout
-    return [name for name in out.split() if name.startswith("amq.gen-")]
+    return sorted(name for name in out.split() if name.startswith(prefix))
+
+
+def watch_queues(url: str) -> list[str]:
+    """The server-named queues of the URL's vhost: a watcher's temporary queue is one."""
+    return queues(url, "amq.gen-")
 
 
 def stream_readers(url: str) -> int:
