@@ -11,14 +11,12 @@ from pika.adapters.blocking_connection import BlockingChannel
 def ack_frames(tags: Sequence[int], unacked: Collection[int]) -> list[tuple[int, bool]]:
     """The (tag, multiple) acks that settle `tags` (sorted, all unsettled) and nothing else.
 
-    One `multiple` ack covers the lowest tags while every unsettled delivery up to it is
-    among them (the usual case); any others are acked one by one.
+    Each is acked on its own, never with `multiple`: a multiple ack settles every tag up to
+    it at the broker, including deliveries pika has received but not yet handed to their
+    consumer (they are in no set of ours), which were then acked unhandled and lost (a
+    manager took 51 submits and recorded 13). The frames still go in one socket write.
     """
-    wanted = set(tags)
-    below = min((tag for tag in unacked if tag not in wanted), default=None)
-    covered = [tag for tag in tags if below is None or tag < below]
-    frames = [(covered[-1], True)] if covered else []
-    return frames + [(tag, False) for tag in tags[len(covered) :]]
+    return [(tag, False) for tag in tags]
 
 
 def write_acks(channel: BlockingChannel, frames: Sequence[tuple[int, bool]]) -> None:
