@@ -30,7 +30,7 @@ know (a task removed meanwhile, or ids it invents); each is told to stop. Past t
 the rest are stopped on the next heartbeats, so a lying worker cannot make the manager
 send a flood of messages."""
 
-MAX_STOPS_PER_WINDOW = 250
+MAX_STOPS_PER_WINDOW = MAX_STOPS_PER_PART
 """Stops one node may be sent for what its heartbeats list, per heartbeat interval, however
 many parts and heartbeats it sends in that time."""
 

@@ -55,7 +55,7 @@ from shared.messages import (
     StopTask,
     TaskUpdate,
 )
-from shared.models import NodeStatus, Reply, ServiceRecord, TaskRecord
+from shared.models import NodeRecord, NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
 
@@ -471,13 +471,15 @@ class Manager:
         if refused is not None:
             self.refuse(delivery, refused)
             return
-        if isinstance(result, Heartbeat) and self.store.node(result.node) is None:
-            refused = admission.new_node(result, len(self.store.nodes()), self.config.max_nodes)
-            if refused is not None:
-                self.refuse(delivery, refused)
-                return
         if isinstance(result, Heartbeat):
-            self.heartbeat(result)
+            known = self.store.node(result.node)
+            if known is None:
+                nodes_now = len(self.store.nodes())
+                refused = admission.new_node(result, nodes_now, self.config.max_nodes)
+                if refused is not None:
+                    self.refuse(delivery, refused)
+                    return
+            self.heartbeat(result, known)
         elif isinstance(result, LogsReply):
             answer = self.logs.answer(result)
             if answer is not None:
@@ -510,11 +512,10 @@ class Manager:
                 self.after_change(decision)
         self.settle(delivery)
 
-    def heartbeat(self, beat: Heartbeat) -> None:
-        """A heartbeat, or a part of one: part 0 says the node is alive; each part's
-        containers are checked against their attempts; the whole list, once every part is
-        in, against what the manager has running there."""
-        known = self.store.node(beat.node)
+    def heartbeat(self, beat: Heartbeat, known: NodeRecord | None) -> None:
+        """A heartbeat, or a part of one, from a node as the manager knows it (None: new):
+        part 0 says the node is alive; each part's containers are checked against their
+        attempts; the whole list, once every part is in, against what runs there."""
         now = self.clock()
         decision = Decision()
         if beat.part == 0:
@@ -522,7 +523,7 @@ class Manager:
                 log.info("node %s: joined", beat.node)
                 self.bus.declare(topology.node_topology(beat.node))
             decision.extend(nodes.apply_heartbeat(known, beat, now))
-        allowed = min(admission.MAX_STOPS_PER_PART, self.stop_budget.left(beat.node, now))
+        allowed = self.stop_budget.left(beat.node, now)  # never more than a part may cause
         stops = nodes.superseded(beat, self.store.where(h.task_id for h in beat.tasks), allowed)
         self.stop_budget.spend(beat.node, len(stops.outgoing), now)
         decision.extend(stops)
