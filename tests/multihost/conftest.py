@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.support.hosts import Bed, missing_tools, test_bed
+from tests.support.reports import call_failed
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +23,10 @@ def bed_tools() -> None:
 
 
 @pytest.fixture
-def bed(vhost: str, busybox_image: str) -> Iterator[Bed]:
-    """A test bed whose hosts' engines get the busybox image; removed after the test."""
+def bed(vhost: str, busybox_image: str, request: pytest.FixtureRequest) -> Iterator[Bed]:
+    """A test bed whose hosts' engines get the busybox image; removed after the test, and
+    its hosts' logs printed first if the test failed."""
     with test_bed(vhost, busybox_image) as made:
         yield made
+        if call_failed(request):
+            print(made.logs())

@@ -48,6 +48,10 @@ IMAGES_DIR = BEDS_DIR / "images"
 ROOT = Path(__file__).resolve().parents[2]
 RABBITMQCTL_NO_SUCH_USER = 67  # delete_user's exit code for a user that is not there
 STOP_GRACE = 10.0  # seconds a spawned process has to exit on SIGTERM
+CONNECT = """
+import socket, sys
+socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3])).close()
+"""
 
 
 class Host:
@@ -103,10 +107,8 @@ class Host:
 
     def connects(self, address: str, port: int, timeout: float = 2.0) -> bool:
         """Whether a TCP connection from this host to address:port opens within timeout."""
-        probe = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))"  # noqa: E501
-        done = self.run(
-            [sys.executable, "-c", probe, address, str(port), str(timeout)], timeout=timeout + 10
-        )
+        argv = [sys.executable, "-c", CONNECT, address, str(port), str(timeout)]
+        done = self.run(argv, timeout=timeout + 10)
         return done.returncode == 0
 
     def fetch(self, url: str, timeout: float = 5.0) -> str | None:
@@ -120,9 +122,9 @@ class Host:
             self._client = docker.DockerClient(base_url=self.docker_host)
         return self._client
 
-    def containers(self, all: bool = True) -> list[docker.models.containers.Container]:  # noqa: A002
-        """The containers in this host's engine."""
-        return list(self.docker().containers.list(all=all, ignore_removed=True))
+    def containers(self, running: bool = False) -> list[docker.models.containers.Container]:
+        """The containers in this host's engine, or only its running ones."""
+        return list(self.docker().containers.list(all=not running, ignore_removed=True))
 
     def cut(self) -> None:
         """Cut this host off: its link goes down, nothing passes either way, no reset is sent."""
@@ -215,6 +217,13 @@ class Bed:
                 if archive is not None:
                     host.engine.load(archive)
         return added
+
+    def logs(self) -> str:
+        """The tail of every log of the bed's hosts (engines, spawned processes)."""
+        return "\n".join(
+            f"----- {path.relative_to(self.root)}\n{path.read_text(errors='replace')[-4000:]}"
+            for path in sorted(self.root.glob("h*/*.log"))
+        )
 
     def close(self) -> None:
         """Remove everything the bed made; raise, after all of it was tried, if any failed.
