@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from functools import partial
@@ -62,15 +63,26 @@ class Engine:
         return sh("docker", "--host", self.url, *args, check=check)
 
     def ready(self, timeout: float = 60) -> None:
-        def answers() -> bool:
+        """Wait until the engine answers its socket; fail at once if dockerd exits."""
+        deadline = time.monotonic() + timeout
+        while not self.pings():
             if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"dockerd exited: {self.log_tail()}")
-            return (
-                self.docker("version", "--format", "{{.Server.Version}}", check=False).returncode
-                == 0
-            )
+                raise AssertionError(f"dockerd in {self.netns} exited:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"dockerd in {self.netns} did not answer in {timeout}s")
+            time.sleep(0.05)
 
-        wait_for(answers, what=f"dockerd in {self.netns}", timeout=timeout, interval=0.05)
+    def pings(self) -> bool:
+        """Whether the engine answers GET /_ping on its socket (no docker CLI per try)."""
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(str(self.socket))
+                sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+                status_line = sock.recv(64).split(b"\r\n", 1)[0]  # HTTP/1.x 200 OK
+                return status_line.split()[1:2] == [b"200"]
+        except OSError:
+            return False
 
     def load(self, archive: Path) -> None:
         self.docker("load", "--input", str(archive))
