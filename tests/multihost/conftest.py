@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import unavailable
-from tests.support.hosts import Bed, missing_tools, test_bed
+from tests.support.hosts import Bed, missing_tools, running_bed
 from tests.support.reports import call_failed
 
 
@@ -26,7 +26,7 @@ def bed_tools() -> None:
 def bed(vhost: str, busybox_image: str, request: pytest.FixtureRequest) -> Iterator[Bed]:
     """A test bed whose hosts' engines get the busybox image; removed after the test, and
     its hosts' logs printed first if the test failed."""
-    with test_bed(vhost, busybox_image) as made:
+    with running_bed(vhost, busybox_image) as made:
         yield made
         if call_failed(request):
             print(made.logs())

@@ -17,7 +17,7 @@ from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import running_cluster
 from tests.support.engines import alive
-from tests.support.hosts import BEDS_DIR, ROOT, Bed, test_bed
+from tests.support.hosts import BEDS_DIR, ROOT, Bed, running_bed
 from tests.support.network import BROKER_PORT, NETNS_DIR
 from tests.support.waiting import wait_for
 
@@ -120,8 +120,8 @@ def reaches(address: str, port: int, timeout: float = 2.0) -> bool:
 # A run killed with -9 while its bed is up: its engine, worker and namespace live on.
 KILLED_RUN = """
 import sys, time
-from tests.support.hosts import test_bed
-with test_bed(sys.argv[1], sys.argv[2]) as bed:
+from tests.support.hosts import running_bed
+with running_bed(sys.argv[1], sys.argv[2]) as bed:
     (host,) = bed.add_hosts(1)
     worker = host.spawn(["sleep", "600"])
     assert host.engine is not None and host.engine.proc is not None
@@ -149,7 +149,7 @@ def test_a_bed_left_by_a_killed_run_is_removed_by_the_next(
     assert alive(int(dockerd)) and alive(int(worker))
 
     # when the next bed starts
-    with test_bed(vhost, busybox_image):
+    with running_bed(vhost, busybox_image):
         # then the killed run's bed is gone: processes, namespace, files, broker user
         assert not alive(int(dockerd)) and not alive(int(worker))
         assert not (NETNS_DIR / netns).exists()

@@ -202,9 +202,9 @@ class Bed:
         added = []
         for _ in range(count):
             index = len(self.hosts) + 1
+            (self.root / f"h{index}").mkdir()  # first: a killed run's sweep finds the host by it
             netns, address = self.bridge.add_host(index)
             host = Host(self.id, index, netns, address, self.root / f"h{index}")
-            host.root.mkdir()
             self.hosts.append(host)
             added.append(host)
             if engine:
@@ -246,7 +246,7 @@ class Bed:
 
 
 @contextlib.contextmanager
-def test_bed(vhost_url: str, image: str | None = None) -> Iterator[Bed]:
+def running_bed(vhost_url: str, image: str | None = None) -> Iterator[Bed]:
     """A started Bed, removed after, also when the test fails or is interrupted."""
     bed = Bed(vhost_url, image)
     try:
@@ -254,9 +254,6 @@ def test_bed(vhost_url: str, image: str | None = None) -> Iterator[Bed]:
         yield bed
     finally:
         bed.close()
-
-
-test_bed.__test__ = False  # type: ignore[attr-defined]  # not a test, for pytest
 
 
 @contextlib.contextmanager
