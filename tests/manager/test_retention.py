@@ -80,9 +80,13 @@ def test_a_store_made_before_purging_learns_when_its_tasks_ended(tmp_path: Path)
     decision.extend(core.move(decision.tasks[-1], TaskState.COMPLETED, ended))
     store.record(decision)
     store.close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path) as db:  # as a kube before versions and ended_at wrote it
         db.execute("DROP INDEX tasks_by_end")
-        db.execute("ALTER TABLE tasks DROP COLUMN ended_at")
+        for column in ("ended_at", "attempt", "draining_node", "draining_attempt"):
+            db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        for column in ("unplaced_kind", "not_before"):
+            db.execute(f"ALTER TABLE tasks DROP COLUMN {column}")
+        db.execute("PRAGMA user_version = 0")
     # when today's kube opens it
     store = Store(path)
     # then the ended task is found, with the time it ended

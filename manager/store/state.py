@@ -1,13 +1,13 @@
-"""The manager's state in SQLite: tasks, their history, nodes and the outbox.
+"""The manager's state: tasks, their history, nodes, services and the outbox.
 
-WAL mode, one transaction per batch of deliveries: the first decision recorded begins
-it, each decision is written whole or not at all within it (a savepoint), and `commit`
-ends it before anything it recorded is published or acked. Each delivery is a unit of
-its own within the batch (`begin_unit`, then `keep_unit` or `drop_unit`): a savepoint that
-is rolled back, with what it moved in memory, when its handler fails, so one bad
-delivery never takes the rest of its batch with it. A manager killed at any
-moment restarts with the batches it committed, re-sends their outbox, and is sent again
-every delivery of the batch it lost (none of them was acked).
+On SQLite or PostgreSQL (manager/store/base.py). One transaction per batch of
+deliveries: the first decision recorded begins it, each decision is written whole or not
+at all within it (a savepoint), and `commit` ends it before anything it recorded is
+published or acked. Each delivery is a unit of its own within the batch (`begin_unit`,
+then `keep_unit` or `drop_unit`): a savepoint that is rolled back, with what it moved in
+memory, when its handler fails, so one bad delivery never takes the rest of its batch
+with it. A manager killed at any moment restarts with the batches it committed, re-sends
+their outbox, and is sent again every delivery of the batch it lost (none was acked).
 A node's allocated resources are not stored: they are summed from the tasks placed on it
 when the store opens, then moved with each decision it records (manager/holdings.py).
 Those caches always mirror the open transaction: a unit dropped undoes its moves, and a
@@ -17,10 +17,8 @@ transaction that fails to commit is rolled back and the caches are read again.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,6 +29,9 @@ from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing, Removal
 from manager.holdings import HOLDING, Hold, Holdings, Reserved
 from manager.nodes import PLACED, Where
+from manager.store.base import Database
+from manager.store.schema import KEYS, upgrade
+from manager.store.url import connect
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.states import TaskState
@@ -39,68 +40,21 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasks (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    state TEXT NOT NULL,
-    node TEXT,
-    cpu REAL NOT NULL,
-    memory INTEGER NOT NULL,
-    disk INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
-CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, state);
-CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at, id);
-CREATE TABLE IF NOT EXISTS task_events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
-    record TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS task_events_by_task ON task_events (task_id, seq);
-CREATE TABLE IF NOT EXISTS nodes (
-    name TEXT PRIMARY KEY,
-    record TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS services (
-    name TEXT PRIMARY KEY,
-    record TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS quarantine (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    source TEXT NOT NULL,
-    key TEXT NOT NULL,
-    record TEXT NOT NULL,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    exchange TEXT NOT NULL,
-    routing_key TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-"""
-
 
 class Store:
-    """SQLite-backed state; one connection, used from the manager's bus thread only."""
+    """The manager's state; one connection, used from the manager's bus thread only."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, target: str | Path) -> None:
+        """Open the database a store URL (or a SQLite file's path) names, upgrading its
+        schema if an older kube wrote it (manager/store/schema.py)."""
+        self._db: Database = connect(target)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL in WAL mode survives a killed process; only power loss may drop the
-            # last transactions, which redelivery of unacked messages then replays.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            upgrade(self._db)
             _quarantine_malformed(self._db)
-            _add_ended_at(self._db)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+        self.location = self._db.where  # for messages and logs
         self._closed = False
         self._unit: list[Callable[[], None]] | None = None  # undo steps of the open unit
         self._unit_begun = False  # whether the open unit has written (its savepoint exists)
@@ -121,8 +75,7 @@ class Store:
             self._holdings.add(Hold(str(name), str(node), float(cpu), int(memory), int(disk)))
         self._attempts = Attempts()
         for task_id, where in self._where(
-            f"state IN ({','.join('?' * len(PLACED))}) OR json_extract(record, '$.draining')"
-            " IS NOT NULL",
+            f"state IN ({','.join('?' * len(PLACED))}) OR draining_node IS NOT NULL",
             [state.value for state in PLACED],
         ).items():
             self._attempts.put(task_id, where)
@@ -134,24 +87,22 @@ class Store:
         }
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Database]:
         """Writes that land whole or not at all, in the open transaction (begun if none is)."""
+        db = self._db
+        if not db.in_transaction:
+            db.begin()
+        if self._unit is not None and not self._unit_begun:
+            db.execute("SAVEPOINT unit")
+            self._unit_begun = True
+        db.execute("SAVEPOINT write")
         try:
-            if not self._db.in_transaction:
-                self._db.execute("BEGIN IMMEDIATE")
-            if self._unit is not None and not self._unit_begun:
-                self._db.execute("SAVEPOINT unit")
-                self._unit_begun = True
-            self._db.execute("SAVEPOINT write")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK TO write")
-                self._db.execute("RELEASE write")
-                raise
-            self._db.execute("RELEASE write")
-        except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from exc
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+            raise
+        db.execute("RELEASE write")
 
     @property
     def uncommitted(self) -> bool:
@@ -171,7 +122,7 @@ class Store:
         """The unit's handler succeeded: its writes join the batch's transaction."""
         try:
             if self._unit_begun:
-                self._execute("RELEASE unit")
+                self._db.execute("RELEASE unit")
         finally:
             self._unit, self._unit_begun = None, False
 
@@ -181,16 +132,10 @@ class Store:
         undo, begun = self._unit or [], self._unit_begun
         self._unit, self._unit_begun = None, False
         if begun:
-            self._execute("ROLLBACK TO unit")
-            self._execute("RELEASE unit")
+            self._db.execute("ROLLBACK TO unit")
+            self._db.execute("RELEASE unit")
         for step in reversed(undo):
             step()
-
-    def _execute(self, sql: str) -> None:
-        try:
-            self._db.execute(sql)
-        except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from exc
 
     def commit(self) -> None:
         """End the open transaction: what it recorded may now be published and acked.
@@ -203,24 +148,21 @@ class Store:
         if self._db.in_transaction:
             try:
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except StoreError:
                 self._abandon()
-                raise StoreError(f"database {self.path}: {exc}") from exc
+                raise
 
     def _abandon(self) -> None:
         """Roll back the open transaction and read the caches again from the tables."""
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-        except sqlite3.Error as exc:  # a failed COMMIT may have rolled back already
+        except StoreError as exc:  # a failed COMMIT may have rolled back already
             log.warning("store: rolling back after a failed commit: %s", exc)
         self._load_caches()
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._db.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"database {self.path}: {exc}") from exc
+        return self._db.query(sql, tuple(params))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -230,26 +172,14 @@ class Store:
         before = self._holds(final)
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO tasks"
-                " (id, name, state, node, cpu, memory, disk, created_at, record, ended_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                f"INSERT INTO tasks ({', '.join(TASK_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(TASK_COLUMNS))})"
                 " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
-                " node = excluded.node, record = excluded.record, ended_at = excluded.ended_at",
-                [
-                    (
-                        task.id,
-                        task.name,
-                        task.state.value,
-                        task.node,
-                        task.spec.cpu,
-                        task.spec.memory,
-                        task.spec.disk,
-                        task.created_at.isoformat(),
-                        task.model_dump_json(),
-                        task.updated_at.isoformat() if task.state.terminal else None,
-                    )
-                    for task in final.values()
-                ],
+                " node = excluded.node, record = excluded.record, ended_at = excluded.ended_at,"
+                " attempt = excluded.attempt, draining_node = excluded.draining_node,"
+                " draining_attempt = excluded.draining_attempt,"
+                " unplaced_kind = excluded.unplaced_kind, not_before = excluded.not_before",
+                [_row(task) for task in final.values()],
             )
             db.executemany(
                 "INSERT INTO task_events (task_id, record) VALUES (?, ?)",
@@ -428,8 +358,7 @@ class Store:
     def _where(self, condition: str, params: Iterable[object]) -> dict[str, Where]:
         """Where the tasks matching an SQL condition are, read without parsing whole records."""
         rows = self._query(
-            "SELECT id, node, json_extract(record, '$.attempt'), state,"
-            " json_extract(record, '$.draining.node'), json_extract(record, '$.draining.attempt')"
+            "SELECT id, node, attempt, state, draining_node, draining_attempt"
             f" FROM tasks WHERE {condition}",
             params,
         )
@@ -525,7 +454,7 @@ class Store:
             self._db.close()
 
 
-def _delete(db: sqlite3.Connection, removed: Removal) -> None:
+def _delete(db: Database, removed: Removal) -> None:
     """Delete what `kube rm` removes: tasks with their history, services, nodes."""
     tasks = [(task_id,) for task_id in removed.tasks]
     db.executemany("DELETE FROM tasks WHERE id = ?", tasks)
@@ -534,49 +463,52 @@ def _delete(db: sqlite3.Connection, removed: Removal) -> None:
     db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
 
 
-KEYS = {"tasks": "id", "nodes": "name", "services": "name", "task_events": "seq"}
-"""Each table of records, and the column that keys its rows."""
-
-
-def _quarantine_malformed(db: sqlite3.Connection) -> None:
-    """Move aside, before anything reads them with SQL's JSON functions, the rows whose
-    record is not JSON at all (NaN, bytes that are not UTF-8, an edit gone wrong): one
-    such row would otherwise fail every query over its table, and the manager's start."""
-    db.execute("BEGIN IMMEDIATE")
-    for table, column in KEYS.items():
-        bad = db.execute(
-            f"SELECT {column}, record FROM {table} WHERE CASE WHEN typeof(record) != 'text'"
-            " THEN 1 WHEN json_valid(record) THEN 0 ELSE 1 END"
-        ).fetchall()
-        for key, record in bad:
-            log.error("store: %s row %r is not JSON; moved to quarantine", table, key)
-            db.execute(
-                "INSERT INTO quarantine (source, key, record, reason) VALUES (?, ?, ?, ?)",
-                (table, str(key), str(record), "the record is not JSON"),
-            )
-            db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
+def _quarantine_malformed(db: Database) -> None:
+    """Move aside the rows whose record is not JSON at all (NaN, bytes that are not UTF-8,
+    an edit gone wrong), before anything reads them: one such row would otherwise fail
+    every read of its table, and the manager's start. Done at every start, as a row may
+    be spoiled by hand at any time; PostgreSQL's json columns never hold such a row."""
+    found = [(t, c, key, text) for t, c in KEYS.items() for key, text in db.malformed(t, c)]
+    if not found:
+        return
+    db.begin()
+    for table, column, key, text in found:
+        log.error("store: %s row %r is not JSON; moved to quarantine", table, key)
+        db.execute(
+            "INSERT INTO quarantine (source, key, record, reason) VALUES (?, ?, ?, ?)",
+            (table, key, text, "the record is not JSON"),
+        )
+        db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
     db.execute("COMMIT")
 
 
-def _add_ended_at(db: sqlite3.Connection) -> None:
-    """Give a database made before ended tasks were purged its `ended_at` column, filled
-    from the records, and the index the purge reads by."""
-    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(tasks)")}
-    if "ended_at" not in columns:
-        terminal = [state.value for state in TaskState if state.terminal]
-        db.execute("BEGIN IMMEDIATE")  # the column and its values, or neither
-        db.execute("ALTER TABLE tasks ADD COLUMN ended_at TEXT")
-        rows = db.execute(
-            "SELECT id, json_extract(record, '$.updated_at') FROM tasks"
-            f" WHERE state IN ({','.join('?' * len(terminal))})",
-            terminal,
-        ).fetchall()
-        db.executemany(  # written as record() writes it, so that the two sort together
-            "UPDATE tasks SET ended_at = ? WHERE id = ?",
-            [(datetime.fromisoformat(str(at)).isoformat(), i) for i, at in rows if at],
-        )
-        db.execute("COMMIT")
-    db.execute("CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks (state, ended_at)")
+TASK_COLUMNS = (
+    "id", "name", "state", "node", "cpu", "memory", "disk", "created_at", "record", "ended_at",
+    "attempt", "draining_node", "draining_attempt", "unplaced_kind", "not_before",
+)  # fmt: skip
+"""A task's row: its record, and what queries select and sort it by (manager/store/schema.py)."""
+
+
+def _row(task: TaskRecord) -> tuple[object, ...]:
+    """A task's row, in TASK_COLUMNS' order."""
+    draining, unplaced, not_before = task.draining, task.unplaced, task.not_before
+    return (
+        task.id,
+        task.name,
+        task.state.value,
+        task.node,
+        task.spec.cpu,
+        task.spec.memory,
+        task.spec.disk,
+        task.created_at.isoformat(),
+        task.model_dump_json(),
+        task.updated_at.isoformat() if task.state.terminal else None,
+        task.attempt,
+        draining.node if draining is not None else None,
+        draining.attempt if draining is not None else None,
+        unplaced.kind.value if unplaced is not None else None,
+        not_before.isoformat() if not_before is not None else None,
+    )
 
 
 def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> None:

@@ -1,0 +1,181 @@
+"""The store's tables, and the steps that bring a database written by an older kube up to
+them, in place.
+
+`VERSION` is the schema this kube reads and writes. A database records the version it is
+at (SQLite: `PRAGMA user_version`; PostgreSQL: the `kube_schema` table). On open,
+`upgrade` runs the steps from that version up to `VERSION` in one transaction: the
+database is upgraded whole, or left as it was. A database at a newer version than this
+kube knows is refused, never read: its rows may mean what this kube cannot tell.
+
+Version 0 is an empty database, or a SQLite file of a kube from before versions were
+recorded (up to commit 5aa63bf); step 1 accepts either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from manager.store.base import Database
+from shared.errors import StoreError
+from shared.states import TaskState
+
+log = logging.getLogger(__name__)
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id {text} PRIMARY KEY,
+    name {text} NOT NULL,
+    state {text} NOT NULL,
+    node {text},
+    cpu {real} NOT NULL,
+    memory {int} NOT NULL,
+    disk {int} NOT NULL,
+    created_at {text} NOT NULL,
+    record {json} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks (state);
+CREATE INDEX IF NOT EXISTS tasks_by_node ON tasks (node, state);
+CREATE INDEX IF NOT EXISTS tasks_by_age ON tasks (created_at, id);
+CREATE TABLE IF NOT EXISTS task_events (
+    seq {serial},
+    task_id {text} NOT NULL,
+    record {json} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS task_events_by_task ON task_events (task_id, seq);
+CREATE TABLE IF NOT EXISTS nodes (
+    name {text} PRIMARY KEY,
+    record {json} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS services (
+    name {text} PRIMARY KEY,
+    record {json} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq {serial},
+    source {text} NOT NULL,
+    key {text} NOT NULL,
+    record {text} NOT NULL,
+    reason {text} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq {serial},
+    exchange {text} NOT NULL,
+    routing_key {text} NOT NULL,
+    body {bytes} NOT NULL
+)
+"""
+"""The tables as kube wrote them before versions were recorded (less `ended_at`)."""
+
+KEYS = {"tasks": "id", "nodes": "name", "services": "name", "task_events": "seq"}
+"""Each table of records, and the column that keys its rows."""
+
+
+def _time(value: Any) -> str | None:
+    """A time read from a record, written as the store writes times (isoformat)."""
+    return datetime.fromisoformat(value).isoformat() if isinstance(value, str) else None
+
+
+def _fill(
+    db: Database, columns: list[str], values: Callable[[dict[str, Any]], tuple[Any, ...]]
+) -> None:
+    """Set new columns of every task from its record. A row that does not read is left
+    as it is: the store quarantines it when it reads it (manager/store/state.py)."""
+    updates = []
+    for task_id, text in db.query("SELECT id, record FROM tasks"):
+        try:
+            record = json.loads(text)
+            updates.append((*values(record), task_id))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            log.warning(
+                "store: task row %r not upgraded, its record does not read: %s", task_id, exc
+            )
+    sets = ", ".join(f"{column} = ?" for column in columns)
+    db.executemany(f"UPDATE tasks SET {sets} WHERE id = ?", updates)
+
+
+def _tables_and_ended_at(db: Database) -> None:
+    """1: the tables, and `ended_at` (when each ended task ended, which the purge of ended
+    tasks reads by) filled from the records of a database made before it."""
+    for statement in TABLES.format(**db.types).split(";"):
+        db.execute(statement)
+    if "ended_at" not in db.columns("tasks"):
+        db.execute(f"ALTER TABLE tasks ADD COLUMN ended_at {db.types['text']}")
+        terminal = {state.value for state in TaskState if state.terminal}
+        _fill(
+            db,
+            ["ended_at"],
+            lambda r: (_time(r.get("updated_at")) if r.get("state") in terminal else None,),
+        )
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks (state, ended_at)")
+
+
+def _where_columns(db: Database) -> None:
+    """2: what the manager reads of every task at start (its attempt, the attempt it
+    drains) and the metrics read of pending ones, as columns, so that neither parses
+    records or needs an engine's JSON functions."""
+    for column, kind in [
+        ("attempt", "int NOT NULL DEFAULT 0"),
+        ("draining_node", "text"),
+        ("draining_attempt", "int"),
+        ("unplaced_kind", "text"),
+        ("not_before", "text"),
+    ]:
+        name, _, rest = kind.partition(" ")
+        db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {db.types[name]} {rest}".rstrip())
+
+    def values(record: dict[str, Any]) -> tuple[Any, ...]:
+        draining = record.get("draining") or {}
+        unplaced = record.get("unplaced") or {}
+        return (
+            int(record.get("attempt") or 0),
+            draining.get("node"),
+            draining.get("attempt"),
+            unplaced.get("kind"),
+            _time(record.get("not_before")),
+        )
+
+    _fill(
+        db,
+        ["attempt", "draining_node", "draining_attempt", "unplaced_kind", "not_before"],
+        values,
+    )
+
+
+STEPS: list[Callable[[Database], None]] = [_tables_and_ended_at, _where_columns]
+"""STEPS[n] upgrades a database at version n to version n + 1."""
+
+VERSION = len(STEPS)
+
+
+def upgrade(db: Database) -> None:
+    """Bring the database to VERSION, whole or not at all; refuse a newer one."""
+    if _checked(db) == VERSION:
+        return
+    db.begin()
+    try:
+        db.lock_schema()
+        found = _checked(db)  # another manager may have upgraded it while we waited
+        for version in range(found, VERSION):
+            log.info("store: upgrading %s from schema version %d", db.where, version)
+            STEPS[version](db)
+        db.set_schema_version(VERSION)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _checked(db: Database) -> int:
+    found = db.schema_version()
+    if found > VERSION:
+        raise StoreError(
+            f"the manager database {db.where} is at schema version {found}, newer than"
+            f" this kube's {VERSION}: it was written by a newer kube, which this one would"
+            " misread; run that kube (or a newer one), or give this one another database"
+        )
+    return found
