@@ -9,7 +9,7 @@ import math
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,6 +23,8 @@ from kube.client import Client, WaitTimeout, make_spec
 from manager.config import ManagerConfig
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
+from manager.store.url import check as check_store
+from manager.store.url import sqlite_url
 from shared.codec import describe
 from shared.errors import (
     DecodeError,
@@ -103,7 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     manager = sub.add_parser("manager", help="run the manager")
-    manager.add_argument("--db", type=Path, default=None, help="SQLite file for the state")
+    manager.add_argument(
+        "--store",
+        default=None,
+        metavar="URL",
+        help="sqlite:///PATH or postgresql://... (default: $KUBE_STORE or a SQLite file)",
+    )
+    manager.add_argument("--db", type=Path, default=None, help="SQLite file (as sqlite:///PATH)")
     manager.add_argument(
         "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
     )
@@ -412,13 +420,21 @@ def _retention(args: argparse.Namespace) -> Retention:
     )
 
 
-def manager_config(args: argparse.Namespace) -> ManagerConfig:
+def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """The store's URL, if given: --store, --db (a SQLite file), or $KUBE_STORE."""
+    if args.store is not None and args.db is not None:
+        raise SettingsError("give --store or --db, not both (--db PATH is --store sqlite:///PATH)")
+    url = sqlite_url(args.db) if args.db is not None else args.store or env.get("KUBE_STORE")
+    return {} if not url else {"store": check_store(url)}
+
+
+def manager_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ManagerConfig:
     """The manager's config from its flags: what is not given keeps ManagerConfig's default."""
     return ManagerConfig(
         retention=_retention(args),
         **_given(args, "scheduler", "heartbeat_interval", "node_down_after", "max_tasks_per_node"),
         **_given(args, "max_nodes", "purge_interval", "max_replicas", "max_tasks_per_minute"),
-        **({"db_path": args.db} if args.db is not None else {}),
+        **_store(args, os.environ if env is None else env),
     )
 
 
@@ -429,7 +445,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
     _configure_logging(args.log_level, args.log_format)
     config = manager_config(args)
     manager = Manager(settings, config)
-    serve_metrics(args.metrics_port, config.db_path)
+    serve_metrics(args.metrics_port, config.store)
     _stop_on_signals(manager.bus.stop)
     manager.run()
     return OK

@@ -11,6 +11,7 @@ from manager import admission
 from manager.quotas import MAX_REPLICAS, TASKS_PER_MINUTE
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER
+from manager.store.url import sqlite_url
 
 
 def default_db_path() -> Path:
@@ -19,11 +20,16 @@ def default_db_path() -> Path:
     return Path(state) / "kube" / "manager.db"
 
 
+def default_store() -> str:
+    """The store URL when none is given: the SQLite file at default_db_path()."""
+    return sqlite_url(default_db_path())
+
+
 @dataclass(frozen=True)
 class ManagerConfig:
     """How the manager runs; built by the CLI from flags and the environment."""
 
-    db_path: Path = field(default_factory=default_db_path)
+    store: str = field(default_factory=default_store)  # a store URL (manager/store/url.py)
     scheduler: str = DEFAULT_SCHEDULER
     heartbeat_interval: float = 2.0
     node_down_after: float = 6.0  # about three missed heartbeats

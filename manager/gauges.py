@@ -1,14 +1,13 @@
-"""The manager's gauges, read from its SQLite database each time Prometheus scrapes.
+"""The manager's gauges, read from its database each time Prometheus scrapes.
 
 Reading the database rather than counting in memory keeps them true after a restart, a
 reconnect or a crash. The store's own connection belongs to the bus thread, so each
-scrape opens a read-only one of its own (WAL lets it read beside the writer).
+scrape opens one of its own (read-only on SQLite, whose WAL lets it read beside the writer).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,9 @@ from pydantic import ValidationError
 
 from manager import unplaced
 from manager.holdings import HOLDING
+from manager.store import connect
+from manager.store.base import Database
+from shared.errors import StoreError
 from shared.models import NodeRecord, NodeStatus
 from shared.states import TaskState
 
@@ -39,15 +41,15 @@ def _time(text: str | None) -> datetime | None:
 class StoreGauges:
     """A Prometheus collector over the manager's database: tasks, pending work, nodes."""
 
-    def __init__(self, db_path: Path, clock: Callable[[], datetime] = utcnow) -> None:
-        self._uri = f"{Path(db_path).resolve().as_uri()}?mode=ro"
+    def __init__(self, store: str | Path, clock: Callable[[], datetime] = utcnow) -> None:
+        self._store = store  # a store URL, or a SQLite file's path
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
         try:
-            db = sqlite3.connect(self._uri, uri=True, timeout=1.0)
-        except sqlite3.Error as exc:  # not created yet: nothing to report
-            log.debug("metrics: cannot open %s: %s", self._uri, exc)
+            db = connect(self._store, readonly=True)
+        except StoreError as exc:  # not created yet, or not reachable: nothing to report
+            log.debug("metrics: %s", exc)
             return
         try:
             now = self._clock()
@@ -58,26 +60,25 @@ class StoreGauges:
                 "kube_manager_outbox_messages",
                 "Messages recorded but not yet confirmed by the broker.",
             )
-            outbox.add_metric([], db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            outbox.add_metric([], db.query("SELECT COUNT(*) FROM outbox")[0][0])
             yield outbox
-        except sqlite3.Error as exc:
-            log.warning("metrics: cannot read %s: %s", self._uri, exc)
+        except StoreError as exc:
+            log.warning("metrics: %s", exc)
         finally:
             db.close()
 
-    def _tasks(self, db: sqlite3.Connection) -> Iterator[Metric]:
-        counts = dict(db.execute("SELECT state, COUNT(*) FROM tasks GROUP BY state").fetchall())
+    def _tasks(self, db: Database) -> Iterator[Metric]:
+        counts: dict[str, int] = dict(db.query("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
         tasks = GaugeMetricFamily("kube_tasks", "Tasks by state.", labels=["state"])
         for state in TaskState:
             tasks.add_metric([state.value], counts.get(state.value, 0))
         yield tasks
 
-    def _pending(self, db: sqlite3.Connection, now: datetime) -> Iterator[Metric]:
-        rows = db.execute(
-            "SELECT json_extract(record, '$.unplaced.kind'), json_extract(record, '$.not_before'),"
-            " created_at FROM tasks WHERE state = ?",
+    def _pending(self, db: Database, now: datetime) -> Iterator[Metric]:
+        rows = db.query(
+            "SELECT unplaced_kind, not_before, created_at FROM tasks WHERE state = ?",
             (TaskState.PENDING.value,),
-        ).fetchall()
+        )
         by_reason = dict.fromkeys(PENDING_REASONS, 0)
         oldest = 0.0
         for kind, not_before_text, created_text in rows:
@@ -105,18 +106,18 @@ class StoreGauges:
             value=oldest,
         )
 
-    def _nodes(self, db: sqlite3.Connection, now: datetime) -> Iterator[Metric]:
+    def _nodes(self, db: Database, now: datetime) -> Iterator[Metric]:
         marks = ",".join("?" * len(HOLDING))
         allocated = {
             str(node): (float(cpu), int(memory), int(disk), int(count))
-            for node, cpu, memory, disk, count in db.execute(
+            for node, cpu, memory, disk, count in db.query(
                 "SELECT node, SUM(cpu), SUM(memory), SUM(disk), COUNT(*) FROM tasks"
                 f" WHERE state IN ({marks}) AND node IS NOT NULL GROUP BY node",
                 [state.value for state in HOLDING],
             )
         }
         nodes = []
-        for (record,) in db.execute("SELECT record FROM nodes ORDER BY name"):
+        for (record,) in db.query("SELECT record FROM nodes ORDER BY name"):
             try:
                 nodes.append(NodeRecord.model_validate_json(str(record)))
             except ValidationError:

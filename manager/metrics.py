@@ -9,8 +9,6 @@ scrape after a restart.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client import REGISTRY, Counter, Histogram
 
 from manager import unplaced
@@ -92,6 +90,6 @@ def _count_no_fit(task_id: str, why: Unplaced | None) -> None:
         PLACEMENT_FAILURES.labels(why.kind.value).inc()
 
 
-def serve_metrics(port: int, db_path: Path) -> MetricsServer | None:
+def serve_metrics(port: int, store: str) -> MetricsServer | None:
     """Serve the manager's /metrics on port (0: not at all)."""
-    return serve(port, [REGISTRY, StoreGauges(db_path)])
+    return serve(port, [REGISTRY, StoreGauges(store)])

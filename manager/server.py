@@ -102,7 +102,7 @@ class Manager:
     ) -> None:
         self.config = config
         self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
-        self.store = Store(config.db_path)
+        self.store = Store(config.store)
         self.scheduler = make_scheduler(config.scheduler)
         # Pending tasks that fit nowhere wait here for a change. A cache of the store: a
         # dropped unit that moved it resets it (`_blocked_moved`), and so does a tick that
@@ -160,7 +160,7 @@ class Manager:
 
     def run(self) -> None:
         self.setup()
-        log.info("manager: state in %s, scheduler %s", self.config.db_path, self.config.scheduler)
+        log.info("manager: state in %s, scheduler %s", self.store.location, self.config.scheduler)
         try:
             self.bus.run()
         except ResourceLocked as exc:

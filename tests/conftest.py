@@ -29,6 +29,7 @@ import requests.exceptions
 
 from tests.support.images import build_kube_image, ensure_busybox_image
 from tests.support.reports import FAILED_KEY, call_failed
+from tests.support.stores import ENGINES, Stores, run_database
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,7 @@ AMQP_HOST = os.environ.get("KUBE_TEST_AMQP_HOST", "127.0.0.1:5672")
 BROKER_FIXTURES = frozenset({"vhost"})
 DOCKER_FIXTURES = frozenset({"docker_client", "busybox_image", "kube_image"})
 MULTIHOST_FIXTURES = frozenset({"bed"})  # tests/multihost/conftest.py
+POSTGRES_FIXTURES = frozenset({"postgres_database"})  # the `stores` engines mark their own
 
 
 def in_ci() -> bool:
@@ -83,6 +85,26 @@ def vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
     finally:
         rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture(scope="session")
+def postgres_database() -> Iterator[str]:
+    """A PostgreSQL database of this test run's own; its URL (tests/support/stores.py)."""
+    yield from run_database(unavailable)
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def stores(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Stores:
+    """Makes new, empty stores; a test that uses it runs on SQLite and on PostgreSQL."""
+    engine = str(request.param)
+    database = request.getfixturevalue("postgres_database") if engine == "postgresql" else None
+    return Stores(engine, database, tmp_path_factory.mktemp("stores"))
+
+
+@pytest.fixture
+def store_url(stores: Stores) -> str:
+    """The URL of a new, empty store, on each engine in turn."""
+    return stores.new()
 
 
 @pytest.fixture(scope="session")
@@ -258,3 +280,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.docker)
         if used & MULTIHOST_FIXTURES:
             item.add_marker(pytest.mark.multihost)
+        if used & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)

@@ -13,7 +13,8 @@ from urllib.parse import unquote, urlsplit
 from manager.store.base import Database
 from shared.errors import SettingsError
 
-FORMS = "sqlite:///ABSOLUTE/PATH, sqlite:RELATIVE/PATH or postgresql://USER@HOST:PORT/DATABASE"
+SQLITE_FORMS = "sqlite:///ABSOLUTE/PATH or sqlite:RELATIVE/PATH"
+FORMS = f"{SQLITE_FORMS}, or postgresql://USER@HOST:PORT/DATABASE"
 
 
 def sqlite_url(path: Path) -> str:
@@ -29,7 +30,7 @@ def sqlite_path(url: str) -> Path | None:
             raise SettingsError(f"store {url!r}: not a store URL; give {FORMS}")
         return None
     if parts.netloc or not parts.path or parts.query or parts.fragment:
-        raise SettingsError(f"store {url!r}: a SQLite store is {FORMS.split(' or ')[0]}")
+        raise SettingsError(f"store {url!r}: a SQLite store is {SQLITE_FORMS}")
     return Path(unquote(parts.path))
 
 

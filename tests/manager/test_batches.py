@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tests.support.manager import command, events, manager_with_a_node, submit
 
 
-def test_a_batch_is_committed_then_published_then_acked(tmp_path: Path) -> None:
+def test_a_batch_is_committed_then_published_then_acked(store_url: str) -> None:
     # given a manager with a node
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     # when three tasks are submitted in one batch and the batch finishes
     for tag in (1, 2, 3):
         manager.commands.on_command(submit(tag, f"t{tag}"))
@@ -26,10 +25,10 @@ def test_a_batch_is_committed_then_published_then_acked(tmp_path: Path) -> None:
 
 
 def test_what_arrives_while_a_batch_publishes_is_committed_before_it_goes_out(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
     # given a manager whose batch of one submit is being published
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     manager.commands.on_command(submit(1, "t1"))
     # when another submit is handled while the broker's confirms are awaited
     bus.while_confirming.append(lambda: manager.commands.on_command(submit(2, "t2")))
@@ -51,9 +50,9 @@ def test_what_arrives_while_a_batch_publishes_is_committed_before_it_goes_out(
     manager.store.close()
 
 
-def test_a_query_is_answered_from_committed_state(tmp_path: Path) -> None:
+def test_a_query_is_answered_from_committed_state(store_url: str) -> None:
     # given a manager that recorded a submit in a batch not finished yet
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     manager.commands.on_command(submit(1, "t1"))
     # when a query about that task arrives in the same batch
     manager.on_query(command(2, "query.task", b'{"id": "t1"}'))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,9 +186,9 @@ def refits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return given
 
 
-def test_ticks_do_not_refit_tasks_that_fit_nowhere(tmp_path: Path, refits: list[str]) -> None:
+def test_ticks_do_not_refit_tasks_that_fit_nowhere(store_url: str, refits: list[str]) -> None:
     # given a manager with one 4-cpu node and 50 tasks for 64 cpus, each tried on submit
-    manager, _ = manager_with_a_node(tmp_path)
+    manager, _ = manager_with_a_node(store_url)
     manager.schedule_pending()  # the index learns what is pending
     for i in range(50):
         manager.commands.on_command(big(i, f"big{i}", 64))
@@ -204,10 +203,10 @@ def test_ticks_do_not_refit_tasks_that_fit_nowhere(tmp_path: Path, refits: list[
 
 
 def test_a_node_that_can_take_them_places_the_blocked_tasks(
-    tmp_path: Path, refits: list[str]
+    store_url: str, refits: list[str]
 ) -> None:
     # given two tasks for 8 cpus blocked on a 4-cpu node
-    manager, _ = manager_with_a_node(tmp_path)
+    manager, _ = manager_with_a_node(store_url)
     manager.schedule_pending()
     for i in range(2):
         manager.commands.on_command(big(i, f"b{i}", 8))
@@ -222,10 +221,10 @@ def test_a_node_that_can_take_them_places_the_blocked_tasks(
 
 
 def test_after_a_reset_the_index_is_rebuilt_from_the_store(
-    tmp_path: Path, refits: list[str]
+    store_url: str, refits: list[str]
 ) -> None:
     # given two tasks for 64 cpus and one for 8, blocked on a 4-cpu node
-    manager, _ = manager_with_a_node(tmp_path)
+    manager, _ = manager_with_a_node(store_url)
     manager.schedule_pending()
     for i, cpu in enumerate((64, 64, 8)):
         manager.commands.on_command(big(i, f"r{i}", cpu))
@@ -246,10 +245,10 @@ def test_after_a_reset_the_index_is_rebuilt_from_the_store(
 
 
 def test_a_pending_task_the_index_missed_makes_it_rebuild(
-    tmp_path: Path, refits: list[str]
+    store_url: str, refits: list[str]
 ) -> None:
     # given a task blocked on a 4-cpu node
-    manager, _ = manager_with_a_node(tmp_path)
+    manager, _ = manager_with_a_node(store_url)
     manager.schedule_pending()
     manager.commands.on_command(big(0, "known", 64))
     manager.finish_batch()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -72,10 +71,10 @@ def running_task(manager: Manager, task_id: str) -> None:
 
 
 def test_one_poison_message_costs_only_itself(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a manager with a node, whose handler fails after its first write for POISON
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     failing_after_write(manager, monkeypatch)
     # when 50 valid submits and one whose handler raises arrive in one batch
     for tag in range(1, 26):
@@ -96,10 +95,10 @@ def test_one_poison_message_costs_only_itself(
 
 
 def test_a_handler_that_fails_after_writing_leaves_no_trace(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a manager with t1 running on n1, holding one cpu there
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     running_task(manager, "t1")
     before_where = manager.store.where(["t1"])
     before_node = manager.store.node("n1")
@@ -130,10 +129,10 @@ def test_a_handler_that_fails_after_writing_leaves_no_trace(
 
 
 def test_a_failed_heartbeat_part_is_not_kept_for_the_next(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a manager with t1 and t2 running on n1, and heartbeats sent one container a part
-    manager, _ = manager_with_a_node(tmp_path)
+    manager, _ = manager_with_a_node(store_url)
     running_task(manager, "t1")
     running_task(manager, "t2")
     monkeypatch.setattr(messages, "HELD_PER_PART", 1)
@@ -161,9 +160,9 @@ def test_a_failed_heartbeat_part_is_not_kept_for_the_next(
     manager.store.close()
 
 
-def test_a_refused_message_is_dead_lettered_at_once_with_its_reason(tmp_path: Path) -> None:
+def test_a_refused_message_is_dead_lettered_at_once_with_its_reason(store_url: str) -> None:
     # given a manager with a node
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     # when an update about a task it does not know arrives
     update = TaskUpdate(node="n1", task_id="nope", attempt=1, state=TaskState.RUNNING, at=NOW)
     deliver(manager, result(1, encode(update)))
@@ -173,9 +172,9 @@ def test_a_refused_message_is_dead_lettered_at_once_with_its_reason(tmp_path: Pa
     manager.store.close()
 
 
-def test_a_batch_the_broker_refuses_is_kept_and_sent_again(tmp_path: Path) -> None:
+def test_a_batch_the_broker_refuses_is_kept_and_sent_again(store_url: str) -> None:
     # given a manager whose broker refuses the next publish (a nack)
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     bus.fail_next = MessagingError("the broker refused 3 of 3 messages")
     deliver(manager, submit(1, "t1"))
     # when the batch finishes: nothing is acked, and the manager carries on
@@ -190,10 +189,10 @@ def test_a_batch_the_broker_refuses_is_kept_and_sent_again(tmp_path: Path) -> No
     manager.store.close()
 
 
-def silent_node_manager(tmp_path: Path) -> tuple[Manager, StubBus]:
+def silent_node_manager(store_url: str) -> tuple[Manager, StubBus]:
     """A manager whose node n1 has been silent for longer than node_down_after, and which
     published (and had confirmed) a batch since its last tick."""
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     manager.store.commit()
     later = NOW + timedelta(seconds=manager.config.node_down_after + 5)
     manager.clock = lambda: later
@@ -207,9 +206,9 @@ def node_status(manager: Manager, name: str) -> NodeStatus:
     return node.status
 
 
-def test_a_silent_node_is_down_whatever_the_clock_of_another_worker(tmp_path: Path) -> None:
+def test_a_silent_node_is_down_whatever_the_clock_of_another_worker(store_url: str) -> None:
     # given a silent n1, and a heartbeat from n2 whose clock is 60 s behind, just read
-    manager, _ = silent_node_manager(tmp_path)
+    manager, _ = silent_node_manager(store_url)
     skewed = Heartbeat(
         node="n2", at=manager.clock() - timedelta(seconds=60), cpus=1, memory=1, disk=1
     )
@@ -224,9 +223,9 @@ def test_a_silent_node_is_down_whatever_the_clock_of_another_worker(tmp_path: Pa
     manager.store.close()
 
 
-def test_no_node_is_judged_silent_while_the_broker_blocks_publishers(tmp_path: Path) -> None:
+def test_no_node_is_judged_silent_while_the_broker_blocks_publishers(store_url: str) -> None:
     # given a silent n1, and a broker that blocks publishers
-    manager, bus = silent_node_manager(tmp_path)
+    manager, bus = silent_node_manager(store_url)
     bus.on_blocked(manager.on_blocked)
     bus.block(True)
     # when the manager ticks
@@ -241,10 +240,10 @@ def test_no_node_is_judged_silent_while_the_broker_blocks_publishers(tmp_path: P
 
 
 def test_silence_is_judged_only_once_a_publish_since_the_last_tick_was_confirmed(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
     # given a silent n1, and a manager that published nothing since its last tick
-    manager, bus = silent_node_manager(tmp_path)
+    manager, bus = silent_node_manager(store_url)
     manager._sent_at = None
     # when it ticks, it only probes the broker
     manager.ticking()
@@ -257,9 +256,9 @@ def test_silence_is_judged_only_once_a_publish_since_the_last_tick_was_confirmed
     manager.store.close()
 
 
-def test_silence_is_judged_only_after_the_waiting_results_are_read(tmp_path: Path) -> None:
+def test_silence_is_judged_only_after_the_waiting_results_are_read(store_url: str) -> None:
     # given a silent n1, and three results waiting in the queue, unread
-    manager, bus = silent_node_manager(tmp_path)
+    manager, bus = silent_node_manager(store_url)
     bus.depths[topology.RESULTS_QUEUE] = 3
     # when the manager ticks, n1 stays ready: its heartbeat may be among them
     manager.ticking()
@@ -274,7 +273,7 @@ def test_silence_is_judged_only_after_the_waiting_results_are_read(tmp_path: Pat
     manager.store.close()
 
 
-def test_a_dead_letter_copy_fits_the_brokers_frame(tmp_path: Path) -> None:
+def test_a_dead_letter_copy_fits_the_brokers_frame() -> None:
     # given a message with 200 KB of headers and a body over the wire limit
     big = command(1, topology.SUBMIT_KEY, b"x" * (MAX_BODY_BYTES + 10))
     big = Delivery(**{**big.__dict__, "headers": {"h": "y" * 200_000, "small": "s"}})
@@ -288,9 +287,9 @@ def test_a_dead_letter_copy_fits_the_brokers_frame(tmp_path: Path) -> None:
     assert headers["x-kube-body-trimmed"] == MAX_BODY_BYTES + 10
 
 
-def test_a_lost_connection_is_not_taken_for_a_refused_batch(tmp_path: Path) -> None:
+def test_a_lost_connection_is_not_taken_for_a_refused_batch(store_url: str) -> None:
     # given a manager whose connection is lost at the next publish
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     bus.fail_next = ConnectionLost("gone")
     deliver(manager, submit(1, "t1"))
     # when the batch finishes, the loss goes up to the bus, which reconnects
@@ -303,10 +302,10 @@ def test_a_lost_connection_is_not_taken_for_a_refused_batch(tmp_path: Path) -> N
 
 
 def test_a_dropped_delivery_that_moved_the_blocked_index_has_it_rebuilt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a manager whose blocked index is current
-    manager, _ = manager_with_a_node(tmp_path)
+    manager, _ = manager_with_a_node(store_url)
     manager.schedule_pending()
     assert not manager.blocked.stale
     failing_after_write(manager, monkeypatch)

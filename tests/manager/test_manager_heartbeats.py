@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,10 @@ from tests.support.manager import NOW, events, manager_with_a_node, result
 
 
 def test_a_heartbeat_in_parts_keeps_the_node_and_ends_only_what_no_part_lists(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given a manager with t1, t2 and t3 running on n1
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     for task_id in ("t1", "t2", "t3"):
         accepted = core.accept(TaskSpec(name=task_id, image="b"), task_id, NOW)
         placed = core.schedule(accepted.tasks, manager.store.nodes(), RoundRobin(), NOW)

@@ -179,20 +179,20 @@ def test_a_placement_failure_counts_once_per_reason() -> None:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    db = Store(tmp_path / "manager.db")
+def store(store_url: str) -> Iterator[Store]:
+    db = Store(store_url)
     yield db
     db.close()
 
 
-def gauges(path: Path, now: datetime = NOW) -> CollectorRegistry:
+def gauges(path: str | Path, now: datetime = NOW) -> CollectorRegistry:
     registry = CollectorRegistry()
     registry.register(StoreGauges(path, clock=lambda: now))
     return registry
 
 
 def test_gauges_read_tasks_pending_work_and_nodes_and_survive_a_restart(
-    store: Store, tmp_path: Path
+    store: Store, store_url: str
 ) -> None:
     # given: a node, a scheduled task on it, one that fits nowhere, one in restart backoff
     a = node("a", cpus=2)
@@ -204,7 +204,7 @@ def test_gauges_read_tasks_pending_work_and_nodes_and_survive_a_restart(
     later = NOW + timedelta(seconds=60)
     waiting = core.accept(spec(), "g-wait", NOW).tasks[0].model_copy(update={"not_before": later})
     store.record(Decision(tasks=[waiting]))
-    path = tmp_path / "manager.db"
+    path = store_url
     store.close()  # when: the manager stops, and a new one opens the same database
     Store(path).close()
     read = gauges(path).get_sample_value
@@ -278,10 +278,10 @@ def test_a_placement_failure_is_counted_by_the_kind_it_carries_not_by_its_senten
     assert value("kube_placement_failures_total", reason="constraints") == before + 1
 
 
-def test_the_pending_gauge_reads_the_kind_not_the_sentence(store: Store, tmp_path: Path) -> None:
+def test_the_pending_gauge_reads_the_kind_not_the_sentence(store: Store, store_url: str) -> None:
     why = unplaced.summarize([NodeMiss(node="a", filtered=NodeFilter.CORDONED)])
     task = core.accept(spec(), "g-kind", NOW).tasks[0]
     store.record(Decision(tasks=[task.model_copy(update={"error": "any words", "unplaced": why})]))
     store.commit()
-    read = gauges(tmp_path / "manager.db").get_sample_value
+    read = gauges(store_url).get_sample_value
     assert read("kube_tasks_pending", {"reason": "cordoned"}) == 1

@@ -4,7 +4,6 @@ handlers on a stand-in bus (no broker)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,8 @@ LONGEST = "a" * 63
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    yield from stand_in_manager(tmp_path)
+def manager(store_url: str) -> Iterator[Manager]:
+    yield from stand_in_manager(store_url)
 
 
 # -- names and ids ------------------------------------------------------------------------

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from manager import core
 from manager.queries import PAGE_BYTES, page
@@ -15,8 +14,8 @@ from shared.models import MAX_BODY_BYTES, MAX_SPEC_BYTES, TaskSpec
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
 
-def store_with(tmp_path: Path, count: int, spec: TaskSpec | None = None) -> Store:
-    store = Store(tmp_path / "m.db")
+def store_with(store_url: str, count: int, spec: TaskSpec | None = None) -> Store:
+    store = Store(store_url)
     spec = spec or TaskSpec(name="web", image="busybox")
     for i in range(count):
         decision = core.accept(spec, f"t{i:05d}", NOW + timedelta(microseconds=i % 7))
@@ -25,9 +24,9 @@ def store_with(tmp_path: Path, count: int, spec: TaskSpec | None = None) -> Stor
     return store
 
 
-def test_pages_walk_every_task_once_in_order(tmp_path: Path) -> None:
+def test_pages_walk_every_task_once_in_order(store_url: str) -> None:
     # given 2,500 tasks, some created in the same microsecond
-    store = store_with(tmp_path, 2500)
+    store = store_with(store_url, 2500)
     # when they are read a page of 1,000 at a time, each page starting after the last
     seen: list[str] = []
     after = None
@@ -42,11 +41,11 @@ def test_pages_walk_every_task_once_in_order(tmp_path: Path) -> None:
     assert seen == [t.id for t in store.tasks()]
 
 
-def test_a_page_is_cut_to_fit_one_message(tmp_path: Path) -> None:
+def test_a_page_is_cut_to_fit_one_message(store_url: str) -> None:
     # given tasks whose specs are near the largest a submit may carry
     spec = TaskSpec(name="big", image="busybox", env={"BIG": ""})
     big = spec.model_copy(update={"env": {"BIG": "x" * (MAX_SPEC_BYTES - len(encode(spec)))}})
-    store = store_with(tmp_path, 3, big)
+    store = store_with(store_url, 3, big)
     # when a page of up to 1,000 is asked for
     reply = page(store.tasks_page(None, 1001), 1000)
     # then it carries one task, fits in a message, and says where to go on
@@ -55,16 +54,16 @@ def test_a_page_is_cut_to_fit_one_message(tmp_path: Path) -> None:
     assert PAGE_BYTES < MAX_BODY_BYTES
 
 
-def test_the_last_page_has_no_next(tmp_path: Path) -> None:
-    store = store_with(tmp_path, 3)
+def test_the_last_page_has_no_next(store_url: str) -> None:
+    store = store_with(store_url, 3)
     reply = page(store.tasks_page(None, 4), 3)
     assert len(reply.result) == 3 and reply.next is None
 
 
-def test_a_page_is_measured_in_bytes_not_characters(tmp_path: Path) -> None:
+def test_a_page_is_measured_in_bytes_not_characters(store_url: str) -> None:
     # given tasks whose specs are mostly four-byte characters, each near 960 KB as UTF-8
     spec = TaskSpec(name="uni", image="busybox", env={"K": "\U0001f600" * 230_000})
-    store = store_with(tmp_path, 3, spec)
+    store = store_with(store_url, 3, spec)
     # when a page is asked for, then it still fits in one message
     reply = page(store.tasks_page(None, 1001), 1000)
     assert len(encode(reply)) <= MAX_BODY_BYTES

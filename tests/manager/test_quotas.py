@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -16,8 +15,8 @@ from tests.support.manager import NOW
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    yield from stand_in_manager(tmp_path)
+def manager(store_url: str) -> Iterator[Manager]:
+    yield from stand_in_manager(store_url)
 
 
 def test_a_service_over_the_replica_bound_is_refused_naming_it(manager: Manager) -> None:

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from shared.bus import Delivery
 from tests.support.manager import manager_with_a_node, result
 
 
 def test_a_refused_result_is_never_answered_into_a_queue_that_is_not_a_reply_queue(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
     # given a manager, and a broken result whose reply_to names a worker's dispatch queue
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     replies: list[str | None] = []
     letters: list[str] = []
     bus.reply = lambda delivery, body: replies.append(delivery.reply_to)  # type: ignore[method-assign]

@@ -4,17 +4,15 @@ recorded, published, answered and dead-lettered, and how the caches follow."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from manager.effects import Decision
 from manager.server import Manager
-from manager.store import Store
+from manager.store import Store, connect
 from shared import topology
 from shared.messages import Heartbeat, HeldTask, StopTask
 from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord
@@ -24,8 +22,8 @@ from tests.support.manager import NOW, command, result
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    yield from stand_in_manager(tmp_path)
+def manager(store_url: str) -> Iterator[Manager]:
+    yield from stand_in_manager(store_url)
 
 
 # -- kube rm: tasks and services -------------------------------------------------------------
@@ -162,7 +160,7 @@ def test_a_removal_request_must_say_what_to_remove(manager: Manager) -> None:
 
 
 def test_a_removal_is_recorded_in_the_batch_transaction_and_the_caches_follow(
-    manager: Manager, tmp_path: Path
+    manager: Manager,
 ) -> None:
     # given a task drained from n1 to n2 that was then stopped: it ended, and its old
     # attempt on n1 is still remembered as draining
@@ -179,16 +177,16 @@ def test_a_removal_is_recorded_in_the_batch_transaction_and_the_caches_follow(
     body = json.dumps({"ids": [task.id]}).encode()
     manager.commands.on_command(command(3, topology.REMOVE_KEY, body))
     # then another connection still sees the task (nothing committed before the batch)
-    reader = sqlite3.connect(tmp_path / "m.db")
-    assert reader.execute("SELECT count(*) FROM tasks WHERE id = ?", (task.id,)).fetchone() == (1,)
+    reader = connect(manager.config.store)
+    assert reader.query("SELECT count(*) FROM tasks WHERE id = ?", (task.id,)) == [(1,)]
     manager.finish_batch()
     # once finished, the row, its history and the cached attempt are gone, and the
     # removal was published: the event and a stop for each container it may have left
-    assert reader.execute("SELECT count(*) FROM tasks WHERE id = ?", (task.id,)).fetchone() == (0,)
-    assert reader.execute("SELECT count(*) FROM task_events").fetchone() == (0,)
+    assert reader.query("SELECT count(*) FROM tasks WHERE id = ?", (task.id,)) == [(0,)]
+    assert reader.query("SELECT count(*) FROM task_events") == [(0,)]
     reader.close()
     assert manager.store.where([task.id]) == {}
-    reopened = Store(tmp_path / "m.db")  # as a restarted manager rebuilds its caches
+    reopened = Store(manager.config.store)  # as a restarted manager rebuilds its caches
     assert reopened.where([task.id]) == {} and reopened.task(task.id) is None
     reopened.close()
     assert sorted(bus_of(manager).routing_keys()[-3:]) == ["n1", "n2", "task.removed"]
@@ -207,9 +205,7 @@ def test_a_removal_is_recorded_in_the_batch_transaction_and_the_caches_follow(
 # -- kube rm --node ------------------------------------------------------------------------
 
 
-def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
-    manager: Manager, tmp_path: Path
-) -> None:
+def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(manager: Manager) -> None:
     # given a ready node
     refused = send(manager, topology.NODE_REMOVE_KEY, {"name": "n1"})
     assert refused["error"] == "nothing removed: node n1 is ready: only a down node can be removed"
@@ -229,7 +225,7 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(
     assert manager.store.nodes() == [] and "node.removed" in bus_of(manager).routing_keys()
     # and its queue is deleted once the removal is committed, so the broker keeps none
     assert bus_of(manager).deleted == [topology.node_queue("n1")]
-    reopened = Store(tmp_path / "m.db")
+    reopened = Store(manager.config.store)
     assert reopened.nodes() == []
     reopened.close()
     # and an unknown node is refused

@@ -23,8 +23,8 @@ from tests.support.manager import NOW
 
 
 @pytest.fixture
-def manager(tmp_path: Path) -> Iterator[Manager]:
-    yield from stand_in_manager(tmp_path)
+def manager(store_url: str) -> Iterator[Manager]:
+    yield from stand_in_manager(store_url)
 
 
 def finish(manager: Manager, count: int) -> list[str]:

@@ -1,11 +1,8 @@
-"""The SQLite store, on disk."""
+"""The store, on each engine (SQLite and PostgreSQL: the `store_url` fixture)."""
 
 from __future__ import annotations
 
-import json
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,17 +13,18 @@ from manager.attempts import holds_attempt
 from manager.effects import Decision, Outgoing
 from manager.nodes import Where
 from manager.scheduler import RoundRobin
-from manager.store import Store
+from manager.store import Store, connect
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.states import TaskState
+from tests.support.stores import Stores
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def test_a_decision_is_recorded_whole_and_survives_reopening(tmp_path: Path) -> None:
+def test_a_decision_is_recorded_whole_and_survives_reopening(store_url: str) -> None:
     # given a store with a node and a task scheduled onto it
-    store = Store(tmp_path / "m.db")
+    store = Store(store_url)
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=4, memory=1024**3, disk=1024**3, last_heartbeat=NOW
     )
@@ -37,7 +35,7 @@ def test_a_decision_is_recorded_whole_and_survives_reopening(tmp_path: Path) -> 
     store.record(decision)
     store.close()
     # when it is opened again
-    store = Store(tmp_path / "m.db")
+    store = Store(store_url)
     # then the task, its history, the allocation and the outbox are all there
     task = store.task("t1")
     assert task is not None and task.state == TaskState.SCHEDULED
@@ -47,8 +45,8 @@ def test_a_decision_is_recorded_whole_and_survives_reopening(tmp_path: Path) -> 
     assert [o.routing_key for _, o in store.outbox()] == ["task.pending", "task.scheduled", "n1"]
 
 
-def test_allocation_is_released_when_a_task_ends(tmp_path: Path) -> None:
-    store = Store(tmp_path / "m.db")
+def test_allocation_is_released_when_a_task_ends(store_url: str) -> None:
+    store = Store(store_url)
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=4, memory=1024, disk=1024, last_heartbeat=NOW
     )
@@ -66,33 +64,33 @@ def test_allocation_is_released_when_a_task_ends(tmp_path: Path) -> None:
     assert [t.id for t in store.tasks([TaskState.COMPLETED])] == ["t1"]
 
 
-def test_sent_messages_leave_the_outbox(tmp_path: Path) -> None:
-    store = Store(tmp_path / "m.db")
+def test_sent_messages_leave_the_outbox(store_url: str) -> None:
+    store = Store(store_url)
     store.record(Decision(outgoing=[Outgoing("x", "a", b"1"), Outgoing("x", "b", b"2")]))
     first, second = store.outbox()
     store.sent([first[0]])
     assert store.outbox() == [second]
 
 
-def test_a_batch_is_one_transaction_seen_by_others_only_once_committed(tmp_path: Path) -> None:
+def test_a_batch_is_one_transaction_seen_by_others_only_once_committed(store_url: str) -> None:
     # given a store that recorded two decisions, and another connection to its database
-    store = Store(tmp_path / "m.db")
+    store = Store(store_url)
     store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
     store.record(Decision(outgoing=[Outgoing("x", "b", b"2")]))
-    reader = sqlite3.connect(tmp_path / "m.db")
+    reader = connect(store_url)
     # then the store reads its own writes, and nobody else sees them yet
     assert [o.routing_key for _, o in store.outbox()] == ["a", "b"]
-    assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (0,)
+    assert reader.query("SELECT count(*) FROM outbox") == [(0,)]
     # when it commits
     store.commit()
     # then both are there for everyone
-    assert reader.execute("SELECT count(*) FROM outbox").fetchone() == (2,)
+    assert reader.query("SELECT count(*) FROM outbox") == [(2,)]
     reader.close()
 
 
-def test_a_decision_that_fails_is_undone_alone_and_the_batch_goes_on(tmp_path: Path) -> None:
+def test_a_decision_that_fails_is_undone_alone_and_the_batch_goes_on(store_url: str) -> None:
     # given a store that recorded one decision of a batch
-    store = Store(tmp_path / "m.db")
+    store = Store(store_url)
     store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
     # when the next decision fails half-way (its second message breaks a constraint)
     broken = Outgoing("x", None, b"3")  # type: ignore[arg-type]
@@ -101,7 +99,7 @@ def test_a_decision_that_fails_is_undone_alone_and_the_batch_goes_on(tmp_path: P
     store.record(Decision(outgoing=[Outgoing("x", "c", b"4")]))
     store.commit()
     # then none of the failed decision is kept, and all of the others are
-    assert [o.routing_key for _, o in Store(tmp_path / "m.db").outbox()] == ["a", "c"]
+    assert [o.routing_key for _, o in Store(store_url).outbox()] == ["a", "c"]
 
 
 STATES = [TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.COMPLETED]
@@ -120,10 +118,10 @@ STATES = [TaskState.PENDING, TaskState.SCHEDULED, TaskState.RUNNING, TaskState.C
     )
 )
 def test_in_memory_holdings_and_attempts_always_equal_a_fresh_read_of_the_table(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[int, TaskState, str, bool]]
+    stores: Stores, steps: list[tuple[int, TaskState, str, bool]]
 ) -> None:
     # given a store with two nodes
-    path = tmp_path_factory.mktemp("holdings") / "m.db"
+    path = stores.new()
     store = Store(path)
     store.record(
         Decision(
@@ -180,8 +178,8 @@ def test_in_memory_holdings_and_attempts_always_equal_a_fresh_read_of_the_table(
     }
 
 
-def test_where_tells_the_attempts_tasks_hold_and_which_run(tmp_path: Path) -> None:
-    store = Store(tmp_path / "m.db")
+def test_where_tells_the_attempts_tasks_hold_and_which_run(store_url: str) -> None:
+    store = Store(store_url)
     task = core.accept(TaskSpec(name="a", image="b"), "t1", NOW).tasks[0]
     placed = task.model_copy(
         update={
@@ -204,72 +202,3 @@ def test_where_tells_the_attempts_tasks_hold_and_which_run(tmp_path: Path) -> No
     done = placed.model_copy(update={"state": TaskState.COMPLETED, "draining": None})
     store.record(Decision(tasks=[done]))
     assert store.where(["t1"]) == {} and store.running_on("n2") == {}
-
-
-def test_an_unreadable_row_is_quarantined_and_the_manager_still_starts(tmp_path: Path) -> None:
-    # given a store whose rows were written by a kube that checked less (a NaN, a naive time)
-    store = Store(tmp_path / "m.db")
-    good = NodeRecord(
-        name="n1", status=NodeStatus.READY, cpus=4, memory=1024, disk=1024, last_heartbeat=NOW
-    )
-    decision = core.accept(TaskSpec(name="a", image="b"), "t1", NOW)
-    decision.extend(core.accept(TaskSpec(name="a", image="b"), "t2", NOW))
-    store.record(decision.extend(Decision(nodes=[good])))
-    store.close()
-    bad_node = good.model_dump(mode="json") | {"name": "n2", "cpus": float("nan")}
-    bad_task = (store_task := TaskRecord.model_validate(decision.tasks[1])).model_dump(
-        mode="json"
-    ) | {"created_at": "2026-11-26T12:00:00"}
-    with sqlite3.connect(tmp_path / "m.db") as db:
-        db.execute(
-            "INSERT INTO nodes (name, record) VALUES ('n2', ?)",
-            (json.dumps(bad_node, allow_nan=True),),
-        )
-        db.execute(
-            "UPDATE tasks SET record = ? WHERE id = ?", (json.dumps(bad_task), store_task.id)
-        )
-    # when the manager opens it and lists what it holds
-    store = Store(tmp_path / "m.db")
-    # then it starts, the bad rows are set aside with their reasons, and the rest reads
-    assert [n.name for n in store.nodes()] == ["n1"]
-    assert [t.id for t in store.tasks()] == ["t1"]
-    assert store.task("t2") is None
-    quarantined = store.quarantined()
-    assert [(table, key) for table, key, _ in quarantined] == [("nodes", "n2"), ("tasks", "t2")]
-    assert "not JSON" in quarantined[0][2] and "timezone" in quarantined[1][2]
-    store.close()
-    # and it opens again cleanly: nothing is quarantined twice
-    store = Store(tmp_path / "m.db")
-    assert len(store.quarantined()) == 2
-    store.close()
-
-
-@pytest.mark.parametrize(
-    ("sql", "why"),
-    [
-        ("UPDATE tasks SET record = replace(record, '\"cpu\":0.0', '\"cpu\":NaN')", "not JSON"),
-        ("UPDATE tasks SET record = '{not json'", "not JSON"),
-        ("UPDATE tasks SET record = x'ff00'", "not JSON"),
-        ("UPDATE tasks SET record = json_set(record, '$.spec.cpu', 9e999)", "not JSON"),
-        ("UPDATE tasks SET record = json_set(record, '$.spec.cpu', -1)", "cpu"),
-        ("UPDATE tasks SET record = json_set(record, '$.id', 'other')", "names id 'other'"),
-    ],
-)
-def test_a_task_row_spoiled_by_hand_is_quarantined_at_start(
-    tmp_path: Path, sql: str, why: str
-) -> None:
-    # given a store with two tasks, one of whose rows is then spoiled by hand
-    store = Store(tmp_path / "m.db")
-    decision = core.accept(TaskSpec(name="a", image="b"), "t1", NOW)
-    store.record(decision.extend(core.accept(TaskSpec(name="a", image="b"), "t2", NOW)))
-    store.close()
-    with sqlite3.connect(tmp_path / "m.db") as db:
-        db.execute(f"{sql} WHERE id = 't2'")
-    # when the manager opens it and lists its tasks a page at a time
-    store = Store(tmp_path / "m.db")
-    page = store.tasks_page(None, 10)
-    # then it starts, the spoiled row is set aside saying why, and the rest reads
-    assert [task.id for _, task in page] == ["t1"]
-    assert [key for _, key, _ in store.quarantined()] == ["t2"]
-    assert why in store.quarantined()[0][2]
-    store.close()

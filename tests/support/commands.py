@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from manager.config import ManagerConfig
@@ -44,10 +43,10 @@ class StandInBus(StubBus):
         return [m.routing_key for m in self.published]
 
 
-def stand_in_manager(tmp_path: Path) -> Iterator[Manager]:
+def stand_in_manager(store: str) -> Iterator[Manager]:
     """A manager on a StandInBus with one ready node, n1; closed after (a fixture's body)."""
     bus = StandInBus()
-    config = ManagerConfig(db_path=tmp_path / "m.db")
+    config = ManagerConfig(store=store)
     manager = Manager(Settings(), config, bus=bus, clock=lambda: NOW)
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=4, memory=1024**3, disk=1024**3, last_heartbeat=NOW

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from manager.config import ManagerConfig
 from manager.effects import Decision
 from manager.server import PROBE_KEY, Manager
+from manager.store import connect
 from shared import topology
 from shared.bus import Delivery, Published, StubBus
 from shared.models import NodeRecord, NodeStatus
@@ -19,14 +18,14 @@ from shared.settings import Settings
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
-def checking_bus(db_path: Path) -> StubBus:
+def checking_bus(store: str) -> StubBus:
     """A StubBus that checks every publish against what another connection to the
     manager's database sees (committed rows only)."""
 
     def committed(table: str, column: str) -> set[Any]:
-        reader = sqlite3.connect(db_path)
+        reader = connect(store)
         try:
-            return {row[0] for row in reader.execute(f"SELECT {column} FROM {table}")}
+            return {row[0] for row in reader.query(f"SELECT {column} FROM {table}")}
         finally:
             reader.close()
 
@@ -74,9 +73,9 @@ def command(tag: int, key: str, body: bytes, user_id: str | None = "guest") -> D
     )
 
 
-def manager_with_a_node(tmp_path: Path) -> tuple[Manager, StubBus]:
-    bus = checking_bus(tmp_path / "m.db")
-    config = ManagerConfig(db_path=tmp_path / "m.db")
+def manager_with_a_node(store: str) -> tuple[Manager, StubBus]:
+    bus = checking_bus(store)
+    config = ManagerConfig(store=store)
     manager = Manager(Settings(), config, bus=bus, clock=lambda: NOW)
     node = NodeRecord(
         name="n1", status=NodeStatus.READY, cpus=4, memory=1024**3, disk=1024**3, last_heartbeat=NOW
