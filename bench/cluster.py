@@ -142,12 +142,12 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def start_manager(self, *extra: str) -> subprocess.Popen[bytes]:
+    def start_manager(self, *extra: str, store: str | None = None) -> subprocess.Popen[bytes]:
+        """The manager, on `store` (a store URL) or a SQLite file in the working directory."""
         return self.start(
             "manager",
             "manager",
-            "--db",
-            str(self.workdir / "manager.db"),
+            *(("--store", store) if store else ("--db", str(self.workdir / "manager.db"))),
             "--log-level",
             "WARNING",
             "--metrics-port",

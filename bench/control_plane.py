@@ -21,13 +21,14 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from bench.cluster import ROUND_ERRORS, Cluster, exit_on_sigterm
 from bench.driver import Driver, Event, Submission, task_spec
 from bench.profiling import Profiler
-from bench.report import CpuMeter, broker_pid, emit, ms, percentile, progress
+from bench.report import CpuMeter, broker_pid, emit, ms, percentile, progress, server_pids
 
 IMAGE = "localhost/kube-busybox:latest"
 TARGET_RATE = 1000.0
@@ -119,13 +120,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0, help="per phase")
     parser.add_argument("--profile", type=Path, help="py-spy the manager and a worker here")
     parser.add_argument("--keep", action="store_true", help="keep the logs and database")
+    parser.add_argument(
+        "--store", help="the manager's store URL, e.g. an empty PostgreSQL database's"
+    )
     args = parser.parse_args(argv)
     exit_on_sigterm()
 
     with Cluster(keep=args.keep) as cluster:
         nodes = [cluster.node(i + 1) for i in range(args.workers)]
         progress("starting a manager and %d mock workers on vhost %s", len(nodes), cluster.vhost)
-        cluster.start_manager("--scheduler", args.scheduler)
+        cluster.start_manager("--scheduler", args.scheduler, store=args.store)
         for node in nodes:
             cluster.start_worker(node, "mock")
         cluster.wait_ready(nodes)
@@ -136,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "broker": [broker] if broker else [],
             "driver": [os.getpid()],
         }
+        if args.store and not args.store.startswith("sqlite:"):
+            groups["database"] = partial(server_pids, args.store)
         driver = Driver(
             cluster.url, ["task.running", "task.failed", "node.down"], window=args.window
         )

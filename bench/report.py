@@ -114,6 +114,18 @@ def broker_pid() -> int | None:
     return None
 
 
+def server_pids(url: str) -> list[int]:
+    """The PostgreSQL server processes serving the database a URL names (its backends)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid != pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
 ENGINE_PROCESSES = frozenset({"dockerd", "containerd", "containerd-shim", "runc"})
 
 

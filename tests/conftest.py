@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -139,6 +140,7 @@ class Cluster:
     nodes: list[str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     manager_args: tuple[str, ...] = ()
+    store: str | None = None  # the manager's store URL; None: a SQLite file in workdir
 
     @property
     def env(self) -> dict[str, str]:
@@ -163,8 +165,11 @@ class Cluster:
             "manager",
             "--metrics-port",  # 0: off, so clusters on one host never fight over a port
             "0",
-            "--db",
-            str(self.workdir / "manager.db"),
+            *(
+                ("--store", self.store)
+                if self.store
+                else ("--db", str(self.workdir / "manager.db"))
+            ),
             "--heartbeat-interval",
             "1",
             "--node-down-after",
@@ -186,6 +191,12 @@ class Cluster:
             timeout=timeout,
             cwd=ROOT,
         )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process, as a crash would, and forget it once it is gone."""
+        proc = self.procs.pop(name)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -212,13 +223,15 @@ def running_cluster(
     workers: dict[str, tuple[str, ...]],
     manager_args: tuple[str, ...] = (),
     prefixes: dict[str, tuple[str, ...]] | None = None,
+    store: str | None = None,
 ) -> Iterator[Cluster]:
     """A manager and the given workers (name suffix -> extra flags), ready; torn down after.
 
-    `prefixes` (name suffix -> command) runs a worker under a command such as faketime."""
+    `prefixes` (name suffix -> command) runs a worker under a command such as faketime;
+    `store` is the manager's store URL (default: a SQLite file in `workdir`)."""
     prefix = f"t{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{suffix}" for suffix in workers]
-    cluster = Cluster(vhost, workdir, names, manager_args=manager_args)
+    cluster = Cluster(vhost, workdir, names, manager_args=manager_args, store=store)
     try:
         cluster.start_manager()
         for node, (suffix, extra) in zip(cluster.nodes, workers.items(), strict=True):

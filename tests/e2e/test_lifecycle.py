@@ -57,9 +57,7 @@ def test_a_restarted_worker_reports_its_running_containers_and_starts_none_twice
         task = client.wait(task_id, {TaskState.RUNNING}, timeout=60)
     assert task.node is not None
     # when that worker is killed and started again
-    cluster.procs[task.node].send_signal(signal.SIGKILL)
-    cluster.procs[task.node].wait(10)
-    del cluster.procs[task.node]
+    cluster.kill(task.node)
     cluster.start_worker(task.node)
     # then the container was never orphaned or duplicated: one container, still running
     containers = docker_client.containers.list(
@@ -109,9 +107,7 @@ def test_a_restarted_manager_keeps_every_task(cluster: Cluster, busybox_image: s
         task_id = client.submit(spec(busybox_image, "sleep", "300"))
         client.wait(task_id, {TaskState.RUNNING}, timeout=60)
     # when the manager is killed and started again on the same database
-    cluster.procs["manager"].send_signal(signal.SIGKILL)
-    cluster.procs["manager"].wait(10)
-    del cluster.procs["manager"]
+    cluster.kill("manager")
     cluster.start_manager()
     # then it still knows the task, running, and its history
     with client_for(cluster) as client:
