@@ -43,6 +43,11 @@ class Database(Protocol):
         """Begin a transaction that holds the right to write until it ends."""
         ...
 
+    def commit(self) -> None:
+        """End the open transaction, keeping its writes; a StoreError if they were not
+        all kept (the transaction is then over, rolled back)."""
+        ...
+
     def lock_schema(self) -> None:
         """Hold, until the open transaction ends, the right to upgrade the schema."""
         ...

@@ -109,6 +109,14 @@ class PostgresDatabase:
         self.execute("DELETE FROM kube_schema")
         self.execute("INSERT INTO kube_schema (version) VALUES (?)", (version,))
 
+    def commit(self) -> None:
+        # After an error outside a savepoint (a read that failed), PostgreSQL answers
+        # COMMIT by rolling back, without an error: say so, or the batch would be acked.
+        if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            self.execute("ROLLBACK")
+            raise StoreError(f"database {self.where}: the transaction failed and was rolled back")
+        self.execute("COMMIT")
+
     def lock_schema(self) -> None:
         """Hold, until the transaction ends, the right to upgrade the schema."""
         self.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))

@@ -163,7 +163,7 @@ def upgrade(db: Database) -> None:
             log.info("store: upgrading %s from schema version %d", db.where, version)
             STEPS[version](db)
         db.set_schema_version(VERSION)
-        db.execute("COMMIT")
+        db.commit()
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")

@@ -74,6 +74,9 @@ class SqliteDatabase:
         # transaction never fails half-way because another connection wrote first.
         self.execute("BEGIN IMMEDIATE")
 
+    def commit(self) -> None:
+        self.execute("COMMIT")
+
     def lock_schema(self) -> None:
         pass  # BEGIN IMMEDIATE already holds the file's one write lock
 

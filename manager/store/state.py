@@ -147,7 +147,7 @@ class Store:
             raise StoreError("cannot commit while a unit is open")
         if self._db.in_transaction:
             try:
-                self._db.execute("COMMIT")
+                self._db.commit()
             except StoreError:
                 self._abandon()
                 raise
@@ -479,7 +479,7 @@ def _quarantine_malformed(db: Database) -> None:
             (table, key, text, "the record is not JSON"),
         )
         db.execute(f"DELETE FROM {table} WHERE {column} = ?", (key,))
-    db.execute("COMMIT")
+    db.commit()
 
 
 TASK_COLUMNS = (

@@ -202,3 +202,21 @@ def test_where_tells_the_attempts_tasks_hold_and_which_run(store_url: str) -> No
     done = placed.model_copy(update={"state": TaskState.COMPLETED, "draining": None})
     store.record(Decision(tasks=[done]))
     assert store.where(["t1"]) == {} and store.running_on("n2") == {}
+
+
+def test_a_commit_never_claims_writes_it_did_not_keep(store_url: str) -> None:
+    # given a store that recorded a decision, then failed a read in the same transaction
+    store = Store(store_url)
+    store.record(Decision(outgoing=[Outgoing("x", "a", b"1")]))
+    with pytest.raises(StoreError):
+        store._query("SELECT * FROM nowhere")  # a read that fails (PostgreSQL: aborts all)
+    # when it commits
+    try:
+        store.commit()
+        kept = True
+    except StoreError:  # PostgreSQL: the transaction was lost with the failed read
+        kept = False
+    # then what a fresh store reads is what the commit said, and so is what it holds
+    fresh = Store(store_url)
+    assert len(fresh.outbox()) == len(store.outbox()) == (1 if kept else 0)
+    assert kept == (not store_url.startswith("postgresql"))
