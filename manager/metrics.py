@@ -1,4 +1,4 @@
-"""The manager's metrics: counters derived from each recorded Decision, gauges from SQLite.
+"""The manager's metrics: counters derived from each recorded Decision, gauges from the store.
 
 `observe(decision)` runs once per recorded decision (the service's one hook), so every
 transition, restart, first placement and placement failure is counted exactly once per

@@ -1,6 +1,6 @@
 """The manager process: consumes commands, queries and results; records, then publishes.
 
-For each message: decode it, let `manager.core` decide and record the decision in SQLite
+For each message: decode it, let `manager.core` decide and record the decision in the store
 (with its outgoing messages in the outbox). The deliveries that arrived together share
 one transaction: once they are handled (`finish_batch`) it commits, the outbox is
 published with confirms, and only then are they acked. A manager killed anywhere in

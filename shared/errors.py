@@ -15,8 +15,9 @@
     ├── MetricsError           the /metrics endpoint cannot be served (its port is taken)
     └── RequestError           the manager answered a request with an error
 
-pika, docker and sqlite3 errors are translated into these at the module that talks to
-that library, and nowhere else: pika's in shared/bus/ (services) and shared/rpc.py (clients).
+pika, docker, sqlite3 and psycopg errors are translated into these at the module that talks
+to that library, and nowhere else: pika's in shared/bus/ (services) and shared/rpc.py
+(clients), the databases' in manager/store/sqlite.py and manager/store/postgres.py.
 """
 
 from __future__ import annotations

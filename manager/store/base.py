@@ -11,6 +11,7 @@ manager/store/postgres.py (PostgreSQL, for several managers).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 Row = tuple[Any, ...]
@@ -41,6 +42,11 @@ class Database(Protocol):
 
     def begin(self) -> None:
         """Begin a transaction that holds the right to write until it ends."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """Statements sent together, their errors raised at the end at the latest (a
+        PostgreSQL pipeline: one round trip); on SQLite, as they come."""
         ...
 
     def commit(self) -> None:

@@ -11,7 +11,8 @@ version is the one row of the `kube_schema` table.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 
 import psycopg
@@ -108,6 +109,14 @@ class PostgresDatabase:
         self.execute("CREATE TABLE IF NOT EXISTS kube_schema (version INTEGER NOT NULL)")
         self.execute("DELETE FROM kube_schema")
         self.execute("INSERT INTO kube_schema (version) VALUES (?)", (version,))
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        try:
+            with self._conn.pipeline():
+                yield
+        except psycopg.Error as exc:
+            raise StoreError(f"database {self.where}: {exc}") from exc
 
     def commit(self) -> None:
         # After an error outside a savepoint (a read that failed), PostgreSQL answers

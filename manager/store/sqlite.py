@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from manager.store.base import Row
@@ -21,6 +22,9 @@ TYPES = {
     "json": "TEXT",
     "bytes": "BLOB",
 }
+
+
+NOBATCH = nullcontext()  # SQLite runs in the process: nothing to save by sending together
 
 
 class SqliteDatabase:
@@ -73,6 +77,9 @@ class SqliteDatabase:
         # IMMEDIATE: take the write lock now, not at the first write, so that a
         # transaction never fails half-way because another connection wrote first.
         self.execute("BEGIN IMMEDIATE")
+
+    def batch(self) -> AbstractContextManager[None]:
+        return NOBATCH
 
     def commit(self) -> None:
         self.execute("COMMIT")

@@ -90,19 +90,23 @@ class Store:
     def _transaction(self) -> Iterator[Database]:
         """Writes that land whole or not at all, in the open transaction (begun if none is)."""
         db = self._db
-        if not db.in_transaction:
-            db.begin()
-        if self._unit is not None and not self._unit_begun:
-            db.execute("SAVEPOINT unit")
-            self._unit_begun = True
-        db.execute("SAVEPOINT write")
+        savepoint = False
         try:
-            yield db
+            with db.batch():  # PostgreSQL: one round trip for all of it
+                if not db.in_transaction:
+                    db.begin()
+                if self._unit is not None and not self._unit_begun:
+                    db.execute("SAVEPOINT unit")
+                    self._unit_begun = True
+                db.execute("SAVEPOINT write")
+                savepoint = True
+                yield db
+                db.execute("RELEASE write")
         except BaseException:
-            db.execute("ROLLBACK TO write")
-            db.execute("RELEASE write")
+            if savepoint:
+                db.execute("ROLLBACK TO write")
+                db.execute("RELEASE write")
             raise
-        db.execute("RELEASE write")
 
     @property
     def uncommitted(self) -> bool:
