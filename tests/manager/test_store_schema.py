@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,3 +156,28 @@ def test_a_task_whose_command_holds_nul_is_kept_as_it_was_given(store_url: str) 
     task = store.task("t1")
     assert task is not None and task.spec.command == ("a\x00b",)
     store.close()
+
+
+def test_managers_opening_a_new_database_at_once_make_it_once(store_url: str) -> None:
+    # given an empty database, when four managers open it at the same moment
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            Store(store_url).close()
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # then each opened it, and it is made once, at today's version
+    assert errors == []
+    db = connect(store_url)
+    assert db.schema_version() == schema.VERSION
+    assert "not_before" in db.columns("tasks")
+    db.close()
