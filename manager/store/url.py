@@ -27,7 +27,8 @@ def sqlite_path(url: str) -> Path | None:
     parts = urlsplit(url)
     if parts.scheme != "sqlite":
         if parts.scheme not in ("postgresql", "postgres"):
-            raise SettingsError(f"store {url!r}: not a store URL; give {FORMS}")
+            shown = url.replace(f":{parts.password}@", ":***@") if parts.password else url
+            raise SettingsError(f"store {shown!r}: not a store URL; give {FORMS}")
         return None
     if parts.netloc or not parts.path or parts.query or parts.fragment:
         raise SettingsError(f"store {url!r}: a SQLite store is {SQLITE_FORMS}")
