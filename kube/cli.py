@@ -227,6 +227,7 @@ def _up_parser(sub: Any) -> None:
     up.add_argument("--broker-image", default=None, help="the image --start-broker runs")
     up.add_argument("--keep", action="store_true", help="leave containers and state at exit")
     up.add_argument("--db", type=Path, help="the manager's SQLite file (default: throwaway)")
+    up.add_argument("--store", metavar="URL", help="the manager's store, e.g. postgresql://...")
     up.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     up.add_argument("--ready-timeout", type=float, default=60.0)
@@ -520,6 +521,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         start_broker=args.start_broker,
         keep=args.keep,
         db=args.db,
+        store=_store(args, {}).get("store") if args.store else None,
         scheduler=args.scheduler,
         runtime=args.runtime,
         broker_image=args.broker_image or BROKER_IMAGE,

@@ -53,6 +53,7 @@ class UpOptions:
     start_broker: bool = False
     keep: bool = False
     db: Path | None = None  # None: a fresh file, or the kept one with keep
+    store: str | None = None  # the manager's store URL, instead of the SQLite file `db`
     scheduler: str = "epvm"
     runtime: str = "docker"
     broker_image: str = localbroker.BROKER_IMAGE
@@ -81,8 +82,7 @@ def plan(options: UpOptions, db: Path) -> list[Child]:
         [
             *kube,
             "manager",
-            "--db",
-            str(db),
+            *(("--store", options.store) if options.store else ("--db", str(db))),
             "--scheduler",
             options.scheduler,
             "--log-level",
@@ -365,7 +365,8 @@ def _run_cluster(options: UpOptions, settings: Settings, out: IO[str]) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if options.keep:
-                cluster.say(f"kept the containers of {', '.join(options.nodes)}; state in {db}")
+                state = "the --store database" if options.store else db
+                cluster.say(f"kept the containers of {', '.join(options.nodes)}; state in {state}")
             elif options.runtime == "docker":
                 try:
                     removed = remove_containers(options.nodes)

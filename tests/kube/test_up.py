@@ -28,13 +28,20 @@ from tests.support.waiting import wait_for
 # -- pure ------------------------------------------------------------------------------
 
 
+def test_a_store_given_to_up_is_the_managers_instead_of_a_file() -> None:
+    options = UpOptions(store="postgresql://kube@db/kube")
+    manager = plan(options, Path("/tmp/x.db"))[0].argv
+    assert manager[manager.index("--store") + 1] == "postgresql://kube@db/kube"
+    assert "--db" not in manager
+
+
 def test_plan_starts_the_manager_then_one_worker_per_node() -> None:
     options = UpOptions(workers=3, name_prefix="lab", scheduler="roundrobin", runtime="mock")
     children = plan(options, Path("/tmp/x.db"))
     assert [child.name for child in children] == ["manager", "lab-1", "lab-2", "lab-3"]
     manager = children[0].argv
     assert manager[1:4] == ["-m", "kube", "manager"]
-    assert manager[manager.index("--db") + 1] == "/tmp/x.db"
+    assert manager[manager.index("--db") + 1] == "/tmp/x.db" and "--store" not in manager
     assert manager[manager.index("--scheduler") + 1] == "roundrobin"
     worker = children[2].argv
     assert worker[worker.index("--name") + 1] == "lab-2"
