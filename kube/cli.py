@@ -79,6 +79,19 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _port(text: str) -> int | dict[str, int]:
+    """`80` (the engine picks the host port) or `8080:80` (host port 8080), as Docker's -p."""
+    host, sep, container = text.rpartition(":")
+    try:
+        if not sep:
+            return int(container)
+        return {"container": int(container), "host": int(host)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not CONTAINER_PORT or HOST_PORT:CONTAINER_PORT"
+        ) from None
+
+
 def _size(text: str) -> int:
     try:
         return parse_bytes(text)
@@ -173,7 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--id", help="idempotency key (default: generated)")
     run.add_argument("--name")
     run.add_argument("--image")
-    run.add_argument("--port", type=int, action="append", default=None, dest="ports")
+    run.add_argument(
+        "-p",
+        "--port",
+        type=_port,
+        action="append",
+        default=None,
+        dest="ports",
+        metavar="[HOST:]CONTAINER",
+        help="publish a container port, on a fixed host port if given (repeat)",
+    )
     run.add_argument("--env", type=_key_value, action="append", default=None)
     run.add_argument("--label", type=_key_value, action="append", default=None)
     run.add_argument("--cpu", type=float)

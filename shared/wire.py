@@ -86,12 +86,6 @@ def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-def unique_ports(ports: tuple[int, ...]) -> tuple[int, ...]:
-    if len(set(ports)) != len(ports):
-        raise ValueError("each container port may be listed once")
-    return ports
-
-
 NodeLabels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 Labels = Annotated[
     dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS), AfterValidator(_no_reserved_labels)
