@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--disk", type=_size, help="advertised disk (default: detected)")
     worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     worker.add_argument(
+        "--advertise-address",
+        metavar="ADDRESS",
+        help="IP address or host name where its tasks' ports answer (default: the source"
+        " address of the route to the broker)",
+    )
+    worker.add_argument(
         "--concurrency", type=_count, default=None, help="containers started at once (8)"
     )
     worker.add_argument("--heartbeat-interval", type=_seconds, default=None, help="seconds (2)")
@@ -460,6 +466,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
+    from worker.address import parse as parse_address
     from worker.config import WorkerConfig
     from worker.metrics import serve_metrics
     from worker.policy import WorkerPolicy
@@ -489,6 +496,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(
         name=name,
+        address=parse_address(args.advertise_address) if args.advertise_address else None,
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,

@@ -116,6 +116,7 @@ def nodes(records: Sequence[NodeRecord]) -> str:
         [
             n.name,
             n.status.value + ("" if n.schedulable else ",cordoned"),
+            n.address or "-",
             f"{n.allocated_cpu:g}/{n.cpus:g}",
             f"{format_bytes(n.allocated_memory)}/{format_bytes(n.memory)}",
             str(n.task_count),
@@ -124,7 +125,9 @@ def nodes(records: Sequence[NodeRecord]) -> str:
         ]
         for n in records
     ]
-    return table(["NAME", "STATUS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows)
+    return table(
+        ["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows
+    )
 
 
 def placement(record: TaskRecord) -> str:

@@ -24,6 +24,7 @@ from shared.wire import (
     ByteSize,
     ContainerId,
     Count,
+    HostAddress,
     Int64,
     LabelKey,
     Name,
@@ -208,6 +209,10 @@ class NodeRecord(WireModel):
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
+    address: HostAddress | None = Field(
+        default=None,
+        description="where its tasks' published ports answer, as its worker advertises it",
+    )
     schedulable: bool = Field(default=True, description="false while cordoned")
     stats: NodeStats = Field(default_factory=NodeStats)
     operator: NodeOverrides = Field(

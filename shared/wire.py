@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated
 
 from pydantic import (
@@ -84,6 +86,52 @@ def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
     if reserved:
         raise ValueError(f"label keys starting with 'kube.' are reserved: {', '.join(reserved)}")
     return labels
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def host_address(text: str) -> str:
+    """An IP address (v4 or v6, written as the standard library writes it) or a host name
+    (RFC 1123 labels); anything else is refused with the reason."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", text):  # a name's last label is never all digits (RFC 3696)
+        raise ValueError(f"{text!r} is not a valid IP address")
+    if not _HOSTNAME.match(text):
+        raise ValueError(
+            f"{text!r} is neither an IP address nor a host name (labels of letters, digits"
+            " and '-', dot-separated, up to 253 characters)"
+        )
+    return text
+
+
+def endpoint(address: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets: `[fd00::1]:8080`."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+HostAddress = Annotated[
+    str,
+    AfterValidator(host_address),
+    Field(max_length=253),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9A-Za-z:][0-9A-Za-z.:-]*$",
+            "maxLength": 253,
+            "description": "an IP address or a host name",
+        }
+    ),
+]
+Endpoint = Annotated[
+    str, Field(max_length=261, description="host:port, where a published port answers")
+]
 
 
 NodeLabels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
