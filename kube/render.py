@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 from shared.units import format_bytes
+from shared.wire import by_container_port
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -32,7 +33,12 @@ def age(moment: datetime, now: datetime | None = None) -> str:
 
 
 def ports(task: TaskRecord) -> str:
-    return ",".join(f"{c}->{h}" for c, h in sorted(task.host_ports.items())) or "-"
+    """`80->10.0.0.2:32768,81->10.0.0.2:8081`: each container port and where it answers
+    (`80->32768`, the host port alone, while the node's address is unknown)."""
+    published = by_container_port(task.host_ports)
+    if published and len(task.endpoints) == len(published):
+        return ",".join(f"{c}->{e}" for (c, _), e in zip(published, task.endpoints, strict=True))
+    return ",".join(f"{c}->{h}" for c, h in published) or "-"
 
 
 def tasks(records: Sequence[TaskRecord]) -> str:
@@ -87,6 +93,7 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         ("command", shlex.join(record.spec.command) or "(image default)"),
         ("container", record.container_id or "-"),
         ("ports", ports(record)),
+        ("endpoints", " ".join(record.endpoints) or "-"),
         ("attempt", str(record.attempt)),
         ("restarts", str(record.restart_count)),
         ("exit code", "-" if record.exit_code is None else str(record.exit_code)),

@@ -489,7 +489,8 @@ class Manager:
             if task is None:
                 self.refuse(delivery, f"update about unknown task {result.task_id!r}")
                 return
-            decision = core.apply_update(task, result, self.clock())
+            address = self.store.address(result.node) if result.host_ports else None
+            decision = core.apply_update(task, result, self.clock(), address)
             self.commit(decision)
             self.after_change(decision)
         self.settle(delivery)

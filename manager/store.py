@@ -495,6 +495,11 @@ class Store:
             return {name: dict(counts) for name, counts in peers.items()}
         return {name: dict(peers[name]) for name in set(names) if name in peers}
 
+    def address(self, name: str) -> str | None:
+        """The address a node advertises (None: unknown, or it advertises none)."""
+        node = self._nodes.get(name)
+        return node.address if node is not None else None
+
     def node(self, name: str) -> NodeRecord | None:
         node = self._nodes.get(name)
         return self._with_holdings(node) if node is not None else None

@@ -24,6 +24,7 @@ from shared.wire import (
     ByteSize,
     ContainerId,
     Count,
+    Endpoint,
     HostAddress,
     Int64,
     LabelKey,
@@ -146,6 +147,11 @@ class TaskRecord(WireModel):
     container_id: ContainerId | None = None
     host_ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=dict, description="container port (as a string) to host port"
+    )
+    endpoints: tuple[Endpoint, ...] = Field(
+        default=(),
+        description="where the published ports answer, as host:port (the node's address and"
+        " each host port, in the order of the container ports)",
     )
     attempt: Count = 0
     restart_count: Count = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import (
@@ -114,6 +115,19 @@ def host_address(text: str) -> str:
 def endpoint(address: str, port: int) -> str:
     """`host:port`, with an IPv6 address in brackets: `[fd00::1]:8080`."""
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def by_container_port(host_ports: Mapping[str, int]) -> list[tuple[str, int]]:
+    """A task's published ports, container port to host port, in container port order."""
+    return sorted(host_ports.items(), key=lambda item: int(item[0]))
+
+
+def endpoints(address: str | None, host_ports: Mapping[str, int]) -> tuple[str, ...]:
+    """Where a container's published ports answer, in container port order (none without
+    an address)."""
+    if address is None:
+        return ()
+    return tuple(endpoint(address, host) for _, host in by_container_port(host_ports))
 
 
 HostAddress = Annotated[
