@@ -16,9 +16,10 @@ transaction that fails to commit is rolled back and the caches are read again.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -113,12 +114,12 @@ class Store:
     def _load_caches(self) -> None:
         """Read the in-memory mirrors (holdings, attempts, nodes) from the tables."""
         self._holdings = Holdings()
-        for name, node, cpu, memory, disk in self._query(
-            "SELECT name, node, cpu, memory, disk FROM tasks"
+        for row in self._query(
+            f"SELECT name, node, cpu, memory, disk, {_SPEC_PORTS} FROM tasks"
             f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
             [state.value for state in HOLDING],
         ):
-            self._holdings.add(Hold(str(name), str(node), float(cpu), int(memory), int(disk)))
+            self._holdings.add(_hold_of(row))
         self._attempts = Attempts()
         for task_id, where in self._where(
             f"state IN ({','.join('?' * len(PLACED))}) OR json_extract(record, '$.draining')"
@@ -307,14 +308,12 @@ class Store:
             return {}
         marks = ",".join("?" * len(tasks))
         rows = self._query(
-            f"SELECT id, name, node, cpu, memory, disk FROM tasks WHERE id IN ({marks})"
-            f" AND state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
+            f"SELECT id, name, node, cpu, memory, disk, {_SPEC_PORTS} FROM tasks"
+            f" WHERE id IN ({marks}) AND state IN ({','.join('?' * len(HOLDING))})"
+            " AND node IS NOT NULL",
             [*tasks, *(state.value for state in HOLDING)],
         )
-        return {
-            str(i): Hold(str(name), str(node), float(cpu), int(memory), int(disk))
-            for i, name, node, cpu, memory, disk in rows
-        }
+        return {str(row[0]): _hold_of(row[1:]) for row in rows}
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, Outgoing]]:
         """Messages recorded but not yet confirmed by the broker, oldest first."""
@@ -516,6 +515,7 @@ class Store:
                 "allocated_memory": reserved.memory,
                 "allocated_disk": reserved.disk,
                 "task_count": reserved.tasks,
+                "reserved_ports": tuple(sorted(reserved.ports)),
             }
         )
 
@@ -593,4 +593,20 @@ def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> No
 
 def _hold(task: TaskRecord) -> Hold:
     assert task.node is not None
-    return Hold(task.name, task.node, task.spec.cpu, task.spec.memory, task.spec.disk)
+    spec = task.spec
+    return Hold(task.name, task.node, spec.cpu, spec.memory, spec.disk, spec.fixed_host_ports())
+
+
+_SPEC_PORTS = "json_extract(record, '$.spec.ports')"
+"""A task's published ports, read as JSON text beside the columns of its claim."""
+
+
+def _hold_of(row: Sequence[Any]) -> Hold:
+    """A claim from (name, node, cpu, memory, disk, the spec's ports as JSON)."""
+    name, node, cpu, memory, disk, ports = row
+    fixed = tuple(
+        sorted(
+            p["host"] for p in json.loads(ports or "[]") if isinstance(p, dict) and p.get("host")
+        )
+    )
+    return Hold(str(name), str(node), float(cpu), int(memory), int(disk), fixed)

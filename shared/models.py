@@ -30,6 +30,7 @@ from shared.wire import (
     LabelKey,
     Name,
     NodeLabels,
+    Port,
     TaskId,
     Text,
     Timestamp,
@@ -212,6 +213,9 @@ class NodeRecord(WireModel):
     allocated_memory: Int64 = 0
     allocated_disk: Int64 = 0
     task_count: Count = 0
+    reserved_ports: tuple[Port, ...] = Field(
+        default=(), description="fixed host ports the tasks scheduled or running on it hold"
+    )
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
