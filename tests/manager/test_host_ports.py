@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from manager import core
 from manager.blocked import Blocked
 from manager.effects import Decision
 from manager.scheduler import RoundRobin
 from manager.store import Store
-from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.models import TaskRecord, TaskSpec
 from shared.placement import Dimension, NodeMiss, NoFitKind
 from shared.states import TaskState
-from tests.support.manager import NOW
-
-GI = 1024**3
-
-
-def node(name: str, **fields: Any) -> NodeRecord:
-    values: dict[str, Any] = {
-        "name": name,
-        "status": NodeStatus.READY,
-        "cpus": 4.0,
-        "memory": 4 * GI,
-        "disk": 100 * GI,
-        "last_heartbeat": NOW,
-    }
-    return NodeRecord(**{**values, **fields})
+from tests.support.manager import GI, NOW
+from tests.support.manager import ready_node as node
 
 
 def pending(task_id: str, *ports: object) -> TaskRecord:
