@@ -6,7 +6,7 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.models import NodeRecord, ServiceEndpoints, ServiceRecord, TaskEvent, TaskRecord
 from shared.units import format_bytes
 from shared.wire import by_container_port
 
@@ -80,6 +80,11 @@ def services(records: Sequence[ServiceRecord], all_tasks: Sequence[TaskRecord]) 
             ]
         )
     return table(["NAME", "RUNNING", "VERSION", "DESIRED", "UPDATE", "IMAGE"], rows)
+
+
+def endpoints(found: ServiceEndpoints) -> str:
+    """`kube endpoints`: one host:port a line, for scripts; a sentence when there is none."""
+    return "\n".join(found.endpoints) or f"{found.name}: no task serves now"
 
 
 def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:

@@ -188,6 +188,12 @@ class ListQuery(WireModel):
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = MAX_PAGE
 
 
+class EndpointsQuery(WireModel):
+    """Body of `query.endpoints`: where a service's serving tasks answer (or a task's)."""
+
+    name: Name = Field(description="a service's name, or a task's id")
+
+
 class LogsQuery(WireModel):
     """Body of `query.logs`: the output of a task's current container (last `tail` lines)."""
 

@@ -264,8 +264,22 @@ class ServiceRecord(WireModel):
     desired_state: Annotated[str, Field(pattern="^(running|stopped)$")] = "running"
     update_state: UpdateState = UpdateState.IDLE
     update_error: Text | None = None
+    endpoints: tuple[Endpoint, ...] = Field(
+        default=(),
+        description="where its serving tasks answer (running, and healthy if it has a health"
+        " check), sorted; a change is announced as `service.endpoints`",
+    )
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class ServiceEndpoints(WireModel):
+    """The body of `service.endpoints` on `kube.events`, published whenever a service's
+    endpoints change, and the `result` of `query.endpoints`."""
+
+    name: Name = Field(description="the service (or, for query.endpoints, the task) named")
+    endpoints: tuple[Endpoint, ...] = Field(description="host:port of each, sorted")
+    at: Timestamp
 
 
 class Reply(WireModel):
