@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 from kube import render
 from kube.client import Event
@@ -36,3 +37,12 @@ def test_a_service_endpoints_event_decodes_and_reads_as_a_line_and_as_json() -> 
         "service.endpoints", encode(ServiceEndpoints(name="web", endpoints=(), at=NOW))
     )
     assert event_line(none) == f"{clock(NOW)} service web endpoints -"
+
+
+def test_the_readmes_service_endpoints_example_is_a_valid_body() -> None:
+    # the example payload under the README's "service.endpoints" marker decodes as the model
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    after = readme.split("<!-- example: service.endpoints -->", 1)[1]
+    block = after.split("```json", 1)[1].split("```", 1)[0]
+    found = ServiceEndpoints.model_validate_json(block, strict=True)
+    assert found.name == "web" and found.endpoints == ("10.0.0.2:32768", "10.0.0.3:32771")
