@@ -125,6 +125,8 @@ class MockRuntime:
 
     def _check_free(self, wanted: Sequence[int]) -> None:
         """Refuse a fixed host port a container holds already, as the engine does."""
+        if not wanted:
+            return  # the common case costs no scan of the node's containers
         held = {
             port
             for c in self._containers.values()
