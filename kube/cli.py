@@ -81,6 +81,19 @@ def _key_value(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _port(text: str) -> int | dict[str, int]:
+    """`80` (the engine picks the host port) or `8080:80` (host port 8080), as Docker's -p."""
+    host, sep, container = text.rpartition(":")
+    try:
+        if not sep:
+            return int(container)
+        return {"container": int(container), "host": int(host)}
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not CONTAINER_PORT or HOST_PORT:CONTAINER_PORT"
+        ) from None
+
+
 def _size(text: str) -> int:
     try:
         return parse_bytes(text)
@@ -156,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--disk", type=_size, help="advertised disk (default: detected)")
     worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     worker.add_argument(
+        "--advertise-address",
+        metavar="ADDRESS",
+        help="IP address or host name where its tasks' ports answer (default: the source"
+        " address of the route to the broker)",
+    )
+    worker.add_argument(
         "--concurrency", type=_count, default=None, help="containers started at once (8)"
     )
     worker.add_argument("--heartbeat-interval", type=_seconds, default=None, help="seconds (2)")
@@ -181,7 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--id", help="idempotency key (default: generated)")
     run.add_argument("--name")
     run.add_argument("--image")
-    run.add_argument("--port", type=int, action="append", default=None, dest="ports")
+    run.add_argument(
+        "-p",
+        "--port",
+        type=_port,
+        action="append",
+        default=None,
+        dest="ports",
+        metavar="[HOST:]CONTAINER",
+        help="publish a container port, on a fixed host port if given (repeat)",
+    )
     run.add_argument("--env", type=_key_value, action="append", default=None)
     run.add_argument("--label", type=_key_value, action="append", default=None)
     run.add_argument("--cpu", type=float)
@@ -455,6 +483,7 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
+    from worker.address import parse as parse_address
     from worker.config import WorkerConfig
     from worker.metrics import serve_metrics
     from worker.policy import WorkerPolicy
@@ -484,6 +513,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(
         name=name,
+        address=parse_address(args.advertise_address) if args.advertise_address else None,
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,

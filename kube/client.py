@@ -27,7 +27,7 @@ from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError
 from shared.ids import new_task_id
-from shared.messages import MAX_PAGE, ListQuery, LogsQuery, TaskQuery
+from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     NodeRecord,
     NodeRequest,
@@ -36,6 +36,7 @@ from shared.models import (
     RemoveRequest,
     Reply,
     ScaleRequest,
+    ServiceEndpoints,
     ServiceRecord,
     StopRequest,
     TaskEvent,
@@ -57,6 +58,7 @@ EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
+ENDPOINTS = TypeAdapter(ServiceEndpoints)
 
 
 class WaitTimeout(KubeError):
@@ -65,11 +67,13 @@ class WaitTimeout(KubeError):
 
 @dataclass(frozen=True)
 class Event:
-    """One message of kube.events: a task record (`task.<state>`) or a node record."""
+    """One message of kube.events: a task record (`task.<state>`), a node record
+    (`node.<what>`) or a service's endpoints (`service.endpoints`)."""
 
     key: str
     task: TaskRecord | None = None
     node: NodeRecord | None = None
+    endpoints: ServiceEndpoints | None = None
 
     @classmethod
     def decode(cls, key: str, body: bytes) -> Event:
@@ -77,6 +81,8 @@ class Event:
             return cls(key, task=decode(RECORD, body))
         if key.startswith("node."):
             return cls(key, node=decode(NODE, body))
+        if key == "service.endpoints":
+            return cls(key, endpoints=decode(ENDPOINTS, body))
         return cls(key)
 
 
@@ -188,6 +194,12 @@ class Client:
             if reply.next is None:
                 return
             after = reply.next
+
+    def endpoints(self, name: str) -> ServiceEndpoints:
+        """Where a service's serving tasks answer (or a task's, given its id)."""
+        query = EndpointsQuery(name=_names("service name or task id", [name])[0])
+        reply = self._ask("query.endpoints", encode(query))
+        return ENDPOINTS.validate_python(reply.result, strict=False)
 
     def scale(self, name: str, replicas: int) -> None:
         """Keep `replicas` tasks of the service running."""

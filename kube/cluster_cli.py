@@ -1,4 +1,4 @@
-"""The `kube` subcommands for services and nodes: services, scale, update, cordon,
+"""The `kube` subcommands for services and nodes: services, endpoints, scale, update, cordon,
 uncordon, drain, label, cap, and rm (ended tasks and services, down nodes). Thin like the
 rest of the CLI: parse, call the client, render."""
 
@@ -20,13 +20,29 @@ from shared.errors import DecodeError
 from shared.models import NodeSettings, Removed, TaskRecord
 from shared.states import TaskState
 
-COMMANDS = ("services", "scale", "update", "cordon", "uncordon", "drain", "rm", "label", "cap")
+COMMANDS = (
+    "services",
+    "endpoints",
+    "scale",
+    "update",
+    "cordon",
+    "uncordon",
+    "drain",
+    "rm",
+    "label",
+    "cap",
+)
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
 def add_parsers(sub: Any) -> None:
     services = sub.add_parser("services", help="list services")
     services.add_argument("--json", action="store_true")
+    endpoints = sub.add_parser(
+        "endpoints", help="where a service's serving tasks answer (host:port, one a line)"
+    )
+    endpoints.add_argument("name", metavar="NAME", help="a service's name, or a task's id")
+    endpoints.add_argument("--json", action="store_true")
     scale = sub.add_parser("scale", help="keep N tasks of a service running")
     scale.add_argument("name")
     scale.add_argument("replicas", type=int)
@@ -78,6 +94,12 @@ def run(args: argparse.Namespace, client: Client) -> int:
             print(json.dumps([s.model_dump(mode="json") for s in found], indent=2))
         else:
             print(render.services(found, client.list()))
+    elif args.command == "endpoints":
+        where = client.endpoints(args.name)
+        if args.json:
+            print(json.dumps(where.model_dump(mode="json"), indent=2))
+        else:
+            print(render.endpoints(where), file=sys.stdout if where.endpoints else sys.stderr)
     elif args.command == "scale":
         client.scale(args.name, args.replicas)
         print(f"{args.name} scaled to {args.replicas}")

@@ -3,7 +3,7 @@
     kube events                   the latest state of every node and task, then exit
     kube events --follow          every change from now on, until Ctrl-C
     kube events --task ID         one task's latest state (--follow: until it ends)
-    kube events --json            the same as JSON lines: {"key": ..., "task"|"node": ...}
+    kube events --json            JSON lines: {"key": ..., "task"|"node"|"endpoints": ...}
 
 Following reads the stream `kube.events.stream`, which holds what `kube.events` carries,
 from its end on; nothing is declared or bound. Node heartbeats (`node.heartbeat`, every
@@ -79,6 +79,11 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
     if event.node is not None:
         what = event.key.partition(".")[2]
         return node_line(what, event.node, now)
+    if event.endpoints is not None:
+        found = event.endpoints
+        return (
+            f"{clock(found.at)} service {found.name} endpoints {' '.join(found.endpoints) or '-'}"
+        )
     return None
 
 
@@ -89,6 +94,8 @@ def event_json(event: Event) -> str:
         data["task"] = event.task.model_dump(mode="json")
     if event.node is not None:
         data["node"] = event.node.model_dump(mode="json")
+    if event.endpoints is not None:
+        data["endpoints"] = event.endpoints.model_dump(mode="json")
     return json.dumps(data)
 
 
@@ -117,7 +124,8 @@ def run(
         return
     try:
         # Bound before the first look, so nothing slips between the look and the feed.
-        live = client.watch(["task.*"] if task_id is not None else ["task.*", "node.*"])
+        keys = ["task.*"] if task_id is not None else ["task.*", "node.*", "service.endpoints"]
+        live = client.watch(keys)
         if task_id is not None:
             current = client.get(task_id)
             if feed.show([Event(f"task.{current.state.value}", task=current)]):

@@ -6,8 +6,9 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.models import NodeRecord, ServiceEndpoints, ServiceRecord, TaskEvent, TaskRecord
 from shared.units import format_bytes
+from shared.wire import by_container_port
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -32,7 +33,12 @@ def age(moment: datetime, now: datetime | None = None) -> str:
 
 
 def ports(task: TaskRecord) -> str:
-    return ",".join(f"{c}->{h}" for c, h in sorted(task.host_ports.items())) or "-"
+    """`80->10.0.0.2:32768,81->10.0.0.2:8081`: each container port and where it answers
+    (`80->32768`, the host port alone, while the node's address is unknown)."""
+    published = by_container_port(task.host_ports)
+    if published and len(task.endpoints) == len(published):
+        return ",".join(f"{c}->{e}" for (c, _), e in zip(published, task.endpoints, strict=True))
+    return ",".join(f"{c}->{h}" for c, h in published) or "-"
 
 
 def tasks(records: Sequence[TaskRecord]) -> str:
@@ -76,6 +82,11 @@ def services(records: Sequence[ServiceRecord], all_tasks: Sequence[TaskRecord]) 
     return table(["NAME", "RUNNING", "VERSION", "DESIRED", "UPDATE", "IMAGE"], rows)
 
 
+def endpoints(found: ServiceEndpoints) -> str:
+    """`kube endpoints`: one host:port a line, for scripts; a sentence when there is none."""
+    return "\n".join(found.endpoints) or f"{found.name}: no task serves now"
+
+
 def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
     fields = [
         ("id", record.id),
@@ -87,6 +98,7 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         ("command", shlex.join(record.spec.command) or "(image default)"),
         ("container", record.container_id or "-"),
         ("ports", ports(record)),
+        ("endpoints", " ".join(record.endpoints) or "-"),
         ("attempt", str(record.attempt)),
         ("restarts", str(record.restart_count)),
         ("exit code", "-" if record.exit_code is None else str(record.exit_code)),
@@ -116,6 +128,7 @@ def nodes(records: Sequence[NodeRecord]) -> str:
         [
             n.name,
             n.status.value + ("" if n.schedulable else ",cordoned"),
+            n.address or "-",
             f"{n.allocated_cpu:g}/{n.cpus:g}",
             f"{format_bytes(n.allocated_memory)}/{format_bytes(n.memory)}",
             str(n.task_count),
@@ -124,7 +137,9 @@ def nodes(records: Sequence[NodeRecord]) -> str:
         ]
         for n in records
     ]
-    return table(["NAME", "STATUS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows)
+    return table(
+        ["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows
+    )
 
 
 def placement(record: TaskRecord) -> str:

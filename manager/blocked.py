@@ -4,7 +4,8 @@ After a failed placement a task is blocked under its shape (what it asks for, it
 constraints and its spread): tasks of one shape fit the same nodes, so one check answers
 for all of them. A blocked task is tried again only when a node improves in a way that
 could let its shape in (it joins, comes back, its engine returns, it is uncordoned, its
-labels change, or it has more cpu, memory or disk free or fewer tasks) and the shape
+labels change, or it has more cpu, memory or disk free, fewer tasks or a host port
+freed) and the shape
 fits on that node as it is now, as Nomad's blocked evaluations are (nomad/blocked_evals.go).
 A task waiting out a restart backoff is tried when its time comes; a fresh one at once.
 
@@ -38,13 +39,14 @@ DUE_PER_PASS = 1000
 try of a thousand tasks that fit nowhere, read, explained and written, took 0.1 to 0.2 s
 on the 2-core test machine), and what is left is tried on the next one (a tick away)."""
 
-Shape = tuple[float, int, int, tuple[Constraint, ...], str | None]
-"""What decides which nodes a task fits: cpu, memory, disk, constraints, spread label."""
+Shape = tuple[float, int, int, tuple[Constraint, ...], str | None, tuple[int, ...]]
+"""What decides which nodes a task fits: cpu, memory, disk, constraints, spread label,
+fixed host ports."""
 
 
 def shape(spec: TaskSpec) -> Shape:
     """The shape of a task: tasks of one shape fit exactly the same nodes."""
-    return (spec.cpu, spec.memory, spec.disk, spec.rules(), spec.spread)
+    return (spec.cpu, spec.memory, spec.disk, spec.rules(), spec.spread, spec.fixed_host_ports())
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class NodeView:
     free_memory: int
     free_disk: int
     tasks: int
+    ports: frozenset[int]  # fixed host ports held there
 
     @classmethod
     def of(cls, node: NodeRecord) -> NodeView:
@@ -67,6 +70,7 @@ class NodeView:
             free_memory=node.memory - node.allocated_memory,
             free_disk=node.disk - node.allocated_disk,
             tasks=node.task_count,
+            ports=frozenset(node.reserved_ports),
         )
 
     def better_than(self, old: NodeView) -> bool:
@@ -78,6 +82,7 @@ class NodeView:
             or self.free_memory > old.free_memory
             or self.free_disk > old.free_disk
             or self.tasks < old.tasks
+            or not self.ports >= old.ports  # a host port was freed
         )
 
 

@@ -22,6 +22,7 @@ from shared.messages import RunTask, StopTask, TaskUpdate
 from shared.models import AttemptEnd, NodeRecord, Restarted, TaskEvent, TaskRecord, TaskSpec
 from shared.placement import sentence
 from shared.states import TaskState, can_transition
+from shared.wire import endpoints
 
 REPORTED = frozenset({TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED})
 """The states a worker may report; the others are the manager's to decide."""
@@ -140,13 +141,18 @@ def schedule(
     return decision
 
 
-def apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decision:
+def apply_update(
+    task: TaskRecord, update: TaskUpdate, now: datetime, address: str | None = None
+) -> Decision:
     """A worker's report about one attempt; stale attempts and bad transitions are refused.
+
+    `address` is the reporting node's advertised address: with the host ports it makes
+    the task's endpoints (kept as they were found while the attempt runs).
 
     A task asked to stop whose current attempt reports running is sent its stop again:
     the stop was lost, or overtook the start on a worker that did not hold it.
     """
-    decision = _apply_update(task, update, now)
+    decision = _apply_update(task, update, now, address)
     current = (update.node, update.attempt) == (task.node, task.attempt)
     if (
         current
@@ -158,7 +164,9 @@ def apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decisio
     return decision
 
 
-def _apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decision:
+def _apply_update(
+    task: TaskRecord, update: TaskUpdate, now: datetime, address: str | None
+) -> Decision:
     draining = task.draining
     if draining is not None and (update.node, update.attempt) == (draining.node, draining.attempt):
         if update.state.terminal:  # the old attempt ended on its own: nothing left to stop
@@ -200,6 +208,7 @@ def _apply_update(task: TaskRecord, update: TaskUpdate, now: datetime) -> Decisi
         return end_attempt(ended, update.state, update.error, now)
     changes["error"] = update.error
     changes["host_ports"] = dict(update.host_ports)
+    changes["endpoints"] = endpoints(address, update.host_ports)
     decision = move(task, update.state, now, detail=update.error, **changes)
     if update.state == TaskState.RUNNING and draining is not None:
         # The successor runs: now the attempt on the draining node may stop.
@@ -233,6 +242,7 @@ def end_attempt(
         not_before=now + timedelta(seconds=step.delay),
         container_id=None,
         host_ports={},
+        endpoints=(),
         health=None,
     )
     if task.node is not None and not lost:

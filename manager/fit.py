@@ -1,7 +1,8 @@
 """Whether a node can take a task: the candidate filter every scheduler shares.
 
 A candidate is ready, its engine up, schedulable (not cordoned), under the per-node task
-cap, satisfies the task's label constraints, and has the cpu, memory and disk free.
+cap, satisfies the task's label constraints, and has the cpu, memory and disk free, and
+every fixed host port the task asks for: no task scheduled or running there holds it.
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def over_cap(node: NodeRecord, context: PlacementContext) -> NodeMiss | None:
     return None
 
 
+def taken_ports(spec: TaskSpec, node: NodeRecord) -> tuple[int, ...]:
+    """The fixed host ports the task asks for that a task placed on the node holds."""
+    wanted = spec.fixed_host_ports()
+    if not wanted or not node.reserved_ports:
+        return ()
+    return tuple(sorted(set(wanted).intersection(node.reserved_ports)))
+
+
 def exhausted(spec: TaskSpec, node: NodeRecord) -> tuple[Dimension, ...]:
     """The resources the node has too little of for the task."""
     short = []
@@ -86,15 +95,18 @@ def exhausted(spec: TaskSpec, node: NodeRecord) -> tuple[Dimension, ...]:
         short.append(Dimension.MEMORY)
     if node.disk - node.allocated_disk < spec.disk:
         short.append(Dimension.DISK)
+    if taken_ports(spec, node):
+        short.append(Dimension.HOST_PORTS)
     return tuple(short)
 
 
 def has_room(spec: TaskSpec, node: NodeRecord) -> bool:
-    """Whether the node has the task's cpu, memory and disk free."""
+    """Whether the node has the task's cpu, memory, disk and fixed host ports free."""
     return (
         node.cpus - node.allocated_cpu >= spec.cpu - CPU_EPSILON
         and node.memory - node.allocated_memory >= spec.memory
         and node.disk - node.allocated_disk >= spec.disk
+        and not taken_ports(spec, node)
     )
 
 
@@ -116,6 +128,7 @@ def miss(
         free_memory=node.memory - node.allocated_memory,
         free_disk=node.disk - node.allocated_disk,
         tasks=node.task_count,
+        ports=taken_ports(spec, node),
     )
 
 

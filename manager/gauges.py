@@ -130,6 +130,11 @@ class StoreGauges:
             name: GaugeMetricFamily(name, text, labels=["node"])
             for name, text in _NODE_GAUGES.items()
         }
+        info = GaugeMetricFamily(
+            "kube_node_info",
+            "Always 1; its labels say where the node's published ports answer.",
+            labels=["node", "address"],
+        )
         for node in nodes:
             cpu, memory, disk, count = allocated.get(node.name, (0.0, 0, 0, 0))
             values = {
@@ -146,7 +151,9 @@ class StoreGauges:
             }
             for name, value in values.items():
                 families[name].add_metric([node.name], value)
+            info.add_metric([node.name, node.address or ""], 1.0)
         yield from families.values()
+        yield info
 
 
 _NODE_GAUGES = {

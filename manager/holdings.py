@@ -9,7 +9,7 @@ rebuilds this from it.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from shared.states import TaskState
@@ -27,6 +27,7 @@ class Hold:
     cpu: float
     memory: int
     disk: int
+    ports: tuple[int, ...] = ()  # fixed host ports
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Reserved:
     memory: int = 0
     disk: int = 0
     tasks: int = 0
+    ports: Counter[int] = field(default_factory=Counter)  # fixed host port -> tasks holding it
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Holdings:
         reserved.memory += hold.memory
         reserved.disk += hold.disk
         reserved.tasks += 1
+        reserved.ports.update(hold.ports)
         by_node = self.peers.setdefault(hold.name, {})
         by_node[hold.node] = by_node.get(hold.node, 0) + 1
 
@@ -59,6 +62,10 @@ class Holdings:
         reserved.memory = max(0, reserved.memory - hold.memory)
         reserved.disk = max(0, reserved.disk - hold.disk)
         reserved.tasks = max(0, reserved.tasks - 1)
+        reserved.ports.subtract(hold.ports)
+        for port in hold.ports:
+            if reserved.ports[port] <= 0:
+                del reserved.ports[port]
         by_node = self.peers.get(hold.name, {})
         left = by_node.get(hold.node, 0) - 1
         if left > 0:

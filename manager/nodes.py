@@ -43,6 +43,7 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         labels={**beat.labels, **operator.labels},
         last_heartbeat=now,
         engine_ok=beat.engine_ok,
+        address=beat.address,
         schedulable=known.schedulable if known is not None else True,
         stats=beat.stats,
         operator=operator,

@@ -14,24 +14,27 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from manager.endpoints import serving
 from manager.log_relay import LogRelay
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery, MessageBus
 from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
-from shared.messages import ListQuery, LogsQuery, TaskQuery
-from shared.models import MAX_BODY_BYTES, NodeStatus, Reply
+from shared.messages import EndpointsQuery, ListQuery, LogsQuery, TaskQuery
+from shared.models import MAX_BODY_BYTES, NodeStatus, Reply, ServiceEndpoints
 
 log = logging.getLogger(__name__)
 
 LIST = TypeAdapter(ListQuery)
 TASK = TypeAdapter(TaskQuery)
 LOGS = TypeAdapter(LogsQuery)
+ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 
 class Queries:
-    """Serves `query.tasks`, `query.task`, `query.nodes` and `query.logs`."""
+    """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
+    `query.endpoints` and `query.logs`."""
 
     def __init__(
         self, store: Store, bus: MessageBus, relay: LogRelay, clock: Callable[[], datetime]
@@ -45,6 +48,7 @@ class Queries:
             "query.task": self.task,
             "query.nodes": self.nodes,
             "query.services": self.services,
+            "query.endpoints": self.endpoints,
             "query.logs": self.logs,
         }
 
@@ -95,6 +99,20 @@ class Queries:
     def services(self, delivery: Delivery) -> Reply:
         query = _list(delivery)
         return page(self.store.services_page(query.after, query.limit + 1), query.limit)
+
+    def endpoints(self, delivery: Delivery) -> Reply:
+        """A service's endpoints as last announced; for a task id, the task's while it serves."""
+        query = decode(ENDPOINTS, delivery.body)
+        service = self.store.service(query.name)
+        if service is not None:
+            found = service.endpoints
+        else:
+            task = self.store.task(query.name)
+            if task is None:
+                return Reply(ok=False, error=f"no service or task named {query.name!r}")
+            found = task.endpoints if serving(task) else ()
+        result = ServiceEndpoints(name=query.name, endpoints=found, at=self.clock())
+        return Reply(ok=True, id=query.name, result=_dump(result))
 
     def logs(self, delivery: Delivery) -> Reply | None:
         query = decode(LOGS, delivery.body)

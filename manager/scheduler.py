@@ -240,5 +240,6 @@ def allocate(node: NodeRecord, spec: TaskSpec) -> NodeRecord:
             "allocated_memory": node.allocated_memory + spec.memory,
             "allocated_disk": node.allocated_disk + spec.disk,
             "task_count": node.task_count + 1,
+            "reserved_ports": tuple(sorted((*node.reserved_ports, *spec.fixed_host_ports()))),
         }
     )

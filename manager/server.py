@@ -26,7 +26,7 @@ from functools import partial
 
 from pydantic import TypeAdapter
 
-from manager import admission, core, dead_dispatches, nodes, removal, services
+from manager import admission, core, dead_dispatches, endpoints, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
@@ -320,6 +320,21 @@ class Manager:
             observe(decision)
             for task in decision.tasks:
                 log.info("task %s: %s on %s", task.id, task.state.value, task.node or "-")
+            self.follow_endpoints(decision)
+
+    def follow_endpoints(self, decision: Decision) -> None:
+        """Record and announce the new endpoints of the services whose tasks the decision
+        changed in a way that may change them (manager/endpoints.py)."""
+        names = {task.service for task in decision.tasks if endpoints.may_change(task)}
+        for name in sorted(n for n in names if n is not None):
+            service = self.store.service(name)
+            if service is None:
+                continue
+            tasks = [t for t in self.store.tasks_named(name) if t.service == name]
+            changed = endpoints.follow(service, tasks, self.clock())
+            if not changed.empty:
+                log.info("service %s: endpoints %s", name, " ".join(changed.services[0].endpoints))
+                self.store.record(changed)
 
     def settle(self, delivery: Delivery, reply: Reply | None = None) -> None:
         """A message's effect is recorded: answer and ack it once the batch is published."""
@@ -489,7 +504,8 @@ class Manager:
             if task is None:
                 self.refuse(delivery, f"update about unknown task {result.task_id!r}")
                 return
-            decision = core.apply_update(task, result, self.clock())
+            address = self.store.address(result.node) if result.host_ports else None
+            decision = core.apply_update(task, result, self.clock(), address)
             self.commit(decision)
             self.after_change(decision)
         self.settle(delivery)

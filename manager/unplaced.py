@@ -24,6 +24,7 @@ _BY_DIMENSION = {
     Dimension.MEMORY: NoFitKind.INSUFFICIENT_MEMORY,
     Dimension.DISK: NoFitKind.INSUFFICIENT_DISK,
     Dimension.TASKS: NoFitKind.TASK_CAP,
+    Dimension.HOST_PORTS: NoFitKind.HOST_PORTS,
 }
 _BY_FILTER = {
     NodeFilter.CONSTRAINT: NoFitKind.CONSTRAINTS,

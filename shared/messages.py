@@ -14,6 +14,7 @@ from shared.wire import (
     Attempt,
     ContainerId,
     Count,
+    HostAddress,
     Int64,
     Name,
     NodeLabels,
@@ -123,6 +124,9 @@ class Heartbeat(WireModel):
     labels: NodeLabels = Field(default_factory=dict)
     stats: NodeStats = Field(default_factory=NodeStats)
     engine_ok: bool = True
+    address: HostAddress | None = Field(
+        default=None, description="where the node's published ports answer"
+    )
     inventory: bool = Field(
         default=False, description="true when tasks lists every container the node runs"
     )
@@ -182,6 +186,12 @@ class ListQuery(WireModel):
         default=None, description="where the previous page ended: its reply's `next`"
     )
     limit: Annotated[int, Field(ge=1, le=MAX_PAGE)] = MAX_PAGE
+
+
+class EndpointsQuery(WireModel):
+    """Body of `query.endpoints`: where a service's serving tasks answer (or a task's)."""
+
+    name: Name = Field(description="a service's name, or a task's id")
 
 
 class LogsQuery(WireModel):

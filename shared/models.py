@@ -24,10 +24,13 @@ from shared.wire import (
     ByteSize,
     ContainerId,
     Count,
+    Endpoint,
+    HostAddress,
     Int64,
     LabelKey,
     Name,
     NodeLabels,
+    Port,
     TaskId,
     Text,
     Timestamp,
@@ -146,6 +149,11 @@ class TaskRecord(WireModel):
     host_ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=dict, description="container port (as a string) to host port"
     )
+    endpoints: tuple[Endpoint, ...] = Field(
+        default=(),
+        description="where the published ports answer, as host:port (the node's address and"
+        " each host port, in the order of the container ports)",
+    )
     attempt: Count = 0
     restart_count: Count = 0
     exit_code: Int64 | None = None
@@ -205,9 +213,16 @@ class NodeRecord(WireModel):
     allocated_memory: Int64 = 0
     allocated_disk: Int64 = 0
     task_count: Count = 0
+    reserved_ports: tuple[Port, ...] = Field(
+        default=(), description="fixed host ports the tasks scheduled or running on it hold"
+    )
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
+    address: HostAddress | None = Field(
+        default=None,
+        description="where its tasks' published ports answer, as its worker advertises it",
+    )
     schedulable: bool = Field(default=True, description="false while cordoned")
     stats: NodeStats = Field(default_factory=NodeStats)
     operator: NodeOverrides = Field(
@@ -249,8 +264,22 @@ class ServiceRecord(WireModel):
     desired_state: Annotated[str, Field(pattern="^(running|stopped)$")] = "running"
     update_state: UpdateState = UpdateState.IDLE
     update_error: Text | None = None
+    endpoints: tuple[Endpoint, ...] = Field(
+        default=(),
+        description="where its serving tasks answer (running, and healthy if it has a health"
+        " check), sorted; a change is announced as `service.endpoints`",
+    )
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class ServiceEndpoints(WireModel):
+    """The body of `service.endpoints` on `kube.events`, published whenever a service's
+    endpoints change, and the `result` of `query.endpoints`."""
+
+    name: Name = Field(description="the service (or, for query.endpoints, the task) named")
+    endpoints: tuple[Endpoint, ...] = Field(description="host:port of each, sorted")
+    at: Timestamp
 
 
 class Reply(WireModel):

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from shared.specs import Constraint, TaskSpec
 from shared.units import format_bytes
-from shared.wire import Count, Int64, Name, Text, WireModel
+from shared.wire import Count, Int64, Name, Port, Text, WireModel
 
 
 class NoFitKind(enum.StrEnum):
@@ -25,6 +25,7 @@ class NoFitKind(enum.StrEnum):
     INSUFFICIENT_CPU = "insufficient_cpu"
     INSUFFICIENT_MEMORY = "insufficient_memory"
     INSUFFICIENT_DISK = "insufficient_disk"
+    HOST_PORTS = "host_ports"  # a host port the task asks for is taken on a node
     CONSTRAINTS = "constraints"  # a node's labels break the task's constraints
     TASK_CAP = "task_cap"  # a node holds the manager's most tasks per node
     CORDONED = "cordoned"
@@ -49,6 +50,7 @@ class Dimension(enum.StrEnum):
     MEMORY = "memory"
     DISK = "disk"
     TASKS = "tasks"  # the per-node task cap
+    HOST_PORTS = "host_ports"  # a fixed host port the task asks for
 
 
 class NodeMiss(WireModel):
@@ -66,6 +68,9 @@ class NodeMiss(WireModel):
     free_disk: Int64 = 0
     tasks: Count = 0
     cap: Count | None = Field(default=None, description="the task cap, when it was reached")
+    ports: tuple[Port, ...] = Field(
+        default=(), description="host ports the task asks for that a task on the node holds"
+    )
 
 
 class Unplaced(WireModel):
@@ -86,6 +91,11 @@ class Unplaced(WireModel):
     )
 
 
+def _ports(ports: tuple[int, ...]) -> str:
+    """`host port 8080`, `host ports 80, 443`."""
+    return ("host port " if len(ports) == 1 else "host ports ") + ", ".join(map(str, ports))
+
+
 def _cpus(amount: float) -> str:
     shown = f"{round(amount, 3):g}"
     return f"{shown} cpu" if shown == "1" else f"{shown} cpus"
@@ -100,6 +110,9 @@ def demand(spec: TaskSpec) -> str:
         parts.append(f"{format_bytes(spec.memory)} memory")
     if spec.disk > 0:
         parts.append(f"{format_bytes(spec.disk)} disk")
+    fixed = spec.fixed_host_ports()
+    if fixed:
+        parts.append(f"{_ports(fixed)}")
     return ", ".join(parts) if parts else f"task {spec.name!r}"
 
 
@@ -125,9 +138,10 @@ def node_sentence(miss: NodeMiss) -> str:
         short.append(f"{format_bytes(max(0, miss.free_memory))} memory")
     if Dimension.DISK in miss.exhausted:
         short.append(f"{format_bytes(max(0, miss.free_disk))} disk")
+    taken = f"{_ports(miss.ports)} taken" if Dimension.HOST_PORTS in miss.exhausted else ""
     if not short:
-        return f"{name} was passed over"
-    return f"{name} has {', '.join(short)} free"
+        return f"{name} has {taken}" if taken else f"{name} was passed over"
+    return f"{name} has {', '.join(short)} free" + (f" and {taken}" if taken else "")
 
 
 def sentence(unplaced: Unplaced, spec: TaskSpec) -> str:

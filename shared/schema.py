@@ -12,7 +12,16 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from shared.messages import Dispatch, Heartbeat, ListQuery, LogsQuery, Result, TaskQuery, TaskUpdate
+from shared.messages import (
+    Dispatch,
+    EndpointsQuery,
+    Heartbeat,
+    ListQuery,
+    LogsQuery,
+    Result,
+    TaskQuery,
+    TaskUpdate,
+)
 from shared.models import (
     NodeRecord,
     NodeRequest,
@@ -21,6 +30,7 @@ from shared.models import (
     RemoveRequest,
     Reply,
     ScaleRequest,
+    ServiceEndpoints,
     ServiceRecord,
     StopRequest,
     TaskRecord,
@@ -44,6 +54,8 @@ MESSAGES: dict[str, Any] = {
     "task-query": TaskQuery,  # kube.commands query.task
     "list-query": ListQuery,  # kube.commands query.tasks, query.nodes
     "logs-query": LogsQuery,  # kube.commands query.logs
+    "endpoints-query": EndpointsQuery,  # kube.commands query.endpoints
+    "service-endpoints": ServiceEndpoints,  # kube.events service.endpoints, query.endpoints
     "task-record": TaskRecord,  # kube.events task.<state>
     "node-record": NodeRecord,  # kube.events node.<what>
     "dispatch": Dispatch,  # kube.dispatch, manager to worker

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from shared.wire import (
     ByteSize,
@@ -15,7 +15,6 @@ from shared.wire import (
     Port,
     TaskId,
     WireModel,
-    unique_ports,
 )
 
 MAX_BACKOFF_SECONDS = 300.0
@@ -53,6 +52,39 @@ class RestartPolicy(WireModel):
     def delay(self, restarts: int) -> float:
         """Seconds to wait before restart number `restarts` (1-based)."""
         return min(self.backoff_seconds * 2.0 ** max(restarts - 1, 0), MAX_BACKOFF_SECONDS)
+
+
+class PortMapping(WireModel):
+    """A container port to publish, on a fixed host port or on one the engine picks."""
+
+    container: Port
+    host: Port | None = Field(
+        default=None, description="a fixed host port; null: the engine picks a free one"
+    )
+
+
+def _port_form(value: object) -> str:
+    return "mapping" if isinstance(value, dict | PortMapping) else "port"
+
+
+PortItem = Annotated[
+    Annotated[Port, Tag("port")] | Annotated[PortMapping, Tag("mapping")],
+    Discriminator(_port_form),
+]
+"""A port to publish: `80`, or `{"container": 80, "host": 8080}`."""
+
+
+def _distinct_ports(ports: tuple[int | PortMapping, ...]) -> tuple[int | PortMapping, ...]:
+    """Each container port published once, and each fixed host port asked for once."""
+    mappings = [PortMapping(container=p) if isinstance(p, int) else p for p in ports]
+    for what, values in (
+        ("container port", [m.container for m in mappings]),
+        ("host port", [m.host for m in mappings if m.host is not None]),
+    ):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"each {what} may be listed once ({', '.join(map(str, twice))} twice)")
+    return ports
 
 
 class HttpCheck(WireModel):
@@ -163,8 +195,10 @@ class TaskSpec(WireModel):
     image: Annotated[str, Field(min_length=1, max_length=255)]
     command: tuple[Annotated[str, Field(max_length=65536)], ...] = ()
     env: dict[EnvName, str] = Field(default_factory=dict)
-    ports: Annotated[tuple[Port, ...], AfterValidator(unique_ports)] = Field(
-        default=(), description="container ports to publish; Docker picks the host ports"
+    ports: Annotated[tuple[PortItem, ...], AfterValidator(_distinct_ports)] = Field(
+        default=(),
+        description="container ports to publish: a port (the engine picks the host port),"
+        ' or {"container": 80, "host": 8080} for a fixed host port',
     )
     cpu: Annotated[float, Field(ge=0, le=1024)] = Field(default=0.0, description="cores")
     memory: ByteSize = 0
@@ -192,6 +226,15 @@ class TaskSpec(WireModel):
     mounts: tuple[Mount, ...] = ()
     cap_add: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
     devices: tuple[Annotated[str, Field(pattern=r"^/dev/")], ...] = ()
+
+    def published(self) -> tuple[PortMapping, ...]:
+        """The ports to publish, each as a mapping, whichever form the spec used."""
+        return tuple(PortMapping(container=p) if isinstance(p, int) else p for p in self.ports)
+
+    def fixed_host_ports(self) -> tuple[int, ...]:
+        """The host ports the task asks for by number, in order: a node holds each for one
+        task at a time, so the scheduler counts them as a resource."""
+        return tuple(sorted(m.host for m in self.published() if m.host is not None))
 
     def rules(self) -> tuple[Constraint, ...]:
         """The constraints as a list of rules, whichever form the spec used."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
+from collections.abc import Mapping
 from typing import Annotated
 
 from pydantic import (
@@ -86,10 +89,63 @@ def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
-def unique_ports(ports: tuple[int, ...]) -> tuple[int, ...]:
-    if len(set(ports)) != len(ports):
-        raise ValueError("each container port may be listed once")
-    return ports
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def host_address(text: str) -> str:
+    """An IP address (v4 or v6, written as the standard library writes it) or a host name
+    (RFC 1123 labels); anything else is refused with the reason."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", text):  # a name's last label is never all digits (RFC 3696)
+        raise ValueError(f"{text!r} is not a valid IP address")
+    if not _HOSTNAME.match(text):
+        raise ValueError(
+            f"{text!r} is neither an IP address nor a host name (labels of letters, digits"
+            " and '-', dot-separated, up to 253 characters)"
+        )
+    return text
+
+
+def endpoint(address: str, port: int) -> str:
+    """`host:port`, with an IPv6 address in brackets: `[fd00::1]:8080`."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def by_container_port(host_ports: Mapping[str, int]) -> list[tuple[str, int]]:
+    """A task's published ports, container port to host port, in container port order."""
+    return sorted(host_ports.items(), key=lambda item: int(item[0]))
+
+
+def endpoints(address: str | None, host_ports: Mapping[str, int]) -> tuple[str, ...]:
+    """Where a container's published ports answer, in container port order (none without
+    an address)."""
+    if address is None:
+        return ()
+    return tuple(endpoint(address, host) for _, host in by_container_port(host_ports))
+
+
+HostAddress = Annotated[
+    str,
+    AfterValidator(host_address),
+    Field(max_length=253),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^[0-9A-Za-z:][0-9A-Za-z.:-]*$",
+            "maxLength": 253,
+            "description": "an IP address or a host name",
+        }
+    ),
+]
+Endpoint = Annotated[
+    str, Field(max_length=261, description="host:port, where a published port answers")
+]
 
 
 NodeLabels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]

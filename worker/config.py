@@ -20,3 +20,4 @@ class WorkerConfig:
     heartbeat_interval: float = 2.0
     concurrency: int = 8  # containers started at once; the engine's own limit is near this
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
+    address: str | None = None  # advertised; None: the source address of the broker's route

@@ -54,6 +54,7 @@ from shared.models import Health
 from shared.settings import Settings
 from shared.specs import TaskSpec
 from shared.states import TaskState
+from worker.address import detect as detect_address
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
 from worker.health import HealthMonitor
@@ -91,6 +92,7 @@ class Worker:
         )
         self._user = self.bus.user
         self.capacity = config.capacity or detect_capacity()
+        self.address = config.address or detect_address(settings.amqp_url)
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
         self._engine_ok = True
@@ -301,6 +303,7 @@ class Worker:
             labels=self.config.labels,
             stats=measure(),
             engine_ok=self._engine_ok,
+            address=self.address,
             inventory=self._inventory,
         )
         for part in beat.in_parts(held):

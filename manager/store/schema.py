@@ -145,7 +145,20 @@ def _where_columns(db: Database) -> None:
     )
 
 
-STEPS: list[Callable[[Database], None]] = [_tables_and_ended_at, _where_columns]
+def _host_ports(db: Database) -> None:
+    """3: the fixed host ports each task asks for ("80,443"), which a node holds for one
+    task at a time, as a column the manager sums at start."""
+    db.execute(f"ALTER TABLE tasks ADD COLUMN host_ports {db.types['text']}")
+
+    def values(record: dict[str, Any]) -> tuple[Any, ...]:
+        ports = (record.get("spec") or {}).get("ports") or []
+        fixed = sorted(p["host"] for p in ports if isinstance(p, dict) and p.get("host"))
+        return (",".join(str(int(port)) for port in fixed) or None,)
+
+    _fill(db, ["host_ports"], values)
+
+
+STEPS: list[Callable[[Database], None]] = [_tables_and_ended_at, _where_columns, _host_ports]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 
 VERSION = len(STEPS)

@@ -17,7 +17,7 @@ transaction that fails to commit is rolled back and the caches are read again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -67,12 +67,12 @@ class Store:
     def _load_caches(self) -> None:
         """Read the in-memory mirrors (holdings, attempts, nodes) from the tables."""
         self._holdings = Holdings()
-        for name, node, cpu, memory, disk in self._query(
-            "SELECT name, node, cpu, memory, disk FROM tasks"
+        for row in self._query(
+            "SELECT name, node, cpu, memory, disk, host_ports FROM tasks"
             f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
             [state.value for state in HOLDING],
         ):
-            self._holdings.add(Hold(str(name), str(node), float(cpu), int(memory), int(disk)))
+            self._holdings.add(_hold_of(row))
         self._attempts = Attempts()
         for task_id, where in self._where(
             f"state IN ({','.join('?' * len(PLACED))}) OR draining_node IS NOT NULL",
@@ -182,7 +182,8 @@ class Store:
                 " node = excluded.node, record = excluded.record, ended_at = excluded.ended_at,"
                 " attempt = excluded.attempt, draining_node = excluded.draining_node,"
                 " draining_attempt = excluded.draining_attempt,"
-                " unplaced_kind = excluded.unplaced_kind, not_before = excluded.not_before",
+                " unplaced_kind = excluded.unplaced_kind, not_before = excluded.not_before,"
+                " host_ports = excluded.host_ports",
                 [_row(task) for task in final.values()],
             )
             db.executemany(
@@ -241,14 +242,12 @@ class Store:
             return {}
         marks = ",".join("?" * len(tasks))
         rows = self._query(
-            f"SELECT id, name, node, cpu, memory, disk FROM tasks WHERE id IN ({marks})"
-            f" AND state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
+            "SELECT id, name, node, cpu, memory, disk, host_ports FROM tasks"
+            f" WHERE id IN ({marks}) AND state IN ({','.join('?' * len(HOLDING))})"
+            " AND node IS NOT NULL",
             [*tasks, *(state.value for state in HOLDING)],
         )
-        return {
-            str(i): Hold(str(name), str(node), float(cpu), int(memory), int(disk))
-            for i, name, node, cpu, memory, disk in rows
-        }
+        return {str(row[0]): _hold_of(row[1:]) for row in rows}
 
     def outbox(self, limit: int = 1000) -> list[tuple[int, Outgoing]]:
         """Messages recorded but not yet confirmed by the broker, oldest first."""
@@ -428,6 +427,11 @@ class Store:
             return {name: dict(counts) for name, counts in peers.items()}
         return {name: dict(peers[name]) for name in set(names) if name in peers}
 
+    def address(self, name: str) -> str | None:
+        """The address a node advertises (None: unknown, or it advertises none)."""
+        node = self._nodes.get(name)
+        return node.address if node is not None else None
+
     def node(self, name: str) -> NodeRecord | None:
         node = self._nodes.get(name)
         return self._with_holdings(node) if node is not None else None
@@ -444,6 +448,7 @@ class Store:
                 "allocated_memory": reserved.memory,
                 "allocated_disk": reserved.disk,
                 "task_count": reserved.tasks,
+                "reserved_ports": tuple(sorted(reserved.ports)),
             }
         )
 
@@ -488,7 +493,7 @@ def _quarantine_malformed(db: Database) -> None:
 
 TASK_COLUMNS = (
     "id", "name", "state", "node", "cpu", "memory", "disk", "created_at", "record", "ended_at",
-    "attempt", "draining_node", "draining_attempt", "unplaced_kind", "not_before",
+    "attempt", "draining_node", "draining_attempt", "unplaced_kind", "not_before", "host_ports",
 )  # fmt: skip
 """A task's row: its record, and what queries select and sort it by (manager/store/schema.py)."""
 
@@ -512,6 +517,7 @@ def _row(task: TaskRecord) -> tuple[object, ...]:
         draining.attempt if draining is not None else None,
         unplaced.kind.value if unplaced is not None else None,
         not_before.isoformat() if not_before is not None else None,
+        ",".join(str(port) for port in task.spec.fixed_host_ports()) or None,
     )
 
 
@@ -524,4 +530,12 @@ def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> No
 
 def _hold(task: TaskRecord) -> Hold:
     assert task.node is not None
-    return Hold(task.name, task.node, task.spec.cpu, task.spec.memory, task.spec.disk)
+    spec = task.spec
+    return Hold(task.name, task.node, spec.cpu, spec.memory, spec.disk, spec.fixed_host_ports())
+
+
+def _hold_of(row: Sequence[Any]) -> Hold:
+    """A claim from (name, node, cpu, memory, disk, host_ports)."""
+    name, node, cpu, memory, disk, ports = row
+    fixed = tuple(int(port) for port in ports.split(",")) if ports else ()
+    return Hold(str(name), str(node), float(cpu), int(memory), int(disk), fixed)

@@ -82,6 +82,9 @@ MODEL_ONLY_RULES = (
     "needs at least one value",
     "takes exactly one value",
     "each container port may be listed once",
+    "each host port may be listed once",
+    "is neither an IP address nor a host name",  # an advertised address
+    "is not a valid IP address",
     "are reserved",  # label keys starting with kube.
     "less than or equal to 9223372036854775807",  # a size written "10000000000G"
 )

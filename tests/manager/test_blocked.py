@@ -16,21 +16,13 @@ from shared.bus import Delivery
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.placement import NoFitKind, Unplaced
 from shared.states import TaskState
-from tests.support.manager import NOW, manager_with_a_node, submit
+from tests.support.manager import NOW, manager_with_a_node, ready_node, submit
 
 GI = 1024**3
 
 
 def node(name: str = "n1", **fields: Any) -> NodeRecord:
-    values: dict[str, Any] = {
-        "name": name,
-        "status": NodeStatus.READY,
-        "cpus": 4.0,
-        "memory": 4 * GI,
-        "disk": 100 * GI,
-        "last_heartbeat": NOW,
-    }
-    return NodeRecord(**{**values, **fields})
+    return ready_node(name, **fields)
 
 
 def pending(task_id: str, **spec: Any) -> TaskRecord:

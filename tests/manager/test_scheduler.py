@@ -32,6 +32,7 @@ from manager.scheduler import (
 from manager.unplaced import MAX_REASON_NODES
 from shared.models import NodeRecord, NodeStats, NodeStatus, TaskSpec
 from shared.placement import NoFitKind, sentence
+from tests.support.manager import ready_node
 
 GI = 1024**3
 MI = 1024**2
@@ -40,16 +41,7 @@ NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 def node(name: str, **fields: Any) -> NodeRecord:
     """A ready node with 4 cpus, 4Gi memory and 100Gi disk unless told otherwise."""
-    values: dict[str, Any] = {
-        "name": name,
-        "status": NodeStatus.READY,
-        "cpus": 4.0,
-        "memory": 4 * GI,
-        "disk": 100 * GI,
-        "last_heartbeat": NOW,
-    }
-    values.update(fields)
-    return NodeRecord(**values)
+    return ready_node(name, NOW, **fields)
 
 
 def task(cpu: float = 0.0, memory: int = 0, disk: int = 0, name: str = "web") -> TaskSpec:

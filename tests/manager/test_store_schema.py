@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 
 from manager import core
+from manager.effects import Decision
+from manager.scheduler import RoundRobin
 from manager.store import Store, connect, schema
 from manager.store.base import Database
 from shared.errors import StoreError
 from shared.models import TaskRecord, TaskSpec
 from shared.states import TaskState
+from tests.support.manager import ready_node
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 FIXTURE = Path(__file__).parent / "fixtures" / "store-5aa63bf.db"
@@ -181,3 +184,23 @@ def test_managers_opening_a_new_database_at_once_make_it_once(store_url: str) ->
     assert db.schema_version() == schema.VERSION
     assert "not_before" in db.columns("tasks")
     db.close()
+
+
+def test_a_database_at_version_2_learns_the_host_ports_its_tasks_hold(tmp_path: Path) -> None:
+    # given a version 2 database (before host ports were a column) with a task on n1
+    # holding host ports 8080 and 9090
+    path = tmp_path / "m.db"
+    store = Store(path)
+    store.record(Decision(nodes=[ready_node("n1")]))
+    ports = [{"container": 80, "host": 9090}, 81, {"container": 82, "host": 8080}]
+    spec = TaskSpec.model_validate({"name": "web", "image": "b", "ports": ports})
+    accepted = core.accept(spec, "t1", NOW).tasks
+    store.record(core.schedule(accepted, store.nodes(), RoundRobin(), NOW))
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE tasks DROP COLUMN host_ports")
+        db.execute("PRAGMA user_version = 2")
+    # when today's kube opens it, then n1 holds both ports, as the task's record says
+    store = Store(path)
+    assert store.nodes()[0].reserved_ports == (8080, 9090)
+    store.close()

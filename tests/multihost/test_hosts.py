@@ -15,7 +15,7 @@ from kube.client import Client
 from shared.models import PullPolicy, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import running_cluster
+from tests.multihost.conftest import ClusterOn
 from tests.support.engines import alive
 from tests.support.hosts import BEDS_DIR, ROOT, Bed, running_bed
 from tests.support.network import BROKER_PORT, NETNS_DIR
@@ -34,21 +34,12 @@ AMQP_LOGIN = "import pika, sys; pika.BlockingConnection(pika.URLParameters(sys.a
 
 
 def test_a_task_runs_in_its_workers_engine_and_answers_at_its_workers_address(
-    bed: Bed,
-    tmp_path: Path,
-    docker_client: docker.DockerClient,
-    busybox_image: str,
-    request: pytest.FixtureRequest,
+    bed: Bed, cluster_on: ClusterOn, docker_client: docker.DockerClient, busybox_image: str
 ) -> None:
     # given a manager here and a worker on each of two hosts, each with its own engine
     first, second = bed.add_hosts(2)
     (outside,) = bed.add_hosts(1, engine=False)
-    url_on_hosts = {"KUBE_AMQP_URL": bed.url()}
-    prefixes = {"a": first.prefix(url_on_hosts), "b": second.prefix(url_on_hosts)}
-    workers: dict[str, tuple[str, ...]] = {"a": (), "b": ()}
-    with running_cluster(
-        bed.url("127.0.0.1"), tmp_path, docker_client, request, workers, prefixes=prefixes
-    ) as cluster:
+    with cluster_on([first, second]) as cluster:
         hosts = dict(zip(cluster.nodes, (first, second), strict=True))
 
         # when a task with a published port runs

@@ -16,6 +16,20 @@ from shared.models import NodeRecord, NodeStatus
 from shared.settings import Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+GI = 1024**3
+
+
+def ready_node(name: str, at: datetime = NOW, **fields: Any) -> NodeRecord:
+    """A ready node with 4 cpus, 4Gi memory and 100Gi disk unless told otherwise."""
+    values: dict[str, Any] = {
+        "name": name,
+        "status": NodeStatus.READY,
+        "cpus": 4.0,
+        "memory": 4 * GI,
+        "disk": 100 * GI,
+        "last_heartbeat": at,
+    }
+    return NodeRecord(**{**values, **fields})
 
 
 def checking_bus(store: str) -> StubBus:

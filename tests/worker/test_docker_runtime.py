@@ -23,6 +23,7 @@ from docker.types import Mount as DockerMount
 from shared.errors import EngineUnavailable, ImageNotFound
 from shared.models import PullPolicy, TaskSpec
 from tests.support.images import BUSYBOX_IMAGE
+from tests.support.ports import free_port
 from tests.support.waiting import wait_for
 from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
@@ -44,6 +45,15 @@ def spec(**fields: Any) -> TaskSpec:
     """A task spec on the local busybox image that never pulls."""
     fields.setdefault("pull_policy", PullPolicy.NEVER)
     return TaskSpec(name="probe", image=BUSYBOX_IMAGE, **fields)
+
+
+def get(url: str) -> bytes | None:
+    """The body at the URL, or None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bytes(response.read())
+    except (urllib.error.URLError, ConnectionError):
+        return None
 
 
 class ExitRecorder:
@@ -168,14 +178,23 @@ def test_serves_http_on_a_published_port(runtime: DockerRuntime) -> None:
     assert set(info.host_ports) == {"8080"}
     url = f"http://127.0.0.1:{info.host_ports['8080']}/index.html"
 
-    def fetch() -> bytes | None:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return bytes(response.read())
-        except (urllib.error.URLError, ConnectionError):
-            return None
+    assert wait_for(lambda: get(url), f"httpd at {url}") == b"hello-httpd\n"
 
-    assert wait_for(fetch, f"httpd at {url}") == b"hello-httpd\n"
+
+def test_a_fixed_host_port_is_published_on_that_port(runtime: DockerRuntime) -> None:
+    # given an httpd task asking for a host port chosen now
+    serve = "mkdir -p /www && echo fixed > /www/index.html && exec httpd -f -p 80 -h /www"
+    port = free_port()
+    task = spec(command=("sh", "-c", serve), ports=({"container": 80, "host": port},))
+
+    # when it starts
+    info = runtime.start("fixed", 1, task)
+
+    # then it is published on that very port, and answers there
+    assert info.host_ports == {"80": port}
+    url = f"http://127.0.0.1:{port}/index.html"
+
+    assert wait_for(lambda: get(url), f"httpd at {url}") == b"fixed\n"
 
 
 def test_start_sets_labels_and_resource_limits(runtime: DockerRuntime, docker_client: Any) -> None:

@@ -113,3 +113,21 @@ def test_a_bad_run_time_fails_the_start(runtime: MockRuntime) -> None:
     with pytest.raises(RuntimeFailure, match="MOCK_RUN_SECONDS"):
         runtime.start("bad", 1, spec(env={"MOCK_RUN_SECONDS": "soon"}))
     assert runtime.list() == []
+
+
+def test_a_fixed_host_port_is_published_there_and_held_until_removed(
+    runtime: MockRuntime,
+) -> None:
+    # given a container on fixed host port 8080 beside one on a picked port
+    first = runtime.start("web", 1, spec(ports=({"container": 80, "host": 8080}, 81)))
+    assert first.host_ports == {"80": 8080, "81": FIRST_HOST_PORT}
+
+    # when another asks for the same host port, it is refused as the engine refuses it
+    with pytest.raises(RuntimeFailure, match="host port 8080 is already allocated"):
+        runtime.start("other", 1, spec(ports=({"container": 80, "host": 8080},)))
+
+    # then once the first is removed, the port is free again
+    runtime.remove("web", 1)
+    assert runtime.start("other", 1, spec(ports=({"container": 80, "host": 8080},))).host_ports == {
+        "80": 8080
+    }

@@ -122,7 +122,7 @@ def _create_args(spec: TaskSpec) -> dict[str, Any]:
     args: dict[str, Any] = {
         "command": list(spec.command) or None,
         "environment": dict(spec.env),
-        "ports": {f"{port}/tcp": None for port in spec.ports},
+        "ports": {f"{m.container}/tcp": m.host for m in spec.published()},
         "detach": True,
     }
     if spec.cpu > 0:

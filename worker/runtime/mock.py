@@ -108,17 +108,34 @@ class MockRuntime:
         with self._lock:
             container = self._containers.get((task_id, attempt))
             if container is None:
+                self._check_free(spec.fixed_host_ports())
                 container = _Container(
                     task_id=task_id,
                     attempt=attempt,
                     container_id=secrets.token_hex(32),
                     spec=spec,
-                    host_ports={str(port): self._take_port() for port in spec.ports},
+                    host_ports={
+                        str(m.container): m.host or self._take_port() for m in spec.published()
+                    },
                 )
                 self._containers[(task_id, attempt)] = container
             if container.status is ContainerStatus.CREATED:
                 self._run(container, seconds, code)
             return container.info()
+
+    def _check_free(self, wanted: Sequence[int]) -> None:
+        """Refuse a fixed host port a container holds already, as the engine does."""
+        if not wanted:
+            return  # the common case costs no scan of the node's containers
+        held = {
+            port
+            for c in self._containers.values()
+            if c.status is not ContainerStatus.EXITED
+            for port in c.spec.fixed_host_ports()
+        }
+        taken = sorted(held.intersection(wanted))
+        if taken:
+            raise RuntimeFailure(f"mock: host port {taken[0]} is already allocated")
 
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Forget the container; a running one reports an exit, as Docker's `die` does."""

@@ -1,0 +1,168 @@
+"""Addresses and endpoints end to end: a worker advertising 127.0.0.1 on the real broker
+and the shared Docker engine; what kube reports as an endpoint answers there."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from kube.client import Client
+from shared.settings import Settings
+from tests.conftest import Cluster, running_cluster
+from tests.support.ports import free_port
+from tests.support.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+SERVE = "mkdir -p /www && echo {answer} > /www/index.html && exec httpd -f -p 80 -h /www"
+
+
+@pytest.fixture
+def one(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[Cluster]:
+    """A manager and one worker that advertises 127.0.0.1."""
+    workers: dict[str, tuple[str, ...]] = {"node-1": ("--advertise-address", "127.0.0.1")}
+    with running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster:
+        yield cluster
+
+
+def get(endpoint: str) -> str | None:
+    """What the httpd at host:port answers, or None while nothing does."""
+    try:
+        with urllib.request.urlopen(f"http://{endpoint}/index.html", timeout=2) as response:
+            return str(response.read().decode().strip())
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def run(cluster: Cluster, image: str, *args: str) -> str:
+    done = cluster.kube("run", "--image", image, "--pull-policy", "never", *args)
+    assert done.returncode == 0, done.stdout + done.stderr + cluster.logs()
+    return done.stdout
+
+
+def test_run_wait_prints_the_endpoint_and_it_answers(one: Cluster, busybox_image: str) -> None:
+    # given a worker advertising 127.0.0.1: kube nodes shows it
+    nodes = one.kube("nodes")
+    assert re.search(rf"{one.nodes[0]}\s+ready\s+127\.0\.0\.1\s", nodes.stdout), nodes.stdout
+
+    # when a task publishing container port 80 is run with --wait
+    out = run(
+        one,
+        busybox_image,
+        "--name",
+        "web",
+        "-p",
+        "80",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        SERVE.format(answer="hello-endpoint"),
+    )
+
+    # then the last line names where it answers, 127.0.0.1 and the engine's host port
+    found = re.search(r"ports 80->(127\.0\.0\.1:\d+)$", out.strip().splitlines()[-1])
+    assert found, out
+    endpoint = found.group(1)
+    assert wait_for(lambda: get(endpoint), f"httpd at {endpoint}") == "hello-endpoint"
+
+    # and kube inspect --json and kube ps say the same
+    task_id = out.splitlines()[0]
+    record = json.loads(one.kube("inspect", task_id, "--json").stdout)
+    assert record["endpoints"] == [endpoint]
+    assert f"80->{endpoint}" in one.kube("ps").stdout
+
+
+def test_a_services_endpoints_are_announced_as_it_scales(one: Cluster, busybox_image: str) -> None:
+    with Client(Settings(amqp_url=one.url)) as client:
+        # given a watcher of service.endpoints, attached before anything happens
+        events = client.watch(["service.endpoints"], timeout=90)
+
+        def next_endpoints() -> tuple[str, ...]:
+            event = next(events)
+            assert event.endpoints is not None and event.endpoints.name == "web"
+            return event.endpoints.endpoints
+
+        # when a service of one task publishing port 80 starts
+        run(
+            one,
+            busybox_image,
+            "--name",
+            "web",
+            "--replicas",
+            "1",
+            "-p",
+            "80",
+            "--",
+            "sh",
+            "-c",
+            SERVE.format(answer="svc"),
+        )
+
+        # then its endpoint is announced, answers, and kube endpoints lists it
+        first = next_endpoints()
+        assert len(first) == 1 and first[0].startswith("127.0.0.1:")
+        assert wait_for(lambda: get(first[0]), f"httpd at {first[0]}") == "svc"
+        assert one.kube("endpoints", "web").stdout.split() == list(first)
+
+        # when it scales up to two, both are announced; when back to one, one is
+        assert one.kube("scale", "web", "2").returncode == 0
+        both = next_endpoints()
+        assert len(both) == 2 and set(first) < set(both)
+        answers = wait_for(lambda: [get(e) for e in both] == ["svc", "svc"], "both tasks")
+        assert answers
+        assert one.kube("scale", "web", "1").returncode == 0
+        left = next_endpoints()
+        assert len(left) == 1 and set(left) < set(both)
+        as_json = json.loads(one.kube("endpoints", "web", "--json").stdout)
+        assert as_json["name"] == "web" and tuple(as_json["endpoints"]) == left
+
+
+def test_a_second_task_for_a_taken_host_port_stays_pending_saying_why(
+    one: Cluster, busybox_image: str
+) -> None:
+    # given a task on host port P of the only node, answering there
+    port = free_port()
+    out = run(
+        one,
+        busybox_image,
+        "--name",
+        "first",
+        "-p",
+        f"{port}:80",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        SERVE.format(answer="first"),
+    )
+    assert out.strip().endswith(f"ports 80->127.0.0.1:{port}"), out
+    assert wait_for(lambda: get(f"127.0.0.1:{port}"), "the first task") == "first"
+
+    # when a second task wants the same host port
+    second = run(one, busybox_image, "--name", "second", "-p", f"{port}:80", "--", "sleep", "600")
+    task_id = second.strip()
+
+    # then it stays pending, and its reason names the port and the node that holds it
+    def reason() -> str | None:
+        record = json.loads(one.kube("inspect", task_id, "--json").stdout)
+        return record["error"] if record["state"] == "pending" and record["error"] else None
+
+    said = wait_for(reason, "the second task's reason", timeout=30)
+    assert said == f"no node can take host port {port}: {one.nodes[0]} has host port {port} taken"
+    unplaced = json.loads(one.kube("inspect", task_id, "--json").stdout)["unplaced"]
+    assert unplaced["kind"] == "host_ports" and unplaced["nodes"][0]["ports"] == [port]
+    assert get(f"127.0.0.1:{port}") == "first"  # the first still answers

@@ -1,0 +1,105 @@
+"""A task's endpoints: its node's address and each host port, found when it runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from kube import render
+from manager import core
+from manager.scheduler import RoundRobin
+from shared.messages import TaskUpdate
+from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.states import TaskState
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+PORTS = {"8080": 32768, "443": 8443}
+
+
+def scheduled() -> TaskRecord:
+    node = NodeRecord(
+        name="n1", status=NodeStatus.READY, cpus=2, memory=2**30, disk=2**30, last_heartbeat=NOW
+    )
+    spec = TaskSpec(name="web", image="b", ports=(8080, {"container": 443, "host": 8443}))
+    accepted = core.accept(spec, "web-1", NOW).tasks
+    return core.schedule(accepted, [node], RoundRobin(), NOW).tasks[-1]
+
+
+def report(task: TaskRecord, state: TaskState, **fields: object) -> TaskUpdate:
+    return TaskUpdate(
+        node=task.node or "n1",
+        task_id=task.id,
+        attempt=task.attempt,
+        state=state,
+        at=NOW,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("10.0.0.2", ("10.0.0.2:8443", "10.0.0.2:32768")),
+        ("fd00::2", ("[fd00::2]:8443", "[fd00::2]:32768")),
+        ("node-1.lan", ("node-1.lan:8443", "node-1.lan:32768")),
+        (None, ()),
+    ],
+)
+def test_a_running_report_makes_endpoints_from_the_nodes_address(
+    address: str | None, expected: tuple[str, ...]
+) -> None:
+    # given a scheduled task, when its node reports it running with two host ports
+    task = scheduled()
+    decision = core.apply_update(
+        task, report(task, TaskState.RUNNING, host_ports=PORTS), NOW, address
+    )
+
+    # then its endpoints are the address and each host port, in container port order
+    running = decision.tasks[-1]
+    assert running.endpoints == expected
+    assert running.host_ports == PORTS  # still there, for older readers
+
+
+def test_an_ended_attempt_has_no_endpoints_left() -> None:
+    task = scheduled()
+    running = core.apply_update(
+        task, report(task, TaskState.RUNNING, host_ports=PORTS), NOW, "10.0.0.2"
+    ).tasks[-1]
+    restarted = core.apply_update(running, report(running, TaskState.FAILED, exit_code=1), NOW)
+    assert restarted.tasks[-1].state == TaskState.PENDING
+    assert (restarted.tasks[-1].endpoints, restarted.tasks[-1].host_ports) == ((), {})
+
+
+def test_a_stale_attempts_report_changes_no_endpoints() -> None:
+    task = scheduled()
+    stale = report(task, TaskState.RUNNING, host_ports=PORTS).model_copy(update={"attempt": 9})
+    decision = core.apply_update(task, stale, NOW, "10.0.0.2")
+    assert decision.tasks == [] and decision.refused
+
+
+def test_ps_inspect_and_run_wait_show_each_port_and_where_it_answers() -> None:
+    # given a running task with endpoints
+    task = scheduled()
+    running = core.apply_update(
+        task, report(task, TaskState.RUNNING, host_ports=PORTS), NOW, "10.0.0.2"
+    ).tasks[-1]
+
+    # then `kube ps` shows container port -> endpoint, compactly, in port order
+    row = render.tasks([running]).splitlines()[1]
+    assert "443->10.0.0.2:8443,8080->10.0.0.2:32768" in row.split()
+    # `kube inspect` lists the endpoints
+    assert "endpoints:  10.0.0.2:8443 10.0.0.2:32768" in render.task(running, []).splitlines()
+    # and `kube run --wait` ends with them
+    assert render.placement(running) == (
+        "web-1 running on n1 ports 443->10.0.0.2:8443,8080->10.0.0.2:32768"
+    )
+
+
+def test_without_an_address_the_host_ports_alone_are_shown() -> None:
+    task = scheduled()
+    running = core.apply_update(
+        task, report(task, TaskState.RUNNING, host_ports=PORTS), NOW, None
+    ).tasks[-1]
+    assert render.placement(running) == "web-1 running on n1 ports 443->8443,8080->32768"
+    assert "endpoints:  -" in render.task(running, []).splitlines()
