@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from manager.admission import MAX_STOPS_PER_PART
@@ -165,21 +165,16 @@ def vanished(tasks: Sequence[TaskRecord], node: str, now: datetime) -> Decision:
 
 
 def mark_down(
-    nodes: Sequence[NodeRecord],
-    now: datetime,
-    down_after: float,
-    not_before: datetime | None = None,
+    nodes: Sequence[NodeRecord], silent: Mapping[str, float], down_after: float
 ) -> Decision:
-    """Nodes not heard from for down_after seconds become down.
+    """Nodes silent for more than down_after seconds become down.
 
-    Silence is counted from not_before at the earliest (the manager's own start), so a
-    restarted manager gives every node a full interval before calling it down.
+    `silent` is how long each node has not been heard, measured by the manager on its
+    monotonic clock (manager/liveness.py): neither its wall clock nor a worker's counts.
     """
     decision = Decision()
-    limit = timedelta(seconds=down_after)
     for node in nodes:
-        seen = max(node.last_heartbeat, not_before) if not_before else node.last_heartbeat
-        if node.status == NodeStatus.READY and now - seen > limit:
+        if node.status == NodeStatus.READY and silent.get(node.name, 0.0) > down_after:
             down = node.model_copy(update={"status": NodeStatus.DOWN})
             decision.nodes.append(down)
             decision.outgoing.append(node_event(down, "down"))

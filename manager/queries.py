@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -34,12 +33,12 @@ class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes` and `query.logs`."""
 
     def __init__(
-        self, store: Store, bus: MessageBus, relay: LogRelay, clock: Callable[[], datetime]
+        self, store: Store, bus: MessageBus, relay: LogRelay, monotonic: Callable[[], float]
     ) -> None:
         self.store = store
         self.bus = bus
         self.relay = relay
-        self.clock = clock
+        self.monotonic = monotonic  # the relay's deadlines are on the monotonic clock
         self.handlers: dict[str, Callable[[Delivery], Reply | None]] = {
             "query.tasks": self.tasks,
             "query.task": self.task,
@@ -119,11 +118,16 @@ class Queries:
             task_id=task.id,
             attempt=task.attempt,
             tail=query.tail,
-            now=self.clock(),
+            now=self.monotonic(),
         )
         try:
             self.bus.publish(
-                topology.DISPATCH, task.node, encode(request), persistent=False, mandatory=True
+                topology.DISPATCH,
+                task.node,
+                encode(request),
+                persistent=False,
+                mandatory=True,
+                expiration=request.ttl,
             )
         except UnroutableError:
             self.relay.forget(request.request_id)

@@ -42,12 +42,18 @@ class StopTask(WireModel):
     attempt: Attempt
 
 
+MAX_LOGS_TTL = 300.0
+"""Seconds a logs request may live, at most: its asker waits for it (10 s by default)."""
+
+
 class LogsRequest(WireModel):
     """Manager to worker, on the node's dispatch queue: read a container's output.
 
     The worker answers with a `LogsReply` on kube.results, the only exchange its broker
-    user may write to; the manager relays the answer to whoever asked. A request read
-    after `expires` is dropped unanswered: its asker has given up.
+    user may write to; the manager relays the answer to whoever asked. The manager
+    publishes it with `ttl` as its AMQP expiration: the broker drops a request that waited
+    longer, by its own clock, as its asker has given up. No absolute time crosses from the
+    manager's clock to the worker's (which may be off by minutes).
     """
 
     kind: Literal["logs"] = "logs"
@@ -55,7 +61,9 @@ class LogsRequest(WireModel):
     task_id: TaskId
     attempt: Attempt
     tail: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    expires: Timestamp
+    ttl: Annotated[float, Field(gt=0, le=MAX_LOGS_TTL)] = Field(
+        description="seconds the request may wait for the worker (its AMQP expiration)"
+    )
 
 
 Dispatch = Annotated[RunTask | StopTask | LogsRequest, Field(discriminator="kind")]
