@@ -116,6 +116,7 @@ class Cluster:
     nodes: list[str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     manager_args: tuple[str, ...] = ()
+    manager_prefix: tuple[str, ...] = ()  # a command the manager runs under (faketime)
 
     @property
     def env(self) -> dict[str, str]:
@@ -147,6 +148,7 @@ class Cluster:
             "--node-down-after",
             "4",
             *self.manager_args,
+            prefix=self.manager_prefix,
         )
 
     def start_worker(self, node: str, *extra: str, prefix: tuple[str, ...] = ()) -> None:
@@ -189,13 +191,17 @@ def running_cluster(
     workers: dict[str, tuple[str, ...]],
     manager_args: tuple[str, ...] = (),
     prefixes: dict[str, tuple[str, ...]] | None = None,
+    manager_prefix: tuple[str, ...] = (),
 ) -> Iterator[Cluster]:
     """A manager and the given workers (name suffix -> extra flags), ready; torn down after.
 
-    `prefixes` (name suffix -> command) runs a worker under a command such as faketime."""
+    `prefixes` (name suffix -> command) runs a worker under a command such as faketime,
+    and `manager_prefix` the manager."""
     prefix = f"t{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{suffix}" for suffix in workers]
-    cluster = Cluster(vhost, workdir, names, manager_args=manager_args)
+    cluster = Cluster(
+        vhost, workdir, names, manager_args=manager_args, manager_prefix=manager_prefix
+    )
     try:
         cluster.start_manager()
         for node, (suffix, extra) in zip(cluster.nodes, workers.items(), strict=True):
