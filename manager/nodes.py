@@ -34,6 +34,15 @@ PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
     """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
     operator = known.operator if known is not None else NodeOverrides()
+    joined = known is None or known.status != NodeStatus.READY
+    # Since when this worker process has held the node: reset by a new process too.
+    held_since = (
+        known.ready_since
+        if known is not None
+        and not joined
+        and (known.hostname, known.pid) == (beat.hostname, beat.pid)
+        else now
+    )
     node = NodeRecord(
         name=beat.node,
         status=NodeStatus.READY,
@@ -42,13 +51,16 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         disk=_capped(beat.disk, operator.disk),
         labels={**beat.labels, **operator.labels},
         last_heartbeat=now,
+        hostname=beat.hostname,
+        pid=beat.pid,
+        ready_since=held_since,
         engine_ok=beat.engine_ok,
         schedulable=known.schedulable if known is not None else True,
         stats=beat.stats,
         operator=operator,
     )
     decision = Decision(nodes=[node])
-    if known is None or known.status != NodeStatus.READY:
+    if known is None or joined:
         decision.outgoing.append(node_event(node, "ready"))
     elif known.engine_ok != beat.engine_ok:
         decision.outgoing.append(node_event(node, "engine-up" if beat.engine_ok else "engine-down"))

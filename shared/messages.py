@@ -14,9 +14,11 @@ from shared.wire import (
     Attempt,
     ContainerId,
     Count,
+    Hostname,
     Int64,
     Name,
     NodeLabels,
+    Pid,
     Port,
     TaskId,
     Text,
@@ -130,6 +132,8 @@ class Heartbeat(WireModel):
     disk: Count
     labels: NodeLabels = Field(default_factory=dict)
     stats: NodeStats = Field(default_factory=NodeStats)
+    hostname: Hostname | None = Field(default=None, description="the worker's host")
+    pid: Pid | None = Field(default=None, description="the worker's process id there")
     engine_ok: bool = True
     inventory: bool = Field(
         default=False, description="true when tasks lists every container the node runs"

@@ -24,10 +24,12 @@ from shared.wire import (
     ByteSize,
     ContainerId,
     Count,
+    Hostname,
     Int64,
     LabelKey,
     Name,
     NodeLabels,
+    Pid,
     TaskId,
     Text,
     Timestamp,
@@ -207,6 +209,11 @@ class NodeRecord(WireModel):
     task_count: Count = 0
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp
+    hostname: Hostname | None = Field(default=None, description="the host its worker runs on")
+    pid: Pid | None = Field(default=None, description="its worker's process id on that host")
+    ready_since: Timestamp | None = Field(
+        default=None, description="when it last joined or came back (the manager's clock)"
+    )
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
     schedulable: bool = Field(default=True, description="false while cordoned")
     stats: NodeStats = Field(default_factory=NodeStats)

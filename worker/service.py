@@ -21,6 +21,8 @@ what it finds (reconciliation), so nothing is orphaned or started twice.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +56,7 @@ from shared.models import Health
 from shared.settings import Settings
 from shared.specs import TaskSpec
 from shared.states import TaskState
+from worker import claim
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
 from worker.health import HealthMonitor
@@ -85,6 +88,8 @@ class Worker:
     ) -> None:
         self.config = config
         self.name = config.name
+        self.settings = settings if bus is None else None  # for claim.holder
+        self.hostname, self.pid = socket.gethostname(), os.getpid()
         self.runtime = runtime
         self.bus: MessageBus = bus or Bus(
             settings, f"kube-worker-{config.name}", prefetch=config.concurrency
@@ -123,15 +128,17 @@ class Worker:
     def _claim_queue(self) -> None:
         """Consume the node's queue, unless another worker of the same name already does:
         two processes sharing one node's queue and name would each report the other's
-        containers as gone, and the manager would end every task there."""
+        containers as gone, and the manager would end every task there (worker/claim.py).
+        The manager is asked who holds the name (claim.ASK_TIMEOUT at most), but not on a
+        stand-in bus (no settings)."""
         if self._claimed:
             return  # the bus consumes it again after each reconnect
         queue = topology.node_queue(self.name)
-        if self.bus.consumers_of(queue):
-            raise ResourceLocked(
-                f"another worker named {self.name} is consuming {queue}: one worker per node"
-                " name (stop it, or give this one another --name)"
-            )
+        consumers = self.bus.consumers_of(queue)
+        held = claim.holder(self.settings, self.name) if self.settings else None
+        refused = claim.refusal(self.name, consumers, held, self.hostname)
+        if refused is not None:
+            raise ResourceLocked(refused)
         self.bus.consume(queue, self.on_dispatch)
         self._claimed = True
 
@@ -296,6 +303,8 @@ class Worker:
             disk=self.capacity.disk,
             labels=self.config.labels,
             stats=measure(),
+            hostname=self.hostname[:253],
+            pid=self.pid,
             engine_ok=self._engine_ok,
             inventory=self._inventory,
         )

@@ -53,6 +53,16 @@ def test_a_new_node_is_announced_ready() -> None:
     assert [o.routing_key for o in again.outgoing] == ["node.heartbeat"]
 
 
+def test_a_node_records_its_workers_host_and_pid_and_since_when_that_process_holds_it() -> None:
+    first = beat().model_copy(update={"hostname": "alpha", "pid": 10})
+    joined = nodes.apply_heartbeat(None, first, NOW).nodes[0]
+    assert (joined.hostname, joined.pid, joined.ready_since) == ("alpha", 10, NOW)
+    later = NOW + timedelta(seconds=5)
+    assert nodes.apply_heartbeat(joined, first, later).nodes[0].ready_since == NOW
+    restarted = first.model_copy(update={"pid": 11})
+    assert nodes.apply_heartbeat(joined, restarted, later).nodes[0].ready_since == later
+
+
 def test_a_node_silent_for_longer_than_the_interval_goes_down() -> None:
     ready, gone = node("n1"), node("n2").model_copy(update={"status": NodeStatus.DOWN})
     decision = nodes.mark_down([ready, gone], {"n1": 6.5, "n2": 60.0}, 6)
