@@ -26,7 +26,7 @@ from functools import partial
 
 from pydantic import TypeAdapter
 
-from manager import admission, core, dead_dispatches, nodes, removal, services
+from manager import admission, cluster, core, dead_dispatches, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
@@ -47,6 +47,7 @@ from shared.codec import decode, encode
 from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
+    ClusterInfo,
     Dispatch,
     Heartbeat,
     LogsReply,
@@ -84,7 +85,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
 
 
 def utcnow() -> datetime:
@@ -526,6 +527,7 @@ class Manager:
                 log.info("node %s: joined", beat.node)
                 self.bus.declare(topology.node_topology(beat.node))
             decision.extend(nodes.apply_heartbeat(known, beat, now))
+            decision.extend(cluster.introduce(beat, self.store.cluster_id))
             self._undo.append(self.liveness.hear(beat.node, ticks))
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
         stops = nodes.superseded(beat, self.store.where(h.task_id for h in beat.tasks), allowed)
@@ -592,6 +594,7 @@ class Manager:
             now,
             self.config.max_tasks_per_node,
             self.store.peers(task.name for task in tasks),
+            self.store.cluster_id,
         )
         self._blocked_moved()
         self.blocked.settle(tasks, decision, now)

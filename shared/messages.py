@@ -12,6 +12,7 @@ from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
     Attempt,
+    ClusterId,
     ContainerId,
     Count,
     Hostname,
@@ -34,6 +35,9 @@ class RunTask(WireModel):
     task_id: TaskId
     attempt: Attempt
     spec: TaskSpec
+    cluster: ClusterId | None = Field(
+        default=None, description="the manager's cluster id, which labels the container"
+    )
 
 
 class StopTask(WireModel):
@@ -68,7 +72,16 @@ class LogsRequest(WireModel):
     )
 
 
-Dispatch = Annotated[RunTask | StopTask | LogsRequest, Field(discriminator="kind")]
+class ClusterInfo(WireModel):
+    """Manager to worker: the cluster the node belongs to, sent while the worker's
+    heartbeats name none or another. The worker lists and touches only the containers
+    labelled with it (worker/runtime/base.py, CLUSTER_LABEL)."""
+
+    kind: Literal["cluster"] = "cluster"
+    cluster: ClusterId
+
+
+Dispatch = Annotated[RunTask | StopTask | LogsRequest | ClusterInfo, Field(discriminator="kind")]
 
 
 class TaskUpdate(WireModel):
@@ -132,6 +145,9 @@ class Heartbeat(WireModel):
     disk: Count
     labels: NodeLabels = Field(default_factory=dict)
     stats: NodeStats = Field(default_factory=NodeStats)
+    cluster: ClusterId | None = Field(
+        default=None, description="the cluster id the worker was told (none yet: null)"
+    )
     hostname: Hostname | None = Field(default=None, description="the worker's host")
     pid: Pid | None = Field(default=None, description="the worker's process id there")
     engine_ok: bool = True

@@ -62,6 +62,7 @@ Timestamp = Annotated[AwareDatetime, Field(description="an ISO 8601 time with it
 LabelKey = Annotated[str, Field(min_length=1, max_length=253)]
 Hostname = Annotated[str, Field(min_length=1, max_length=253)]
 Pid = Annotated[int, Field(ge=1, le=2**31 - 1)]
+ClusterId = Annotated[str, Field(pattern=r"^[a-f0-9]{8,32}$")]
 LabelValue = Annotated[str, Field(max_length=253)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]

@@ -79,9 +79,14 @@ def vhost() -> Iterator[str]:
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     try:
-        yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
+        yield vhost_url(name)
     finally:
         rabbitmqctl("delete_vhost", name)
+
+
+def vhost_url(name: str) -> str:
+    """The AMQP URL of a test vhost, as the broker's guest user."""
+    return f"amqp://guest:guest@{AMQP_HOST}/{name}"
 
 
 @pytest.fixture(scope="session")

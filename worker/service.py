@@ -43,6 +43,7 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    ClusterInfo,
     Dispatch,
     Heartbeat,
     HeldTask,
@@ -67,7 +68,7 @@ from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
 
 T = TypeVar("T")
 
@@ -99,6 +100,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
         self._engine_ok = True
+        self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
@@ -123,7 +125,7 @@ class Worker:
         self.bus.on_connect(self.send_heartbeat)
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
-        self.pool.submit(self._watch_engine)
+        # The engine is read once the manager says which cluster this node is in (_join).
 
     def _claim_queue(self) -> None:
         """Consume the node's queue, unless another worker of the same name already does:
@@ -212,12 +214,41 @@ class Worker:
             log.warning("worker %s: dead-lettering a bad dispatch: %s", self.name, exc.reason)
             self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
             return
-        if isinstance(message, RunTask):
+        if isinstance(message, ClusterInfo):
+            self._join(message.cluster)
+            self._settled.append(delivery)
+        elif isinstance(message, RunTask):
+            if message.cluster is not None:
+                self._join(message.cluster)
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
         else:
             self.runners.stop((message.task_id, message.attempt), delivery)
+
+    def _join(self, cluster: str) -> None:
+        """The manager says which cluster this node is in: only that cluster's containers
+        (and unlabelled ones, from before cluster ids) are listed, watched and touched, so
+        two clusters on one engine never touch each other's. The engine is reconciled from
+        then on; told another cluster (its manager's database was replaced), the worker
+        follows its manager and lists again."""
+        if cluster == self.cluster:
+            return
+        if self.cluster is None:
+            log.info("worker %s: in cluster %s", self.name, cluster)
+        else:
+            log.warning("worker %s: now in cluster %s, not %s", self.name, cluster, self.cluster)
+        self.cluster = cluster
+        self.runtime.join(cluster)
+        self._inventory = False
+        watch, self._watch = self._watch, None
+
+        def rewatch() -> None:
+            if watch is not None:
+                watch.close()
+            self._watch_engine()
+
+        self.pool.submit(rewatch)
 
     def _start(self, key: Key, spec: TaskSpec) -> ContainerInfo | StartFailed:
         """In the pool: start an attempt's container, unless the policy refuses it."""
@@ -303,6 +334,7 @@ class Worker:
             disk=self.capacity.disk,
             labels=self.config.labels,
             stats=measure(),
+            cluster=self.cluster,
             hostname=self.hostname[:253],
             pid=self.pid,
             engine_ok=self._engine_ok,
