@@ -71,22 +71,24 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def vhost() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_vhost() -> Iterator[str]:
     """A fresh vhost; yields its AMQP URL. Deleting it removes every queue the test made."""
     require_broker()
     name = f"kube-test-{uuid.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     try:
-        yield vhost_url(name)
+        yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
     finally:
         rabbitmqctl("delete_vhost", name)
 
 
-def vhost_url(name: str) -> str:
-    """The AMQP URL of a test vhost, as the broker's guest user."""
-    return f"amqp://guest:guest@{AMQP_HOST}/{name}"
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A fresh vhost (`fresh_vhost`)."""
+    with fresh_vhost() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

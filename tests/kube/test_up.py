@@ -21,7 +21,7 @@ from kube.localbroker import container_name
 from kube.up import BrokerAction, UpOptions, broker_action, how_to_get_a_broker, plan
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import ROOT, rabbitmqctl, remove_node_containers, require_broker, vhost_url
+from tests.conftest import ROOT, fresh_vhost, remove_node_containers
 from tests.support.images import rabbitmq_image
 from tests.support.waiting import wait_for
 
@@ -304,14 +304,8 @@ def kill_tree(up: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def other_vhost() -> Iterator[str]:
     """A second vhost, for a second cluster on the same broker and engine."""
-    require_broker()
-    name = f"kube-test-{uuid.uuid4().hex[:8]}"
-    rabbitmqctl("add_vhost", name)
-    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    try:
-        yield vhost_url(name)
-    finally:
-        rabbitmqctl("delete_vhost", name)
+    with fresh_vhost() as url:
+        yield url
 
 
 def test_two_clusters_on_one_engine_with_the_same_node_names_never_touch_each_others_containers(
