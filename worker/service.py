@@ -335,7 +335,7 @@ class Worker:
             labels=self.config.labels,
             stats=measure(),
             cluster=self.cluster,
-            hostname=self.hostname[:253],
+            hostname=self.hostname[:253] or None,
             pid=self.pid,
             engine_ok=self._engine_ok,
             inventory=self._inventory,
