@@ -92,10 +92,12 @@ def schedule(
     now: datetime,
     max_tasks_per_node: int | None = None,
     peers: Mapping[str, Mapping[str, int]] | None = None,
+    cluster: str | None = None,
 ) -> Decision:
     """Place pending tasks, oldest first, each onto the nodes as the previous left them.
 
-    `peers` maps a task name to how many tasks of that name each node holds (for spread).
+    `peers` maps a task name to how many tasks of that name each node holds (for spread);
+    `cluster` is the manager's cluster id, sent with each dispatch (manager/cluster.py).
     """
     decision = Decision()
     free = {node.name: node for node in nodes}
@@ -136,7 +138,7 @@ def schedule(
                 not_before=None,
             )
         )
-        dispatch = RunTask(task_id=task.id, attempt=attempt, spec=task.spec)
+        dispatch = RunTask(task_id=task.id, attempt=attempt, spec=task.spec, cluster=cluster)
         decision.outgoing.append(Outgoing(topology.DISPATCH, outcome.node, encode(dispatch)))
     return decision
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from manager.admission import MAX_STOPS_PER_PART
@@ -34,6 +34,15 @@ PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
     """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
     operator = known.operator if known is not None else NodeOverrides()
+    joined = known is None or known.status != NodeStatus.READY
+    # Since when this worker process has held the node: reset by a new process too.
+    held_since = (
+        known.ready_since
+        if known is not None
+        and not joined
+        and (known.hostname, known.pid) == (beat.hostname, beat.pid)
+        else now
+    )
     node = NodeRecord(
         name=beat.node,
         status=NodeStatus.READY,
@@ -42,6 +51,9 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         disk=_capped(beat.disk, operator.disk),
         labels={**beat.labels, **operator.labels},
         last_heartbeat=now,
+        hostname=beat.hostname,
+        pid=beat.pid,
+        ready_since=held_since,
         engine_ok=beat.engine_ok,
         address=beat.address,
         schedulable=known.schedulable if known is not None else True,
@@ -49,7 +61,7 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         operator=operator,
     )
     decision = Decision(nodes=[node])
-    if known is None or known.status != NodeStatus.READY:
+    if known is None or joined:
         decision.outgoing.append(node_event(node, "ready"))
     elif known.engine_ok != beat.engine_ok:
         decision.outgoing.append(node_event(node, "engine-up" if beat.engine_ok else "engine-down"))
@@ -166,21 +178,16 @@ def vanished(tasks: Sequence[TaskRecord], node: str, now: datetime) -> Decision:
 
 
 def mark_down(
-    nodes: Sequence[NodeRecord],
-    now: datetime,
-    down_after: float,
-    not_before: datetime | None = None,
+    nodes: Sequence[NodeRecord], silent: Mapping[str, float], down_after: float
 ) -> Decision:
-    """Nodes not heard from for down_after seconds become down.
+    """Nodes silent for more than down_after seconds become down.
 
-    Silence is counted from not_before at the earliest (the manager's own start), so a
-    restarted manager gives every node a full interval before calling it down.
+    `silent` is how long each node has not been heard, measured by the manager on its
+    monotonic clock (manager/liveness.py): neither its wall clock nor a worker's counts.
     """
     decision = Decision()
-    limit = timedelta(seconds=down_after)
     for node in nodes:
-        seen = max(node.last_heartbeat, not_before) if not_before else node.last_heartbeat
-        if node.status == NodeStatus.READY and now - seen > limit:
+        if node.status == NodeStatus.READY and silent.get(node.name, 0.0) > down_after:
             down = node.model_copy(update={"status": NodeStatus.DOWN})
             decision.nodes.append(down)
             decision.outgoing.append(node_event(down, "down"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -76,6 +77,10 @@ CREATE TABLE IF NOT EXISTS quarantine (
     record TEXT NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     exchange TEXT NOT NULL,
@@ -100,6 +105,7 @@ class Store:
             self._db.executescript(SCHEMA)
             _quarantine_malformed(self._db)
             _add_ended_at(self._db)
+            self.cluster_id = _cluster_id(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the manager database {self.path}: {exc}") from exc
         self._closed = False
@@ -582,6 +588,30 @@ def _add_ended_at(db: sqlite3.Connection) -> None:
         )
         db.execute("COMMIT")
     db.execute("CREATE INDEX IF NOT EXISTS tasks_by_end ON tasks (state, ended_at)")
+
+
+def _cluster_id(db: sqlite3.Connection) -> str:
+    """The cluster's id: made once, with the database, and kept for its life. Workers
+    label their containers with it (worker/runtime/base.py, CLUSTER_LABEL)."""
+    db.execute(
+        "INSERT OR IGNORE INTO meta (key, value) VALUES ('cluster_id', ?)", (uuid.uuid4().hex[:16],)
+    )
+    return str(db.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()[0])
+
+
+def read_cluster_id(path: Path) -> str | None:
+    """The cluster id in a manager's database, read only; None if it has none yet."""
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5.0)
+    except sqlite3.Error:
+        return None
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'cluster_id'").fetchone()
+    except sqlite3.Error:
+        return None  # made by a kube from before cluster ids, not opened since
+    finally:
+        db.close()
+    return str(row[0]) if row else None
 
 
 def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> None:

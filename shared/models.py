@@ -26,10 +26,12 @@ from shared.wire import (
     Count,
     Endpoint,
     HostAddress,
+    Hostname,
     Int64,
     LabelKey,
     Name,
     NodeLabels,
+    Pid,
     Port,
     TaskId,
     Text,
@@ -218,6 +220,11 @@ class NodeRecord(WireModel):
     )
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp
+    hostname: Hostname | None = Field(default=None, description="the host its worker runs on")
+    pid: Pid | None = Field(default=None, description="its worker's process id on that host")
+    ready_since: Timestamp | None = Field(
+        default=None, description="when it last joined or came back (the manager's clock)"
+    )
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
     address: HostAddress | None = Field(
         default=None,

@@ -72,8 +72,8 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def vhost() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_vhost() -> Iterator[str]:
     """A fresh vhost; yields its AMQP URL. Deleting it removes every queue the test made."""
     require_broker()
     name = f"kube-test-{uuid.uuid4().hex[:8]}"
@@ -83,6 +83,13 @@ def vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
     finally:
         rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A fresh vhost (`fresh_vhost`)."""
+    with fresh_vhost() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -117,6 +124,7 @@ class Cluster:
     nodes: list[str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     manager_args: tuple[str, ...] = ()
+    manager_prefix: tuple[str, ...] = ()  # a command the manager runs under (faketime)
 
     @property
     def env(self) -> dict[str, str]:
@@ -148,6 +156,7 @@ class Cluster:
             "--node-down-after",
             "4",
             *self.manager_args,
+            prefix=self.manager_prefix,
         )
 
     def start_worker(self, node: str, *extra: str, prefix: tuple[str, ...] = ()) -> None:
@@ -190,13 +199,17 @@ def running_cluster(
     workers: dict[str, tuple[str, ...]],
     manager_args: tuple[str, ...] = (),
     prefixes: dict[str, tuple[str, ...]] | None = None,
+    manager_prefix: tuple[str, ...] = (),
 ) -> Iterator[Cluster]:
     """A manager and the given workers (name suffix -> extra flags), ready; torn down after.
 
-    `prefixes` (name suffix -> command) runs a worker under a command such as faketime."""
+    `prefixes` (name suffix -> command) runs a worker under a command such as faketime,
+    and `manager_prefix` the manager."""
     prefix = f"t{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{suffix}" for suffix in workers]
-    cluster = Cluster(vhost, workdir, names, manager_args=manager_args)
+    cluster = Cluster(
+        vhost, workdir, names, manager_args=manager_args, manager_prefix=manager_prefix
+    )
     try:
         cluster.start_manager()
         for node, (suffix, extra) in zip(cluster.nodes, workers.items(), strict=True):

@@ -21,6 +21,8 @@ what it finds (reconciliation), so nothing is orphaned or started twice.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +43,7 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    ClusterInfo,
     Dispatch,
     Heartbeat,
     HeldTask,
@@ -54,6 +57,7 @@ from shared.models import Health
 from shared.settings import Settings
 from shared.specs import TaskSpec
 from shared.states import TaskState
+from worker import claim
 from worker.address import detect as detect_address
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
@@ -65,7 +69,7 @@ from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
 
 T = TypeVar("T")
 
@@ -86,6 +90,8 @@ class Worker:
     ) -> None:
         self.config = config
         self.name = config.name
+        self.settings = settings if bus is None else None  # for claim.holder
+        self.hostname, self.pid = socket.gethostname(), os.getpid()
         self.runtime = runtime
         self.bus: MessageBus = bus or Bus(
             settings, f"kube-worker-{config.name}", prefetch=config.concurrency
@@ -96,6 +102,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
         self._engine_ok = True
+        self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
@@ -120,20 +127,22 @@ class Worker:
         self.bus.on_connect(self.send_heartbeat)
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
-        self.pool.submit(self._watch_engine)
+        # The engine is read once the manager says which cluster this node is in (_join).
 
     def _claim_queue(self) -> None:
         """Consume the node's queue, unless another worker of the same name already does:
         two processes sharing one node's queue and name would each report the other's
-        containers as gone, and the manager would end every task there."""
+        containers as gone, and the manager would end every task there (worker/claim.py).
+        The manager is asked who holds the name (claim.ASK_TIMEOUT at most), but not on a
+        stand-in bus (no settings)."""
         if self._claimed:
             return  # the bus consumes it again after each reconnect
         queue = topology.node_queue(self.name)
-        if self.bus.consumers_of(queue):
-            raise ResourceLocked(
-                f"another worker named {self.name} is consuming {queue}: one worker per node"
-                " name (stop it, or give this one another --name)"
-            )
+        consumers = self.bus.consumers_of(queue)
+        held = claim.holder(self.settings, self.name) if self.settings else None
+        refused = claim.refusal(self.name, consumers, held, self.hostname)
+        if refused is not None:
+            raise ResourceLocked(refused)
         self.bus.consume(queue, self.on_dispatch)
         self._claimed = True
 
@@ -207,12 +216,41 @@ class Worker:
             log.warning("worker %s: dead-lettering a bad dispatch: %s", self.name, exc.reason)
             self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
             return
-        if isinstance(message, RunTask):
+        if isinstance(message, ClusterInfo):
+            self._join(message.cluster)
+            self._settled.append(delivery)
+        elif isinstance(message, RunTask):
+            if message.cluster is not None:
+                self._join(message.cluster)
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
         else:
             self.runners.stop((message.task_id, message.attempt), delivery)
+
+    def _join(self, cluster: str) -> None:
+        """The manager says which cluster this node is in: only that cluster's containers
+        (and unlabelled ones, from before cluster ids) are listed, watched and touched, so
+        two clusters on one engine never touch each other's. The engine is reconciled from
+        then on; told another cluster (its manager's database was replaced), the worker
+        follows its manager and lists again."""
+        if cluster == self.cluster:
+            return
+        if self.cluster is None:
+            log.info("worker %s: in cluster %s", self.name, cluster)
+        else:
+            log.warning("worker %s: now in cluster %s, not %s", self.name, cluster, self.cluster)
+        self.cluster = cluster
+        self.runtime.join(cluster)
+        self._inventory = False
+        watch, self._watch = self._watch, None
+
+        def rewatch() -> None:
+            if watch is not None:
+                watch.close()
+            self._watch_engine()
+
+        self.pool.submit(rewatch)
 
     def _start(self, key: Key, spec: TaskSpec) -> ContainerInfo | StartFailed:
         """In the pool: start an attempt's container, unless the policy refuses it."""
@@ -267,12 +305,8 @@ class Worker:
     # -- logs --------------------------------------------------------------------------
 
     def _logs(self, request: LogsRequest, delivery: Delivery) -> None:
-        """Answer on kube.results (the manager relays it); a request past its time is
-        dropped, since whoever asked has given up."""
-        if utcnow() > request.expires:
-            log.info("task %s: dropping a logs request that expired", request.task_id)
-            self._settled.append(delivery)
-            return
+        """Answer on kube.results (the manager relays it). A request past its time never
+        comes: the broker drops it (its AMQP expiration), judged by the broker's clock."""
 
         def read() -> None:
             reply = logs_reply(self.name, request, self.runtime.logs)
@@ -302,6 +336,9 @@ class Worker:
             disk=self.capacity.disk,
             labels=self.config.labels,
             stats=measure(),
+            cluster=self.cluster,
+            hostname=self.hostname[:253] or None,
+            pid=self.pid,
             engine_ok=self._engine_ok,
             address=self.address,
             inventory=self._inventory,

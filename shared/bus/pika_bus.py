@@ -140,6 +140,7 @@ class Bus:
         persistent: bool = True,
         mandatory: bool = False,
         user_id: str | None = None,
+        expiration: float | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; raises UnroutableError when returned.
 
@@ -156,6 +157,7 @@ class Bus:
             message_id=message_id,
             timestamp=int(time.time()),
             user_id=user_id,
+            expiration=None if expiration is None else str(max(int(expiration * 1000), 0)),
         )
         with translated(f"{self._name}: publishing to {exchange}/{routing_key}"):
             try:

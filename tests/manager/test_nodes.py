@@ -53,10 +53,29 @@ def test_a_new_node_is_announced_ready() -> None:
     assert [o.routing_key for o in again.outgoing] == ["node.heartbeat"]
 
 
-def test_silent_nodes_go_down_counting_from_the_managers_start() -> None:
-    old = node("n1").model_copy(update={"last_heartbeat": NOW - timedelta(seconds=60)})
-    assert nodes.mark_down([old], NOW, 6).nodes[0].status == NodeStatus.DOWN
-    assert nodes.mark_down([old], NOW, 6, not_before=NOW - timedelta(seconds=2)).empty
+def test_a_node_records_its_workers_host_and_pid_and_since_when_that_process_holds_it() -> None:
+    first = beat().model_copy(update={"hostname": "alpha", "pid": 10})
+    joined = nodes.apply_heartbeat(None, first, NOW).nodes[0]
+    assert (joined.hostname, joined.pid, joined.ready_since) == ("alpha", 10, NOW)
+    later = NOW + timedelta(seconds=5)
+    assert nodes.apply_heartbeat(joined, first, later).nodes[0].ready_since == NOW
+    restarted = first.model_copy(update={"pid": 11})
+    assert nodes.apply_heartbeat(joined, restarted, later).nodes[0].ready_since == later
+
+
+def test_a_node_silent_for_longer_than_the_interval_goes_down() -> None:
+    ready, gone = node("n1"), node("n2").model_copy(update={"status": NodeStatus.DOWN})
+    decision = nodes.mark_down([ready, gone], {"n1": 6.5, "n2": 60.0}, 6)
+    assert [(n.name, n.status) for n in decision.nodes] == [("n1", NodeStatus.DOWN)]
+    assert [o.routing_key for o in decision.outgoing] == ["node.down"]
+    assert nodes.mark_down([ready], {"n1": 6.0}, 6).empty  # not longer than the interval
+
+
+def test_a_node_records_wall_time_plays_no_part_in_its_silence() -> None:
+    # given a node whose last heartbeat the wall clock dates an hour ago (a step ahead)
+    old = node("n1").model_copy(update={"last_heartbeat": NOW - timedelta(hours=1)})
+    # then only the silence measured on the monotonic clock counts
+    assert nodes.mark_down([old], {"n1": 1.0}, 6).empty
 
 
 def test_a_lost_nodes_tasks_are_marked_lost_then_placed_again_at_once() -> None:

@@ -25,6 +25,7 @@ from worker.service import Worker
 from worker.stats import Capacity
 
 TIMEOUT = 60.0
+CLUSTER = "c0ffee0011223344"
 
 
 class GatedRuntime:
@@ -52,6 +53,9 @@ class GatedRuntime:
     def list(self) -> list[ContainerInfo]:
         return self.inner.list()
 
+    def join(self, cluster: str) -> None:
+        self.inner.join(cluster)
+
     def watch_exits(
         self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
     ) -> ExitWatch:
@@ -64,7 +68,8 @@ class GatedRuntime:
 def make_worker(runtime: Any, bus: StubBus) -> Worker:
     config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
     worker = Worker(Settings(), config, runtime, bus=bus)  # type: ignore[arg-type]
-    worker.setup()  # reconciles and watches the engine's exits, in the pool
+    worker.setup()
+    worker._join(CLUSTER)  # as the manager's ClusterInfo does: reconciles, watches exits
     wait_for(lambda: (bus.run_callbacks(), worker._inventory)[1], "the first reconciliation")
     return worker
 
@@ -159,6 +164,7 @@ def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_
     try:
         # when the worker starts again, and the stop comes before its inventory is applied
         worker.setup()
+        worker._join(CLUSTER)
         wait_for(lambda: bus.callbacks, "the inventory to be taken")
         worker.on_dispatch(stop(1, "t1"))
         bus.run_callbacks()
