@@ -617,9 +617,9 @@ class Manager:
         self._last_tick = now
         for node in list(decision.nodes):
             log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
-            decision.extend(
-                nodes.node_lost(node.name, self.store.tasks_on(node.name, nodes.PLACED), now)
-            )
+            silent = (now - node.last_heartbeat).total_seconds()
+            placed = self.store.tasks_on(node.name, nodes.PLACED)
+            decision.extend(nodes.node_lost(node.name, placed, now, silent))
         self.commit(decision)
         if self.blocked.pending != self.store.count(TaskState.PENDING):
             self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild

@@ -11,6 +11,7 @@ from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
+    MAX_INT64,
     Attempt,
     ContainerId,
     Count,
@@ -78,6 +79,11 @@ class TaskUpdate(WireModel):
     error: Text | None = None
     health: Health | None = None
     last_check: Text | None = None
+    disconnected: Annotated[float, Field(ge=0, le=MAX_INT64)] | None = Field(
+        default=None,
+        description="the worker stopped the container itself (on_disconnect) after this many"
+        " seconds out of touch with the broker",
+    )
 
 
 PortKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}$")]

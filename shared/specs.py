@@ -55,6 +55,26 @@ class RestartPolicy(WireModel):
         return min(self.backoff_seconds * 2.0 ** max(restarts - 1, 0), MAX_BACKOFF_SECONDS)
 
 
+MAX_STOP_AFTER_SECONDS = 86_400.0
+"""The longest `on_disconnect.stop_after_seconds`: a day. Past that a cut-off copy might as
+well keep running until its node returns (the default)."""
+
+
+class OnDisconnect(WireModel):
+    """What a worker does with the task's container while it is out of touch with the broker.
+
+    Without this block the container keeps running until the node returns, and is then
+    removed if the task was placed elsewhere meanwhile (two copies may run during a
+    partition). With `stop_after_seconds`, the worker stops the container itself once it
+    has been out of touch for that long, and the manager places the replacement only after
+    that plus a margin, so the task never has two live copies (Nomad's `disconnect` block).
+    """
+
+    stop_after_seconds: Annotated[float, Field(ge=1, le=MAX_STOP_AFTER_SECONDS)] = Field(
+        description="seconds out of touch with the broker after which the worker stops it"
+    )
+
+
 class HttpCheck(WireModel):
     port: Port
     path: Annotated[str, Field(pattern=r"^/")] = "/"
@@ -183,6 +203,10 @@ class TaskSpec(WireModel):
         default=None, description="makes a service: kube keeps this many tasks running"
     )
     health_check: HealthCheck | None = None
+    on_disconnect: OnDisconnect | None = Field(
+        default=None,
+        description="stop the container on a worker cut off from the broker; absent: keep it",
+    )
     # Options a worker refuses unless its security policy allows them:
     privileged: bool = False
     network_mode: NetworkMode = NetworkMode.BRIDGE
