@@ -6,10 +6,14 @@ health changes) and carries out the effects it returns, in order. Modelled on No
 task runner: one object owns the attempt's whole life, and a stop that arrives while the
 container is starting is held and applied once the start is done.
 
-    NEW --run--> STARTING --started--> RUNNING --stop/unhealthy--> STOPPING --removed--> ENDED
-     |               |  (stop held)        |                          ^
-     |               +---------------------|--------------------------+
-     +--stop (nothing known: clean up)-----+--exit--> ENDED
+    NEW --run--> STARTING --started--> RUNNING --stop/unhealthy/cut_off--> STOPPING
+     |               |  (stop, cut_off held)   |                               |
+     |               +-------------------------|---------------------------> removed
+     +--stop (nothing known: clean up)---------+--exit--> ENDED <--------------+
+
+`cut_off` is the worker's own stop of a container whose task asked for it once the worker
+has been out of touch with the broker long enough (worker/disconnect.py): the removal is
+already under way when the attempt hears of it, so it only waits for `removed`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Cause(enum.StrEnum):
     REQUESTED = "requested"  # a StopTask: the attempt completes
     UNHEALTHY = "unhealthy"  # it failed its health checks: the attempt fails
     CLEANUP = "cleanup"  # it is not running (exited, or never started): nothing to report
+    DISCONNECTED = "disconnected"  # the worker was out of touch too long (on_disconnect)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Report:
     error: str | None = None
     health: Health | None = None
     last_check: str | None = None
+    disconnected: float | None = None  # stopped after this many seconds out of touch
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,7 @@ class Attempt(Generic[D]):
         self._starts: list[D] = []  # run dispatches, acked once the start is reported
         self._stops: list[D] = []  # stop dispatches, acked once the removal is reported
         self.stop_held = False  # a stop arrived while starting: applied once started
+        self.cut_after: float | None = None  # seconds out of touch when the worker cut it off
         self._exit: ContainerExit | None = None  # an exit that overtook the start or removal
 
     @property
@@ -185,7 +192,9 @@ class Attempt(Generic[D]):
         effects = [report, *effects, *self._settle(self._starts)]
         if self._exit is not None:
             effects += self.exited(self._exit)
-        if self.stop_held:
+        if self.cut_after is not None and self.alive:
+            effects += self._cut(self.cut_after)
+        elif self.stop_held:
             self.stop_held = False
             effects += self._remove(Cause.REQUESTED if self.alive else Cause.CLEANUP)
         return effects
@@ -204,6 +213,18 @@ class Attempt(Generic[D]):
                     error=f"unhealthy: {self._detail}",
                     health=Health.UNHEALTHY,
                     last_check=self._detail,
+                )
+            )
+        elif self.cause == Cause.DISCONNECTED:
+            if error is not None:  # still running: the worker tries again while cut off
+                self.phase, self.cause = Phase.RUNNING, None
+                return [Watch(self.check)] if self.check is not None else []
+            after = self.cut_after or 0.0
+            effects.append(
+                Report(
+                    TaskState.FAILED,
+                    error=f"stopped after {after:.1f}s out of touch with the broker",
+                    disconnected=after,
                 )
             )
         elif error is not None and self.cause == Cause.REQUESTED and self._exit is None:
@@ -232,6 +253,16 @@ class Attempt(Generic[D]):
         self._exit = None
         unwatch: list[Effect[D]] = [Unwatch()] if self.check is not None else []
         return [*unwatch, exit_report(event.container_id, event.exit_code, event.error)]
+
+    def cut_off(self, silent: float) -> list[Effect[D]]:
+        """The worker, `silent` seconds out of touch with the broker, is removing the
+        container (the task's on_disconnect); its `removed` follows."""
+        if self.phase == Phase.STARTING:
+            self.cut_after = silent  # applied once the start is reported
+            return []
+        if self.phase != Phase.RUNNING:
+            return []  # being removed already, or gone: that removal reports
+        return self._cut(silent)
 
     def health_changed(self, health: Health, detail: str) -> list[Effect[D]]:
         """The health monitor saw a change; an unhealthy container is removed."""
@@ -283,9 +314,15 @@ class Attempt(Generic[D]):
     # -- helpers -----------------------------------------------------------------------
 
     def _remove(self, cause: Cause) -> list[Effect[D]]:
+        return [*self._stopping(cause), Remove()]
+
+    def _cut(self, silent: float) -> list[Effect[D]]:
+        self.cut_after = silent
+        return self._stopping(Cause.DISCONNECTED)  # the worker removes it already
+
+    def _stopping(self, cause: Cause) -> list[Effect[D]]:
         self.phase, self.cause = Phase.STOPPING, cause
-        unwatch: list[Effect[D]] = [Unwatch()] if self.check is not None else []
-        return [*unwatch, Remove()]
+        return [Unwatch()] if self.check is not None else []
 
     @staticmethod
     def _settle(deliveries: list[D]) -> list[Effect[D]]:

@@ -95,6 +95,14 @@ class Runners(Generic[D]):
             log.debug("task %s: exit of attempt %d with code %d", *key, event.exit_code)
         self._apply(key, lambda attempt: attempt.exited(event))
 
+    def cut_off(self, key: Key, silent: float) -> None:
+        """The worker is removing this attempt's container: out of touch too long."""
+        self._apply(key, lambda attempt: attempt.cut_off(silent))
+
+    def cut_off_done(self, key: Key, error: str | None) -> None:
+        """The removal `cut_off` announced is done (error: it failed)."""
+        self._apply(key, lambda attempt: attempt.removed(error))
+
     def health_changed(self, key: Key, health: Health, detail: str) -> None:
         self._apply(key, lambda attempt: attempt.health_changed(health, detail))
 

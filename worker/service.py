@@ -56,10 +56,11 @@ from shared.specs import TaskSpec
 from shared.states import TaskState
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
+from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
 from worker.runner import Runners
-from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
+from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
 from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ class Worker:
             settings, f"kube-worker-{config.name}", prefetch=config.concurrency
         )
         self._user = self.bus.user
+        self._beat_key = topology.result_key("heartbeat", config.name)
         self.capacity = config.capacity or detect_capacity()
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
@@ -98,6 +100,11 @@ class Worker:
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
+        self.contact = Contact()  # how long out of touch with the broker
+        self._cut_watch = Watch(self.contact, self._cut_off)
+        # Stops for being cut off do not wait behind starts in the pool, nor behind each
+        # other: their grace periods run together.
+        self._cutter = ThreadPoolExecutor(32, thread_name_prefix="cut-off")
         self.health = HealthMonitor(runtime, self._on_health)
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
@@ -119,6 +126,7 @@ class Worker:
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
         self.pool.submit(self._watch_engine)
+        self._cut_watch.start()
 
     def _claim_queue(self) -> None:
         """Consume the node's queue, unless another worker of the same name already does:
@@ -155,6 +163,8 @@ class Worker:
         if watch is not None:
             watch.close()
         self.health.close()
+        self._cut_watch.close()
+        self._cutter.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _watch_engine(self) -> None:
@@ -177,6 +187,7 @@ class Worker:
         self._set_engine(False)
         if not self.bus.stopping:
             self.pool.submit(self._watch_engine)
+        self._cut_watch.start()
 
     def _set_engine(self, ok: bool) -> None:
         if ok != self._engine_ok:
@@ -189,6 +200,9 @@ class Worker:
         """Report every container this node holds, as the engine sees it now."""
         self.runners.listing()
         found = self.runtime.list()
+        for info in found:
+            if info.status == ContainerStatus.RUNNING:
+                self.contact.track((info.task_id, info.attempt), info.stop_after)
 
         def apply() -> None:
             self.runners.reconciled(found)
@@ -221,18 +235,22 @@ class Worker:
             log.warning("task %s: %s", key[0], reason)
             return StartFailed(reason)
         try:
-            return self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
+            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
         except RuntimeFailure as exc:
             log.warning("task %s: could not start: %s", key[0], exc)
             return StartFailed(str(exc))
         except Exception as exc:  # answered all the same: the attempt must not wait for ever
             log.exception("task %s: starting attempt %d failed", key[0], key[1])
             return StartFailed(f"the worker failed to start it: {type(exc).__name__}: {exc}")
+        if info.status == ContainerStatus.RUNNING:
+            self.contact.track(key, info.stop_after)
+        return info
 
-    def _remove(self, key: Key) -> str | None:
-        """In the pool: stop and remove an attempt's container; None, or why it failed."""
+    def _remove(self, key: Key, grace: float = 10.0) -> str | None:
+        """In the pool: stop and remove an attempt's container, SIGKILL after `grace`
+        seconds; None, or why it failed."""
         try:
-            self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
+            self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:
             log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)
             return str(exc)
@@ -240,7 +258,25 @@ class Worker:
             log.exception("task %s: removing attempt %d failed", key[0], key[1])
             return f"{type(exc).__name__}: {exc}"
         log.info("task %s: attempt %d stopped and removed", key[0], key[1])
+        self.contact.forget(key)
         return None
+
+    def _cut_off(self, key: Key, silent: float) -> None:
+        """From the disconnect watch: stop a container whose task asked for it, this worker
+        being out of touch with the broker for `silent` seconds. The attempt hears of it on
+        the bus thread, once there is a connection again, and then reports it."""
+        log.warning(
+            "task %s: stopping attempt %d: %.1fs out of touch with the broker", *key, silent
+        )
+        self.bus.call_threadsafe(lambda: self.runners.cut_off(key, silent))
+
+        def stop() -> None:
+            error = self._remove(key, KILL_GRACE)
+            if error is not None:
+                self.contact.retry(key)
+            self.bus.call_threadsafe(lambda: self.runners.cut_off_done(key, error))
+
+        self._cutter.submit(stop)
 
     def _with_engine(self, call: Callable[[], T]) -> T:
         """Run an engine call, waiting (bounded) for an engine that is restarting."""
@@ -257,6 +293,7 @@ class Worker:
     # -- exits and health, from their own threads ----------------------------------------
 
     def _on_exit(self, event: ContainerExit) -> None:
+        self.contact.forget((event.task_id, event.attempt))
         self.bus.call_threadsafe(lambda: self.runners.exited(event))
 
     def _on_health(self, key: Key, health: Health, detail: str) -> None:
@@ -316,6 +353,7 @@ class Worker:
         while self._results or self._settled:
             results, settled = self._results, self._settled
             self._results, self._settled = [], []
+            started = self.contact.now()
             try:
                 self.bus.publish_batch(results)
             except ConnectionLost:  # send them again on the next connection
@@ -324,10 +362,16 @@ class Worker:
             except MessagingError:
                 log.exception("worker %s: the broker refused results; trying again", self.name)
                 self._results[:0], self._settled[:0] = results, settled
+                if self.bus.blocked:
+                    # It speaks to us (a resource alarm): in touch, and the manager calls
+                    # no node down meanwhile.
+                    self.contact.touch(started)
                 return
             except BaseException:  # the connection is gone: send them again on the next one
                 self._results[:0], self._settled[:0] = results, settled
                 raise
+            if any(r.routing_key == self._beat_key for r in results):
+                self.contact.touch(started)
             self.bus.ack_batch(settled)
 
     def _background(self, job: Callable[[], None]) -> None:
@@ -359,6 +403,7 @@ class Worker:
             error=report.error,
             health=report.health,
             last_check=report.last_check,
+            disconnected=report.disconnected,
         )
         self._results.append(self._result("update", encode(update)))
 

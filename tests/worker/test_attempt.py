@@ -175,3 +175,44 @@ def test_a_stop_before_the_inventory_holds_a_container_listed_running_until_remo
     # then it is held as running until removed, and then completes
     assert attempt.alive and attempt.last.container_id == "c1"
     assert attempt.removed() == [Report(TaskState.COMPLETED), Settle("stop")]
+
+
+CUT = Report(
+    TaskState.FAILED, error="stopped after 10.3s out of touch with the broker", disconnected=10.3
+)
+
+
+def test_a_container_cut_off_is_reported_stopped_for_it_once_removed() -> None:
+    # given a running, health-checked attempt
+    attempt = started(CHECKED)
+    # when the worker, out of touch for 10.3 s, removes its container (already under way)
+    assert attempt.cut_off(10.3) == [Unwatch()]
+    assert (attempt.phase, attempt.alive) == (Phase.STOPPING, True)
+    # then a stop meanwhile waits for that removal, which reports why it happened
+    assert attempt.stop("stop") == []
+    assert attempt.removed() == [CUT, Settle("stop")]
+    assert attempt.ended
+
+
+def test_a_cut_off_during_the_start_is_applied_once_started() -> None:
+    attempt: Attempt[str] = Attempt(KEY)
+    attempt.run(SPEC, "run")
+    assert attempt.cut_off(10.3) == []
+    # the start is reported as it happened, then the attempt waits for the removal
+    assert attempt.started(RUNNING) == [ALIVE, Settle("run")]
+    assert attempt.phase == Phase.STOPPING
+    assert attempt.removed() == [CUT]
+
+
+def test_a_failed_cut_off_keeps_the_container_running_and_watched() -> None:
+    attempt = started(CHECKED)
+    attempt.cut_off(10.3)
+    assert attempt.removed("engine gone") == [Watch(CHECK)]
+    assert (attempt.phase, attempt.alive) == (Phase.RUNNING, True)
+
+
+def test_a_cut_off_of_an_attempt_being_removed_changes_nothing() -> None:
+    attempt = started()
+    attempt.stop("stop")
+    assert attempt.cut_off(10.3) == []
+    assert attempt.removed() == [Report(TaskState.COMPLETED), Settle("stop")]

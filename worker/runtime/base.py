@@ -13,6 +13,7 @@ TASK_LABEL = "kube.task-id"
 ATTEMPT_LABEL = "kube.attempt"
 NODE_LABEL = "kube.node"
 HEALTH_LABEL = "kube.health-check"
+STOP_AFTER_LABEL = "kube.stop-after-seconds"  # the spec's on_disconnect, for a restarted worker
 
 
 class ContainerStatus(enum.StrEnum):
@@ -35,6 +36,7 @@ class ContainerInfo:
     exit_code: int | None = None
     error: str | None = None  # e.g. "out of memory (OOMKilled)"
     health_check: HealthCheck | None = None  # as the spec asked, so a restarted worker resumes
+    stop_after: float | None = None  # on_disconnect.stop_after_seconds, likewise
 
 
 @dataclass(frozen=True)
