@@ -74,6 +74,17 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MIN_SILENCE = 5.0
+"""Seconds, at least, a worker waits for the broker to confirm its results before it
+drops the connection and makes a new one (see `shared.bus.Bus`)."""
+
+
+def silent_after(heartbeat_interval: float) -> float:
+    """How long without a confirm means the connection is dead: three heartbeats (the
+    manager calls a node down after about as long), or MIN_SILENCE."""
+    return max(3 * heartbeat_interval, MIN_SILENCE)
+
+
 class Worker:
     """Consumes a node queue, drives a Runtime, publishes updates and heartbeats."""
 
@@ -88,7 +99,10 @@ class Worker:
         self.name = config.name
         self.runtime = runtime
         self.bus: MessageBus = bus or Bus(
-            settings, f"kube-worker-{config.name}", prefetch=config.concurrency
+            settings,
+            f"kube-worker-{config.name}",
+            prefetch=config.concurrency,
+            silent_after=silent_after(config.heartbeat_interval),
         )
         self._user = self.bus.user
         self._beat_key = topology.result_key("heartbeat", config.name)
