@@ -131,7 +131,7 @@ class Attempt(Generic[D]):
         self.cause: Cause | None = None  # why it is STOPPING
         self._detail = ""  # the failing probe's last word, when unhealthy
         self._starts: list[D] = []  # run dispatches, acked once the start is reported
-        self._stops: list[D] = []  # stop dispatches, acked once the removal is reported
+        self._stops: list[D] = []  # stop dispatches, acked once the removal has begun
         self.stop_held = False  # a stop arrived while starting: applied once started
         self.cut_after: float | None = None  # seconds out of touch when the worker cut it off
         self._exit: ContainerExit | None = None  # an exit that overtook the start or removal
@@ -158,16 +158,24 @@ class Attempt(Generic[D]):
         return [Settle(delivery)]  # stopping: the removal reports
 
     def stop(self, delivery: D) -> list[Effect[D]]:
-        """A StopTask: remove the container; held until a start in progress is done."""
+        """A StopTask: remove the container; held until a start in progress is done.
+
+        The stop is acked once the removal has begun, not once it is done: a removal waits
+        out the container's grace period, and stops held unacked that long filled the
+        worker's prefetch, so that the next stops waited behind them and their grace
+        periods added up (8 stale copies with a 10 s grace took 24 s). Should the worker
+        die meanwhile, its heartbeats name the container again and the manager repeats
+        the stop.
+        """
         self._stops.append(delivery)
         if self.phase == Phase.STARTING:
             self.stop_held = True
             return []
         if self.phase == Phase.RUNNING:
-            return self._remove(Cause.REQUESTED)
-        if self.phase == Phase.NEW:
-            return self._remove(Cause.CLEANUP)  # not known to run: remove what may be left
-        return []  # stopping already: acked when the removal is done
+            return [*self._remove(Cause.REQUESTED), *self._settle(self._stops)]
+        if self.phase == Phase.NEW:  # not known to run: remove what may be left
+            return [*self._remove(Cause.CLEANUP), *self._settle(self._stops)]
+        return self._settle(self._stops)  # stopping already: that removal reports
 
     # -- the engine's answers ----------------------------------------------------------
 
@@ -197,7 +205,7 @@ class Attempt(Generic[D]):
         elif self.stop_held:
             self.stop_held = False
             effects += self._remove(Cause.REQUESTED if self.alive else Cause.CLEANUP)
-        return effects
+        return [*effects, *self._settle(self._stops)]
 
     def removed(self, error: str | None = None) -> list[Effect[D]]:
         """The removal is done (error: it failed); report how the attempt ended."""

@@ -51,6 +51,7 @@ class Runners(Generic[D]):
         start: Callable[[Key, TaskSpec], ContainerInfo | StartFailed],
         remove: Callable[[Key], str | None],
         background: Callable[[Job], None],
+        stopping: Callable[[Job], None] | None = None,
         call_soon: Callable[[Job], None],
         publish: Callable[[Key, Report], None],
         settle: Callable[[D], None],
@@ -58,7 +59,10 @@ class Runners(Generic[D]):
     ) -> None:
         self._start = start  # blocking: the container's info, or why it did not start
         self._remove = remove  # blocking: None once removed, else why not
-        self._background = background
+        self._background = background  # starts
+        # Removals, apart: a removal waits out its container's grace period, and removals
+        # behind each other (or behind starts) would add their grace periods up.
+        self._stopping = stopping or background
         self._call_soon = call_soon
         self._publish = publish
         self._settle = settle
@@ -153,7 +157,7 @@ class Runners(Generic[D]):
         elif isinstance(effect, Start):
             self._in_pool(key, lambda: self._start(key, effect.spec), Attempt.started)
         elif isinstance(effect, Remove):
-            self._in_pool(key, lambda: self._remove(key), Attempt.removed)
+            self._in_pool(key, lambda: self._remove(key), Attempt.removed, self._stopping)
         elif isinstance(effect, Watch):
             self._health.watch(key, effect.check)
         else:
@@ -165,6 +169,7 @@ class Runners(Generic[D]):
         key: Key,
         call: Callable[[], ContainerInfo | StartFailed] | Callable[[], str | None],
         answer: Callable[..., list[Effect[D]]],
+        pool: Callable[[Job], None] | None = None,
     ) -> None:
         """Run an engine call in the pool; hand its outcome to the attempt on the bus thread."""
 
@@ -172,7 +177,7 @@ class Runners(Generic[D]):
             outcome = call()
             self._call_soon(lambda: self._apply(key, lambda attempt: answer(attempt, outcome)))
 
-        self._background(job)
+        (pool or self._background)(job)
 
     @property
     def alive(self) -> list[tuple[Key, str]]:

@@ -74,6 +74,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+MAX_STOPS_AT_ONCE = 64
+"""Containers a worker stops at the same time, each waiting out its grace period (10 s,
+then SIGKILL); the engine's stop calls block, so each takes a thread."""
+
 MIN_SILENCE = 5.0
 """Seconds, at least, a worker waits for the broker to confirm its results before it
 drops the connection and makes a new one (see `shared.bus.Bus`)."""
@@ -116,14 +120,15 @@ class Worker:
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
         self.contact = Contact()  # how long out of touch with the broker
         self._cut_watch = Watch(self.contact, self._cut_off)
-        # Stops for being cut off do not wait behind starts in the pool, nor behind each
-        # other: their grace periods run together.
-        self._cutter = ThreadPoolExecutor(32, thread_name_prefix="cut-off")
+        # Stops do not wait behind starts in the pool, nor behind each other: their grace
+        # periods run together (8 stale copies with a 10 s grace took 24 s in line).
+        self.stops = ThreadPoolExecutor(MAX_STOPS_AT_ONCE, thread_name_prefix="stop")
         self.health = HealthMonitor(runtime, self._on_health)
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
             background=self._background,
+            stopping=lambda job: self._background(job, self.stops),
             call_soon=self.bus.call_threadsafe,
             publish=self._publish,
             settle=self._settle,
@@ -178,7 +183,7 @@ class Worker:
             watch.close()
         self.health.close()
         self._cut_watch.close()
-        self._cutter.shutdown(wait=True, cancel_futures=True)
+        self.stops.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _watch_engine(self) -> None:
@@ -290,7 +295,7 @@ class Worker:
                 self.contact.retry(key)
             self.bus.call_threadsafe(lambda: self.runners.cut_off_done(key, error))
 
-        self._cutter.submit(stop)
+        self._background(stop, self.stops)
 
     def _with_engine(self, call: Callable[[], T]) -> T:
         """Run an engine call, waiting (bounded) for an engine that is restarting."""
@@ -388,8 +393,9 @@ class Worker:
                 self.contact.touch(started)
             self.bus.ack_batch(settled)
 
-    def _background(self, job: Callable[[], None]) -> None:
-        """Run an engine call in the pool; a failure it did not answer is logged."""
+    def _background(self, job: Callable[[], None], pool: ThreadPoolExecutor | None = None) -> None:
+        """Run an engine call in the pool (or the one given); a failure it did not answer
+        is logged."""
 
         def logged() -> None:
             try:
@@ -397,7 +403,7 @@ class Worker:
             except Exception:
                 log.exception("worker %s: an engine call failed", self.name)
 
-        self.pool.submit(logged)
+        (pool or self.pool).submit(logged)
 
     def _settle(self, delivery: Delivery) -> None:
         """On the bus thread: ack a dispatch once the results queued before it are confirmed."""

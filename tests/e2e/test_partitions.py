@@ -66,7 +66,14 @@ def spec(image: str, name: str, command: tuple[str, ...], **fields: object) -> T
     )
 
 
-def test_a_cut_off_worker_stops_what_asked_for_it_and_the_rest_is_fenced_after_the_heal(
+def running_on(client: Client, node: str, task_ids: list[str]) -> float | None:
+    """The time at which all these tasks run on `node`, if they do now."""
+    tasks = [client.get(i) for i in task_ids]
+    done = all(t.node == node and t.state == TaskState.RUNNING for t in tasks)
+    return time.monotonic() if done else None
+
+
+def test_a_worker_cut_off_for_30s_then_healed(
     split: tuple[Cluster, Relay, Partition],
     busybox_image: str,
     docker_client: docker.DockerClient,
@@ -74,23 +81,23 @@ def test_a_cut_off_worker_stops_what_asked_for_it_and_the_rest_is_fenced_after_t
     cluster, relay, partition = split
     copies = Copies([docker_client])
     with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as client:
-        # given a worker reaching the broker through the relay, running two kinds of tasks
+        # given a worker reaching the broker through the relay, running 16 tasks: 4 that
+        # ask to be stopped after 5 s cut off, 4 that keep running (and exit at once on
+        # SIGTERM), and 8 that keep running and ignore SIGTERM (a 10 s grace each)
         cut_node = start_worker(cluster, "cut", relay.url(cluster.url))
         wait_for(lambda: ready(client, cut_node), what="the cut worker ready", timeout=60)
+        stop_after = {"stop_after_seconds": STOP_AFTER}
         careful = [
-            client.submit(
-                spec(
-                    busybox_image,
-                    f"careful-{i}",
-                    POLITE,
-                    on_disconnect={"stop_after_seconds": STOP_AFTER},
-                )
-            )
+            client.submit(spec(busybox_image, f"careful-{i}", POLITE, on_disconnect=stop_after))
             for i in range(4)
         ]
-        plain = [client.submit(spec(busybox_image, f"plain-{i}", POLITE)) for i in range(4)]
-        copies.watch(careful + plain)
-        for task_id in careful + plain:
+        polite = [client.submit(spec(busybox_image, f"polite-{i}", POLITE)) for i in range(4)]
+        stubborn = [
+            client.submit(spec(busybox_image, f"stubborn-{i}", ("sleep", "3600"))) for i in range(8)
+        ]
+        everything = careful + polite + stubborn
+        copies.watch(everything)
+        for task_id in everything:
             client.wait(task_id, {TaskState.RUNNING}, timeout=60)
         # and a second worker, reached directly, to take them over
         other = start_worker(cluster, "other")
@@ -106,51 +113,69 @@ def test_a_cut_off_worker_stops_what_asked_for_it_and_the_rest_is_fenced_after_t
                 timeout=30,
             )
             moved = wait_for(
-                lambda: (
-                    all(
-                        (t := client.get(i)).node == other and t.state == TaskState.RUNNING
-                        for i in plain
-                    )
-                    and time.monotonic()
-                ),
-                what="the plain tasks running elsewhere",
+                lambda: running_on(client, other, polite + stubborn),
+                what="the tasks that keep running, running elsewhere too",
                 timeout=30,
             )
-            careful_moved = wait_for(
-                lambda: (
-                    all(
-                        (t := client.get(i)).node == other and t.state == TaskState.RUNNING
-                        for i in careful
-                    )
-                    and time.monotonic()
-                ),
+            wait_for(
+                lambda: running_on(client, other, careful),
                 what="the careful tasks running elsewhere",
                 timeout=40,
             )
-            careful_gone = [copies.last_seen(i, 1) for i in careful]
             wait_for(lambda: time.monotonic() - cut_at >= 30, what="30 s of cut", timeout=40)
-            two_plain = [i for i in plain if copies.live_now()[i] == 2]
+            doubled_in_cut = [i for i in polite + stubborn if copies.live_now()[i] == 2]
+            # and then healed
             healed_at = time.monotonic()
             partition.heal()
-            fenced = wait_for(
-                lambda: all(copies.live_now()[i] == 1 for i in plain) and time.monotonic(),
-                what="the stale plain copies fenced",
+            wait_for(
+                lambda: all(copies.live_now()[i] == 1 for i in everything),
+                what="one live copy of each task",
                 timeout=60,
             )
             wait_for(lambda: ready(client, cut_node), what="the cut node back", timeout=60)
         finally:
             copies.stop()
-        _, events = client.inspect(careful[0])
-    print(
-        f"down {down - cut_at:.1f}s, plain moved {moved - cut_at:.1f}s,"
-        f" careful moved {careful_moved - cut_at:.1f}s,"
-        f" careful gone {[round((g or 0) - cut_at, 1) for g in careful_gone]},"
-        f" fenced {fenced - healed_at:.1f}s after heal"
+        tasks = {i: client.inspect(i) for i in everything}
+    stubborn_gone = [copies.last_seen(i, 1) or 0 for i in stubborn]
+    print(  # shown when the test fails, and with -s
+        f"cut: node down after {down - cut_at:.1f}s, tasks elsewhere after {moved - cut_at:.1f}s;"
+        f" careful copies gone after"
+        f" {[round((copies.last_seen(i, 1) or 0) - cut_at, 1) for i in careful]}s, replaced"
+        f" after {[round((copies.first_seen(i, 2) or 0) - cut_at, 1) for i in careful]}s;"
+        f" heal: polite fenced after"
+        f" {[round((copies.last_seen(i, 1) or 0) - healed_at, 1) for i in polite]}s,"
+        f" stubborn after {[round(g - healed_at, 1) for g in stubborn_gone]}s"
     )
-    print("\n".join(f"{e.at} {e.state} {e.attempt} {e.node} {e.detail}" for e in events))
+    # then the node was down, and the tasks ran elsewhere, within 10 s of the cut
     assert down - cut_at < 10
     assert moved - cut_at < 10
+    # and the careful tasks' copies on the cut node stopped within their 5 s (plus the
+    # kill grace), and never ran alongside their replacements
+    for task_id in careful:
+        gone = copies.last_seen(task_id, 1)
+        replaced = copies.first_seen(task_id, 2)
+        assert gone is not None and replaced is not None
+        assert gone - cut_at < STOP_AFTER + 2.5, f"{task_id} ran {gone - cut_at:.1f}s into the cut"
+        assert replaced > gone
     assert copies.doubled(careful) == []
-    assert two_plain == plain
-    assert fenced - healed_at < 10
+    # while the others ran twice during the cut, and their stale copies went within 10 s
+    # of the heal, together: the stubborn ones' grace periods did not add up
+    assert doubled_in_cut == polite + stubborn
+    for task_id in polite:
+        assert (copies.last_seen(task_id, 1) or 0) - healed_at < 10
+    assert max(stubborn_gone) - healed_at < 10 + 5  # the 10 s grace, and finding the heal
+    assert max(stubborn_gone) - min(stubborn_gone) < 3
+    # and each task runs once, on the other node, its restart budget untouched
+    for task, _ in tasks.values():
+        assert (task.node, task.attempt, task.state) == (other, 2, TaskState.RUNNING)
+        assert (task.restart_count, task.lost_count) == (0, 1)
+    assert sum(copies.live_now().values()) == len(everything)
+    # and the careful tasks' history says what their worker did while cut off
+    for task_id in careful:
+        _, events = tasks[task_id]
+        stopped = [e for e in events if e.superseded]
+        assert len(stopped) == 1, events
+        assert (stopped[0].node, stopped[0].attempt) == (cut_node, 1)
+        assert stopped[0].detail is not None
+        assert stopped[0].detail.startswith(f"stopped by {cut_node} after 5.")
     assert not copies.errors

@@ -121,7 +121,12 @@ def test_a_stop_during_the_start_is_held_and_applied_once_the_start_is_done(
 
     wait_for(handled, "the stop to be handled")
     gated.gate.set()
-    drive(worker, bus, lambda: sorted(acked(bus)) == [1, 2], "both dispatches to be acked")
+    drive(
+        worker,
+        bus,
+        lambda: sorted(acked(bus)) == [1, 2] and len(worker.runners) == 0,
+        "both dispatches acked, and the attempt done",
+    )
 
     # then the task started, then stopped; no container is left; the worker keeps nothing
     assert kit.runtime.list() == []
@@ -139,7 +144,12 @@ def test_a_stop_right_behind_its_start_ends_the_task_with_nothing_left(
     worker.on_dispatch(stop(2, "t1"))
 
     # when the worker has handled both
-    drive(worker, bus, lambda: sorted(acked(bus)) == [1, 2], "both dispatches to be acked")
+    drive(
+        worker,
+        bus,
+        lambda: sorted(acked(bus)) == [1, 2] and len(worker.runners) == 0,
+        "both dispatches acked, and the attempt done",
+    )
 
     # then the task ended stopped, and no container is left
     assert kit.runtime.list() == []
@@ -170,7 +180,8 @@ def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_
         assert [t["container_id"] for t in beat["tasks"]] == [running.container_id]
         # and once removed, the attempt completes, and nothing of it is left
         runtime.remove_gate.set()
-        drive(worker, bus, lambda: acked(bus) == [1], "the stop to be acked")
+        drive(worker, bus, lambda: len(worker.runners) == 0, "the removal to be done")
+        assert acked(bus) == [1]
     finally:
         runtime.remove_gate.set()
         worker.close()
