@@ -8,6 +8,7 @@ goes silent as across a cut link. Every 100 ms the engine's live containers are 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from kube.client import Client
 from shared.models import NodeStatus, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import Cluster, running_cluster
+from tests.conftest import Cluster, running_cluster, unavailable
 from tests.support.copies import Copies
 from tests.support.partition import Partition, Relay, relayed
 from tests.support.waiting import wait_for
@@ -37,6 +38,8 @@ def split(
     vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
 ) -> Iterator[tuple[Cluster, Relay, Partition]]:
     """A manager, no worker yet, and a relay to the broker that can be cut."""
+    if shutil.which("nft") is None:
+        unavailable("needs nftables (`nft`, as root) to cut a worker off")
     broker = urlsplit(vhost)
     target = (broker.hostname or "127.0.0.1", broker.port or 5672)
     with (
@@ -83,7 +86,8 @@ def test_a_worker_cut_off_for_30s_then_healed(
     with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as client:
         # given a worker reaching the broker through the relay, running 16 tasks: 4 that
         # ask to be stopped after 5 s cut off, 4 that keep running (and exit at once on
-        # SIGTERM), and 8 that keep running and ignore SIGTERM (a 10 s grace each)
+        # SIGTERM), and 8 that keep running, ignore SIGTERM (a 10 s grace each) and may
+        # not restart
         cut_node = start_worker(cluster, "cut", relay.url(cluster.url))
         wait_for(lambda: ready(client, cut_node), what="the cut worker ready", timeout=60)
         stop_after = {"stop_after_seconds": STOP_AFTER}
@@ -92,8 +96,12 @@ def test_a_worker_cut_off_for_30s_then_healed(
             for i in range(4)
         ]
         polite = [client.submit(spec(busybox_image, f"polite-{i}", POLITE)) for i in range(4)]
+        no_restarts = {"max_restarts": 0}  # a node loss must not count as one
         stubborn = [
-            client.submit(spec(busybox_image, f"stubborn-{i}", ("sleep", "3600"))) for i in range(8)
+            client.submit(
+                spec(busybox_image, f"stubborn-{i}", ("sleep", "3600"), restart=no_restarts)
+            )
+            for i in range(8)
         ]
         everything = careful + polite + stubborn
         copies.watch(everything)
