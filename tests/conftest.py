@@ -36,6 +36,7 @@ AMQP_HOST = os.environ.get("KUBE_TEST_AMQP_HOST", "127.0.0.1:5672")
 
 BROKER_FIXTURES = frozenset({"vhost"})
 DOCKER_FIXTURES = frozenset({"docker_client", "busybox_image", "kube_image"})
+MULTIHOST_FIXTURES = frozenset({"bed"})  # tests/multihost/conftest.py
 
 
 def in_ci() -> bool:
@@ -248,10 +249,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark what needs the broker or the engine by the fixtures it uses."""
+    """Mark what needs the broker, the engine or test hosts by the fixtures it uses."""
     for item in items:
         used = set(getattr(item, "fixturenames", ()))
         if used & BROKER_FIXTURES:
             item.add_marker(pytest.mark.broker)
         if used & DOCKER_FIXTURES:
             item.add_marker(pytest.mark.docker)
+        if used & MULTIHOST_FIXTURES:
+            item.add_marker(pytest.mark.multihost)
