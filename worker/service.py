@@ -9,6 +9,13 @@ with confirms as one stream and only then are the dispatches it reports on acked
 dispatch is acked once its container started, never at container exit: tasks may run
 for days, longer than RabbitMQ's consumer timeout.
 
+Stops run in a pool of their own (`MAX_STOPS_AT_ONCE`), so that their grace periods run
+together rather than behind starts or each other. A thread of its own
+(`worker.disconnect.Watch`) stops the containers whose task asked for it once the worker
+has been out of touch with the broker for long enough, with no broker and whatever the
+bus thread is doing; the bus drops a connection the broker has not confirmed on for three
+heartbeats and makes a new one.
+
 Each (task, attempt) is one `worker.attempt.Attempt`, kept by `worker.runner.Runners`
 on the bus thread: it takes the attempt's events in order (a stop during the start is
 held until the start is done) and is forgotten when the attempt ends. This module is the
