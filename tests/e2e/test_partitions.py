@@ -3,7 +3,7 @@
 The cut worker reaches the broker through a relay on a port of its own, and nftables
 drops that port's packets (tests/support/partition.py): its connection goes silent as
 across a cut link. The scenario and its numbers are tests/support/partitioned.py;
-tests/multihost/test_partitions.py runs the same with the worker on a host of its own.
+tests/multihost/test_host_partition.py runs the same with the worker on a host of its own.
 """
 
 from __future__ import annotations
