@@ -11,7 +11,6 @@ from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
-    MAX_INT64,
     Attempt,
     ContainerId,
     Count,
@@ -79,7 +78,7 @@ class TaskUpdate(WireModel):
     error: Text | None = None
     health: Health | None = None
     last_check: Text | None = None
-    disconnected: Annotated[float, Field(ge=0, le=MAX_INT64)] | None = Field(
+    disconnected: Annotated[float, Field(ge=0, le=1e9)] | None = Field(
         default=None,
         description="the worker stopped the container itself (on_disconnect) after this many"
         " seconds out of touch with the broker",
