@@ -260,3 +260,10 @@ def test_a_cut_off_report_of_a_superseded_attempt_enters_the_history_only() -> N
     assert (task_id, entry.attempt, entry.node, entry.state) == ("t1", 1, "n1", TaskState.LOST)
     assert entry.superseded
     assert entry.detail == "stopped by n1 after 10.2s out of touch with the broker"
+
+
+def test_a_cut_off_report_of_an_attempt_never_placed_is_refused() -> None:
+    task = stops_after(10)
+    decision = core.apply_update(task, cut_off(task, 2), NOW)
+    assert decision.refused == "task t1: attempt 2 cannot have been cut off"
+    assert not decision.events
