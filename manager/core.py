@@ -220,7 +220,7 @@ def _cut_off(task: TaskRecord, update: TaskUpdate, after: float, now: datetime) 
     if current and task.state in (TaskState.SCHEDULED, TaskState.RUNNING):
         decision = move(task, TaskState.LOST, now, detail=reason)
         return decision.extend(end_attempt(decision.tasks[-1], TaskState.LOST, reason, now, True))
-    if current or update.attempt > task.attempt:
+    if update.attempt > task.attempt:
         why = f"task {task.id}: attempt {update.attempt} cannot have been cut off"
         return Decision(refused=why)
     entry = TaskEvent(

@@ -267,3 +267,14 @@ def test_a_cut_off_report_of_an_attempt_never_placed_is_refused() -> None:
     decision = core.apply_update(task, cut_off(task, 2), NOW)
     assert decision.refused == "task t1: attempt 2 cannot have been cut off"
     assert not decision.events
+
+
+def test_a_cut_off_report_while_the_replacement_waits_enters_the_history() -> None:
+    # given a task lost with its node, waiting out its hold before its next attempt
+    waiting = nodes.node_lost("n1", [stops_after(10)], NOW, silent_for=6.0).tasks[-1]
+    assert (waiting.state, waiting.node, waiting.attempt) == (TaskState.PENDING, "n1", 1)
+    # when the worker returns meanwhile and reports it stopped attempt 1
+    decision = core.apply_update(waiting, cut_off(waiting, 1), NOW)
+    # then the history says so, and the task still waits
+    assert not decision.tasks and decision.refused is None
+    assert [e.superseded for _, e in decision.events] == [True]
