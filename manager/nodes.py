@@ -195,17 +195,24 @@ grace once S is reached (worker/disconnect.py, 2 s), the engine's stop and the p
 on both sides, so that the task never has two live copies."""
 
 
-def hold_back(task: TaskRecord, silent_for: float) -> float:
+def hold_back(task: TaskRecord, silent_for: float, least: float = 0.0) -> float:
     """Seconds before a task lost with its node may be placed again: none, unless it asked
-    its worker to stop it once cut off; then until that worker has surely stopped it."""
+    its worker to stop it once cut off; then until that worker has surely stopped it. A
+    worker honours no stop_after below `least` (shared/specs.py `least_stop_after`: a
+    heartbeat interval and a second)."""
     asked = task.spec.on_disconnect
     if asked is None:
         return 0.0
-    return max(asked.stop_after_seconds + DISCONNECT_MARGIN - silent_for, 0.0)
+    stop_after = max(asked.stop_after_seconds, least)
+    return max(stop_after + DISCONNECT_MARGIN - silent_for, 0.0)
 
 
 def node_lost(
-    node: str, placed_here: Sequence[TaskRecord], now: datetime, silent_for: float = 0.0
+    node: str,
+    placed_here: Sequence[TaskRecord],
+    now: datetime,
+    silent_for: float = 0.0,
+    least_stop_after: float = 0.0,
 ) -> Decision:
     """A node went down, silent for `silent_for` seconds: its placed tasks are lost, then
     restarted per policy or failed (see `hold_back` for when)."""
@@ -216,7 +223,7 @@ def node_lost(
         reason = f"node {node} lost"
         decision.extend(move(task, TaskState.LOST, now, detail=reason))
         lost = decision.tasks[-1]
-        hold = hold_back(task, silent_for)
+        hold = hold_back(task, silent_for, least_stop_after)
         decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True, hold=hold))
     return decision
 

@@ -57,6 +57,7 @@ from shared.messages import (
 )
 from shared.models import NodeRecord, NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
+from shared.specs import least_stop_after
 from shared.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -619,7 +620,8 @@ class Manager:
             log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
             silent = (now - node.last_heartbeat).total_seconds()
             placed = self.store.tasks_on(node.name, nodes.PLACED)
-            decision.extend(nodes.node_lost(node.name, placed, now, silent))
+            least = least_stop_after(self.config.heartbeat_interval)
+            decision.extend(nodes.node_lost(node.name, placed, now, silent, least))
         self.commit(decision)
         if self.blocked.pending != self.store.count(TaskState.PENDING):
             self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild

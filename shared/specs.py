@@ -60,6 +60,18 @@ MAX_STOP_AFTER_SECONDS = 86_400.0
 well keep running until its node returns (the default)."""
 
 
+HEARTBEAT_SLACK = 1.0
+"""Seconds beyond a heartbeat interval that a heartbeat's confirm may take in steady state."""
+
+
+def least_stop_after(heartbeat_interval: float) -> float:
+    """The shortest stop_after a worker honours: it hears from the broker only when a
+    heartbeat is confirmed, once an interval, so a shorter one would stop containers of a
+    worker in touch. A task asking for less is stopped after this long (worker/disconnect.py),
+    and the manager holds its replacement back as long (manager/nodes.py `hold_back`)."""
+    return heartbeat_interval + HEARTBEAT_SLACK
+
+
 class OnDisconnect(WireModel):
     """What a worker does with the task's container while it is out of touch with the broker.
 

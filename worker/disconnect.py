@@ -43,7 +43,9 @@ class Contact:
     """The worker's time out of touch with the broker and the containers that asked to be
     stopped after some of it; thread-safe."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, floor: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
+        """`floor`: the shortest stop_after honoured (`least_stop_after`)."""
+        self._floor = floor
         self._clock = clock
         self._lock = threading.Lock()
         self._since = clock()  # a worker that never reached the broker counts from its start
@@ -68,7 +70,7 @@ class Contact:
         if stop_after is None:
             return
         with self._lock:
-            self._tracked[key] = stop_after
+            self._tracked[key] = max(stop_after, self._floor)
 
     def forget(self, key: Key) -> None:
         """The container is gone (exited or removed)."""

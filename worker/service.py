@@ -59,7 +59,7 @@ from shared.messages import (
 )
 from shared.models import Health
 from shared.settings import Settings
-from shared.specs import TaskSpec
+from shared.specs import TaskSpec, least_stop_after
 from shared.states import TaskState
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
@@ -125,7 +125,7 @@ class Worker:
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
-        self.contact = Contact()  # how long out of touch with the broker
+        self.contact = Contact(least_stop_after(config.heartbeat_interval))
         self._cut_watch = Watch(self.contact, self._cut_off)
         # Stops do not wait behind starts in the pool, nor behind each other: their grace
         # periods run together (8 stale copies with a 10 s grace took 24 s in line).

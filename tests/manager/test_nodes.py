@@ -12,7 +12,7 @@ from manager.scheduler import RoundRobin
 from shared import messages
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
-from shared.specs import OnDisconnect, RestartPolicy
+from shared.specs import OnDisconnect, RestartPolicy, least_stop_after
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -278,3 +278,10 @@ def test_a_cut_off_report_while_the_replacement_waits_enters_the_history() -> No
     # then the history says so, and the task still waits
     assert not decision.tasks and decision.refused is None
     assert [e.superseded for _, e in decision.events] == [True]
+
+
+def test_a_stop_after_shorter_than_a_worker_honours_is_held_back_as_long_as_it_does() -> None:
+    # a worker with 2 s heartbeats stops a task asking for 1 s only after 3 s
+    least = least_stop_after(2.0)
+    assert nodes.hold_back(stops_after(1), silent_for=0.0, least=least) == 3 + 5
+    assert nodes.hold_back(stops_after(10), silent_for=0.0, least=least) == 10 + 5

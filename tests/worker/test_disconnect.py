@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from shared.specs import least_stop_after
 from tests.support.waiting import wait_for
 from worker.disconnect import Contact, Watch, overdue
 
@@ -26,7 +27,7 @@ def test_only_containers_past_their_stop_after_and_not_yet_cut_are_due() -> None
 def test_out_of_touch_counts_from_the_last_confirmed_heartbeat_publish() -> None:
     # given a worker that started at 100 and tracks a container to stop after 5 s
     clock = Clock()
-    contact = Contact(clock)
+    contact = Contact(clock=clock)
     contact.track(("a", 1), 5.0)
     contact.track(("b", 1), None)  # keeps running while cut off
     # when a heartbeat published at 102 is confirmed, then nothing for a while
@@ -50,7 +51,7 @@ def test_out_of_touch_counts_from_the_last_confirmed_heartbeat_publish() -> None
 
 def test_the_watch_stops_what_is_due_and_retries_a_stop_that_raised() -> None:
     clock = Clock()
-    contact = Contact(clock)
+    contact = Contact(clock=clock)
     contact.track(("a", 1), 1.0)
     calls: list[tuple[str, int]] = []
     done = threading.Event()
@@ -69,3 +70,14 @@ def test_the_watch_stops_what_is_due_and_retries_a_stop_that_raised() -> None:
     finally:
         watch.close()
     assert calls == [("a", 1), ("a", 1)]
+
+
+def test_a_stop_after_shorter_than_a_heartbeat_and_a_second_counts_as_that() -> None:
+    # a worker hears from the broker once a heartbeat: 1 s would stop what is in touch
+    clock = Clock()
+    contact = Contact(floor=least_stop_after(2.0), clock=clock)
+    contact.track(("a", 1), 1.0)
+    clock.now = 102.9
+    assert contact.due() == []
+    clock.now = 103.0
+    assert [key for key, _ in contact.due()] == [("a", 1)]
