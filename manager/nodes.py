@@ -194,8 +194,36 @@ def mark_down(
     return decision
 
 
-def node_lost(node: str, placed_here: Sequence[TaskRecord], now: datetime) -> Decision:
-    """A node went down: its placed tasks are lost, then restarted per policy or failed."""
+DISCONNECT_MARGIN = 5.0
+"""Seconds a lost task with `on_disconnect.stop_after_seconds` S waits beyond S, counted
+from the manager's last heartbeat of its node, before its replacement is placed. The
+worker counts S from the start of its last heartbeat publish the broker confirmed, which
+is never later than the manager's receipt of it; the margin covers the worker's kill
+grace once S is reached (worker/disconnect.py, 2 s), the engine's stop and the polling
+on both sides, so that the task never has two live copies."""
+
+
+def hold_back(task: TaskRecord, silent_for: float, least: float = 0.0) -> float:
+    """Seconds before a task lost with its node may be placed again: none, unless it asked
+    its worker to stop it once cut off; then until that worker has surely stopped it. A
+    worker honours no stop_after below `least` (shared/specs.py `least_stop_after`: a
+    heartbeat interval and a second)."""
+    asked = task.spec.on_disconnect
+    if asked is None:
+        return 0.0
+    stop_after = max(asked.stop_after_seconds, least)
+    return max(stop_after + DISCONNECT_MARGIN - silent_for, 0.0)
+
+
+def node_lost(
+    node: str,
+    placed_here: Sequence[TaskRecord],
+    now: datetime,
+    silent_for: float = 0.0,
+    least_stop_after: float = 0.0,
+) -> Decision:
+    """A node went down, silent for `silent_for` seconds: its placed tasks are lost, then
+    restarted per policy or failed (see `hold_back` for when)."""
     decision = Decision()
     for task in placed_here:
         if task.state not in PLACED:
@@ -203,7 +231,8 @@ def node_lost(node: str, placed_here: Sequence[TaskRecord], now: datetime) -> De
         reason = f"node {node} lost"
         decision.extend(move(task, TaskState.LOST, now, detail=reason))
         lost = decision.tasks[-1]
-        decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True))
+        hold = hold_back(task, silent_for, least_stop_after)
+        decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True, hold=hold))
     return decision
 
 

@@ -59,6 +59,7 @@ from shared.messages import (
 )
 from shared.models import NodeRecord, NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
+from shared.specs import least_stop_after
 from shared.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -645,9 +646,9 @@ class Manager:
                 silent[node.name],
                 node.last_heartbeat,
             )
-            decision.extend(
-                nodes.node_lost(node.name, self.store.tasks_on(node.name, nodes.PLACED), now)
-            )
+            placed = self.store.tasks_on(node.name, nodes.PLACED)
+            least = least_stop_after(self.config.heartbeat_interval)
+            decision.extend(nodes.node_lost(node.name, placed, now, silent[node.name], least))
         self.commit(decision)
         if self.blocked.pending != self.store.count(TaskState.PENDING):
             self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild

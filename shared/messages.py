@@ -102,6 +102,11 @@ class TaskUpdate(WireModel):
     error: Text | None = None
     health: Health | None = None
     last_check: Text | None = None
+    disconnected: Annotated[float, Field(ge=0, le=1e9)] | None = Field(
+        default=None,
+        description="the worker stopped the container itself (on_disconnect) after this many"
+        " seconds out of touch with the broker",
+    )
 
 
 PortKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}$")]

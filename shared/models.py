@@ -106,8 +106,14 @@ class Restarted(WireModel):
     """Why a task went back to pending for another attempt, as data (`detail` says it)."""
 
     cause: AttemptEnd
-    number: Count = Field(description="this restart's number, from 1")
+    number: Count = Field(
+        description="this restart's number, from 1; when not counted, the task's node losses"
+    )
     limit: Count | None = Field(default=None, description="the policy's max_restarts")
+    counted: bool = Field(
+        default=True,
+        description="false for a replacement after a node loss: max_restarts does not limit it",
+    )
     delay: float = Field(ge=0, description="seconds before the next attempt may be placed")
     reason: Text | None = Field(default=None, description="what the worker said ended it")
 
@@ -121,6 +127,10 @@ class TaskEvent(WireModel):
     node: Name | None = None
     detail: Text | None = None
     restart: Restarted | None = None
+    superseded: bool = Field(
+        default=False,
+        description="about an attempt the task had moved on from: the task did not change",
+    )
 
 
 class Health(enum.StrEnum):
@@ -157,7 +167,12 @@ class TaskRecord(WireModel):
         " each host port, in the order of the container ports)",
     )
     attempt: Count = 0
-    restart_count: Count = 0
+    restart_count: Count = Field(
+        default=0, description="restarts counted against max_restarts: the task's own failures"
+    )
+    lost_count: Count = Field(
+        default=0, description="attempts lost with their node; never counted against max_restarts"
+    )
     exit_code: Int64 | None = None
     error: Text | None = None
     unplaced: Unplaced | None = Field(

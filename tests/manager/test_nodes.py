@@ -12,6 +12,7 @@ from manager.scheduler import RoundRobin
 from shared import messages
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.specs import OnDisconnect, RestartPolicy, least_stop_after
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -82,8 +83,59 @@ def test_a_lost_nodes_tasks_are_marked_lost_then_placed_again_at_once() -> None:
     decision = nodes.node_lost("n1", [running()], NOW)
     assert [t.state for t in decision.tasks] == [TaskState.LOST, TaskState.PENDING]
     again = decision.tasks[-1]
-    assert again.not_before == NOW and again.restart_count == 1
+    assert again.not_before == NOW
     assert not [o for o in decision.outgoing if o.routing_key == "n1"]  # the node is gone
+
+
+def test_a_node_loss_does_not_use_up_the_restart_budget() -> None:
+    # given a task allowed one restart, which has used it
+    task = running().model_copy(update={"restart_count": 1})
+    spent = task.model_copy(
+        update={"spec": task.spec.model_copy(update={"restart": RestartPolicy(max_restarts=1)})}
+    )
+    # when its node is lost, twice
+    first = nodes.node_lost("n1", [spent], NOW).tasks[-1]
+    again = first.model_copy(update={"state": TaskState.RUNNING, "attempt": 3, "node": "n1"})
+    second = nodes.node_lost("n1", [again], NOW)
+    # then it is placed again each time, its own restarts untouched and its losses counted
+    last = second.tasks[-1]
+    assert (last.state, last.restart_count, last.lost_count) == (TaskState.PENDING, 1, 2)
+    assert second.events[-1][1].restart is not None
+    assert not second.events[-1][1].restart.counted
+    assert second.events[-1][1].detail == (
+        "attempt 3 lost (node n1 lost); placed again (node loss 2, not counted against"
+        " max_restarts)"
+    )
+
+
+def stops_after(seconds: float) -> TaskRecord:
+    task = running()
+    spec = task.spec.model_copy(update={"on_disconnect": OnDisconnect(stop_after_seconds=seconds)})
+    return task.model_copy(update={"spec": spec})
+
+
+def test_a_task_that_stops_when_cut_off_is_placed_again_only_after_its_copy_stopped() -> None:
+    # given a task whose worker stops it after 10 s out of touch, on a node silent for 6 s
+    decision = nodes.node_lost("n1", [stops_after(10)], NOW, silent_for=6.0)
+    # then its replacement waits until 10 s plus the margin after the node was last heard
+    again = decision.tasks[-1]
+    wait = 10 + nodes.DISCONNECT_MARGIN - 6
+    assert again.state == TaskState.PENDING
+    assert again.not_before == NOW + timedelta(seconds=wait)
+    assert decision.events[-1][1].detail == (
+        f"attempt 1 lost (node n1 lost); placed again in {wait:g}s (node loss 1, not counted"
+        " against max_restarts)"
+    )
+    # and it is not placed before then, even with a node free
+    free = [node("n2")]
+    assert not core.schedule([again], free, RoundRobin(), NOW + timedelta(seconds=wait - 1)).tasks
+    placed = core.schedule([again], free, RoundRobin(), NOW + timedelta(seconds=wait)).tasks
+    assert placed[-1].state == TaskState.SCHEDULED
+
+
+def test_a_node_silent_past_the_stop_and_margin_has_its_tasks_placed_at_once() -> None:
+    assert nodes.hold_back(stops_after(1), silent_for=60.0) == 0.0
+    assert nodes.hold_back(running(), silent_for=0.0) == 0.0
 
 
 def test_a_lost_task_that_may_not_restart_fails() -> None:
@@ -190,3 +242,65 @@ def test_drain_cordons_and_keeps_the_old_attempt_until_the_next_one_runs() -> No
     assert ran.tasks[-1].draining is None
     assert json.loads(ran.outgoing[-1].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
     assert ran.outgoing[-1].routing_key == "n1"
+
+
+def cut_off(task: TaskRecord, attempt: int, node_name: str = "n1") -> TaskUpdate:
+    return TaskUpdate(
+        node=node_name,
+        task_id=task.id,
+        attempt=attempt,
+        state=TaskState.FAILED,
+        at=NOW,
+        disconnected=10.2,
+    )
+
+
+def test_a_worker_that_stopped_the_current_attempt_when_cut_off_has_it_placed_again() -> None:
+    # given a running task its worker stopped after 10.2 s out of touch (the node not yet down)
+    task = stops_after(10)
+    decision = core.apply_update(task, cut_off(task, 1), NOW)
+    # then the attempt is lost, not failed, and placed again at once, not counted
+    assert [t.state for t in decision.tasks] == [TaskState.LOST, TaskState.PENDING]
+    again = decision.tasks[-1]
+    assert (again.not_before, again.restart_count, again.lost_count) == (NOW, 0, 1)
+    assert decision.events[0][1].detail == (
+        "stopped by n1 after 10.2s out of touch with the broker"
+    )
+
+
+def test_a_cut_off_report_of_a_superseded_attempt_enters_the_history_only() -> None:
+    # given a task already moved to n2 after its node n1 went down
+    task = stops_after(10).model_copy(update={"node": "n2", "attempt": 2})
+    # when n1's worker returns and reports it stopped attempt 1 while cut off
+    decision = core.apply_update(task, cut_off(task, 1), NOW)
+    # then the task is unchanged and its history says what happened on n1
+    assert not decision.tasks and not decision.outgoing and decision.refused is None
+    [(task_id, entry)] = decision.events
+    assert (task_id, entry.attempt, entry.node, entry.state) == ("t1", 1, "n1", TaskState.LOST)
+    assert entry.superseded
+    assert entry.detail == "stopped by n1 after 10.2s out of touch with the broker"
+
+
+def test_a_cut_off_report_of_an_attempt_never_placed_is_refused() -> None:
+    task = stops_after(10)
+    decision = core.apply_update(task, cut_off(task, 2), NOW)
+    assert decision.refused == "task t1: attempt 2 cannot have been cut off"
+    assert not decision.events
+
+
+def test_a_cut_off_report_while_the_replacement_waits_enters_the_history() -> None:
+    # given a task lost with its node, waiting out its hold before its next attempt
+    waiting = nodes.node_lost("n1", [stops_after(10)], NOW, silent_for=6.0).tasks[-1]
+    assert (waiting.state, waiting.node, waiting.attempt) == (TaskState.PENDING, "n1", 1)
+    # when the worker returns meanwhile and reports it stopped attempt 1
+    decision = core.apply_update(waiting, cut_off(waiting, 1), NOW)
+    # then the history says so, and the task still waits
+    assert not decision.tasks and decision.refused is None
+    assert [e.superseded for _, e in decision.events] == [True]
+
+
+def test_a_stop_after_shorter_than_a_worker_honours_is_held_back_as_long_as_it_does() -> None:
+    # a worker with 2 s heartbeats stops a task asking for 1 s only after 3 s
+    least = least_stop_after(2.0)
+    assert nodes.hold_back(stops_after(1), silent_for=0.0, least=least) == 3 + 5
+    assert nodes.hold_back(stops_after(10), silent_for=0.0, least=least) == 10 + 5

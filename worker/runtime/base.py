@@ -25,6 +25,9 @@ def belongs(labels: Mapping[str, str], cluster: str | None) -> bool:
     return labels.get(CLUSTER_LABEL) in (None, cluster)
 
 
+STOP_AFTER_LABEL = "kube.stop-after-seconds"  # the spec's on_disconnect, for a restarted worker
+
+
 class ContainerStatus(enum.StrEnum):
     """What the engine says of a container."""
 
@@ -45,6 +48,7 @@ class ContainerInfo:
     exit_code: int | None = None
     error: str | None = None  # e.g. "out of memory (OOMKilled)"
     health_check: HealthCheck | None = None  # as the spec asked, so a restarted worker resumes
+    stop_after: float | None = None  # on_disconnect.stop_after_seconds, likewise
 
 
 @dataclass(frozen=True)

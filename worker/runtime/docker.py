@@ -26,6 +26,7 @@ from worker.runtime.base import (
     CLUSTER_LABEL,
     HEALTH_LABEL,
     NODE_LABEL,
+    STOP_AFTER_LABEL,
     TASK_LABEL,
     ContainerExit,
     ContainerInfo,
@@ -116,6 +117,7 @@ def _info(container: Container) -> ContainerInfo:
             if HEALTH_LABEL in labels
             else None
         ),
+        stop_after=float(labels[STOP_AFTER_LABEL]) if STOP_AFTER_LABEL in labels else None,
     )
 
 
@@ -380,6 +382,9 @@ class DockerRuntime:
         if spec.health_check is not None:
             # Kept on the container so a restarted worker resumes the checks it finds.
             labels[HEALTH_LABEL] = spec.health_check.model_dump_json()
+        if spec.on_disconnect is not None:
+            # Kept on the container so a worker restarted while cut off still stops it.
+            labels[STOP_AFTER_LABEL] = repr(spec.on_disconnect.stop_after_seconds)
         deadline = time.monotonic() + _CREATE_RACE_SECONDS
         while True:
             try:

@@ -54,6 +54,9 @@ class _Container:
             host_ports=dict(self.host_ports),
             exit_code=self.exit_code,
             health_check=self.spec.health_check,
+            stop_after=(
+                self.spec.on_disconnect.stop_after_seconds if self.spec.on_disconnect else None
+            ),
         )
 
     def exit(self, code: int) -> ContainerExit:
