@@ -162,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     _observability_flags(manager, MANAGER_PORT)
 
     worker = sub.add_parser("worker", help="run a worker")
-    worker.add_argument("--name", default=None, help="node name (default: the host name)")
+    worker.add_argument(
+        "--name",
+        default=None,
+        help="node name (default: the host name, with the machine id if it is a common one)",
+    )
     worker.add_argument("--label", type=_key_value, action="append", default=[])
     worker.add_argument("--cpus", type=_seconds, help="advertised cpus (default: detected)")
     worker.add_argument("--memory", type=_size, help="advertised memory (default: detected)")
@@ -481,11 +485,11 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:
-    import socket
 
     from worker.address import parse as parse_address
     from worker.config import WorkerConfig
     from worker.metrics import serve_metrics
+    from worker.naming import this_host
     from worker.policy import WorkerPolicy
     from worker.runtime.base import Runtime
     from worker.runtime.timed import TimedRuntime
@@ -493,7 +497,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.stats import Capacity, detect_capacity
 
     _configure_logging(args.log_level, args.log_format)
-    name = args.name or socket.gethostname()
+    name = args.name or this_host()
     detected = detect_capacity()
     capacity = Capacity(
         cpus=args.cpus if args.cpus is not None else detected.cpus,

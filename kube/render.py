@@ -101,12 +101,13 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         ("endpoints", " ".join(record.endpoints) or "-"),
         ("attempt", str(record.attempt)),
         ("restarts", str(record.restart_count)),
+        ("node losses", str(record.lost_count)),
         ("exit code", "-" if record.exit_code is None else str(record.exit_code)),
         ("error", record.error or "-"),
         ("created", record.created_at.isoformat()),
         ("updated", record.updated_at.isoformat()),
     ]
-    head = "\n".join(f"{key + ':':<11} {value}" for key, value in fields)
+    head = "\n".join(f"{key + ':':<12} {value}" for key, value in fields)
     history = table(
         ["AT", "STATE", "ATTEMPT", "NODE", "DETAIL"],
         [

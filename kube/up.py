@@ -32,8 +32,10 @@ import docker.errors
 
 from kube import localbroker
 from kube.client import Client
+from manager.store import read_cluster_id
 from shared.errors import KubeError, MessagingError
 from shared.settings import Settings, redact
+from worker.runtime.base import CLUSTER_LABEL, NODE_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -220,15 +222,19 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
         os.killpg(group, sig)
 
 
-def remove_containers(nodes: Iterable[str]) -> int:
-    """Force-remove every container labelled with one of these node names; how many."""
+def remove_containers(nodes: Iterable[str], cluster: str | None) -> int:
+    """Force-remove every container of this cluster labelled with one of these node
+    names; how many. Another cluster's on the same engine (another `kube up`, on another
+    vhost, has the same node names) is left alone; with no cluster id (its manager never
+    opened its database), nothing is removed."""
+    if cluster is None:
+        return 0
     client = docker.from_env()
     removed = 0
     try:
         for node in nodes:
-            for container in client.containers.list(
-                all=True, filters={"label": f"kube.node={node}"}
-            ):
+            labels = [f"{NODE_LABEL}={node}", f"{CLUSTER_LABEL}={cluster}"]
+            for container in client.containers.list(all=True, filters={"label": labels}):
                 container.remove(force=True)
                 removed += 1
     finally:
@@ -369,7 +375,7 @@ def _run_cluster(options: UpOptions, settings: Settings, out: IO[str]) -> int:
                 cluster.say(f"kept the containers of {', '.join(options.nodes)}; state in {state}")
             elif options.runtime == "docker":
                 try:
-                    removed = remove_containers(options.nodes)
+                    removed = remove_containers(options.nodes, read_cluster_id(options.store or db))
                     cluster.say(f"removed {removed} task container(s)")
                 except docker.errors.DockerException as exc:
                     cluster.say(f"could not remove the task containers: {exc}")

@@ -41,17 +41,18 @@ class StopBudget:
 
     window: float  # seconds: the heartbeat interval
     per_window: int = MAX_STOPS_PER_WINDOW
-    _spent: dict[str, tuple[datetime, int]] = field(default_factory=dict)
+    _spent: dict[str, tuple[float, int]] = field(default_factory=dict)
 
-    def left(self, node: str, now: datetime) -> int:
+    # `now` is the manager's monotonic clock: a step of its wall clock opens no window.
+    def left(self, node: str, now: float) -> int:
         since, spent = self._spent.get(node, (now, 0))
-        if (now - since).total_seconds() >= self.window:
+        if now - since >= self.window:
             return self.per_window
         return max(self.per_window - spent, 0)
 
-    def spend(self, node: str, count: int, now: datetime) -> None:
+    def spend(self, node: str, count: int, now: float) -> None:
         since, spent = self._spent.get(node, (now, 0))
-        if (now - since).total_seconds() >= self.window:
+        if now - since >= self.window:
             since, spent = now, 0
         self._spent[node] = (since, spent + count)
 

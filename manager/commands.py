@@ -75,6 +75,7 @@ class CommandContext(Protocol):
     auth: WorkerAuth
     quotas: Quotas
     clock: Callable[[], datetime]
+    monotonic: Callable[[], float]
 
     def commit(self, decision: Decision) -> None: ...
     def settle(self, delivery: Delivery, reply: Reply | None = None) -> None: ...
@@ -164,7 +165,7 @@ class Commands:
         """Refuse what is over a bound (manager/quotas.py); else count it."""
         quotas = self.manager.quotas
         refused = quotas.replicas(replicas) if replicas is not None else None
-        refused = refused or quotas.take(user, tasks, self.manager.clock())
+        refused = refused or quotas.take(user, tasks, self.manager.monotonic())
         if refused is not None:
             raise Refused(refused)
 

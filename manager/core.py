@@ -92,10 +92,12 @@ def schedule(
     now: datetime,
     max_tasks_per_node: int | None = None,
     peers: Mapping[str, Mapping[str, int]] | None = None,
+    cluster: str | None = None,
 ) -> Decision:
     """Place pending tasks, oldest first, each onto the nodes as the previous left them.
 
-    `peers` maps a task name to how many tasks of that name each node holds (for spread).
+    `peers` maps a task name to how many tasks of that name each node holds (for spread);
+    `cluster` is the manager's cluster id, sent with each dispatch (manager/cluster.py).
     """
     decision = Decision()
     free = {node.name: node for node in nodes}
@@ -136,7 +138,7 @@ def schedule(
                 not_before=None,
             )
         )
-        dispatch = RunTask(task_id=task.id, attempt=attempt, spec=task.spec)
+        dispatch = RunTask(task_id=task.id, attempt=attempt, spec=task.spec, cluster=cluster)
         decision.outgoing.append(Outgoing(topology.DISPATCH, outcome.node, encode(dispatch)))
     return decision
 
@@ -172,6 +174,8 @@ def _apply_update(
         if update.state.terminal:  # the old attempt ended on its own: nothing left to stop
             return Decision(tasks=[task.model_copy(update={"draining": None})])
         return Decision()  # still running where it drains from, until its successor runs
+    if update.disconnected is not None and update.state.terminal:
+        return _cut_off(task, update, update.disconnected, now)
     if update.attempt != task.attempt or update.node != task.node:
         decision = Decision(
             refused=f"task {task.id}: update from attempt {update.attempt} on {update.node}"
@@ -217,20 +221,54 @@ def _apply_update(
     return decision
 
 
+def _cut_off(task: TaskRecord, update: TaskUpdate, after: float, now: datetime) -> Decision:
+    """A worker stopped an attempt's container itself, `after` seconds out of touch with
+    the broker (the task's `on_disconnect`). The current attempt is lost, as with its node,
+    and placed again at once: its container is gone. A superseded one (its node was found
+    down meanwhile) only enters the task's history."""
+    reason = f"stopped by {update.node} after {after:.1f}s out of touch with the broker"
+    current = (update.node, update.attempt) == (task.node, task.attempt)
+    if current and task.state in (TaskState.SCHEDULED, TaskState.RUNNING):
+        decision = move(task, TaskState.LOST, now, detail=reason)
+        return decision.extend(end_attempt(decision.tasks[-1], TaskState.LOST, reason, now, True))
+    if update.attempt > task.attempt:
+        why = f"task {task.id}: attempt {update.attempt} cannot have been cut off"
+        return Decision(refused=why)
+    entry = TaskEvent(
+        state=TaskState.LOST,
+        at=now,
+        attempt=update.attempt,
+        node=update.node,
+        detail=reason,
+        superseded=True,
+    )
+    return Decision(events=[(task.id, entry)])
+
+
 def end_attempt(
-    task: TaskRecord, outcome: TaskState, reason: str | None, now: datetime, lost: bool = False
+    task: TaskRecord,
+    outcome: TaskState,
+    reason: str | None,
+    now: datetime,
+    lost: bool = False,
+    hold: float = 0.0,
 ) -> Decision:
-    """An attempt ended (completed, failed or lost): restart per the policy, or end the task."""
-    step = after_attempt(task, outcome, reason, lost)
+    """An attempt ended (completed, failed or lost): restart per the policy, or end the task.
+
+    A lost attempt's replacement waits `hold` seconds (see `manager.nodes.hold_back`).
+    """
+    step = after_attempt(task, outcome, reason, lost, hold)
     if isinstance(step, Final):
         return move(task, step.state, now, detail=step.reason, error=step.reason)
     restart = Restarted(
         cause=AttemptEnd(outcome.value),
         number=step.number,
-        limit=task.spec.restart.max_restarts,
+        limit=task.spec.restart.max_restarts if step.counted else None,
+        counted=step.counted,
         delay=step.delay,
         reason=reason,
     )
+    count = {"restart_count": step.number} if step.counted else {"lost_count": step.number}
     decision = move(
         task,
         TaskState.PENDING,
@@ -238,12 +276,12 @@ def end_attempt(
         detail=describe(restart, task.attempt),
         restart=restart,
         error=reason,
-        restart_count=step.number,
         not_before=now + timedelta(seconds=step.delay),
         container_id=None,
         host_ports={},
         endpoints=(),
         health=None,
+        **count,
     )
     if task.node is not None and not lost:
         # Remove the finished container; a lost node's containers are stopped when it returns.

@@ -147,7 +147,7 @@ class StoreGauges:
                 "kube_node_allocated_memory_bytes": memory,
                 "kube_node_allocated_disk_bytes": disk,
                 "kube_node_tasks": count,
-                "kube_node_heartbeat_age_seconds": (now - node.last_heartbeat).total_seconds(),
+                "kube_node_heartbeat_age_seconds": _age(now, node.last_heartbeat),
             }
             for name, value in values.items():
                 families[name].add_metric([node.name], value)
@@ -168,3 +168,10 @@ _NODE_GAUGES = {
     "kube_node_tasks": "Tasks scheduled or running on the node.",
     "kube_node_heartbeat_age_seconds": "Seconds since the manager last heard the node's heartbeat.",
 }
+
+
+def _age(now: datetime, then: datetime) -> float:
+    """Seconds since `then`, both on the manager's wall clock; never below 0. For up to a
+    heartbeat interval after the clock is stepped, an age is off by the step: the
+    manager's decisions are measured on its monotonic clock (manager/liveness.py)."""
+    return max((now - then).total_seconds(), 0.0)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from shared.messages import LogsReply, LogsRequest
 from shared.models import Reply
@@ -35,7 +34,7 @@ class Asker:
     correlation_id: str | None
     node: str
     task_id: str
-    deadline: datetime
+    deadline: float  # on the manager's monotonic clock
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class LogRelay:
     """Logs requests in flight, by request id."""
 
     def __init__(self, timeout: float = LOGS_TIMEOUT) -> None:
-        self.timeout = timedelta(seconds=timeout)
+        self.timeout = timeout
         self._pending: dict[str, Asker] = {}
 
     def __len__(self) -> int:
@@ -66,14 +65,19 @@ class LogRelay:
         task_id: str,
         attempt: int,
         tail: int | None,
-        now: datetime,
+        now: float,
     ) -> LogsRequest:
-        """Remember the asker; return the request to send to the worker on `node`."""
-        deadline = now + self.timeout
+        """Remember the asker; return the request to send to the worker on `node`.
+
+        `now` is the manager's monotonic clock. The request carries its time to live, not
+        a time: the manager publishes it with that expiration, which the broker enforces
+        on its own clock (no two machines' clocks are compared)."""
         request_id = uuid.uuid4().hex
-        self._pending[request_id] = Asker(reply_to, correlation_id, node, task_id, deadline)
+        self._pending[request_id] = Asker(
+            reply_to, correlation_id, node, task_id, now + self.timeout
+        )
         return LogsRequest(
-            request_id=request_id, task_id=task_id, attempt=attempt, tail=tail, expires=deadline
+            request_id=request_id, task_id=task_id, attempt=attempt, tail=tail, ttl=self.timeout
         )
 
     def forget(self, request_id: str) -> None:
@@ -103,15 +107,16 @@ class LogRelay:
             result = Reply(ok=True, id=reply.task_id, result=reply.output or "")
         return Answer(asker.reply_to, asker.correlation_id, result)
 
-    def expire(self, now: datetime) -> list[Answer]:
-        """Tell the askers whose worker did not answer in time, and forget them."""
+    def expire(self, now: float) -> list[Answer]:
+        """Tell the askers whose worker did not answer in time (by the monotonic `now`),
+        and forget them."""
         late = [rid for rid, asker in self._pending.items() if asker.deadline <= now]
         answers = []
         for request_id in late:
             asker = self._pending.pop(request_id)
             error = (
                 f"worker {asker.node} did not answer the logs request for {asker.task_id} "
-                f"within {self.timeout.total_seconds():g}s"
+                f"within {self.timeout:g}s"
             )
             log.warning("%s", error)
             answers.append(

@@ -62,6 +62,8 @@ def observe(decision: Decision) -> None:
     """Count what a recorded decision changed: transitions, restarts, latencies, no-fits."""
     latest = {task.id: task for task in decision.tasks}
     for task_id, event in decision.events:
+        if event.superseded:
+            continue  # a past attempt's news: no transition
         TRANSITIONS.labels(event.state.value).inc()
         if event.restart is not None:
             RESTARTS.labels(event.restart.cause.value).inc()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from manager.admission import MAX_STOPS_PER_PART
@@ -34,6 +34,15 @@ PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
     """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
     operator = known.operator if known is not None else NodeOverrides()
+    joined = known is None or known.status != NodeStatus.READY
+    # Since when this worker process has held the node: reset by a new process too.
+    held_since = (
+        known.ready_since
+        if known is not None
+        and not joined
+        and (known.hostname, known.pid) == (beat.hostname, beat.pid)
+        else now
+    )
     node = NodeRecord(
         name=beat.node,
         status=NodeStatus.READY,
@@ -42,6 +51,9 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         disk=_capped(beat.disk, operator.disk),
         labels={**beat.labels, **operator.labels},
         last_heartbeat=now,
+        hostname=beat.hostname,
+        pid=beat.pid,
+        ready_since=held_since,
         engine_ok=beat.engine_ok,
         address=beat.address,
         schedulable=known.schedulable if known is not None else True,
@@ -49,7 +61,7 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         operator=operator,
     )
     decision = Decision(nodes=[node])
-    if known is None or known.status != NodeStatus.READY:
+    if known is None or joined:
         decision.outgoing.append(node_event(node, "ready"))
     elif known.engine_ok != beat.engine_ok:
         decision.outgoing.append(node_event(node, "engine-up" if beat.engine_ok else "engine-down"))
@@ -166,29 +178,52 @@ def vanished(tasks: Sequence[TaskRecord], node: str, now: datetime) -> Decision:
 
 
 def mark_down(
-    nodes: Sequence[NodeRecord],
-    now: datetime,
-    down_after: float,
-    not_before: datetime | None = None,
+    nodes: Sequence[NodeRecord], silent: Mapping[str, float], down_after: float
 ) -> Decision:
-    """Nodes not heard from for down_after seconds become down.
+    """Nodes silent for more than down_after seconds become down.
 
-    Silence is counted from not_before at the earliest (the manager's own start), so a
-    restarted manager gives every node a full interval before calling it down.
+    `silent` is how long each node has not been heard, measured by the manager on its
+    monotonic clock (manager/liveness.py): neither its wall clock nor a worker's counts.
     """
     decision = Decision()
-    limit = timedelta(seconds=down_after)
     for node in nodes:
-        seen = max(node.last_heartbeat, not_before) if not_before else node.last_heartbeat
-        if node.status == NodeStatus.READY and now - seen > limit:
+        if node.status == NodeStatus.READY and silent.get(node.name, 0.0) > down_after:
             down = node.model_copy(update={"status": NodeStatus.DOWN})
             decision.nodes.append(down)
             decision.outgoing.append(node_event(down, "down"))
     return decision
 
 
-def node_lost(node: str, placed_here: Sequence[TaskRecord], now: datetime) -> Decision:
-    """A node went down: its placed tasks are lost, then restarted per policy or failed."""
+DISCONNECT_MARGIN = 5.0
+"""Seconds a lost task with `on_disconnect.stop_after_seconds` S waits beyond S, counted
+from the manager's last heartbeat of its node, before its replacement is placed. The
+worker counts S from the start of its last heartbeat publish the broker confirmed, which
+is never later than the manager's receipt of it; the margin covers the worker's kill
+grace once S is reached (worker/disconnect.py, 2 s), the engine's stop and the polling
+on both sides, so that the task never has two live copies."""
+
+
+def hold_back(task: TaskRecord, silent_for: float, least: float = 0.0) -> float:
+    """Seconds before a task lost with its node may be placed again: none, unless it asked
+    its worker to stop it once cut off; then until that worker has surely stopped it. A
+    worker honours no stop_after below `least` (shared/specs.py `least_stop_after`: a
+    heartbeat interval and a second)."""
+    asked = task.spec.on_disconnect
+    if asked is None:
+        return 0.0
+    stop_after = max(asked.stop_after_seconds, least)
+    return max(stop_after + DISCONNECT_MARGIN - silent_for, 0.0)
+
+
+def node_lost(
+    node: str,
+    placed_here: Sequence[TaskRecord],
+    now: datetime,
+    silent_for: float = 0.0,
+    least_stop_after: float = 0.0,
+) -> Decision:
+    """A node went down, silent for `silent_for` seconds: its placed tasks are lost, then
+    restarted per policy or failed (see `hold_back` for when)."""
     decision = Decision()
     for task in placed_here:
         if task.state not in PLACED:
@@ -196,7 +231,8 @@ def node_lost(node: str, placed_here: Sequence[TaskRecord], now: datetime) -> De
         reason = f"node {node} lost"
         decision.extend(move(task, TaskState.LOST, now, detail=reason))
         lost = decision.tasks[-1]
-        decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True))
+        hold = hold_back(task, silent_for, least_stop_after)
+        decision.extend(end_attempt(lost, TaskState.LOST, reason, now, lost=True, hold=hold))
     return decision
 
 

@@ -37,12 +37,18 @@ class Queries:
     `query.endpoints` and `query.logs`."""
 
     def __init__(
-        self, store: Store, bus: MessageBus, relay: LogRelay, clock: Callable[[], datetime]
+        self,
+        store: Store,
+        bus: MessageBus,
+        relay: LogRelay,
+        monotonic: Callable[[], float],
+        clock: Callable[[], datetime],
     ) -> None:
         self.store = store
         self.bus = bus
         self.relay = relay
-        self.clock = clock
+        self.monotonic = monotonic  # the relay's deadlines are on the monotonic clock
+        self.clock = clock  # wall time, for the `at` of what it answers
         self.handlers: dict[str, Callable[[Delivery], Reply | None]] = {
             "query.tasks": self.tasks,
             "query.task": self.task,
@@ -137,11 +143,16 @@ class Queries:
             task_id=task.id,
             attempt=task.attempt,
             tail=query.tail,
-            now=self.clock(),
+            now=self.monotonic(),
         )
         try:
             self.bus.publish(
-                topology.DISPATCH, task.node, encode(request), persistent=False, mandatory=True
+                topology.DISPATCH,
+                task.node,
+                encode(request),
+                persistent=False,
+                mandatory=True,
+                expiration=request.ttl,
             )
         except UnroutableError:
             self.relay.forget(request.request_id)

@@ -10,7 +10,6 @@ size passes at once. It lives in memory: a restarted manager starts every user f
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 MAX_REPLICAS = 1000
 """Replicas one service may have (`kube manager --max-replicas`)."""
@@ -26,7 +25,7 @@ class Quotas:
 
     max_replicas: int = MAX_REPLICAS
     tasks_per_minute: int = TASKS_PER_MINUTE
-    _left: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+    _left: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def replicas(self, wanted: int) -> str | None:
         """Why a service of `wanted` replicas is refused."""
@@ -37,14 +36,15 @@ class Quotas:
             " (kube manager --max-replicas)"
         )
 
-    def take(self, user: str | None, tasks: int, now: datetime) -> str | None:
-        """Charge `tasks` new tasks to a user's budget, or say why they are refused."""
+    def take(self, user: str | None, tasks: int, now: float) -> str | None:
+        """Charge `tasks` new tasks to a user's budget, or say why they are refused (`now`
+        on the monotonic clock: a step of the wall clock neither refills nor drains it)."""
         if tasks <= 0:
             return None
         who = user or "(no user_id)"
         rate = float(self.tasks_per_minute)
         left, since = self._left.get(who, (rate, now))
-        left = min(rate, left + rate * max((now - since).total_seconds(), 0.0) / 60.0)
+        left = min(rate, left + rate * max(now - since, 0.0) / 60.0)
         if tasks > left:
             self._left[who] = (left, now)
             return (

@@ -11,10 +11,15 @@ from shared.states import TaskState
 
 @dataclass(frozen=True)
 class Restart:
-    """Place another attempt after `delay` seconds; this is restart number `number`."""
+    """Place another attempt after `delay` seconds; this is restart number `number`.
+
+    A replacement for an attempt its node lost is not `counted`: `number` is then the
+    task's node losses so far, and max_restarts does not limit them.
+    """
 
     number: int
     delay: float
+    counted: bool = True
 
 
 @dataclass(frozen=True)
@@ -26,13 +31,15 @@ class Final:
 
 
 def after_attempt(
-    task: TaskRecord, outcome: TaskState, reason: str | None, lost: bool = False
+    task: TaskRecord, outcome: TaskState, reason: str | None, lost: bool = False, hold: float = 0.0
 ) -> Restart | Final:
     """What follows an attempt that ended in `outcome` (COMPLETED, FAILED or LOST).
 
     A requested stop is final. `on-failure` restarts what failed or was lost; `always`
     restarts any end. Restarts past `max_restarts` end the task failed. A lost attempt is
-    placed again at once (the node failed, not the task); a failed one waits its backoff.
+    placed again at once and does not count against `max_restarts`: the node failed, not
+    the task (Kubernetes and Nomad do not count it either), unless it must wait `hold`
+    seconds for its cut-off copy to stop (manager/nodes.py); a failed one waits its backoff.
     """
     if task.desired_state == "stopped":
         return Final(TaskState.COMPLETED, None)
@@ -43,6 +50,8 @@ def after_attempt(
     )
     if not wanted:
         return Final(TaskState.FAILED if failed else TaskState.COMPLETED, reason)
+    if lost:
+        return Restart(number=task.lost_count + 1, delay=hold, counted=False)
     number = task.restart_count + 1
     if policy.max_restarts is not None and number > policy.max_restarts:
         last = reason or "exited with code 0"
@@ -52,8 +61,14 @@ def after_attempt(
 
 def describe(restart: Restarted, attempt: int) -> str:
     """The history's sentence for a restart: "attempt 2 failed (boom); restart 2/3 in 2s"."""
-    limit = "unlimited" if restart.limit is None else restart.limit
     cause = f" ({restart.reason})" if restart.reason else ""
+    if not restart.counted:
+        when = f" in {restart.delay:g}s" if restart.delay else ""
+        return (
+            f"attempt {attempt} {restart.cause.value}{cause}; placed again{when}"
+            f" (node loss {restart.number}, not counted against max_restarts)"
+        )
+    limit = "unlimited" if restart.limit is None else restart.limit
     return (
         f"attempt {attempt} {restart.cause.value}{cause};"
         f" restart {restart.number}/{limit} in {restart.delay:g}s"

@@ -26,12 +26,13 @@ from functools import partial
 
 from pydantic import TypeAdapter
 
-from manager import admission, core, dead_dispatches, endpoints, nodes, removal, services
+from manager import admission, cluster, core, dead_dispatches, endpoints, nodes, removal, services
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
 from manager.config import ManagerConfig
 from manager.effects import Decision
+from manager.liveness import Liveness
 from manager.log_relay import Answer, LogRelay
 from manager.metrics import observe
 from manager.queries import Queries
@@ -46,6 +47,7 @@ from shared.codec import decode, encode
 from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
+    ClusterInfo,
     Dispatch,
     Heartbeat,
     LogsReply,
@@ -57,6 +59,7 @@ from shared.messages import (
 )
 from shared.models import NodeRecord, NodeStatus, Reply, ServiceRecord, TaskRecord
 from shared.settings import Settings
+from shared.specs import least_stop_after
 from shared.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -83,7 +86,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
 
 
 def utcnow() -> datetime:
@@ -99,6 +102,7 @@ class Manager:
         config: ManagerConfig,
         bus: MessageBus | None = None,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
@@ -108,10 +112,11 @@ class Manager:
         # dropped unit that moved it resets it (`_blocked_moved`), and so does a tick that
         # finds it counts other pending tasks than the store does.
         self.blocked = Blocked(config.max_tasks_per_node)
-        self.clock = clock
-        self.silence_from = clock()  # no node is silent for longer than since this
+        self.clock = clock  # wall time, for records and people: never to measure an interval
+        self.monotonic = monotonic  # what every interval is measured on (manager/liveness.py)
+        self.liveness = Liveness(since=monotonic())
         self.logs = LogRelay()
-        self.queries = Queries(self.store, self.bus, self.logs, clock)
+        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock)
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
@@ -125,8 +130,8 @@ class Manager:
         self._handling = False  # whether a delivery is being handled (`handle`)
         self._results_seen = 0  # results handled since the start
         self._backlog_mark: int | None = None  # results to handle before judging silence
-        self._last_tick = self.silence_from
-        self._sent_at: datetime | None = None  # when the last confirmed publish began
+        self._last_tick = self.liveness.since  # monotonic, as is the next
+        self._sent_at: float | None = None  # when the last confirmed publish began
         self._stalled = False  # a publish failed since the last that was confirmed
         self._retry_at = 0.0  # monotonic time before which no batch is published again
         self._retry_delay = 0.0
@@ -178,7 +183,7 @@ class Manager:
         While the manager had no broker it heard no heartbeat; that silence is not the
         nodes' fault, so they get a full interval again before being called down.
         """
-        self.silence_from = self.clock()
+        self.liveness.full_interval(self.monotonic())
         self._backlog_mark = None
         self._acks.clear()  # deliveries of the dead channel come again
         self._replies.clear()
@@ -193,7 +198,7 @@ class Manager:
             log.warning("manager: the broker blocks publishers; no node is judged silent")
         else:
             log.info("manager: the broker takes publishes again; nodes get a full interval")
-            self.silence_from = self.clock()
+            self.liveness.full_interval(self.monotonic())
             self._retry_at = 0.0
 
     # -- one delivery, all or nothing --------------------------------------------------
@@ -355,12 +360,12 @@ class Manager:
         broker blocks publishers it is only committed.
         """
         while True:
-            if self.bus.blocked or time.monotonic() < self._retry_at:
+            if self.bus.blocked or self.monotonic() < self._retry_at:
                 self.store.commit()
                 return
             acks, replies = self._acks, self._replies
             self._acks, self._replies = [], []
-            started = self.clock()
+            started = self.monotonic()
             try:
                 sent = self.flush()
                 self.bus.publish_batch(replies)
@@ -378,7 +383,7 @@ class Manager:
 
     def _not_confirmed(self, exc: MessagingError) -> None:
         self._retry_delay = min(max(self._retry_delay * 2, 0.5), MAX_PUBLISH_DELAY)
-        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_at = self.monotonic() + self._retry_delay
         self._stalled = True
         log.warning(
             "manager: the broker did not take the batch (%s); trying again in %.1fs",
@@ -386,7 +391,7 @@ class Manager:
             self._retry_delay,
         )
 
-    def _confirmed(self, started: datetime | None) -> None:
+    def _confirmed(self, started: float | None) -> None:
         """The broker confirmed what was published from `started` on (None: nothing was)."""
         self._retry_delay = 0.0
         self._probing = False
@@ -396,7 +401,7 @@ class Manager:
             # Workers' heartbeats may have been held up as ours were: a full interval again.
             log.info("manager: the broker confirms again; nodes get a full interval")
             self._stalled = False
-            self.silence_from = self.clock()
+            self.liveness.full_interval(self.monotonic())
 
     def _delete_doomed_queues(self) -> None:
         doomed, self._doomed_queues = self._doomed_queues, []
@@ -532,16 +537,18 @@ class Manager:
         """A heartbeat, or a part of one, from a node as the manager knows it (None: new):
         part 0 says the node is alive; each part's containers are checked against their
         attempts; the whole list, once every part is in, against what runs there."""
-        now = self.clock()
+        now, ticks = self.clock(), self.monotonic()
         decision = Decision()
         if beat.part == 0:
             if known is None:
                 log.info("node %s: joined", beat.node)
                 self.bus.declare(topology.node_topology(beat.node))
             decision.extend(nodes.apply_heartbeat(known, beat, now))
-        allowed = self.stop_budget.left(beat.node, now)  # never more than a part may cause
+            decision.extend(cluster.introduce(beat, self.store.cluster_id))
+            self._undo.append(self.liveness.hear(beat.node, ticks))
+        allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
         stops = nodes.superseded(beat, self.store.where(h.task_id for h in beat.tasks), allowed)
-        self.stop_budget.spend(beat.node, len(stops.outgoing), now)
+        self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         held = self._heartbeat_parts.pop(beat.node, None)
         self._undo.append(lambda: self._put_parts(beat.node, held))
@@ -604,6 +611,7 @@ class Manager:
             now,
             self.config.max_tasks_per_node,
             self.store.peers(task.name for task in tasks),
+            self.store.cluster_id,
         )
         self._blocked_moved()
         self.blocked.settle(tasks, decision, now)
@@ -624,23 +632,28 @@ class Manager:
 
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
-        now = self.clock()
-        decision = nodes.mark_down(
-            self.store.nodes(), now, self.config.node_down_after, self.silence_from
-        )
+        now, ticks = self.clock(), self.monotonic()
+        known = self.store.nodes()
+        silent = self.liveness.silent((node.name for node in known), ticks)
+        decision = nodes.mark_down(known, silent, self.config.node_down_after)
         if decision.nodes and not self.may_judge_silence():
             decision = Decision()
-        self._last_tick = now
+        self._last_tick = ticks
         for node in list(decision.nodes):
-            log.warning("node %s: down (no heartbeat since %s)", node.name, node.last_heartbeat)
-            decision.extend(
-                nodes.node_lost(node.name, self.store.tasks_on(node.name, nodes.PLACED), now)
+            log.warning(
+                "node %s: down (not heard for %.1fs, last heartbeat at %s)",
+                node.name,
+                silent[node.name],
+                node.last_heartbeat,
             )
+            placed = self.store.tasks_on(node.name, nodes.PLACED)
+            least = least_stop_after(self.config.heartbeat_interval)
+            decision.extend(nodes.node_lost(node.name, placed, now, silent[node.name], least))
         self.commit(decision)
         if self.blocked.pending != self.store.count(TaskState.PENDING):
             self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild
         self.schedule_pending()
-        for answer in self.logs.expire(now):
+        for answer in self.logs.expire(ticks):
             self.relay(answer)
         if not self._probing:  # one at a time: none piles up while the broker blocks
             self._probing = True

@@ -12,12 +12,15 @@ from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
     Attempt,
+    ClusterId,
     ContainerId,
     Count,
     HostAddress,
+    Hostname,
     Int64,
     Name,
     NodeLabels,
+    Pid,
     Port,
     TaskId,
     Text,
@@ -33,6 +36,9 @@ class RunTask(WireModel):
     task_id: TaskId
     attempt: Attempt
     spec: TaskSpec
+    cluster: ClusterId | None = Field(
+        default=None, description="the manager's cluster id, which labels the container"
+    )
 
 
 class StopTask(WireModel):
@@ -43,12 +49,18 @@ class StopTask(WireModel):
     attempt: Attempt
 
 
+MAX_LOGS_TTL = 300.0
+"""Seconds a logs request may live, at most: its asker waits for it (10 s by default)."""
+
+
 class LogsRequest(WireModel):
     """Manager to worker, on the node's dispatch queue: read a container's output.
 
     The worker answers with a `LogsReply` on kube.results, the only exchange its broker
-    user may write to; the manager relays the answer to whoever asked. A request read
-    after `expires` is dropped unanswered: its asker has given up.
+    user may write to; the manager relays the answer to whoever asked. The manager
+    publishes it with `ttl` as its AMQP expiration: the broker drops a request that waited
+    longer, by its own clock, as its asker has given up. No absolute time crosses from the
+    manager's clock to the worker's (which may be off by minutes).
     """
 
     kind: Literal["logs"] = "logs"
@@ -56,10 +68,21 @@ class LogsRequest(WireModel):
     task_id: TaskId
     attempt: Attempt
     tail: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
-    expires: Timestamp
+    ttl: Annotated[float, Field(gt=0, le=MAX_LOGS_TTL)] = Field(
+        description="seconds the request may wait for the worker (its AMQP expiration)"
+    )
 
 
-Dispatch = Annotated[RunTask | StopTask | LogsRequest, Field(discriminator="kind")]
+class ClusterInfo(WireModel):
+    """Manager to worker: the cluster the node belongs to, sent while the worker's
+    heartbeats name none or another. The worker lists and touches only the containers
+    labelled with it (worker/runtime/base.py, CLUSTER_LABEL)."""
+
+    kind: Literal["cluster"] = "cluster"
+    cluster: ClusterId
+
+
+Dispatch = Annotated[RunTask | StopTask | LogsRequest | ClusterInfo, Field(discriminator="kind")]
 
 
 class TaskUpdate(WireModel):
@@ -79,6 +102,11 @@ class TaskUpdate(WireModel):
     error: Text | None = None
     health: Health | None = None
     last_check: Text | None = None
+    disconnected: Annotated[float, Field(ge=0, le=1e9)] | None = Field(
+        default=None,
+        description="the worker stopped the container itself (on_disconnect) after this many"
+        " seconds out of touch with the broker",
+    )
 
 
 PortKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}$")]
@@ -123,6 +151,11 @@ class Heartbeat(WireModel):
     disk: Count
     labels: NodeLabels = Field(default_factory=dict)
     stats: NodeStats = Field(default_factory=NodeStats)
+    cluster: ClusterId | None = Field(
+        default=None, description="the cluster id the worker was told (none yet: null)"
+    )
+    hostname: Hostname | None = Field(default=None, description="the worker's host")
+    pid: Pid | None = Field(default=None, description="the worker's process id there")
     engine_ok: bool = True
     address: HostAddress | None = Field(
         default=None, description="where the node's published ports answer"

@@ -26,10 +26,12 @@ from shared.wire import (
     Count,
     Endpoint,
     HostAddress,
+    Hostname,
     Int64,
     LabelKey,
     Name,
     NodeLabels,
+    Pid,
     Port,
     TaskId,
     Text,
@@ -104,8 +106,14 @@ class Restarted(WireModel):
     """Why a task went back to pending for another attempt, as data (`detail` says it)."""
 
     cause: AttemptEnd
-    number: Count = Field(description="this restart's number, from 1")
+    number: Count = Field(
+        description="this restart's number, from 1; when not counted, the task's node losses"
+    )
     limit: Count | None = Field(default=None, description="the policy's max_restarts")
+    counted: bool = Field(
+        default=True,
+        description="false for a replacement after a node loss: max_restarts does not limit it",
+    )
     delay: float = Field(ge=0, description="seconds before the next attempt may be placed")
     reason: Text | None = Field(default=None, description="what the worker said ended it")
 
@@ -119,6 +127,10 @@ class TaskEvent(WireModel):
     node: Name | None = None
     detail: Text | None = None
     restart: Restarted | None = None
+    superseded: bool = Field(
+        default=False,
+        description="about an attempt the task had moved on from: the task did not change",
+    )
 
 
 class Health(enum.StrEnum):
@@ -155,7 +167,12 @@ class TaskRecord(WireModel):
         " each host port, in the order of the container ports)",
     )
     attempt: Count = 0
-    restart_count: Count = 0
+    restart_count: Count = Field(
+        default=0, description="restarts counted against max_restarts: the task's own failures"
+    )
+    lost_count: Count = Field(
+        default=0, description="attempts lost with their node; never counted against max_restarts"
+    )
     exit_code: Int64 | None = None
     error: Text | None = None
     unplaced: Unplaced | None = Field(
@@ -218,6 +235,11 @@ class NodeRecord(WireModel):
     )
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp
+    hostname: Hostname | None = Field(default=None, description="the host its worker runs on")
+    pid: Pid | None = Field(default=None, description="its worker's process id on that host")
+    ready_since: Timestamp | None = Field(
+        default=None, description="when it last joined or came back (the manager's clock)"
+    )
     engine_ok: bool = Field(default=True, description="false while its container engine is down")
     address: HostAddress | None = Field(
         default=None,

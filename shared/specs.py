@@ -87,6 +87,38 @@ def _distinct_ports(ports: tuple[int | PortMapping, ...]) -> tuple[int | PortMap
     return ports
 
 
+MAX_STOP_AFTER_SECONDS = 86_400.0
+"""The longest `on_disconnect.stop_after_seconds`: a day. Past that a cut-off copy might as
+well keep running until its node returns (the default)."""
+
+
+HEARTBEAT_SLACK = 1.0
+"""Seconds beyond a heartbeat interval that a heartbeat's confirm may take in steady state."""
+
+
+def least_stop_after(heartbeat_interval: float) -> float:
+    """The shortest stop_after a worker honours: it hears from the broker only when a
+    heartbeat is confirmed, once an interval, so a shorter one would stop containers of a
+    worker in touch. A task asking for less is stopped after this long (worker/disconnect.py),
+    and the manager holds its replacement back as long (manager/nodes.py `hold_back`)."""
+    return heartbeat_interval + HEARTBEAT_SLACK
+
+
+class OnDisconnect(WireModel):
+    """What a worker does with the task's container while it is out of touch with the broker.
+
+    Without this block the container keeps running until the node returns, and is then
+    removed if the task was placed elsewhere meanwhile (two copies may run during a
+    partition). With `stop_after_seconds`, the worker stops the container itself once it
+    has been out of touch for that long, and the manager places the replacement only after
+    that plus a margin, so the task never has two live copies (Nomad's `disconnect` block).
+    """
+
+    stop_after_seconds: Annotated[float, Field(ge=1, le=MAX_STOP_AFTER_SECONDS)] = Field(
+        description="seconds out of touch with the broker after which the worker stops it"
+    )
+
+
 class HttpCheck(WireModel):
     port: Port
     path: Annotated[str, Field(pattern=r"^/")] = "/"
@@ -217,6 +249,10 @@ class TaskSpec(WireModel):
         default=None, description="makes a service: kube keeps this many tasks running"
     )
     health_check: HealthCheck | None = None
+    on_disconnect: OnDisconnect | None = Field(
+        default=None,
+        description="stop the container on a worker cut off from the broker; absent: keep it",
+    )
     # Options a worker refuses unless its security policy allows them:
     privileged: bool = False
     network_mode: NetworkMode = NetworkMode.BRIDGE

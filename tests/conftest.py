@@ -75,8 +75,8 @@ def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
-@pytest.fixture
-def vhost() -> Iterator[str]:
+@contextlib.contextmanager
+def fresh_vhost() -> Iterator[str]:
     """A fresh vhost; yields its AMQP URL. Deleting it removes every queue the test made."""
     require_broker()
     name = f"kube-test-{uuid.uuid4().hex[:8]}"
@@ -86,6 +86,13 @@ def vhost() -> Iterator[str]:
         yield f"amqp://guest:guest@{AMQP_HOST}/{name}"
     finally:
         rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def vhost() -> Iterator[str]:
+    """A fresh vhost (`fresh_vhost`)."""
+    with fresh_vhost() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -141,6 +148,7 @@ class Cluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     manager_args: tuple[str, ...] = ()
     store: str | None = None  # the manager's store URL; None: a SQLite file in workdir
+    manager_prefix: tuple[str, ...] = ()  # a command the manager runs under (faketime)
 
     @property
     def env(self) -> dict[str, str]:
@@ -175,6 +183,7 @@ class Cluster:
             "--node-down-after",
             "4",
             *self.manager_args,
+            prefix=self.manager_prefix,
         )
 
     def start_worker(self, node: str, *extra: str, prefix: tuple[str, ...] = ()) -> None:
@@ -223,15 +232,24 @@ def running_cluster(
     workers: dict[str, tuple[str, ...]],
     manager_args: tuple[str, ...] = (),
     prefixes: dict[str, tuple[str, ...]] | None = None,
+    manager_prefix: tuple[str, ...] = (),
     store: str | None = None,
 ) -> Iterator[Cluster]:
     """A manager and the given workers (name suffix -> extra flags), ready; torn down after.
 
-    `prefixes` (name suffix -> command) runs a worker under a command such as faketime;
-    `store` is the manager's store URL (default: a SQLite file in `workdir`)."""
+    `prefixes` (name suffix -> command) runs a worker under a command such as faketime,
+    and `manager_prefix` the manager; `store` is the manager's store URL (default: a
+    SQLite file in `workdir`)."""
     prefix = f"t{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{suffix}" for suffix in workers]
-    cluster = Cluster(vhost, workdir, names, manager_args=manager_args, store=store)
+    cluster = Cluster(
+        vhost,
+        workdir,
+        names,
+        manager_args=manager_args,
+        manager_prefix=manager_prefix,
+        store=store,
+    )
     try:
         cluster.start_manager()
         for node, (suffix, extra) in zip(cluster.nodes, workers.items(), strict=True):

@@ -6,10 +6,14 @@ health changes) and carries out the effects it returns, in order. Modelled on No
 task runner: one object owns the attempt's whole life, and a stop that arrives while the
 container is starting is held and applied once the start is done.
 
-    NEW --run--> STARTING --started--> RUNNING --stop/unhealthy--> STOPPING --removed--> ENDED
-     |               |  (stop held)        |                          ^
-     |               +---------------------|--------------------------+
-     +--stop (nothing known: clean up)-----+--exit--> ENDED
+    NEW --run--> STARTING --started--> RUNNING --stop/unhealthy/cut_off--> STOPPING
+     |               |  (stop, cut_off held)   |                               |
+     |               +-------------------------|---------------------------> removed
+     +--stop (nothing known: clean up)---------+--exit--> ENDED <--------------+
+
+`cut_off` is the worker's own stop of a container whose task asked for it once the worker
+has been out of touch with the broker long enough (worker/disconnect.py): the removal is
+already under way when the attempt hears of it, so it only waits for `removed`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ class Cause(enum.StrEnum):
     REQUESTED = "requested"  # a StopTask: the attempt completes
     UNHEALTHY = "unhealthy"  # it failed its health checks: the attempt fails
     CLEANUP = "cleanup"  # it is not running (exited, or never started): nothing to report
+    DISCONNECTED = "disconnected"  # the worker was out of touch too long (on_disconnect)
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Report:
     error: str | None = None
     health: Health | None = None
     last_check: str | None = None
+    disconnected: float | None = None  # stopped after this many seconds out of touch
 
 
 @dataclass(frozen=True)
@@ -125,8 +131,9 @@ class Attempt(Generic[D]):
         self.cause: Cause | None = None  # why it is STOPPING
         self._detail = ""  # the failing probe's last word, when unhealthy
         self._starts: list[D] = []  # run dispatches, acked once the start is reported
-        self._stops: list[D] = []  # stop dispatches, acked once the removal is reported
+        self._stops: list[D] = []  # stop dispatches, acked once the removal has begun
         self.stop_held = False  # a stop arrived while starting: applied once started
+        self.cut_after: float | None = None  # seconds out of touch when the worker cut it off
         self._exit: ContainerExit | None = None  # an exit that overtook the start or removal
 
     @property
@@ -151,16 +158,24 @@ class Attempt(Generic[D]):
         return [Settle(delivery)]  # stopping: the removal reports
 
     def stop(self, delivery: D) -> list[Effect[D]]:
-        """A StopTask: remove the container; held until a start in progress is done."""
+        """A StopTask: remove the container; held until a start in progress is done.
+
+        The stop is acked once the removal has begun, not once it is done: a removal waits
+        out the container's grace period, and stops held unacked that long filled the
+        worker's prefetch, so that the next stops waited behind them and their grace
+        periods added up (8 stale copies with a 10 s grace took 24 s). Should the worker
+        die meanwhile, its heartbeats name the container again and the manager repeats
+        the stop.
+        """
         self._stops.append(delivery)
         if self.phase == Phase.STARTING:
             self.stop_held = True
             return []
         if self.phase == Phase.RUNNING:
-            return self._remove(Cause.REQUESTED)
-        if self.phase == Phase.NEW:
-            return self._remove(Cause.CLEANUP)  # not known to run: remove what may be left
-        return []  # stopping already: acked when the removal is done
+            return [*self._remove(Cause.REQUESTED), *self._settle(self._stops)]
+        if self.phase == Phase.NEW:  # not known to run: remove what may be left
+            return [*self._remove(Cause.CLEANUP), *self._settle(self._stops)]
+        return self._settle(self._stops)  # stopping already: that removal reports
 
     # -- the engine's answers ----------------------------------------------------------
 
@@ -185,10 +200,12 @@ class Attempt(Generic[D]):
         effects = [report, *effects, *self._settle(self._starts)]
         if self._exit is not None:
             effects += self.exited(self._exit)
-        if self.stop_held:
+        if self.cut_after is not None and self.alive:
+            effects += self._cut(self.cut_after)
+        elif self.stop_held:
             self.stop_held = False
             effects += self._remove(Cause.REQUESTED if self.alive else Cause.CLEANUP)
-        return effects
+        return [*effects, *self._settle(self._stops)]
 
     def removed(self, error: str | None = None) -> list[Effect[D]]:
         """The removal is done (error: it failed); report how the attempt ended."""
@@ -204,6 +221,18 @@ class Attempt(Generic[D]):
                     error=f"unhealthy: {self._detail}",
                     health=Health.UNHEALTHY,
                     last_check=self._detail,
+                )
+            )
+        elif self.cause == Cause.DISCONNECTED:
+            if error is not None:  # still running: the worker tries again while cut off
+                self.phase, self.cause = Phase.RUNNING, None
+                return [Watch(self.check)] if self.check is not None else []
+            after = self.cut_after or 0.0
+            effects.append(
+                Report(
+                    TaskState.FAILED,
+                    error=f"stopped after {after:.1f}s out of touch with the broker",
+                    disconnected=after,
                 )
             )
         elif error is not None and self.cause == Cause.REQUESTED and self._exit is None:
@@ -232,6 +261,16 @@ class Attempt(Generic[D]):
         self._exit = None
         unwatch: list[Effect[D]] = [Unwatch()] if self.check is not None else []
         return [*unwatch, exit_report(event.container_id, event.exit_code, event.error)]
+
+    def cut_off(self, silent: float) -> list[Effect[D]]:
+        """The worker, `silent` seconds out of touch with the broker, is removing the
+        container (the task's on_disconnect); its `removed` follows."""
+        if self.phase == Phase.STARTING:
+            self.cut_after = silent  # applied once the start is reported
+            return []
+        if self.phase != Phase.RUNNING:
+            return []  # being removed already, or gone: that removal reports
+        return self._cut(silent)
 
     def health_changed(self, health: Health, detail: str) -> list[Effect[D]]:
         """The health monitor saw a change; an unhealthy container is removed."""
@@ -283,9 +322,15 @@ class Attempt(Generic[D]):
     # -- helpers -----------------------------------------------------------------------
 
     def _remove(self, cause: Cause) -> list[Effect[D]]:
+        return [*self._stopping(cause), Remove()]
+
+    def _cut(self, silent: float) -> list[Effect[D]]:
+        self.cut_after = silent
+        return self._stopping(Cause.DISCONNECTED)  # the worker removes it already
+
+    def _stopping(self, cause: Cause) -> list[Effect[D]]:
         self.phase, self.cause = Phase.STOPPING, cause
-        unwatch: list[Effect[D]] = [Unwatch()] if self.check is not None else []
-        return [*unwatch, Remove()]
+        return [Unwatch()] if self.check is not None else []
 
     @staticmethod
     def _settle(deliveries: list[D]) -> list[Effect[D]]:

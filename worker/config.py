@@ -3,9 +3,9 @@ what is not given, so these apply)."""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 
+from worker.naming import this_host
 from worker.policy import WorkerPolicy
 from worker.stats import Capacity
 
@@ -14,7 +14,7 @@ from worker.stats import Capacity
 class WorkerConfig:
     """How a worker runs; built by the CLI from flags and the environment."""
 
-    name: str = field(default_factory=socket.gethostname)
+    name: str = field(default_factory=this_host)
     labels: dict[str, str] = field(default_factory=dict)
     capacity: Capacity | None = None  # None: detect the host's
     heartbeat_interval: float = 2.0

@@ -51,6 +51,7 @@ class Runners(Generic[D]):
         start: Callable[[Key, TaskSpec], ContainerInfo | StartFailed],
         remove: Callable[[Key], str | None],
         background: Callable[[Job], None],
+        stopping: Callable[[Job], None] | None = None,
         call_soon: Callable[[Job], None],
         publish: Callable[[Key, Report], None],
         settle: Callable[[D], None],
@@ -58,7 +59,10 @@ class Runners(Generic[D]):
     ) -> None:
         self._start = start  # blocking: the container's info, or why it did not start
         self._remove = remove  # blocking: None once removed, else why not
-        self._background = background
+        self._background = background  # starts
+        # Removals, apart: a removal waits out its container's grace period, and removals
+        # behind each other (or behind starts) would add their grace periods up.
+        self._stopping = stopping or background
         self._call_soon = call_soon
         self._publish = publish
         self._settle = settle
@@ -94,6 +98,14 @@ class Runners(Generic[D]):
         else:  # being started or removed, or ended here already: its runner knows what to do
             log.debug("task %s: exit of attempt %d with code %d", *key, event.exit_code)
         self._apply(key, lambda attempt: attempt.exited(event))
+
+    def cut_off(self, key: Key, silent: float) -> None:
+        """The worker is removing this attempt's container: out of touch too long."""
+        self._apply(key, lambda attempt: attempt.cut_off(silent))
+
+    def cut_off_done(self, key: Key, error: str | None) -> None:
+        """The removal `cut_off` announced is done (error: it failed)."""
+        self._apply(key, lambda attempt: attempt.removed(error))
 
     def health_changed(self, key: Key, health: Health, detail: str) -> None:
         self._apply(key, lambda attempt: attempt.health_changed(health, detail))
@@ -145,7 +157,7 @@ class Runners(Generic[D]):
         elif isinstance(effect, Start):
             self._in_pool(key, lambda: self._start(key, effect.spec), Attempt.started)
         elif isinstance(effect, Remove):
-            self._in_pool(key, lambda: self._remove(key), Attempt.removed)
+            self._in_pool(key, lambda: self._remove(key), Attempt.removed, self._stopping)
         elif isinstance(effect, Watch):
             self._health.watch(key, effect.check)
         else:
@@ -157,6 +169,7 @@ class Runners(Generic[D]):
         key: Key,
         call: Callable[[], ContainerInfo | StartFailed] | Callable[[], str | None],
         answer: Callable[..., list[Effect[D]]],
+        pool: Callable[[Job], None] | None = None,
     ) -> None:
         """Run an engine call in the pool; hand its outcome to the attempt on the bus thread."""
 
@@ -164,7 +177,7 @@ class Runners(Generic[D]):
             outcome = call()
             self._call_soon(lambda: self._apply(key, lambda attempt: answer(attempt, outcome)))
 
-        self._background(job)
+        (pool or self._background)(job)
 
     @property
     def alive(self) -> list[tuple[Key, str]]:

@@ -9,6 +9,13 @@ with confirms as one stream and only then are the dispatches it reports on acked
 dispatch is acked once its container started, never at container exit: tasks may run
 for days, longer than RabbitMQ's consumer timeout.
 
+Stops run in a pool of their own (`MAX_STOPS_AT_ONCE`), so that their grace periods run
+together rather than behind starts or each other. A thread of its own
+(`worker.disconnect.Watch`) stops the containers whose task asked for it once the worker
+has been out of touch with the broker for long enough, with no broker and whatever the
+bus thread is doing; the bus drops a connection the broker has not confirmed on for three
+heartbeats and makes a new one.
+
 Each (task, attempt) is one `worker.attempt.Attempt`, kept by `worker.runner.Runners`
 on the bus thread: it takes the attempt's events in order (a stop during the start is
 held until the start is done) and is forgotten when the attempt ends. This module is the
@@ -21,6 +28,8 @@ what it finds (reconciliation), so nothing is orphaned or started twice.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +50,7 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    ClusterInfo,
     Dispatch,
     Heartbeat,
     HeldTask,
@@ -52,26 +62,43 @@ from shared.messages import (
 )
 from shared.models import Health
 from shared.settings import Settings
-from shared.specs import TaskSpec
+from shared.specs import TaskSpec, least_stop_after
 from shared.states import TaskState
+from worker import claim
 from worker.address import detect as detect_address
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
+from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
 from worker.runner import Runners
-from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
+from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
 from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
 
 T = TypeVar("T")
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+MAX_STOPS_AT_ONCE = 64
+"""Containers a worker stops at the same time, each waiting out its grace period (10 s,
+then SIGKILL); the engine's stop calls block, so each takes a thread."""
+
+MIN_SILENCE = 5.0
+"""Seconds, at least, a worker waits for the broker to confirm its results before it
+drops the connection and makes a new one (see `shared.bus.Bus`)."""
+
+
+def silent_after(heartbeat_interval: float) -> float:
+    """How long without a confirm means the connection is dead: three heartbeats (the
+    manager calls a node down after about as long), or MIN_SILENCE."""
+    return max(3 * heartbeat_interval, MIN_SILENCE)
 
 
 class Worker:
@@ -86,25 +113,38 @@ class Worker:
     ) -> None:
         self.config = config
         self.name = config.name
+        self.settings = settings if bus is None else None  # for claim.holder
+        self.hostname, self.pid = socket.gethostname(), os.getpid()
         self.runtime = runtime
         self.bus: MessageBus = bus or Bus(
-            settings, f"kube-worker-{config.name}", prefetch=config.concurrency
+            settings,
+            f"kube-worker-{config.name}",
+            prefetch=config.concurrency,
+            silent_after=silent_after(config.heartbeat_interval),
         )
         self._user = self.bus.user
+        self._beat_key = topology.result_key("heartbeat", config.name)
         self.capacity = config.capacity or detect_capacity()
         self.address = config.address or detect_address(settings.amqp_url)
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
         self._engine_ok = True
+        self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
+        self.contact = Contact(least_stop_after(config.heartbeat_interval))
+        self._cut_watch = Watch(self.contact, self._cut_off)
+        # Stops do not wait behind starts in the pool, nor behind each other: their grace
+        # periods run together (8 stale copies with a 10 s grace took 24 s in line).
+        self.stops = ThreadPoolExecutor(MAX_STOPS_AT_ONCE, thread_name_prefix="stop")
         self.health = HealthMonitor(runtime, self._on_health)
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
             background=self._background,
+            stopping=lambda job: self._background(job, self.stops),
             call_soon=self.bus.call_threadsafe,
             publish=self._publish,
             settle=self._settle,
@@ -120,20 +160,23 @@ class Worker:
         self.bus.on_connect(self.send_heartbeat)
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
-        self.pool.submit(self._watch_engine)
+        # The engine is read once the manager says which cluster this node is in (_join).
+        self._cut_watch.start()
 
     def _claim_queue(self) -> None:
         """Consume the node's queue, unless another worker of the same name already does:
         two processes sharing one node's queue and name would each report the other's
-        containers as gone, and the manager would end every task there."""
+        containers as gone, and the manager would end every task there (worker/claim.py).
+        The manager is asked who holds the name (claim.ASK_TIMEOUT at most), but not on a
+        stand-in bus (no settings)."""
         if self._claimed:
             return  # the bus consumes it again after each reconnect
         queue = topology.node_queue(self.name)
-        if self.bus.consumers_of(queue):
-            raise ResourceLocked(
-                f"another worker named {self.name} is consuming {queue}: one worker per node"
-                " name (stop it, or give this one another --name)"
-            )
+        consumers = self.bus.consumers_of(queue)
+        held = claim.holder(self.settings, self.name) if self.settings else None
+        refused = claim.refusal(self.name, consumers, held, self.hostname)
+        if refused is not None:
+            raise ResourceLocked(refused)
         self.bus.consume(queue, self.on_dispatch)
         self._claimed = True
 
@@ -157,6 +200,8 @@ class Worker:
         if watch is not None:
             watch.close()
         self.health.close()
+        self._cut_watch.close()
+        self.stops.shutdown(wait=True, cancel_futures=True)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def _watch_engine(self) -> None:
@@ -191,6 +236,9 @@ class Worker:
         """Report every container this node holds, as the engine sees it now."""
         self.runners.listing()
         found = self.runtime.list()
+        for info in found:
+            if info.status == ContainerStatus.RUNNING:
+                self.contact.track((info.task_id, info.attempt), info.stop_after)
 
         def apply() -> None:
             self.runners.reconciled(found)
@@ -207,12 +255,41 @@ class Worker:
             log.warning("worker %s: dead-lettering a bad dispatch: %s", self.name, exc.reason)
             self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
             return
-        if isinstance(message, RunTask):
+        if isinstance(message, ClusterInfo):
+            self._join(message.cluster)
+            self._settled.append(delivery)
+        elif isinstance(message, RunTask):
+            if message.cluster is not None:
+                self._join(message.cluster)
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
         else:
             self.runners.stop((message.task_id, message.attempt), delivery)
+
+    def _join(self, cluster: str) -> None:
+        """The manager says which cluster this node is in: only that cluster's containers
+        (and unlabelled ones, from before cluster ids) are listed, watched and touched, so
+        two clusters on one engine never touch each other's. The engine is reconciled from
+        then on; told another cluster (its manager's database was replaced), the worker
+        follows its manager and lists again."""
+        if cluster == self.cluster:
+            return
+        if self.cluster is None:
+            log.info("worker %s: in cluster %s", self.name, cluster)
+        else:
+            log.warning("worker %s: now in cluster %s, not %s", self.name, cluster, self.cluster)
+        self.cluster = cluster
+        self.runtime.join(cluster)
+        self._inventory = False
+        watch, self._watch = self._watch, None
+
+        def rewatch() -> None:
+            if watch is not None:
+                watch.close()
+            self._watch_engine()
+
+        self.pool.submit(rewatch)
 
     def _start(self, key: Key, spec: TaskSpec) -> ContainerInfo | StartFailed:
         """In the pool: start an attempt's container, unless the policy refuses it."""
@@ -223,18 +300,22 @@ class Worker:
             log.warning("task %s: %s", key[0], reason)
             return StartFailed(reason)
         try:
-            return self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
+            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
         except RuntimeFailure as exc:
             log.warning("task %s: could not start: %s", key[0], exc)
             return StartFailed(str(exc))
         except Exception as exc:  # answered all the same: the attempt must not wait for ever
             log.exception("task %s: starting attempt %d failed", key[0], key[1])
             return StartFailed(f"the worker failed to start it: {type(exc).__name__}: {exc}")
+        if info.status == ContainerStatus.RUNNING:
+            self.contact.track(key, info.stop_after)
+        return info
 
-    def _remove(self, key: Key) -> str | None:
-        """In the pool: stop and remove an attempt's container; None, or why it failed."""
+    def _remove(self, key: Key, grace: float = 10.0) -> str | None:
+        """In the pool: stop and remove an attempt's container, SIGKILL after `grace`
+        seconds; None, or why it failed."""
         try:
-            self._with_engine(lambda: self.runtime.remove(key[0], key[1]))
+            self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:
             log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)
             return str(exc)
@@ -242,7 +323,25 @@ class Worker:
             log.exception("task %s: removing attempt %d failed", key[0], key[1])
             return f"{type(exc).__name__}: {exc}"
         log.info("task %s: attempt %d stopped and removed", key[0], key[1])
+        self.contact.forget(key)
         return None
+
+    def _cut_off(self, key: Key, silent: float) -> None:
+        """From the disconnect watch: stop a container whose task asked for it, this worker
+        being out of touch with the broker for `silent` seconds. The attempt hears of it on
+        the bus thread, once there is a connection again, and then reports it."""
+        log.warning(
+            "task %s: stopping attempt %d: %.1fs out of touch with the broker", *key, silent
+        )
+        self.bus.call_threadsafe(lambda: self.runners.cut_off(key, silent))
+
+        def stop() -> None:
+            error = self._remove(key, KILL_GRACE)
+            if error is not None:
+                self.contact.retry(key)
+            self.bus.call_threadsafe(lambda: self.runners.cut_off_done(key, error))
+
+        self._background(stop, self.stops)
 
     def _with_engine(self, call: Callable[[], T]) -> T:
         """Run an engine call, waiting (bounded) for an engine that is restarting."""
@@ -259,6 +358,7 @@ class Worker:
     # -- exits and health, from their own threads ----------------------------------------
 
     def _on_exit(self, event: ContainerExit) -> None:
+        self.contact.forget((event.task_id, event.attempt))
         self.bus.call_threadsafe(lambda: self.runners.exited(event))
 
     def _on_health(self, key: Key, health: Health, detail: str) -> None:
@@ -267,12 +367,8 @@ class Worker:
     # -- logs --------------------------------------------------------------------------
 
     def _logs(self, request: LogsRequest, delivery: Delivery) -> None:
-        """Answer on kube.results (the manager relays it); a request past its time is
-        dropped, since whoever asked has given up."""
-        if utcnow() > request.expires:
-            log.info("task %s: dropping a logs request that expired", request.task_id)
-            self._settled.append(delivery)
-            return
+        """Answer on kube.results (the manager relays it). A request past its time never
+        comes: the broker drops it (its AMQP expiration), judged by the broker's clock."""
 
         def read() -> None:
             reply = logs_reply(self.name, request, self.runtime.logs)
@@ -302,6 +398,9 @@ class Worker:
             disk=self.capacity.disk,
             labels=self.config.labels,
             stats=measure(),
+            cluster=self.cluster,
+            hostname=self.hostname[:253] or None,
+            pid=self.pid,
             engine_ok=self._engine_ok,
             address=self.address,
             inventory=self._inventory,
@@ -319,6 +418,7 @@ class Worker:
         while self._results or self._settled:
             results, settled = self._results, self._settled
             self._results, self._settled = [], []
+            started = self.contact.now()
             try:
                 self.bus.publish_batch(results)
             except ConnectionLost:  # send them again on the next connection
@@ -327,14 +427,21 @@ class Worker:
             except MessagingError:
                 log.exception("worker %s: the broker refused results; trying again", self.name)
                 self._results[:0], self._settled[:0] = results, settled
+                if self.bus.blocked:
+                    # It speaks to us (a resource alarm): in touch, and the manager calls
+                    # no node down meanwhile.
+                    self.contact.touch(started)
                 return
             except BaseException:  # the connection is gone: send them again on the next one
                 self._results[:0], self._settled[:0] = results, settled
                 raise
+            if any(r.routing_key == self._beat_key for r in results):
+                self.contact.touch(started)
             self.bus.ack_batch(settled)
 
-    def _background(self, job: Callable[[], None]) -> None:
-        """Run an engine call in the pool; a failure it did not answer is logged."""
+    def _background(self, job: Callable[[], None], pool: ThreadPoolExecutor | None = None) -> None:
+        """Run an engine call in the pool (or the one given); a failure it did not answer
+        is logged."""
 
         def logged() -> None:
             try:
@@ -342,7 +449,7 @@ class Worker:
             except Exception:
                 log.exception("worker %s: an engine call failed", self.name)
 
-        self.pool.submit(logged)
+        (pool or self.pool).submit(logged)
 
     def _settle(self, delivery: Delivery) -> None:
         """On the bus thread: ack a dispatch once the results queued before it are confirmed."""
@@ -362,6 +469,7 @@ class Worker:
             error=report.error,
             health=report.health,
             last_check=report.last_check,
+            disconnected=report.disconnected,
         )
         self._results.append(self._result("update", encode(update)))
 

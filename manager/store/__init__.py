@@ -8,7 +8,7 @@ postgres.py  that, on PostgreSQL (psycopg 3)
 url.py       which engine and database a store URL names
 """
 
-from manager.store.state import Store
+from manager.store.state import Store, read_cluster_id
 from manager.store.url import check, connect, sqlite_url
 
-__all__ = ["Store", "check", "connect", "sqlite_url"]
+__all__ = ["Store", "check", "connect", "read_cluster_id", "sqlite_url"]

@@ -158,7 +158,20 @@ def _host_ports(db: Database) -> None:
     _fill(db, ["host_ports"], values)
 
 
-STEPS: list[Callable[[Database], None]] = [_tables_and_ended_at, _where_columns, _host_ports]
+def _meta(db: Database) -> None:
+    """4: facts about the database itself, by key (the cluster's id, made at first open)."""
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS meta (key {db.types['text']} PRIMARY KEY,"
+        f" value {db.types['text']} NOT NULL)"
+    )
+
+
+STEPS: list[Callable[[Database], None]] = [
+    _tables_and_ended_at,
+    _where_columns,
+    _host_ports,
+    _meta,
+]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 
 VERSION = len(STEPS)

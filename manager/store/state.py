@@ -17,6 +17,7 @@ transaction that fails to commit is rolled back and the caches are read again.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -51,6 +52,7 @@ class Store:
         try:
             upgrade(self._db)
             _quarantine_malformed(self._db)
+            self.cluster_id = _cluster_id(self._db)
         except BaseException:
             self._db.close()
             raise
@@ -519,6 +521,32 @@ def _row(task: TaskRecord) -> tuple[object, ...]:
         not_before.isoformat() if not_before is not None else None,
         ",".join(str(port) for port in task.spec.fixed_host_ports()) or None,
     )
+
+
+def _cluster_id(db: Database) -> str:
+    """The cluster's id: made once, with the database, and kept for its life. Workers
+    label their containers with it (worker/runtime/base.py, CLUSTER_LABEL)."""
+    db.execute(
+        "INSERT INTO meta (key, value) VALUES ('cluster_id', ?) ON CONFLICT (key) DO NOTHING",
+        (uuid.uuid4().hex[:16],),
+    )
+    return str(db.query("SELECT value FROM meta WHERE key = 'cluster_id'")[0][0])
+
+
+def read_cluster_id(target: str | Path) -> str | None:
+    """The cluster id in a manager's database (a store URL or a SQLite file), read only;
+    None if it has none yet, or cannot be read."""
+    try:
+        db = connect(target, readonly=True)
+    except StoreError:
+        return None
+    try:
+        rows = db.query("SELECT value FROM meta WHERE key = 'cluster_id'")
+    except StoreError:
+        return None  # made by a kube from before cluster ids, not opened since
+    finally:
+        db.close()
+    return str(rows[0][0]) if rows else None
 
 
 def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> None:

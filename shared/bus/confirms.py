@@ -32,6 +32,10 @@ def properties(message: Outbound) -> pika.BasicProperties:
     )
 
 
+class Unconfirmed(MessagingError):
+    """The broker confirmed nothing more within the timeout (the broker did not block us)."""
+
+
 class ConfirmStream:
     """A confirm-mode channel of its own that publishes batches and awaits their confirms."""
 
@@ -76,7 +80,7 @@ class ConfirmStream:
                     f"the broker blocks publishers; {len(self._unconfirmed)} messages unconfirmed"
                 )
             if time.monotonic() > deadline:
-                raise MessagingError(
+                raise Unconfirmed(
                     f"the broker confirmed no more of {len(self._unconfirmed)} messages"
                     f" within {timeout:g}s"
                 )

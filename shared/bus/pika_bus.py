@@ -30,8 +30,8 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from shared import metrics
 from shared.bus import acks, declare
-from shared.bus.confirms import ConfirmStream
-from shared.bus.connection import LOST, connection_parameters, translated, user_of
+from shared.bus.confirms import ConfirmStream, Unconfirmed
+from shared.bus.connection import LOST, abandon, connection_parameters, translated, user_of
 from shared.bus.consume import Consumer, delivery_from, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.timers import Timer, fire
@@ -58,7 +58,19 @@ class _State:
 class Bus:
     """One connection, one channel, confirmed publishes, reconnects by itself."""
 
-    def __init__(self, settings: Settings, name: str, prefetch: int = 64) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        prefetch: int = 64,
+        silent_after: float | None = None,
+    ) -> None:
+        """`silent_after`: seconds without a confirm (the broker not blocking us) after
+        which the connection is presumed dead, dropped and made again; a publish waits
+        that long for its confirms. None: a publish waits 30 s, then fails (MessagingError)
+        and the connection is kept. Across a cut link a kept connection resumes only when
+        TCP next retransmits, tens of seconds after the link is back; a new one at once."""
+        self._silent_after = silent_after
         self._settings = settings
         self._name = name
         self._prefetch = prefetch
@@ -140,6 +152,7 @@ class Bus:
         persistent: bool = True,
         mandatory: bool = False,
         user_id: str | None = None,
+        expiration: float | None = None,
     ) -> None:
         """Publish and wait for the broker's confirm; raises UnroutableError when returned.
 
@@ -156,6 +169,7 @@ class Bus:
             message_id=message_id,
             timestamp=int(time.time()),
             user_id=user_id,
+            expiration=None if expiration is None else str(max(int(expiration * 1000), 0)),
         )
         with translated(f"{self._name}: publishing to {exchange}/{routing_key}"):
             try:
@@ -204,9 +218,18 @@ class Bus:
             with translated(f"{self._name}: publishing {len(batch)} messages"):
                 if self._stream is None:
                     self._stream = ConfirmStream(connection)
-                self._stream.publish(batch, give_up=lambda: self._blocked)
+                self._stream.publish(
+                    batch, timeout=self._silent_after or 30.0, give_up=lambda: self._blocked
+                )
         except ConnectionLost:
             raise
+        except Unconfirmed as exc:
+            for message in batch:
+                metrics.published(message.exchange, "nacked")
+            if self._silent_after is None:
+                raise
+            self._abandon()
+            raise ConnectionLost(f"{self._name}: {exc}: the connection is presumed dead") from exc
         except MessagingError:
             for message in batch:
                 metrics.published(message.exchange, "nacked")
@@ -448,6 +471,17 @@ class Bus:
         )
         for fn in self._on_blocked:
             fn(blocked)
+
+    def _abandon(self) -> None:
+        """Drop the connection without waiting for the broker (see `abandon`)."""
+        with self._lock:
+            connection = self._state.connection
+            self._state.connection = None
+            self._state.channel = None
+            self._stream = None
+        if connection is not None and connection.is_open:
+            log.warning("%s: the broker is silent; dropping the connection", self._name)
+            abandon(connection)
 
     def _close(self) -> None:
         with self._lock:

@@ -61,8 +61,10 @@ class MessageBus(Protocol):
         persistent: bool = True,
         mandatory: bool = False,
         user_id: str | None = None,
+        expiration: float | None = None,
     ) -> None:
-        """Publish one message and wait for its confirm."""
+        """Publish one message and wait for its confirm. A message with an expiration
+        (seconds) is dropped by the broker once it waited that long, by the broker's clock."""
 
     def message(
         self,

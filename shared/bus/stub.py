@@ -39,6 +39,7 @@ class Published:
     persistent: bool = True
     mandatory: bool = False
     user_id: str | None = None
+    expiration: float | None = None
 
 
 class StubBus:
@@ -129,6 +130,7 @@ class StubBus:
         persistent: bool = True,
         mandatory: bool = False,
         user_id: str | None = None,
+        expiration: float | None = None,
     ) -> None:
         self._maybe_fail()
         self._take(
@@ -143,6 +145,7 @@ class StubBus:
                 persistent=persistent,
                 mandatory=mandatory,
                 user_id=user_id,
+                expiration=expiration,
             )
         )
 

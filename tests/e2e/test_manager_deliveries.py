@@ -21,6 +21,7 @@ from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import Cluster, running_cluster
 from tests.support.broker import dead_letters
+from tests.support.clocks import skewed_by
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -183,23 +184,6 @@ def test_a_memory_alarm_marks_no_node_down_and_restarts_nothing(
         assert (task.state, task.attempt) == (TaskState.RUNNING, before.attempt)
         assert [e.state for e in events].count(TaskState.LOST) == 0
     assert "down (no heartbeat" not in log.read_text()
-
-
-LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
-
-
-def skewed_by(offset: str) -> tuple[str, ...]:
-    """A command prefix that runs a process with its wall clock off by `offset`, as Debian's
-    `faketime -f OFFSET` does, but exec'd (`faketime` forks: a signal sent to it would not
-    reach the worker). The monotonic clock stays true, as on a host whose clock is off."""
-    if not LIBFAKETIME.exists():
-        pytest.fail(f"{LIBFAKETIME} is missing: apt-get install -y faketime")
-    return (
-        "env",
-        f"LD_PRELOAD={LIBFAKETIME}",
-        f"FAKETIME={offset}",
-        "FAKETIME_DONT_FAKE_MONOTONIC=1",
-    )
 
 
 @pytest.mark.parametrize("stopped", ["slow", "fast"])

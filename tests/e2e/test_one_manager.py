@@ -4,6 +4,7 @@ running containers)."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import docker
@@ -64,6 +65,9 @@ def test_a_second_worker_with_a_nodes_name_is_refused_and_its_tasks_live_on(
         # then it stops at once, saying why
         assert second.returncode == 4, second.stderr
         assert f"another worker named {node}" in second.stderr
+        # naming the first as the manager knows it: its host, its pid, since when
+        first = f"host {socket.gethostname()}, pid {cluster.procs[node].pid}, since "
+        assert first in second.stderr, second.stderr
         assert "Traceback" not in second.stderr
         # and the node's tasks run on, in their first attempt
         assert [client.get(task).attempt for task in tasks] == [1] * 5

@@ -21,7 +21,7 @@ from kube.localbroker import container_name
 from kube.up import BrokerAction, UpOptions, broker_action, how_to_get_a_broker, plan
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import ROOT, remove_node_containers
+from tests.conftest import ROOT, fresh_vhost, remove_node_containers
 from tests.support.images import rabbitmq_image
 from tests.support.waiting import wait_for
 
@@ -306,3 +306,76 @@ def kill_tree(up: subprocess.Popen[bytes]) -> None:
             child.kill()
         up.kill()
         up.wait(10)
+
+
+@pytest.fixture
+def other_vhost() -> Iterator[str]:
+    """A second vhost, for a second cluster on the same broker and engine."""
+    with fresh_vhost() as url:
+        yield url
+
+
+def test_two_clusters_on_one_engine_with_the_same_node_names_never_touch_each_others_containers(
+    vhost: str,
+    other_vhost: str,
+    prefix: str,
+    tmp_path: Path,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> None:
+    # given two `kube up` on two vhosts and one engine, with the same node name, a task each
+    logs = {url: tmp_path / f"up-{i}.log" for i, url in enumerate((vhost, other_vhost))}
+    ups = {
+        url: kube_up(url, "--workers", "1", "--name-prefix", prefix, log=log)
+        for url, log in logs.items()
+    }
+    node = f"{prefix}-1"
+    try:
+        containers = {}
+        for url in ups:
+            with Client(Settings(amqp_url=url, request_timeout=2)) as client:
+                wait_for(
+                    lambda c=client: [n.status.value for n in c.nodes()] == ["ready"],
+                    timeout=60,
+                    what=f"a ready node; log:\n{logs[url].read_text()}",
+                )
+                spec = {"name": "mine", "image": busybox_image, "pull_policy": "never"}
+                task_id = client.submit(make_spec({**spec, "command": ["sleep", "300"]}))
+                task = client.wait(task_id, {TaskState.RUNNING}, timeout=60)
+                assert task.node == node, task.error
+                containers[url] = (client, task_id, str(task.container_id))
+        labels = {
+            c.labels["kube.cluster"]
+            for c in docker_client.containers.list(filters={"label": f"kube.node={node}"})
+        }
+        assert len(labels) == 2  # one node name, two clusters
+        # when the first cluster's `kube up` is stopped with Ctrl-C
+        first, second = ups
+        ups[first].send_signal(signal.SIGINT)
+        assert ups[first].wait(60) == 0, logs[first].read_text()
+        # then its own container is removed, and the other cluster's runs on, untouched,
+        # through heartbeats of its worker that list it
+        assert "removed 1 task container(s)" in logs[first].read_text()
+        with pytest.raises(docker.errors.NotFound):
+            docker_client.containers.get(containers[first][2])
+        _, task_id, container_id = containers[second]
+        assert docker_client.containers.get(container_id).status == "running"
+        with Client(Settings(amqp_url=second, request_timeout=5)) as client:
+            seen = client.nodes()[0].last_heartbeat
+            wait_for(
+                lambda: (client.nodes()[0].last_heartbeat - seen).total_seconds() > 4,
+                timeout=30,
+                what="heartbeats of the second cluster's worker",
+            )
+            task = client.get(task_id)
+        assert (task.state, task.attempt) == (TaskState.RUNNING, 1), task.error
+        assert docker_client.containers.get(container_id).status == "running"
+    finally:
+        for up in ups.values():
+            if up.poll() is None:
+                up.send_signal(signal.SIGINT)
+                try:
+                    up.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(up.pid, signal.SIGKILL)
+                    up.wait(10)

@@ -47,7 +47,7 @@ def test_accept_makes_a_pending_task_and_announces_it() -> None:
 
 
 def test_schedule_places_dispatches_and_announces() -> None:
-    decision = core.schedule([pending()], [node("n1")], RoundRobin(), NOW)
+    decision = core.schedule([pending()], [node("n1")], RoundRobin(), NOW, cluster="c0ffee00")
     task = decision.tasks[-1]
     assert (task.state, task.node, task.attempt) == (TaskState.SCHEDULED, "n1", 1)
     dispatch = next(o for o in decision.outgoing if o.exchange == topology.DISPATCH)
@@ -57,6 +57,7 @@ def test_schedule_places_dispatches_and_announces() -> None:
         "task_id": "t1",
         "attempt": 1,
         "spec": None,
+        "cluster": "c0ffee00",  # the container is labelled with it (manager/cluster.py)
     }
 
 

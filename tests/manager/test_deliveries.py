@@ -18,7 +18,7 @@ from shared.errors import ConnectionLost, MessagingError
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import MAX_BODY_BYTES, NodeStatus, TaskSpec
 from shared.states import TaskState
-from tests.support.manager import NOW, command, manager_with_a_node, result, submit
+from tests.support.manager import NOW, advance, command, manager_with_a_node, result, submit
 
 POISON = "poison"
 """The id of a submit whose handler fails after its first write (see `failing_after_write`)."""
@@ -194,9 +194,8 @@ def silent_node_manager(store_url: str) -> tuple[Manager, StubBus]:
     published (and had confirmed) a batch since its last tick."""
     manager, bus = manager_with_a_node(store_url)
     manager.store.commit()
-    later = NOW + timedelta(seconds=manager.config.node_down_after + 5)
-    manager.clock = lambda: later
-    manager._sent_at = later
+    advance(manager, manager.config.node_down_after + 5)
+    manager._sent_at = manager.monotonic()
     return manager, bus
 
 
@@ -214,7 +213,7 @@ def test_a_silent_node_is_down_whatever_the_clock_of_another_worker(store_url: s
     )
     manager.on_result(result(1, encode(skewed)))
     manager.finish_batch()
-    manager._sent_at = manager.clock()
+    manager._sent_at = manager.monotonic()
     # when the manager ticks
     manager.tick()
     # then n1 is down, and n2, just heard from, ready
@@ -317,3 +316,23 @@ def test_a_dropped_delivery_that_moved_the_blocked_index_has_it_rebuilt(
     manager.blocked.stale = False
     deliver(manager, command(2, topology.SUBMIT_KEY, b"{not json"))
     assert not manager.blocked.stale
+
+
+@pytest.mark.parametrize("step", [60, -60])
+def test_a_step_of_the_managers_wall_clock_changes_no_decision(store_url: str, step: int) -> None:
+    # given a node just heard, and a manager whose wall clock is then stepped by a minute
+    manager, _ = manager_with_a_node(store_url)
+    manager.store.commit()
+    wall = manager.clock() + timedelta(seconds=step)
+    manager.clock = lambda: wall
+    advance(manager, 1)
+    manager._sent_at = manager.monotonic()
+    # when it ticks, the node is not down: it was heard a second ago
+    manager.tick()
+    assert node_status(manager, "n1") == NodeStatus.READY
+    # then once the node is silent for the interval, by the monotonic clock, it is down
+    advance(manager, manager.config.node_down_after)
+    manager._sent_at = manager.monotonic()
+    manager.tick()
+    assert node_status(manager, "n1") == NodeStatus.DOWN
+    manager.store.close()

@@ -12,6 +12,7 @@ from manager.scheduler import RoundRobin
 from shared import messages
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.specs import OnDisconnect, RestartPolicy, least_stop_after
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -53,18 +54,88 @@ def test_a_new_node_is_announced_ready() -> None:
     assert [o.routing_key for o in again.outgoing] == ["node.heartbeat"]
 
 
-def test_silent_nodes_go_down_counting_from_the_managers_start() -> None:
-    old = node("n1").model_copy(update={"last_heartbeat": NOW - timedelta(seconds=60)})
-    assert nodes.mark_down([old], NOW, 6).nodes[0].status == NodeStatus.DOWN
-    assert nodes.mark_down([old], NOW, 6, not_before=NOW - timedelta(seconds=2)).empty
+def test_a_node_records_its_workers_host_and_pid_and_since_when_that_process_holds_it() -> None:
+    first = beat().model_copy(update={"hostname": "alpha", "pid": 10})
+    joined = nodes.apply_heartbeat(None, first, NOW).nodes[0]
+    assert (joined.hostname, joined.pid, joined.ready_since) == ("alpha", 10, NOW)
+    later = NOW + timedelta(seconds=5)
+    assert nodes.apply_heartbeat(joined, first, later).nodes[0].ready_since == NOW
+    restarted = first.model_copy(update={"pid": 11})
+    assert nodes.apply_heartbeat(joined, restarted, later).nodes[0].ready_since == later
+
+
+def test_a_node_silent_for_longer_than_the_interval_goes_down() -> None:
+    ready, gone = node("n1"), node("n2").model_copy(update={"status": NodeStatus.DOWN})
+    decision = nodes.mark_down([ready, gone], {"n1": 6.5, "n2": 60.0}, 6)
+    assert [(n.name, n.status) for n in decision.nodes] == [("n1", NodeStatus.DOWN)]
+    assert [o.routing_key for o in decision.outgoing] == ["node.down"]
+    assert nodes.mark_down([ready], {"n1": 6.0}, 6).empty  # not longer than the interval
+
+
+def test_a_node_records_wall_time_plays_no_part_in_its_silence() -> None:
+    # given a node whose last heartbeat the wall clock dates an hour ago (a step ahead)
+    old = node("n1").model_copy(update={"last_heartbeat": NOW - timedelta(hours=1)})
+    # then only the silence measured on the monotonic clock counts
+    assert nodes.mark_down([old], {"n1": 1.0}, 6).empty
 
 
 def test_a_lost_nodes_tasks_are_marked_lost_then_placed_again_at_once() -> None:
     decision = nodes.node_lost("n1", [running()], NOW)
     assert [t.state for t in decision.tasks] == [TaskState.LOST, TaskState.PENDING]
     again = decision.tasks[-1]
-    assert again.not_before == NOW and again.restart_count == 1
+    assert again.not_before == NOW
     assert not [o for o in decision.outgoing if o.routing_key == "n1"]  # the node is gone
+
+
+def test_a_node_loss_does_not_use_up_the_restart_budget() -> None:
+    # given a task allowed one restart, which has used it
+    task = running().model_copy(update={"restart_count": 1})
+    spent = task.model_copy(
+        update={"spec": task.spec.model_copy(update={"restart": RestartPolicy(max_restarts=1)})}
+    )
+    # when its node is lost, twice
+    first = nodes.node_lost("n1", [spent], NOW).tasks[-1]
+    again = first.model_copy(update={"state": TaskState.RUNNING, "attempt": 3, "node": "n1"})
+    second = nodes.node_lost("n1", [again], NOW)
+    # then it is placed again each time, its own restarts untouched and its losses counted
+    last = second.tasks[-1]
+    assert (last.state, last.restart_count, last.lost_count) == (TaskState.PENDING, 1, 2)
+    assert second.events[-1][1].restart is not None
+    assert not second.events[-1][1].restart.counted
+    assert second.events[-1][1].detail == (
+        "attempt 3 lost (node n1 lost); placed again (node loss 2, not counted against"
+        " max_restarts)"
+    )
+
+
+def stops_after(seconds: float) -> TaskRecord:
+    task = running()
+    spec = task.spec.model_copy(update={"on_disconnect": OnDisconnect(stop_after_seconds=seconds)})
+    return task.model_copy(update={"spec": spec})
+
+
+def test_a_task_that_stops_when_cut_off_is_placed_again_only_after_its_copy_stopped() -> None:
+    # given a task whose worker stops it after 10 s out of touch, on a node silent for 6 s
+    decision = nodes.node_lost("n1", [stops_after(10)], NOW, silent_for=6.0)
+    # then its replacement waits until 10 s plus the margin after the node was last heard
+    again = decision.tasks[-1]
+    wait = 10 + nodes.DISCONNECT_MARGIN - 6
+    assert again.state == TaskState.PENDING
+    assert again.not_before == NOW + timedelta(seconds=wait)
+    assert decision.events[-1][1].detail == (
+        f"attempt 1 lost (node n1 lost); placed again in {wait:g}s (node loss 1, not counted"
+        " against max_restarts)"
+    )
+    # and it is not placed before then, even with a node free
+    free = [node("n2")]
+    assert not core.schedule([again], free, RoundRobin(), NOW + timedelta(seconds=wait - 1)).tasks
+    placed = core.schedule([again], free, RoundRobin(), NOW + timedelta(seconds=wait)).tasks
+    assert placed[-1].state == TaskState.SCHEDULED
+
+
+def test_a_node_silent_past_the_stop_and_margin_has_its_tasks_placed_at_once() -> None:
+    assert nodes.hold_back(stops_after(1), silent_for=60.0) == 0.0
+    assert nodes.hold_back(running(), silent_for=0.0) == 0.0
 
 
 def test_a_lost_task_that_may_not_restart_fails() -> None:
@@ -171,3 +242,65 @@ def test_drain_cordons_and_keeps_the_old_attempt_until_the_next_one_runs() -> No
     assert ran.tasks[-1].draining is None
     assert json.loads(ran.outgoing[-1].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
     assert ran.outgoing[-1].routing_key == "n1"
+
+
+def cut_off(task: TaskRecord, attempt: int, node_name: str = "n1") -> TaskUpdate:
+    return TaskUpdate(
+        node=node_name,
+        task_id=task.id,
+        attempt=attempt,
+        state=TaskState.FAILED,
+        at=NOW,
+        disconnected=10.2,
+    )
+
+
+def test_a_worker_that_stopped_the_current_attempt_when_cut_off_has_it_placed_again() -> None:
+    # given a running task its worker stopped after 10.2 s out of touch (the node not yet down)
+    task = stops_after(10)
+    decision = core.apply_update(task, cut_off(task, 1), NOW)
+    # then the attempt is lost, not failed, and placed again at once, not counted
+    assert [t.state for t in decision.tasks] == [TaskState.LOST, TaskState.PENDING]
+    again = decision.tasks[-1]
+    assert (again.not_before, again.restart_count, again.lost_count) == (NOW, 0, 1)
+    assert decision.events[0][1].detail == (
+        "stopped by n1 after 10.2s out of touch with the broker"
+    )
+
+
+def test_a_cut_off_report_of_a_superseded_attempt_enters_the_history_only() -> None:
+    # given a task already moved to n2 after its node n1 went down
+    task = stops_after(10).model_copy(update={"node": "n2", "attempt": 2})
+    # when n1's worker returns and reports it stopped attempt 1 while cut off
+    decision = core.apply_update(task, cut_off(task, 1), NOW)
+    # then the task is unchanged and its history says what happened on n1
+    assert not decision.tasks and not decision.outgoing and decision.refused is None
+    [(task_id, entry)] = decision.events
+    assert (task_id, entry.attempt, entry.node, entry.state) == ("t1", 1, "n1", TaskState.LOST)
+    assert entry.superseded
+    assert entry.detail == "stopped by n1 after 10.2s out of touch with the broker"
+
+
+def test_a_cut_off_report_of_an_attempt_never_placed_is_refused() -> None:
+    task = stops_after(10)
+    decision = core.apply_update(task, cut_off(task, 2), NOW)
+    assert decision.refused == "task t1: attempt 2 cannot have been cut off"
+    assert not decision.events
+
+
+def test_a_cut_off_report_while_the_replacement_waits_enters_the_history() -> None:
+    # given a task lost with its node, waiting out its hold before its next attempt
+    waiting = nodes.node_lost("n1", [stops_after(10)], NOW, silent_for=6.0).tasks[-1]
+    assert (waiting.state, waiting.node, waiting.attempt) == (TaskState.PENDING, "n1", 1)
+    # when the worker returns meanwhile and reports it stopped attempt 1
+    decision = core.apply_update(waiting, cut_off(waiting, 1), NOW)
+    # then the history says so, and the task still waits
+    assert not decision.tasks and decision.refused is None
+    assert [e.superseded for _, e in decision.events] == [True]
+
+
+def test_a_stop_after_shorter_than_a_worker_honours_is_held_back_as_long_as_it_does() -> None:
+    # a worker with 2 s heartbeats stops a task asking for 1 s only after 3 s
+    least = least_stop_after(2.0)
+    assert nodes.hold_back(stops_after(1), silent_for=0.0, least=least) == 3 + 5
+    assert nodes.hold_back(stops_after(10), silent_for=0.0, least=least) == 10 + 5

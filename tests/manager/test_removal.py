@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 
@@ -18,7 +17,7 @@ from shared.messages import Heartbeat, HeldTask, StopTask
 from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord
 from shared.states import TaskState
 from tests.support.commands import bus_of, report, send, sleeper, stand_in_manager
-from tests.support.manager import NOW, command, result
+from tests.support.manager import NOW, advance, command, result
 
 
 @pytest.fixture
@@ -210,9 +209,7 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(manager:
     refused = send(manager, topology.NODE_REMOVE_KEY, {"name": "n1"})
     assert refused["error"] == "nothing removed: node n1 is ready: only a down node can be removed"
     # when it falls silent, is marked down and is removed
-    later = NOW + timedelta(seconds=60)
-    manager.clock = lambda: later
-    manager.silence_from = NOW
+    advance(manager, 60)
     manager.tick()  # the first tick only probes the broker (manager.server.PROBE_KEY)
     manager.finish_batch()
     manager.tick()
@@ -231,7 +228,7 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(manager:
     # and an unknown node is refused
     assert send(manager, topology.NODE_REMOVE_KEY, {"name": "n1"})["error"] == "unknown node 'n1'"
     # when its worker comes back, it joins as a new node
-    beat = Heartbeat(node="n1", at=later, cpus=2, memory=1024**3, disk=0)
+    beat = Heartbeat(node="n1", at=manager.clock(), cpus=2, memory=1024**3, disk=0)
     manager.on_result(result(9, beat.model_dump_json().encode()))
     manager.finish_batch()
     back = manager.store.node("n1")

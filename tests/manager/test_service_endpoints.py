@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import timedelta
 from typing import Any
 
 from manager import endpoints
@@ -17,7 +16,7 @@ from shared.messages import Heartbeat, TaskUpdate
 from shared.models import Health, ServiceEndpoints, TaskRecord, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.support.manager import NOW, command, result
+from tests.support.manager import NOW, advance, command, result
 
 HEALTH = {"tcp": {"port": 80}}
 
@@ -142,9 +141,8 @@ def test_a_lost_node_takes_its_endpoints_away(store_url: str) -> None:
     assert announced(bus) == [("10.0.0.2:32768",)]
 
     # when n1 goes silent past the node-down interval
-    later = NOW + timedelta(seconds=60)
-    manager.clock = lambda: later
-    manager._sent_at = later  # the broker took a publish since: silence is the node's
+    advance(manager, 60)
+    manager._sent_at = manager.monotonic()  # the broker took a publish since: silence is the node's
     manager.tick()
     manager.finish_batch()
 

@@ -83,10 +83,12 @@ def test_a_database_written_by_kube_5aa63bf_is_upgraded_in_place_and_reads_back(
     assert store.where(["t1"])["t1"].attempt == 1 and store.running_on("n1") == {"t1": 1}
     assert store.ended(10) == (1, [tasks["t2"]])
     assert store.count(TaskState.PENDING) == 1
+    made = store.cluster_id
     store.close()
-    # and it opens again as it is, with nothing quarantined
+    # and it opens again as it is, with nothing quarantined and its cluster id kept
     store = Store(path)
     assert len(store.tasks()) == 3 and store.quarantined() == []
+    assert store.cluster_id == made
     store.close()
 
 

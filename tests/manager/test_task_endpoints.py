@@ -89,7 +89,7 @@ def test_ps_inspect_and_run_wait_show_each_port_and_where_it_answers() -> None:
     row = render.tasks([running]).splitlines()[1]
     assert "443->10.0.0.2:8443,8080->10.0.0.2:32768" in row.split()
     # `kube inspect` lists the endpoints
-    assert "endpoints:  10.0.0.2:8443 10.0.0.2:32768" in render.task(running, []).splitlines()
+    assert "endpoints:   10.0.0.2:8443 10.0.0.2:32768" in render.task(running, []).splitlines()
     # and `kube run --wait` ends with them
     assert render.placement(running) == (
         "web-1 running on n1 ports 443->10.0.0.2:8443,8080->10.0.0.2:32768"
@@ -102,4 +102,4 @@ def test_without_an_address_the_host_ports_alone_are_shown() -> None:
         task, report(task, TaskState.RUNNING, host_ports=PORTS), NOW, None
     ).tasks[-1]
     assert render.placement(running) == "web-1 running on n1 ports 443->8443,8080->32768"
-    assert "endpoints:  -" in render.task(running, []).splitlines()
+    assert "endpoints:   -" in render.task(running, []).splitlines()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -12,6 +15,8 @@ from shared.bus import Bus, Delivery
 from shared.errors import ConnectionLost
 from shared.settings import Settings
 from shared.topology import DEAD_LETTER_QUEUE, EXCHANGES, REASON_HEADER, Binding, Queue, Topology
+from tests.conftest import unavailable
+from tests.support.partition import relayed
 from tests.support.waiting import wait_for
 
 WORK = Topology(
@@ -149,3 +154,34 @@ def test_a_batch_of_acks_settles_exactly_its_own_deliveries(bus: Bus, vhost: str
     finally:
         other.close()
     assert again == [b"2"]
+
+
+def test_a_bus_drops_a_silent_connection_at_once_and_connects_again_after_the_heal(
+    vhost: str,
+) -> None:
+    if shutil.which("nft") is None:
+        unavailable("needs nftables (`nft`, as root) to cut the connection off")
+    broker = urlsplit(vhost)
+    with relayed((broker.hostname or "127.0.0.1", broker.port or 5672)) as (relay, partition):
+        # given a bus through a relay that presumes its connection dead after 1 s unconfirmed
+        bus = Bus(Settings(amqp_url=relay.url(vhost)), "test-silent", silent_after=1.0)
+        bus.declare(EXCHANGES + WORK)
+        connects: list[float] = []
+        bus.on_connect(lambda: connects.append(time.monotonic()))
+        try:
+            bus.connect()
+            batch = [bus.message("kube.commands", "test.cut", b"x")]
+            bus.publish_batch(batch)  # confirmed
+            # when its link is cut and it publishes
+            partition.cut()
+            started = time.monotonic()
+            with pytest.raises(ConnectionLost, match="presumed dead"):
+                bus.publish_batch(batch)
+            # then it gives the connection up at once, not after the close handshake (70 s)
+            assert time.monotonic() - started < 3
+            # and once healed, serving connects again (a fresh connection, not TCP's retry)
+            partition.heal()
+            serve(bus)
+            wait_for(lambda: len(connects) == 2, timeout=30, what="a new connection")
+        finally:
+            bus.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import TypeAdapter
 
@@ -49,6 +51,19 @@ def test_defaults_are_if_not_present_and_no_limits() -> None:
         (b'{"name": "a b", "image": "b"}', "name"),
         (b'{"id": "../etc", "name": "a", "image": "b"}', "id"),
         (b'{"image": "b"}', "name"),
+        (b'{"name": "a", "image": "b", "on_disconnect": {}}', "on_disconnect"),
+        (
+            b'{"name": "a", "image": "b", "on_disconnect": {"stop_after_seconds": 0.5}}',
+            "on_disconnect.stop_after_seconds",
+        ),
+        (
+            b'{"name": "a", "image": "b", "on_disconnect": {"stop_after_seconds": 86401}}',
+            "on_disconnect.stop_after_seconds",
+        ),
+        (
+            b'{"name": "a", "image": "b", "on_disconnect": {"stop_after_seconds": "5"}}',
+            "on_disconnect.stop_after_seconds",
+        ),
     ],
 )
 def test_bad_fields_are_refused_by_name(body: bytes, named: str) -> None:
@@ -56,6 +71,17 @@ def test_bad_fields_are_refused_by_name(body: bytes, named: str) -> None:
         decode(SPEC, body)
     fields = [part.split(":")[0] for part in caught.value.reason.split("; ")]
     assert any(field == named or field.startswith(f"{named}.") for field in fields), fields
+
+
+def test_on_disconnect_takes_a_stop_after_from_1_s_to_a_day() -> None:
+    for seconds in (1, 5.5, 86_400):
+        body = json.dumps(
+            {"name": "a", "image": "b", "on_disconnect": {"stop_after_seconds": seconds}}
+        )
+        spec = decode(SPEC, body.encode())
+        assert spec.on_disconnect is not None
+        assert spec.on_disconnect.stop_after_seconds == seconds
+    assert decode(SPEC, b'{"name": "a", "image": "b"}').on_disconnect is None
 
 
 def test_every_bad_field_is_named_at_once() -> None:

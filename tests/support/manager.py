@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from manager.config import ManagerConfig
@@ -30,6 +30,13 @@ def ready_node(name: str, at: datetime = NOW, **fields: Any) -> NodeRecord:
         "last_heartbeat": at,
     }
     return NodeRecord(**{**values, **fields})
+
+
+def advance(manager: Manager, seconds: float) -> None:
+    """Move the manager's wall and monotonic clocks `seconds` on."""
+    wall, ticks = manager.clock() + timedelta(seconds=seconds), manager.monotonic() + seconds
+    manager.clock = lambda: wall
+    manager.monotonic = lambda: ticks
 
 
 def checking_bus(store: str) -> StubBus:

@@ -47,10 +47,10 @@ def test_a_stop_during_the_start_is_held_then_applied() -> None:
     attempt.run(SPEC, "run")
     assert attempt.stop("stop") == []
     assert attempt.stop_held and attempt.phase == Phase.STARTING
-    # then once started, it reports the start and removes the container
-    assert attempt.started(RUNNING) == [ALIVE, Settle("run"), Remove()]
-    # and once removed, it completes and the stop is acked
-    assert attempt.removed() == [Report(TaskState.COMPLETED), Settle("stop")]
+    # then once started, it reports the start, removes the container and acks the stop
+    assert attempt.started(RUNNING) == [ALIVE, Settle("run"), Remove(), Settle("stop")]
+    # and once removed, it completes
+    assert attempt.removed() == [Report(TaskState.COMPLETED)]
     assert attempt.ended
 
 
@@ -59,8 +59,9 @@ def test_a_stop_held_over_a_failed_start_cleans_up_and_reports_nothing_more() ->
     attempt.run(SPEC, "run")
     attempt.stop("stop")
     failed = Report(TaskState.FAILED, error="no such image")
-    assert attempt.started(StartFailed("no such image")) == [failed, Settle("run"), Remove()]
-    assert attempt.removed() == [Settle("stop")]
+    cleanup = [failed, Settle("run"), Remove(), Settle("stop")]
+    assert attempt.started(StartFailed("no such image")) == cleanup
+    assert attempt.removed() == []
     assert attempt.ended
 
 
@@ -112,10 +113,10 @@ def test_a_health_change_after_the_attempt_moved_on_is_ignored() -> None:
 
 def test_a_failed_removal_keeps_the_container_running_and_a_repeated_stop_retries() -> None:
     attempt = started()
-    attempt.stop("stop")
-    assert attempt.removed("engine error") == [Settle("stop")]
+    assert attempt.stop("stop") == [Remove(), Settle("stop")]
+    assert attempt.removed("engine error") == []
     assert (attempt.phase, attempt.alive) == (Phase.RUNNING, True)
-    assert attempt.stop("again") == [Remove()]
+    assert attempt.stop("again") == [Remove(), Settle("again")]
 
 
 def test_a_failed_removal_of_a_container_that_exited_meanwhile_reports_the_exit() -> None:
@@ -123,22 +124,24 @@ def test_a_failed_removal_of_a_container_that_exited_meanwhile_reports_the_exit(
     attempt.stop("stop")
     attempt.exited(ContainerExit("t1", 1, "c1", 0))
     done = Report(TaskState.COMPLETED, container_id="c1", exit_code=0)
-    assert attempt.removed("engine error") == [done, Settle("stop")]
+    assert attempt.removed("engine error") == [done]
     assert attempt.ended
 
 
 def test_a_stop_for_an_unknown_attempt_removes_quietly() -> None:
     attempt: Attempt[str] = Attempt(KEY)
-    assert attempt.stop("stop") == [Remove()]
-    assert attempt.removed() == [Settle("stop")]
+    assert attempt.stop("stop") == [Remove(), Settle("stop")]
+    assert attempt.removed() == []
     assert attempt.ended
 
 
-def test_a_stop_while_stopping_is_acked_with_the_removal() -> None:
+def test_a_stop_is_acked_once_the_removal_begins_and_a_repeated_one_at_once() -> None:
+    # a removal waits out the grace period: a stop held unacked that long would keep the
+    # next stops in the queue (the prefetch), and their grace periods would add up
     attempt = started()
-    attempt.stop("stop")
-    assert attempt.stop("again") == []
-    assert attempt.removed() == [Report(TaskState.COMPLETED), Settle("stop"), Settle("again")]
+    assert attempt.stop("stop") == [Remove(), Settle("stop")]
+    assert attempt.stop("again") == [Settle("again")]
+    assert attempt.removed() == [Report(TaskState.COMPLETED)]
 
 
 def test_a_repeated_run_is_answered_with_what_is_known() -> None:
@@ -169,9 +172,50 @@ def test_a_running_container_gone_from_the_engine_is_forgotten_quietly() -> None
 def test_a_stop_before_the_inventory_holds_a_container_listed_running_until_removed() -> None:
     # given a stop for an attempt the (restarted) worker does not know yet
     attempt: Attempt[str] = Attempt(KEY)
-    assert attempt.stop("stop") == [Remove()]
+    assert attempt.stop("stop") == [Remove(), Settle("stop")]
     # when the inventory then lists its container running
     assert attempt.adopt(RUNNING) == []
     # then it is held as running until removed, and then completes
     assert attempt.alive and attempt.last.container_id == "c1"
-    assert attempt.removed() == [Report(TaskState.COMPLETED), Settle("stop")]
+    assert attempt.removed() == [Report(TaskState.COMPLETED)]
+
+
+CUT = Report(
+    TaskState.FAILED, error="stopped after 10.3s out of touch with the broker", disconnected=10.3
+)
+
+
+def test_a_container_cut_off_is_reported_stopped_for_it_once_removed() -> None:
+    # given a running, health-checked attempt
+    attempt = started(CHECKED)
+    # when the worker, out of touch for 10.3 s, removes its container (already under way)
+    assert attempt.cut_off(10.3) == [Unwatch()]
+    assert (attempt.phase, attempt.alive) == (Phase.STOPPING, True)
+    # then a stop meanwhile is acked, and the removal reports why it happened
+    assert attempt.stop("stop") == [Settle("stop")]
+    assert attempt.removed() == [CUT]
+    assert attempt.ended
+
+
+def test_a_cut_off_during_the_start_is_applied_once_started() -> None:
+    attempt: Attempt[str] = Attempt(KEY)
+    attempt.run(SPEC, "run")
+    assert attempt.cut_off(10.3) == []
+    # the start is reported as it happened, then the attempt waits for the removal
+    assert attempt.started(RUNNING) == [ALIVE, Settle("run")]
+    assert attempt.phase == Phase.STOPPING
+    assert attempt.removed() == [CUT]
+
+
+def test_a_failed_cut_off_keeps_the_container_running_and_watched() -> None:
+    attempt = started(CHECKED)
+    attempt.cut_off(10.3)
+    assert attempt.removed("engine gone") == [Watch(CHECK)]
+    assert (attempt.phase, attempt.alive) == (Phase.RUNNING, True)
+
+
+def test_a_cut_off_of_an_attempt_being_removed_changes_nothing() -> None:
+    attempt = started()
+    attempt.stop("stop")
+    assert attempt.cut_off(10.3) == []
+    assert attempt.removed() == [Report(TaskState.COMPLETED)]

@@ -20,7 +20,7 @@ import docker
 import pytest
 from docker.types import Mount as DockerMount
 
-from shared.errors import EngineUnavailable, ImageNotFound
+from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.models import PullPolicy, TaskSpec
 from tests.support.images import BUSYBOX_IMAGE
 from tests.support.ports import free_port
@@ -28,6 +28,7 @@ from tests.support.waiting import wait_for
 from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
     ATTEMPT_LABEL,
+    CLUSTER_LABEL,
     NODE_LABEL,
     TASK_LABEL,
     ContainerExit,
@@ -510,3 +511,31 @@ def test_a_created_container_whose_source_became_a_link_is_removed_not_started(
         caught.value
     )
     assert runtime.list() == []
+
+
+def test_two_clusters_with_one_node_name_on_one_engine_never_touch_each_others_containers(
+    make_docker_runtime: Callable[..., DockerRuntime], busybox_image: str, docker_client: Any
+) -> None:
+    # given two clusters' runtimes on one engine with the same node name, and an
+    # unlabelled container from before cluster ids
+    ours = make_docker_runtime()
+    theirs = DockerRuntime(ours.node)
+    ours.join("aaaa0000aaaa0000")
+    theirs.join("bbbb0000bbbb0000")
+    legacy = DockerRuntime(ours.node)  # joined no cluster: labels none
+    old = legacy.start("old", 1, spec(command=("sleep", "60")))
+    # when each starts a task
+    mine = ours.start("t1", 1, spec(command=("sleep", "60")))
+    other = theirs.start("t2", 1, spec(command=("sleep", "60")))
+    labels = docker_client.containers.get(mine.container_id).labels
+    assert labels[CLUSTER_LABEL] == "aaaa0000aaaa0000"
+    # then each lists its own (and the unlabelled one), never the other's
+    assert {c.task_id for c in ours.list()} == {"t1", "old"}
+    assert {c.task_id for c in theirs.list()} == {"t2", "old"}
+    # and a start or a removal of a name the other cluster holds is refused, not taken
+    with pytest.raises(RuntimeFailure, match="belongs to another kube cluster"):
+        ours.remove("t2", 1)
+    with pytest.raises(RuntimeFailure, match="belongs to another kube cluster"):
+        ours.start("t2", 1, spec(command=("sleep", "60")))
+    assert docker_client.containers.get(other.container_id).status == "running"
+    assert docker_client.containers.get(old.container_id).status == "running"

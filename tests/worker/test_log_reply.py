@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from shared.codec import encode
@@ -17,7 +15,7 @@ REQUEST = LogsRequest(
     task_id="web-1",
     attempt=3,
     tail=5,
-    expires=datetime.now(UTC) + timedelta(seconds=8),
+    ttl=8,
 )
 
 

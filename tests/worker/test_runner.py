@@ -25,6 +25,7 @@ from worker.service import Worker
 from worker.stats import Capacity
 
 TIMEOUT = 60.0
+CLUSTER = "c0ffee0011223344"
 
 
 class GatedRuntime:
@@ -52,6 +53,9 @@ class GatedRuntime:
     def list(self) -> list[ContainerInfo]:
         return self.inner.list()
 
+    def join(self, cluster: str) -> None:
+        self.inner.join(cluster)
+
     def watch_exits(
         self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
     ) -> ExitWatch:
@@ -64,7 +68,8 @@ class GatedRuntime:
 def make_worker(runtime: Any, bus: StubBus) -> Worker:
     config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
     worker = Worker(Settings(), config, runtime, bus=bus)  # type: ignore[arg-type]
-    worker.setup()  # reconciles and watches the engine's exits, in the pool
+    worker.setup()
+    worker._join(CLUSTER)  # as the manager's ClusterInfo does: reconciles, watches exits
     wait_for(lambda: (bus.run_callbacks(), worker._inventory)[1], "the first reconciliation")
     return worker
 
@@ -121,7 +126,12 @@ def test_a_stop_during_the_start_is_held_and_applied_once_the_start_is_done(
 
     wait_for(handled, "the stop to be handled")
     gated.gate.set()
-    drive(worker, bus, lambda: sorted(acked(bus)) == [1, 2], "both dispatches to be acked")
+    drive(
+        worker,
+        bus,
+        lambda: sorted(acked(bus)) == [1, 2] and len(worker.runners) == 0,
+        "both dispatches acked, and the attempt done",
+    )
 
     # then the task started, then stopped; no container is left; the worker keeps nothing
     assert kit.runtime.list() == []
@@ -139,7 +149,12 @@ def test_a_stop_right_behind_its_start_ends_the_task_with_nothing_left(
     worker.on_dispatch(stop(2, "t1"))
 
     # when the worker has handled both
-    drive(worker, bus, lambda: sorted(acked(bus)) == [1, 2], "both dispatches to be acked")
+    drive(
+        worker,
+        bus,
+        lambda: sorted(acked(bus)) == [1, 2] and len(worker.runners) == 0,
+        "both dispatches acked, and the attempt done",
+    )
 
     # then the task ended stopped, and no container is left
     assert kit.runtime.list() == []
@@ -159,6 +174,7 @@ def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_
     try:
         # when the worker starts again, and the stop comes before its inventory is applied
         worker.setup()
+        worker._join(CLUSTER)
         wait_for(lambda: bus.callbacks, "the inventory to be taken")
         worker.on_dispatch(stop(1, "t1"))
         bus.run_callbacks()
@@ -170,7 +186,8 @@ def test_a_stop_that_reaches_a_restarted_worker_before_its_inventory_ends_after_
         assert [t["container_id"] for t in beat["tasks"]] == [running.container_id]
         # and once removed, the attempt completes, and nothing of it is left
         runtime.remove_gate.set()
-        drive(worker, bus, lambda: acked(bus) == [1], "the stop to be acked")
+        drive(worker, bus, lambda: len(worker.runners) == 0, "the removal to be done")
+        assert acked(bus) == [1]
     finally:
         runtime.remove_gate.set()
         worker.close()
@@ -270,3 +287,27 @@ def test_the_unhealthy_report_leaves_before_the_failure_of_the_removal_it_caused
         ("running", "unhealthy"),
         ("failed", "unhealthy"),
     ]
+
+
+def test_a_worker_out_of_touch_stops_what_asked_for_it_and_reports_why(
+    mock_worker: tuple[MockRuntime, Worker], bus: StubBus
+) -> None:
+    # given a worker whose broker never confirmed a heartbeat, running two tasks: one that
+    # asks to be stopped after 1 s out of touch (which a worker that hears from the broker
+    # every 2 s takes as 3 s), one that does not
+    runtime, worker = mock_worker
+    careful = TaskSpec(name="careful", image="b", on_disconnect={"stop_after_seconds": 1})
+    worker.on_dispatch(dispatch(1, "careful", careful))
+    worker.on_dispatch(dispatch(2, "plain", TaskSpec(name="plain", image="b")))
+    # when 3 s pass (the disconnect watch stops it, with or without a bus thread)
+    wait_for(
+        lambda: [i.task_id for i in runtime.list()] == ["plain"],
+        "the careful task's container to be stopped",
+    )
+    # then once the bus thread runs again, it reports that it stopped it, and why
+    drive(worker, bus, lambda: len(updates_of(bus, "careful")) == 2, "the report of the stop")
+    last = [u for u in sent(bus, "update") if u["task_id"] == "careful"][-1]
+    assert last["state"] == "failed" and last["disconnected"] >= 3.0
+    assert last["error"].startswith("stopped after 3.")
+    assert updates_of(bus, "plain") == [("running", None)]
+    assert worker.runners.get(("careful", 1)) is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -13,6 +13,19 @@ TASK_LABEL = "kube.task-id"
 ATTEMPT_LABEL = "kube.attempt"
 NODE_LABEL = "kube.node"
 HEALTH_LABEL = "kube.health-check"
+CLUSTER_LABEL = "kube.cluster"
+"""The id of the cluster (its manager) a container belongs to: two clusters sharing an
+engine, even with the same node names, never touch each other's containers."""
+
+
+def belongs(labels: Mapping[str, str], cluster: str | None) -> bool:
+    """Whether a container with these labels is the given cluster's: it carries the
+    cluster's id, or none at all (made by a kube from before cluster ids, adopted by
+    whichever cluster's worker of that node name finds it)."""
+    return labels.get(CLUSTER_LABEL) in (None, cluster)
+
+
+STOP_AFTER_LABEL = "kube.stop-after-seconds"  # the spec's on_disconnect, for a restarted worker
 
 
 class ContainerStatus(enum.StrEnum):
@@ -35,6 +48,7 @@ class ContainerInfo:
     exit_code: int | None = None
     error: str | None = None  # e.g. "out of memory (OOMKilled)"
     health_check: HealthCheck | None = None  # as the spec asked, so a restarted worker resumes
+    stop_after: float | None = None  # on_disconnect.stop_after_seconds, likewise
 
 
 @dataclass(frozen=True)
@@ -66,6 +80,11 @@ class Runtime(Protocol):
 
     def ping(self) -> bool:
         """True when the engine answers."""
+        ...
+
+    def join(self, cluster: str) -> None:
+        """Belong to this cluster from now on: new containers carry its id, and only its
+        containers (and unlabelled ones) are listed, watched and touched."""
         ...
 
     def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:

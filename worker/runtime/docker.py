@@ -23,12 +23,15 @@ from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
     ATTEMPT_LABEL,
+    CLUSTER_LABEL,
     HEALTH_LABEL,
     NODE_LABEL,
+    STOP_AFTER_LABEL,
     TASK_LABEL,
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
+    belongs,
     container_name,
 )
 
@@ -114,6 +117,7 @@ def _info(container: Container) -> ContainerInfo:
             if HEALTH_LABEL in labels
             else None
         ),
+        stop_after=float(labels[STOP_AFTER_LABEL]) if STOP_AFTER_LABEL in labels else None,
     )
 
 
@@ -164,6 +168,7 @@ class DockerRuntime:
         policy: WorkerPolicy | None = None,
     ) -> None:
         self.node = node
+        self.cluster: str | None = None  # set by join(), before anything is listed
         self.policy = resolve_allowed(WorkerPolicy() if policy is None else policy)
         if client is None:
             with _engine("connect to the Docker engine"):
@@ -176,6 +181,10 @@ class DockerRuntime:
             return bool(self._client.ping())
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return False
+
+    def join(self, cluster: str) -> None:
+        """Belong to this cluster from now on (see Runtime.join)."""
+        self.cluster = cluster
 
     def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
         """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
@@ -273,6 +282,8 @@ class DockerRuntime:
             )
         infos: list[ContainerInfo] = []
         for container in containers:
+            if not belongs(container.labels, self.cluster):
+                continue  # another cluster's node of the same name, on this engine
             try:
                 infos.append(_info(container))
             except (KeyError, ValueError):
@@ -286,14 +297,22 @@ class DockerRuntime:
     ) -> DockerExitWatch:
         """Call on_exit (from a background thread) for each container of this node that
         stops running, from the engine's event stream; on_error once if the stream breaks."""
-        return DockerExitWatch(self._client, self.node, on_exit, on_error)
+        return DockerExitWatch(self._client, self.node, on_exit, on_error, self.cluster)
 
     def _find(self, name: str) -> Container | None:
-        """The named container, or None when the engine has none."""
+        """The named container, or None when the engine has none; RuntimeFailure when it
+        is another cluster's (the same node name and task id in both), never touched."""
         try:
-            return self._client.containers.get(name)
+            container = self._client.containers.get(name)
         except docker.errors.NotFound:
             return None
+        if not belongs(container.labels, self.cluster):
+            raise RuntimeFailure(
+                f"container {name} belongs to another kube cluster"
+                f" ({container.labels.get(CLUSTER_LABEL)}) on this engine: give this node"
+                " another --name"
+            )
+        return container
 
     def _require(self, name: str) -> Container:
         """The named container, or RuntimeFailure when the engine has none."""
@@ -358,9 +377,14 @@ class DockerRuntime:
             ATTEMPT_LABEL: str(attempt),
             NODE_LABEL: self.node,
         }
+        if self.cluster is not None:
+            labels[CLUSTER_LABEL] = self.cluster
         if spec.health_check is not None:
             # Kept on the container so a restarted worker resumes the checks it finds.
             labels[HEALTH_LABEL] = spec.health_check.model_dump_json()
+        if spec.on_disconnect is not None:
+            # Kept on the container so a worker restarted while cut off still stops it.
+            labels[STOP_AFTER_LABEL] = repr(spec.on_disconnect.stop_after_seconds)
         deadline = time.monotonic() + _CREATE_RACE_SECONDS
         while True:
             try:
@@ -390,9 +414,11 @@ class DockerExitWatch:
         node: str,
         on_exit: Callable[[ContainerExit], None],
         on_error: Callable[[Exception], None],
+        cluster: str | None = None,
     ) -> None:
         self._client = client
         self._node = node
+        self._cluster = cluster
         self._on_exit = on_exit
         self._on_error = on_error
         self._closed = threading.Event()
@@ -434,6 +460,8 @@ class DockerExitWatch:
         """Call on_exit for one `die` event; a failing callback is logged, not fatal."""
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
+        if not belongs(attributes, self._cluster):
+            return  # another cluster's node of the same name, on this engine
         try:
             stopped = ContainerExit(
                 task_id=str(attributes[TASK_LABEL]),

@@ -54,6 +54,9 @@ class _Container:
             host_ports=dict(self.host_ports),
             exit_code=self.exit_code,
             health_check=self.spec.health_check,
+            stop_after=(
+                self.spec.on_disconnect.stop_after_seconds if self.spec.on_disconnect else None
+            ),
         )
 
     def exit(self, code: int) -> ContainerExit:
@@ -93,6 +96,7 @@ class MockRuntime:
 
     def __init__(self, node: str) -> None:
         self.node = node
+        self.cluster: str | None = None  # its containers live in this process only
         self._lock = threading.Lock()
         self._containers: dict[tuple[str, int], _Container] = {}
         self._watches: list[MockWatch] = []
@@ -101,6 +105,10 @@ class MockRuntime:
     def ping(self) -> bool:
         """Always True: there is no engine to lose."""
         return True
+
+    def join(self, cluster: str) -> None:
+        """Kept for show: this process's containers are its cluster's alone."""
+        self.cluster = cluster
 
     def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
         """Create and run a simulated container; idempotent per (task, attempt)."""

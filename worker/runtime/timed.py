@@ -34,6 +34,9 @@ class TimedRuntime:
         with _timed("ping"):
             return self.inner.ping()
 
+    def join(self, cluster: str) -> None:
+        self.inner.join(cluster)
+
     def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
         with _timed("start"):
             return self.inner.start(task_id, attempt, spec)
