@@ -185,8 +185,8 @@ def upgrade(db: Database) -> None:
     try:
         db.lock_schema()
         found = _checked(db)  # another manager may have upgraded it while we waited
+        log.info("store: upgrading %s from schema version %d to %d", db.where, found, VERSION)
         for version in range(found, VERSION):
-            log.info("store: upgrading %s from schema version %d", db.where, version)
             STEPS[version](db)
         db.set_schema_version(VERSION)
         db.commit()
