@@ -196,8 +196,8 @@ class Client:
             after = reply.next
 
     def endpoints(self, name: str) -> ServiceEndpoints:
-        """Where a service's serving tasks answer (or a task's, given its id)."""
-        query = EndpointsQuery(name=_names("service name or task id", [name])[0])
+        """Where a service's serving tasks answer (or the serving tasks of a task id or name)."""
+        query = EndpointsQuery(name=_names("service name, task id or task name", [name])[0])
         reply = self._ask("query.endpoints", encode(query))
         return ENDPOINTS.validate_python(reply.result, strict=False)
 

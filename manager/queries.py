@@ -107,16 +107,18 @@ class Queries:
         return page(self.store.services_page(query.after, query.limit + 1), query.limit)
 
     def endpoints(self, delivery: Delivery) -> Reply:
-        """A service's endpoints as last announced; for a task id, the task's while it serves."""
+        """A service's endpoints as last announced; for a task id or a task name, the
+        endpoints of those tasks that serve now."""
         query = decode(ENDPOINTS, delivery.body)
         service = self.store.service(query.name)
         if service is not None:
             found = service.endpoints
         else:
             task = self.store.task(query.name)
-            if task is None:
+            named = [task] if task is not None else self.store.tasks_named(query.name)
+            if not named:
                 return Reply(ok=False, error=f"no service or task named {query.name!r}")
-            found = task.endpoints if serving(task) else ()
+            found = tuple(sorted({e for t in named if serving(t) for e in t.endpoints}))
         result = ServiceEndpoints(name=query.name, endpoints=found, at=self.clock())
         return Reply(ok=True, id=query.name, result=_dump(result))
 

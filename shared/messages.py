@@ -224,7 +224,7 @@ class ListQuery(WireModel):
 class EndpointsQuery(WireModel):
     """Body of `query.endpoints`: where a service's serving tasks answer (or a task's)."""
 
-    name: Name = Field(description="a service's name, or a task's id")
+    name: Name = Field(description="a service's name, a task's id, or a task's name")
 
 
 class LogsQuery(WireModel):

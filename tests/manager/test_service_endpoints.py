@@ -168,3 +168,19 @@ def test_the_query_answers_for_a_task_id_and_refuses_an_unknown_name(store_url: 
     unknown = ask(manager, bus, 6, "nothing-here")
     assert not unknown["ok"] and unknown["error"] == "no service or task named 'nothing-here'"
     manager.store.close()
+
+
+def test_the_query_answers_for_a_task_name_with_the_tasks_that_serve(store_url: str) -> None:
+    # given a plain task named api (no service of that name), running on n1
+    manager, bus = manager_with_a_service(store_url, 0)
+    spec = {"name": "api", "image": "b", "ports": [80]}
+    manager.handle(
+        command(3, topology.SUBMIT_KEY, json.dumps(spec).encode()), manager.commands.on_command
+    )
+    manager.finish_batch()
+    (task,) = manager.store.tasks_named("api")
+    assert ask(manager, bus, 4, "api")["result"]["endpoints"] == []  # scheduled: not yet
+    # when it runs, asking by its name answers where it serves
+    report(manager, 5, task, TaskState.RUNNING, host_ports={"80": 32769})
+    assert ask(manager, bus, 6, "api")["result"]["endpoints"] == ["10.0.0.2:32769"]
+    manager.store.close()
