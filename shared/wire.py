@@ -43,6 +43,10 @@ records that quote it must still fit in one message."""
 MAX_LABELS = 64
 """Labels a node or a task may carry."""
 
+MAX_PORTS = 256
+"""Ports one task may publish: a spec lists at most this many, and a worker's report
+of the host ports it got carries as many."""
+
 MAX_CPUS = 4096.0
 """The most cores a node may report (the largest machines today have a few hundred)."""
 
