@@ -521,7 +521,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(
         name=name,
-        address=parse_address(args.advertise_address) if args.advertise_address else None,
+        address=None if args.advertise_address is None else parse_address(args.advertise_address),
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,

@@ -18,6 +18,8 @@ from shared.errors import DecodeError
         (["--amqp-url", "notaurl", "nodes"], "is not an AMQP URL"),
         (["--amqp-url", "http://x/", "ps"], "is not an AMQP URL"),
         (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
+        (["worker", "--advertise-address", ""], "--advertise-address: '' is neither"),
+        (["worker", "--advertise-address", "0.0.0.0"], "an unspecified address"),
     ],
 )
 def test_a_bad_setting_or_file_is_one_line_and_exit_2(
