@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from manager.store.url import check as check_store
 from manager.store.url import sqlite_url
-from shared.codec import describe
+from shared.codec import describe, load_json
 from shared.errors import (
     DecodeError,
     KubeError,
@@ -82,16 +83,20 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def _port(text: str) -> int | dict[str, int]:
-    """`80` (the engine picks the host port) or `8080:80` (host port 8080), as Docker's -p."""
+    """`80` (the engine picks the host port) or `8080:80` (host port 8080), as Docker's -p;
+    each a port number of ASCII digits, 1 to 65535."""
     host, sep, container = text.rpartition(":")
-    try:
-        if not sep:
-            return int(container)
-        return {"container": int(container), "host": int(host)}
-    except ValueError:
+    parts = [container, host] if sep else [container]
+    if not all(re.fullmatch("[0-9]+", part) for part in parts):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not CONTAINER_PORT or HOST_PORT:CONTAINER_PORT"
-        ) from None
+        )
+    out = [part for part in parts if not 1 <= int(part) <= 65535]
+    if out:
+        raise argparse.ArgumentTypeError(f"{text!r}: port {out[0]} is not within 1 to 65535")
+    if not sep:
+        return int(container)
+    return {"container": int(container), "host": int(host)}
 
 
 def _size(text: str) -> int:
@@ -291,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_list:  # everything after -- is the container's command
         cut = args_list.index("--")
         args_list, command = args_list[:cut], args_list[cut + 1 :]
-    args = build_parser().parse_args(args_list)
+    args = build_parser().parse_args(_glued_ports(args_list))
     try:
         return _run(args, command)
     except KeyboardInterrupt:
@@ -300,6 +305,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()  # the reader went away (`kube ps | head`): say nothing more
         return PIPE_CLOSED
+
+
+def _glued_ports(args: list[str]) -> list[str]:
+    """`-p -1:80` as `--port=-1:80`: argparse takes a value starting with '-' for a flag
+    and says only "expected one argument"; glued, `_port` names what is wrong with it."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1] in ("-p", "--port") and arg.startswith("-") and arg != "-":
+            out[-1] = f"--port={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _silence_stdout() -> None:
@@ -389,9 +406,13 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     if args.file is not None:
         raw = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
         try:
-            data = json.loads(raw)
+            data = load_json(raw)
         except json.JSONDecodeError as exc:
             raise DecodeError(f"{args.file} is not JSON: {exc}") from exc
+        except DecodeError as exc:
+            raise DecodeError(f"{args.file}: {exc.reason}") from exc
+        if not isinstance(data, dict):
+            raise DecodeError(f"{args.file}: a TaskSpec is a JSON object")
     flags = {
         "id": args.id,
         "name": args.name,
@@ -517,7 +538,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(
         name=name,
-        address=parse_address(args.advertise_address) if args.advertise_address else None,
+        address=None if args.advertise_address is None else parse_address(args.advertise_address),
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,

@@ -25,7 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
-from shared.errors import DecodeError, KubeError, RequestError
+from shared.errors import DecodeError, KubeError, RequestError, SettingsError
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
@@ -95,11 +95,12 @@ def make_spec(data: dict[str, Any]) -> TaskSpec:
 
 
 def _names(kind: str, names: Collection[str]) -> tuple[str, ...]:
-    """Names given by a user, or DecodeError naming each one that cannot be an id or name."""
+    """Names given by a user, or SettingsError (a usage error) naming each one that
+    cannot be an id or name."""
     bad = [name for name in names if not re.match(ID_PATTERN, name)]
     if bad:
         shown = ", ".join(repr(name) for name in bad)
-        raise DecodeError(
+        raise SettingsError(
             f"not a {kind}: {shown} (up to {MAX_ID_LENGTH} characters of A-Z, a-z, 0-9, '_',"
             " '.', '-', starting with a letter or digit)"
         )

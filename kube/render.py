@@ -32,13 +32,23 @@ def age(moment: datetime, now: datetime | None = None) -> str:
     return f"{max(seconds, 0)}s"
 
 
-def ports(task: TaskRecord) -> str:
+PS_PORTS = 3
+"""Ports one `kube ps` row shows; the rest are counted (`+253 more`), so that a task with
+many keeps its row readable. `kube inspect` and `--json` show them all."""
+
+
+def ports(task: TaskRecord, limit: int | None = None) -> str:
     """`80->10.0.0.2:32768,81->10.0.0.2:8081`: each container port and where it answers
-    (`80->32768`, the host port alone, while the node's address is unknown)."""
+    (`80->32768`, the host port alone, while the node's address is unknown); past `limit`
+    ports, how many more."""
     published = by_container_port(task.host_ports)
     if published and len(task.endpoints) == len(published):
-        return ",".join(f"{c}->{e}" for (c, _), e in zip(published, task.endpoints, strict=True))
-    return ",".join(f"{c}->{h}" for c, h in published) or "-"
+        shown = [f"{c}->{e}" for (c, _), e in zip(published, task.endpoints, strict=True)]
+    else:
+        shown = [f"{c}->{h}" for c, h in published]
+    if limit is not None and len(shown) > limit:
+        shown = [*shown[:limit], f"+{len(shown) - limit} more"]
+    return ",".join(shown) or "-"
 
 
 def tasks(records: Sequence[TaskRecord]) -> str:
@@ -52,7 +62,7 @@ def tasks(records: Sequence[TaskRecord]) -> str:
             t.state.value,
             t.node or "-",
             t.image,
-            ports(t),
+            ports(t, PS_PORTS),
             age(t.created_at),
         ]
         for t in ordered

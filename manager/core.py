@@ -27,6 +27,10 @@ from shared.wire import endpoints
 REPORTED = frozenset({TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED})
 """The states a worker may report; the others are the manager's to decide."""
 
+ENDS = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.LOST})
+"""The states that end an attempt: its container is gone (or cut off with its node), so
+its host ports and endpoints say nothing any more and are dropped."""
+
 
 def task_event(task: TaskRecord) -> Outgoing:
     """The `kube.events` message announcing a task's current state."""
@@ -54,6 +58,8 @@ def move(
     # A transition ends whatever the last placement attempt found: `unplaced` is about
     # a pending task that no node could take, and only `schedule` sets it.
     update = {"state": state, "updated_at": now, "unplaced": None, **changes}
+    if state in ENDS:
+        update = {"host_ports": {}, "endpoints": (), **update}
     moved = task.model_copy(update=update)
     history = TaskEvent(
         state=state, at=now, attempt=moved.attempt, node=moved.node, detail=detail, restart=restart

@@ -31,9 +31,19 @@ N = TypeVar("N", int, float)
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
+HOLDINGS = frozenset(
+    {"allocated_cpu", "allocated_memory", "allocated_disk", "task_count", "reserved_ports"}
+)
+"""What a node record says its placed tasks hold. The store adds it as it reads a node;
+a record made of a heartbeat carries the known one's, so that its events say it too."""
+
+
 def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) -> Decision:
-    """Record a worker's heartbeat; announce it, and announce a node that (re)joined."""
+    """Record a worker's heartbeat; announce it, and announce a node that (re)joined.
+
+    `known` is the node as the store reads it, with what its tasks hold."""
     operator = known.operator if known is not None else NodeOverrides()
+    held = known.model_dump(include=set(HOLDINGS)) if known is not None else {}
     joined = known is None or known.status != NodeStatus.READY
     # Since when this worker process has held the node: reset by a new process too.
     held_since = (
@@ -59,6 +69,7 @@ def apply_heartbeat(known: NodeRecord | None, beat: Heartbeat, now: datetime) ->
         schedulable=known.schedulable if known is not None else True,
         stats=beat.stats,
         operator=operator,
+        **held,
     )
     decision = Decision(nodes=[node])
     if known is None or joined:

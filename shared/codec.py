@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
 from typing import Any, TypeVar
@@ -10,6 +11,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from shared.errors import DecodeError
 from shared.models import MAX_BODY_BYTES
+from shared.specs import FORM_TAGS
 
 T = TypeVar("T")
 
@@ -23,7 +25,8 @@ def describe(error: ValidationError) -> str:
     items = error.errors(include_url=False)
     parts = []
     for item in items[:MAX_ERRORS_NAMED]:
-        where = ".".join(str(part) for part in item["loc"])[:200] or "body"
+        named = (str(part) for part in item["loc"] if part not in FORM_TAGS)
+        where = ".".join(named)[:200] or "body"
         parts.append(f"{where}: {str(item['msg'])[:500]}")
     if len(items) > MAX_ERRORS_NAMED:
         parts.append(f"and {len(items) - MAX_ERRORS_NAMED} more")
@@ -47,6 +50,17 @@ def _reject_constant(name: str) -> Any:
     raise _DuplicateKey(f"{name} is not a number JSON allows")
 
 
+def load_json(text: str) -> Any:
+    """Parse JSON as `decode` reads it: a key given twice, NaN and Infinity are refused
+    (DecodeError); text that is not JSON raises json.JSONDecodeError."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except _DuplicateKey as exc:
+        raise DecodeError(str(exc)) from exc
+    except RecursionError as exc:  # not a ValueError: it would fail the handler
+        raise DecodeError("body is not JSON: nested too deeply") from exc
+
+
 def decode(
     adapter: TypeAdapter[T],
     body: bytes,
@@ -68,14 +82,8 @@ def decode(
     except UnicodeDecodeError as exc:
         raise DecodeError(f"body is not UTF-8: {exc}") from exc
     if unique_keys:
-        try:
-            json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
-        except _DuplicateKey as exc:
-            raise DecodeError(str(exc)) from exc
-        except RecursionError as exc:  # not a ValueError: it would fail the handler
-            raise DecodeError("body is not JSON: nested too deeply") from exc
-        except ValueError:
-            pass  # not JSON: pydantic names the problem below
+        with contextlib.suppress(json.JSONDecodeError):  # pydantic names the problem below
+            load_json(text)
     try:
         return adapter.validate_json(text, strict=True)
     except ValidationError as exc:

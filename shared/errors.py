@@ -10,7 +10,7 @@
     ├── RuntimeFailure         the container engine failed an operation
     │   ├── EngineUnavailable  the engine does not answer
     │   └── ImageNotFound      the image is not local and the pull policy forbids or failed a pull
-    ├── SettingsError          a setting (flag or environment variable) is not usable
+    ├── SettingsError          a setting or argument (flag, environment variable) is not usable
     ├── StoreError             the manager's database failed
     ├── MetricsError           the /metrics endpoint cannot be served (its port is taken)
     └── RequestError           the manager answered a request with an error
@@ -36,7 +36,8 @@ class DecodeError(KubeError):
 
 
 class SettingsError(KubeError):
-    """A setting given in a flag or the environment cannot be used; the message says which."""
+    """A setting or argument given in a flag or the environment cannot be used; the message
+    says which."""
 
 
 class MessagingError(KubeError):

@@ -11,6 +11,7 @@ from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
+    MAX_PORTS,
     Attempt,
     ClusterId,
     ContainerId,
@@ -110,8 +111,6 @@ class TaskUpdate(WireModel):
 
 
 PortKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,4}$")]
-MAX_PORTS = 256
-"""Ports one container may publish."""
 
 
 class HeldTask(WireModel):

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from shared.wire import (
+    MAX_PORTS,
     ByteSize,
     EnvName,
     Labels,
@@ -63,12 +64,17 @@ class PortMapping(WireModel):
     )
 
 
+FORM_TAGS = frozenset({"port-number", "port-mapping"})
+"""The tags that tell a port's two forms apart. Pydantic puts them in an error's location
+(`ports.0.port-mapping.host`); shared.codec drops them, as no field has such a name."""
+
+
 def _port_form(value: object) -> str:
-    return "mapping" if isinstance(value, dict | PortMapping) else "port"
+    return "port-mapping" if isinstance(value, dict | PortMapping) else "port-number"
 
 
 PortItem = Annotated[
-    Annotated[Port, Tag("port")] | Annotated[PortMapping, Tag("mapping")],
+    Annotated[Port, Tag("port-number")] | Annotated[PortMapping, Tag("port-mapping")],
     Discriminator(_port_form),
 ]
 """A port to publish: `80`, or `{"container": 80, "host": 8080}`."""
@@ -227,7 +233,9 @@ class TaskSpec(WireModel):
     image: Annotated[str, Field(min_length=1, max_length=255)]
     command: tuple[Annotated[str, Field(max_length=65536)], ...] = ()
     env: dict[EnvName, str] = Field(default_factory=dict)
-    ports: Annotated[tuple[PortItem, ...], AfterValidator(_distinct_ports)] = Field(
+    ports: Annotated[
+        tuple[PortItem, ...], Field(max_length=MAX_PORTS), AfterValidator(_distinct_ports)
+    ] = Field(
         default=(),
         description="container ports to publish: a port (the engine picks the host port),"
         ' or {"container": 80, "host": 8080} for a fixed host port',

@@ -43,6 +43,10 @@ records that quote it must still fit in one message."""
 MAX_LABELS = 64
 """Labels a node or a task may carry."""
 
+MAX_PORTS = 256
+"""Ports one task may publish: a spec lists at most this many, and a worker's report
+of the host ports it got carries as many."""
+
 MAX_CPUS = 4096.0
 """The most cores a node may report (the largest machines today have a few hundred)."""
 
@@ -92,6 +96,9 @@ def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+MAX_LABEL = 63
+"""Characters in one label of a host name (RFC 1035)."""
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
@@ -99,14 +106,30 @@ _HOSTNAME = re.compile(
 
 
 def host_address(text: str) -> str:
-    """An IP address (v4 or v6, written as the standard library writes it) or a host name
-    (RFC 1123 labels); anything else is refused with the reason."""
+    """An address another machine can dial: an IP address (v4 or v6, written as the
+    standard library writes it) or a host name (RFC 1123 labels); anything else is refused
+    with the reason. Loopback passes: it serves a cluster on one machine."""
     try:
-        return str(ipaddress.ip_address(text))
+        ip = ipaddress.ip_address(text)
     except ValueError:
         pass
+    else:
+        if ip.is_unspecified or ip.is_multicast:
+            kind = "an unspecified" if ip.is_unspecified else "a multicast"
+            raise ValueError(f"{text!r} is {kind} address, which no other machine can dial")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+            raise ValueError(
+                f"{text!r} has a zone (%{ip.scope_id}), which means something only on this host"
+            )
+        return str(ip)
     if re.fullmatch(r"[0-9.]+", text):  # a name's last label is never all digits (RFC 3696)
         raise ValueError(f"{text!r} is not a valid IP address")
+    long = [label for label in text.split(".") if len(label) > MAX_LABEL]
+    if long:
+        raise ValueError(
+            f"{text!r} has a label of {len(long[0])} characters; a host name's labels (the"
+            f" parts between dots) have {MAX_LABEL} at most"
+        )
     if not _HOSTNAME.match(text):
         raise ValueError(
             f"{text!r} is neither an IP address nor a host name (labels of letters, digits"

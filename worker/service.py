@@ -36,11 +36,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
-from shared.codec import decode, encode
+from shared.codec import decode, describe, encode
 from shared.errors import (
     ConnectionLost,
     DecodeError,
@@ -456,21 +456,39 @@ class Worker:
         self._settled.append(delivery)
 
     def _publish(self, key: Key, report: Report) -> None:
-        """On the bus thread: queue an update; `flush` publishes it."""
-        update = TaskUpdate(
-            node=self.name,
-            task_id=key[0],
-            attempt=key[1],
-            state=report.state,
-            at=utcnow(),
-            container_id=report.container_id,
-            host_ports=report.host_ports,
-            exit_code=report.exit_code,
-            error=report.error,
-            health=report.health,
-            last_check=report.last_check,
-            disconnected=report.disconnected,
-        )
+        """On the bus thread: queue an update; `flush` publishes it.
+
+        A report the manager would not accept (more host ports than an update carries,
+        from an engine or a manager that checked less) is sent as the attempt's failure
+        instead: raising here would leave its dispatch redelivered for ever, and the task
+        placed for ever. The manager then stops the container."""
+        at = utcnow()
+        try:
+            update = TaskUpdate(
+                node=self.name,
+                task_id=key[0],
+                attempt=key[1],
+                state=report.state,
+                at=at,
+                container_id=report.container_id,
+                host_ports=report.host_ports,
+                exit_code=report.exit_code,
+                error=report.error,
+                health=report.health,
+                last_check=report.last_check,
+                disconnected=report.disconnected,
+            )
+        except ValidationError as exc:
+            why = f"the worker cannot report this attempt: {describe(exc)}"
+            log.error("task %s: attempt %d: %s", key[0], key[1], why)
+            update = TaskUpdate(
+                node=self.name,
+                task_id=key[0],
+                attempt=key[1],
+                state=TaskState.FAILED,
+                at=at,
+                error=why,
+            )
         self._results.append(self._result("update", encode(update)))
 
     def _result(self, kind: str, body: bytes) -> Outbound:

@@ -36,6 +36,8 @@ COMMANDS: list[tuple[str, bytes, str]] = [
     ("task.submit", json.dumps({**GOOD, "memory": "lots"}).encode(), "memory"),
     ("task.submit", json.dumps({**GOOD, "cpu": -1}).encode(), "cpu"),
     ("task.submit", json.dumps({**GOOD, "ports": [70000]}).encode(), "ports"),
+    ("task.submit", json.dumps({**GOOD, "ports": list(range(1, 258))}).encode(), "at most 256"),
+    ("task.submit", json.dumps({**GOOD, "ports": [{"container": 0}]}).encode(), "ports.0.con"),
     ("task.submit", json.dumps({**GOOD, "id": "../etc"}).encode(), "id"),
     (
         "task.submit",

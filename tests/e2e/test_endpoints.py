@@ -85,6 +85,29 @@ def test_run_wait_prints_the_endpoint_and_it_answers(one: Cluster, busybox_image
     assert record["endpoints"] == [endpoint]
     assert f"80->{endpoint}" in one.kube("ps").stdout
 
+    # when it is stopped, then its ended record keeps no endpoints of the gone container
+    assert one.kube("stop", task_id).returncode == 0
+
+    def ended() -> dict[str, object] | None:
+        found = json.loads(one.kube("inspect", task_id, "--json").stdout)
+        return found if found["state"] == "completed" else None
+
+    record = wait_for(ended, "the stopped task")
+    assert (record["endpoints"], record["host_ports"]) == ([], {})
+    assert endpoint not in one.kube("ps").stdout
+
+
+def test_bad_ports_and_names_are_usage_errors_of_the_cli(one: Cluster) -> None:
+    # a port out of range, and a name that cannot be one, are refused by the CLI (exit 2)
+    cases = [
+        (("run", "--name", "x", "--image", "b", "-p", "0"), "-p/--port: '0': port 0 is not"),
+        (("endpoints", "bad name!"), "kube: not a service name, task id or task name: 'bad name!'"),
+    ]
+    for args, says in cases:
+        done = one.kube(*args)
+        assert done.returncode == 2, done.stderr
+        assert says in done.stderr and "Traceback" not in done.stderr
+
 
 def test_a_services_endpoints_are_announced_as_it_scales(one: Cluster, busybox_image: str) -> None:
     with Client(Settings(amqp_url=one.url)) as client:

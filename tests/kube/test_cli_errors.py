@@ -4,10 +4,12 @@ traceback (found by a hostile run: bad URLs, bad timeouts, bad numbers, missing 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from kube import cli
+from shared.errors import DecodeError
 
 
 @pytest.mark.parametrize(
@@ -16,6 +18,8 @@ from kube import cli
         (["--amqp-url", "notaurl", "nodes"], "is not an AMQP URL"),
         (["--amqp-url", "http://x/", "ps"], "is not an AMQP URL"),
         (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
+        (["worker", "--advertise-address", ""], "--advertise-address: '' is neither"),
+        (["worker", "--advertise-address", "0.0.0.0"], "an unspecified address"),
     ],
 )
 def test_a_bad_setting_or_file_is_one_line_and_exit_2(
@@ -73,3 +77,31 @@ def test_a_bad_argument_to_a_request_is_a_usage_error(
         assert cli.main(["--amqp-url", vhost, "--timeout", "2", *argv]) == cli.USAGE, argv
         err = capsys.readouterr().err
         assert err.startswith("kube: ") and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ('{"name": "w", "image": "b", "cpu": 1, "cpu": 2}', "key 'cpu' given more than once"),
+        (
+            '{"name": "w", "image": "b", "ports": [{"container": 80, "container": 81}]}',
+            "key 'container' given more than once",
+        ),
+        ('{"name": "w", "image": "b", "cpu": NaN}', "NaN is not a number JSON allows"),
+        ('["w", "b"]', "a TaskSpec is a JSON object"),
+    ],
+)
+def test_a_spec_file_is_read_as_the_manager_reads_it(
+    spec: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a spec file with a key given twice (or what JSON does not have)
+    path = tmp_path / "spec.json"
+    path.write_text(spec)
+
+    # when it is run
+    args = cli.build_parser().parse_args(["run", "-f", str(path)])
+    with pytest.raises(DecodeError) as caught:
+        cli.run_task(args, [], client=None)  # type: ignore[arg-type]  # refused before use
+
+    # then it is refused, naming the file and the key
+    assert caught.value.reason == f"{path}: {says}"

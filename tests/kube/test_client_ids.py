@@ -9,7 +9,7 @@ import pytest
 
 from kube.client import Client
 from shared.codec import encode
-from shared.errors import DecodeError
+from shared.errors import SettingsError
 from shared.models import RemoveRequest, Reply, TaskSpec
 from shared.settings import Settings
 from shared.wire import ID_PATTERN
@@ -61,10 +61,13 @@ def test_a_removal_names_what_to_remove(client: Any) -> None:
 
 
 def test_a_bad_name_to_remove_is_refused_before_it_is_sent(client: Any) -> None:
-    with pytest.raises(DecodeError, match=r"^not a task id or service name: 'no spaces', '' \(up"):
+    bad = r"^not a task id or service name: 'no spaces', '' \(up"
+    with pytest.raises(SettingsError, match=bad):
         client.remove(["ok", "no spaces", ""])
-    with pytest.raises(DecodeError, match="^not a node name: '-bad' "):
+    with pytest.raises(SettingsError, match="^not a node name: '-bad' "):
         client.remove_node("-bad")
-    with pytest.raises(DecodeError, match="^not a task id or service name: 'x{64}'"):
+    with pytest.raises(SettingsError, match="^not a task id or service name: 'x{64}'"):
         client.remove(["x" * 64])
+    with pytest.raises(SettingsError, match="^not a service name, task id or task name: 'bad name!'"):
+        client.endpoints("bad name!")
     assert client._rpc.requests == []

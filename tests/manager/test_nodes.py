@@ -54,6 +54,27 @@ def test_a_new_node_is_announced_ready() -> None:
     assert [o.routing_key for o in again.outgoing] == ["node.heartbeat"]
 
 
+def test_node_events_of_a_heartbeat_say_what_the_nodes_tasks_hold() -> None:
+    # given a node as the store reads it, with what its placed tasks hold
+    holdings = {
+        "allocated_cpu": 1.5,
+        "allocated_memory": 2**20,
+        "allocated_disk": 2**21,
+        "task_count": 3,
+        "reserved_ports": (8080, 8443),
+    }
+    known = node("n1").model_copy(update=holdings)
+
+    # when its worker's heartbeat arrives
+    decision = nodes.apply_heartbeat(known, beat(), NOW)
+
+    # then the node.heartbeat event carries the holdings, as `kube nodes --json` shows them
+    [event] = decision.outgoing
+    assert event.routing_key == "node.heartbeat"
+    body = json.loads(event.body)
+    assert {key: body[key] for key in holdings} == {**holdings, "reserved_ports": [8080, 8443]}
+
+
 def test_a_node_records_its_workers_host_and_pid_and_since_when_that_process_holds_it() -> None:
     first = beat().model_copy(update={"hostname": "alpha", "pid": 10})
     joined = nodes.apply_heartbeat(None, first, NOW).nodes[0]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from kube import render
-from manager import core
+from manager import core, nodes
 from manager.scheduler import RoundRobin
 from shared.messages import TaskUpdate
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
+from shared.specs import RestartMode, RestartPolicy
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -71,6 +73,47 @@ def test_an_ended_attempt_has_no_endpoints_left() -> None:
     assert (restarted.tasks[-1].endpoints, restarted.tasks[-1].host_ports) == ((), {})
 
 
+def running_task() -> TaskRecord:
+    task = scheduled().model_copy(
+        update={
+            "spec": scheduled().spec.model_copy(
+                update={"restart": RestartPolicy(policy=RestartMode.NEVER)}
+            )
+        }
+    )
+    update = report(task, TaskState.RUNNING, host_ports=PORTS)
+    return core.apply_update(task, update, NOW, "10.0.0.2").tasks[-1]
+
+
+@pytest.mark.parametrize(("state", "exit_code"), [(TaskState.COMPLETED, 0), (TaskState.FAILED, 1)])
+def test_an_attempt_that_ends_the_task_drops_its_endpoints_and_host_ports(
+    state: TaskState, exit_code: int
+) -> None:
+    # given a running task that is not restarted
+    running = running_task()
+    assert running.endpoints
+
+    # when its attempt ends
+    decision = core.apply_update(running, report(running, state, exit_code=exit_code), NOW)
+
+    # then the record and the event it publishes show no ports of the gone container
+    ended = decision.tasks[-1]
+    assert ended.state == state
+    assert (ended.endpoints, ended.host_ports) == ((), {})
+    event = json.loads(decision.outgoing[0].body)
+    assert (event["endpoints"], event["host_ports"]) == ([], {})
+
+
+def test_an_attempt_lost_with_its_node_drops_its_endpoints_and_host_ports() -> None:
+    # given a running task, when its node is lost
+    running = running_task()
+    decision = nodes.node_lost("n1", [running], NOW, silent_for=30.0)
+
+    # then neither the lost record nor the final one keep its ports
+    assert [t.state for t in decision.tasks] == [TaskState.LOST, TaskState.FAILED]
+    assert all((t.endpoints, t.host_ports) == ((), {}) for t in decision.tasks)
+
+
 def test_a_stale_attempts_report_changes_no_endpoints() -> None:
     task = scheduled()
     stale = report(task, TaskState.RUNNING, host_ports=PORTS).model_copy(update={"attempt": 9})
@@ -103,3 +146,19 @@ def test_without_an_address_the_host_ports_alone_are_shown() -> None:
     ).tasks[-1]
     assert render.placement(running) == "web-1 running on n1 ports 443->8443,8080->32768"
     assert "endpoints:   -" in render.task(running, []).splitlines()
+
+
+def test_ps_shows_three_ports_of_a_task_and_counts_the_rest() -> None:
+    # given a running task with 256 published ports
+    many = {str(port): 40000 + port for port in range(1, 257)}
+    task = scheduled()
+    running = core.apply_update(
+        task, report(task, TaskState.RUNNING, host_ports=many), NOW, "10.0.0.2"
+    ).tasks[-1]
+
+    # then its `kube ps` row shows three of them and how many more
+    row = render.tasks([running]).splitlines()[1]
+    shown = "1->10.0.0.2:40001,2->10.0.0.2:40002,3->10.0.0.2:40003,+253 more"
+    assert shown in row and len(row) < 200
+    # while `kube inspect` lists them all
+    assert "10.0.0.2:40256" in render.task(running, [])

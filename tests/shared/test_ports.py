@@ -46,12 +46,16 @@ def test_the_old_form_encodes_as_it_was_given() -> None:
             b'[{"container": 80, "host": 9000}, {"container": 81, "host": 9000}]',
             "each host port may be listed once (9000 twice)",
         ),
-        (b'[{"container": 80, "host": 0}]', "ports.0.mapping.host"),
-        (b'[{"container": 80, "host": 65536}]', "ports.0.mapping.host"),
-        (b'[{"container": 80, "host": "8080"}]', "ports.0.mapping.host"),
-        (b'[{"host": 8080}]', "ports.0.mapping.container: Field required"),
-        (b'[{"container": 80, "hostport": 1}]', "ports.0.mapping.hostport"),
-        (b'["80"]', "ports.0.port"),
+        (b'[{"container": 80, "host": 0}]', "ports.0.host: Input should be greater"),
+        (b'[{"container": 80, "host": 65536}]', "ports.0.host: Input should be less"),
+        (b'[{"container": 80, "host": "8080"}]', "ports.0.host: Input should be a valid integer"),
+        (b'[{"host": 8080}]', "ports.0.container: Field required"),
+        (b'[{"container": 80, "hostport": 1}]', "ports.0.hostport"),
+        (b'["80"]', "ports.0: Input should be a valid integer"),
+        (
+            b"[" + b", ".join(b"%d" % p for p in range(1, 258)) + b"]",
+            "ports: Tuple should have at most 256 items",
+        ),
     ],
 )
 def test_bad_ports_are_refused_naming_the_problem(ports: bytes, says: str) -> None:

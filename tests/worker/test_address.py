@@ -18,6 +18,9 @@ from worker.address import detect, parse
         ("FD00::1", "fd00::1"),
         ("node-1.example.com", "node-1.example.com"),
         ("localhost", "localhost"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("::1", "::1"),
+        ("fe80::1", "fe80::1"),
     ],
 )
 def test_an_ip_address_or_host_name_is_kept(given: str, kept: str) -> None:
@@ -29,7 +32,12 @@ def test_an_ip_address_or_host_name_is_kept(given: str, kept: str) -> None:
     [
         ("bad_name", "neither an IP address nor a host name"),
         ("-node", "neither an IP address nor a host name"),
-        ("a" * 64 + ".com", "neither an IP address nor a host name"),
+        ("a" * 64 + ".com", "has a label of 64 characters; a host name's labels"),
+        ("a" * 64, "(the parts between dots) have 63 at most"),
+        ("0.0.0.0", "'0.0.0.0' is an unspecified address, which no other machine can dial"),
+        ("::", "is an unspecified address"),
+        ("224.0.0.1", "is a multicast address"),
+        ("fe80::1%eth0", "'fe80::1%eth0' has a zone (%eth0), which means something only on"),
         ("10.0.0.300", "is not a valid IP address"),
         ("http://node-1", "neither an IP address nor a host name"),
         ("", "neither an IP address nor a host name"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -12,11 +13,12 @@ from shared import topology
 from shared.bus import Delivery, StubBus
 from shared.codec import encode
 from shared.errors import ConnectionLost, MessagingError
-from shared.messages import RunTask
+from shared.messages import MAX_PORTS, RunTask
 from shared.models import TaskSpec
 from shared.settings import Settings
 from tests.support.waiting import wait_for
 from worker.config import WorkerConfig
+from worker.runtime.base import ContainerInfo
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker
 from worker.stats import Capacity
@@ -145,3 +147,30 @@ def test_what_is_queued_while_a_batch_is_confirmed_goes_out_at_once(
         ("confirmed", ("update", "running")),
         ("ack", 2),
     ]
+
+
+class _ManyPorts(MockRuntime):
+    """An engine that reports more host ports than an update carries."""
+
+    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+        info = super().start(task_id, attempt, spec)
+        many = {str(port): port for port in range(1, MAX_PORTS + 2)}
+        return dataclasses.replace(info, host_ports=many)
+
+
+def test_a_report_an_update_cannot_carry_is_sent_as_a_failure_and_its_dispatch_acked() -> None:
+    # given a worker whose engine reports 257 host ports for a container
+    bus = StubBus(user="guest")
+    config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
+    w = Worker(Settings(), config, _ManyPorts("n1"), bus=bus)
+    try:
+        # when it starts the task and flushes its results
+        started(w, bus, dispatch(1, "t1"))
+        w.flush()
+
+        # then the attempt is reported failed, naming why, and the dispatch is acked
+        assert confirmed(bus) == [("confirmed", ("update", "failed")), ("ack", 1)]
+        body = json.loads(bus.log[0][1].body)
+        assert body["error"].startswith("the worker cannot report this attempt: host_ports:")
+    finally:
+        w.close()
