@@ -9,6 +9,13 @@ the service wants and returns the decision that moves one step closer:
   version; once it runs (and is healthy, if the spec has a health check) stop one old
   task; repeat. A new-version task that fails pauses the update with the reason; the old
   tasks keep running until the next `kube update`.
+- a rolling update of a service whose tasks publish fixed host ports goes stop-first:
+  stop one old task (an unplaced one first), then start its replacement, which takes
+  the port once the old task has let it go. Start-first would place the new task beside
+  an old one holding the same port on every node, and wait forever.
+
+Scaling down stops unplaced (pending) tasks first, then the newest. Stopping a service
+ends its update: it is no longer rolling.
 
 Unless the spec says otherwise, a service's tasks restart always, without limit, as
 Swarm's do.
@@ -79,7 +86,15 @@ def update(service: ServiceRecord, spec: TaskSpec, now: datetime) -> ServiceReco
 
 
 def stop(service: ServiceRecord, now: datetime) -> ServiceRecord:
-    return service.model_copy(update={"desired_state": "stopped", "updated_at": now})
+    """The service asked to stop; an update under way ends with it."""
+    return service.model_copy(
+        update={
+            "desired_state": "stopped",
+            "update_state": UpdateState.IDLE,
+            "update_error": None,
+            "updated_at": now,
+        }
+    )
 
 
 def live(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
@@ -127,11 +142,36 @@ def reconcile(
         )
     if not all(ready(t) for t in new):
         return Decision()  # wait for the newest task to run (and be healthy)
+    if stop_first(service):
+        if len(new) + len(old) < service.replicas:
+            return _start(service, 1, now, new_id)  # into the room the stopped one left
+        return core.request_stop(_first_to_stop(old, newest=False), now)
     if len(new) + len(old) <= service.replicas and len(new) < service.replicas:
         return _start(service, 1, now, new_id)  # one new task beside the old ones
     # The new ones run: retire the oldest old task (or the surplus while scaling down).
-    oldest = sorted(old, key=lambda t: (t.created_at, t.id))[0]
-    return core.request_stop(oldest, now)
+    return core.request_stop(_first_to_stop(old, newest=False), now)
+
+
+def stop_first(service: ServiceRecord) -> bool:
+    """Whether the service's update stops an old task before starting its replacement:
+    its tasks publish fixed host ports, which an old and a new task cannot share."""
+    return bool(service.spec.fixed_host_ports())
+
+
+def _unplaced(task: TaskRecord) -> bool:
+    return task.state == TaskState.PENDING
+
+
+def _first_to_stop(tasks: Sequence[TaskRecord], newest: bool) -> TaskRecord:
+    """The task to stop first: an unplaced one, then the newest (or oldest) created."""
+    return _stop_order(tasks, newest)[0]
+
+
+def _stop_order(tasks: Sequence[TaskRecord], newest: bool) -> list[TaskRecord]:
+    """Unplaced tasks first (stopping them frees nothing that runs), then by creation,
+    the newest or the oldest first."""
+    by_age = sorted(tasks, key=lambda t: (t.created_at, t.id), reverse=newest)
+    return sorted(by_age, key=lambda t: not _unplaced(t))
 
 
 def _scale(
@@ -142,8 +182,7 @@ def _scale(
         return _start(service, missing, now, new_id)
     decision = Decision()
     surplus = -missing
-    newest_first = sorted(current, key=lambda t: (t.created_at, t.id), reverse=True)
-    for task in newest_first[:surplus]:
+    for task in _stop_order(current, newest=True)[:surplus]:
         decision.extend(core.request_stop(task, now))
     return decision
 

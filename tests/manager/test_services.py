@@ -136,3 +136,45 @@ def test_a_failing_new_task_pauses_the_update_and_keeps_the_old_ones() -> None:
     assert "exited with code 1" in (paused.update_error or "")
     assert not decision.tasks
     assert services.reconcile(paused, tasks + failing, NOW, new_id).empty
+
+
+def test_scaling_down_stops_a_pending_replica_before_a_running_one() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)  # created_at all equal
+    tasks[0] = tasks[0].model_copy(update={"state": TaskState.PENDING, "node": None})
+    decision = services.reconcile(services.scale(svc, 2, NOW), tasks, NOW, new_id)
+    assert [t.id for t in decision.tasks if t.desired_state == "stopped"] == [tasks[0].id]
+
+
+PORTS = ({"container": 80, "host": 18084},)
+
+
+def test_a_service_with_fixed_host_ports_updates_stop_first() -> None:
+    svc = service(ports=PORTS)
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", ports=PORTS), NOW)  # type: ignore[arg-type]
+    first = services.reconcile(updated, tasks, NOW, new_id)
+    assert [(t.version, t.desired_state) for t in first.tasks] == [(1, "stopped")]
+    final, tasks, steps = roll(updated, tasks)
+    assert steps == ["stop v1", "start v2"] * 3
+    assert [t.version for t in services.live(tasks)] == [2, 2, 2]
+    assert final.update_state == UpdateState.IDLE
+
+
+def test_rolling_back_a_stuck_port_update_stops_the_pending_task_first() -> None:
+    svc = service(ports=PORTS)
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", ports=PORTS), NOW)  # type: ignore[arg-type]
+    stuck = services.reconcile(updated, tasks[:2], NOW, new_id).tasks  # one v1 stopped: one v2
+    assert len(stuck) == 1 and stuck[0].state == TaskState.PENDING
+    back = services.update(updated, TaskSpec(name="web", image="v1", ports=PORTS), NOW)  # type: ignore[arg-type]
+    step = services.reconcile(back, tasks[:2] + stuck, NOW, new_id)
+    assert [t.id for t in step.tasks] == [stuck[0].id]
+    assert step.tasks[0].desired_state == "stopped"
+
+
+def test_stopping_a_service_ends_its_update() -> None:
+    svc = services.update(service(), TaskSpec(name="web", image="v2"), NOW)
+    assert svc.update_state == UpdateState.ROLLING
+    stopped = services.stop(svc, NOW)
+    assert stopped.update_state == UpdateState.IDLE and stopped.update_error is None
