@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 
 from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing, Removal
-from manager.holdings import HOLDING, Hold, Holdings, Reserved
+from manager.holdings import HOLDING, Hold, Holdings, Leftovers, Reserved
 from manager.nodes import PLACED, Where
 from shared.errors import StoreError
 from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
@@ -112,8 +112,10 @@ class Store:
         self._unit: list[Callable[[], None]] | None = None  # undo steps of the open unit
         self._unit_begun = False  # whether the open unit has written (its savepoint exists)
         self._holdings = Holdings()
+        self._leftovers = Leftovers()
         self._attempts = Attempts()
         self._nodes: dict[str, NodeRecord] = {}
+        self._sharing: dict[str, tuple[str, ...]] | None = None  # address -> its nodes
         self._load_caches()
         self.commit()  # what was quarantined while loading
 
@@ -121,7 +123,7 @@ class Store:
         """Read the in-memory mirrors (holdings, attempts, nodes) from the tables."""
         self._holdings = Holdings()
         for row in self._query(
-            f"SELECT name, node, cpu, memory, disk, {_SPEC_PORTS} FROM tasks"
+            f"SELECT name, node, cpu, memory, disk, {_PORTS} FROM tasks"
             f" WHERE state IN ({','.join('?' * len(HOLDING))}) AND node IS NOT NULL",
             [state.value for state in HOLDING],
         ):
@@ -292,8 +294,11 @@ class Store:
             if undo is not None:
                 undo.append(partial(attempts.restore, task.id, previous))
         for node in decision.nodes:
+            known = nodes.get(node.name)
             if undo is not None:
-                undo.append(partial(_put, nodes, node.name, nodes.get(node.name)))
+                undo.append(partial(self._put_node, node.name, known))
+            if known is None or known.address != node.address:
+                self._sharing = None
             nodes[node.name] = node
         for task_id in decision.removed.tasks:  # ended: they hold no resources
             previous = attempts.put(task_id, Where(None, 0, TaskState.COMPLETED))
@@ -301,12 +306,24 @@ class Store:
                 undo.append(partial(attempts.restore, task_id, previous))
         for name in decision.removed.nodes:
             if undo is not None:
-                undo.append(partial(_put, nodes, name, nodes.get(name)))
+                undo.append(partial(self._put_node, name, nodes.get(name)))
                 reserved = holdings.nodes.get(name)
                 if reserved is not None:
                     undo.append(partial(holdings.nodes.__setitem__, name, reserved))
             nodes.pop(name, None)
             holdings.nodes.pop(name, None)
+            self._leftovers.forget(name)
+            self._sharing = None
+
+    def _put_node(self, name: str, node: NodeRecord | None) -> None:
+        """Put back a node's record as it was before a dropped unit."""
+        _put(self._nodes, name, node)
+        self._sharing = None
+
+    def heard_leftovers(self, node: str, ports: Iterable[int], first: bool, whole: bool) -> bool:
+        """Note the host ports that a heartbeat part lists as held on the node by containers
+        of uncounted attempts (manager/holdings.py `Leftovers`); whether one was freed."""
+        return self._leftovers.heard(node, frozenset(ports), first, whole)
 
     def _holds(self, tasks: dict[str, TaskRecord]) -> dict[str, Hold]:
         """The claims the given tasks hold now, as recorded."""
@@ -314,7 +331,7 @@ class Store:
             return {}
         marks = ",".join("?" * len(tasks))
         rows = self._query(
-            f"SELECT id, name, node, cpu, memory, disk, {_SPEC_PORTS} FROM tasks"
+            f"SELECT id, name, node, cpu, memory, disk, {_PORTS} FROM tasks"
             f" WHERE id IN ({marks}) AND state IN ({','.join('?' * len(HOLDING))})"
             " AND node IS NOT NULL",
             [*tasks, *(state.value for state in HOLDING)],
@@ -521,9 +538,32 @@ class Store:
                 "allocated_memory": reserved.memory,
                 "allocated_disk": reserved.disk,
                 "task_count": reserved.tasks,
-                "reserved_ports": tuple(sorted(reserved.ports)),
+                "reserved_ports": self._ports_at(node),
             }
         )
+
+    def _ports_at(self, node: NodeRecord) -> tuple[int, ...]:
+        """The host ports held at the node's address: by its tasks and leftover containers,
+        and those of every node that advertises the same address (one host, one port
+        space: two workers on one engine). A node with no address has its own."""
+        names = (node.name,) if node.address is None else self._sharers(node.address)
+        ports: set[int] = set()
+        for name in names:
+            reserved = self._holdings.nodes.get(name)
+            if reserved is not None:
+                ports.update(reserved.ports)
+            ports.update(self._leftovers.held.get(name, ()))
+        return tuple(sorted(ports))
+
+    def _sharers(self, address: str) -> tuple[str, ...]:
+        """The nodes that advertise the address."""
+        if self._sharing is None:
+            sharing: dict[str, list[str]] = {}
+            for known in self._nodes.values():
+                if known.address is not None:
+                    sharing.setdefault(known.address, []).append(known.name)
+            self._sharing = {where: tuple(names) for where, names in sharing.items()}
+        return self._sharing.get(address, ())
 
     def close(self) -> None:
         """Commit what is open (its deliveries, unacked, come again and find it), and close."""
@@ -624,19 +664,20 @@ def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> No
 def _hold(task: TaskRecord) -> Hold:
     assert task.node is not None
     spec = task.spec
-    return Hold(task.name, task.node, spec.cpu, spec.memory, spec.disk, spec.fixed_host_ports())
+    ports = tuple(sorted({*spec.fixed_host_ports(), *task.host_ports.values()}))
+    return Hold(task.name, task.node, spec.cpu, spec.memory, spec.disk, ports)
 
 
-_SPEC_PORTS = "json_extract(record, '$.spec.ports')"
-"""A task's published ports, read as JSON text beside the columns of its claim."""
+_PORTS = "json_extract(record, '$.spec.ports'), json_extract(record, '$.host_ports')"
+"""A task's published ports and the host ports it was given, read as JSON text beside
+the columns of its claim."""
 
 
 def _hold_of(row: Sequence[Any]) -> Hold:
-    """A claim from (name, node, cpu, memory, disk, the spec's ports as JSON)."""
-    name, node, cpu, memory, disk, ports = row
-    fixed = tuple(
-        sorted(
-            p["host"] for p in json.loads(ports or "[]") if isinstance(p, dict) and p.get("host")
-        )
-    )
-    return Hold(str(name), str(node), float(cpu), int(memory), int(disk), fixed)
+    """A claim from (name, node, cpu, memory, disk, the spec's ports and the host ports
+    given, as JSON): like `_hold`, without reading the whole record."""
+    name, node, cpu, memory, disk, ports, given = row
+    fixed = {p["host"] for p in json.loads(ports or "[]") if isinstance(p, dict) and p.get("host")}
+    host = {int(port) for port in json.loads(given or "{}").values()}
+    held = tuple(sorted(fixed | host))
+    return Hold(str(name), str(node), float(cpu), int(memory), int(disk), held)
