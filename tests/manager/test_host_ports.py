@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manager import core, nodes
+from manager import core, nodes, restarts
 from manager.blocked import Blocked
 from manager.effects import Decision
 from manager.holdings import Leftovers
@@ -242,3 +242,15 @@ def test_a_lost_attempts_container_holds_its_port_until_a_heartbeat_shows_it_gon
     assert again is not None and again.state == TaskState.SCHEDULED
     assert (again.node, again.attempt) == ("n1", 2)
     manager.store.close()
+
+
+def test_an_attempt_that_found_its_host_port_bound_waits_out_a_stop_grace() -> None:
+    task = pending("a", wants(18084)).model_copy(
+        update={"state": TaskState.RUNNING, "node": "n1", "attempt": 1}
+    )
+    bound = "Bind for 0.0.0.0:18084 failed: port is already allocated"
+    step = restarts.after_attempt(task, TaskState.FAILED, bound)
+    assert isinstance(step, restarts.Restart)
+    assert step.counted and step.delay == restarts.PORT_CONFLICT_DELAY
+    other = restarts.after_attempt(task, TaskState.FAILED, "exited with code 1")
+    assert isinstance(other, restarts.Restart) and other.delay == 1.0  # the backoff
