@@ -524,13 +524,14 @@ class Store:
 
     def node(self, name: str) -> NodeRecord | None:
         node = self._nodes.get(name)
-        return self._with_holdings(node) if node is not None else None
+        return self._with_holdings(node, {}) if node is not None else None
 
     def nodes(self) -> list[NodeRecord]:
         """Nodes by name, with what the tasks placed on them reserve."""
-        return [self._with_holdings(self._nodes[name]) for name in sorted(self._nodes)]
+        at: dict[str, tuple[int, ...]] = {}  # each address's ports, summed once
+        return [self._with_holdings(self._nodes[name], at) for name in sorted(self._nodes)]
 
-    def _with_holdings(self, node: NodeRecord) -> NodeRecord:
+    def _with_holdings(self, node: NodeRecord, at: dict[str, tuple[int, ...]]) -> NodeRecord:
         reserved = self._holdings.nodes.get(node.name, Reserved())
         return node.model_copy(
             update={
@@ -538,15 +539,24 @@ class Store:
                 "allocated_memory": reserved.memory,
                 "allocated_disk": reserved.disk,
                 "task_count": reserved.tasks,
-                "reserved_ports": self._ports_at(node),
+                "reserved_ports": self._ports_at(node, at),
             }
         )
 
-    def _ports_at(self, node: NodeRecord) -> tuple[int, ...]:
+    def _ports_at(self, node: NodeRecord, at: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
         """The host ports held at the node's address: by its tasks and leftover containers,
         and those of every node that advertises the same address (one host, one port
-        space: two workers on one engine). A node with no address has its own."""
-        names = (node.name,) if node.address is None else self._sharers(node.address)
+        space: two workers on one engine). A node with no address has its own. `at` keeps
+        each address's answer, for a caller that asks about many nodes."""
+        if node.address is None:
+            return self._ports_of((node.name,))
+        ports = at.get(node.address)
+        if ports is None:
+            ports = at[node.address] = self._ports_of(self._sharers(node.address))
+        return ports
+
+    def _ports_of(self, names: Iterable[str]) -> tuple[int, ...]:
+        """The host ports the named nodes' tasks and leftover containers hold."""
         ports: set[int] = set()
         for name in names:
             reserved = self._holdings.nodes.get(name)
