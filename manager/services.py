@@ -29,6 +29,7 @@ from datetime import datetime
 from manager import core
 from manager.effects import Decision
 from shared.models import Health, ServiceRecord, TaskRecord, UpdateState
+from shared.placement import NoFitKind
 from shared.specs import RestartMode, RestartPolicy, TaskSpec
 from shared.states import TaskState
 
@@ -121,7 +122,7 @@ def reconcile(
     if not old:
         decision = _scale(service, new, now, new_id)
         rolled = service.update_state == UpdateState.ROLLING and not decision.tasks
-        if rolled and all(ready(t) for t in new):
+        if rolled and all(ready(t) or _port_bound(t) for t in new):
             done = service.model_copy(update={"update_state": UpdateState.IDLE})
             decision.services.append(done.model_copy(update={"updated_at": now}))
         return decision
@@ -140,16 +141,52 @@ def reconcile(
         return Decision(
             services=[paused], refused=f"service {service.name}: update paused: {reason}"
         )
+    if stop_first(service):
+        return _stop_first(service, tasks, new, old, now, new_id)
     if not all(ready(t) for t in new):
         return Decision()  # wait for the newest task to run (and be healthy)
-    if stop_first(service):
-        if len(new) + len(old) < service.replicas:
-            return _start(service, 1, now, new_id)  # into the room the stopped one left
-        return core.request_stop(_first_to_stop(old, newest=False), now)
     if len(new) + len(old) <= service.replicas and len(new) < service.replicas:
         return _start(service, 1, now, new_id)  # one new task beside the old ones
     # The new ones run: retire the oldest old task (or the surplus while scaling down).
     return core.request_stop(_first_to_stop(old, newest=False), now)
+
+
+def _stop_first(
+    service: ServiceRecord,
+    tasks: Sequence[TaskRecord],
+    new: list[TaskRecord],
+    old: list[TaskRecord],
+    now: datetime,
+    new_id: NewId,
+) -> Decision:
+    """One step of a stop-first update: start a new task into the room a stopped one left;
+    once the new ones run, stop the next old one.
+
+    A new task that waits only for a host port, found taken after the last old task
+    stopped, and with no old task being stopped, waits for an old one to let the port go
+    (there are more replicas than addresses with it free): stop one. Found taken before
+    the last stop, it is about to be placed on the port that stop freed: wait."""
+    if len(new) + len(old) < service.replicas:
+        return _start(service, 1, now, new_id)
+    waiting = [t for t in new if not ready(t)]
+    if waiting:
+        stopped = [t for t in tasks if t.desired_state == "stopped"]
+        if any(not t.state.terminal for t in stopped):
+            return Decision()  # an old task is letting its port go
+        last = max((t.updated_at for t in stopped), default=None)
+        if not all(_port_bound(t) and (last is None or t.updated_at >= last) for t in waiting):
+            return Decision()  # wait for the newest task to run (and be healthy)
+    return core.request_stop(_first_to_stop(old, newest=False), now)
+
+
+def _port_bound(task: TaskRecord) -> bool:
+    """Pending because no node has its fixed host ports free."""
+    unplaced = task.unplaced
+    return (
+        task.state == TaskState.PENDING
+        and unplaced is not None
+        and unplaced.kind is NoFitKind.HOST_PORTS
+    )
 
 
 def stop_first(service: ServiceRecord) -> bool:
