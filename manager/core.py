@@ -15,7 +15,7 @@ from manager.blocked import Shape, shape
 from manager.effects import Decision, Outgoing
 from manager.fit import PlacementContext
 from manager.restarts import Final, after_attempt, describe
-from manager.scheduler import NoFit, Placement, Scheduler, allocate, place
+from manager.scheduler import NoFit, Placement, Scheduler, allocate_at, place
 from shared import topology
 from shared.codec import encode
 from shared.messages import RunTask, StopTask, TaskUpdate
@@ -129,7 +129,7 @@ def schedule(
                 }
                 decision.tasks.append(task.model_copy(update=why))
             continue
-        free[outcome.node] = allocate(free[outcome.node], task.spec)
+        allocate_at(free, outcome.node, task.spec)
         counts = placed.setdefault(task.name, {})
         counts[outcome.node] = counts.get(outcome.node, 0) + 1
         attempt = task.attempt + 1

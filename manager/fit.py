@@ -2,7 +2,8 @@
 
 A candidate is ready, its engine up, schedulable (not cordoned), under the per-node task
 cap, satisfies the task's label constraints, and has the cpu, memory and disk free, and
-every fixed host port the task asks for: no task scheduled or running there holds it.
+every fixed host port the task asks for: none is held at its address (`reserved_ports`,
+manager/store.py: by tasks there or on nodes sharing the address, or leftover containers).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """What each node holds, kept in memory: reserved cpu, memory, disk and tasks per node,
-and tasks per (name, node) for spread.
+and tasks per (name, node) for spread; and the host ports that containers of attempts
+no longer counted (superseded, lost, draining) still hold there, until a heartbeat shows
+them gone.
 
 The store builds it from the tasks table when it opens and moves it with every recorded
 decision, so a placement costs no scan of the tasks (a sum over 10,000 running tasks per
@@ -27,7 +29,7 @@ class Hold:
     cpu: float
     memory: int
     disk: int
-    ports: tuple[int, ...] = ()  # fixed host ports
+    ports: tuple[int, ...] = ()  # fixed host ports, and the host ports it was given
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Reserved:
     memory: int = 0
     disk: int = 0
     tasks: int = 0
-    ports: Counter[int] = field(default_factory=Counter)  # fixed host port -> tasks holding it
+    ports: Counter[int] = field(default_factory=Counter)  # host port -> tasks holding it
 
 
 @dataclass
@@ -74,3 +76,36 @@ class Holdings:
             by_node.pop(hold.node, None)
             if not by_node:
                 self.peers.pop(hold.name, None)
+
+
+@dataclass
+class Leftovers:
+    """Host ports held on each node by containers of attempts the holdings do not count:
+    a superseded or lost attempt still being stopped, an attempt draining from its node.
+
+    A heartbeat lists a node's containers, in parts: each part adds the ports of the
+    uncounted ones it lists; the last part of a whole heartbeat (manager/nodes.py
+    `gather`) sets them to what the whole listed, which frees the ports of the gone.
+    """
+
+    held: dict[str, frozenset[int]] = field(default_factory=dict)
+    gathering: dict[str, frozenset[int]] = field(default_factory=dict)
+
+    def heard(self, node: str, ports: frozenset[int], first: bool, whole: bool) -> bool:
+        """Note one heartbeat part's uncounted ports; whether a port was freed."""
+        gathered = ports if first else self.gathering.get(node, frozenset()) | ports
+        before = self.held.get(node, frozenset())
+        after = gathered if whole else before | gathered
+        if whole or not gathered:
+            self.gathering.pop(node, None)
+        else:
+            self.gathering[node] = gathered
+        if after:
+            self.held[node] = after
+        else:
+            self.held.pop(node, None)
+        return not after >= before
+
+    def forget(self, node: str) -> None:
+        self.held.pop(node, None)
+        self.gathering.pop(node, None)

@@ -149,6 +149,21 @@ def superseded(
     return decision
 
 
+def uncounted(beat: Heartbeat, where: Mapping[str, Where]) -> list[str]:
+    """The tasks whose containers the node lists that its holdings do not count: an attempt
+    superseded, lost or draining, or of an ended task. Such a container still holds its
+    host ports until it is gone (manager/holdings.py `Leftovers`)."""
+    found = []
+    for held in beat.tasks:
+        task = where.get(held.task_id)
+        counted = task is not None and (
+            task.node == beat.node and task.attempt == held.attempt and task.state in PLACED
+        )
+        if not counted:
+            found.append(held.task_id)
+    return found
+
+
 def gather(parts: Sequence[Heartbeat], beat: Heartbeat) -> tuple[list[Heartbeat], Heartbeat | None]:
     """Add a part to the parts of its heartbeat gathered so far (the worker sends them in
     order, sharing `at`): the parts still open, and the whole heartbeat once its last part

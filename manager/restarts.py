@@ -8,6 +8,20 @@ from shared.models import Restarted, TaskRecord
 from shared.specs import RestartMode
 from shared.states import TaskState
 
+PORT_CONFLICT_DELAY = 15.0
+"""Seconds at least between an attempt that could not bind its host port and the next:
+longer than a container's stop grace (10 s), so that a container that held the port and
+was being stopped is gone by then."""
+
+PORT_CONFLICTS = ("port is already allocated", "address already in use")
+"""What the engine says when a host port is bound already (lowercase)."""
+
+
+def port_conflict(reason: str | None) -> bool:
+    """Whether an attempt's failure says its host port was bound already."""
+    said = (reason or "").lower()
+    return any(words in said for words in PORT_CONFLICTS)
+
 
 @dataclass(frozen=True)
 class Restart:
@@ -39,7 +53,11 @@ def after_attempt(
     restarts any end. Restarts past `max_restarts` end the task failed. A lost attempt is
     placed again at once and does not count against `max_restarts`: the node failed, not
     the task (Kubernetes and Nomad do not count it either), unless it must wait `hold`
-    seconds for its cut-off copy to stop (manager/nodes.py); a failed one waits its backoff.
+    seconds for its cut-off copy to stop (manager/nodes.py); a failed one waits its backoff,
+    and one whose host port was bound already at least PORT_CONFLICT_DELAY. That one still
+    counts: the scheduler counts the ports of kube's own containers, even those being
+    stopped (manager/holdings.py), so what still holds the port is outside kube's sight,
+    and an uncounted retry would go on forever without saying so.
     """
     if task.desired_state == "stopped":
         return Final(TaskState.COMPLETED, None)
@@ -56,7 +74,10 @@ def after_attempt(
     if policy.max_restarts is not None and number > policy.max_restarts:
         last = reason or "exited with code 0"
         return Final(TaskState.FAILED, f"{last}; gave up after {policy.max_restarts} restarts")
-    return Restart(number=number, delay=0.0 if lost else policy.delay(number))
+    delay = policy.delay(number)
+    if failed and port_conflict(reason):
+        delay = max(delay, PORT_CONFLICT_DELAY)
+    return Restart(number=number, delay=delay)
 
 
 def describe(restart: Restarted, attempt: int) -> str:

@@ -232,6 +232,19 @@ def place(
     return Placement(node=chosen.name)
 
 
+def allocate_at(free: dict[str, NodeRecord], name: str, spec: TaskSpec) -> None:
+    """Reserve the task's resources on the named node in `free`, and its fixed host ports
+    also on every node that advertises the same address (they share one port space)."""
+    chosen = free[name] = allocate(free[name], spec)
+    wanted = spec.fixed_host_ports()
+    if not wanted or chosen.address is None:
+        return
+    for other in list(free.values()):
+        if other.address == chosen.address and other.name != name:
+            ports = tuple(sorted({*other.reserved_ports, *wanted}))
+            free[other.name] = other.model_copy(update={"reserved_ports": ports})
+
+
 def allocate(node: NodeRecord, spec: TaskSpec) -> NodeRecord:
     """The node with the task's resources reserved; `place` decides that they fit."""
     return node.model_copy(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -547,7 +547,8 @@ class Manager:
             decision.extend(cluster.introduce(beat, self.store.cluster_id))
             self._undo.append(self.liveness.hear(beat.node, ticks))
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
-        stops = nodes.superseded(beat, self.store.where(h.task_id for h in beat.tasks), allowed)
+        where = self.store.where(h.task_id for h in beat.tasks)
+        stops = nodes.superseded(beat, where, allowed)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         held = self._heartbeat_parts.pop(beat.node, None)
@@ -555,6 +556,7 @@ class Manager:
         parts, whole = nodes.gather(held or [], beat)
         if parts:
             self._heartbeat_parts[beat.node] = parts
+        freed = self.note_leftovers(beat, where, whole is not None)
         gone = nodes.missing(whole, self.store.running_on(beat.node)) if whole else []
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
@@ -563,8 +565,22 @@ class Manager:
         changed = beat.part == 0 and (
             known is None or known.status != NodeStatus.READY or known.engine_ok != beat.engine_ok
         )
-        if changed or decision.tasks:
+        if changed or decision.tasks or freed:
             self.schedule_pending()
+
+    def note_leftovers(
+        self, beat: Heartbeat, where: Mapping[str, nodes.Where], whole: bool
+    ) -> bool:
+        """Count the host ports of the containers the heartbeat part lists that the holdings
+        do not (a superseded or lost attempt being stopped, a draining one) as held on the
+        node until a heartbeat shows them gone; whether that freed a port."""
+        ids = nodes.uncounted(beat, where)
+        found = self.store.tasks_by_id(ids).values() if ids else ()
+        ports = [port for task in found for port in task.spec.fixed_host_ports()]
+        freed = self.store.heard_leftovers(beat.node, ports, beat.part == 0, whole)
+        if freed:
+            self.blocked.reset()  # a port freed outside any decision: look again
+        return freed
 
     def _put_parts(self, node: str, parts: list[Heartbeat] | None) -> None:
         """Put back the heartbeat parts held for a node before a dropped delivery."""

@@ -9,6 +9,13 @@ the service wants and returns the decision that moves one step closer:
   version; once it runs (and is healthy, if the spec has a health check) stop one old
   task; repeat. A new-version task that fails pauses the update with the reason; the old
   tasks keep running until the next `kube update`.
+- a rolling update of a service whose tasks publish fixed host ports goes stop-first:
+  stop one old task (an unplaced one first), then start its replacement, which takes
+  the port once the old task has let it go. Start-first would place the new task beside
+  an old one holding the same port on every node, and wait forever.
+
+Scaling down stops unplaced (pending) tasks first, then the newest. Stopping a service
+ends its update: it is no longer rolling.
 
 Unless the spec says otherwise, a service's tasks restart always, without limit, as
 Swarm's do.
@@ -22,6 +29,7 @@ from datetime import datetime
 from manager import core
 from manager.effects import Decision
 from shared.models import Health, ServiceRecord, TaskRecord, UpdateState
+from shared.placement import NoFitKind
 from shared.specs import RestartMode, RestartPolicy, TaskSpec
 from shared.states import TaskState
 
@@ -79,7 +87,15 @@ def update(service: ServiceRecord, spec: TaskSpec, now: datetime) -> ServiceReco
 
 
 def stop(service: ServiceRecord, now: datetime) -> ServiceRecord:
-    return service.model_copy(update={"desired_state": "stopped", "updated_at": now})
+    """The service asked to stop; an update under way ends with it."""
+    return service.model_copy(
+        update={
+            "desired_state": "stopped",
+            "update_state": UpdateState.IDLE,
+            "update_error": None,
+            "updated_at": now,
+        }
+    )
 
 
 def live(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
@@ -106,7 +122,7 @@ def reconcile(
     if not old:
         decision = _scale(service, new, now, new_id)
         rolled = service.update_state == UpdateState.ROLLING and not decision.tasks
-        if rolled and all(ready(t) for t in new):
+        if rolled and all(ready(t) or _port_bound(t) for t in new):
             done = service.model_copy(update={"update_state": UpdateState.IDLE})
             decision.services.append(done.model_copy(update={"updated_at": now}))
         return decision
@@ -125,13 +141,74 @@ def reconcile(
         return Decision(
             services=[paused], refused=f"service {service.name}: update paused: {reason}"
         )
+    if stop_first(service):
+        return _stop_first(service, tasks, new, old, now, new_id)
     if not all(ready(t) for t in new):
         return Decision()  # wait for the newest task to run (and be healthy)
     if len(new) + len(old) <= service.replicas and len(new) < service.replicas:
         return _start(service, 1, now, new_id)  # one new task beside the old ones
     # The new ones run: retire the oldest old task (or the surplus while scaling down).
-    oldest = sorted(old, key=lambda t: (t.created_at, t.id))[0]
-    return core.request_stop(oldest, now)
+    return core.request_stop(_first_to_stop(old, newest=False), now)
+
+
+def _stop_first(
+    service: ServiceRecord,
+    tasks: Sequence[TaskRecord],
+    new: list[TaskRecord],
+    old: list[TaskRecord],
+    now: datetime,
+    new_id: NewId,
+) -> Decision:
+    """One step of a stop-first update: start a new task into the room a stopped one left;
+    once the new ones run, stop the next old one.
+
+    A new task that waits only for a host port, found taken after the last old task
+    stopped, and with no old task being stopped, waits for an old one to let the port go
+    (there are more replicas than addresses with it free): stop one. Found taken before
+    the last stop, it is about to be placed on the port that stop freed: wait."""
+    if len(new) + len(old) < service.replicas:
+        return _start(service, 1, now, new_id)
+    waiting = [t for t in new if not ready(t)]
+    if waiting:
+        stopped = [t for t in tasks if t.desired_state == "stopped"]
+        if any(not t.state.terminal for t in stopped):
+            return Decision()  # an old task is letting its port go
+        last = max((t.updated_at for t in stopped), default=None)
+        if not all(_port_bound(t) and (last is None or t.updated_at >= last) for t in waiting):
+            return Decision()  # wait for the newest task to run (and be healthy)
+    return core.request_stop(_first_to_stop(old, newest=False), now)
+
+
+def _port_bound(task: TaskRecord) -> bool:
+    """Pending because no node has its fixed host ports free."""
+    unplaced = task.unplaced
+    return (
+        task.state == TaskState.PENDING
+        and unplaced is not None
+        and unplaced.kind is NoFitKind.HOST_PORTS
+    )
+
+
+def stop_first(service: ServiceRecord) -> bool:
+    """Whether the service's update stops an old task before starting its replacement:
+    its tasks publish fixed host ports, which an old and a new task cannot share."""
+    return bool(service.spec.fixed_host_ports())
+
+
+def _unplaced(task: TaskRecord) -> bool:
+    return task.state == TaskState.PENDING
+
+
+def _first_to_stop(tasks: Sequence[TaskRecord], newest: bool) -> TaskRecord:
+    """The task to stop first: an unplaced one, then the newest (or oldest) created."""
+    return _stop_order(tasks, newest)[0]
+
+
+def _stop_order(tasks: Sequence[TaskRecord], newest: bool) -> list[TaskRecord]:
+    """Unplaced tasks first (stopping them frees nothing that runs), then by creation,
+    the newest or the oldest first."""
+    by_age = sorted(tasks, key=lambda t: (t.created_at, t.id), reverse=newest)
+    return sorted(by_age, key=lambda t: not _unplaced(t))
 
 
 def _scale(
@@ -142,8 +219,7 @@ def _scale(
         return _start(service, missing, now, new_id)
     decision = Decision()
     surplus = -missing
-    newest_first = sorted(current, key=lambda t: (t.created_at, t.id), reverse=True)
-    for task in newest_first[:surplus]:
+    for task in _stop_order(current, newest=True)[:surplus]:
         decision.extend(core.request_stop(task, now))
     return decision
 

@@ -231,7 +231,10 @@ class NodeRecord(WireModel):
     allocated_disk: Int64 = 0
     task_count: Count = 0
     reserved_ports: tuple[Port, ...] = Field(
-        default=(), description="fixed host ports the tasks scheduled or running on it hold"
+        default=(),
+        description="host ports held at its address: fixed ones of tasks scheduled or running"
+        " there or on a node with the same address, ones the engine gave running tasks, and"
+        " those of older attempts' containers not yet gone",
     )
     labels: NodeLabels = Field(default_factory=dict)
     last_heartbeat: Timestamp

@@ -146,14 +146,17 @@ def _where_columns(db: Database) -> None:
 
 
 def _host_ports(db: Database) -> None:
-    """3: the fixed host ports each task asks for ("80,443"), which a node holds for one
-    task at a time, as a column the manager sums at start."""
+    """3: the host ports each task holds on its node ("80,443": the fixed ones it asks
+    for and those the engine gave it), which a node holds for one task at a time, as a
+    column the manager sums at start."""
     db.execute(f"ALTER TABLE tasks ADD COLUMN host_ports {db.types['text']}")
 
     def values(record: dict[str, Any]) -> tuple[Any, ...]:
         ports = (record.get("spec") or {}).get("ports") or []
-        fixed = sorted(p["host"] for p in ports if isinstance(p, dict) and p.get("host"))
-        return (",".join(str(int(port)) for port in fixed) or None,)
+        fixed = {p["host"] for p in ports if isinstance(p, dict) and p.get("host")}
+        given = (record.get("host_ports") or {}).values()
+        held = sorted({int(port) for port in (*fixed, *given)})
+        return (",".join(str(port) for port in held) or None,)
 
     _fill(db, ["host_ports"], values)
 

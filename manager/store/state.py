@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing, Removal
-from manager.holdings import HOLDING, Hold, Holdings, Reserved
+from manager.holdings import HOLDING, Hold, Holdings, Leftovers, Reserved
 from manager.nodes import PLACED, Where
 from manager.store.base import Database
 from manager.store.schema import KEYS, upgrade
@@ -61,8 +61,10 @@ class Store:
         self._unit: list[Callable[[], None]] | None = None  # undo steps of the open unit
         self._unit_begun = False  # whether the open unit has written (its savepoint exists)
         self._holdings = Holdings()
+        self._leftovers = Leftovers()
         self._attempts = Attempts()
         self._nodes: dict[str, NodeRecord] = {}
+        self._sharing: dict[str, tuple[str, ...]] | None = None  # address -> its nodes
         self._load_caches()
         self.commit()  # what was quarantined while loading
 
@@ -222,8 +224,11 @@ class Store:
             if undo is not None:
                 undo.append(partial(attempts.restore, task.id, previous))
         for node in decision.nodes:
+            known = nodes.get(node.name)
             if undo is not None:
-                undo.append(partial(_put, nodes, node.name, nodes.get(node.name)))
+                undo.append(partial(self._put_node, node.name, known))
+            if known is None or known.address != node.address:
+                self._sharing = None
             nodes[node.name] = node
         for task_id in decision.removed.tasks:  # ended: they hold no resources
             previous = attempts.put(task_id, Where(None, 0, TaskState.COMPLETED))
@@ -231,12 +236,24 @@ class Store:
                 undo.append(partial(attempts.restore, task_id, previous))
         for name in decision.removed.nodes:
             if undo is not None:
-                undo.append(partial(_put, nodes, name, nodes.get(name)))
+                undo.append(partial(self._put_node, name, nodes.get(name)))
                 reserved = holdings.nodes.get(name)
                 if reserved is not None:
                     undo.append(partial(holdings.nodes.__setitem__, name, reserved))
             nodes.pop(name, None)
             holdings.nodes.pop(name, None)
+            self._leftovers.forget(name)
+            self._sharing = None
+
+    def _put_node(self, name: str, node: NodeRecord | None) -> None:
+        """Put back a node's record as it was before a dropped unit."""
+        _put(self._nodes, name, node)
+        self._sharing = None
+
+    def heard_leftovers(self, node: str, ports: Iterable[int], first: bool, whole: bool) -> bool:
+        """Note the host ports that a heartbeat part lists as held on the node by containers
+        of uncounted attempts (manager/holdings.py `Leftovers`); whether one was freed."""
+        return self._leftovers.heard(node, frozenset(ports), first, whole)
 
     def _holds(self, tasks: dict[str, TaskRecord]) -> dict[str, Hold]:
         """The claims the given tasks hold now, as recorded."""
@@ -436,13 +453,14 @@ class Store:
 
     def node(self, name: str) -> NodeRecord | None:
         node = self._nodes.get(name)
-        return self._with_holdings(node) if node is not None else None
+        return self._with_holdings(node, {}) if node is not None else None
 
     def nodes(self) -> list[NodeRecord]:
         """Nodes by name, with what the tasks placed on them reserve."""
-        return [self._with_holdings(self._nodes[name]) for name in sorted(self._nodes)]
+        at: dict[str, tuple[int, ...]] = {}  # each address's ports, summed once
+        return [self._with_holdings(self._nodes[name], at) for name in sorted(self._nodes)]
 
-    def _with_holdings(self, node: NodeRecord) -> NodeRecord:
+    def _with_holdings(self, node: NodeRecord, at: dict[str, tuple[int, ...]]) -> NodeRecord:
         reserved = self._holdings.nodes.get(node.name, Reserved())
         return node.model_copy(
             update={
@@ -450,9 +468,41 @@ class Store:
                 "allocated_memory": reserved.memory,
                 "allocated_disk": reserved.disk,
                 "task_count": reserved.tasks,
-                "reserved_ports": tuple(sorted(reserved.ports)),
+                "reserved_ports": self._ports_at(node, at),
             }
         )
+
+    def _ports_at(self, node: NodeRecord, at: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+        """The host ports held at the node's address: by its tasks and leftover containers,
+        and those of every node that advertises the same address (one host, one port
+        space: two workers on one engine). A node with no address has its own. `at` keeps
+        each address's answer, for a caller that asks about many nodes."""
+        if node.address is None:
+            return self._ports_of((node.name,))
+        ports = at.get(node.address)
+        if ports is None:
+            ports = at[node.address] = self._ports_of(self._sharers(node.address))
+        return ports
+
+    def _ports_of(self, names: Iterable[str]) -> tuple[int, ...]:
+        """The host ports the named nodes' tasks and leftover containers hold."""
+        ports: set[int] = set()
+        for name in names:
+            reserved = self._holdings.nodes.get(name)
+            if reserved is not None:
+                ports.update(reserved.ports)
+            ports.update(self._leftovers.held.get(name, ()))
+        return tuple(sorted(ports))
+
+    def _sharers(self, address: str) -> tuple[str, ...]:
+        """The nodes that advertise the address."""
+        if self._sharing is None:
+            sharing: dict[str, list[str]] = {}
+            for known in self._nodes.values():
+                if known.address is not None:
+                    sharing.setdefault(known.address, []).append(known.name)
+            self._sharing = {where: tuple(names) for where, names in sharing.items()}
+        return self._sharing.get(address, ())
 
     def close(self) -> None:
         """Commit what is open (its deliveries, unacked, come again and find it), and close."""
@@ -519,7 +569,7 @@ def _row(task: TaskRecord) -> tuple[object, ...]:
         draining.attempt if draining is not None else None,
         unplaced.kind.value if unplaced is not None else None,
         not_before.isoformat() if not_before is not None else None,
-        ",".join(str(port) for port in task.spec.fixed_host_ports()) or None,
+        ",".join(str(port) for port in _held_ports(task)) or None,
     )
 
 
@@ -559,11 +609,17 @@ def _put(nodes: dict[str, NodeRecord], name: str, node: NodeRecord | None) -> No
 def _hold(task: TaskRecord) -> Hold:
     assert task.node is not None
     spec = task.spec
-    return Hold(task.name, task.node, spec.cpu, spec.memory, spec.disk, spec.fixed_host_ports())
+    return Hold(task.name, task.node, spec.cpu, spec.memory, spec.disk, _held_ports(task))
+
+
+def _held_ports(task: TaskRecord) -> tuple[int, ...]:
+    """The host ports a task holds on its node: the fixed ones it asks for, and those the
+    engine gave its current attempt."""
+    return tuple(sorted({*task.spec.fixed_host_ports(), *task.host_ports.values()}))
 
 
 def _hold_of(row: Sequence[Any]) -> Hold:
-    """A claim from (name, node, cpu, memory, disk, host_ports)."""
+    """A claim from (name, node, cpu, memory, disk, host_ports: the ports it holds)."""
     name, node, cpu, memory, disk, ports = row
     fixed = tuple(int(port) for port in ports.split(",")) if ports else ()
     return Hold(str(name), str(node), float(cpu), int(memory), int(disk), fixed)

@@ -14,7 +14,9 @@ import docker
 import pytest
 
 from kube.client import Client
+from shared.models import TaskRecord
 from shared.settings import Settings
+from shared.states import TaskState
 from tests.conftest import Cluster, running_cluster
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -189,3 +191,72 @@ def test_a_second_task_for_a_taken_host_port_stays_pending_saying_why(
     unplaced = json.loads(one.kube("inspect", task_id, "--json").stdout)["unplaced"]
     assert unplaced["kind"] == "host_ports" and unplaced["nodes"][0]["ports"] == [port]
     assert get(f"127.0.0.1:{port}") == "first"  # the first still answers
+
+
+@pytest.fixture
+def twins(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[Cluster]:
+    """A manager and two workers on the one engine, both advertising 127.0.0.1 (kube up)."""
+    here = ("--advertise-address", "127.0.0.1")
+    workers: dict[str, tuple[str, ...]] = {"node-1": here, "node-2": here}
+    with running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster:
+        yield cluster
+
+
+def test_workers_on_one_address_share_its_host_ports_and_a_port_service_updates_stop_first(
+    twins: Cluster, busybox_image: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    with Client(Settings(amqp_url=twins.url)) as client:
+        # given a service of two replicas on one fixed host port, on two workers of one host
+        web = ("--name", "web", "--replicas", "2", "-p", f"{port}:80")
+        run(twins, busybox_image, *web, "--", "sh", "-c", SERVE.format(answer="v1"))
+
+        def tasks() -> list[TaskRecord]:
+            return [t for t in client.list() if t.service == "web"]
+
+        # then one runs and the other waits, saying the port is taken on both nodes
+        def settled() -> list[TaskRecord] | None:
+            now = tasks()
+            states = sorted(t.state for t in now)
+            pending = [t for t in now if t.state == TaskState.PENDING and t.error]
+            return now if states == [TaskState.PENDING, TaskState.RUNNING] and pending else None
+
+        now = wait_for(settled, "one replica running, one waiting", timeout=60)
+        waiting = next(t for t in now if t.state == TaskState.PENDING)
+        a, b = sorted(twins.nodes)
+        assert waiting.error == (
+            f"no node can take host port {port}: {a} has host port {port} taken,"
+            f" {b} has host port {port} taken"
+        )
+        assert all(t.restart_count == 0 for t in now)  # nothing failed to bind
+
+        # when the service gets a new spec, the update goes stop-first and finishes
+        new_spec = tmp_path / "web-v2.json"
+        new_spec.write_text(
+            json.dumps(
+                {
+                    "image": busybox_image,
+                    "command": ["sh", "-c", SERVE.format(answer="v2")],
+                    "ports": [{"container": 80, "host": port}],
+                    "pull_policy": "never",
+                }
+            )
+        )
+        update = twins.kube("update", "web", "-f", str(new_spec))
+        assert update.returncode == 0, update.stdout + update.stderr + twins.logs()
+
+        def rolled() -> bool:
+            (service,) = [s for s in client.services() if s.name == "web"]
+            return service.version == 2 and service.update_state.value == "idle"
+
+        assert wait_for(rolled, "the update to finish", timeout=90)
+        assert wait_for(lambda: get(f"127.0.0.1:{port}") == "v2" or None, "v2 answering")
+        running = [t for t in tasks() if t.state == TaskState.RUNNING]
+        assert [t.version for t in running] == [2]
+        assert not [t for t in tasks() if t.state == TaskState.FAILED]

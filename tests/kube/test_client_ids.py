@@ -68,6 +68,8 @@ def test_a_bad_name_to_remove_is_refused_before_it_is_sent(client: Any) -> None:
         client.remove_node("-bad")
     with pytest.raises(SettingsError, match="^not a task id or service name: 'x{64}'"):
         client.remove(["x" * 64])
-    with pytest.raises(SettingsError, match="^not a service name, task id or task name: 'bad name!'"):
+    with pytest.raises(
+        SettingsError, match="^not a service name, task id or task name: 'bad name!'"
+    ):
         client.endpoints("bad name!")
     assert client._rpc.requests == []

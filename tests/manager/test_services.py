@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from manager import services
 from shared.models import Health, ServiceRecord, TaskRecord, UpdateState
+from shared.placement import NoFitKind, Unplaced
 from shared.specs import RestartMode, TaskSpec
 from shared.states import TaskState
 
@@ -136,3 +137,87 @@ def test_a_failing_new_task_pauses_the_update_and_keeps_the_old_ones() -> None:
     assert "exited with code 1" in (paused.update_error or "")
     assert not decision.tasks
     assert services.reconcile(paused, tasks + failing, NOW, new_id).empty
+
+
+def test_scaling_down_stops_a_pending_replica_before_a_running_one() -> None:
+    svc = service()
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)  # created_at all equal
+    tasks[0] = tasks[0].model_copy(update={"state": TaskState.PENDING, "node": None})
+    decision = services.reconcile(services.scale(svc, 2, NOW), tasks, NOW, new_id)
+    assert [t.id for t in decision.tasks if t.desired_state == "stopped"] == [tasks[0].id]
+
+
+PORTS = ({"container": 80, "host": 18084},)
+
+
+def test_a_service_with_fixed_host_ports_updates_stop_first() -> None:
+    svc = service(ports=PORTS)
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", ports=PORTS), NOW)  # type: ignore[arg-type]
+    first = services.reconcile(updated, tasks, NOW, new_id)
+    assert [(t.version, t.desired_state) for t in first.tasks] == [(1, "stopped")]
+    final, tasks, steps = roll(updated, tasks)
+    assert steps == ["stop v1", "start v2"] * 3
+    assert [t.version for t in services.live(tasks)] == [2, 2, 2]
+    assert final.update_state == UpdateState.IDLE
+
+
+def test_rolling_back_a_stuck_port_update_stops_the_pending_task_first() -> None:
+    svc = service(ports=PORTS)
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", ports=PORTS), NOW)  # type: ignore[arg-type]
+    stuck = services.reconcile(updated, tasks[:2], NOW, new_id).tasks  # one v1 stopped: one v2
+    assert len(stuck) == 1 and stuck[0].state == TaskState.PENDING
+    back = services.update(updated, TaskSpec(name="web", image="v1", ports=PORTS), NOW)  # type: ignore[arg-type]
+    step = services.reconcile(back, tasks[:2] + stuck, NOW, new_id)
+    assert [t.id for t in step.tasks] == [stuck[0].id]
+    assert step.tasks[0].desired_state == "stopped"
+
+
+def test_stopping_a_service_ends_its_update() -> None:
+    svc = services.update(service(), TaskSpec(name="web", image="v2"), NOW)
+    assert svc.update_state == UpdateState.ROLLING
+    stopped = services.stop(svc, NOW)
+    assert stopped.update_state == UpdateState.IDLE and stopped.update_error is None
+
+
+def port_bound(task: TaskRecord, at: datetime) -> TaskRecord:
+    """The task pending because no node has its host port free, found so at `at`."""
+    why = Unplaced(kind=NoFitKind.HOST_PORTS, nodes_evaluated=1, nodes_exhausted=1)
+    return task.model_copy(
+        update={"state": TaskState.PENDING, "node": None, "unplaced": why, "updated_at": at}
+    )
+
+
+def test_a_port_update_with_more_replicas_than_addresses_still_goes_through() -> None:
+    # given two replicas on one host port of one address: one runs, the other waits
+    svc = service(replicas=2, ports=PORTS)
+    first, second = services.reconcile(svc, [], NOW, new_id).tasks
+    v1a, v1b = running([first])[0], port_bound(second, NOW)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", ports=PORTS), NOW)  # type: ignore[arg-type]
+
+    # when the update starts, the waiting old task is stopped first; a new one is started
+    step = services.reconcile(updated, [v1a, v1b], NOW, new_id)
+    assert [(t.id, t.desired_state) for t in step.tasks] == [(v1b.id, "stopped")]
+    v1b = step.tasks[-1].model_copy(update={"updated_at": NOW + timedelta(seconds=1)})
+    (v2a,) = services.reconcile(updated, [v1a, v1b], NOW, new_id).tasks
+
+    # then a new task found port-bound before the last stop ended waits: it is placed next
+    early = port_bound(v2a, NOW)
+    assert services.reconcile(updated, [v1a, v1b, early], NOW, new_id).empty
+
+    # and one found port-bound after it has the running old task stopped, to free the port
+    late = port_bound(v2a, NOW + timedelta(seconds=2))
+    step = services.reconcile(updated, [v1a, v1b, late], NOW, new_id)
+    assert [(t.id, t.desired_state) for t in step.tasks] == [(v1a.id, "stopped")]
+
+    # and while that one stops, the second new task is started, to wait its turn
+    (v2b,) = services.reconcile(updated, [step.tasks[-1], v1b, late], NOW, new_id).tasks
+    assert v2b.version == 2
+
+    # once no old task is left and the new ones run or wait for the port, the update is done
+    v2a_running = running([v2a])[0]
+    v2b = port_bound(v2b, NOW)
+    ended = step.tasks[-1].model_copy(update={"state": TaskState.COMPLETED})
+    done = services.reconcile(updated, [ended, v1b, v2a_running, v2b], NOW, new_id)
+    assert done.services[-1].update_state == UpdateState.IDLE
