@@ -177,6 +177,10 @@ class Worker:
         refused = claim.refusal(self.name, consumers, held, self.hostname)
         if refused is not None:
             raise ResourceLocked(refused)
+        try:  # the check above is for the message; this is the broker's atomic one
+            self.bus.declare(topology.node_lock(self.name))
+        except ResourceLocked as exc:  # another one started at the same instant
+            raise ResourceLocked(claim.taken(self.name, held)) from exc
         self.bus.consume(queue, self.on_dispatch)
         self._claimed = True
 

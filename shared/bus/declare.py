@@ -32,7 +32,8 @@ def apply(connection: pika.BlockingConnection, topology: Topology, name: str) ->
             declare(channel, item, passive=False)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == RESOURCE_LOCKED:
-                raise ResourceLocked(f"{item} is held by another connection") from exc
+                name = item.name if isinstance(item, Queue) else str(item)
+                raise ResourceLocked(f"queue {name} is held by another connection") from exc
             if exc.reply_code != ACCESS_REFUSED:
                 raise
             log.info("%s: may not declare %s; expecting it from the broker", name, item)
