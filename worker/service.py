@@ -133,6 +133,7 @@ class Worker:
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
+        self._refused = False  # whether the broker refused the last batch (one log a spell)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
         self.contact = Contact(least_stop_after(config.heartbeat_interval))
         self._cut_watch = Watch(self.contact, self._cut_off)
@@ -428,8 +429,15 @@ class Worker:
             except ConnectionLost:  # send them again on the next connection
                 self._results[:0], self._settled[:0] = results, settled
                 raise
-            except MessagingError:
-                log.exception("worker %s: the broker refused results; trying again", self.name)
+            except MessagingError as exc:
+                if not self._refused:  # a memory alarm refuses every try: say it once
+                    log.warning(
+                        "worker %s: the broker refused results (%s); keeping them and"
+                        " trying again until it takes them",
+                        self.name,
+                        exc,
+                    )
+                self._refused = True
                 self._results[:0], self._settled[:0] = results, settled
                 if self.bus.blocked:
                     # It speaks to us (a resource alarm): in touch, and the manager calls
@@ -439,6 +447,9 @@ class Worker:
             except BaseException:  # the connection is gone: send them again on the next one
                 self._results[:0], self._settled[:0] = results, settled
                 raise
+            if self._refused:
+                log.warning("worker %s: the broker takes results again", self.name)
+                self._refused = False
             if any(r.routing_key == self._beat_key for r in results):
                 self.contact.touch(started)
             self.bus.ack_batch(settled)
