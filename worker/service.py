@@ -283,7 +283,15 @@ class Worker:
         if self.cluster is None:
             log.info("worker %s: in cluster %s", self.name, cluster)
         else:
-            log.warning("worker %s: now in cluster %s, not %s", self.name, cluster, self.cluster)
+            log.warning(
+                "worker %s: now in cluster %s, not %s; leaving that cluster's containers alone",
+                self.name,
+                cluster,
+                self.cluster,
+            )
+            # Not this cluster's: never reported, listed in heartbeats, stopped or removed.
+            for key in self.runners.forget_all():
+                self.contact.forget(key)
         self.cluster = cluster
         self.runtime.join(cluster)
         self._inventory = False

@@ -28,6 +28,17 @@ def belongs(labels: Mapping[str, str], cluster: str | None) -> bool:
 STOP_AFTER_LABEL = "kube.stop-after-seconds"  # the spec's on_disconnect, for a restarted worker
 
 
+def other_cluster(name: str, cluster: str | None) -> str:
+    """Why a container of another kube cluster is not touched, and what a person may do."""
+    return (
+        f"container {name} belongs to another kube cluster ({cluster}) on this engine,"
+        " never touched from this one: if this manager's database was replaced, remove the"
+        f" old cluster's containers (docker rm -f $(docker ps -aq --filter"
+        f" label={CLUSTER_LABEL}={cluster})); if two clusters share this engine, give this"
+        " node another --name in one of them"
+    )
+
+
 class ContainerStatus(enum.StrEnum):
     """What the engine says of a container."""
 

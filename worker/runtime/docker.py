@@ -33,6 +33,7 @@ from worker.runtime.base import (
     ContainerStatus,
     belongs,
     container_name,
+    other_cluster,
 )
 
 log = logging.getLogger(__name__)
@@ -307,11 +308,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return None
         if not belongs(container.labels, self.cluster):
-            raise RuntimeFailure(
-                f"container {name} belongs to another kube cluster"
-                f" ({container.labels.get(CLUSTER_LABEL)}) on this engine: give this node"
-                " another --name"
-            )
+            raise RuntimeFailure(other_cluster(name, container.labels.get(CLUSTER_LABEL)))
         return container
 
     def _require(self, name: str) -> Container:
