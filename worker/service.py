@@ -312,6 +312,9 @@ class Worker:
             reason = f"refused by the security policy of {self.name}: {'; '.join(refused)}"
             log.warning("task %s: %s", key[0], reason)
             return StartFailed(reason)
+        stale = self._remove_older(key)
+        if stale is not None:
+            return StartFailed(stale)
         try:
             info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
         except RuntimeFailure as exc:
@@ -323,6 +326,31 @@ class Worker:
         if info.status == ContainerStatus.RUNNING:
             self.contact.track(key, info.stop_after)
         return info
+
+    def _remove_older(self, key: Key) -> str | None:
+        """In the pool, before attempt N starts: remove this node's older attempts of the
+        task first (a restarted worker may not have adopted them yet), so that two copies
+        of one task never run here at once; None, or why one could not be removed. A first
+        attempt has none: the engine is not asked."""
+        task_id, attempt = key
+        if attempt <= 1:
+            return None
+        try:
+            found = self._with_engine(lambda: self.runtime.list(task_id))
+        except RuntimeFailure as exc:
+            return f"could not look for older attempts of the task on {self.name}: {exc}"
+        for older in sorted(i.attempt for i in found if i.attempt < attempt):
+            log.warning(
+                "task %s: removing attempt %d before starting attempt %d (never two copies"
+                " of one task on a node)",
+                task_id,
+                older,
+                attempt,
+            )
+            error = self._remove((task_id, older))
+            if error is not None:
+                return f"attempt {older} of the task still runs on {self.name}: {error}"
+        return None
 
     def _remove(self, key: Key, grace: float = 10.0) -> str | None:
         """In the pool: stop and remove an attempt's container, SIGKILL after `grace`

@@ -11,23 +11,18 @@ from shared.bus import StubBus
 from shared.codec import encode
 from shared.messages import RunTask
 from shared.models import TaskSpec
-from shared.settings import Settings
 from tests.support.dispatches import delivery, sent
-from tests.support.waiting import wait_for
-from worker.config import WorkerConfig
+from tests.worker.conftest import reported, stub_worker
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker
-from worker.stats import Capacity
 
 OLD, NEW = "aaaa0000aaaa0000", "bbbb0000bbbb0000"
 
 
 @pytest.fixture
 def worker() -> Iterator[tuple[Worker, StubBus, MockRuntime]]:
-    bus = StubBus(user="guest")
     runtime = MockRuntime("n1")
-    config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
-    worker = Worker(Settings(), config, runtime, bus=bus)
+    worker, bus = stub_worker(runtime)
     yield worker, bus, runtime
     worker.close()
 
@@ -37,13 +32,7 @@ def run(worker: Worker, bus: StubBus, tag: int, cluster: str) -> None:
     body = encode(RunTask(task_id="t1", attempt=1, spec=spec, cluster=cluster))
     updates = len(sent(bus, "update"))
     worker.on_dispatch(delivery(tag, body))
-
-    def reported() -> bool:  # the engine's answers come back through the bus thread
-        bus.run_callbacks()
-        worker.flush()
-        return len(sent(bus, "update")) > updates
-
-    wait_for(reported, what="an update")
+    reported(worker, bus, updates + 1)
 
 
 def test_a_reused_task_id_whose_container_the_old_cluster_holds_fails_and_is_left_alone(

@@ -9,18 +9,14 @@ import pytest
 from shared import topology
 from shared.bus import StubBus
 from shared.errors import ResourceLocked
-from shared.settings import Settings
-from worker.config import WorkerConfig
+from tests.worker.conftest import stub_worker
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker
-from worker.stats import Capacity
 
 
 @pytest.fixture
 def worker() -> Iterator[tuple[Worker, StubBus]]:
-    bus = StubBus(user="guest")
-    config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
-    worker = Worker(Settings(), config, MockRuntime("n1"), bus=bus)
+    worker, bus = stub_worker(MockRuntime("n1"))
     worker.setup()
     yield worker, bus
     worker.close()

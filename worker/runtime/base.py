@@ -113,8 +113,8 @@ class Runtime(Protocol):
         at most the last `limit` bytes, without holding more than about twice that."""
         ...
 
-    def list(self) -> list[ContainerInfo]:
-        """Every container this node owns, running or not."""
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        """Every container this node owns (of one task, if given), running or not."""
         ...
 
     def address(self, task_id: str, attempt: int) -> str:

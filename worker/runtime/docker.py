@@ -271,12 +271,15 @@ class DockerRuntime:
             result = container.exec_run(list(command), stdout=True, stderr=True)
             return int(result.exit_code)
 
-    def list(self) -> list[ContainerInfo]:
-        """Every container this node owns, running or not."""
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        """Every container this node owns (of one task, if given), running or not."""
+        labels = [f"{NODE_LABEL}={self.node}"]
+        if task_id is not None:
+            labels.append(f"{TASK_LABEL}={task_id}")
         with _engine(f"list the containers of node {self.node}"):
             containers = self._client.containers.list(
                 all=True,
-                filters={"label": f"{NODE_LABEL}={self.node}"},
+                filters={"label": labels},
                 # A container removed between the engine's list and its inspect is skipped
                 # rather than failing the whole call with NotFound.
                 ignore_removed=True,

@@ -197,13 +197,14 @@ class MockRuntime:
             raise RuntimeFailure(f"no running container {name} on node {self.node}")
         return int(container.spec.env.get(EXEC_EXIT_CODE_ENV, "0"))
 
-    def list(self) -> list[ContainerInfo]:
-        """Every simulated container, running or not."""
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        """Every simulated container (of one task, if given), running or not."""
         with self._lock:
             return [
                 container.info()
                 for container in self._containers.values()
                 if container.cluster in (None, self.cluster)  # as Docker's runtime lists
+                and task_id in (None, container.task_id)
             ]
 
     def watch_exits(
