@@ -50,6 +50,7 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    ClockAhead,
     ClusterInfo,
     Dispatch,
     Heartbeat,
@@ -77,7 +78,9 @@ from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
+    Dispatch
+)
 
 T = TypeVar("T")
 
@@ -262,6 +265,15 @@ class Worker:
             return
         if isinstance(message, ClusterInfo):
             self._join(message.cluster)
+            self._settled.append(delivery)
+        elif isinstance(message, ClockAhead):
+            log.error(
+                "worker %s: the manager refuses this worker's results: its clock is %.0f s"
+                " ahead of the manager's (at most %.0f s); fix the clock (NTP)",
+                self.name,
+                message.ahead,
+                message.limit,
+            )
             self._settled.append(delivery)
         elif isinstance(message, RunTask):
             if message.cluster is not None:
