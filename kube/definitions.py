@@ -15,7 +15,8 @@ and exchange names; those regexes know nothing of the user (only topic permissio
                                 own queues
     kube-operator  nothing      kube.commands (node.cordon, node.uncordon, kube.events.stream
                                 node.drain, query.*)
-    kube-worker-N  nothing      kube.results (result.*.N only)             its node queue
+    kube-worker-N  its lock     kube.results (result.*.N only)             its node queue
+                   queue
 
 Clients and operators read no exchange, so they can bind nothing: binding (queue.bind
 and exchange.bind alike) needs read on the source, and with read on kube.events and
@@ -117,8 +118,9 @@ def permissions(plan: Plan) -> list[Permission]:
     ]
     for node in plan.nodes:
         queue = re.escape(topology.node_queue(node))
+        lock = _any(re.escape(topology.node_lock_queue(node)))  # its hold on the name
         found.append(
-            Permission(plan.worker(node), "", _any(re.escape(topology.RESULTS)), _any(queue))
+            Permission(plan.worker(node), lock, _any(re.escape(topology.RESULTS)), _any(queue))
         )
     return found
 

@@ -68,12 +68,48 @@ def new_node(beat: Heartbeat, nodes: int, max_nodes: int) -> str | None:
     )
 
 
+def seconds_ahead(at: datetime, now: datetime) -> float | None:
+    """How far ahead of the manager's clock a result is dated, when that is too far."""
+    ahead = (at - now).total_seconds()
+    return ahead if ahead > MAX_AHEAD.total_seconds() else None
+
+
 def dated_ahead(at: datetime, now: datetime) -> str | None:
     """Why a result dated too far ahead of the manager's clock is refused."""
-    ahead = (at - now).total_seconds()
-    if ahead <= MAX_AHEAD.total_seconds():
-        return None
+    ahead = seconds_ahead(at, now)
+    return None if ahead is None else ahead_reason(ahead)
+
+
+def ahead_reason(ahead: float) -> str:
+    """Why results dated `ahead` seconds ahead of the manager's clock are refused."""
     return (
         f"result dated {ahead:.0f}s ahead of the manager's clock (at most"
         f" {MAX_AHEAD.total_seconds():.0f}s): check the worker's clock (NTP)"
     )
+
+
+TELL_EVERY = 60.0
+"""Seconds between two notices to one node that its results are refused (ClockAhead): a
+worker with a wrong clock sends a heartbeat a second, and each is refused."""
+
+MAX_TOLD = 10_000
+"""Nodes whose last notice is remembered; past this many the memory starts afresh (node
+names in refused results are the sender's to choose)."""
+
+
+@dataclass
+class Notices:
+    """When each node was last told that its results are refused, on the monotonic clock."""
+
+    every: float = TELL_EVERY
+    _told: dict[str, float] = field(default_factory=dict)
+
+    def due(self, node: str, now: float) -> bool:
+        """Whether to tell `node` now; if so, it counts as told."""
+        last = self._told.get(node)
+        if last is not None and now - last < self.every:
+            return False
+        if len(self._told) >= MAX_TOLD:
+            self._told.clear()
+        self._told[node] = now
+        return True

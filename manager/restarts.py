@@ -84,7 +84,7 @@ def describe(restart: Restarted, attempt: int) -> str:
     """The history's sentence for a restart: "attempt 2 failed (boom); restart 2/3 in 2s"."""
     cause = f" ({restart.reason})" if restart.reason else ""
     if not restart.counted:
-        when = f" in {restart.delay:g}s" if restart.delay else ""
+        when = f" in {tenths(restart.delay)}s" if restart.delay else ""
         return (
             f"attempt {attempt} {restart.cause.value}{cause}; placed again{when}"
             f" (node loss {restart.number}, not counted against max_restarts)"
@@ -92,5 +92,10 @@ def describe(restart: Restarted, attempt: int) -> str:
     limit = "unlimited" if restart.limit is None else restart.limit
     return (
         f"attempt {attempt} {restart.cause.value}{cause};"
-        f" restart {restart.number}/{limit} in {restart.delay:g}s"
+        f" restart {restart.number}/{limit} in {tenths(restart.delay)}s"
     )
+
+
+def tenths(seconds: float) -> str:
+    """Seconds for people, to a tenth: a delay measured from a heartbeat is 2.25278 s."""
+    return f"{round(seconds, 1):g}"

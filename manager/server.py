@@ -31,7 +31,7 @@ from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
 from manager.config import ManagerConfig
-from manager.effects import Decision
+from manager.effects import Decision, Outgoing
 from manager.liveness import Liveness
 from manager.log_relay import Answer, LogRelay
 from manager.metrics import observe
@@ -47,6 +47,7 @@ from shared.codec import decode, encode
 from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
+    ClockAhead,
     ClusterInfo,
     Dispatch,
     Heartbeat,
@@ -86,7 +87,9 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
+    Dispatch
+)
 
 
 def utcnow() -> datetime:
@@ -124,6 +127,7 @@ class Manager:
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
         self.stop_budget = admission.StopBudget(window=config.heartbeat_interval)
+        self.clock_notices = admission.Notices()
         self._doomed_queues: list[str] = []  # removed nodes' queues, deleted once committed
         self._undo: list[Callable[[], None]] = []  # undoes the open delivery's memory moves
         self._refusal: str | None = None  # why the open delivery is refused, if it is
@@ -485,11 +489,13 @@ class Manager:
             return
         self._results_seen += 1
         now = self.clock()
-        refused = result_sender_allowed(
-            delivery.user_id, result.node, self.auth
-        ) or admission.dated_ahead(result.at, now)
+        refused = result_sender_allowed(delivery.user_id, result.node, self.auth)
         if refused is not None:
             self.refuse(delivery, refused)
+            return
+        ahead = admission.seconds_ahead(result.at, now)
+        if ahead is not None:
+            self.clock_ahead(delivery, result.node, ahead)
             return
         if isinstance(result, Heartbeat):
             known = self.store.node(result.node)
@@ -513,6 +519,16 @@ class Manager:
             decision = core.apply_update(task, result, self.clock(), address)
             self.commit(decision)
             self.after_change(decision)
+        self.settle(delivery)
+
+    def clock_ahead(self, delivery: Delivery, node: str, ahead: float) -> None:
+        """A result of `node` dated `ahead` seconds too far ahead: dropped, not
+        dead-lettered (a worker sends a heartbeat a second, and kube.dead-letters would
+        grow without bound); the worker is told why, and it is logged, once a minute."""
+        if self.clock_notices.due(node, self.monotonic()):
+            log.warning("node %s: refusing its results: %s", node, admission.ahead_reason(ahead))
+            told = ClockAhead(ahead=round(ahead, 1), limit=admission.MAX_AHEAD.total_seconds())
+            self.commit(Decision(outgoing=[Outgoing(topology.DISPATCH, node, encode(told))]))
         self.settle(delivery)
 
     def on_dead_letter(self, delivery: Delivery) -> None:

@@ -83,7 +83,19 @@ class ClusterInfo(WireModel):
     cluster: ClusterId
 
 
-Dispatch = Annotated[RunTask | StopTask | LogsRequest | ClusterInfo, Field(discriminator="kind")]
+class ClockAhead(WireModel):
+    """Manager to worker: its results are refused because they are dated too far ahead of
+    the manager's clock (manager/admission.py); sent at most once a minute a node, so that
+    the worker can say so instead of failing in silence."""
+
+    kind: Literal["clock-ahead"] = "clock-ahead"
+    ahead: float = Field(ge=0, le=10**10, description="seconds ahead of the manager's clock")
+    limit: float = Field(ge=0, le=10**10, description="seconds ahead a result may be dated")
+
+
+Dispatch = Annotated[
+    RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead, Field(discriminator="kind")
+]
 
 
 class TaskUpdate(WireModel):

@@ -215,6 +215,21 @@ def node_topology(node: str) -> Topology:
     )
 
 
+def node_lock_queue(node: str) -> str:
+    """The exclusive queue the worker that holds node `node` keeps declared."""
+    return f"kube.lock.node.{node}"
+
+
+def node_lock(node: str) -> Topology:
+    """A worker's hold on its node name. The broker refuses a second connection's declare
+    of an exclusive queue (405) in one step, so two workers started at the same instant
+    cannot both pass; an exclusive *consume* would not do, as RabbitMQ (3.10) ignores that
+    flag on a quorum queue such as the node's."""
+    return Topology(
+        queues=(Queue(node_lock_queue(node), durable=False, exclusive=True, auto_delete=True),)
+    )
+
+
 def worker_topology(node: str) -> Topology:
     """What a worker declares: the exchanges and its dispatch queue.
 

@@ -1,13 +1,17 @@
 """One worker per node name: who holds a name, and why another worker may not take it.
 
-The broker knows the holder by its consumer on the node's queue. A worker killed on a
-host that stays up loses its connection at once (the kernel closes it), and a new one may
-take the name at once: it finds the containers by their node label and reports them. A
-worker whose host vanished (power, a partition) keeps its connection on the broker until
-the broker misses two AMQP heartbeats (30 s each, shared/bus/connection.py); meanwhile a
-second worker is refused. Once its connection is gone, a worker on *another* host is
-still refused while the manager holds the node ready (until it has been silent for the
-node-down interval): its containers may still run on the first host.
+The broker knows the holder by the exclusive queue its connection holds,
+`kube.lock.node.<name>` (shared/topology.py): a second connection's declare of it is
+refused in one step, so two workers started at the same instant cannot both take the name
+(the count of consumers on the node's queue, checked first, only words the refusal). A
+worker killed on a host that stays up loses its connection at once (the kernel closes it),
+and a new one may take the name at once: it finds the containers by their node label and
+reports them. A worker whose host vanished (power, a partition) keeps its connection on
+the broker until the broker misses two AMQP heartbeats (30 s each,
+shared/bus/connection.py); meanwhile a second worker is refused. Once its connection is
+gone, a worker on *another* host is still refused while the manager holds the node ready
+(until it has been silent for the node-down interval): its containers may still run on the
+first host.
 """
 
 from __future__ import annotations
@@ -55,15 +59,20 @@ def describe(node: NodeRecord) -> str:
     return f"{where}{since}, {node.status.value}"
 
 
+def taken(name: str, held: NodeRecord | None) -> str:
+    """Why a worker may not take node `name` that another running worker holds."""
+    who = f" ({describe(held)})" if held is not None else " (`kube nodes` shows its host)"
+    return (
+        f"another worker named {name} is running{who}: one worker per node name;"
+        " stop it, or give this one another --name"
+    )
+
+
 def refusal(name: str, consumers: int, held: NodeRecord | None, hostname: str) -> str | None:
     """Why a worker on `hostname` may not take node `name` whose queue has `consumers`
     (the manager's record `held`, if known), or None."""
     if consumers:
-        who = f" ({describe(held)})" if held is not None else " (`kube nodes` shows its host)"
-        return (
-            f"another worker named {name} is running{who}: one worker per node name;"
-            " stop it, or give this one another --name"
-        )
+        return taken(name, held)
     if (
         held is not None
         and held.status == NodeStatus.READY

@@ -129,6 +129,15 @@ class Runners(Generic[D]):
             if key not in listed and key not in touched:
                 self._apply(key, lambda attempt: attempt.vanished())
 
+    def forget_all(self) -> list[Key]:
+        """Drop every attempt, reporting and removing nothing: the node's manager now runs
+        another cluster (its database was replaced), whose containers these are not."""
+        keys = list(self._attempts)
+        for key in keys:
+            self._health.forget(key)
+        self._attempts.clear()
+        return keys
+
     # -- carrying out ------------------------------------------------------------------
 
     def _apply(

@@ -50,6 +50,7 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    ClockAhead,
     ClusterInfo,
     Dispatch,
     Heartbeat,
@@ -77,7 +78,9 @@ from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo] = TypeAdapter(Dispatch)
+DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
+    Dispatch
+)
 
 T = TypeVar("T")
 
@@ -133,6 +136,7 @@ class Worker:
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
+        self._refused = False  # whether the broker refused the last batch (one log a spell)
         self._settled: list[Delivery] = []  # dispatches to ack once those are confirmed
         self.contact = Contact(least_stop_after(config.heartbeat_interval))
         self._cut_watch = Watch(self.contact, self._cut_off)
@@ -177,6 +181,10 @@ class Worker:
         refused = claim.refusal(self.name, consumers, held, self.hostname)
         if refused is not None:
             raise ResourceLocked(refused)
+        try:  # the check above is for the message; this is the broker's atomic one
+            self.bus.declare(topology.node_lock(self.name))
+        except ResourceLocked as exc:  # another one started at the same instant
+            raise ResourceLocked(claim.taken(self.name, held)) from exc
         self.bus.consume(queue, self.on_dispatch)
         self._claimed = True
 
@@ -258,6 +266,15 @@ class Worker:
         if isinstance(message, ClusterInfo):
             self._join(message.cluster)
             self._settled.append(delivery)
+        elif isinstance(message, ClockAhead):
+            log.error(
+                "worker %s: the manager refuses this worker's results: its clock is %.0f s"
+                " ahead of the manager's (at most %.0f s); fix the clock (NTP)",
+                self.name,
+                message.ahead,
+                message.limit,
+            )
+            self._settled.append(delivery)
         elif isinstance(message, RunTask):
             if message.cluster is not None:
                 self._join(message.cluster)
@@ -278,7 +295,15 @@ class Worker:
         if self.cluster is None:
             log.info("worker %s: in cluster %s", self.name, cluster)
         else:
-            log.warning("worker %s: now in cluster %s, not %s", self.name, cluster, self.cluster)
+            log.warning(
+                "worker %s: now in cluster %s, not %s; leaving that cluster's containers alone",
+                self.name,
+                cluster,
+                self.cluster,
+            )
+            # Not this cluster's: never reported, listed in heartbeats, stopped or removed.
+            for key in self.runners.forget_all():
+                self.contact.forget(key)
         self.cluster = cluster
         self.runtime.join(cluster)
         self._inventory = False
@@ -299,6 +324,9 @@ class Worker:
             reason = f"refused by the security policy of {self.name}: {'; '.join(refused)}"
             log.warning("task %s: %s", key[0], reason)
             return StartFailed(reason)
+        stale = self._remove_older(key)
+        if stale is not None:
+            return StartFailed(stale)
         try:
             info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
         except RuntimeFailure as exc:
@@ -310,6 +338,31 @@ class Worker:
         if info.status == ContainerStatus.RUNNING:
             self.contact.track(key, info.stop_after)
         return info
+
+    def _remove_older(self, key: Key) -> str | None:
+        """In the pool, before attempt N starts: remove this node's older attempts of the
+        task first (a restarted worker may not have adopted them yet), so that two copies
+        of one task never run here at once; None, or why one could not be removed. A first
+        attempt has none: the engine is not asked."""
+        task_id, attempt = key
+        if attempt <= 1:
+            return None
+        try:
+            found = self._with_engine(lambda: self.runtime.list(task_id))
+        except RuntimeFailure as exc:
+            return f"could not look for older attempts of the task on {self.name}: {exc}"
+        for older in sorted(i.attempt for i in found if i.attempt < attempt):
+            log.warning(
+                "task %s: removing attempt %d before starting attempt %d (never two copies"
+                " of one task on a node)",
+                task_id,
+                older,
+                attempt,
+            )
+            error = self._remove((task_id, older))
+            if error is not None:
+                return f"attempt {older} of the task still runs on {self.name}: {error}"
+        return None
 
     def _remove(self, key: Key, grace: float = 10.0) -> str | None:
         """In the pool: stop and remove an attempt's container, SIGKILL after `grace`
@@ -424,8 +477,15 @@ class Worker:
             except ConnectionLost:  # send them again on the next connection
                 self._results[:0], self._settled[:0] = results, settled
                 raise
-            except MessagingError:
-                log.exception("worker %s: the broker refused results; trying again", self.name)
+            except MessagingError as exc:
+                if not self._refused:  # a memory alarm refuses every try: say it once
+                    log.warning(
+                        "worker %s: the broker refused results (%s); keeping them and"
+                        " trying again until it takes them",
+                        self.name,
+                        exc,
+                    )
+                self._refused = True
                 self._results[:0], self._settled[:0] = results, settled
                 if self.bus.blocked:
                     # It speaks to us (a resource alarm): in touch, and the manager calls
@@ -435,6 +495,9 @@ class Worker:
             except BaseException:  # the connection is gone: send them again on the next one
                 self._results[:0], self._settled[:0] = results, settled
                 raise
+            if self._refused:
+                log.warning("worker %s: the broker takes results again", self.name)
+                self._refused = False
             if any(r.routing_key == self._beat_key for r in results):
                 self.contact.touch(started)
             self.bus.ack_batch(settled)

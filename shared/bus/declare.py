@@ -8,7 +8,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from shared.errors import ResourceLocked
+from shared.errors import MessagingError, ResourceLocked
 from shared.topology import Binding, Exchange, Queue, Topology
 
 log = logging.getLogger(__name__)
@@ -32,9 +32,15 @@ def apply(connection: pika.BlockingConnection, topology: Topology, name: str) ->
             declare(channel, item, passive=False)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == RESOURCE_LOCKED:
-                raise ResourceLocked(f"{item} is held by another connection") from exc
+                name = item.name if isinstance(item, Queue) else str(item)
+                raise ResourceLocked(f"queue {name} is held by another connection") from exc
             if exc.reply_code != ACCESS_REFUSED:
                 raise
+            if isinstance(item, Queue) and item.exclusive:  # a lock: one only its holder makes
+                raise MessagingError(
+                    f"{name}: the broker user may not declare queue {item.name} (it needs"
+                    " configure permission on it: `python -m kube.definitions` grants it)"
+                ) from exc
             log.info("%s: may not declare %s; expecting it from the broker", name, item)
             channel = connection.channel()
             declare(channel, item, passive=True)

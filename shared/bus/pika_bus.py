@@ -371,7 +371,13 @@ class Bus:
                 if not self._connected_once:
                     raise  # held before we ever ran: someone else runs here
                 # ours, on a connection the broker has not yet seen die: wait it out
-                log.warning("%s: %s; retrying in %.1fs", self._name, exc, delay)
+                log.warning(
+                    "%s: %s, perhaps still this process's previous connection, which the"
+                    " broker drops once it misses its heartbeats; retrying in %.1fs",
+                    self._name,
+                    exc,
+                    delay,
+                )
                 self._stopping.wait(delay)
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
             except LOST as exc:

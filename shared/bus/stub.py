@@ -19,7 +19,7 @@ from shared.bus.consume import Consumer, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.protocol import MessageBus
 from shared.bus.timers import Timer, fire
-from shared.errors import MessagingError
+from shared.errors import MessagingError, ResourceLocked
 from shared.topology import Topology
 
 log = logging.getLogger("shared.bus")
@@ -70,6 +70,7 @@ class StubBus:
         self.dead_letters: list[tuple[Delivery, str]] = []  # with the reason
         self.deleted: list[str] = []  # queues deleted
         self.consumer_counts: dict[str, int] = {}  # consumers of other processes, by queue
+        self.locked: set[str] = set()  # exclusive queues other connections hold
         self.checks: list[Callable[[Published], None]] = []  # run on every publish first
         # run (once) while the next batch's confirms are awaited, as a real bus serves
         # handlers and callbacks meanwhile
@@ -82,7 +83,9 @@ class StubBus:
     # -- set-up
 
     def declare(self, topology: Topology) -> None:
+        """Record it; refuse an exclusive queue another connection holds, as the broker."""
         self.topologies.append(topology)
+        self._refuse_locked(topology)
 
     def on_blocked(self, fn: Callable[[bool], None]) -> None:
         self._on_blocked.append(fn)
@@ -316,6 +319,8 @@ class StubBus:
         settled, and the on_connect hooks run again."""
         self.generation += 1
         self._settled.clear()
+        for topology in self.topologies:  # declared again first, as by the real bus
+            self._refuse_locked(topology)
         self.connect()
 
     def run(self) -> None:
@@ -332,6 +337,11 @@ class StubBus:
         self._wake.set()
 
     # -- internals
+
+    def _refuse_locked(self, topology: Topology) -> None:
+        for queue in topology.queues:
+            if queue.exclusive and queue.name in self.locked:
+                raise ResourceLocked(f"queue {queue.name} is held by another connection")
 
     def _maybe_fail(self) -> None:
         error, self.fail_next = self.fail_next, None

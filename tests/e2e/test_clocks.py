@@ -135,3 +135,28 @@ def test_workers_60s_ahead_and_behind_answer_logs_and_report_a_true_heartbeat_ag
         assert all(0 <= age < DOWN_AFTER for age in ages.values()), ages
         # and nothing either sent was refused for its time (admission takes 5 min ahead)
         assert dead_letters(cluster.url) == []
+
+
+def test_a_worker_an_hour_ahead_is_told_why_its_results_are_refused_and_fills_nothing(
+    vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
+) -> None:
+    # given a cluster, and a worker whose clock is an hour ahead (issue 13: it logged
+    # nothing, never joined, and kube.dead-letters grew by a heartbeat a second)
+    with running_cluster(vhost, tmp_path, docker_client, request, {}) as cluster:
+        node = "pcfix-fast"
+        cluster.start_worker(node, *MOCK, prefix=skewed_by("+3600s"))
+        log = tmp_path / f"{node}.log"
+        # then the worker logs an error naming the problem and the fix
+        wait_for(
+            lambda: (
+                "the manager refuses this worker's results: its clock is 3600 s ahead"
+                in log.read_text()
+            ),
+            timeout=30,
+            what="the worker's error about its clock",
+        )
+        assert "fix the clock (NTP)" in log.read_text()
+        # and its refused heartbeats (one a second) are not kept as dead letters
+        with Client(Settings(amqp_url=vhost, request_timeout=10)) as client:
+            wait_for(lambda: client.nodes() == [], timeout=5, what="no node")
+        assert dead_letters(cluster.url) == []

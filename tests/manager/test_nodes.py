@@ -325,3 +325,12 @@ def test_a_stop_after_shorter_than_a_worker_honours_is_held_back_as_long_as_it_d
     least = least_stop_after(2.0)
     assert nodes.hold_back(stops_after(1), silent_for=0.0, least=least) == 3 + 5
     assert nodes.hold_back(stops_after(10), silent_for=0.0, least=least) == 10 + 5
+
+
+def test_the_wait_before_placing_again_is_said_to_a_tenth_of_a_second() -> None:
+    # given a node last heard an odd fraction of a second ago (issue 13: "in 2.25278s")
+    decision = nodes.node_lost("n1", [stops_after(10)], NOW, silent_for=6.0 + 1 / 3)
+    # then the history says the wait rounded to a tenth
+    detail = decision.events[-1][1].detail
+    wait = 10 + nodes.DISCONNECT_MARGIN - 6 - 1 / 3
+    assert f"placed again in {round(wait, 1):g}s (" in detail

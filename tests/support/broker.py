@@ -49,3 +49,11 @@ def stream_readers(url: str) -> int:
     ).stdout
     rows = (line.split() for line in out.splitlines())
     return sum(int(row[1]) for row in rows if len(row) == 2 and row[0] == "kube.events.stream")
+
+
+def consumers(url: str, queue: str) -> int:
+    """How many consumers a queue of the URL's vhost has now."""
+    vhost = url.rsplit("/", 1)[1]
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        _, _, count = connection.channel().queue_declare(queue, passive=True)
+    return int(count)

@@ -11,12 +11,19 @@ from typing import Any
 
 import pytest
 
+from shared.bus import StubBus
 from shared.models import PullPolicy, TaskSpec
+from shared.settings import Settings
+from tests.support.dispatches import sent
 from tests.support.images import BUSYBOX_IMAGE
+from tests.support.waiting import wait_for
+from worker.config import WorkerConfig
 from worker.policy import WorkerPolicy
 from worker.runtime.base import NODE_LABEL, Runtime
 from worker.runtime.docker import DockerRuntime
 from worker.runtime.mock import EXIT_CODE_ENV, OUTPUT_ENV, RUN_SECONDS_ENV, MockRuntime
+from worker.service import Worker
+from worker.stats import Capacity
 
 # Runs until stopped, and leaves on SIGTERM at once with 143, as the mock's remove reports.
 UNTIL_STOPPED = "trap 'exit 143' TERM; sleep 300 & wait"
@@ -82,3 +89,23 @@ def kit(request: pytest.FixtureRequest) -> RuntimeKit:
     request.getfixturevalue("busybox_image")
     runtime = request.getfixturevalue("make_docker_runtime")()
     return RuntimeKit("docker", runtime, runtime.node)
+
+
+def stub_worker(runtime: Runtime) -> tuple[Worker, StubBus]:
+    """A worker of node n1 on a stub bus and the given runtime (close it after)."""
+    bus = StubBus(user="guest")
+    config = WorkerConfig(name="n1", capacity=Capacity(cpus=2, memory=1024**3, disk=1024**3))
+    return Worker(Settings(), config, runtime, bus=bus), bus
+
+
+def reported(worker: Worker, bus: StubBus, count: int) -> list[dict[str, Any]]:
+    """The worker's updates once there are `count`, the engine's answers handed back to
+    the bus thread and flushed meanwhile."""
+
+    def done() -> bool:
+        bus.run_callbacks()
+        worker.flush()
+        return len(sent(bus, "update")) >= count
+
+    wait_for(done, what=f"{count} updates")
+    return sent(bus, "update")

@@ -539,3 +539,16 @@ def test_two_clusters_with_one_node_name_on_one_engine_never_touch_each_others_c
         ours.start("t2", 1, spec(command=("sleep", "60")))
     assert docker_client.containers.get(other.container_id).status == "running"
     assert docker_client.containers.get(old.container_id).status == "running"
+
+
+def test_the_containers_of_one_task_are_listed_by_its_label(
+    make_docker_runtime: Callable[..., DockerRuntime], busybox_image: str
+) -> None:
+    # given two tasks' containers on a node
+    runtime = make_docker_runtime()
+    runtime.join("aaaa0000aaaa0000")
+    runtime.start("t1", 1, spec(command=("sleep", "60")))
+    runtime.start("t2", 1, spec(command=("sleep", "60")))
+    # then one task's are listed alone
+    assert [(c.task_id, c.attempt) for c in runtime.list("t1")] == [("t1", 1)]
+    assert {c.task_id for c in runtime.list()} == {"t1", "t2"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,6 +128,30 @@ def test_a_refused_batch_is_kept_and_sent_again_on_the_next_flush(
     # and the next flush sends it, then acks
     w.flush()
     assert confirmed(bus) == [("confirmed", ("update", "running")), ("ack", 1)]
+
+
+def test_a_broker_that_refuses_again_and_again_is_logged_once_without_a_traceback(
+    worker: tuple[Worker, StubBus], caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a broker in a memory alarm, refusing every try (issue 13: a traceback each 0.5 s)
+    w, bus = worker
+    started(w, bus, dispatch(1, "t1"))
+    with caplog.at_level(logging.WARNING, logger="worker.service"):
+        for _ in range(5):
+            bus.fail_next = MessagingError("the broker refused 1 of 1 messages")
+            w.flush()
+        # when it takes them again
+        w.flush()
+    # then one line said it refused, one that it takes them again, and no traceback
+    lines = [r.getMessage() for r in caplog.records if r.name == "worker.service"]
+    assert [line for line in lines if "refused results" in line] == [
+        "worker n1: the broker refused results (the broker refused 1 of 1 messages);"
+        " keeping them and trying again until it takes them"
+    ]
+    assert [line for line in lines if "takes results again" in line] == [
+        "worker n1: the broker takes results again"
+    ]
+    assert not any(r.exc_info for r in caplog.records)
 
 
 def test_what_is_queued_while_a_batch_is_confirmed_goes_out_at_once(

@@ -50,8 +50,8 @@ class GatedRuntime:
         self.inner.remove(task_id, attempt, timeout=2)
         self.calls.append("removed")
 
-    def list(self) -> list[ContainerInfo]:
-        return self.inner.list()
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        return self.inner.list(task_id)
 
     def join(self, cluster: str) -> None:
         self.inner.join(cluster)

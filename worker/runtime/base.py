@@ -28,6 +28,17 @@ def belongs(labels: Mapping[str, str], cluster: str | None) -> bool:
 STOP_AFTER_LABEL = "kube.stop-after-seconds"  # the spec's on_disconnect, for a restarted worker
 
 
+def other_cluster(name: str, cluster: str | None) -> str:
+    """Why a container of another kube cluster is not touched, and what a person may do."""
+    return (
+        f"container {name} belongs to another kube cluster ({cluster}) on this engine,"
+        " never touched from this one: if this manager's database was replaced, remove the"
+        f" old cluster's containers (docker rm -f $(docker ps -aq --filter"
+        f" label={CLUSTER_LABEL}={cluster})); if two clusters share this engine, give this"
+        " node another --name in one of them"
+    )
+
+
 class ContainerStatus(enum.StrEnum):
     """What the engine says of a container."""
 
@@ -102,8 +113,8 @@ class Runtime(Protocol):
         at most the last `limit` bytes, without holding more than about twice that."""
         ...
 
-    def list(self) -> list[ContainerInfo]:
-        """Every container this node owns, running or not."""
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        """Every container this node owns (of one task, if given), running or not."""
         ...
 
     def address(self, task_id: str, attempt: int) -> str:

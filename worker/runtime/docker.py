@@ -33,6 +33,7 @@ from worker.runtime.base import (
     ContainerStatus,
     belongs,
     container_name,
+    other_cluster,
 )
 
 log = logging.getLogger(__name__)
@@ -270,12 +271,15 @@ class DockerRuntime:
             result = container.exec_run(list(command), stdout=True, stderr=True)
             return int(result.exit_code)
 
-    def list(self) -> list[ContainerInfo]:
-        """Every container this node owns, running or not."""
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        """Every container this node owns (of one task, if given), running or not."""
+        labels = [f"{NODE_LABEL}={self.node}"]
+        if task_id is not None:
+            labels.append(f"{TASK_LABEL}={task_id}")
         with _engine(f"list the containers of node {self.node}"):
             containers = self._client.containers.list(
                 all=True,
-                filters={"label": f"{NODE_LABEL}={self.node}"},
+                filters={"label": labels},
                 # A container removed between the engine's list and its inspect is skipped
                 # rather than failing the whole call with NotFound.
                 ignore_removed=True,
@@ -307,11 +311,7 @@ class DockerRuntime:
         except docker.errors.NotFound:
             return None
         if not belongs(container.labels, self.cluster):
-            raise RuntimeFailure(
-                f"container {name} belongs to another kube cluster"
-                f" ({container.labels.get(CLUSTER_LABEL)}) on this engine: give this node"
-                " another --name"
-            )
+            raise RuntimeFailure(other_cluster(name, container.labels.get(CLUSTER_LABEL)))
         return container
 
     def _require(self, name: str) -> Container:

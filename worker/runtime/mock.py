@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 
 from shared.errors import RuntimeFailure
 from shared.models import TaskSpec
-from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, container_name
+from worker.runtime.base import (
+    ContainerExit,
+    ContainerInfo,
+    ContainerStatus,
+    container_name,
+    other_cluster,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,7 @@ class _Container:
     status: ContainerStatus = ContainerStatus.CREATED
     exit_code: int | None = None
     run: int = 0  # bumped by every start, so a stale timer knows it is stale
+    cluster: str | None = None  # the cluster it was started in, as Docker's label says
     timer: threading.Timer | None = field(default=None, repr=False)
 
     def info(self) -> ContainerInfo:
@@ -96,7 +103,7 @@ class MockRuntime:
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self.cluster: str | None = None  # its containers live in this process only
+        self.cluster: str | None = None  # labels what it starts; another's is refused
         self._lock = threading.Lock()
         self._containers: dict[tuple[str, int], _Container] = {}
         self._watches: list[MockWatch] = []
@@ -107,14 +114,15 @@ class MockRuntime:
         return True
 
     def join(self, cluster: str) -> None:
-        """Kept for show: this process's containers are its cluster's alone."""
+        """Belong to this cluster from now on: as Docker's runtime, another cluster's
+        containers (a replaced manager database) are not listed, started or removed."""
         self.cluster = cluster
 
     def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
         """Create and run a simulated container; idempotent per (task, attempt)."""
         seconds, code = _run_plan(spec)
         with self._lock:
-            container = self._containers.get((task_id, attempt))
+            container = self._theirs_refused(task_id, attempt)
             if container is None:
                 self._check_free(spec.fixed_host_ports())
                 container = _Container(
@@ -122,6 +130,7 @@ class MockRuntime:
                     attempt=attempt,
                     container_id=secrets.token_hex(32),
                     spec=spec,
+                    cluster=self.cluster,
                     host_ports={
                         str(m.container): m.host or self._take_port() for m in spec.published()
                     },
@@ -148,6 +157,8 @@ class MockRuntime:
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Forget the container; a running one reports an exit, as Docker's `die` does."""
         with self._lock:
+            if self._theirs_refused(task_id, attempt) is None:
+                return
             container = self._containers.pop((task_id, attempt), None)
             if container is None or container.status is not ContainerStatus.RUNNING:
                 return
@@ -186,10 +197,15 @@ class MockRuntime:
             raise RuntimeFailure(f"no running container {name} on node {self.node}")
         return int(container.spec.env.get(EXEC_EXIT_CODE_ENV, "0"))
 
-    def list(self) -> list[ContainerInfo]:
-        """Every simulated container, running or not."""
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
+        """Every simulated container (of one task, if given), running or not."""
         with self._lock:
-            return [container.info() for container in self._containers.values()]
+            return [
+                container.info()
+                for container in self._containers.values()
+                if container.cluster in (None, self.cluster)  # as Docker's runtime lists
+                and task_id in (None, container.task_id)
+            ]
 
     def watch_exits(
         self, on_exit: ExitCallback, on_error: Callable[[Exception], None]
@@ -199,6 +215,15 @@ class MockRuntime:
         with self._lock:
             self._watches.append(watch)
         return watch
+
+    def _theirs_refused(self, task_id: str, attempt: int) -> _Container | None:
+        """The container of (task, attempt), or None; RuntimeFailure when another cluster
+        started it, as Docker's runtime refuses it (under the lock)."""
+        container = self._containers.get((task_id, attempt))
+        if container is not None and container.cluster not in (None, self.cluster):
+            name = container_name(self.node, task_id, attempt)
+            raise RuntimeFailure(other_cluster(name, container.cluster))
+        return container
 
     def _unwatch(self, watch: MockWatch) -> None:
         with self._lock:

@@ -51,9 +51,9 @@ class TimedRuntime:
         with _timed("logs"):
             return self.inner.logs(task_id, attempt, tail, limit)
 
-    def list(self) -> list[ContainerInfo]:
+    def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):
-            return self.inner.list()
+            return self.inner.list(task_id)
 
     def address(self, task_id: str, attempt: int) -> str:
         with _timed("address"):
