@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 
 from shared import topology
 from shared.codec import encode
@@ -15,10 +14,10 @@ from tests.support.manager import NOW, manager_with_a_node, result
 
 
 def test_results_dated_an_hour_ahead_are_dropped_and_the_worker_told_once_a_minute(
-    tmp_path: Path,
+    store_url: str,
 ) -> None:
     # given a manager, and a worker whose clock is an hour ahead
-    manager, bus = manager_with_a_node(tmp_path)
+    manager, bus = manager_with_a_node(store_url)
     ticks = [100.0]
     manager.monotonic = lambda: ticks[0]
     beat = Heartbeat(node="n1", at=NOW + timedelta(hours=1), cpus=4, memory=1, disk=1)
