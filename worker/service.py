@@ -133,6 +133,7 @@ class Worker:
         self._watch: ExitWatch | None = None
         self._engine_ok = True
         self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
+        self._early_stops: list[tuple[StopTask, Delivery]] = []  # held until _join
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
@@ -181,8 +182,13 @@ class Worker:
         refused = claim.refusal(self.name, consumers, held, self.hostname)
         if refused is not None:
             raise ResourceLocked(refused)
-        try:  # the check above is for the message; this is the broker's atomic one
-            self.bus.declare(topology.node_lock(self.name))
+        # The check above is for the message; this is the broker's atomic one, taken at
+        # start only: after a reconnect the broker may still hold this process's previous
+        # connection, and with it the lock, for a while (its missed heartbeats); waiting
+        # for it would delay fencing after a partition's heal. The node queue's consumer,
+        # re-made at once, is what a later worker of this name is refused by.
+        try:
+            self.bus.declare(topology.node_lock(self.name), again=False)
         except ResourceLocked as exc:  # another one started at the same instant
             raise ResourceLocked(claim.taken(self.name, held)) from exc
         self.bus.consume(queue, self.on_dispatch)
@@ -281,6 +287,11 @@ class Worker:
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
+        elif self.cluster is None:
+            # Not yet told its cluster (a worker restarted while its node was still ready):
+            # its containers cannot be told from another cluster's yet, so the stop waits
+            # for _join, which follows at the manager's answer to its first heartbeat.
+            self._early_stops.append((message, delivery))
         else:
             self.runners.stop((message.task_id, message.attempt), delivery)
 
@@ -306,6 +317,9 @@ class Worker:
                 self.contact.forget(key)
         self.cluster = cluster
         self.runtime.join(cluster)
+        early, self._early_stops = self._early_stops, []
+        for stop, held in early:
+            self.runners.stop((stop.task_id, stop.attempt), held)
         self._inventory = False
         watch, self._watch = self._watch, None
 

@@ -90,9 +90,10 @@ class Bus:
 
     # -- set-up, before or during run() -------------------------------------------------
 
-    def declare(self, topology: Topology) -> None:
-        """Declare now if connected, and again after every reconnect."""
-        self._topologies.append(topology)
+    def declare(self, topology: Topology, again: bool = True) -> None:
+        """Declare now if connected, and (unless not `again`) after every reconnect."""
+        if again:
+            self._topologies.append(topology)
         connection = self._state.connection
         if self._state.channel is not None and connection is not None:
             with translated(f"{self._name}: declaring"):

@@ -22,8 +22,8 @@ class MessageBus(Protocol):
 
     # -- set-up, before or during run()
 
-    def declare(self, topology: Topology) -> None:
-        """Declare now if connected, and again after every reconnect."""
+    def declare(self, topology: Topology, again: bool = True) -> None:
+        """Declare now if connected, and (unless not `again`) after every reconnect."""
 
     def consume(self, queue: str, handler: Handler, requeue_on_error: bool = True) -> None:
         """Call handler for each message of queue; the handler acks or rejects it."""

@@ -48,7 +48,8 @@ class StubBus:
     def __init__(self, user: str = "guest", name: str = "stub-bus") -> None:
         self._user = user
         self._name = name
-        self.topologies: list[Topology] = []
+        self.topologies: list[Topology] = []  # all declared
+        self._again: list[Topology] = []  # declared again after each reconnect
         self.consumers: dict[str, Consumer] = {}
         self.timers: list[Timer] = []
         self._on_connect: list[Callable[[], None]] = []
@@ -82,9 +83,11 @@ class StubBus:
 
     # -- set-up
 
-    def declare(self, topology: Topology) -> None:
+    def declare(self, topology: Topology, again: bool = True) -> None:
         """Record it; refuse an exclusive queue another connection holds, as the broker."""
         self.topologies.append(topology)
+        if again:
+            self._again.append(topology)
         self._refuse_locked(topology)
 
     def on_blocked(self, fn: Callable[[bool], None]) -> None:
@@ -319,7 +322,7 @@ class StubBus:
         settled, and the on_connect hooks run again."""
         self.generation += 1
         self._settled.clear()
-        for topology in self.topologies:  # declared again first, as by the real bus
+        for topology in self._again:  # declared again first, as by the real bus
             self._refuse_locked(topology)
         self.connect()
 

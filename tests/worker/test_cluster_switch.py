@@ -9,9 +9,10 @@ import pytest
 
 from shared.bus import StubBus
 from shared.codec import encode
-from shared.messages import RunTask
+from shared.messages import ClusterInfo, RunTask, StopTask
 from shared.models import TaskSpec
 from tests.support.dispatches import delivery, sent
+from tests.support.waiting import wait_for
 from tests.worker.conftest import reported, stub_worker
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker
@@ -53,3 +54,25 @@ def test_a_reused_task_id_whose_container_the_old_cluster_holds_fails_and_is_lef
     runtime.join(OLD)
     assert [c.status.value for c in runtime.list()] == ["running"]
     assert w.runners.alive == []
+
+
+def test_a_stop_that_comes_before_the_worker_knows_its_cluster_waits_for_it(
+    worker: tuple[Worker, StubBus, MockRuntime],
+) -> None:
+    # given a worker that ran a task in its cluster, then restarted: told no cluster yet
+    w, bus, runtime = worker
+    run(w, bus, 1, OLD)
+    w.close()
+    again, bus = stub_worker(runtime)
+    try:
+        # when the task's stop arrives before the manager has told it its cluster
+        body = encode(StopTask(task_id="t1", attempt=1))
+        again.on_dispatch(delivery(2, body))
+        # then nothing is removed yet: the container cannot be told from another cluster's
+        runtime.join(OLD)
+        assert [c.status.value for c in runtime.list()] == ["running"]
+        # and once the manager says which cluster, the stop is applied
+        again.on_dispatch(delivery(3, encode(ClusterInfo(cluster=OLD))))
+        wait_for(lambda: runtime.list() == [], what="the container removed")
+    finally:
+        again.close()
