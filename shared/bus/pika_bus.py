@@ -479,23 +479,24 @@ class Bus:
         for fn in self._on_blocked:
             fn(blocked)
 
-    def _abandon(self) -> None:
-        """Drop the connection without waiting for the broker (see `abandon`)."""
+    def _detach(self) -> pika.BlockingConnection | None:
+        """Forget the connection, its channel and stream; return it, to be closed."""
         with self._lock:
             connection = self._state.connection
             self._state.connection = None
             self._state.channel = None
             self._stream = None
+        return connection
+
+    def _abandon(self) -> None:
+        """Drop the connection without waiting for the broker (see `abandon`)."""
+        connection = self._detach()
         if connection is not None and connection.is_open:
             log.warning("%s: the broker is silent; dropping the connection", self._name)
             abandon(connection)
 
     def _close(self) -> None:
-        with self._lock:
-            connection = self._state.connection
-            self._state.connection = None
-            self._state.channel = None
-            self._stream = None
+        connection = self._detach()
         if connection is not None and connection.is_open:
             try:
                 connection.close()
