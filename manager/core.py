@@ -215,7 +215,8 @@ def _apply_update(
         changes["container_id"] = update.container_id
     if update.state.terminal:
         ended = task.model_copy(update=changes)
-        return end_attempt(ended, update.state, update.error, now)
+        final = update.image_problem is not None  # no restart can help (shared/images.py)
+        return end_attempt(ended, update.state, update.error, now, final=final)
     changes["error"] = update.error
     changes["host_ports"] = dict(update.host_ports)
     changes["endpoints"] = endpoints(address, update.host_ports)
@@ -258,12 +259,14 @@ def end_attempt(
     now: datetime,
     lost: bool = False,
     hold: float = 0.0,
+    final: bool = False,
 ) -> Decision:
     """An attempt ended (completed, failed or lost): restart per the policy, or end the task.
 
-    A lost attempt's replacement waits `hold` seconds (see `manager.nodes.hold_back`).
+    A lost attempt's replacement waits `hold` seconds (see `manager.nodes.hold_back`);
+    a `final` failure (its image cannot be had) ends the task whatever the policy.
     """
-    step = after_attempt(task, outcome, reason, lost, hold)
+    step = after_attempt(task, outcome, reason, lost, hold, final)
     if isinstance(step, Final):
         return move(task, step.state, now, detail=step.reason, error=step.reason)
     restart = Restarted(

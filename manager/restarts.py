@@ -45,7 +45,12 @@ class Final:
 
 
 def after_attempt(
-    task: TaskRecord, outcome: TaskState, reason: str | None, lost: bool = False, hold: float = 0.0
+    task: TaskRecord,
+    outcome: TaskState,
+    reason: str | None,
+    lost: bool = False,
+    hold: float = 0.0,
+    final: bool = False,
 ) -> Restart | Final:
     """What follows an attempt that ended in `outcome` (COMPLETED, FAILED or LOST).
 
@@ -57,10 +62,13 @@ def after_attempt(
     and one whose host port was bound already at least PORT_CONFLICT_DELAY. That one still
     counts: the scheduler counts the ports of kube's own containers, even those being
     stopped (manager/holdings.py), so what still holds the port is outside kube's sight,
-    and an uncounted retry would go on forever without saying so.
+    and an uncounted retry would go on forever without saying so. A `final` failure (the
+    attempt's image cannot be had: shared/images.py) ends the task at once.
     """
     if task.desired_state == "stopped":
         return Final(TaskState.COMPLETED, None)
+    if final and outcome == TaskState.FAILED:  # e.g. an image no pull can bring: never restart
+        return Final(TaskState.FAILED, reason)
     policy = task.spec.restart
     failed = outcome != TaskState.COMPLETED
     wanted = policy.policy == RestartMode.ALWAYS or (

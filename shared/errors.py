@@ -22,6 +22,8 @@ to that library, and nowhere else: pika's in shared/bus/ (services) and shared/r
 
 from __future__ import annotations
 
+from shared.images import ImageProblem
+
 
 class KubeError(Exception):
     """Root of every error kube raises on purpose."""
@@ -73,7 +75,13 @@ class EngineUnavailable(RuntimeFailure):
 
 
 class ImageNotFound(RuntimeFailure):
-    """The image is not present and could not (or may not) be pulled."""
+    """The image is not present and could not (or may not) be pulled; `problem` says why
+    when no retry can help (the task then fails without a restart)."""
+
+    def __init__(self, message: str, problem: ImageProblem | None = None, said: str = "") -> None:
+        super().__init__(message)
+        self.problem = problem
+        self.said = said or message  # the engine's own words
 
 
 class StoreError(KubeError):

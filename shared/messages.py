@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
 from shared.wire import (
@@ -119,6 +120,11 @@ class TaskUpdate(WireModel):
         default=None,
         description="the worker stopped the container itself (on_disconnect) after this many"
         " seconds out of touch with the broker",
+    )
+    image_problem: ImageProblem | None = Field(
+        default=None,
+        description="the attempt could not start because its image cannot be had, for"
+        " good (no such image, no registry, an invalid name): the task fails, not restarted",
     )
 
 

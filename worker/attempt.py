@@ -22,6 +22,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
+from shared.images import ImageProblem
 from shared.models import Health
 from shared.specs import HealthCheck, TaskSpec
 from shared.states import TaskState
@@ -62,6 +63,7 @@ class Report:
     health: Health | None = None
     last_check: str | None = None
     disconnected: float | None = None  # stopped after this many seconds out of touch
+    image_problem: ImageProblem | None = None  # its image cannot be had: no restart helps
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class StartFailed:
     """The engine could not start the container, or the policy refused it."""
 
     error: str
+    image_problem: ImageProblem | None = None  # the image cannot be had, for good
 
 
 def exit_report(container_id: str, code: int, error: str | None) -> Report:
@@ -184,7 +187,9 @@ class Attempt(Generic[D]):
         if self.phase != Phase.STARTING:
             return []
         if isinstance(outcome, StartFailed):
-            report = Report(TaskState.FAILED, error=outcome.error)
+            report = Report(
+                TaskState.FAILED, error=outcome.error, image_problem=outcome.image_problem
+            )
         else:
             report = info_report(outcome)
         effects: list[Effect[D]] = []

@@ -38,13 +38,14 @@ from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
-from shared import topology
+from shared import images, topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.codec import decode, describe, encode
 from shared.errors import (
     ConnectionLost,
     DecodeError,
     EngineUnavailable,
+    ImageNotFound,
     MessagingError,
     ResourceLocked,
     RuntimeFailure,
@@ -343,6 +344,13 @@ class Worker:
             return StartFailed(stale)
         try:
             info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
+        except ImageNotFound as exc:
+            if exc.problem is None:  # may pass (a registry that timed out): restarted
+                log.warning("task %s: could not start: %s", key[0], exc)
+                return StartFailed(str(exc))
+            why = images.describe(spec.image, exc.problem, self.name, exc.said)
+            log.warning("task %s: %s", key[0], why)
+            return StartFailed(why, exc.problem)
         except RuntimeFailure as exc:
             log.warning("task %s: could not start: %s", key[0], exc)
             return StartFailed(str(exc))
@@ -554,6 +562,7 @@ class Worker:
                 health=report.health,
                 last_check=report.last_check,
                 disconnected=report.disconnected,
+                image_problem=report.image_problem,
             )
         except ValidationError as exc:
             why = f"the worker cannot report this attempt: {describe(exc)}"

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from manager import core
 from manager.scheduler import RoundRobin
 from shared import topology
+from shared.images import ImageProblem
 from shared.messages import TaskUpdate
 from shared.models import Health, NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.specs import RestartPolicy
@@ -243,3 +244,22 @@ def test_a_worker_cannot_report_a_managers_state() -> None:
 def test_every_move_is_checked_against_the_table() -> None:
     decision = core.move(placed(TaskState.RUNNING), TaskState.SCHEDULED, NOW)
     assert decision.empty and "running -> scheduled is not allowed" in (decision.refused or "")
+
+
+def test_a_start_whose_image_cannot_be_had_fails_the_task_without_a_restart() -> None:
+    # given a task allowed restarts, whose attempt could not start: no registry for its image
+    task = placed(TaskState.SCHEDULED)
+    task = task.model_copy(update={"spec": SPEC.model_copy(update={"restart": RestartPolicy()})})
+    failed = update(TaskState.FAILED, error="image 'x' ...", image_problem=ImageProblem.NO_REGISTRY)
+    # when the worker reports it
+    decision = core.apply_update(task, failed, NOW)
+    # then the task ends failed at once, with the worker's reason, and is not restarted
+    ended = decision.tasks[-1]
+    assert (ended.state, ended.restart_count, ended.error) == (TaskState.FAILED, 0, "image 'x' ...")
+
+
+def test_a_start_that_failed_otherwise_is_restarted_per_the_policy() -> None:
+    task = placed(TaskState.SCHEDULED)
+    task = task.model_copy(update={"spec": SPEC.model_copy(update={"restart": RestartPolicy()})})
+    decision = core.apply_update(task, update(TaskState.FAILED, error="i/o timeout"), NOW)
+    assert (decision.tasks[-1].state, decision.tasks[-1].restart_count) == (TaskState.PENDING, 1)

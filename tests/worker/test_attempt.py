@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shared.images import ImageProblem
 from shared.models import Health
 from shared.specs import HealthCheck, TaskSpec
 from shared.states import TaskState
@@ -219,3 +220,13 @@ def test_a_cut_off_of_an_attempt_being_removed_changes_nothing() -> None:
     attempt.stop("stop")
     assert attempt.cut_off(10.3) == []
     assert attempt.removed() == [Report(TaskState.COMPLETED)]
+
+
+def test_a_start_failed_for_an_image_that_cannot_be_had_reports_the_problem_as_data() -> None:
+    attempt: Attempt[str] = Attempt(KEY)
+    attempt.run(SPEC, "run")
+    why, problem = "image 'x' cannot be pulled", ImageProblem.NO_SUCH_IMAGE
+    outcome = StartFailed(why, problem)
+    failed = Report(TaskState.FAILED, error=why, image_problem=problem)
+    assert attempt.started(outcome) == [failed, Settle("run")]
+    assert attempt.ended

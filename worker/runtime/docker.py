@@ -35,6 +35,7 @@ from worker.runtime.base import (
     container_name,
     other_cluster,
 )
+from worker.runtime.pull_errors import classify
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def _translate(exc: Exception, doing: str, image: str | None = None) -> RuntimeF
         # With an image in hand, every engine refusal (404, or a 500 from the registry)
         # means the image cannot be had.
         if image is not None:
-            return ImageNotFound(f"{doing}: image {image!r}: {explanation}")
+            problem = classify(exc.status_code, str(explanation))
+            return ImageNotFound(f"{doing}: image {image!r}: {explanation}", problem, explanation)
         if isinstance(exc, docker.errors.ImageNotFound):
             return ImageNotFound(f"{doing}: {explanation}")
         return RuntimeFailure(f"{doing}: {explanation}")
@@ -367,7 +369,9 @@ class DockerRuntime:
                 repository, tag=tag or "latest", stream=True, decode=True
             ):
                 if "error" in line:
-                    raise ImageNotFound(f"pull: image {image!r}: {line['error']}")
+                    said = str(line["error"])
+                    problem = classify(None, said)
+                    raise ImageNotFound(f"pull: image {image!r}: {said}", problem, said)
 
     def _create(self, name: str, task_id: str, attempt: int, spec: TaskSpec) -> Container:
         """Create the attempt's container, or find the one a concurrent start created."""
