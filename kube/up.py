@@ -5,6 +5,12 @@ process group of their own, so a terminal's Ctrl-C reaches only `kube up`, which
 stops them in one `killpg` and removes every container labelled with one of its node
 names (unless `--keep`). Their output is shown line by line, prefixed with their name.
 
+Every ending stops the children and removes the temporary folder: Ctrl-C, SIGTERM,
+SIGHUP (the terminal was closed), a reader that went away (`kube up | head -1`, see
+kube/sink.py), an exception of its own. If `kube up` is killed outright (SIGKILL), the
+kernel kills the children (kube/lifeline.py). Where a manager already holds the vhost,
+it refuses to start a second one.
+
 With no broker at KUBE_AMQP_URL and a Docker engine at hand, it starts a RabbitMQ
 container (`--start-broker`, or after asking on a terminal); otherwise it says how to
 get one.
@@ -19,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -30,10 +35,15 @@ from typing import IO
 import docker
 import docker.errors
 
-from kube import localbroker
+from kube import leftovers, localbroker
 from kube.client import Client
+from kube.lifeline import die_with_parent
+from kube.sink import Gone, Sink
 from manager.store import read_cluster_id
-from shared.errors import KubeError, MessagingError
+from shared import topology
+from shared.errors import KubeError, MessagingError, RuntimeFailure
+from shared.images import BUILD_BUSYBOX, LOCAL_BUSYBOX
+from shared.rpc import RpcChannel
 from shared.settings import Settings, redact
 from worker.runtime.base import CLUSTER_LABEL, NODE_LABEL
 
@@ -41,7 +51,11 @@ log = logging.getLogger(__name__)
 
 OK = 0
 FAILED = 1
+REFUSED = 4  # another manager already holds the vhost
 BROKER_DOWN = 5
+PIPE_CLOSED = 141  # the reader of the output went away (128 + SIGPIPE, as a shell says)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, kill or systemd, and a closed terminal: each stops the cluster and cleans up."""
 STOP_GRACE = 15.0
 """Seconds the children get to stop after SIGTERM before SIGKILL."""
 
@@ -156,7 +170,7 @@ class LocalCluster:
 
     settings: Settings
     children: list[Child]
-    out: IO[str]
+    out: Sink
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     pumps: list[threading.Thread] = field(default_factory=list)
     group: int | None = None
@@ -166,6 +180,9 @@ class LocalCluster:
         if self.settings.ca_file:
             env["KUBE_AMQP_CA"] = self.settings.ca_file
         width = max(len(child.name) for child in self.children)
+        tie = die_with_parent()
+        # Every child is forked before any pump thread starts: a preexec_fn is not safe
+        # in a process that has threads (kube/lifeline.py).
         for child in self.children:
             proc = subprocess.Popen(
                 child.argv,
@@ -175,25 +192,29 @@ class LocalCluster:
                 stderr=subprocess.STDOUT,
                 # the first child leads a new group; the others join it
                 process_group=0 if self.group is None else self.group,
+                preexec_fn=tie,  # noqa: PLW1509 - no thread runs yet (see above)
             )
             if self.group is None:
                 self.group = proc.pid
             self.procs[child.name] = proc
             self.say(f"started {child.name} (pid {proc.pid})")
+        for child in self.children:
             pump = threading.Thread(
-                target=self._pump, args=(child.name.rjust(width), proc), daemon=True
+                target=self._pump,
+                args=(child.name.rjust(width), self.procs[child.name]),
+                daemon=True,
             )
             pump.start()
             self.pumps.append(pump)
 
     def say(self, line: str) -> None:
-        print(f"kube up: {line}", file=self.out, flush=True)
+        self.out.line(f"kube up: {line}")
 
     def _pump(self, prefix: str, proc: subprocess.Popen[bytes]) -> None:
+        """Show a child's lines; drain them even when nobody reads any more."""
         assert proc.stdout is not None
         for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            print(f"{prefix} | {line}", file=self.out, flush=True)
+            self.out.line(f"{prefix} | {raw.decode(errors='replace').rstrip()}")
 
     def exited(self) -> dict[str, int]:
         return {
@@ -222,18 +243,20 @@ def _signal_group(group: int, sig: signal.Signals) -> None:
         os.killpg(group, sig)
 
 
-def remove_containers(nodes: Iterable[str], cluster: str | None) -> int:
+def remove_containers(nodes: Iterable[str] | None, cluster: str | None) -> int:
     """Force-remove every container of this cluster labelled with one of these node
-    names; how many. Another cluster's on the same engine (another `kube up`, on another
-    vhost, has the same node names) is left alone; with no cluster id (its manager never
-    opened its database), nothing is removed."""
+    names (any node: None); how many. Another cluster's on the same engine (another
+    `kube up`, on another vhost, has the same node names) is left alone; with no cluster
+    id (its manager never opened its database), nothing is removed."""
     if cluster is None:
         return 0
     client = docker.from_env()
     removed = 0
     try:
-        for node in nodes:
-            labels = [f"{NODE_LABEL}={node}", f"{CLUSTER_LABEL}={cluster}"]
+        for node in [None] if nodes is None else nodes:
+            labels = [f"{CLUSTER_LABEL}={cluster}"]
+            if node is not None:
+                labels.append(f"{NODE_LABEL}={node}")
             for container in client.containers.list(all=True, filters={"label": labels}):
                 container.remove(force=True)
                 removed += 1
@@ -280,26 +303,54 @@ def up(
     ask: Callable[[str], str] = input,
     interactive: bool | None = None,
 ) -> int:
-    """Run the local cluster until SIGINT or SIGTERM; the exit code."""
+    """Run the local cluster until a stop signal or a closed output; the exit code."""
     interactive = sys.stdin.isatty() if interactive is None else interactive
     broker: str | None = None
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGINT interrupts already
+    stopping = threading.Event()
+    sink = Sink(out, on_gone=lambda _: stopping.set())
+    # SIGINT interrupts already; the others unwind the same way while the broker boots
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        broker = _ensure_broker(options, settings, out, ask, interactive)
+        broker = _ensure_broker(options, settings, sink, ask, interactive)
+        if broker is None and (holder := manager_running(settings)) is not None:
+            print(f"kube up: {holder}", file=sys.stderr)
+            return REFUSED
     except (localbroker.LocalBrokerError, MessagingError, _NoBroker) as exc:
         print(f"kube up: {exc}", file=sys.stderr)
         return BROKER_DOWN
     except KeyboardInterrupt:  # a broker container being started was removed
-        print("kube up: stopped before the cluster started", file=out, flush=True)
+        sink.line("kube up: stopped before the cluster started")
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     try:
-        return _run_cluster(options, settings, out)
+        code = _run_cluster(options, settings, sink, stopping)
     finally:
         if broker is not None and not options.keep:
-            print("kube up: removing the broker container", file=out, flush=True)
+            sink.line("kube up: removing the broker container")
             localbroker.remove_broker(broker)
+    return PIPE_CLOSED if sink.gone is Gone.PIPE_CLOSED else code
+
+
+def manager_running(settings: Settings) -> str | None:
+    """None, or a line naming the manager that already holds this vhost: a second one
+    would only exit at once (one manager per vhost, manager/server.py)."""
+    with RpcChannel(settings, name="kube-up") as channel:
+        if not channel.held(topology.MANAGER_LOCK):
+            return None
+    nodes = ""
+    try:
+        with Client(replace(settings, request_timeout=2.0)) as client:
+            names = [f"{n.name} ({n.status.value})" for n in client.nodes()]
+        nodes = f", with node(s) {', '.join(names)}" if names else ", with no node"
+    except MessagingError:  # it holds the lock but does not answer (yet): name it all the same
+        pass
+    return (
+        f"a kube manager already runs on {redact(settings.amqp_url)}{nodes} (it holds"
+        f" {topology.MANAGER_LOCK}); stop it (or the `kube up` that runs it), or give this"
+        " cluster a vhost of its own in KUBE_AMQP_URL"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -314,7 +365,7 @@ class _NoBroker(KubeError):
 def _ensure_broker(
     options: UpOptions,
     settings: Settings,
-    out: IO[str],
+    out: Sink,
     ask: Callable[[str], str],
     interactive: bool,
 ) -> str | None:
@@ -338,28 +389,27 @@ def _ensure_broker(
         action = BrokerAction.START if answer.strip().lower() in ("y", "yes") else action
     if action is not BrokerAction.START:
         raise _NoBroker(how_to_get_a_broker(settings, local=address.local, docker_ok=docker_ok))
-    print(f"kube up: starting {options.broker_image} on port {address.port}", file=out, flush=True)
+    out.line(f"kube up: starting {options.broker_image} on port {address.port}")
     return localbroker.start_broker(settings, options.broker_image)
 
 
-def _run_cluster(options: UpOptions, settings: Settings, out: IO[str]) -> int:
-    stopping = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: stopping.set())
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    with tempfile.TemporaryDirectory(prefix="kube-up-") as scratch:
+def _run_cluster(
+    options: UpOptions, settings: Settings, out: Sink, stopping: threading.Event
+) -> int:
+    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in STOP_SIGNALS}
+    with leftovers.scratch() as scratch:
         db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
         cluster = LocalCluster(settings, plan(options, db), out)
         code = OK
         try:
+            _remove_leftovers(cluster, options.runtime)
             cluster.start()
             problem = wait_ready(settings, cluster, options.nodes, options.ready_timeout, stopping)
             if problem is not None and not stopping.is_set():
                 cluster.say(problem)
                 code = FAILED
             elif problem is None:
-                _say_ready(cluster, options, settings)
+                _say_ready(cluster, options, settings, try_image(options.runtime))
                 while not stopping.wait(0.5):
                     if dead := cluster.exited():
                         cluster.say(f"{', '.join(dead)} exited; stopping the rest")
@@ -387,6 +437,21 @@ def _run_cluster(options: UpOptions, settings: Settings, out: IO[str]) -> int:
         return code
 
 
+def _remove_leftovers(cluster: LocalCluster, runtime: str) -> None:
+    """Remove what `kube up` processes killed outright left: their temporary folders and,
+    named by the database in each, their task containers (kube/leftovers.py)."""
+    for folder in leftovers.stale():
+        cluster_id = read_cluster_id(folder / "manager.db")
+        containers = ""
+        if runtime == "docker" and cluster_id is not None:
+            try:
+                containers = f" and {remove_containers(None, cluster_id)} task container(s)"
+            except docker.errors.DockerException as exc:
+                cluster.say(f"could not remove the task containers of cluster {cluster_id}: {exc}")
+        leftovers.remove(folder)
+        cluster.say(f"removed what a killed kube up left: {folder}{containers}")
+
+
 def _kept_db() -> Path:
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     path = Path(state) / "kube" / "up.db"
@@ -394,11 +459,33 @@ def _kept_db() -> Path:
     return path
 
 
-def _say_ready(cluster: LocalCluster, options: UpOptions, settings: Settings) -> None:
+def try_image(runtime: str) -> str | None:
+    """A busybox image the engine holds, for the hint to try; None if it has none."""
+    if runtime == "mock":
+        return "busybox"  # the mock runs any image
+    from worker.runtime.docker import DockerRuntime
+
+    try:
+        engine = DockerRuntime("kube-up")
+        return next((i for i in ("busybox", LOCAL_BUSYBOX) if engine.has_image(i)), None)
+    except RuntimeFailure as exc:
+        log.warning("kube up: cannot tell which images the engine holds: %s", exc)
+        return None
+
+
+def _say_ready(
+    cluster: LocalCluster, options: UpOptions, settings: Settings, image: str | None
+) -> None:
     cluster.say(
         f"manager and {options.workers} worker(s) ready on {redact(settings.amqp_url)}:"
         f" {', '.join(options.nodes)}"
     )
-    cluster.say("try `kube run --name hello --image busybox --wait -- echo hello`, `kube ps`")
+    if image is None:
+        cluster.say(
+            f"the engine has no busybox image: build one with `{BUILD_BUSYBOX}`"
+            f" ({LOCAL_BUSYBOX}, no registry needed), then"
+        )
+        image = LOCAL_BUSYBOX
+    cluster.say(f"try `kube run --name hello --image {image} --wait -- echo hello`, `kube ps`")
     keep = "leaves them" if options.keep else "removes their containers"
     cluster.say(f"Ctrl-C stops them all and {keep}")

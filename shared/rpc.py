@@ -150,6 +150,22 @@ class RpcChannel:
                 ) from exc
         return self._replies.pop(correlation_id)
 
+    def held(self, queue: str) -> bool:
+        """Whether a queue exists on the vhost; for an exclusive one (a manager's lock,
+        shared/topology.py), whether another connection holds it."""
+        try:
+            self._channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self._reopen()
+            if exc.reply_code == 404:  # NOT_FOUND: nobody holds it
+                return False
+            if exc.reply_code == 405:  # RESOURCE_LOCKED: another connection holds it
+                return True
+            raise MessagingError(f"cannot check queue {queue}: {exc}") from exc
+        except RECONNECT_ERRORS as exc:
+            raise MessagingError(f"cannot check queue {queue}: {exc!r}") from exc
+        return True
+
     def _on_reply(self, ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
         if props.correlation_id:
             self._replies[props.correlation_id] = body

@@ -148,6 +148,9 @@ def test_up_runs_a_cluster_and_ctrl_c_stops_it_leaving_nothing(
             left = docker_client.containers.list(all=True, filters={"label": f"kube.node={node}"})
             assert left == [], output
         assert "removed 1 task container(s)" in output
+        # and its hint named an image this engine has
+        hint = next(line for line in output.splitlines() if "kube run --name hello" in line)
+        docker_client.images.get(hint.split("--image ")[1].split()[0])
     finally:
         for proc in [*children, psutil.Process(up.pid) if up.poll() is None else None]:
             if proc is not None and _alive(proc):

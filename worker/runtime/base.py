@@ -93,6 +93,10 @@ class Runtime(Protocol):
         """True when the engine answers."""
         ...
 
+    def has_image(self, image: str) -> bool:
+        """True when the engine holds the image, so that a start needs no pull."""
+        ...
+
     def join(self, cluster: str) -> None:
         """Belong to this cluster from now on: new containers carry its id, and only its
         containers (and unlabelled ones) are listed, watched and touched."""

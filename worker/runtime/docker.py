@@ -334,7 +334,7 @@ class DockerRuntime:
             container.remove(force=True)
             raise PolicyRefused(self.node, refused)
 
-    def _has_image(self, image: str) -> bool:
+    def has_image(self, image: str) -> bool:
         """True when the engine holds the image locally."""
         with _engine("inspect", image=image):
             try:
@@ -347,7 +347,7 @@ class DockerRuntime:
         """Make the image local as the pull policy allows, or raise ImageNotFound."""
         if policy is PullPolicy.ALWAYS:
             self._pull(image)
-        elif not self._has_image(image):
+        elif not self.has_image(image):
             if policy is PullPolicy.NEVER:
                 raise ImageNotFound(
                     f"image {image!r} is not present on node {self.node}"

@@ -113,6 +113,10 @@ class MockRuntime:
         """Always True: there is no engine to lose."""
         return True
 
+    def has_image(self, image: str) -> bool:
+        """Always True: a simulated container runs any image."""
+        return True
+
     def join(self, cluster: str) -> None:
         """Belong to this cluster from now on: as Docker's runtime, another cluster's
         containers (a replaced manager database) are not listed, started or removed."""

@@ -34,6 +34,9 @@ class TimedRuntime:
         with _timed("ping"):
             return self.inner.ping()
 
+    def has_image(self, image: str) -> bool:
+        return self.inner.has_image(image)
+
     def join(self, cluster: str) -> None:
         self.inner.join(cluster)
 

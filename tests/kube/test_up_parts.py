@@ -1,0 +1,83 @@
+"""The pieces that make `kube up` safe, alone: its output sink, its leftovers, its hint."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from kube import leftovers
+from kube.sink import Gone, Sink
+from kube.up import LocalCluster, UpOptions, _say_ready
+from shared.images import BUILD_BUSYBOX, LOCAL_BUSYBOX
+from shared.settings import Settings
+
+
+class ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+class HungUp(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_closed_pipe_marks_the_sink_gone_once_and_drops_what_follows() -> None:
+    # given a sink whose reader went away
+    calls: list[Gone] = []
+    sink = Sink(ClosedPipe(), on_gone=calls.append)
+    # when two lines are written
+    sink.line("one")
+    sink.line("two")
+    # then the first failure marks it gone and says so once, and nothing raises
+    assert (sink.gone, calls) == (Gone.PIPE_CLOSED, [Gone.PIPE_CLOSED])
+
+
+def test_a_hung_up_terminal_marks_the_sink_gone() -> None:
+    sink = Sink(HungUp())
+    sink.line("one")
+    assert sink.gone is Gone.TERMINAL_CLOSED
+
+
+def test_a_live_sink_writes_lines() -> None:
+    out = io.StringIO()
+    Sink(out).line("hello")
+    assert out.getvalue() == "hello\n"
+
+
+def test_only_the_folders_of_gone_processes_are_stale(tmp_path: Path) -> None:
+    # given the folder of a process that has exited, one of this live process, and another
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    gone = tmp_path / f"kube-up-{dead.stdout.strip()}-abc"
+    live = tmp_path / f"kube-up-{os.getpid()}-def"
+    other = tmp_path / "kube-up-notapid"
+    for folder in (gone, live, other):
+        folder.mkdir()
+    # then only the first is stale
+    assert leftovers.stale(tmp_path) == [gone]
+    leftovers.remove(gone)
+    leftovers.remove(gone)  # a second removal (another kube up's) is fine
+    assert not gone.exists()
+
+
+def test_without_a_busybox_image_the_hint_says_how_to_build_one() -> None:
+    out = io.StringIO()
+    cluster = LocalCluster(Settings(), [], Sink(out))
+    _say_ready(cluster, UpOptions(), Settings(), None)
+    text = out.getvalue()
+    assert BUILD_BUSYBOX in text and f"--image {LOCAL_BUSYBOX}" in text
+
+
+def test_with_an_image_the_hint_names_it() -> None:
+    out = io.StringIO()
+    _say_ready(LocalCluster(Settings(), [], Sink(out)), UpOptions(), Settings(), "busybox")
+    assert "kube run --name hello --image busybox --wait" in out.getvalue()
+    assert BUILD_BUSYBOX not in out.getvalue()
