@@ -310,26 +310,32 @@ def up(
     sink = Sink(out, on_gone=lambda _: stopping.set())
     # SIGINT interrupts already; the others unwind the same way while the broker boots
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
     try:
-        broker = _ensure_broker(options, settings, sink, ask, interactive)
-        if broker is None and (holder := manager_running(settings)) is not None:
-            print(f"kube up: {holder}", file=sys.stderr)
-            return REFUSED
-    except (localbroker.LocalBrokerError, MessagingError, _NoBroker) as exc:
-        print(f"kube up: {exc}", file=sys.stderr)
-        return BROKER_DOWN
-    except KeyboardInterrupt:  # a broker container being started was removed
-        sink.line("kube up: stopped before the cluster started")
-        return 0
+        try:
+            broker = _ensure_broker(options, settings, sink, ask, interactive)
+            if broker is None and (holder := manager_running(settings)) is not None:
+                print(f"kube up: {holder}", file=sys.stderr)
+                return REFUSED
+        except (localbroker.LocalBrokerError, MessagingError, _NoBroker) as exc:
+            print(f"kube up: {exc}", file=sys.stderr)
+            return BROKER_DOWN
+        except KeyboardInterrupt:  # a broker container being started was removed
+            sink.line("kube up: stopped before the cluster started")
+            return 0
+        # From here to the end, a stop signal only asks to stop: a second one (or a
+        # SIGHUP after Ctrl-C) never cuts the removal of what was started short.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, lambda *_: stopping.set())
+        try:
+            code = _run_cluster(options, settings, sink, stopping)
+        finally:
+            if broker is not None and not options.keep:
+                sink.line("kube up: removing the broker container")
+                localbroker.remove_broker(broker)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    try:
-        code = _run_cluster(options, settings, sink, stopping)
-    finally:
-        if broker is not None and not options.keep:
-            sink.line("kube up: removing the broker container")
-            localbroker.remove_broker(broker)
     return PIPE_CLOSED if sink.gone is Gone.PIPE_CLOSED else code
 
 
@@ -396,7 +402,6 @@ def _ensure_broker(
 def _run_cluster(
     options: UpOptions, settings: Settings, out: Sink, stopping: threading.Event
 ) -> int:
-    previous = {sig: signal.signal(sig, lambda *_: stopping.set()) for sig in STOP_SIGNALS}
     with leftovers.scratch() as scratch:
         db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
         cluster = LocalCluster(settings, plan(options, db), out)
@@ -407,7 +412,8 @@ def _run_cluster(
             problem = wait_ready(settings, cluster, options.nodes, options.ready_timeout, stopping)
             if problem is not None and not stopping.is_set():
                 cluster.say(problem)
-                code = FAILED
+                # another manager took the vhost since manager_running() looked
+                code = REFUSED if cluster.exited().get("manager") == REFUSED else FAILED
             elif problem is None:
                 _say_ready(cluster, options, settings, try_image(options.runtime))
                 while not stopping.wait(0.5):
@@ -418,8 +424,6 @@ def _run_cluster(
         finally:
             cluster.say("stopping")
             codes = cluster.stop()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             if options.keep:
                 state = "the --store database" if options.store else db
                 cluster.say(f"kept the containers of {', '.join(options.nodes)}; state in {state}")

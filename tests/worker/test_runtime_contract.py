@@ -51,6 +51,13 @@ def test_it_is_a_runtime_that_answers_pings(kit: RuntimeKit) -> None:
     assert checked.ping() is True
 
 
+def test_it_holds_the_image_its_specs_run(kit: RuntimeKit) -> None:
+    # the hint of `kube up` names an image this says the engine holds (kube/up.py)
+    assert kit.runtime.has_image(kit.spec().image) is True
+    if kit.kind == "docker":  # the mock runs any image
+        assert kit.runtime.has_image("localhost/kube-test-no-such-image:0") is False
+
+
 def test_a_started_container_runs_and_is_listed(kit: RuntimeKit) -> None:
     # given a task publishing one port, when it starts
     info = kit.runtime.start("web", 2, kit.running(ports=(8080,)))
