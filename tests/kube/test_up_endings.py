@@ -97,7 +97,9 @@ def up(vhost: str, tmp_path: Path) -> Iterator[Up]:
     one.kill_all()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["sigint", "sigterm", "sighup"]
+)
 def test_a_stop_signal_stops_the_children_and_removes_the_temporary_folder(
     up: Up, tmp_path: Path, sig: signal.Signals
 ) -> None:
