@@ -18,7 +18,8 @@ import pika
 import pika.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus.connection import RECONNECT_ERRORS, connection_parameters
+from shared.bus.brokers import Brokers
+from shared.bus.connection import RECONNECT_ERRORS
 from shared.errors import MessagingError, NoManagerError
 from shared.settings import Settings, redact
 from shared.topology import topic_matches
@@ -42,6 +43,7 @@ class RpcChannel:
 
     def __init__(self, settings: Settings, name: str = "kube-client") -> None:
         self._settings = settings
+        self._brokers = Brokers(settings)
         try:
             self._connection = self._connect(name)
         except RECONNECT_ERRORS as exc:
@@ -54,7 +56,9 @@ class RpcChannel:
         # The broker checks user_id against the login, so the manager can trust it; absent
         # when the login has no user name (TLS with EXTERNAL authentication).
         self._user: str | None = getattr(
-            pika.URLParameters(settings.amqp_url).credentials, "username", None
+            pika.URLParameters(self._brokers.current or settings.amqp_urls[0]).credentials,
+            "username",
+            None,
         )
         self._replies: dict[str, bytes] = {}
         self._reply_consumer: str | None = None
@@ -66,7 +70,7 @@ class RpcChannel:
         reraise=True,
     )
     def _connect(self, name: str) -> pika.BlockingConnection:
-        return pika.BlockingConnection(connection_parameters(self._settings, name))
+        return self._brokers.connect(name)
 
     def publish(
         self,

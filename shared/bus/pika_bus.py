@@ -30,8 +30,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from shared import metrics
 from shared.bus import acks, declare
+from shared.bus.brokers import Brokers
 from shared.bus.confirms import ConfirmStream, Unconfirmed
-from shared.bus.connection import LOST, abandon, connection_parameters, translated, user_of
+from shared.bus.connection import LOST, abandon, translated, user_of
 from shared.bus.consume import Consumer, delivery_from, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.timers import Timer, fire
@@ -72,6 +73,7 @@ class Bus:
         TCP next retransmits, tens of seconds after the link is back; a new one at once."""
         self._silent_after = silent_after
         self._settings = settings
+        self._brokers = Brokers(settings)
         self._name = name
         self._prefetch = prefetch
         self._topologies: list[Topology] = []
@@ -383,7 +385,7 @@ class Bus:
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
             except LOST as exc:
                 log.warning(
-                    "%s: cannot reach broker at %s (%s); retrying in %.1fs",
+                    "%s: cannot reach a broker at %s (%s); retrying in %.1fs",
                     self._name,
                     redact(self._settings.amqp_url),
                     exc.__class__.__name__,
@@ -447,7 +449,7 @@ class Bus:
     # -- internals ---------------------------------------------------------------------
 
     def _connect_once(self) -> None:
-        connection = pika.BlockingConnection(connection_parameters(self._settings, self._name))
+        connection = self._brokers.connect(self._name)
         channel = connection.channel()
         channel.confirm_delivery()
         channel.basic_qos(prefetch_count=self._prefetch)
@@ -465,7 +467,7 @@ class Bus:
             self._start_consumer(channel, consumer)
         for timer in self._timers:
             self._arm(timer, self._state.generation)
-        log.info("%s: connected to %s", self._name, redact(self._settings.amqp_url))
+        log.info("%s: connected to %s", self._name, redact(self._brokers.current or ""))
         for fn in self._on_connect:
             fn()
 

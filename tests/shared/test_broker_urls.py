@@ -1,0 +1,133 @@
+"""Several broker URLs: how they are given and checked, and the order they are tried in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pika.exceptions
+import pytest
+
+from kube.cli import build_parser
+from manager.auth import WorkerAuth
+from shared.bus import brokers
+from shared.bus.brokers import Brokers, rotation
+from shared.errors import SettingsError
+from shared.settings import Settings, redact, split_urls
+
+A = "amqp://kube:secret-a@rabbit-1:5672/kube"
+B = "amqp://kube:secret-b@rabbit-2:5672/kube"
+C = "amqps://other:secret-c@rabbit-3/kube"
+
+
+def test_one_url_is_a_list_of_one() -> None:
+    assert Settings(amqp_url=A).amqp_urls == (A,)
+
+
+def test_commas_separate_urls_and_spaces_around_them_are_dropped() -> None:
+    assert Settings(amqp_url=f"{A}, {B} ,{C}").amqp_urls == (A, B, C)
+
+
+def test_environment_takes_a_comma_separated_list() -> None:
+    settings = Settings.from_env({"KUBE_AMQP_URL": f"{A},{B}"})
+    assert settings.amqp_urls == (A, B)
+
+
+def test_repeated_amqp_url_flag_gives_a_list_that_wins_over_the_environment() -> None:
+    args = build_parser().parse_args(["--amqp-url", A, "--amqp-url", f"{B},{C}", "ps"])
+    settings = Settings.from_env({"KUBE_AMQP_URL": "amqp://ignored"}, amqp_url=args.amqp_url)
+    assert settings.amqp_urls == (A, B, C)
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (
+            f"{A},http://kube:secret-x@web/",
+            r"^broker URL 2 of 2, 'http://kube:\*\*\*@web/', is not",
+        ),
+        (f"{A},,{B}", r"^broker URL 2 of 3 is empty"),
+        (f"{A},", r"^broker URL 2 of 2 is empty"),
+        (
+            "amqp://kube:secret-x@rabbit:56a72/",
+            r"^the broker URL, 'amqp://kube:\*\*\*@rabbit:56a72/', has a bad port",
+        ),
+        ("rabbit-1:5672", r"^the broker URL, 'rabbit-1:5672', is not an AMQP URL"),
+    ],
+)
+def test_a_bad_url_is_named_in_one_line_without_its_password(text: str, why: str) -> None:
+    with pytest.raises(SettingsError, match=why) as caught:
+        Settings(amqp_url=text)
+    assert "secret" not in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_redact_hides_every_password_of_a_list() -> None:
+    assert redact(f"{A},{B}") == (
+        "amqp://kube:***@rabbit-1:5672/kube,amqp://kube:***@rabbit-2:5672/kube"
+    )
+
+
+def test_manager_trusts_the_users_of_every_url_by_default() -> None:
+    auth = WorkerAuth.from_env(f"{A},{C}", env={})
+    assert auth.trusted_users == {"kube", "other"}
+
+
+def test_rotation_starts_at_the_given_broker_and_wraps() -> None:
+    assert rotation(3, 0) == [0, 1, 2]
+    assert rotation(3, 2) == [2, 0, 1]
+    assert rotation(1, 0) == [0]
+
+
+class FakeConnections:
+    """Stands for pika.BlockingConnection: hosts in `down` refuse, the others answer."""
+
+    def __init__(self, down: set[str]) -> None:
+        self.down = down
+        self.tried: list[str] = []
+
+    def __call__(self, params: Any) -> str:
+        self.tried.append(params.host)
+        if params.host in self.down:
+            raise pika.exceptions.AMQPConnectionError("refused")
+        return f"connection to {params.host}"
+
+
+@pytest.fixture
+def connections(monkeypatch: pytest.MonkeyPatch) -> FakeConnections:
+    fake = FakeConnections(down=set())
+    monkeypatch.setattr(brokers.pika, "BlockingConnection", fake)
+    return fake
+
+
+def test_connects_to_the_first_broker_that_answers(connections: FakeConnections) -> None:
+    connections.down = {"rabbit-1"}
+    ring = Brokers(Settings(amqp_url=f"{A},{B},{C}"))
+    assert ring.connect("test") == "connection to rabbit-2"
+    assert connections.tried == ["rabbit-1", "rabbit-2"]
+    assert ring.current == B
+
+
+def test_after_a_loss_the_next_broker_is_tried_first(connections: FakeConnections) -> None:
+    ring = Brokers(Settings(amqp_url=f"{A},{B},{C}"))
+    ring.connect("test")  # on rabbit-1, which then fails
+    connections.down = {"rabbit-1"}
+    connections.tried.clear()
+    assert ring.connect("test") == "connection to rabbit-2"
+    assert connections.tried == ["rabbit-2"]
+    connections.down = {"rabbit-3"}
+    connections.tried.clear()
+    assert ring.connect("test") == "connection to rabbit-1"  # rabbit-3 refused, wrapped round
+    assert connections.tried == ["rabbit-3", "rabbit-1"]
+
+
+def test_when_none_answers_the_last_error_is_raised(connections: FakeConnections) -> None:
+    connections.down = {"rabbit-1", "rabbit-2"}
+    ring = Brokers(Settings(amqp_url=f"{A},{B}"))
+    with pytest.raises(pika.exceptions.AMQPConnectionError):
+        ring.connect("test")
+    assert connections.tried == ["rabbit-1", "rabbit-2"]
+    assert ring.current is None
+
+
+def test_split_urls_keeps_order() -> None:
+    assert split_urls(f"{C},{A}") == (C, A)
