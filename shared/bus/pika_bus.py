@@ -385,10 +385,11 @@ class Bus:
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
             except LOST as exc:
                 log.warning(
-                    "%s: cannot reach a broker at %s (%s); retrying in %.1fs",
+                    "%s: cannot connect and set up at %s (%s: %s); retrying in %.1fs",
                     self._name,
-                    redact(self._settings.amqp_url),
+                    redact(self._brokers.current or self._settings.amqp_url),
                     exc.__class__.__name__,
+                    exc,
                     delay,
                 )
                 self._close()
