@@ -11,8 +11,10 @@ from kube.cli import build_parser
 from manager.auth import WorkerAuth
 from shared.bus import brokers
 from shared.bus.brokers import Brokers, rotation
-from shared.errors import SettingsError
+from shared.errors import MessagingError, SettingsError
+from shared.rpc import RpcChannel
 from shared.settings import Settings, redact, split_urls
+from tests.support.ports import free_port
 
 A = "amqp://kube:secret-a@rabbit-1:5672/kube"
 B = "amqp://kube:secret-b@rabbit-2:5672/kube"
@@ -131,3 +133,15 @@ def test_when_none_answers_the_last_error_is_raised(connections: FakeConnections
 
 def test_split_urls_keeps_order() -> None:
     assert split_urls(f"{C},{A}") == (C, A)
+
+
+def test_a_client_that_reaches_no_broker_names_them_all_without_passwords() -> None:
+    # given two brokers on closed ports of this machine
+    urls = [f"amqp://kube:secret@127.0.0.1:{free_port()}/kube" for _ in range(2)]
+    # when a client connects, then the error names both, and no password
+    with pytest.raises(MessagingError) as caught:
+        RpcChannel(Settings(amqp_url=",".join(urls), request_timeout=1))
+    text = str(caught.value)
+    assert text.startswith("cannot reach RabbitMQ at ")
+    assert all(url.replace("secret", "***") in text for url in urls)
+    assert "secret" not in text
