@@ -6,7 +6,8 @@ with every node's URL: the manager's list begins with node 1, each worker's with
 node, so node 1 carries the manager and one worker. Tasks are submitted at `--rate` a
 second for `--duration` seconds through node 3 (the submitter is not under test). At
 `--stop-at` seconds node 1 is stopped (`rabbitmqctl stop_app`); `--down-for` seconds later
-it is started again.
+it is started again. With `--how kill` node 1's Erlang VM is killed with SIGKILL instead,
+as a crash of its machine would end it, and started again.
 
 Each round says whether every task ran exactly once (one `task.running` attempt each,
 none lost, none restarted), whether a node was marked down (none should be: every worker
@@ -109,11 +110,11 @@ def one_round(rabbit: RabbitCluster, args: argparse.Namespace) -> dict[str, Any]
             try:
                 time.sleep(args.stop_at)
                 marks["stopped"] = time.perf_counter()
-                rabbit.stop_app(victim)
+                (rabbit.kill if args.how == "kill" else rabbit.stop_app)(victim)
                 marks["stop_returned"] = time.perf_counter()
                 time.sleep(args.down_for)
                 marks["starting"] = time.perf_counter()
-                rabbit.start_app(victim)
+                (rabbit.restart if args.how == "kill" else rabbit.start_app)(victim)
                 marks["started"] = time.perf_counter()
             except BaseException as exc:  # noqa: BLE001 - reported by the round below
                 failures.append(exc)
@@ -194,6 +195,12 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--stop-at", type=float, default=10.0, help="seconds into the load")
     parser.add_argument("--down-for", type=float, default=10.0, help="seconds node 1 is down")
     parser.add_argument("--timeout", type=float, default=60.0, help="after the last submit")
+    parser.add_argument(
+        "--how",
+        choices=["stop_app", "kill"],
+        default="stop_app",
+        help="stop RabbitMQ on node 1 (rabbitmqctl stop_app), or SIGKILL its Erlang VM",
+    )
     return parser
 
 
@@ -221,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "duration": args.duration,
             "workers": args.workers,
             "down_for": args.down_for,
+            "how": args.how,
             "settings": "defaults: heartbeat 2 s, node down after 6 s",
             "rabbit_cluster_start_seconds": round(started_in or 0, 1),
             "nothing_lost": ok,

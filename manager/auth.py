@@ -53,16 +53,16 @@ class WorkerAuth:
         """Build from KUBE_WORKER_USER_PREFIX, KUBE_TRUSTED_RESULT_USERS, KUBE_REQUIRE_USER_ID
         and KUBE_OPERATOR_USERS (comma-separated, default kube-operator).
 
-        KUBE_TRUSTED_RESULT_USERS (comma-separated) defaults to the user of amqp_url (of each
-        of its brokers' URLs), the manager's own: with least-privilege users no worker logs
-        in as `kube-manager`, and with one shared user that user is every component.
+        KUBE_TRUSTED_RESULT_USERS (comma-separated) defaults to the user of amqp_url, the
+        manager's own: with least-privilege users no worker logs in as `kube-manager`, and
+        with one shared user that user is every component.
         """
         env = os.environ if env is None else env
         trusted = env.get("KUBE_TRUSTED_RESULT_USERS")
         users = (
             {user.strip() for user in trusted.split(",") if user.strip()}
             if trusted is not None
-            else {amqp_user(url) for url in split_urls(amqp_url)}
+            else {amqp_user(split_urls(amqp_url)[0])}  # every URL has the same user
         )
         operators = env.get("KUBE_OPERATOR_USERS", DEFAULT_OPERATOR_USERS)
         return cls(

@@ -75,6 +75,13 @@ def split_urls(text: str) -> tuple[str, ...]:
             )
         if port == 0:
             raise SettingsError(f"{where}, {redact(url)!r}, has port 0")
+    users = {urlsplit(url).username or "guest" for url in urls}  # pika's default: guest
+    if len(users) > 1:
+        # kube stamps its messages with its login's user_id, which the broker checks
+        raise SettingsError(
+            f"the broker URLs log in as different users ({', '.join(sorted(users))}):"
+            " give every URL of a component the same user and password"
+        )
     return urls
 
 

@@ -32,7 +32,7 @@ class Brokers:
         self._settings = settings
         self._next = 0
         self.current: str | None = None
-        """The URL of the last connection made (None before the first)."""
+        """The URL of the connection last made; None before it, and while none answers."""
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -42,6 +42,7 @@ class Brokers:
         """A connection to the first broker that answers, beginning after the last one used;
         the last broker's error when none does."""
         urls = self.urls
+        self.current = None
         failure: BaseException | None = None
         for index in rotation(len(urls), self._next):
             url = urls[index]

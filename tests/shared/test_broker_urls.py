@@ -18,7 +18,8 @@ from tests.support.ports import free_port
 
 A = "amqp://kube:secret-a@rabbit-1:5672/kube"
 B = "amqp://kube:secret-b@rabbit-2:5672/kube"
-C = "amqps://other:secret-c@rabbit-3/kube"
+C = "amqps://kube:secret-c@rabbit-3/kube"
+OTHER = "amqp://other:secret-d@rabbit-4/kube"  # another user: not to be mixed with the rest
 
 
 def test_one_url_is_a_list_of_one() -> None:
@@ -26,7 +27,7 @@ def test_one_url_is_a_list_of_one() -> None:
 
 
 def test_commas_separate_urls_and_spaces_around_them_are_dropped() -> None:
-    assert Settings(amqp_url=f"{A}, {B} ,{C}").amqp_urls == (A, B, C)
+    assert Settings(amqp_url=f"{A}, {B} ,{A}").amqp_urls == (A, B, A)
 
 
 def test_environment_takes_a_comma_separated_list() -> None:
@@ -35,9 +36,9 @@ def test_environment_takes_a_comma_separated_list() -> None:
 
 
 def test_repeated_amqp_url_flag_gives_a_list_that_wins_over_the_environment() -> None:
-    args = build_parser().parse_args(["--amqp-url", A, "--amqp-url", f"{B},{C}", "ps"])
+    args = build_parser().parse_args(["--amqp-url", A, "--amqp-url", f"{B},{A}", "ps"])
     settings = Settings.from_env({"KUBE_AMQP_URL": "amqp://ignored"}, amqp_url=args.amqp_url)
-    assert settings.amqp_urls == (A, B, C)
+    assert settings.amqp_urls == (A, B, A)
 
 
 @pytest.mark.parametrize(
@@ -69,9 +70,16 @@ def test_redact_hides_every_password_of_a_list() -> None:
     )
 
 
-def test_manager_trusts_the_users_of_every_url_by_default() -> None:
-    auth = WorkerAuth.from_env(f"{A},{C}", env={})
-    assert auth.trusted_users == {"kube", "other"}
+def test_every_url_of_a_component_logs_in_as_the_same_user() -> None:
+    with pytest.raises(
+        SettingsError, match=r"^the broker URLs log in as different users \(kube, other\)"
+    ):
+        Settings(amqp_url=f"{A},{OTHER}")
+
+
+def test_manager_trusts_the_user_of_its_urls_by_default() -> None:
+    auth = WorkerAuth.from_env(f"{A},{B}", env={})
+    assert auth.trusted_users == {"kube"}
 
 
 def test_rotation_starts_at_the_given_broker_and_wraps() -> None:

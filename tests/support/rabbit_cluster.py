@@ -150,6 +150,22 @@ class RabbitCluster:
         self.ctl(node, "start_app")
         self.ctl(node, "await_startup")
 
+    def kill(self, node: Node) -> None:
+        """SIGKILL the node's Erlang VM, as a crash of its machine would end it."""
+        if node.proc is not None and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait(10)
+
+    def restart(self, node: Node) -> None:
+        """Start a killed node again; return once it serves and is back in the cluster."""
+        self._launch(node)
+        self._await(node)
+        deadline = time.monotonic() + START_TIMEOUT
+        while node.name not in self.running_nodes(via=node):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"node {node.name} did not rejoin in {START_TIMEOUT:g}s")
+            time.sleep(0.5)
+
     # -- questions -----------------------------------------------------------------------
 
     def urls(self, vhost: str, first: int = 0) -> list[str]:
