@@ -170,8 +170,8 @@ def one_round(rabbit: RabbitCluster, args: argparse.Namespace) -> dict[str, Any]
         "pause_began_after_stop": since_stop(scheduled_gap_at),
         "running_pause_seconds": round(running_gap, 3),
         "running_pause_began_after_stop": since_stop(running_gap_at),
-        "stop_app_seconds": round(marks["stop_returned"] - marks["stopped"], 3),
-        "start_app_seconds": round(marks["started"] - marks["starting"], 3),
+        "stop_seconds": round(marks["stop_returned"] - marks["stopped"], 3),
+        "start_seconds": round(marks["started"] - marks["starting"], 3),
     }
 
 

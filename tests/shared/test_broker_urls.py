@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pika.exceptions
 import pytest
 
-from kube.cli import build_parser
+from kube.cli import build_parser, main
 from manager.auth import WorkerAuth
 from shared.bus import brokers
 from shared.bus.brokers import Brokers, rotation
@@ -153,3 +155,17 @@ def test_a_client_that_reaches_no_broker_names_them_all_without_passwords() -> N
     assert text.startswith("cannot reach RabbitMQ at ")
     assert all(url.replace("secret", "***") in text for url in urls)
     assert "secret" not in text
+
+
+def test_the_error_shown_in_docs_is_the_one_the_cli_prints(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given the example of docs/brokers.md
+    page = (Path(__file__).resolve().parents[2] / "docs" / "brokers.md").read_text()
+    shown = re.search(r"`(kube: broker URL 2 of 3, [^`]*?)\.\.\.`", page)
+    assert shown is not None
+    # when the CLI is given such a list, then it prints that line and exits 2
+    urls = ["amqp://kube:pw@rabbit-1/kube", "http://kube:pw@rabbit-2/", "amqp://kube:pw@r3/kube"]
+    code = main([arg for url in urls for arg in ("--amqp-url", url)] + ["ps"])
+    assert code == 2
+    assert capsys.readouterr().err.startswith(shown.group(1))
