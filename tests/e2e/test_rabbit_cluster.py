@@ -12,7 +12,10 @@ import docker
 import pytest
 
 from bench import broker_failover
+from kube.client import Client, Event
 from shared import topology
+from shared.models import TaskSpec
+from shared.settings import Settings
 from tests.conftest import running_cluster
 from tests.support.rabbit_cluster import RabbitCluster, missing_members
 
@@ -91,3 +94,39 @@ def test_stopping_the_managers_node_under_load_loses_nothing(
     # and the stopped node is back in the cluster
     everywhere = {node.name for node in rabbit_cluster.nodes}
     assert rabbit_cluster.running_nodes() == everywhere
+
+
+def test_a_client_following_events_goes_on_from_another_node_missing_nothing(
+    rabbit_cluster: RabbitCluster,
+    cluster_vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given a manager and a worker on node 2, and a client following events on node 1
+    services = rabbit_cluster.url(cluster_vhost, first=1)
+    workers = {"node-1": ("--runtime", "mock")}
+    victim = rabbit_cluster.nodes[0]
+    with (
+        running_cluster(services, tmp_path, docker_client, request, workers),
+        Client(Settings(amqp_url=rabbit_cluster.url(cluster_vhost), request_timeout=10)) as kube,
+        Client(Settings(amqp_url=services, request_timeout=10)) as other,
+    ):
+        events = kube.watch(["task.*"], timeout=60)
+        before = kube.submit(TaskSpec(name="before", image="mock/app"))
+        assert running_event_of(events, before)
+        try:
+            # when node 1 stops, and a task is submitted while the client is cut off
+            rabbit_cluster.stop_app(victim)
+            during = other.submit(TaskSpec(name="during", image="mock/app"))
+            # then the client reads its events, from another node
+            assert running_event_of(events, during)
+        finally:
+            rabbit_cluster.start_app(victim)
+
+
+def running_event_of(events: Iterator[Event], task_id: str) -> bool:
+    """Read events until the task's `task.running`; False if the watch ends first."""
+    return any(
+        e.key == "task.running" and e.task is not None and e.task.id == task_id for e in events
+    )
