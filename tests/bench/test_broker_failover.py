@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -62,9 +63,9 @@ def test_sweep_kills_the_nodes_and_removes_the_files_of_a_run_that_is_gone(
 ) -> None:
     # given a stand-in for a node of a test process that no longer exists (pid above the
     # kernel's pid_max), and its directory
-    name = "kubetest99999999n1@localhost"
     code = "import time; time.sleep(120)"
-    leftover = subprocess.Popen([sys.executable, "-c", code, "beam", "-sname", name])
+    env = {**os.environ, "RABBITMQ_NODENAME": "kubetest99999999n1@localhost"}
+    leftover = subprocess.Popen([sys.executable, "-c", code], env=env)
     (tmp_path / "99999999" / "n1").mkdir(parents=True)
     (tmp_path / "keep").mkdir()
     try:

@@ -8,13 +8,18 @@ Erlang cookie of its own in a HOME of its own: the system node on 5672 and its c
 never touched. Nodes 2 and 3 join node 1; a quorum queue declared afterwards gets a member on
 each of them.
 
+`rabbitmq-server` is a shell script that runs the Erlang VM as its child: each node is
+started in a process group of its own, and killed as a group.
+
 Everything lives under ROOT/<pid of the test process>: a run that was killed leaves its
 nodes running and its directory behind, and the next `RabbitCluster.start()` sweeps both
-(`sweep`), finding the nodes by the pid in their names.
+(`sweep`), finding the nodes' processes by the RABBITMQ_NODENAME in their environment
+(the node name is not on the VM's command line), which carries the test process's pid.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,7 +37,7 @@ from pathlib import Path
 
 ROOT = Path("/tmp/kube-rabbit-cluster")
 NODE_PREFIX = "kubetest"
-NODE_NAME = re.compile(rf"\b{NODE_PREFIX}(\d+)n\d+@localhost\b")
+NODE_NAME = re.compile(rf"^RABBITMQ_NODENAME={NODE_PREFIX}(\d+)n\d+@localhost$", re.M)
 START_TIMEOUT = 90.0
 
 
@@ -152,9 +157,8 @@ class RabbitCluster:
 
     def kill(self, node: Node) -> None:
         """SIGKILL the node's Erlang VM, as a crash of its machine would end it."""
-        if node.proc is not None and node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait(10)
+        if node.proc is not None:
+            _kill_group(node.proc)
 
     def restart(self, node: Node) -> None:
         """Start a killed node again; return once it serves and is back in the cluster."""
@@ -289,7 +293,9 @@ class RabbitCluster:
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in the test's terminal is not for the nodes
+            # a group of its own, to be killed as one (the script forks the VM); and Ctrl-C
+            # in the test's terminal is not for the nodes
+            start_new_session=True,
         )
         out.close()
 
@@ -313,9 +319,16 @@ class RabbitCluster:
         try:
             self.ctl(node, "shutdown", timeout=30)
             proc.wait(10)
-        except (ClusterError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait(10)
+        except (ClusterError, subprocess.TimeoutExpired) as exc:
+            print(f"node {node.name} did not shut down ({exc}); killing it")
+        _kill_group(proc)  # whatever is left of it: the VM, its helpers
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the process group a node was started in (the script and the VM under it)."""
+    with contextlib.suppress(ProcessLookupError):  # the group is gone already
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
 
 
 def sweep(root: Path = ROOT) -> list[int]:
@@ -328,11 +341,13 @@ def sweep(root: Path = ROOT) -> list[int]:
         if not proc_dir.name.isdigit():
             continue
         try:
-            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
+            environ = (proc_dir / "environ").read_bytes().replace(b"\0", b"\n").decode()
+            command = (proc_dir / "comm").read_text().strip()
+        except (OSError, UnicodeDecodeError):
             continue
-        match = NODE_NAME.search(cmdline)
-        if match is None or "beam" not in cmdline or _alive(int(match.group(1))):
+        match = NODE_NAME.search(environ)
+        # epmd may have been started by one of our nodes, but serves every node here
+        if match is None or command == "epmd" or _alive(int(match.group(1))):
             continue
         try:
             os.kill(int(proc_dir.name), signal.SIGKILL)
