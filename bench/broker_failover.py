@@ -149,8 +149,9 @@ def one_round(rabbit: RabbitCluster, args: argparse.Namespace) -> dict[str, Any]
             chaos.join(120)
         finally:
             driver.close()
-        if not done:
-            progress("not every task ran; the manager's log ends:\n%s", cluster.tail("manager"))
+        if not done or tally.downs or tally.lost:
+            for name in ["manager", *workers]:
+                progress("the log of %s ends:\n%s", name, cluster.tail(name, 3000))
         if failures:
             raise RuntimeError(f"stopping or starting {victim.name} failed: {failures[0]}")
 

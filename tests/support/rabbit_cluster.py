@@ -125,7 +125,7 @@ class RabbitCluster:
                 self.ctl(node, "start_app")
             running = self.running_nodes()
             if running != {node.name for node in self.nodes}:
-                raise ClusterError(f"the cluster runs {sorted(running)}, not all three nodes")
+                raise ClusterError(f"the cluster runs {sorted(running)}, not all {self.size} nodes")
         except BaseException:
             self.close()
             raise
