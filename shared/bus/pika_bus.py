@@ -31,7 +31,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from shared import metrics
 from shared.bus import acks, declare
 from shared.bus.brokers import Brokers
-from shared.bus.confirms import ConfirmStream, Unconfirmed
+from shared.bus.confirms import ConfirmStream, Nacked, Unconfirmed
 from shared.bus.connection import LOST, abandon, translated, user_of
 from shared.bus.consume import Consumer, delivery_from, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
@@ -233,6 +233,17 @@ class Bus:
                 raise
             self._abandon()
             raise ConnectionLost(f"{self._name}: {exc}: the connection is presumed dead") from exc
+        except Nacked as exc:
+            for message in batch:
+                metrics.published(message.exchange, "nacked")
+            if self._silent_after is None or self._blocked:
+                raise
+            # Seen when a RabbitMQ node was killed: a channel opened on another node while
+            # the quorum queues elected new leaders kept sending to the dead one, and every
+            # publish was refused until that node came back (11 s; the worker was called
+            # down). A new connection, to the next broker, starts a new session.
+            self._abandon()
+            raise ConnectionLost(f"{self._name}: {exc}: connecting again") from exc
         except MessagingError:
             for message in batch:
                 metrics.published(message.exchange, "nacked")
