@@ -233,6 +233,7 @@ class RabbitCluster:
         done = subprocess.run(
             [str(self._bin / "rabbitmqctl"), "-q", "-n", node.name, *args],
             env=self._env(node),
+            cwd=node.base,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -283,6 +284,7 @@ class RabbitCluster:
             "RABBITMQ_MNESIA_BASE": str(node.base / "mnesia"),
             "RABBITMQ_LOG_BASE": str(node.base / "log"),
             "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "ERL_CRASH_DUMP": str(node.base / "erl_crash.dump"),
         }
 
     def _launch(self, node: Node) -> None:
@@ -290,6 +292,7 @@ class RabbitCluster:
         node.proc = subprocess.Popen(
             [str(self._bin / "rabbitmq-server")],
             env=self._env(node),
+            cwd=node.base,  # where a VM that fails writes its crash dumps
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
