@@ -19,7 +19,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from bench.report import ROOT, progress
 
@@ -92,13 +92,41 @@ def remove_containers(label_value: str) -> int:
         client.close()
 
 
+class Broker(Protocol):
+    """Where a cluster's vhost lives: the system broker, or local nodes of a RabbitMQ
+    cluster (tests/support/rabbit_cluster.py)."""
+
+    def url(self, vhost: str) -> str:
+        """KUBE_AMQP_URL for the vhost: one URL, or several separated by commas."""
+        ...
+
+    def add_vhost(self, vhost: str) -> None: ...
+
+    def delete_vhost(self, vhost: str) -> None: ...
+
+
+class SystemBroker:
+    """The machine's RabbitMQ at AMQP_HOST, administered with rabbitmqctl."""
+
+    def url(self, vhost: str) -> str:
+        return f"amqp://guest:guest@{AMQP_HOST}/{vhost}"
+
+    def add_vhost(self, vhost: str) -> None:
+        rabbitmqctl("add_vhost", vhost)
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+
+    def delete_vhost(self, vhost: str) -> None:
+        rabbitmqctl("delete_vhost", vhost)
+
+
 class Cluster:
     """A vhost of its own and kube processes on it; a context manager that cleans up."""
 
-    def __init__(self, keep: bool = False) -> None:
+    def __init__(self, keep: bool = False, broker: Broker | None = None) -> None:
         self.prefix = f"bench-{uuid.uuid4().hex[:6]}"
         self.vhost = self.prefix
-        self.url = f"amqp://guest:guest@{AMQP_HOST}/{self.vhost}"
+        self.broker = broker or SystemBroker()
+        self.url = self.broker.url(self.vhost)
         self.workdir = Path(tempfile.mkdtemp(prefix=f"kube-{self.prefix}-"))
         self.keep = keep
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -107,8 +135,7 @@ class Cluster:
 
     def __enter__(self) -> Cluster:
         try:
-            rabbitmqctl("add_vhost", self.vhost)
-            rabbitmqctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+            self.broker.add_vhost(self.vhost)
         except BaseException:
             self.close()
             raise
@@ -125,13 +152,14 @@ class Cluster:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBE_AMQP_URL": self.url, "PYTHONPATH": str(ROOT)}
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        """Start `kube ARGS` as a process named name, logging to the working directory."""
+    def start(self, name: str, *args: str, url: str | None = None) -> subprocess.Popen[bytes]:
+        """Start `kube ARGS` as a process named name, logging to the working directory;
+        on the broker(s) of `url` if given, else of the cluster's."""
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
         self._logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "kube", *args],
-            env=self.env,
+            env={**self.env, "KUBE_AMQP_URL": url or self.url},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -142,8 +170,11 @@ class Cluster:
         self.procs[name] = proc
         return proc
 
-    def start_manager(self, *extra: str, store: str | None = None) -> subprocess.Popen[bytes]:
-        """The manager, on `store` (a store URL) or a SQLite file in the working directory."""
+    def start_manager(
+        self, *extra: str, store: str | None = None, url: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """The manager, on `store` (a store URL) or a SQLite file in the working directory;
+        on the broker(s) of `url` if given."""
         return self.start(
             "manager",
             "manager",
@@ -153,9 +184,12 @@ class Cluster:
             "--metrics-port",
             str(free_port()),
             *extra,
+            url=url,
         )
 
-    def start_worker(self, name: str, runtime: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str, runtime: str, *extra: str, url: str | None = None
+    ) -> subprocess.Popen[bytes]:
         if runtime == "docker":
             self.docker_nodes.add(name)
         return self.start(
@@ -171,6 +205,7 @@ class Cluster:
             "--metrics-port",
             str(free_port()),
             *extra,
+            url=url,
         )
 
     def pid(self, name: str) -> int:
@@ -232,7 +267,7 @@ class Cluster:
             if removed:
                 progress("removed %d containers of %s", removed, node)
         try:
-            rabbitmqctl("delete_vhost", self.vhost)
+            self.broker.delete_vhost(self.vhost)
         except ROUND_ERRORS as exc:
             progress("could not delete vhost %s: %s", self.vhost, exc)
         if self.keep:

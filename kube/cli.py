@@ -118,7 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kube", description="A container orchestrator on RabbitMQ."
     )
     parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
-    parser.add_argument("--amqp-url", help="broker URL (default: $KUBE_AMQP_URL or localhost)")
+    parser.add_argument(
+        "--amqp-url",
+        action="append",
+        metavar="URL",
+        help="broker URL; repeat it, or separate URLs with commas, for the nodes of a"
+        " RabbitMQ cluster (default: $KUBE_AMQP_URL or localhost)",
+    )
     parser.add_argument("--timeout", type=_seconds, help="seconds to wait for the manager")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

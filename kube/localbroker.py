@@ -39,7 +39,12 @@ class BrokerAddress:
 
     @classmethod
     def of(cls, settings: Settings) -> BrokerAddress:
-        parts = urlsplit(settings.amqp_url)
+        """The address of the first broker: the one a started container serves."""
+        return cls.of_url(settings.amqp_urls[0])
+
+    @classmethod
+    def of_url(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
         default = 5671 if parts.scheme == "amqps" else 5672
         return cls(parts.hostname or "localhost", parts.port or default)
 
@@ -128,7 +133,7 @@ def _ensure_image(client: docker.DockerClient, image: str) -> None:
 
 def _credentials(settings: Settings) -> dict[str, str]:
     """The official image creates this user and vhost on first boot (RABBITMQ_DEFAULT_*)."""
-    parts = urlsplit(settings.amqp_url)
+    parts = urlsplit(settings.amqp_urls[0])
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     return {
         "RABBITMQ_DEFAULT_USER": unquote(parts.username or "guest"),

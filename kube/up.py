@@ -377,7 +377,8 @@ def _ensure_broker(
 ) -> str | None:
     """Check the broker, starting one if asked; the id of a container we started."""
     address = localbroker.BrokerAddress.of(settings)
-    if localbroker.listening(address):
+    others = [localbroker.BrokerAddress.of_url(url) for url in settings.amqp_urls[1:]]
+    if any(localbroker.listening(each) for each in [address, *others]):
         localbroker.check_broker(settings)  # a bad password or vhost says so here
         return None
     docker_ok = address.local and localbroker.docker_answers()

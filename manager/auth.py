@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from shared import topology
+from shared.settings import split_urls
 
 DEFAULT_WORKER_PREFIX = "kube-worker-"
 DEFAULT_OPERATOR_USERS = "kube-operator"
@@ -61,7 +62,7 @@ class WorkerAuth:
         users = (
             {user.strip() for user in trusted.split(",") if user.strip()}
             if trusted is not None
-            else {amqp_user(amqp_url)}
+            else {amqp_user(split_urls(amqp_url)[0])}  # every URL has the same user
         )
         operators = env.get("KUBE_OPERATOR_USERS", DEFAULT_OPERATOR_USERS)
         return cls(

@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,8 @@ import pika
 import pika.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from shared.bus.connection import RECONNECT_ERRORS, connection_parameters
+from shared.bus.brokers import Brokers
+from shared.bus.connection import RECONNECT_ERRORS
 from shared.errors import MessagingError, NoManagerError
 from shared.settings import Settings, redact
 from shared.topology import topic_matches
@@ -42,22 +43,43 @@ class RpcChannel:
 
     def __init__(self, settings: Settings, name: str = "kube-client") -> None:
         self._settings = settings
-        try:
-            self._connection = self._connect(name)
-        except RECONNECT_ERRORS as exc:
-            raise MessagingError(
-                f"cannot reach RabbitMQ at {redact(settings.amqp_url)}: {exc.__class__.__name__}"
-                " (set KUBE_AMQP_URL, or start a broker)"
-            ) from exc
+        self._brokers = Brokers(settings)
+        self._name = name
+        self._connection = self._reach()
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()
         # The broker checks user_id against the login, so the manager can trust it; absent
         # when the login has no user name (TLS with EXTERNAL authentication).
         self._user: str | None = getattr(
-            pika.URLParameters(settings.amqp_url).credentials, "username", None
+            pika.URLParameters(self._brokers.current or settings.amqp_urls[0]).credentials,
+            "username",
+            None,
         )
         self._replies: dict[str, bytes] = {}
         self._reply_consumer: str | None = None
+
+    def _reach(self) -> pika.BlockingConnection:
+        try:
+            return self._connect(self._name)
+        except RECONNECT_ERRORS as exc:
+            raise MessagingError(
+                f"cannot reach RabbitMQ at {redact(self._settings.amqp_url)}:"
+                f" {exc.__class__.__name__} (set KUBE_AMQP_URL, or start a broker)"
+            ) from exc
+
+    def reconnect(self) -> None:
+        """Connect again, beginning with the broker after the one that was lost; requests
+        and new subscriptions go on the new connection."""
+        log.warning("%s: lost the broker; connecting again", self._name)
+        self._connection = self._reach()
+        self._reopen()
+
+    def _stream_channel(self) -> Any:
+        """A channel on a new connection, for a stream reader whose connection was lost."""
+        self.reconnect()
+        channel = self._connection.channel()
+        channel.basic_qos(prefetch_count=STREAM_PREFETCH)  # a stream consumer needs one
+        return channel
 
     @retry(
         retry=retry_if_exception_type(RECONNECT_ERRORS),
@@ -66,7 +88,7 @@ class RpcChannel:
         reraise=True,
     )
     def _connect(self, name: str) -> pika.BlockingConnection:
-        return pika.BlockingConnection(connection_parameters(self._settings, name))
+        return self._brokers.connect(name)
 
     def publish(
         self,
@@ -192,7 +214,9 @@ class RpcChannel:
         matches one of keys (AMQP topic patterns, matched here: a stream is not bound).
 
         Reading needs only read permission on the stream: no queue or binding is made.
-        Attached when this returns, so nothing published afterwards is missed.
+        Attached when this returns, so nothing published afterwards is missed; when the
+        connection is lost, the reader connects again (to the next broker) and goes on
+        after the last message it gave, so nothing is missed across that either.
         """
         channel = self._connection.channel()
         try:
@@ -203,6 +227,7 @@ class RpcChannel:
                 temporary=False,
                 keys=keys,
                 arguments={"x-stream-offset": "next"},
+                reconnect=self._stream_channel,
             )
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code == 404:
@@ -234,6 +259,10 @@ class Subscription:
     Iterating yields a Message per delivery whose routing key matches one of `keys` (all
     when None), and None about every 0.2 s when nothing came, so the caller can check a
     deadline. close() closes the channel, deleting the queue if it is a temporary one.
+
+    A stream reader given `reconnect` (which returns a channel on a new connection)
+    survives the loss of its connection: it consumes again from the offset after the last
+    message it gave. A temporary queue dies with its connection, and so does its reader.
     """
 
     def __init__(
@@ -244,20 +273,36 @@ class Subscription:
         temporary: bool = True,
         keys: list[str] | None = None,
         arguments: dict[str, Any] | None = None,
+        reconnect: Callable[[], Any] | None = None,
     ) -> None:
         self._channel = channel
         self._queue = queue
         self._temporary = temporary
         self._keys = keys
-        self._ready: deque[tuple[int, str, bytes]] = deque()
+        self._reconnect = None if temporary else reconnect
+        self._ready: deque[tuple[int, str, bytes, int | None]] = deque()
         self._last_tag = self._acked_tag = 0  # the delivery tags received and acked
+        self._resume_at: int | None = None  # the stream offset after the last message given
         # basic_consume waits for consume-ok: attached when this returns (a stream reader
         # starting at "next" then misses nothing published afterwards)
         channel.basic_consume(queue, self._on_message, auto_ack=temporary, arguments=arguments)
 
-    def _on_message(self, _ch: Any, method: Any, _props: Any, body: bytes) -> None:
-        self._ready.append((method.delivery_tag, method.routing_key, body))
+    def _on_message(self, _ch: Any, method: Any, props: Any, body: bytes) -> None:
+        offset = (props.headers or {}).get("x-stream-offset") if props is not None else None
+        self._ready.append((method.delivery_tag, method.routing_key, body, offset))
         self._last_tag = method.delivery_tag
+
+    def _resume(self) -> None:
+        """Consume the stream again on a new connection, after the last message given;
+        what had arrived but was not given yet comes again."""
+        assert self._reconnect is not None
+        self._ready.clear()
+        self._last_tag = self._acked_tag = 0
+        self._channel = self._reconnect()
+        offset: int | str = "next" if self._resume_at is None else self._resume_at
+        self._channel.basic_consume(
+            self._queue, self._on_message, auto_ack=False, arguments={"x-stream-offset": offset}
+        )
 
     def _ack_all(self) -> None:
         if self._last_tag > self._acked_tag:
@@ -270,18 +315,33 @@ class Subscription:
 
     def __next__(self) -> Message | None:
         try:
-            for waited in (False, True):
-                while self._ready:
-                    tag, key, body = self._ready.popleft()
-                    if not self._temporary:  # a stream consumer must ack (its flow control)
-                        self._channel.basic_ack(tag)
-                        self._acked_tag = tag
-                    if self._keys is None or any(topic_matches(k, key) for k in self._keys):
-                        return Message(key, body)
-                if not waited:
-                    self._channel.connection.process_data_events(time_limit=0.2)
+            return self._next()
+        except RECONNECT_ERRORS as exc:
+            if self._reconnect is None:
+                raise MessagingError(f"lost the broker while watching: {exc!r}") from exc
+            log.warning("lost the broker while reading %s (%r)", self._queue, exc)
+            try:
+                self._resume()
+            except (pika.exceptions.AMQPError, *RECONNECT_ERRORS) as again:
+                raise MessagingError(f"cannot read {self._queue} again: {again!r}") from again
+            return None
         except pika.exceptions.AMQPError as exc:
             raise MessagingError(f"lost the broker while watching: {exc!r}") from exc
+
+    def _next(self) -> Message | None:
+        for waited in (False, True):
+            while self._ready:
+                tag, key, body, offset = self._ready[0]
+                if not self._temporary:  # a stream consumer must ack (its flow control)
+                    self._channel.basic_ack(tag)
+                    self._acked_tag = tag
+                self._ready.popleft()  # acked: not to be read again after a reconnect
+                if offset is not None:
+                    self._resume_at = offset + 1
+                if self._keys is None or any(topic_matches(k, key) for k in self._keys):
+                    return Message(key, body)
+            if not waited:
+                self._channel.connection.process_data_events(time_limit=0.2)
         return None
 
     def close(self) -> None:

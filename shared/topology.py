@@ -19,7 +19,12 @@ RESULTS = "kube.results"  # topic: worker to manager, result.<kind>.<node>
 DEAD_LETTER = "kube.dead-letter"  # fanout: rejected and poison messages
 
 COMMANDS_QUEUE = "kube.manager.commands"
-QUERIES_QUEUE = "kube.manager.queries"
+QUERIES_QUEUE = "kube.manager.queries.quorum"
+"""A quorum queue, like the other queues of the manager: a classic durable queue lives on
+one RabbitMQ node, and while that node is down no manager can declare it on another, so
+the whole control plane waited for the node to come back (docs/brokers.md). The name
+changed with the type because RabbitMQ refuses a declare that changes a queue's type; the
+classic `kube.manager.queries` of earlier versions is left to the operator to delete."""
 RESULTS_QUEUE = "kube.manager.results"
 DEAD_LETTER_QUEUE = "kube.dead-letters"
 MANAGER_LOCK = "kube.manager.lock"
@@ -166,7 +171,11 @@ def manager_topology() -> Topology:
         queues=(
             _work_queue(COMMANDS_QUEUE),
             _work_queue(RESULTS_QUEUE),
-            Queue(QUERIES_QUEUE, arguments={"x-message-ttl": QUERY_TTL_MS}),
+            Queue(
+                QUERIES_QUEUE,
+                # message TTL on a quorum queue needs RabbitMQ 3.10 or later
+                arguments={"x-queue-type": "quorum", "x-message-ttl": QUERY_TTL_MS},
+            ),
             Queue(
                 DEAD_DISPATCHES_QUEUE,
                 arguments={

@@ -29,6 +29,7 @@ import pytest
 import requests.exceptions
 
 from tests.support.images import build_kube_image, ensure_busybox_image
+from tests.support.rabbit_cluster import ClusterError, RabbitCluster
 from tests.support.reports import FAILED_KEY, call_failed
 from tests.support.stores import ENGINES, Stores, run_database
 from tests.support.waiting import wait_for
@@ -40,6 +41,7 @@ BROKER_FIXTURES = frozenset({"vhost"})
 DOCKER_FIXTURES = frozenset({"docker_client", "busybox_image", "kube_image"})
 MULTIHOST_FIXTURES = frozenset({"bed"})  # tests/multihost/conftest.py
 POSTGRES_FIXTURES = frozenset({"postgres_database"})  # the `stores` engines mark their own
+RABBIT_CLUSTER_FIXTURES = frozenset({"rabbit_cluster"})
 
 
 def in_ci() -> bool:
@@ -93,6 +95,21 @@ def vhost() -> Iterator[str]:
     """A fresh vhost (`fresh_vhost`)."""
     with fresh_vhost() as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """Three local RabbitMQ nodes of the module's own, clustered (tests/support/rabbit_cluster.py);
+    about 16 s to start on two cores, so a module shares them. The system broker is untouched."""
+    require_broker()
+    try:
+        cluster = RabbitCluster().start()
+    except ClusterError as exc:
+        unavailable(f"could not start three local RabbitMQ nodes: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture(scope="session")
@@ -313,3 +330,5 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.multihost)
         if used & POSTGRES_FIXTURES:
             item.add_marker(pytest.mark.postgres)
+        if used & RABBIT_CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.rabbitcluster)

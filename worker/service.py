@@ -129,7 +129,7 @@ class Worker:
         self._user = self.bus.user
         self._beat_key = topology.result_key("heartbeat", config.name)
         self.capacity = config.capacity or detect_capacity()
-        self.address = config.address or detect_address(settings.amqp_url)
+        self.address = config.address or detect_address(settings.amqp_urls[0])
         self.pool = ThreadPoolExecutor(config.concurrency, thread_name_prefix="engine")
         self._watch: ExitWatch | None = None
         self._engine_ok = True

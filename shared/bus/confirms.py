@@ -36,6 +36,10 @@ class Unconfirmed(MessagingError):
     """The broker confirmed nothing more within the timeout (the broker did not block us)."""
 
 
+class Nacked(MessagingError):
+    """The broker refused (nacked) messages of a batch: a queue could not take them."""
+
+
 class ConfirmStream:
     """A confirm-mode channel of its own that publishes batches and awaits their confirms."""
 
@@ -89,4 +93,4 @@ class ConfirmStream:
             self._connection.process_data_events(time_limit=0.002)
         if self._nacked:
             refused, self._nacked = self._nacked, 0
-            raise MessagingError(f"the broker refused {refused} of {len(batch)} messages")
+            raise Nacked(f"the broker refused {refused} of {len(batch)} messages")

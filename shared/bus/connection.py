@@ -26,14 +26,18 @@ RECONNECT_ERRORS = (
 LOST = (*RECONNECT_ERRORS, ConnectionLost)
 
 
-def connection_parameters(settings: Settings, name: str) -> pika.URLParameters:
-    """pika parameters for the settings' URL: heartbeats on, TLS for amqps://."""
-    params = pika.URLParameters(settings.amqp_url)
+def connection_parameters(
+    settings: Settings, name: str, url: str | None = None
+) -> pika.URLParameters:
+    """pika parameters for one of the settings' URLs (the first unless given): heartbeats
+    on, TLS for amqps://."""
+    url = settings.amqp_urls[0] if url is None else url
+    params = pika.URLParameters(url)
     params.heartbeat = 30
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.client_properties = {"connection_name": name}
-    if settings.amqp_url.startswith("amqps://"):
+    if url.startswith("amqps://"):
         context = ssl.create_default_context(cafile=settings.ca_file)
         params.ssl_options = pika.SSLOptions(context, params.host)
     return params
@@ -55,8 +59,8 @@ def abandon(connection: pika.BlockingConnection) -> None:
 
 
 def user_of(settings: Settings) -> str:
-    """The broker user the settings' URL logs in as."""
-    return str(pika.URLParameters(settings.amqp_url).credentials.username)
+    """The broker user the settings' (first) URL logs in as."""
+    return str(pika.URLParameters(settings.amqp_urls[0]).credentials.username)
 
 
 @contextlib.contextmanager

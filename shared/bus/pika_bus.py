@@ -30,8 +30,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from shared import metrics
 from shared.bus import acks, declare
-from shared.bus.confirms import ConfirmStream, Unconfirmed
-from shared.bus.connection import LOST, abandon, connection_parameters, translated, user_of
+from shared.bus.brokers import Brokers
+from shared.bus.confirms import ConfirmStream, Nacked, Unconfirmed
+from shared.bus.connection import LOST, abandon, translated, user_of
 from shared.bus.consume import Consumer, delivery_from, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.timers import Timer, fire
@@ -72,6 +73,7 @@ class Bus:
         TCP next retransmits, tens of seconds after the link is back; a new one at once."""
         self._silent_after = silent_after
         self._settings = settings
+        self._brokers = Brokers(settings)
         self._name = name
         self._prefetch = prefetch
         self._topologies: list[Topology] = []
@@ -231,6 +233,17 @@ class Bus:
                 raise
             self._abandon()
             raise ConnectionLost(f"{self._name}: {exc}: the connection is presumed dead") from exc
+        except Nacked as exc:
+            for message in batch:
+                metrics.published(message.exchange, "nacked")
+            if self._silent_after is None or self._blocked:
+                raise
+            # Seen when a RabbitMQ node was killed: a channel opened on another node while
+            # the quorum queues elected new leaders kept sending to the dead one, and every
+            # publish was refused until that node came back (11 s; the worker was called
+            # down). A new connection, to the next broker, starts a new session.
+            self._abandon()
+            raise ConnectionLost(f"{self._name}: {exc}: connecting again") from exc
         except MessagingError:
             for message in batch:
                 metrics.published(message.exchange, "nacked")
@@ -383,10 +396,11 @@ class Bus:
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
             except LOST as exc:
                 log.warning(
-                    "%s: cannot reach broker at %s (%s); retrying in %.1fs",
+                    "%s: cannot connect and set up at %s (%s: %s); retrying in %.1fs",
                     self._name,
-                    redact(self._settings.amqp_url),
+                    redact(self._brokers.current or self._settings.amqp_url),
                     exc.__class__.__name__,
+                    exc,
                     delay,
                 )
                 self._close()
@@ -447,7 +461,7 @@ class Bus:
     # -- internals ---------------------------------------------------------------------
 
     def _connect_once(self) -> None:
-        connection = pika.BlockingConnection(connection_parameters(self._settings, self._name))
+        connection = self._brokers.connect(self._name)
         channel = connection.channel()
         channel.confirm_delivery()
         channel.basic_qos(prefetch_count=self._prefetch)
@@ -465,7 +479,7 @@ class Bus:
             self._start_consumer(channel, consumer)
         for timer in self._timers:
             self._arm(timer, self._state.generation)
-        log.info("%s: connected to %s", self._name, redact(self._settings.amqp_url))
+        log.info("%s: connected to %s", self._name, redact(self._brokers.current or ""))
         for fn in self._on_connect:
             fn()
 

@@ -134,7 +134,7 @@ def test_every_kind_of_bad_message_is_refused_with_its_reason(
         queues = {str(h["x-kube-queue"]) for h in letters}
         assert queues == {
             "kube.manager.commands",
-            "kube.manager.queries",
+            "kube.manager.queries.quorum",
             "kube.manager.results",
             f"kube.node.{task.node}",
         }

@@ -302,6 +302,35 @@ def test_up_with_the_mock_runtime_stops_on_sigterm(vhost: str, tmp_path: Path) -
         kill_tree(up)
 
 
+def test_up_with_a_broker_list_whose_first_does_not_answer_runs_on_the_next(
+    vhost: str, tmp_path: Path
+) -> None:
+    # given a URL list whose first broker is a closed port: nothing to start a broker for
+    dead = f"amqp://guest:guest@127.0.0.1:{free_port()}/{vhost.rpartition('/')[2]}"
+    urls = f"{dead},{vhost}"
+    log = tmp_path / "up.log"
+    prefix = f"upl{uuid.uuid4().hex[:6]}"
+    # when kube up runs on it
+    up = kube_up(urls, "--workers", "1", "--runtime", "mock", "--name-prefix", prefix, log=log)
+    try:
+        # then its manager and worker come up on the second broker
+        with Client(Settings(amqp_url=urls, request_timeout=2)) as client:
+            wait_for(
+                lambda: (
+                    [n.name for n in client.nodes() if n.status.value == "ready"] == [f"{prefix}-1"]
+                ),
+                timeout=60,
+                what="the mock worker",
+            )
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(60) == 0, log.read_text()
+        text = log.read_text()
+        assert "kube up: starting" not in text  # no broker container was started
+        assert "guest:guest@127.0.0.1" not in text  # and no password printed
+    finally:
+        kill_tree(up)
+
+
 def kill_tree(up: subprocess.Popen[bytes]) -> None:
     """After a failed test: kube up and its children (in a process group of their own)."""
     if up.poll() is None:

@@ -12,7 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from shared.bus import Bus, Delivery
-from shared.errors import ConnectionLost
+from shared.bus.message import Outbound
+from shared.errors import ConnectionLost, MessagingError
 from shared.settings import Settings
 from shared.topology import DEAD_LETTER_QUEUE, EXCHANGES, REASON_HEADER, Binding, Queue, Topology
 from tests.conftest import unavailable
@@ -185,3 +186,45 @@ def test_a_bus_drops_a_silent_connection_at_once_and_connects_again_after_the_he
             wait_for(lambda: len(connects) == 2, timeout=30, what="a new connection")
         finally:
             bus.close()
+
+
+FULL = Topology(
+    queues=(
+        Queue(
+            "test.full",
+            arguments={"x-max-length": 0, "x-overflow": "reject-publish"},  # classic: exact
+        ),
+    ),
+    bindings=(Binding("test.full", "kube.commands", "full.#"),),
+)
+
+
+def test_a_refused_batch_is_an_error_and_the_connection_is_kept(vhost: str) -> None:
+    # given a bus that does not presume silent connections dead, and a queue that refuses all
+    bus = Bus(Settings(amqp_url=vhost), "test-nacked")
+    bus.declare(EXCHANGES + FULL + WORK)
+    try:
+        bus.connect()
+        # when a batch is published to it, then the refusal is raised
+        with pytest.raises(MessagingError, match="refused 1 of 1") as caught:
+            bus.publish_batch([Outbound("kube.commands", "full.one", b"x")])
+        assert not isinstance(caught.value, ConnectionLost)
+        # and the connection is kept: the next batch goes out on it
+        bus.publish_batch([Outbound("kube.commands", "test.one", b"y")])
+    finally:
+        bus.close()
+
+
+def test_a_worker_bus_connects_again_when_a_batch_is_refused(vhost: str) -> None:
+    # given a bus that presumes silent connections dead (a worker's), and a full queue
+    bus = Bus(Settings(amqp_url=vhost), "test-nacked", silent_after=5.0)
+    bus.declare(EXCHANGES + FULL)
+    try:
+        bus.connect()
+        # when a batch is refused, then the bus drops its connection, to make a new one
+        with pytest.raises(ConnectionLost, match="connecting again"):
+            bus.publish_batch([Outbound("kube.commands", "full.one", b"x")])
+        with pytest.raises(ConnectionLost, match="not connected"):
+            bus.publish_batch([Outbound("kube.commands", "full.two", b"x")])
+    finally:
+        bus.close()
