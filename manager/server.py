@@ -26,7 +26,17 @@ from functools import partial
 
 from pydantic import TypeAdapter
 
-from manager import admission, cluster, core, dead_dispatches, endpoints, nodes, removal, services
+from manager import (
+    admission,
+    cluster,
+    core,
+    dead_dispatches,
+    endpoints,
+    nodes,
+    orphans,
+    removal,
+    services,
+)
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
@@ -34,7 +44,7 @@ from manager.config import ManagerConfig
 from manager.effects import Decision, Outgoing
 from manager.liveness import Liveness
 from manager.log_relay import Answer, LogRelay
-from manager.metrics import observe
+from manager.metrics import count_orphans, observe
 from manager.queries import Queries
 from manager.quotas import Quotas
 from manager.retention import PURGE_BATCH
@@ -47,12 +57,15 @@ from shared.codec import decode, encode
 from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
+    AdoptOrphan,
     ClockAhead,
     ClusterInfo,
+    Disowned,
     Dispatch,
     Heartbeat,
     LogsReply,
     LogsRequest,
+    RemoveOrphan,
     Result,
     RunTask,
     StopTask,
@@ -87,9 +100,16 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
-    Dispatch
-)
+DISPATCH: TypeAdapter[
+    RunTask
+    | StopTask
+    | LogsRequest
+    | ClusterInfo
+    | ClockAhead
+    | Disowned
+    | RemoveOrphan
+    | AdoptOrphan
+] = TypeAdapter(Dispatch)
 
 
 def utcnow() -> datetime:
@@ -119,7 +139,8 @@ class Manager:
         self.monotonic = monotonic  # what every interval is measured on (manager/liveness.py)
         self.liveness = Liveness(since=monotonic())
         self.logs = LogRelay()
-        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock)
+        self.orphans = orphans.Book()  # the latest each node reported (manager/orphans.py)
+        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock, self.orphans)
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
@@ -563,17 +584,20 @@ class Manager:
             decision.extend(cluster.introduce(beat, self.store.cluster_id))
             self._undo.append(self.liveness.hear(beat.node, ticks))
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
-        where = self.store.where(h.task_id for h in beat.tasks)
-        stops = nodes.superseded(beat, where, allowed)
+        where = self.store.where([*(h.task_id for h in beat.tasks), *self._orphan_ids(beat)])
+        latest = self.latest_attempts(beat, where)
+        stops = nodes.superseded(beat, where, latest, allowed)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
+        decision.extend(self.note_orphans(beat, where, latest))
         held = self._heartbeat_parts.pop(beat.node, None)
         self._undo.append(lambda: self._put_parts(beat.node, held))
         parts, whole = nodes.gather(held or [], beat)
         if parts:
             self._heartbeat_parts[beat.node] = parts
         freed = self.note_leftovers(beat, where, whole is not None)
-        gone = nodes.missing(whole, self.store.running_on(beat.node)) if whole else []
+        running_here = self.store.running_on(beat.node)
+        gone = nodes.missing(whole, running_here, self._adopted_here(beat.node)) if whole else []
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))
@@ -583,6 +607,46 @@ class Manager:
         )
         if changed or decision.tasks or freed:
             self.schedule_pending()
+
+    def _orphan_ids(self, beat: Heartbeat) -> list[str]:
+        return [o.task_id for o in beat.orphans]
+
+    def latest_attempts(self, beat: Heartbeat, where: Mapping[str, nodes.Where]) -> dict[str, int]:
+        """The latest attempt of each task a heartbeat part lists that holds none (ended,
+        pending): read only for those, which are few (being stopped, or orphans)."""
+        absent = [h.task_id for h in beat.tasks if h.task_id not in where]
+        if not absent:
+            return {}
+        return {i: task.attempt for i, task in self.store.tasks_by_id(absent).items()}
+
+    def note_orphans(
+        self, beat: Heartbeat, where: Mapping[str, nodes.Where], latest: Mapping[str, int]
+    ) -> Decision:
+        """Containers this manager never placed are left running: the worker is told to
+        list them as orphans (`Disowned`); the orphans part 0 lists are kept for people
+        (`kube ps --orphans`), and those adopted here are told again (manager/orphans.py)."""
+        decision = Decision()
+        stray = orphans.strays(beat, where, latest)
+        if stray:
+            log.warning(
+                "node %s: %d containers of tasks this manager never placed (%s...): left"
+                " running and reported as orphans",
+                beat.node,
+                len(stray),
+                stray[0].task_id,
+            )
+            told = Disowned(tasks=tuple(stray))
+            decision.outgoing.append(Outgoing(topology.DISPATCH, beat.node, encode(told)))
+        if beat.part == 0:
+            found = self.orphans.heard(beat, where)
+            count_orphans(beat.node, found.count)
+            decision.extend(orphans.readopt(beat, where))
+        return decision
+
+    def _adopted_here(self, node: str) -> set[tuple[str, int]]:
+        """Adopted attempts a restarted worker lists as orphans until it is told again:
+        held all the same, not vanished."""
+        return self.orphans.adopted.get(node, set())
 
     def note_leftovers(
         self, beat: Heartbeat, where: Mapping[str, nodes.Where], whole: bool

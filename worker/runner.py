@@ -129,6 +129,12 @@ class Runners(Generic[D]):
             if key not in listed and key not in touched:
                 self._apply(key, lambda attempt: attempt.vanished())
 
+    def forget(self, key: Key) -> None:
+        """Drop one attempt, reporting and removing nothing: the manager never placed it
+        (its store does not know it), and it is left running as an orphan."""
+        if self._attempts.pop(key, None) is not None:
+            self._health.forget(key)
+
     def forget_all(self) -> list[Key]:
         """Drop every attempt, reporting and removing nothing: the node's manager now runs
         another cluster (its database was replaced), whose containers these are not."""
