@@ -173,10 +173,12 @@ class Client:
         """The containers the nodes report that no task of this cluster placed."""
         return ORPHANS.validate_python(self._ask("query.orphans", b"{}").result)
 
-    def remove_orphans(self, orphan: str | None = None, node: str | None = None) -> OrphanList:
-        """Ask the nodes to remove an orphan container (None: every one, on `node` if
-        given); the orphans asked for."""
-        request = OrphansRequest(id=orphan, all=orphan is None, node=node)
+    def remove_orphans(
+        self, orphan: str | None = None, node: str | None = None, cluster: str | None = None
+    ) -> OrphanList:
+        """Ask the nodes to remove an orphan container (None: every one, on `node` and of
+        `cluster` if given); the orphans asked for."""
+        request = OrphansRequest(id=orphan, all=orphan is None, node=node, cluster=cluster)
         reply = self._ask(topology.ORPHANS_REMOVE_KEY, encode(request))
         return ORPHANS.validate_python(reply.result)
 

@@ -46,6 +46,7 @@ def add_parsers(sub: Any) -> None:
     rm.add_argument("id", nargs="?", help="a container id (or prefix), task id or name")
     rm.add_argument("--all", action="store_true", help="every orphan (on --node if given)")
     rm.add_argument("--node", help="only on this node")
+    rm.add_argument("--cluster", help="only those carrying this cluster id (an old cluster's)")
     adopt = verbs.add_parser("adopt", help="make an orphan container a task of this cluster")
     adopt.add_argument("id", help="a container id (or prefix), task id or name")
     adopt.add_argument("--node", help="on this node")
@@ -151,7 +152,7 @@ def orphans(args: argparse.Namespace, client: Client) -> int:
         return 0
     if (args.id is None) == (not args.all):
         raise DecodeError("kube orphans remove: give an orphan's id, or --all")
-    asked = client.remove_orphans(args.id, args.node)
+    asked = client.remove_orphans(args.id, args.node, args.cluster)
     for orphan in asked.orphans:
         print(f"{orphan.container_id[:12]} ({orphan.task_id} on {orphan.node}): removing")
     if not asked.orphans:

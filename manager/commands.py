@@ -32,6 +32,7 @@ from pydantic import TypeAdapter
 from manager import core, nodes, orphans, removal, services
 from manager.auth import WorkerAuth, command_sender_allowed
 from manager.effects import Decision
+from manager.metrics import drop_orphans
 from manager.orphans import Book as OrphanBook
 from manager.quotas import Quotas
 from manager.store import Store
@@ -328,6 +329,7 @@ class Commands:
         decision = removal.remove_node(node)
         self.manager.commit(decision)
         self.manager.orphans.forget(node.name)
+        drop_orphans(node.name)
         log.info("node %s: removed", node.name)
         return Reply(ok=True, result=_removed(decision))
 
@@ -335,7 +337,7 @@ class Commands:
         """Ask the nodes to remove the orphan containers named (`kube orphans remove`):
         containers no task of this cluster placed (manager/orphans.py)."""
         request = decode(ORPHANS, delivery.body)
-        found = self.manager.orphans.find(request.id, request.node)
+        found = self.manager.orphans.find(request.id, request.node, request.cluster)
         if not found and request.id is not None:
             raise Refused(orphans.Refused(orphans.Refusal.UNKNOWN, request.id).sentence())
         self.manager.commit(orphans.removal(found))
@@ -353,7 +355,8 @@ class Commands:
         request = decode(ORPHANS, delivery.body)
         if request.id is None:
             raise Refused("adopt one orphan at a time: give its id")
-        chosen = orphans.choose(self.manager.orphans.find(request.id, request.node), request.id)
+        found = self.manager.orphans.find(request.id, request.node, request.cluster)
+        chosen = orphans.choose(found, request.id)
         if isinstance(chosen, orphans.Refused):
             raise Refused(chosen.sentence())
         node, orphan = chosen

@@ -9,6 +9,8 @@ scrape after a restart.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from manager import unplaced
@@ -102,6 +104,12 @@ def _count_no_fit(task_id: str, why: Unplaced | None) -> None:
 def count_orphans(node: str, count: int) -> None:
     """Set a node's orphan count; a node with none has no series once it had some at 0."""
     ORPHANS.labels(node).set(count)
+
+
+def drop_orphans(node: str) -> None:
+    """A node forgotten (`kube rm --node`): its series goes."""
+    with contextlib.suppress(KeyError):  # never reported
+        ORPHANS.remove(node)
 
 
 def serve_metrics(port: int, store: str) -> MetricsServer | None:

@@ -116,10 +116,15 @@ class Book:
     def left_out(self) -> int:
         return sum(n.left_out for n in self.nodes.values())
 
-    def find(self, ident: str | None, node: str | None = None) -> list[tuple[str, Orphan]]:
+    def find(
+        self, ident: str | None, node: str | None = None, cluster: str | None = None
+    ) -> list[tuple[str, Orphan]]:
         """The orphans an id names (a container id or a prefix of at least 6 characters,
-        a task id, or a container name), on `node` if given; every one when `ident` is None."""
-        found = [(n, o) for n, o in self.all() if node is None or n == node]
+        a task id, or a container name), on `node` and of `cluster` if given; every one
+        when `ident` is None."""
+        found = [
+            (n, o) for n, o in self.all() if node in (None, n) and cluster in (None, o.cluster)
+        ]
         if ident is None:
             return found
         return [(n, o) for n, o in found if names(o, ident)]
@@ -259,3 +264,9 @@ def listing(found: Sequence[tuple[str, Orphan]], left_out: int = 0) -> OrphanLis
         orphans=tuple(record(n, o) for n, o in shown),
         left_out=left_out + len(found) - len(shown),
     )
+
+
+def held_ports(found: NodeOrphans) -> list[int]:
+    """The host ports a node's orphans publish: held there until they are gone, so that
+    no task asking for one is placed there (manager/holdings.py `Leftovers`)."""
+    return [port for orphan in found.listed for port in orphan.host_ports.values()]

@@ -652,11 +652,15 @@ class Manager:
         self, beat: Heartbeat, where: Mapping[str, nodes.Where], whole: bool
     ) -> bool:
         """Count the host ports of the containers the heartbeat part lists that the holdings
-        do not (a superseded or lost attempt being stopped, a draining one) as held on the
-        node until a heartbeat shows them gone; whether that freed a port."""
+        do not (a superseded or lost attempt being stopped, a draining one, an orphan) as
+        held on the node until a heartbeat shows them gone; whether that freed a port."""
         ids = nodes.uncounted(beat, where)
         found = self.store.tasks_by_id(ids).values() if ids else ()
         ports = [port for task in found for port in task.spec.fixed_host_ports()]
+        if beat.part == 0:  # the orphans it lists hold theirs too (manager/orphans.py)
+            ports += orphans.held_ports(
+                self.orphans.nodes.get(beat.node, orphans.NodeOrphans(beat.node))
+            )
         freed = self.store.heard_leftovers(beat.node, ports, beat.part == 0, whole)
         if freed:
             self.blocked.reset()  # a port freed outside any decision: look again

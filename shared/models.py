@@ -97,11 +97,14 @@ class Removed(WireModel):
 class OrphansRequest(WireModel):
     """The body of `orphans.remove` and `orphans.adopt`: which orphan containers (a
     container id or a prefix of it, a task id or a container name; with `all`, every
-    one), on `node` if given. Adopting takes one id."""
+    one), on `node` and of `cluster` if given. Adopting takes one id."""
 
     id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     all: bool = False
     node: Name | None = None
+    cluster: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, description="only the orphans carrying this cluster id"
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> OrphansRequest:
