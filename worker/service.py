@@ -161,6 +161,7 @@ class Worker:
         # Attempts the manager never placed (Disowned): left running, listed as orphans.
         self.disowned: set[Key] = set()
         self._orphans: tuple[tuple[Orphan, ...], int] = ((), 0)  # listed, left out
+        self._orphan_changes = 0  # bumped by each change a scan under way may have missed
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
@@ -367,17 +368,18 @@ class Worker:
 
     def _orphan_dispatch(self, message: Disowned | RemoveOrphan | AdoptOrphan) -> None:
         """On the bus thread: the manager disowns containers, removes or adopts an orphan."""
+        self._orphan_changes += 1
         if isinstance(message, Disowned):
             for held in message.tasks:
                 key = (held.task_id, held.attempt)
-                if key not in self.disowned:
-                    log.warning(
-                        "task %s: attempt %d is no task of this cluster's manager: left"
-                        " running, reported as an orphan",
-                        *key,
-                    )
+                if not self.runners.forget(key):
+                    continue  # being started or stopped here, or gone: its runner finishes
+                log.warning(
+                    "task %s: attempt %d is no task of this cluster's manager: left running,"
+                    " reported as an orphan",
+                    *key,
+                )
                 self.disowned.add(key)
-                self.runners.forget(key)
                 self.contact.forget(key)
             self._scan_orphans()
         elif isinstance(message, RemoveOrphan):
@@ -403,6 +405,9 @@ class Worker:
             )
             self.runtime.adopt(message.container_id)
             self.disowned.discard(key)
+            listed, left_out = self._orphans
+            kept = tuple(o for o in listed if o.container_id != message.container_id)
+            self._orphans = (kept, left_out)
             self._background(self._reconcile)  # list again: the attempt is reported
 
     def _scan_orphans(self) -> None:
@@ -410,19 +415,22 @@ class Worker:
         known; the next heartbeats list what it found."""
         if self.cluster is None:
             return
-        disowned = frozenset(self.disowned)
+        disowned, changes = frozenset(self.disowned), self._orphan_changes
 
         def scan() -> None:
             found, total = self._with_engine(
                 lambda: self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
             )
             listed = orphan_list(found)
-            self.bus.call_threadsafe(lambda: self._set_orphans(listed, total - len(listed)))
+            self.bus.call_threadsafe(lambda: self._set_orphans(listed, total, changes))
 
         self._background(scan)
 
-    def _set_orphans(self, listed: tuple[Orphan, ...], left_out: int) -> None:
-        self._orphans = (listed, left_out)
+    def _set_orphans(self, listed: tuple[Orphan, ...], total: int, changes: int) -> None:
+        """On the bus thread: a scan's outcome, unless something changed since it began
+        (an adoption, a removal): then it is stale, and the next scan is due already."""
+        if changes == self._orphan_changes:
+            self._orphans = (listed, total - len(listed))
 
     def _start(self, key: Key, spec: TaskSpec) -> ContainerInfo | StartFailed:
         """In the pool: start an attempt's container, unless the policy refuses it."""

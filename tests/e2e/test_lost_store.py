@@ -146,6 +146,11 @@ def test_a_manager_restarted_on_an_empty_store_leaves_every_container_running(
         client.wait(ids[2], {TaskState.COMPLETED}, timeout=60)
         wait_for(lambda: ids[2] not in containers(docker_client, node), timeout=30, what="stopped")
         assert ids[1] in containers(docker_client, node)
+        # and the old cluster's last one goes with a removal of all of that cluster's
+        removed = cluster.kube("orphans", "remove", "--all", "--cluster", old_cluster)
+        assert removed.returncode == 0 and ids[1] in removed.stdout, removed.stderr
+        wait_for(lambda: not containers(docker_client, node), timeout=30, what="all gone")
+        wait_for(lambda: metric(port, node) == 0, timeout=30, what="kube_orphan_containers 0")
 
 
 def test_an_older_copy_of_the_store_leaves_the_newer_tasks_running(

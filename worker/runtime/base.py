@@ -33,10 +33,10 @@ def other_cluster(name: str, cluster: str | None) -> str:
     """Why a container of another kube cluster is not touched, and what a person may do."""
     return (
         f"container {name} belongs to another kube cluster ({cluster}) on this engine,"
-        " never touched from this one: if this manager's database was replaced, remove the"
-        f" old cluster's containers (docker rm -f $(docker ps -aq --filter"
-        f" label={CLUSTER_LABEL}={cluster})); if two clusters share this engine, give this"
-        " node another --name in one of them"
+        " never touched from this one: if this manager's database was replaced, adopt or"
+        f" remove the old cluster's containers (kube ps --orphans; kube orphans remove --all"
+        f" --cluster {cluster}); if two clusters share this engine, give this node another"
+        " --name in one of them"
     )
 
 
