@@ -22,7 +22,10 @@ held until the start is done) and is forgotten when the attempt ends. This modul
 wiring: the bus, the engine calls, heartbeats and the confirmed stream of results.
 
 Stopping the worker leaves its containers running; a worker that starts again reports
-what it finds (reconciliation), so nothing is orphaned or started twice.
+what it finds (reconciliation), so nothing is orphaned or started twice. A container no
+task of its cluster placed (another cluster's, or one the manager says it never placed:
+`Disowned`) is an orphan: left running, listed in heartbeats, and removed or adopted
+only at a person's request (docs/orphans.md).
 """
 
 from __future__ import annotations
@@ -315,6 +318,9 @@ class Worker:
         elif isinstance(message, RunTask):
             if message.cluster is not None:
                 self._join(message.cluster)
+            # An attempt placed is this cluster's, whatever was said of a container of
+            # the same name before (an older store placing the attempt it lacked).
+            self.disowned.discard((message.task_id, message.attempt))
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
@@ -334,7 +340,8 @@ class Worker:
         (and unlabelled ones, from before cluster ids) are listed, watched and touched, so
         two clusters on one engine never touch each other's. The engine is reconciled from
         then on; told another cluster (its manager's database was replaced), the worker
-        follows its manager and lists again."""
+        follows its manager and lists again: the other cluster's containers are orphans,
+        listed as such but never reported as tasks, stopped or removed."""
         if cluster == self.cluster:
             return
         if self.cluster is None:
@@ -346,7 +353,7 @@ class Worker:
                 cluster,
                 self.cluster,
             )
-            # Not this cluster's: never reported, listed in heartbeats, stopped or removed.
+            # Not this cluster's: never reported as tasks, stopped or removed (orphans).
             for key in self.runners.forget_all():
                 self.contact.forget(key)
         self.cluster = cluster
