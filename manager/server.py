@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
@@ -585,7 +585,11 @@ class Manager:
             self._undo.append(self.liveness.hear(beat.node, ticks))
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
         where = self.store.where([*(h.task_id for h in beat.tasks), *self._orphan_ids(beat)])
-        latest = self.latest_attempts(beat, where)
+        # The tasks whose containers it lists that hold nothing counted (superseded, ended,
+        # unknown): few, read once for their latest attempts and their host ports.
+        ids = nodes.uncounted(beat, where)
+        uncounted = self.store.tasks_by_id(ids) if ids else {}
+        latest = {i: task.attempt for i, task in uncounted.items() if i not in where}
         stops = nodes.superseded(beat, where, latest, allowed)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
@@ -595,7 +599,7 @@ class Manager:
         parts, whole = nodes.gather(held or [], beat)
         if parts:
             self._heartbeat_parts[beat.node] = parts
-        freed = self.note_leftovers(beat, where, whole is not None)
+        freed = self.note_leftovers(beat, uncounted.values(), whole is not None)
         running_here = self.store.running_on(beat.node)
         gone = nodes.missing(whole, running_here, self._adopted_here(beat.node)) if whole else []
         if gone:
@@ -610,14 +614,6 @@ class Manager:
 
     def _orphan_ids(self, beat: Heartbeat) -> list[str]:
         return [o.task_id for o in beat.orphans]
-
-    def latest_attempts(self, beat: Heartbeat, where: Mapping[str, nodes.Where]) -> dict[str, int]:
-        """The latest attempt of each task a heartbeat part lists that holds none (ended,
-        pending): read only for those, which are few (being stopped, or orphans)."""
-        absent = [h.task_id for h in beat.tasks if h.task_id not in where]
-        if not absent:
-            return {}
-        return {i: task.attempt for i, task in self.store.tasks_by_id(absent).items()}
 
     def note_orphans(
         self, beat: Heartbeat, where: Mapping[str, nodes.Where], latest: Mapping[str, int]
@@ -648,14 +644,11 @@ class Manager:
         held all the same, not vanished."""
         return self.orphans.adopted.get(node, set())
 
-    def note_leftovers(
-        self, beat: Heartbeat, where: Mapping[str, nodes.Where], whole: bool
-    ) -> bool:
+    def note_leftovers(self, beat: Heartbeat, found: Iterable[TaskRecord], whole: bool) -> bool:
         """Count the host ports of the containers the heartbeat part lists that the holdings
-        do not (a superseded or lost attempt being stopped, a draining one, an orphan) as
-        held on the node until a heartbeat shows them gone; whether that freed a port."""
-        ids = nodes.uncounted(beat, where)
-        found = self.store.tasks_by_id(ids).values() if ids else ()
+        do not (`found`: a superseded or lost attempt being stopped, a draining one; and
+        the orphans) as held on the node until a heartbeat shows them gone; whether that
+        freed a port."""
         ports = [port for task in found for port in task.spec.fixed_host_ports()]
         if beat.part == 0:  # the orphans it lists hold theirs too (manager/orphans.py)
             ports += orphans.held_ports(

@@ -236,3 +236,8 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
         bad = cluster.kube("orphans", "adopt", "nothing-here")
         assert bad.returncode != 0 and "Traceback" not in bad.stderr
         assert "no orphan container 'nothing-here'" in bad.stderr
+        neither = cluster.kube("orphans", "remove")
+        assert neither.returncode != 0 and "Traceback" not in neither.stderr
+        assert "give an orphan's id, or --all" in neither.stderr
+        both = cluster.kube("orphans", "remove", "x", "--all")
+        assert both.returncode != 0 and "give an orphan's id, or --all" in both.stderr
