@@ -37,9 +37,9 @@ def strays(beat: Heartbeat, where: Mapping[str, Where], latest: Mapping[str, int
     ]
 
 
-def ours(orphan: Orphan, node: str, where: Mapping[str, Where]) -> bool:
-    """Whether an orphan a node lists is an attempt this manager has placed there: adopted
-    (`kube orphans adopt`), and listed again by a worker that forgot (restarted)."""
+def maybe_ours(orphan: Orphan, node: str, where: Mapping[str, Where]) -> bool:
+    """Whether an orphan a node lists is where this manager has an attempt placed: the same
+    task, attempt and node (then its record says whether it is that container)."""
     task = where.get(orphan.task_id)
     return (
         task is not None
@@ -49,11 +49,23 @@ def ours(orphan: Orphan, node: str, where: Mapping[str, Where]) -> bool:
     )
 
 
-def readopt(beat: Heartbeat, where: Mapping[str, Where]) -> Decision:
+def ours(
+    orphan: Orphan, node: str, where: Mapping[str, Where], containers: Mapping[str, str | None]
+) -> bool:
+    """Whether an orphan a node lists is an attempt this manager placed there, in that very
+    container: adopted (`kube orphans adopt`), and listed again by a worker that forgot
+    (restarted). `containers` has the container id each such task's record holds: another
+    cluster's container under a task id and attempt this one reuses is not its own."""
+    return maybe_ours(orphan, node, where) and containers.get(orphan.task_id) == orphan.container_id
+
+
+def readopt(
+    beat: Heartbeat, where: Mapping[str, Where], containers: Mapping[str, str | None]
+) -> Decision:
     """Tell the worker again of the orphans it lists that are adopted tasks of this cluster."""
     decision = Decision()
     for orphan in beat.orphans:
-        if ours(orphan, beat.node, where):
+        if ours(orphan, beat.node, where, containers):
             told = AdoptOrphan(
                 task_id=orphan.task_id, attempt=orphan.attempt, container_id=orphan.container_id
             )
@@ -84,9 +96,17 @@ class Book:
     """Per node, the adopted attempts it lists as orphans (a restarted worker), until it is
     told again: held all the same, not vanished (manager/nodes.py `missing`)."""
 
-    def heard(self, beat: Heartbeat, where: Mapping[str, Where]) -> NodeOrphans:
-        """Keep what part 0 of a heartbeat lists, less the adopted ones it lists again."""
-        mine = {(o.task_id, o.attempt) for o in beat.orphans if ours(o, beat.node, where)}
+    def heard(
+        self,
+        beat: Heartbeat,
+        where: Mapping[str, Where],
+        containers: Mapping[str, str | None],
+    ) -> NodeOrphans:
+        """Keep what part 0 of a heartbeat lists, less the adopted ones it lists again
+        (see `ours` for `containers`)."""
+        mine = {
+            (o.task_id, o.attempt) for o in beat.orphans if ours(o, beat.node, where, containers)
+        }
         if mine:
             self.adopted[beat.node] = mine
         else:

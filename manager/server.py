@@ -633,10 +633,13 @@ class Manager:
             )
             told = Disowned(tasks=tuple(stray))
             decision.outgoing.append(Outgoing(topology.DISPATCH, beat.node, encode(told)))
-        if beat.part == 0:
-            found = self.orphans.heard(beat, where)
+        if beat.part == 0 and beat.inventory:  # else its worker has not looked yet
+            maybe = [o.task_id for o in beat.orphans if orphans.maybe_ours(o, beat.node, where)]
+            records = self.store.tasks_by_id(maybe) if maybe else {}
+            containers = {i: task.container_id for i, task in records.items()}
+            found = self.orphans.heard(beat, where, containers)
             count_orphans(beat.node, found.count)
-            decision.extend(orphans.readopt(beat, where))
+            decision.extend(orphans.readopt(beat, where, containers))
         return decision
 
     def _adopted_here(self, node: str) -> set[tuple[str, int]]:

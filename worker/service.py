@@ -162,7 +162,8 @@ class Worker:
         self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
         self._early_stops: list[tuple[StopTask, Delivery]] = []  # held until _join
         # Attempts the manager never placed (Disowned): left running, listed as orphans.
-        self.disowned: set[Key] = set()
+        # Replaced, never changed in place: the engine threads read it as it is.
+        self.disowned: frozenset[Key] = frozenset()
         self._orphans: tuple[tuple[Orphan, ...], int] = ((), 0)  # listed, left out
         self._orphan_changes = 0  # bumped by each change a scan under way may have missed
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
@@ -279,18 +280,22 @@ class Worker:
             self._inventory = False
 
     def _reconcile(self) -> None:
-        """Report every container this node holds, as the engine sees it now."""
+        """Report every container this node holds, as the engine sees it now, and list its
+        orphans with it: a heartbeat that says it lists every container lists those too
+        (an adopted one a restarted worker has forgotten is among them)."""
+        disowned, changes = self.disowned, self._orphan_changes
         self.runners.listing()
-        found = self.runtime.list()
+        found = [i for i in self.runtime.list() if (i.task_id, i.attempt) not in disowned]
         for info in found:
             if info.status == ContainerStatus.RUNNING:
                 self.contact.track((info.task_id, info.attempt), info.stop_after)
+        strays, total = self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
+        listed = orphan_list(strays)
 
         def apply() -> None:
-            mine = [i for i in found if (i.task_id, i.attempt) not in self.disowned]
-            self.runners.reconciled(mine)
+            self.runners.reconciled(found)
+            self._set_orphans(listed, total, changes)
             self._inventory = True
-            self._scan_orphans()
 
         self.bus.call_threadsafe(apply)
 
@@ -320,7 +325,7 @@ class Worker:
                 self._join(message.cluster)
             # An attempt placed is this cluster's, whatever was said of a container of
             # the same name before (an older store placing the attempt it lacked).
-            self.disowned.discard((message.task_id, message.attempt))
+            self.disowned -= {(message.task_id, message.attempt)}
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
@@ -386,11 +391,11 @@ class Worker:
                     " reported as an orphan",
                     *key,
                 )
-                self.disowned.add(key)
+                self.disowned |= {key}
                 self.contact.forget(key)
             self._scan_orphans()
         elif isinstance(message, RemoveOrphan):
-            disowned = frozenset(self.disowned)
+            disowned = self.disowned
 
             def remove() -> None:
                 short = message.container_id[:12]
@@ -411,7 +416,7 @@ class Worker:
                 "task %s: attempt %d adopted (container %s)", *key, message.container_id[:12]
             )
             self.runtime.adopt(message.container_id)
-            self.disowned.discard(key)
+            self.disowned -= {key}
             listed, left_out = self._orphans
             kept = tuple(o for o in listed if o.container_id != message.container_id)
             self._orphans = (kept, left_out)
@@ -422,7 +427,7 @@ class Worker:
         known; the next heartbeats list what it found."""
         if self.cluster is None:
             return
-        disowned, changes = frozenset(self.disowned), self._orphan_changes
+        disowned, changes = self.disowned, self._orphan_changes
 
         def scan() -> None:
             found, total = self._with_engine(

@@ -134,6 +134,21 @@ def test_a_manager_restarted_on_an_empty_store_leaves_every_container_running(
         assert task.node == node and task.container_id == before[ids[2]]
         assert task.spec.command == SLEEP and task.spec.labels == {"team": "orphans-test"}
         wait_for(lambda: ids[2] not in orphan_tasks(cluster), timeout=30, what="no longer listed")
+        # and a restarted worker, which forgot the adoption, is told again: the task runs on
+        cluster.stop(node)
+        cluster.start_worker(node)
+        pid = cluster.procs[node].pid
+        wait_for(lambda: client.nodes()[0].pid == pid, timeout=60, what="the new worker heard")
+        worker_log = tmp_path / f"{node}.log"
+        wait_for(
+            lambda: worker_log.read_text().count(f"task {ids[2]}: attempt 1 adopted") == 2,
+            timeout=30,
+            what="the adoption told again",
+        )
+        wait_for(lambda: orphan_tasks(cluster) == set(ids[:2]), timeout=30, what="two orphans")
+        settled = {e.state for e in client.inspect(ids[2])[1]}
+        assert settled == {TaskState.RUNNING}, settled  # never failed, lost or restarted
+        assert containers(docker_client, node) == before
         # and a person removes another: its worker removes the container
         removed = cluster.kube("orphans", "remove", ids[0])
         assert removed.returncode == 0, removed.stderr

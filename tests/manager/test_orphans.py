@@ -110,20 +110,20 @@ def test_the_current_attempt_is_neither_stopped_nor_reported() -> None:
 
 def test_the_book_keeps_the_latest_list_of_each_node() -> None:
     book = orphans.Book()
-    book.heard(beat(found=(orphan("a-1"), orphan("b-2")), left_out=3), {})
+    book.heard(beat(found=(orphan("a-1"), orphan("b-2")), left_out=3), {}, {})
     assert [o.task_id for _, o in book.all()] == ["a-1", "b-2"]
     assert book.nodes["n1"].count == 5
     assert book.left_out() == 3
-    book.heard(beat(found=(orphan("b-2"),)), {})
+    book.heard(beat(found=(orphan("b-2"),)), {}, {})
     assert [o.task_id for _, o in book.all()] == ["b-2"]
-    book.heard(beat(), {})
+    book.heard(beat(), {}, {})
     assert book.all() == [] and "n1" not in book.nodes
 
 
 def test_an_orphan_is_named_by_container_id_prefix_task_id_or_name() -> None:
     book = orphans.Book()
     one = orphan("a-1")
-    book.heard(beat(found=(one, orphan("b-2"))), {})
+    book.heard(beat(found=(one, orphan("b-2"))), {}, {})
     assert book.find("a-1-co") == [("n1", one)]
     assert book.find("a-1") == [("n1", one)]
     assert book.find("kube.n1.a-1.1") == [("n1", one)]
@@ -175,13 +175,26 @@ def test_an_adopted_orphan_a_restarted_worker_lists_again_is_told_again_and_held
     # given o adopted as task a-1 attempt 1 on n1, and a restarted worker listing it as orphan
     where = {"a-1": Where("n1", 1, TaskState.RUNNING)}
     part = beat(found=(orphan("a-1"),))
+    containers = {"a-1": orphan("a-1").container_id}
     book = orphans.Book()
-    book.heard(part, where)
+    book.heard(part, where, containers)
     # then it is not listed, it counts as held, and the worker is told again
     assert book.all() == []
     assert nodes.missing(part, {"a-1": 1}, book.adopted["n1"]) == []
-    told = [json.loads(o.body)["kind"] for o in orphans.readopt(part, where).outgoing]
+    told = [json.loads(o.body)["kind"] for o in orphans.readopt(part, where, containers).outgoing]
     assert told == ["adopt-orphan"]
+
+
+def test_another_clusters_container_under_a_reused_task_id_is_not_taken_for_ours() -> None:
+    # given this cluster placing a1 attempt 1 on n1 (not started: no container yet), and
+    # the old cluster's container of the same task id and attempt there
+    where = {"a-1": Where("n1", 1, TaskState.SCHEDULED)}
+    part = beat(found=(orphan("a-1"),))
+    book = orphans.Book()
+    book.heard(part, where, {"a-1": None})
+    # then it stays an orphan: neither adopted nor held for the task
+    assert [o.task_id for _, o in book.all()] == ["a-1"] and "n1" not in book.adopted
+    assert orphans.readopt(part, where, {"a-1": None}).outgoing == []
 
 
 def test_ambiguous_or_unknown_ids_are_refused() -> None:
