@@ -397,8 +397,8 @@ class DockerRuntime:
                 return  # gone already
             labels = container.labels
             key = (labels.get(TASK_LABEL), labels.get(ATTEMPT_LABEL))
-            stray = not self._ours(labels, container.id) or (
-                key[0] is not None and (key[0], int(key[1] or 0)) in disowned
+            stray = not self._ours(labels, container.id) or any(
+                (str(task_id), str(attempt)) == key for task_id, attempt in disowned
             )
             if labels.get(NODE_LABEL) != self.node or not stray:
                 raise RuntimeFailure(
