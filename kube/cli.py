@@ -246,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("ps", help="list tasks")
     ps.add_argument("--json", action="store_true")
+    ps.add_argument(
+        "--orphans",
+        action="store_true",
+        help="list the containers no task of this cluster placed (docs/orphans.md)",
+    )
     inspect = sub.add_parser("inspect", help="show a task and its history")
     inspect.add_argument("id")
     inspect.add_argument("--json", action="store_true")
@@ -380,7 +385,10 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
-    if args.command == "ps":
+    if args.command == "ps" and args.orphans:
+        found = client.orphans()
+        _out(args, found.model_dump(mode="json"), lambda: render.orphans(found))
+    elif args.command == "ps":
         tasks = client.list()
         _out(args, [t.model_dump(mode="json") for t in tasks], lambda: render.tasks(tasks))
     elif args.command == "inspect":

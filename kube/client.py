@@ -32,6 +32,8 @@ from shared.models import (
     NodeRecord,
     NodeRequest,
     NodeSettings,
+    OrphanList,
+    OrphansRequest,
     Removed,
     RemoveRequest,
     Reply,
@@ -107,6 +109,9 @@ def _names(kind: str, names: Collection[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
+ORPHANS: TypeAdapter[OrphanList] = TypeAdapter(OrphanList)
+
+
 def _removed(reply: Reply) -> Removed:
     return REMOVED.validate_python(reply.result, strict=False)
 
@@ -163,6 +168,24 @@ class Client:
         """Forget a down node (it joins again if its worker comes back)."""
         request = NodeRequest(name=_names("node name", [node])[0])
         return _removed(self._ask(topology.NODE_REMOVE_KEY, encode(request)))
+
+    def orphans(self) -> OrphanList:
+        """The containers the nodes report that no task of this cluster placed."""
+        return ORPHANS.validate_python(self._ask("query.orphans", b"{}").result)
+
+    def remove_orphans(
+        self, orphan: str | None = None, node: str | None = None, cluster: str | None = None
+    ) -> OrphanList:
+        """Ask the nodes to remove an orphan container (None: every one, on `node` and of
+        `cluster` if given); the orphans asked for."""
+        request = OrphansRequest(id=orphan, all=orphan is None, node=node, cluster=cluster)
+        reply = self._ask(topology.ORPHANS_REMOVE_KEY, encode(request))
+        return ORPHANS.validate_python(reply.result)
+
+    def adopt_orphan(self, orphan: str, node: str | None = None) -> str:
+        """Make an orphan container a task of this cluster; its task id."""
+        request = OrphansRequest(id=orphan, node=node)
+        return str(self._ask(topology.ORPHANS_ADOPT_KEY, encode(request)).id)
 
     def get(self, task_id: str) -> TaskRecord:
         return self.inspect(task_id)[0]

@@ -1,5 +1,6 @@
 """The `kube` subcommands for services and nodes: services, endpoints, scale, update, cordon,
-uncordon, drain, label, cap, and rm (ended tasks and services, down nodes). Thin like the
+uncordon, drain, label, cap, rm (ended tasks and services, down nodes), and orphans
+(containers no task of this cluster placed: remove, adopt). Thin like the
 rest of the CLI: parse, call the client, render."""
 
 from __future__ import annotations
@@ -31,11 +32,24 @@ COMMANDS = (
     "rm",
     "label",
     "cap",
+    "orphans",
 )
 PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
 def add_parsers(sub: Any) -> None:
+    orphans = sub.add_parser(
+        "orphans", help="remove or adopt containers no task of this cluster placed"
+    )
+    verbs = orphans.add_subparsers(dest="verb", required=True)
+    rm = verbs.add_parser("remove", help="stop and remove orphan containers")
+    rm.add_argument("id", nargs="?", help="a container id (or prefix), task id or name")
+    rm.add_argument("--all", action="store_true", help="every orphan (on --node if given)")
+    rm.add_argument("--node", help="only on this node")
+    rm.add_argument("--cluster", help="only those carrying this cluster id (an old cluster's)")
+    adopt = verbs.add_parser("adopt", help="make an orphan container a task of this cluster")
+    adopt.add_argument("id", help="a container id (or prefix), task id or name")
+    adopt.add_argument("--node", help="on this node")
     services = sub.add_parser("services", help="list services")
     services.add_argument("--json", action="store_true")
     endpoints = sub.add_parser(
@@ -126,6 +140,23 @@ def run(args: argparse.Namespace, client: Client) -> int:
     elif args.command == "cap":
         client.set_node(node_caps(args))
         print(f"{args.node} capped" if not args.clear else f"{args.node} uncapped")
+    elif args.command == "orphans":
+        return orphans(args, client)
+    return 0
+
+
+def orphans(args: argparse.Namespace, client: Client) -> int:
+    """`kube orphans remove ID|--all [--node N]`, `kube orphans adopt ID [--node N]`."""
+    if args.verb == "adopt":
+        print(client.adopt_orphan(args.id, args.node))
+        return 0
+    if (args.id is None) == (not args.all):
+        raise DecodeError("kube orphans remove: give an orphan's id, or --all")
+    asked = client.remove_orphans(args.id, args.node, args.cluster)
+    for orphan in asked.orphans:
+        print(f"{orphan.container_id[:12]} ({orphan.task_id} on {orphan.node}): removing")
+    if not asked.orphans:
+        print("no orphan containers to remove")
     return 0
 
 

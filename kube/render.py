@@ -6,7 +6,14 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.models import NodeRecord, ServiceEndpoints, ServiceRecord, TaskEvent, TaskRecord
+from shared.models import (
+    NodeRecord,
+    OrphanList,
+    ServiceEndpoints,
+    ServiceRecord,
+    TaskEvent,
+    TaskRecord,
+)
 from shared.units import format_bytes
 from shared.wire import by_container_port
 
@@ -161,4 +168,27 @@ def placement(record: TaskRecord) -> str:
         text += " ports " + ports(record)
     if record.error:
         text += f": {record.error}"
+    return text
+
+
+def orphans(found: OrphanList) -> str:
+    """One row per orphan container: what runs, where, since when, and whether it can be
+    adopted; a line says how many were left out."""
+    rows = [
+        [
+            o.container_id[:12],
+            o.task_id,
+            o.node,
+            o.image,
+            o.cluster or "-",
+            age(o.since) if o.since else "-",
+            ",".join(f"{c}->{h}" for c, h in by_container_port(o.host_ports)) or "-",
+            "yes" if o.adoptable else f"no: {o.unrecoverable or 'unknown'}",
+        ]
+        for o in found.orphans
+    ]
+    headers = ["CONTAINER", "TASK", "NODE", "IMAGE", "CLUSTER", "SINCE", "PORTS", "ADOPTABLE"]
+    text = table(headers, rows)
+    if found.left_out:
+        text += f"\n({found.left_out} more not listed)"
     return text

@@ -12,9 +12,11 @@
 | node.drain       | {"name"}        | cordon, then move every task off the node           |
 | node.remove      | {"name"}        | forgets a down node                                 |
 | node.set         | NodeSettings    | an operator's labels and capacity caps for a node   |
+| orphans.remove   | OrphansRequest  | asks the nodes to remove orphan containers          |
+| orphans.adopt    | OrphansRequest  | makes an orphan container a task of this cluster    |
 
 Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
-node.* commands are an operator's: `manager/auth.py` checks who sent them.
+node.* and orphans.* commands are an operator's: `manager/auth.py` checks who sent them.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import Protocol
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes, removal, services
+from manager import core, nodes, orphans, removal, services
 from manager.auth import WorkerAuth, command_sender_allowed
 from manager.effects import Decision
+from manager.metrics import drop_orphans
+from manager.orphans import Book as OrphanBook
 from manager.quotas import Quotas
 from manager.store import Store
 from shared import topology
@@ -43,6 +47,7 @@ from shared.models import (
     NodeRecord,
     NodeRequest,
     NodeSettings,
+    OrphansRequest,
     Removed,
     RemoveRequest,
     Reply,
@@ -77,6 +82,8 @@ class CommandContext(Protocol):
     clock: Callable[[], datetime]
     monotonic: Callable[[], float]
 
+    orphans: OrphanBook
+
     def commit(self, decision: Decision) -> None: ...
     def settle(self, delivery: Delivery, reply: Reply | None = None) -> None: ...
     def refuse(self, delivery: Delivery, reason: str) -> None: ...
@@ -95,6 +102,7 @@ UPDATE = TypeAdapter(UpdateRequest)
 NODE = TypeAdapter(NodeRequest)
 SETTINGS = TypeAdapter(NodeSettings)
 REMOVE = TypeAdapter(RemoveRequest)
+ORPHANS = TypeAdapter(OrphansRequest)
 
 
 class Refused(Exception):
@@ -119,6 +127,8 @@ class Commands:
             topology.UNCORDON_KEY: lambda d: self.cordon(d, schedulable=True),
             topology.DRAIN_KEY: self.drain,
             topology.NODE_REMOVE_KEY: self.remove_node,
+            topology.ORPHANS_REMOVE_KEY: self.remove_orphans,
+            topology.ORPHANS_ADOPT_KEY: self.adopt_orphan,
         }
 
     def on_command(self, delivery: Delivery) -> None:
@@ -318,8 +328,61 @@ class Commands:
             raise Refused(removal.refusal([kept]))
         decision = removal.remove_node(node)
         self.manager.commit(decision)
+        self.manager.orphans.forget(node.name)
+        drop_orphans(node.name)
         log.info("node %s: removed", node.name)
         return Reply(ok=True, result=_removed(decision))
+
+    def remove_orphans(self, delivery: Delivery) -> Reply:
+        """Ask the nodes to remove the orphan containers named (`kube orphans remove`):
+        containers no task of this cluster placed (manager/orphans.py)."""
+        request = decode(ORPHANS, delivery.body)
+        found = self.manager.orphans.find(request.id, request.node, request.cluster)
+        if not found and request.id is not None:
+            raise Refused(orphans.Refused(orphans.Refusal.UNKNOWN, request.id).sentence())
+        self.manager.commit(orphans.removal(found))
+        for node, orphan in found:
+            log.warning(
+                "node %s: removing orphan container %s (task %s), as asked",
+                node,
+                orphan.container_id[:12],
+                orphan.task_id,
+            )
+        return Reply(ok=True, result=orphans.listing(found).model_dump(mode="json"))
+
+    def adopt_orphan(self, delivery: Delivery) -> str:
+        """Make an orphan container a task of this cluster (`kube orphans adopt`)."""
+        request = decode(ORPHANS, delivery.body)
+        if request.id is None:
+            raise Refused("adopt one orphan at a time: give its id")
+        found = self.manager.orphans.find(request.id, request.node, request.cluster)
+        chosen = orphans.choose(found, request.id)
+        if isinstance(chosen, orphans.Refused):
+            raise Refused(chosen.sentence())
+        node, orphan = chosen
+        known = self.store.task(orphan.task_id)
+        if known is not None and delivery.redelivered and known.container_id == orphan.container_id:
+            return known.id  # adopted by the first delivery
+        decision = orphans.adopt(
+            node,
+            orphan,
+            known,
+            self.store.cluster_id,
+            self.manager.clock(),
+            self.store.address(node),
+        )
+        if isinstance(decision, orphans.Refused):
+            raise Refused(decision.sentence())
+        self.manager.commit(decision)
+        self.manager.orphans.adopting(node, orphan)
+        log.warning(
+            "task %s: adopted container %s on node %s, attempt %d",
+            orphan.task_id,
+            orphan.container_id[:12],
+            node,
+            orphan.attempt,
+        )
+        return orphan.task_id
 
     def _service(self, name: str) -> ServiceRecord:
         service = self.store.service(name)

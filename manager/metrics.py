@@ -9,7 +9,9 @@ scrape after a restart.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram
+import contextlib
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from manager import unplaced
 from manager.effects import Decision
@@ -46,6 +48,13 @@ START_LATENCY = Histogram(
     "kube_task_start_latency_seconds",
     "Seconds from a task's submission to its first container running.",
     buckets=LATENCY_BUCKETS,
+)
+
+ORPHANS = Gauge(
+    "kube_orphan_containers",
+    "Containers on a node that no task of this cluster placed, left running (kube ps"
+    " --orphans), as its latest heartbeat says.",
+    ["node"],
 )
 
 # Every label value exists from the start, at 0: Prometheus's rate() needs a sample
@@ -90,6 +99,17 @@ def _count_no_fit(task_id: str, why: Unplaced | None) -> None:
     elif _last_no_fit.get(task_id) != why:
         _last_no_fit[task_id] = why
         PLACEMENT_FAILURES.labels(why.kind.value).inc()
+
+
+def count_orphans(node: str, count: int) -> None:
+    """Set a node's orphan count; a node with none has no series once it had some at 0."""
+    ORPHANS.labels(node).set(count)
+
+
+def drop_orphans(node: str) -> None:
+    """A node forgotten (`kube rm --node`): its series goes."""
+    with contextlib.suppress(KeyError):  # never reported
+        ORPHANS.remove(node)
 
 
 def serve_metrics(port: int, store: str) -> MetricsServer | None:

@@ -7,7 +7,7 @@ means a superseded attempt is still alive, and the node is told to remove it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -127,17 +127,23 @@ class Where:
 
 
 def superseded(
-    beat: Heartbeat, where: Mapping[str, Where], stops: int = MAX_STOPS_PER_PART
+    beat: Heartbeat,
+    where: Mapping[str, Where],
+    latest: Mapping[str, int],
+    stops: int = MAX_STOPS_PER_PART,
 ) -> Decision:
-    """Stop every container the node holds that is not its task's current attempt.
+    """Stop every container the node holds that this manager placed and that is not its
+    task's current attempt; one it never placed is left running (manager/orphans.py).
 
     `where` maps the task ids the heartbeat names to the attempts they hold; a task that
-    holds none (ended, or pending with nothing left running) is absent. At most `stops`
-    are sent for one part.
+    holds none (ended, or pending with nothing left running) is absent, and `latest` then
+    has its latest attempt if the store knows it. At most `stops` are sent for one part.
     """
     decision = Decision()
     for held in beat.tasks:
         task = where.get(held.task_id)
+        if never_placed(held.attempt, task, latest.get(held.task_id)):
+            continue  # an orphan: reported, never stopped
         current = task is not None and (
             (task.node == beat.node and task.attempt == held.attempt and task.state in PLACED)
             or task.draining == DrainingAttempt(node=beat.node, attempt=held.attempt)
@@ -147,6 +153,17 @@ def superseded(
                 break  # the rest on the next heartbeats (manager/admission.py)
             decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
     return decision
+
+
+def never_placed(attempt: int, where: Where | None, latest: int | None) -> bool:
+    """Whether this manager never placed an attempt of a task: its store has no such task
+    (`where` and `latest` both None), or only older attempts of it (a task's attempt is
+    recorded before its dispatch is sent, so the store always knows the newest one it
+    placed). `where` is where the task holds an attempt; `latest`, for a task that holds
+    none (ended, pending), its latest attempt. See manager/orphans.py."""
+    if where is not None:
+        return attempt > where.attempt
+    return latest is None or attempt > latest
 
 
 def uncounted(beat: Heartbeat, where: Mapping[str, Where]) -> list[str]:
@@ -182,15 +199,18 @@ def gather(parts: Sequence[Heartbeat], beat: Heartbeat) -> tuple[list[Heartbeat]
     return [], gathered[0].model_copy(update={"tasks": held, "part": 0, "parts": 1})
 
 
-def missing(beat: Heartbeat, running_here: Mapping[str, int]) -> list[str]:
+def missing(
+    beat: Heartbeat, running_here: Mapping[str, int], also: Collection[tuple[str, int]] = ()
+) -> list[str]:
     """Tasks the manager has running on the node (id -> attempt) that it does not hold.
 
     Only a whole heartbeat (see `gather`) with a full inventory from a node with a working
-    engine proves anything.
+    engine proves anything, and only if it left no orphan out: an adopted attempt a
+    restarted worker lists among its orphans until it is told again (`also`) is held.
     """
-    if not (beat.inventory and beat.engine_ok):
+    if not (beat.inventory and beat.engine_ok) or beat.orphans_left_out:
         return []
-    held = {(h.task_id, h.attempt) for h in beat.tasks}
+    held = {(h.task_id, h.attempt) for h in beat.tasks} | set(also)
     return [i for i, attempt in running_here.items() if (i, attempt) not in held]
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from manager.endpoints import serving
 from manager.log_relay import LogRelay
+from manager.orphans import Book, listing
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery, MessageBus
@@ -34,7 +35,7 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
-    `query.endpoints` and `query.logs`."""
+    `query.endpoints`, `query.logs` and `query.orphans`."""
 
     def __init__(
         self,
@@ -43,12 +44,14 @@ class Queries:
         relay: LogRelay,
         monotonic: Callable[[], float],
         clock: Callable[[], datetime],
+        orphans: Book | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.relay = relay
         self.monotonic = monotonic  # the relay's deadlines are on the monotonic clock
         self.clock = clock  # wall time, for the `at` of what it answers
+        self.orphans = orphans or Book()  # what the nodes last reported (manager/orphans.py)
         self.handlers: dict[str, Callable[[Delivery], Reply | None]] = {
             "query.tasks": self.tasks,
             "query.task": self.task,
@@ -56,6 +59,7 @@ class Queries:
             "query.services": self.services,
             "query.endpoints": self.endpoints,
             "query.logs": self.logs,
+            "query.orphans": self.orphan_list,
         }
 
     def on_query(self, delivery: Delivery) -> None:
@@ -121,6 +125,11 @@ class Queries:
             found = tuple(sorted({e for t in named if serving(t) for e in t.endpoints}))
         result = ServiceEndpoints(name=query.name, endpoints=found, at=self.clock())
         return Reply(ok=True, id=query.name, result=_dump(result))
+
+    def orphan_list(self, delivery: Delivery) -> Reply:
+        """The containers the nodes last reported that no task of this cluster placed."""
+        found = listing(self.orphans.all(), self.orphans.left_out())
+        return Reply(ok=True, result=_dump(found))
 
     def logs(self, delivery: Delivery) -> Reply | None:
         query = decode(LOGS, delivery.body)

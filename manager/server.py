@@ -20,13 +20,23 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
 from pydantic import TypeAdapter
 
-from manager import admission, cluster, core, dead_dispatches, endpoints, nodes, removal, services
+from manager import (
+    admission,
+    cluster,
+    core,
+    dead_dispatches,
+    endpoints,
+    nodes,
+    orphans,
+    removal,
+    services,
+)
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
 from manager.commands import Commands
@@ -34,7 +44,7 @@ from manager.config import ManagerConfig
 from manager.effects import Decision, Outgoing
 from manager.liveness import Liveness
 from manager.log_relay import Answer, LogRelay
-from manager.metrics import observe
+from manager.metrics import count_orphans, observe
 from manager.queries import Queries
 from manager.quotas import Quotas
 from manager.retention import PURGE_BATCH
@@ -47,12 +57,15 @@ from shared.codec import decode, encode
 from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
 from shared.ids import new_task_id
 from shared.messages import (
+    AdoptOrphan,
     ClockAhead,
     ClusterInfo,
+    Disowned,
     Dispatch,
     Heartbeat,
     LogsReply,
     LogsRequest,
+    RemoveOrphan,
     Result,
     RunTask,
     StopTask,
@@ -87,9 +100,16 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
-    Dispatch
-)
+DISPATCH: TypeAdapter[
+    RunTask
+    | StopTask
+    | LogsRequest
+    | ClusterInfo
+    | ClockAhead
+    | Disowned
+    | RemoveOrphan
+    | AdoptOrphan
+] = TypeAdapter(Dispatch)
 
 
 def utcnow() -> datetime:
@@ -119,7 +139,8 @@ class Manager:
         self.monotonic = monotonic  # what every interval is measured on (manager/liveness.py)
         self.liveness = Liveness(since=monotonic())
         self.logs = LogRelay()
-        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock)
+        self.orphans = orphans.Book()  # the latest each node reported (manager/orphans.py)
+        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock, self.orphans)
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
@@ -563,17 +584,24 @@ class Manager:
             decision.extend(cluster.introduce(beat, self.store.cluster_id))
             self._undo.append(self.liveness.hear(beat.node, ticks))
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
-        where = self.store.where(h.task_id for h in beat.tasks)
-        stops = nodes.superseded(beat, where, allowed)
+        where = self.store.where([*(h.task_id for h in beat.tasks), *self._orphan_ids(beat)])
+        # The tasks whose containers it lists that hold nothing counted (superseded, ended,
+        # unknown): few, read once for their latest attempts and their host ports.
+        ids = nodes.uncounted(beat, where)
+        uncounted = self.store.tasks_by_id(ids) if ids else {}
+        latest = {i: task.attempt for i, task in uncounted.items() if i not in where}
+        stops = nodes.superseded(beat, where, latest, allowed)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
+        decision.extend(self.note_orphans(beat, where, latest))
         held = self._heartbeat_parts.pop(beat.node, None)
         self._undo.append(lambda: self._put_parts(beat.node, held))
         parts, whole = nodes.gather(held or [], beat)
         if parts:
             self._heartbeat_parts[beat.node] = parts
-        freed = self.note_leftovers(beat, where, whole is not None)
-        gone = nodes.missing(whole, self.store.running_on(beat.node)) if whole else []
+        freed = self.note_leftovers(beat, uncounted.values(), whole is not None)
+        running_here = self.store.running_on(beat.node)
+        gone = nodes.missing(whole, running_here, self._adopted_here(beat.node)) if whole else []
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))
@@ -584,15 +612,51 @@ class Manager:
         if changed or decision.tasks or freed:
             self.schedule_pending()
 
-    def note_leftovers(
-        self, beat: Heartbeat, where: Mapping[str, nodes.Where], whole: bool
-    ) -> bool:
+    def _orphan_ids(self, beat: Heartbeat) -> list[str]:
+        return [o.task_id for o in beat.orphans]
+
+    def note_orphans(
+        self, beat: Heartbeat, where: Mapping[str, nodes.Where], latest: Mapping[str, int]
+    ) -> Decision:
+        """Containers this manager never placed are left running: the worker is told to
+        list them as orphans (`Disowned`); the orphans part 0 lists are kept for people
+        (`kube ps --orphans`), and those adopted here are told again (manager/orphans.py)."""
+        decision = Decision()
+        stray = orphans.strays(beat, where, latest)
+        if stray:
+            log.warning(
+                "node %s: %d containers of tasks this manager never placed (%s...): left"
+                " running and reported as orphans",
+                beat.node,
+                len(stray),
+                stray[0].task_id,
+            )
+            told = Disowned(tasks=tuple(stray))
+            decision.outgoing.append(Outgoing(topology.DISPATCH, beat.node, encode(told)))
+        if beat.part == 0 and beat.inventory:  # else its worker has not looked yet
+            maybe = [o.task_id for o in beat.orphans if orphans.maybe_ours(o, beat.node, where)]
+            records = self.store.tasks_by_id(maybe) if maybe else {}
+            containers = {i: task.container_id for i, task in records.items()}
+            found = self.orphans.heard(beat, where, containers)
+            count_orphans(beat.node, found.count)
+            decision.extend(orphans.readopt(beat, where, containers))
+        return decision
+
+    def _adopted_here(self, node: str) -> set[tuple[str, int]]:
+        """Adopted attempts a restarted worker lists as orphans until it is told again:
+        held all the same, not vanished."""
+        return self.orphans.adopted.get(node, set())
+
+    def note_leftovers(self, beat: Heartbeat, found: Iterable[TaskRecord], whole: bool) -> bool:
         """Count the host ports of the containers the heartbeat part lists that the holdings
-        do not (a superseded or lost attempt being stopped, a draining one) as held on the
-        node until a heartbeat shows them gone; whether that freed a port."""
-        ids = nodes.uncounted(beat, where)
-        found = self.store.tasks_by_id(ids).values() if ids else ()
+        do not (`found`: a superseded or lost attempt being stopped, a draining one; and
+        the orphans) as held on the node until a heartbeat shows them gone; whether that
+        freed a port."""
         ports = [port for task in found for port in task.spec.fixed_host_ports()]
+        if beat.part == 0:  # the orphans it lists hold theirs too (manager/orphans.py)
+            ports += orphans.held_ports(
+                self.orphans.nodes.get(beat.node, orphans.NodeOrphans(beat.node))
+            )
         freed = self.store.heard_leftovers(beat.node, ports, beat.part == 0, whole)
         if freed:
             self.blocked.reset()  # a port freed outside any decision: look again

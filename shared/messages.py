@@ -94,11 +94,6 @@ class ClockAhead(WireModel):
     limit: float = Field(ge=0, le=10**10, description="seconds ahead a result may be dated")
 
 
-Dispatch = Annotated[
-    RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead, Field(discriminator="kind")
-]
-
-
 class TaskUpdate(WireModel):
     """Worker to manager: what happened to one attempt of a task."""
 
@@ -138,6 +133,45 @@ class HeldTask(WireModel):
     attempt: Attempt
     state: TaskState
     container_id: ContainerId
+
+
+class Held(WireModel):
+    """A container by the attempt it runs."""
+
+    task_id: TaskId
+    attempt: Attempt
+
+
+class Orphan(WireModel):
+    """A container on a node that no task of this cluster placed: another cluster's (its
+    manager's database was replaced), or one this manager's store does not know. Left
+    running; listed so that a person may adopt or remove it."""
+
+    task_id: TaskId
+    attempt: Attempt
+    container_id: ContainerId
+    name: Text = Field(description="the container's name on its engine")
+    image: Annotated[str, Field(min_length=1, max_length=255)]
+    cluster: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="the cluster id it carries (a label: any text)"
+    )
+    since: Timestamp | None = Field(default=None, description="when it started")
+    host_ports: Annotated[dict[PortKey, Port], Field(max_length=MAX_PORTS)] = Field(
+        default_factory=dict
+    )
+    spec: TaskSpec | None = Field(
+        default=None, description="the task it runs, as its container says (for adoption)"
+    )
+    unrecoverable: Text | None = Field(
+        default=None, description="why no spec could be read from the container"
+    )
+
+
+MAX_ORPHANS_LISTED = 50
+"""Orphans one heartbeat lists, at most; it counts the rest in `orphans_left_out`."""
+
+MAX_ORPHAN_BYTES = 256 * 1024
+"""Bytes the orphans of one heartbeat take at most, once encoded (each carries its spec)."""
 
 
 HELD_PER_PART = 2000
@@ -181,6 +215,12 @@ class Heartbeat(WireModel):
         default=False, description="true when tasks lists every container the node runs"
     )
     tasks: Annotated[tuple[HeldTask, ...], Field(max_length=HELD_PER_PART)] = ()
+    orphans: Annotated[tuple[Orphan, ...], Field(max_length=MAX_ORPHANS_LISTED)] = Field(
+        default=(), description="containers on the node no task of this cluster placed (part 0)"
+    )
+    orphans_left_out: Count = Field(
+        default=0, description="orphans there are beyond those listed (bounded list)"
+    )
     part: Annotated[int, Field(ge=0, lt=MAX_PARTS)] = Field(
         default=0, description="which part of the heartbeat this is, from 0"
     )
@@ -197,10 +237,60 @@ class Heartbeat(WireModel):
     def in_parts(self, held: Sequence[HeldTask]) -> list[Heartbeat]:
         """This heartbeat listing the containers held, in as many parts as that takes."""
         slices = [tuple(held[i : i + HELD_PER_PART]) for i in range(0, len(held), HELD_PER_PART)]
+        first: dict[str, object] = {}  # the orphans go in part 0 only
+        later: dict[str, object] = {"orphans": (), "orphans_left_out": 0}
         return [
-            self.model_copy(update={"tasks": tasks, "part": part, "parts": len(slices) or 1})
+            self.model_copy(
+                update={
+                    "tasks": tasks,
+                    "part": part,
+                    "parts": len(slices) or 1,
+                    **(first if part == 0 else later),
+                }
+            )
             for part, tasks in enumerate(slices or [()])
         ]
+
+
+class Disowned(WireModel):
+    """Manager to worker: these containers of the node are no task this manager placed
+    (its store does not know the task, or knows only older attempts of it). The worker
+    leaves them running, stops listing them as held, and lists them as orphans."""
+
+    kind: Literal["disowned"] = "disowned"
+    tasks: Annotated[tuple[Held, ...], Field(max_length=HELD_PER_PART)]
+
+
+class RemoveOrphan(WireModel):
+    """Manager to worker, at a person's request (`kube orphans remove`): stop and remove
+    an orphan container, one the worker lists as such and no task of its cluster."""
+
+    kind: Literal["remove-orphan"] = "remove-orphan"
+    container_id: ContainerId
+
+
+class AdoptOrphan(WireModel):
+    """Manager to worker: the orphan container is now a task of this cluster (the manager
+    recorded it, `kube orphans adopt`); the worker watches it and reports on it like any
+    other. Sent again while the worker lists it as an orphan (a restarted worker forgot)."""
+
+    kind: Literal["adopt-orphan"] = "adopt-orphan"
+    task_id: TaskId
+    attempt: Attempt
+    container_id: ContainerId
+
+
+Dispatch = Annotated[
+    RunTask
+    | StopTask
+    | LogsRequest
+    | ClusterInfo
+    | ClockAhead
+    | Disowned
+    | RemoveOrphan
+    | AdoptOrphan,
+    Field(discriminator="kind"),
+]
 
 
 class LogsReply(WireModel):

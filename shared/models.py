@@ -94,6 +94,51 @@ class Removed(WireModel):
     nodes: tuple[str, ...] = ()
 
 
+class OrphansRequest(WireModel):
+    """The body of `orphans.remove` and `orphans.adopt`: which orphan containers (a
+    container id or a prefix of it, a task id or a container name; with `all`, every
+    one), on `node` and of `cluster` if given. Adopting takes one id."""
+
+    id: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    all: bool = False
+    node: Name | None = None
+    cluster: Annotated[str, Field(min_length=1, max_length=253)] | None = Field(
+        default=None, description="only the orphans carrying this cluster id"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> OrphansRequest:
+        if (self.id is None) == (not self.all):
+            raise ValueError("give an orphan's id, or all")
+        return self
+
+
+class OrphanRecord(WireModel):
+    """One orphan container as `kube ps --orphans` shows it: on a node, run by no task of
+    this cluster, left running (docs/orphans.md)."""
+
+    node: Name
+    task_id: TaskId
+    attempt: Count
+    container_id: Annotated[str, Field(min_length=1, max_length=128)]
+    name: Text
+    image: str
+    cluster: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None, description="the cluster id it carries (this one's: the store lost it)"
+    )
+    since: Timestamp | None = None
+    host_ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=dict)
+    adoptable: bool = Field(description="whether `kube orphans adopt` can read its spec")
+    unrecoverable: Text | None = Field(default=None, description="why it cannot be adopted")
+
+
+class OrphanList(WireModel):
+    """The `result` of `query.orphans`, and of an `orphans.remove` reply (what was asked)."""
+
+    orphans: tuple[OrphanRecord, ...] = ()
+    left_out: Count = Field(default=0, description="orphans the nodes or this list left out")
+
+
 class AttemptEnd(enum.StrEnum):
     """How an attempt that is restarted ended."""
 

@@ -26,6 +26,8 @@ from shared.models import (
     NodeRecord,
     NodeRequest,
     NodeSettings,
+    OrphanList,
+    OrphansRequest,
     Removed,
     RemoveRequest,
     Reply,
@@ -49,6 +51,8 @@ MESSAGES: dict[str, Any] = {
     "node-request": NodeRequest,  # kube.commands node.cordon, .uncordon, .drain, .remove
     "remove-request": RemoveRequest,  # kube.commands task.remove
     "removed": Removed,  # the result of task.remove and node.remove replies
+    "orphans-request": OrphansRequest,  # kube.commands orphans.remove, orphans.adopt
+    "orphan-list": OrphanList,  # query.orphans, and the result of orphans.remove replies
     "service-record": ServiceRecord,  # query.services rows
     "reply": Reply,  # answers to requests with reply_to
     "task-query": TaskQuery,  # kube.commands query.task

@@ -46,12 +46,23 @@ UNCORDON_KEY = "node.uncordon"
 DRAIN_KEY = "node.drain"
 NODE_REMOVE_KEY = "node.remove"
 NODE_SET_KEY = "node.set"
+ORPHANS_REMOVE_KEY = "orphans.remove"
+ORPHANS_ADOPT_KEY = "orphans.adopt"
 QUERY_PREFIX = "query."
 
 CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
 """What a client may ask (and queries): the broker user kube-client."""
-OPERATOR_COMMAND_KEYS = (CORDON_KEY, UNCORDON_KEY, DRAIN_KEY, NODE_REMOVE_KEY, NODE_SET_KEY)
-"""An operator's acts on nodes (and queries): the broker user kube-operator."""
+OPERATOR_COMMAND_KEYS = (
+    CORDON_KEY,
+    UNCORDON_KEY,
+    DRAIN_KEY,
+    NODE_REMOVE_KEY,
+    NODE_SET_KEY,
+    ORPHANS_REMOVE_KEY,
+    ORPHANS_ADOPT_KEY,
+)
+"""An operator's acts on nodes and their orphan containers (and queries): the broker
+user kube-operator."""
 
 EVENTS_RETENTION: dict[str, Any] = {
     "x-max-age": "1h",

@@ -129,6 +129,18 @@ class Runners(Generic[D]):
             if key not in listed and key not in touched:
                 self._apply(key, lambda attempt: attempt.vanished())
 
+    def forget(self, key: Key) -> bool:
+        """Drop one running attempt, reporting and removing nothing: the manager never
+        placed it (its store does not know it), and it is left running as an orphan. One
+        being started or removed is left to finish (a stop under way is carried out and
+        its dispatch acked); whether it was dropped."""
+        attempt = self._attempts.get(key)
+        if attempt is None or attempt.phase != Phase.RUNNING:
+            return False
+        del self._attempts[key]
+        self._health.forget(key)
+        return True
+
     def forget_all(self) -> list[Key]:
         """Drop every attempt, reporting and removing nothing: the node's manager now runs
         another cluster (its database was replaced), whose containers these are not."""

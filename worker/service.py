@@ -22,7 +22,10 @@ held until the start is done) and is forgotten when the attempt ends. This modul
 wiring: the bus, the engine calls, heartbeats and the confirmed stream of results.
 
 Stopping the worker leaves its containers running; a worker that starts again reports
-what it finds (reconciliation), so nothing is orphaned or started twice.
+what it finds (reconciliation), so nothing is orphaned or started twice. A container no
+task of its cluster placed (another cluster's, or one the manager says it never placed:
+`Disowned`) is an orphan: left running, listed in heartbeats, and removed or adopted
+only at a person's request (docs/orphans.md).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -51,13 +54,19 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    MAX_ORPHAN_BYTES,
+    MAX_ORPHANS_LISTED,
+    AdoptOrphan,
     ClockAhead,
     ClusterInfo,
+    Disowned,
     Dispatch,
     Heartbeat,
     HeldTask,
     LogsReply,
     LogsRequest,
+    Orphan,
+    RemoveOrphan,
     RunTask,
     StopTask,
     TaskUpdate,
@@ -74,14 +83,28 @@ from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
 from worker.runner import Runners
-from worker.runtime.base import ContainerExit, ContainerInfo, ContainerStatus, ExitWatch, Runtime
+from worker.runtime.base import (
+    ContainerExit,
+    ContainerInfo,
+    ContainerStatus,
+    ExitWatch,
+    Runtime,
+    Stray,
+)
 from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
-    Dispatch
-)
+DISPATCH: TypeAdapter[
+    RunTask
+    | StopTask
+    | LogsRequest
+    | ClusterInfo
+    | ClockAhead
+    | Disowned
+    | RemoveOrphan
+    | AdoptOrphan
+] = TypeAdapter(Dispatch)
 
 T = TypeVar("T")
 
@@ -93,6 +116,10 @@ def utcnow() -> datetime:
 MAX_STOPS_AT_ONCE = 64
 """Containers a worker stops at the same time, each waiting out its grace period (10 s,
 then SIGKILL); the engine's stop calls block, so each takes a thread."""
+
+ORPHAN_SCAN_SECONDS = 10.0
+"""How often the worker looks for orphan containers (no task of its cluster), besides
+after each listing of the engine and each change it was told of: one list call."""
 
 MIN_SILENCE = 5.0
 """Seconds, at least, a worker waits for the broker to confirm its results before it
@@ -135,6 +162,11 @@ class Worker:
         self._engine_ok = True
         self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
         self._early_stops: list[tuple[StopTask, Delivery]] = []  # held until _join
+        # Attempts the manager never placed (Disowned): left running, listed as orphans.
+        # Replaced, never changed in place: the engine threads read it as it is.
+        self.disowned: frozenset[Key] = frozenset()
+        self._orphans: tuple[tuple[Orphan, ...], int] = ((), 0)  # listed, left out
+        self._orphan_changes = 0  # bumped by each change a scan under way may have missed
         self._claimed = False  # whether this process consumes its node queue (_claim_queue)
         self._inventory = False  # true once the engine's containers have been listed
         self._results: list[Outbound] = []  # updates and heartbeats, in order (bus thread)
@@ -166,6 +198,7 @@ class Worker:
         self.bus.on_connect(self.send_heartbeat)
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
+        self.bus.every(ORPHAN_SCAN_SECONDS, self._scan_orphans)
         # The engine is read once the manager says which cluster this node is in (_join).
         self._cut_watch.start()
 
@@ -248,15 +281,21 @@ class Worker:
             self._inventory = False
 
     def _reconcile(self) -> None:
-        """Report every container this node holds, as the engine sees it now."""
+        """Report every container this node holds, as the engine sees it now, and list its
+        orphans with it: a heartbeat that says it lists every container lists those too
+        (an adopted one a restarted worker has forgotten is among them)."""
+        disowned, changes = self.disowned, self._orphan_changes
         self.runners.listing()
-        found = self.runtime.list()
+        found = [i for i in self.runtime.list() if (i.task_id, i.attempt) not in disowned]
         for info in found:
             if info.status == ContainerStatus.RUNNING:
                 self.contact.track((info.task_id, info.attempt), info.stop_after)
+        strays, total = self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
+        listed = orphan_list(strays)
 
         def apply() -> None:
             self.runners.reconciled(found)
+            self._set_orphans(listed, total, changes)
             self._inventory = True
 
         self.bus.call_threadsafe(apply)
@@ -285,9 +324,15 @@ class Worker:
         elif isinstance(message, RunTask):
             if message.cluster is not None:
                 self._join(message.cluster)
+            # An attempt placed is this cluster's, whatever was said of a container of
+            # the same name before (an older store placing the attempt it lacked).
+            self.disowned -= {(message.task_id, message.attempt)}
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
+        elif isinstance(message, Disowned | RemoveOrphan | AdoptOrphan):
+            self._orphan_dispatch(message)
+            self._settled.append(delivery)
         elif self.cluster is None:
             # Not yet told its cluster (a worker restarted while its node was still ready):
             # its containers cannot be told from another cluster's yet, so the stop waits
@@ -301,7 +346,8 @@ class Worker:
         (and unlabelled ones, from before cluster ids) are listed, watched and touched, so
         two clusters on one engine never touch each other's. The engine is reconciled from
         then on; told another cluster (its manager's database was replaced), the worker
-        follows its manager and lists again."""
+        follows its manager and lists again: the other cluster's containers are orphans,
+        listed as such but never reported as tasks, stopped or removed."""
         if cluster == self.cluster:
             return
         if self.cluster is None:
@@ -313,7 +359,7 @@ class Worker:
                 cluster,
                 self.cluster,
             )
-            # Not this cluster's: never reported, listed in heartbeats, stopped or removed.
+            # Not this cluster's: never reported as tasks, stopped or removed (orphans).
             for key in self.runners.forget_all():
                 self.contact.forget(key)
         self.cluster = cluster
@@ -330,6 +376,74 @@ class Worker:
             self._watch_engine()
 
         self.pool.submit(rewatch)
+
+    # -- orphans: containers no task of this cluster placed (docs/orphans.md) ------------
+
+    def _orphan_dispatch(self, message: Disowned | RemoveOrphan | AdoptOrphan) -> None:
+        """On the bus thread: the manager disowns containers, removes or adopts an orphan."""
+        self._orphan_changes += 1
+        if isinstance(message, Disowned):
+            for held in message.tasks:
+                key = (held.task_id, held.attempt)
+                if not self.runners.forget(key):
+                    continue  # being started or stopped here, or gone: its runner finishes
+                log.warning(
+                    "task %s: attempt %d is no task of this cluster's manager: left running,"
+                    " reported as an orphan",
+                    *key,
+                )
+                self.disowned |= {key}
+                self.contact.forget(key)
+            self._scan_orphans()
+        elif isinstance(message, RemoveOrphan):
+            disowned = self.disowned
+
+            def remove() -> None:
+                short = message.container_id[:12]
+                try:
+                    self._with_engine(
+                        lambda: self.runtime.remove_stray(message.container_id, disowned)
+                    )
+                except RuntimeFailure as exc:
+                    log.warning("worker %s: orphan %s not removed: %s", self.name, short, exc)
+                else:
+                    log.warning("worker %s: removed orphan container %s", self.name, short)
+                self.bus.call_threadsafe(self._scan_orphans)
+
+            self._background(remove, self.stops)
+        else:
+            key = (message.task_id, message.attempt)
+            log.warning(
+                "task %s: attempt %d adopted (container %s)", *key, message.container_id[:12]
+            )
+            self.runtime.adopt(message.container_id)
+            self.disowned -= {key}
+            listed, left_out = self._orphans
+            kept = tuple(o for o in listed if o.container_id != message.container_id)
+            self._orphans = (kept, left_out)
+            self._background(self._reconcile)  # list again: the attempt is reported
+
+    def _scan_orphans(self) -> None:
+        """On the bus thread: look for orphan containers in the pool, once the cluster is
+        known; the next heartbeats list what it found."""
+        if self.cluster is None:
+            return
+        disowned, changes = self.disowned, self._orphan_changes
+
+        def scan() -> None:
+            found, total = self._with_engine(
+                lambda: self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
+            )
+            listed = orphan_list(found)
+            self.bus.call_threadsafe(lambda: self._set_orphans(listed, total, changes))
+
+        self._background(scan)
+
+    def _set_orphans(self, listed: tuple[Orphan, ...], total: int, changes: int) -> None:
+        """On the bus thread: a scan's outcome, unless something changed since it began
+        (an adoption, a removal): then it is stale, and the next scan is due already."""
+        if changes == self._orphan_changes:
+            self._orphans = (listed, total - len(listed))
 
     def _start(self, key: Key, spec: TaskSpec) -> ContainerInfo | StartFailed:
         """In the pool: start an attempt's container, unless the policy refuses it."""
@@ -479,6 +593,8 @@ class Worker:
             engine_ok=self._engine_ok,
             address=self.address,
             inventory=self._inventory,
+            orphans=self._orphans[0],
+            orphans_left_out=self._orphans[1],
         )
         for part in beat.in_parts(held):
             self._results.append(self._result("heartbeat", encode(part)))
@@ -584,3 +700,36 @@ class Worker:
             body,
             user_id=self._user,  # validated by the broker: the manager knows who sent it
         )
+
+
+def orphan_list(strays: Sequence[Stray]) -> tuple[Orphan, ...]:
+    """The strays as a heartbeat lists them: as many as MAX_ORPHAN_BYTES holds."""
+    listed: list[Orphan] = []
+    size = 0
+    for stray in strays[:MAX_ORPHANS_LISTED]:
+        try:
+            orphan = orphan_of(stray)
+        except ValidationError as exc:  # another kube's labels, beyond what ours allow
+            log.warning("container %s: not listed as an orphan: %s", stray.name, describe(exc))
+            continue
+        size += len(encode(orphan))
+        if size > MAX_ORPHAN_BYTES:
+            break
+        listed.append(orphan)
+    return tuple(listed)
+
+
+def orphan_of(stray: Stray) -> Orphan:
+    """A stray container as a heartbeat lists it."""
+    return Orphan(
+        task_id=stray.task_id,
+        attempt=stray.attempt,
+        container_id=stray.container_id,
+        name=stray.name,
+        image=stray.image,
+        cluster=stray.cluster,
+        since=stray.since,
+        host_ports={k: v for k, v in stray.host_ports.items()},
+        spec=stray.spec,
+        unrecoverable=stray.unrecoverable,
+    )

@@ -30,13 +30,14 @@ def test_a_result_dated_far_ahead_is_refused_but_a_minute_of_skew_is_not() -> No
 
 
 def test_one_heartbeat_part_causes_a_bounded_number_of_stops() -> None:
-    # given a worker listing 2,000 containers the manager never placed
+    # given a worker listing 2,000 containers of tasks the manager placed, which ended
     invented = tuple(
         HeldTask(task_id=f"ghost-{i}", attempt=1, state=TaskState.RUNNING, container_id="c")
         for i in range(2000)
     )
+    ended = {held.task_id: 1 for held in invented}
     # when the manager reconciles the part
-    decision = nodes.superseded(beat(held=invented), {})
+    decision = nodes.superseded(beat(held=invented), {}, ended)
     # then it sends at most the bound, and the next heartbeat sends the next ones
     assert len(decision.outgoing) == admission.MAX_STOPS_PER_PART
 
@@ -44,7 +45,7 @@ def test_one_heartbeat_part_causes_a_bounded_number_of_stops() -> None:
 def test_a_current_attempt_is_not_stopped() -> None:
     held = (HeldTask(task_id="t1", attempt=2, state=TaskState.RUNNING, container_id="c"),)
     where = {"t1": Where("n1", 2, TaskState.RUNNING)}
-    assert nodes.superseded(beat(held=held), where).outgoing == []
+    assert nodes.superseded(beat(held=held), where, {}).outgoing == []
 
 
 def test_a_node_is_sent_a_bounded_number_of_stops_per_window_however_many_parts() -> None:
@@ -55,4 +56,4 @@ def test_a_node_is_sent_a_bounded_number_of_stops_per_window_however_many_parts(
     assert budget.left("n1", 101.0) == 0
     assert budget.left("n2", 100.0) == 250  # per node
     assert budget.left("n1", 102.0) == 250  # a new window
-    assert nodes.superseded(beat(held=()), {}, stops=0).outgoing == []
+    assert nodes.superseded(beat(held=()), {}, {}, stops=0).outgoing == []

@@ -167,7 +167,8 @@ def test_a_lost_task_that_may_not_restart_fails() -> None:
 
 def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
     moved = running().model_copy(update={"node": "n2", "attempt": 2})
-    decision = nodes.superseded(beat(("t1", 1), ("ghost", 1)), {"t1": nodes.Where.of(moved)})
+    where = {"t1": nodes.Where.of(moved)}
+    decision = nodes.superseded(beat(("t1", 1), ("ghost", 1)), where, {"ghost": 1})
     stops = [json.loads(o.body) for o in decision.outgoing]
     assert stops == [
         {"kind": "stop", "task_id": "t1", "attempt": 1},
@@ -177,7 +178,7 @@ def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
 
 def test_a_current_container_is_left_alone() -> None:
     task = running()
-    assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(task)}).empty
+    assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(task)}, {}).empty
     assert nodes.missing(beat(("t1", 1)), {"t1": 1}) == []
 
 
@@ -255,7 +256,7 @@ def test_drain_cordons_and_keeps_the_old_attempt_until_the_next_one_runs() -> No
     placed = core.schedule([moving], [decision.nodes[0], node("n2")], RoundRobin(), NOW).tasks[-1]
     assert (placed.node, placed.attempt) == ("n2", 2)
     # then n1's heartbeat still holding attempt 1 is not told to stop it yet
-    assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(placed)}).empty
+    assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(placed)}, {}).empty
     ran = core.apply_update(
         placed, TaskUpdate(node="n2", task_id="t1", attempt=2, state=TaskState.RUNNING, at=NOW), NOW
     )

@@ -199,3 +199,36 @@ def test_exec_returns_the_commands_exit_code_while_it_runs(kit: RuntimeKit) -> N
 
     # then exec runs in it and reports success
     assert kit.runtime.exec("exec", 1, ("true",)) == 0
+
+
+OLD_CLUSTER, NEW_CLUSTER = "aaaa0000aaaa0000", "bbbb0000bbbb0000"
+
+
+def test_another_clusters_running_containers_are_strays_to_adopt_or_remove(
+    kit: RuntimeKit,
+) -> None:
+    # given a container started in one cluster, and the runtime now in another
+    kit.runtime.join(OLD_CLUSTER)
+    kit.runtime.start("old", 1, kit.running(labels={"team": "a"}))
+    older = kit.runtime.start("older", 1, kit.running())
+    kit.runtime.join(NEW_CLUSTER)
+    kit.runtime.start("new", 1, kit.running())
+    # then the old cluster's are strays, described with their spec
+    found, total = kit.runtime.strays(set(), limit=10)
+    assert total == 2 and sorted(s.task_id for s in found) == ["old", "older"]
+    old = next(s for s in found if s.task_id == "old")
+    assert old.cluster == OLD_CLUSTER and old.name.endswith("old.1")
+    assert old.spec is not None and old.spec.labels == {"team": "a"}
+    assert old.spec.command == kit.running().command
+    # and so are this cluster's attempts disowned; a limit describes fewer, counting all
+    described, total = kit.runtime.strays({("new", 1)}, limit=1)
+    assert (len(described), total) == (1, 3)
+    # when one is adopted, it is this cluster's: listed, and no stray
+    kit.runtime.adopt(old.container_id)
+    assert "old" in [i.task_id for i in kit.runtime.list()]
+    assert kit.runtime.strays(set(), limit=10)[1] == 1
+    # and a stray removed is gone; one that is no stray is refused
+    kit.runtime.remove_stray(older.container_id, set())
+    assert kit.runtime.strays(set(), limit=10)[1] == 0
+    with pytest.raises(RuntimeFailure):
+        kit.runtime.remove_stray(old.container_id, set())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from shared.specs import HealthCheck, TaskSpec
@@ -32,10 +33,10 @@ def other_cluster(name: str, cluster: str | None) -> str:
     """Why a container of another kube cluster is not touched, and what a person may do."""
     return (
         f"container {name} belongs to another kube cluster ({cluster}) on this engine,"
-        " never touched from this one: if this manager's database was replaced, remove the"
-        f" old cluster's containers (docker rm -f $(docker ps -aq --filter"
-        f" label={CLUSTER_LABEL}={cluster})); if two clusters share this engine, give this"
-        " node another --name in one of them"
+        " never touched from this one: if this manager's database was replaced, adopt or"
+        f" remove the old cluster's containers (kube ps --orphans; kube orphans remove --all"
+        f" --cluster {cluster}); if two clusters share this engine, give this node another"
+        " --name in one of them"
     )
 
 
@@ -72,6 +73,23 @@ class ContainerExit:
     exit_code: int
     error: str | None = None  # for people; what it says is not parsed
     oom_killed: bool = False  # the kernel's OOM killer ended it
+
+
+@dataclass(frozen=True)
+class Stray:
+    """A running container of this node that is no task of its cluster: another cluster's,
+    or one the manager disowned (its store does not know it). Left running, reported."""
+
+    task_id: str
+    attempt: int
+    container_id: str
+    name: str
+    image: str
+    cluster: str | None
+    since: datetime | None
+    host_ports: dict[str, int] = field(default_factory=dict)
+    spec: TaskSpec | None = None  # as the container says, for adoption
+    unrecoverable: str | None = None  # why no spec could be read from it
 
 
 def container_name(node: str, task_id: str, attempt: int) -> str:
@@ -127,6 +145,24 @@ class Runtime(Protocol):
 
     def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
         """Run a command in the running container; return its exit code."""
+        ...
+
+    def strays(
+        self, disowned: Collection[tuple[str, int]], limit: int
+    ) -> tuple[Sequence[Stray], int]:
+        """The running containers of this node that are no task of its cluster (another
+        cluster's, or the `disowned` attempts), the first `limit` of them described, and
+        how many there are in all."""
+        ...
+
+    def remove_stray(self, container_id: str, disowned: Collection[tuple[str, int]]) -> None:
+        """Stop and remove a stray container (see `strays`); RuntimeFailure if the id
+        names none."""
+        ...
+
+    def adopt(self, container_id: str) -> None:
+        """Count this container as this cluster's from now on, whatever its labels say
+        (Docker cannot change a container's labels): it is listed, watched and touched."""
         ...
 
     def watch_exits(

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -31,11 +34,13 @@ from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
+    Stray,
     belongs,
     container_name,
     other_cluster,
 )
 from worker.runtime.pull_errors import classify
+from worker.runtime.recovery import recovered_spec
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,16 @@ def _info(container: Container) -> ContainerInfo:
     )
 
 
+def _timestamp(text: str) -> datetime | None:
+    """A time as the engine writes it (RFC 3339, nanoseconds), or None."""
+    if not text or text.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromisoformat(text[:26].rstrip("Z") + "+00:00")
+    except ValueError:
+        return None
+
+
 def _create_args(spec: TaskSpec) -> dict[str, Any]:
     """Engine create arguments for a spec; disk is accounted by the scheduler, not enforced."""
     args: dict[str, Any] = {
@@ -172,6 +187,8 @@ class DockerRuntime:
     ) -> None:
         self.node = node
         self.cluster: str | None = None  # set by join(), before anything is listed
+        self.adopted: set[str] = set()  # container ids counted as this cluster's (adopt)
+        self._specs: dict[str, TaskSpec | str] = {}  # strays' specs read back, by container id
         self.policy = resolve_allowed(WorkerPolicy() if policy is None else policy)
         if client is None:
             with _engine("connect to the Docker engine"):
@@ -288,7 +305,7 @@ class DockerRuntime:
             )
         infos: list[ContainerInfo] = []
         for container in containers:
-            if not belongs(container.labels, self.cluster):
+            if not self._ours(container.labels, container.id):
                 continue  # another cluster's node of the same name, on this engine
             try:
                 infos.append(_info(container))
@@ -303,7 +320,95 @@ class DockerRuntime:
     ) -> DockerExitWatch:
         """Call on_exit (from a background thread) for each container of this node that
         stops running, from the engine's event stream; on_error once if the stream breaks."""
-        return DockerExitWatch(self._client, self.node, on_exit, on_error, self.cluster)
+        return DockerExitWatch(
+            self._client, self.node, on_exit, on_error, self.cluster, self.adopted
+        )
+
+    def _ours(self, labels: Mapping[str, str], container_id: str) -> bool:
+        return belongs(labels, self.cluster) or container_id in self.adopted
+
+    def adopt(self, container_id: str) -> None:
+        """Count this container as this cluster's from now on (see Runtime.adopt)."""
+        self.adopted.add(container_id)
+
+    def strays(
+        self, disowned: Collection[tuple[str, int]], limit: int
+    ) -> tuple[Sequence[Stray], int]:
+        """The running containers of this node that are no task of its cluster (see Runtime):
+        one cheap list; only the first `limit` are inspected, and their specs read once."""
+        with _engine(f"list the containers of node {self.node}"):
+            containers = self._client.containers.list(
+                filters={"label": [f"{NODE_LABEL}={self.node}"], "status": "running"},
+                sparse=True,  # labels without an inspect per container
+            )
+        found: builtins.list[tuple[str, str, int]] = []
+        for container in containers:
+            labels = container.attrs.get("Labels") or {}
+            try:
+                key = (str(labels[TASK_LABEL]), int(labels[ATTEMPT_LABEL]))
+            except (KeyError, ValueError):
+                continue
+            if not self._ours(labels, container.id) or key in disowned:
+                found.append((str(container.id), *key))
+        found.sort()
+        described = []
+        with _engine(f"inspect the orphan containers of node {self.node}"):
+            for container_id, _, _ in found[:limit]:
+                try:
+                    described.append(self._stray(self._client.containers.get(container_id)))
+                except docker.errors.NotFound:
+                    continue  # removed meanwhile
+        kept = {c for c, _, _ in found[:limit]}
+        self._specs = {c: spec for c, spec in self._specs.items() if c in kept}
+        return described, len(found)
+
+    def _stray(self, container: Container) -> Stray:
+        attrs = container.attrs
+        labels = attrs["Config"]["Labels"] or {}
+        spec = self._specs.get(container.id)
+        if spec is None:
+            spec = self._specs[container.id] = recovered_spec(attrs, self._image_env(attrs))
+        started = str(attrs["State"].get("StartedAt") or "")
+        return Stray(
+            task_id=str(labels[TASK_LABEL]),
+            attempt=int(labels[ATTEMPT_LABEL]),
+            container_id=str(attrs["Id"]),
+            name=str(attrs.get("Name", "")).lstrip("/"),
+            image=str(attrs["Config"]["Image"]),
+            cluster=labels.get(CLUSTER_LABEL),
+            since=_timestamp(started),
+            host_ports=_host_ports(attrs["NetworkSettings"]["Ports"] or {}),
+            spec=spec if isinstance(spec, TaskSpec) else None,
+            unrecoverable=spec if isinstance(spec, str) else None,
+        )
+
+    def _image_env(self, attrs: Mapping[str, Any]) -> builtins.list[str]:
+        """The environment the container's image sets (not the task's), if it is present."""
+        try:
+            image = self._client.images.get(attrs["Image"])
+        except docker.errors.DockerException:
+            return []
+        return list(image.attrs.get("Config", {}).get("Env") or [])
+
+    def remove_stray(self, container_id: str, disowned: Collection[tuple[str, int]]) -> None:
+        """Stop and remove a stray container (see Runtime)."""
+        with _engine(f"remove orphan container {container_id[:12]}"):
+            try:
+                container = self._client.containers.get(container_id)
+            except docker.errors.NotFound:
+                return  # gone already
+            labels = container.labels
+            key = (labels.get(TASK_LABEL), labels.get(ATTEMPT_LABEL))
+            stray = not self._ours(labels, container.id) or any(
+                (str(task_id), str(attempt)) == key for task_id, attempt in disowned
+            )
+            if labels.get(NODE_LABEL) != self.node or not stray:
+                raise RuntimeFailure(
+                    f"container {container_id[:12]} is no orphan of node {self.node}"
+                )
+            with contextlib.suppress(docker.errors.NotFound):
+                container.stop(timeout=10)
+                container.remove(force=True)
 
     def _find(self, name: str) -> Container | None:
         """The named container, or None when the engine has none; RuntimeFailure when it
@@ -312,7 +417,7 @@ class DockerRuntime:
             container = self._client.containers.get(name)
         except docker.errors.NotFound:
             return None
-        if not belongs(container.labels, self.cluster):
+        if not self._ours(container.labels, container.id):
             raise RuntimeFailure(other_cluster(name, container.labels.get(CLUSTER_LABEL)))
         return container
 
@@ -419,10 +524,12 @@ class DockerExitWatch:
         on_exit: Callable[[ContainerExit], None],
         on_error: Callable[[Exception], None],
         cluster: str | None = None,
+        adopted: AbstractSet[str] = frozenset(),
     ) -> None:
         self._client = client
         self._node = node
         self._cluster = cluster
+        self._adopted = adopted  # the runtime's, which grows as containers are adopted
         self._on_exit = on_exit
         self._on_error = on_error
         self._closed = threading.Event()
@@ -464,7 +571,7 @@ class DockerExitWatch:
         """Call on_exit for one `die` event; a failing callback is logged, not fatal."""
         actor = event.get("Actor") or {}
         attributes = actor.get("Attributes") or {}
-        if not belongs(attributes, self._cluster):
+        if not belongs(attributes, self._cluster) and actor.get("ID") not in self._adopted:
             return  # another cluster's node of the same name, on this engine
         try:
             stopped = ContainerExit(

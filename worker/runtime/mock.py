@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from shared.errors import RuntimeFailure
@@ -21,6 +21,7 @@ from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
+    Stray,
     container_name,
     other_cluster,
 )
@@ -108,6 +109,7 @@ class MockRuntime:
         self._containers: dict[tuple[str, int], _Container] = {}
         self._watches: list[MockWatch] = []
         self._next_port = FIRST_HOST_PORT
+        self.adopted: set[str] = set()  # container ids counted as this cluster's (adopt)
 
     def ping(self) -> bool:
         """Always True: there is no engine to lose."""
@@ -207,9 +209,58 @@ class MockRuntime:
             return [
                 container.info()
                 for container in self._containers.values()
-                if container.cluster in (None, self.cluster)  # as Docker's runtime lists
+                if self._ours(container)  # as Docker's runtime lists
                 and task_id in (None, container.task_id)
             ]
+
+    def _ours(self, container: _Container) -> bool:
+        return container.cluster in (None, self.cluster) or container.container_id in self.adopted
+
+    def strays(
+        self, disowned: Collection[tuple[str, int]], limit: int
+    ) -> tuple[Sequence[Stray], int]:
+        """The running simulated containers of no task of this cluster (see Runtime)."""
+        with self._lock:
+            found = [
+                c
+                for c in self._containers.values()
+                if c.status is ContainerStatus.RUNNING
+                and (not self._ours(c) or (c.task_id, c.attempt) in disowned)
+            ]
+            described = [
+                Stray(
+                    task_id=c.task_id,
+                    attempt=c.attempt,
+                    container_id=c.container_id,
+                    name=container_name(self.node, c.task_id, c.attempt),
+                    image=c.spec.image,
+                    cluster=c.cluster,
+                    since=None,
+                    host_ports=dict(c.host_ports),
+                    spec=c.spec,
+                )
+                for c in sorted(found, key=lambda c: c.container_id)[:limit]
+            ]
+        return described, len(found)
+
+    def remove_stray(self, container_id: str, disowned: Collection[tuple[str, int]]) -> None:
+        """Forget a stray simulated container; RuntimeFailure if none has that id."""
+        with self._lock:
+            found = [
+                c
+                for c in self._containers.values()
+                if c.container_id == container_id
+                and (not self._ours(c) or (c.task_id, c.attempt) in disowned)
+            ]
+            if not found:
+                raise RuntimeFailure(f"no orphan container {container_id} on node {self.node}")
+            container = self._containers.pop((found[0].task_id, found[0].attempt))
+            container.exit(STOPPED_EXIT_CODE)  # no exit event: no task of this cluster
+
+    def adopt(self, container_id: str) -> None:
+        """Count this simulated container as this cluster's from now on."""
+        with self._lock:
+            self.adopted.add(container_id)
 
     def watch_exits(
         self, on_exit: ExitCallback, on_error: Callable[[Exception], None]
@@ -224,7 +275,7 @@ class MockRuntime:
         """The container of (task, attempt), or None; RuntimeFailure when another cluster
         started it, as Docker's runtime refuses it (under the lock)."""
         container = self._containers.get((task_id, attempt))
-        if container is not None and container.cluster not in (None, self.cluster):
+        if container is not None and not self._ours(container):
             name = container_name(self.node, task_id, attempt)
             raise RuntimeFailure(other_cluster(name, container.cluster))
         return container

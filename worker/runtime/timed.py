@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from shared.models import TaskSpec
 from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
-from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
+from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime, Stray
 
 
 @contextmanager
@@ -65,6 +65,19 @@ class TimedRuntime:
     def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
         with _timed("exec"):
             return self.inner.exec(task_id, attempt, command)
+
+    def strays(
+        self, disowned: Collection[tuple[str, int]], limit: int
+    ) -> tuple[Sequence[Stray], int]:
+        with _timed("strays"):
+            return self.inner.strays(disowned, limit)
+
+    def remove_stray(self, container_id: str, disowned: Collection[tuple[str, int]]) -> None:
+        with _timed("remove_stray"):
+            self.inner.remove_stray(container_id, disowned)
+
+    def adopt(self, container_id: str) -> None:
+        self.inner.adopt(container_id)
 
     def watch_exits(
         self, on_exit: Callable[[ContainerExit], None], on_error: Callable[[Exception], None]
