@@ -6,7 +6,14 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from shared.models import NodeRecord, ServiceEndpoints, ServiceRecord, TaskEvent, TaskRecord
+from shared.models import (
+    ManagerInfo,
+    NodeRecord,
+    ServiceEndpoints,
+    ServiceRecord,
+    TaskEvent,
+    TaskRecord,
+)
 from shared.units import format_bytes
 from shared.wire import by_container_port
 
@@ -151,6 +158,21 @@ def nodes(records: Sequence[NodeRecord]) -> str:
     return table(
         ["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows
     )
+
+
+def managers(records: Sequence[ManagerInfo]) -> str:
+    rows = [
+        [
+            m.name,
+            m.role.value,
+            str(m.epoch) if m.epoch else "-",
+            age(m.since) + " ago" if m.since is not None else "-",
+            f"{m.seen_ago:.1f}s ago",
+            f"{m.host}:{m.pid}",
+        ]
+        for m in records
+    ]
+    return table(["NAME", "ROLE", "EPOCH", "LEADER SINCE", "LAST SEEN", "PROCESS"], rows)
 
 
 def placement(record: TaskRecord) -> str:

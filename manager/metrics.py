@@ -9,7 +9,7 @@ scrape after a restart.
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from manager import unplaced
 from manager.effects import Decision
@@ -47,6 +47,22 @@ START_LATENCY = Histogram(
     "Seconds from a task's submission to its first container running.",
     buckets=LATENCY_BUCKETS,
 )
+
+LEADER = Gauge("kube_manager_leader", "1 while this manager leads, 0 while it is a standby.")
+EPOCH = Gauge("kube_manager_epoch", "The lease epoch this manager leads at (0: a standby).")
+TAKEOVERS = Counter("kube_manager_takeovers", "Times this manager took the lease.")
+
+
+def took_over(epoch: int) -> None:
+    LEADER.set(1)
+    EPOCH.set(epoch)
+    TAKEOVERS.inc()
+
+
+def stepped_down() -> None:
+    LEADER.set(0)
+    EPOCH.set(0)
+
 
 # Every label value exists from the start, at 0: Prometheus's rate() needs a sample
 # before the first increment to see it.

@@ -34,7 +34,7 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
-    `query.endpoints` and `query.logs`."""
+    `query.endpoints`, `query.logs` and `query.managers`."""
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Queries:
             "query.services": self.services,
             "query.endpoints": self.endpoints,
             "query.logs": self.logs,
+            "query.managers": self.managers,
         }
 
     def on_query(self, delivery: Delivery) -> None:
@@ -101,6 +102,10 @@ class Queries:
             (n.name, n) for n in self.store.nodes() if query.after is None or n.name > query.after
         ]
         return page(after[: query.limit + 1], query.limit)
+
+    def managers(self, delivery: Delivery) -> Reply:
+        """The managers seen in the store (manager/store/lease.py): a handful, one page."""
+        return Reply(ok=True, result=[_dump(info) for info in self.store.managers()])
 
     def services(self, delivery: Delivery) -> Reply:
         query = _list(delivery)

@@ -16,6 +16,7 @@ from shared.wire import (
     ClusterId,
     ContainerId,
     Count,
+    Epoch,
     HostAddress,
     Hostname,
     Int64,
@@ -34,6 +35,7 @@ class RunTask(WireModel):
     """Manager to worker: run attempt `attempt` of a task."""
 
     kind: Literal["run"] = "run"
+    epoch: Epoch = 0  # second, always: the manager stamps it in place (manager/epochs.py)
     task_id: TaskId
     attempt: Attempt
     spec: TaskSpec
@@ -46,6 +48,7 @@ class StopTask(WireModel):
     """Manager to worker: stop and remove the container of a task's attempt."""
 
     kind: Literal["stop"] = "stop"
+    epoch: Epoch = 0
     task_id: TaskId
     attempt: Attempt
 
@@ -65,6 +68,7 @@ class LogsRequest(WireModel):
     """
 
     kind: Literal["logs"] = "logs"
+    epoch: Epoch = 0
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
     task_id: TaskId
     attempt: Attempt
@@ -80,6 +84,7 @@ class ClusterInfo(WireModel):
     labelled with it (worker/runtime/base.py, CLUSTER_LABEL)."""
 
     kind: Literal["cluster"] = "cluster"
+    epoch: Epoch = 0
     cluster: ClusterId
 
 

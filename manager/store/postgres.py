@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
 from manager.store.base import Row
-from shared.errors import StoreError
+from shared.errors import StoreError, StoreUnavailable
 
 TYPES = {
     "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
@@ -60,6 +60,9 @@ class PostgresDatabase:
 
     kind = "postgresql"
     types = TYPES
+    # clock_timestamp, not now(): now() is the transaction's start
+    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    share = " FOR SHARE"
 
     def __init__(self, url: str) -> None:
         self.where = redacted(url)
@@ -73,24 +76,31 @@ class PostgresDatabase:
         self._conn.adapters.register_loader("json", TextLoader)
         self._cur = self._conn.cursor()
 
+    def _error(self, exc: psycopg.Error) -> StoreError:
+        """The engine's error as ours: StoreUnavailable when the connection is gone (the
+        server restarted, the backend was terminated, the link cut)."""
+        if self._conn.broken or self._conn.closed:
+            return StoreUnavailable(f"database {self.where}: the connection is lost: {exc}")
+        return StoreError(f"database {self.where}: {exc}")
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         try:
             self._cur.execute(_placeholders(sql), params)
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         if rows:
             try:
                 self._cur.executemany(_placeholders(sql), rows)
             except psycopg.Error as exc:
-                raise StoreError(f"database {self.where}: {exc}") from exc
+                raise self._error(exc) from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         try:
             return self._cur.execute(_placeholders(sql), params).fetchall()
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     @property
     def in_transaction(self) -> bool:
@@ -116,9 +126,11 @@ class PostgresDatabase:
             with self._conn.pipeline():
                 yield
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     def commit(self) -> None:
+        if self._conn.broken or self._conn.closed:
+            raise StoreUnavailable(f"database {self.where}: the connection is lost")
         # After an error outside a savepoint (a read that failed), PostgreSQL answers
         # COMMIT by rolling back, without an error: say so, or the batch would be acked.
         if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:

@@ -32,6 +32,8 @@ class SqliteDatabase:
 
     kind = "sqlite"
     types = TYPES
+    now = "((julianday('now') - 2440587.5) * 86400.0)"
+    share = ""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path

@@ -128,6 +128,9 @@ class MessageBus(Protocol):
 
     # -- the loop
 
+    def connect(self) -> None:
+        """Connect and set everything up now (ResourceLocked: a lock queue is held)."""
+
     def run(self) -> None:
         """Serve until stop(): consume, fire timers, run callbacks; reconnect on failure."""
 
