@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from manager.store.lease import Holder, Leases, Role
 from manager.store.url import connect, sqlite_path
-from shared.errors import SettingsError, StoreError
+from shared.errors import SettingsError, StoreError, StoreUnavailable
 from shared.wire import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -118,16 +118,18 @@ class Keeper(threading.Thread):
         broker_seen: Callable[[], float],
         on_lost: Callable[[], None],
         monotonic: Callable[[], float] = time.monotonic,
+        reopen: Callable[[], Leases] | None = None,
     ) -> None:
         super().__init__(name="lease", daemon=True)
         self.leases, self.identity, self.lease, self.times = leases, identity, lease, times
         self.broker_seen = broker_seen  # monotonic time the broker was last known there
         self.on_lost = on_lost
         self.monotonic = monotonic
-        self._stop = threading.Event()
+        self.reopen = reopen  # a new connection, when the lease's is lost
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.times.renew_every):
+        while not self._halt.wait(self.times.renew_every):
             if self.lease.lost is not None:
                 return
             self.renew_once()
@@ -145,10 +147,24 @@ class Keeper(threading.Thread):
             else:
                 self.give_up("another manager holds the lease now")
                 return
+        except StoreUnavailable as exc:
+            log.warning("manager %s: cannot renew the lease: %s", me.name, exc)
+            self._reconnect()
         except StoreError as exc:
             log.warning("manager %s: cannot renew the lease: %s", me.name, exc)
         if not lease.valid(self.monotonic()):
             self.give_up(f"the lease was not renewed for {lease.length:g}s")
+
+    def _reconnect(self) -> None:
+        if self.reopen is None:
+            return
+        try:
+            fresh = self.reopen()
+        except StoreError as exc:
+            log.warning("manager %s: the store does not answer: %s", self.identity.name, exc)
+            return
+        self.leases.close()
+        self.leases = fresh
 
     def give_up(self, why: str) -> None:
         """Stop acting: the manager's next step sees the lease lost and stops."""
@@ -159,7 +175,7 @@ class Keeper(threading.Thread):
 
     def stop(self, release: bool) -> None:
         """Stop renewing; with `release`, let the lease expire now (a clean stop)."""
-        self._stop.set()
+        self._halt.set()
         if self.is_alive() and self is not threading.current_thread():
             self.join(timeout=self.times.length)
         if release and self.lease.lost is None:

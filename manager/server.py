@@ -120,6 +120,7 @@ LEADER_EVENT = "manager.leader"
 MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
+HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
 DISPATCH: TypeAdapter[RunTask | StopTask | LogsRequest | ClusterInfo | ClockAhead] = TypeAdapter(
     Dispatch
@@ -146,6 +147,7 @@ class Manager:
         """With a lease (manager/leadership.py), the manager acts only while it holds it:
         every commit is fenced by its epoch, and every dispatch stamped with it."""
         self.config = config
+        self.settings = settings
         self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
         self.lease = lease
         self.identity = identity
@@ -237,9 +239,10 @@ class Manager:
             self.bus.run()
         except ResourceLocked as exc:
             raise ResourceLocked(
-                f"another kube manager is running on this vhost (it holds the queue"
-                f" {topology.MANAGER_LOCK}); one manager per vhost: stop it first, or give"
-                " this one a vhost of its own"
+                f"another kube manager is running on this vhost{lock_holder(self.settings)}"
+                f" (it holds the queue {topology.MANAGER_LOCK}); one manager per vhost: stop"
+                " it first, or give this one a vhost of its own (several managers share a"
+                " PostgreSQL store: docs/managers.md)"
             ) from exc
         except (Deposed, StoreUnavailable) as exc:
             log.error("manager: stopped acting: %s", exc)
@@ -269,11 +272,18 @@ class Manager:
                 self.broker_seen = self.monotonic()
                 time.sleep(LOCK_RETRY)
 
-    def announce(self) -> None:
-        """Record the `manager.leader` event, sent with the outbox once connected."""
-        assert self.lease is not None and self.identity is not None
+    def _say_who_holds_the_lock(self) -> None:
+        """Leave this manager's name where a manager refused the lock reads it."""
+        if self.identity is None:
+            return
+        self._replies.append(
+            self.bus.message("", topology.MANAGER_HOLDER, encode(self._info()), persistent=False)
+        )
+
+    def _info(self) -> ManagerInfo:
+        assert self.identity is not None
         me = self.identity
-        info = ManagerInfo(
+        return ManagerInfo(
             name=me.name,
             host=me.host,
             pid=me.pid,
@@ -282,6 +292,10 @@ class Manager:
             since=self.clock(),
             seen_ago=0.0,
         )
+
+    def announce(self) -> None:
+        """Record the `manager.leader` event, sent with the outbox once connected."""
+        info = self._info()
         self.store.record(
             Decision(outgoing=[Outgoing(topology.EVENTS, LEADER_EVENT, encode(info))])
         )
@@ -299,6 +313,7 @@ class Manager:
         self._backlog_mark = None
         self._acks.clear()  # deliveries of the dead channel come again
         self._replies.clear()
+        self._say_who_holds_the_lock()
         self._probing = False
         self._retry_at = 0.0
         self.finish_batch()
@@ -845,6 +860,24 @@ class Manager:
             return False
         self._backlog_mark = None
         return True
+
+
+def lock_holder(settings: Settings) -> str:
+    """Who holds the manager's lock, as its holder left it (" (manager NAME, pid P on
+    HOST)"), or nothing if that cannot be read."""
+    probe = Bus(settings, "kube-manager-probe")
+    try:
+        probe.connect()
+        body = probe.peek(topology.MANAGER_HOLDER)
+        if body is None:
+            return ""
+        info = decode(HOLDER, body)
+    except (MessagingError, DecodeError, *LOST) as exc:
+        log.info("manager: cannot read who holds the lock: %s", exc)
+        return ""
+    finally:
+        probe.close()
+    return f" (manager {info.name}, pid {info.pid} on {info.host}, epoch {info.epoch})"
 
 
 def _describe(exc: BaseException) -> str:

@@ -126,7 +126,13 @@ class Succession:
         lease = Lease(epoch, self.times.length, taken_at)
         manager = Manager(self.settings, self.config, lease=lease, identity=me)
         keeper = Keeper(
-            leases, me, lease, self.times, lambda: manager.broker_seen, manager.bus.stop
+            leases,
+            me,
+            lease,
+            self.times,
+            lambda: manager.broker_seen,
+            manager.bus.stop,
+            reopen=lambda: open_leases(self.config.store),
         )
         self._manager = manager
         if self._stopping.is_set():
@@ -138,6 +144,8 @@ class Succession:
         finally:
             self._manager = None
             keeper.stop(release=self._stopping.is_set())
+            if keeper.leases is not leases:
+                keeper.leases.close()
             metrics.stepped_down()
         if not self._stopping.is_set():
             log.warning("manager %s: term at epoch %d over; back to standby", me.name, epoch)

@@ -91,6 +91,10 @@ class MessageBus(Protocol):
         """How many messages wait in a queue, not yet delivered to any consumer."""
         ...
 
+    def peek(self, queue: str) -> bytes | None:
+        """The body of the message at the head of a queue, left there (None: empty)."""
+        ...
+
     def consumers_of(self, queue: str) -> int:
         """How many consumers a queue has now."""
         ...
