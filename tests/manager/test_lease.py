@@ -269,3 +269,104 @@ def test_a_worker_refuses_a_dispatch_older_than_the_newest_epoch_it_has_seen() -
     assert epochs.admit(4) and epochs.admit(5)
     epochs.forget()  # another cluster: its epochs start again
     assert epochs.admit(1)
+
+
+def test_a_leader_stamps_its_epoch_and_once_deposed_publishes_and_acks_nothing(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from manager.config import ManagerConfig
+    from manager.effects import Decision
+    from manager.server import Manager
+    from shared import topology
+    from shared.bus.stub import StubBus
+    from shared.settings import Settings
+    from tests.support.manager import ready_node
+
+    url = sqlite_url(tmp_path / "m.db")
+    Store(url).close()
+    leases = open_leases(url)
+    epoch = leases.acquire("m1", 5.0)
+    assert epoch is not None
+    bus = StubBus()
+    lease = Lease(epoch, 5.0, renewed_at=0.0)
+    manager = Manager(
+        Settings(),
+        ManagerConfig(store=url),
+        bus=bus,
+        clock=lambda: NOW,
+        monotonic=lambda: 1.0,
+        lease=lease,
+        identity=Identity("m1", "h", 1),
+    )
+    manager.setup()
+    manager.commit(Decision(nodes=[ready_node("n1")]))
+    manager.announce()
+    bus.connect()
+
+    def submit(task_id: str) -> None:
+        body = json.dumps({"id": task_id, "name": task_id, "image": "busybox"}).encode()
+        bus.deliver(
+            topology.COMMANDS_QUEUE,
+            body,
+            routing_key=topology.SUBMIT_KEY,
+            reply_to="amq.rabbitmq.reply-to",
+            user_id="guest",
+        )
+
+    # given the leader places a task: its dispatch carries the leader's epoch
+    submit("t1")
+    bus.process_events()
+    (run,) = [json.loads(p.body) for p in bus.published if p.exchange == topology.DISPATCH]
+    assert (run["task_id"], run["epoch"]) == ("t1", epoch)
+    assert any(p.routing_key == "manager.leader" for p in bus.published)
+    sent, acked = len(bus.published), len(bus.acked)
+    # when another manager takes the lease, and a submission comes to the old leader
+    leases.release("m1", epoch)
+    assert leases.acquire("m2", 5.0) == epoch + 1
+    submit("t2")
+    # then its batch fails to commit: it publishes and acks nothing more, and says why
+    with pytest.raises(Deposed):
+        bus.process_events()
+    assert (len(bus.published), len(bus.acked)) == (sent, acked)
+    assert not manager.acting()
+    manager.store.close(commit=False)
+    db = connect(url)
+    assert db.query("SELECT id FROM tasks ORDER BY id") == [("t1",)]
+    db.close()
+    leases.close()
+
+
+def test_a_leader_whose_lease_ran_out_on_its_clock_stops_before_publishing(
+    tmp_path: Path,
+) -> None:
+    from manager.config import ManagerConfig
+    from manager.server import Manager
+    from shared.bus.stub import StubBus
+    from shared.settings import Settings
+
+    url = sqlite_url(tmp_path / "m.db")
+    Store(url).close()
+    now = [10.0]
+    lease = Lease(1, 5.0, renewed_at=10.0)
+    bus = StubBus()
+    manager = Manager(
+        Settings(),
+        ManagerConfig(store=url),
+        bus=bus,
+        monotonic=lambda: now[0],
+        lease=lease,
+        identity=Identity("m1", "h", 1),
+    )
+    manager.setup()
+    bus.connect()
+    assert manager.acting()
+    # when its monotonic clock passes the lease since its last renewal (paused, say)
+    now[0] = 15.5
+    # then its next batch raises before anything is published or acked
+    sent = len(bus.published)
+    with pytest.raises(Deposed, match="lease"):
+        manager.finish_batch()
+    assert len(bus.published) == sent
+    manager.store.close(commit=False)
