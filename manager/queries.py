@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from manager.endpoints import serving
+from manager.epochs import stamp
 from manager.log_relay import LogRelay
 from manager.store import Store
 from shared import topology
@@ -43,8 +44,10 @@ class Queries:
         relay: LogRelay,
         monotonic: Callable[[], float],
         clock: Callable[[], datetime],
+        epoch: int = 0,
     ) -> None:
         self.store = store
+        self.epoch = epoch  # the leader's, on the logs requests it sends (manager/epochs.py)
         self.bus = bus
         self.relay = relay
         self.monotonic = monotonic  # the relay's deadlines are on the monotonic clock
@@ -156,7 +159,7 @@ class Queries:
             self.bus.publish(
                 topology.DISPATCH,
                 task.node,
-                encode(request),
+                stamp(encode(request), self.epoch),
                 persistent=False,
                 mandatory=True,
                 expiration=request.ttl,

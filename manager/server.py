@@ -163,7 +163,7 @@ class Manager:
         self.monotonic = monotonic  # what every interval is measured on (manager/liveness.py)
         self.liveness = Liveness(since=monotonic())
         self.logs = LogRelay()
-        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock)
+        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock, self.epoch)
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)

@@ -9,6 +9,7 @@ and competes for the lease again.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -23,6 +24,22 @@ from shared.errors import ResourceLocked, StoreError
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+def dead_holder(leases: Leases, host: str) -> str | None:
+    """The lease's holder if it ran on this host and its process is gone (a SQLite
+    manager killed a moment ago: its successor need not wait out its lease)."""
+    holder = leases.holder().name
+    seen = {m.name: m for m in leases.managers()}.get(holder)
+    if seen is None or seen.host != host:
+        return None
+    try:
+        os.kill(seen.pid, 0)
+    except ProcessLookupError:
+        return holder
+    except PermissionError:
+        return None  # alive, another user's
+    return None
 
 
 class Stopped(Exception):
@@ -100,7 +117,8 @@ class Succession:
         said = False
         while not self._stopping.is_set():
             started = time.monotonic()
-            epoch = leases.acquire(me.name, times.length, reclaim)
+            dead = None if self.shared else dead_holder(leases, me.host)
+            epoch = leases.acquire(me.name, times.length, reclaim, dead)
             if epoch is not None:
                 log.info("manager %s: took the lease at epoch %d", me.name, epoch)
                 return epoch, started

@@ -53,15 +53,18 @@ class Leases:
         self.db = db
         self.where = db.where
 
-    def acquire(self, name: str, length: float, reclaim: bool = False) -> int | None:
+    def acquire(
+        self, name: str, length: float, reclaim: bool = False, dead: str | None = None
+    ) -> int | None:
         """Take the lease if it expired (or, with `reclaim`, if it is still this
-        manager's), at a new epoch; that epoch, or None if another manager holds it."""
+        manager's; or if `dead` holds it, a manager known to be gone), at a new epoch;
+        that epoch, or None if another manager holds it."""
         now = self.db.now
         rows = self.db.query(
             f"UPDATE leader SET holder = ?, epoch = epoch + 1, expires = {now} + ?,"
-            f" since = {now} WHERE id = 1 AND (expires < {now} OR holder = ? AND ?)"
-            " RETURNING epoch",
-            (name, length, name, reclaim),
+            f" since = {now} WHERE id = 1 AND (expires < {now} OR holder = ? AND ?"
+            " OR holder = ?) RETURNING epoch",
+            (name, length, name, reclaim, dead),
         )
         return int(rows[0][0]) if rows else None
 

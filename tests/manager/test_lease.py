@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import threading
@@ -370,3 +371,32 @@ def test_a_leader_whose_lease_ran_out_on_its_clock_stops_before_publishing(
         manager.finish_batch()
     assert len(bus.published) == sent
     manager.store.close(commit=False)
+
+
+def test_on_sqlite_a_lease_left_by_a_dead_process_of_this_host_is_taken_at_once(
+    tmp_path: Path,
+) -> None:
+    import socket
+    import subprocess
+
+    from manager.succession import dead_holder
+
+    url = sqlite_url(tmp_path / "m.db")
+    Store(url).close()
+    leases = open_leases(url)
+    here = socket.gethostname()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    # given a lease held, unexpired, by a manager of this host whose process is gone
+    epoch = leases.acquire("old", 60.0)
+    assert epoch is not None
+    leases.seen("old", here, gone.pid, Role.LEADER, epoch)
+    # then it is known dead, and its lease is taken at once
+    assert dead_holder(leases, here) == "old"
+    assert leases.acquire("new", 5.0, dead=dead_holder(leases, here)) == epoch + 1
+    # but a live holder's, or one of another host, is not
+    leases.seen("new", here, os.getpid(), Role.LEADER, epoch + 1)
+    assert dead_holder(leases, here) is None
+    leases.seen("new", "elsewhere", gone.pid, Role.LEADER, epoch + 1)
+    assert dead_holder(leases, here) is None
+    leases.close()
