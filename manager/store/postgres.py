@@ -34,6 +34,18 @@ TYPES = {
 CONNECT_TIMEOUT = 10
 """Seconds to wait for the server when the URL does not say (libpq waits for ever)."""
 
+LINK_CHECKS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's checks of a silent link, unless the URL sets them: a cut link (no RST, a
+server's host gone) fails the connection's statements within about 10 s instead of
+TCP's minutes of retransmissions, so that a leader finds out, stops acting and
+reconnects (manager/leadership.py)."""
+
 MIGRATION_LOCK = 0x6B756265  # "kube": one manager at a time upgrades the schema
 
 
@@ -67,8 +79,11 @@ class PostgresDatabase:
     def __init__(self, url: str) -> None:
         self.where = redacted(url)
         try:
-            timeout = conninfo_to_dict(url).get("connect_timeout", CONNECT_TIMEOUT)
-            conninfo = make_conninfo(url, connect_timeout=timeout)
+            given = conninfo_to_dict(url)
+            defaults = {"connect_timeout": CONNECT_TIMEOUT, **LINK_CHECKS}
+            conninfo = make_conninfo(
+                url, **{key: given.get(key, value) for key, value in defaults.items()}
+            )
             self._conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the manager database {self.where}: {exc}") from exc
