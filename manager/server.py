@@ -199,8 +199,9 @@ class Manager:
             why = self.lease.lost if self.lease is not None else None
             raise Deposed(f"manager no longer the leader: {why or 'its lease ran out'}")
 
-    def setup(self) -> None:
-        """Declare the topology (known nodes' queues too) and start consuming."""
+    def setup(self, consume: bool = True) -> None:
+        """Declare the topology (known nodes' queues too) and, unless not `consume`,
+        start consuming (`consume_queues`)."""
         self.bus.declare(topology.manager_lock())  # first: a second manager stops here
         self.bus.declare(topology.manager_topology())
         for node in self.store.nodes():
@@ -208,6 +209,13 @@ class Manager:
         self.bus.on_connect(self.on_connect)
         self.bus.on_blocked(self.on_blocked)
         self.bus.after_events(self.finish_batch)
+        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.ticking)
+        self.bus.every(self.config.purge_interval, self.purging)
+        if consume:
+            self.consume_queues()
+
+    def consume_queues(self) -> None:
+        """Consume the manager's queues (again after every reconnect)."""
         self.bus.consume(
             topology.COMMANDS_QUEUE, self.handling(self.from_asker(self.commands.on_command))
         )
@@ -222,20 +230,24 @@ class Manager:
             self.handling(self.on_dead_letter, dead_letter=False),
             requeue_on_error=False,
         )
-        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.ticking)
-        self.bus.every(self.config.purge_interval, self.purging)
 
     def run(self, wait_for_lock: bool = False) -> None:
         """Serve until stopped, or until this manager no longer leads (then return, its
         open transaction rolled back). `wait_for_lock`: a new leader waits for the broker
-        to grant the lock queue (the old leader's connection must go first)."""
-        self.setup()
+        to grant the lock queue (the old leader's connection must go first).
+
+        Consuming starts only once connected: the lock held, the outbox sent again (with
+        this manager's epoch) and every node given a full interval (`on_connect`)."""
+        self.setup(consume=False)
         log.info("manager: state in %s, scheduler %s", self.store.location, self.config.scheduler)
         try:
+            if self.lease is not None:
+                self.announce()  # sent with the outbox, once connected
             if wait_for_lock:
                 self._take_lock()
-            if self.lease is not None:
-                self.announce()
+            else:
+                self.bus.connect()
+            self.consume_queues()
             self.bus.run()
         except ResourceLocked as exc:
             raise ResourceLocked(
