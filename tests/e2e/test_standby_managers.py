@@ -26,6 +26,7 @@ from shared.settings import Settings
 from shared.states import TaskState
 from shared.topology import DISPATCH
 from tests.conftest import Cluster, running_cluster
+from tests.support.relay import relay
 from tests.support.stores import Stores
 from tests.support.waiting import wait_for
 
@@ -225,7 +226,6 @@ def cut_connections(database_url: str) -> int:
             " WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         ).fetchall()
-    time.sleep(0)  # nothing to wait for: the manager finds out at its next statement
     return len(rows)
 
 
@@ -253,3 +253,58 @@ def test_kube_managers_lists_each_manager_with_its_role_and_epoch(
         listed = json.loads(cluster.kube("managers", "--json").stdout)
         assert [(m["name"], m["role"]) for m in listed] == [("m1", "leader"), ("m2", "standby")]
         assert listed[0]["epoch"] >= 1 and listed[0]["since"] is not None
+
+
+def test_a_manager_waits_out_a_store_outage_longer_than_its_lease_and_leads_again(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+    postgres_database: str,
+) -> None:
+    store = Stores("postgresql", postgres_database, tmp_path).new()
+    host, port = "127.0.0.1", 5432
+    assert f"@{host}:{port}/" in store
+    workers = {"node-1": ("--runtime", "mock")}
+    with relay(host, port) as link:
+        through = store.replace(f"@{host}:{port}/", f"@{host}:{link.port}/")
+        with (
+            running_cluster(
+                vhost, tmp_path, docker_client, request, workers, ("--name", "m1"), store=through
+            ) as cluster,
+            Client(Settings(amqp_url=vhost, request_timeout=10)) as client,
+        ):
+            before = [client.submit(spec(f"b{i}")) for i in range(5)]
+            for task_id in before:
+                client.wait(task_id, {TaskState.RUNNING}, timeout=30)
+            first = leader(client)
+            assert first is not None
+            log = tmp_path / "manager.log"
+            # when the link to PostgreSQL is cut for longer than the lease (5 s)
+            link.cut()
+            cut_at = time.monotonic()
+            # then the manager stops acting, and waits for the store
+            wait_for(lambda: "stopped acting" in log.read_text(), what="the manager to stop")
+            wait_for(lambda: "waiting for the store" in log.read_text(), what="it to wait")
+            submitted: list[str] = []
+            asking = threading.Thread(
+                target=lambda: submitted.append(
+                    Client(Settings(amqp_url=vhost, request_timeout=60)).submit(spec("during"))
+                )
+            )
+            asking.start()
+            wait_for(lambda: time.monotonic() - cut_at > 8, what="an outage past the lease")
+            # when the link is back
+            link.mend()
+            asking.join(timeout=60)
+            assert submitted, "the submission made during the outage was not answered"
+            # then it leads again at a newer epoch, and the task submitted meanwhile runs
+            client.wait(submitted[0], {TaskState.RUNNING}, timeout=30)
+            now = leader(client)
+            assert now is not None and now.name == "m1" and now.epoch > first.epoch
+            assert cluster.procs["manager"].poll() is None
+            # and nothing was lost or restarted
+            for task_id in before:
+                assert client.get(task_id).attempt == 1
+            (node,) = client.nodes()
+            assert node.status.value == "ready"
