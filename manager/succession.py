@@ -20,7 +20,7 @@ from manager.config import ManagerConfig
 from manager.leadership import Identity, Keeper, Lease, LeaseTimes, held_by, is_shared, open_leases
 from manager.server import Manager
 from manager.store.lease import Leases, Role
-from shared.errors import ResourceLocked, StoreError
+from shared.errors import ResourceLocked, StoreUnavailable
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Succession:
         self.shared = is_shared(config.store)
         self._stopping = threading.Event()
         self._manager: Manager | None = None
+        self._opened = False  # whether the store was opened once (then it is waited for)
 
     def stop(self) -> None:
         """Stop from any thread or a signal handler: a leader releases its lease."""
@@ -77,20 +78,25 @@ class Succession:
                 reclaim = self._lead(leases, epoch, taken_at)
             except Stopped:
                 return
-            except StoreError as exc:
-                log.error(
-                    "manager %s: the store failed: %s; starting again", self.identity.name, exc
-                )
+            except StoreUnavailable as exc:
+                log.error("manager %s: %s; starting again", self.identity.name, exc)
             finally:
                 leases.close()
 
     def _connect(self) -> Leases:
-        """The lease table, once the store answers (tried again with backoff)."""
+        """The lease table, once the store answers (tried again with backoff). At the
+        first start a store that does not answer is an error, as a wrong URL is more
+        likely then than an outage; once it answered, it is waited for."""
 
         def attempt() -> Leases:
             if self._stopping.is_set():
                 raise Stopped
             return open_leases(self.config.store)
+
+        if not self._opened:
+            leases = attempt()
+            self._opened = True
+            return leases
 
         def said(state: object) -> None:
             log.warning("manager %s: waiting for the store: %s", self.identity.name, state)
@@ -99,7 +105,7 @@ class Succession:
             self._stopping.wait(seconds)
 
         retrying = Retrying(
-            retry=retry_if_exception_type(StoreError),
+            retry=retry_if_exception_type(StoreUnavailable),
             wait=wait_exponential(multiplier=0.25, max=2.0),
             stop=stop_never,
             before_sleep=lambda s: said(s.outcome.exception() if s.outcome else None),

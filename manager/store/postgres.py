@@ -85,6 +85,8 @@ class PostgresDatabase:
                 url, **{key: given.get(key, value) for key, value in defaults.items()}
             )
             self._conn = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:  # the server does not answer (yet)
+            raise StoreUnavailable(f"cannot open the manager database {self.where}: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the manager database {self.where}: {exc}") from exc
         # records come back as the text that was written, parsed only by the store
