@@ -25,10 +25,10 @@ DEAD_LETTER_QUEUE = "kube.dead-letters"
 MANAGER_LOCK = "kube.manager.lock"
 """An exclusive queue the active manager holds: a second manager on the vhost cannot
 declare it, and refuses to start instead of splitting the cluster."""
-MANAGER_HOLDER = "kube.manager.holder"
+MANAGER_HOLDER = "kube.lock-holder"
 """Who holds the lock (a ManagerInfo, the one message kept): the lock queue itself cannot
 be read by another connection, so a manager refused can name the one that runs only
-from here."""
+from here. Not under kube.manager.: those queues hold work, empty when it is done."""
 DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
 """The manager's copy of every dead letter, read for dispatches that never reached a
 worker (the broker's delivery limit, or a worker refusing it): their tasks would

@@ -322,6 +322,11 @@ def test_a_leader_stamps_its_epoch_and_once_deposed_publishes_and_acks_nothing(
     (run,) = [json.loads(p.body) for p in bus.published if p.exchange == topology.DISPATCH]
     assert (run["task_id"], run["epoch"]) == ("t1", epoch)
     assert any(p.routing_key == "manager.leader" for p in bus.published)
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("kube_manager_leader") == 1
+    assert REGISTRY.get_sample_value("kube_manager_epoch") == epoch
+    assert (REGISTRY.get_sample_value("kube_manager_takeovers_total") or 0) >= 1
     sent, acked = len(bus.published), len(bus.acked)
     # when another manager takes the lease, and a submission comes to the old leader
     leases.release("m1", epoch)
