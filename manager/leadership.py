@@ -101,6 +101,11 @@ class Lease:
         self.renewed_at = renewed_at  # the start of the last renewal that succeeded
         self.lost: str | None = None  # why it was given up, once it was
 
+    def renewed(self, started: float) -> None:
+        """A renewal that began at `started` (monotonic) succeeded (the keeper's, or on
+        SQLite a commit's: manager/store/state.py)."""
+        self.renewed_at = max(self.renewed_at, started)
+
     def valid(self, now: float) -> bool:
         """Whether this manager may still act: not given up, and renewed within `length`."""
         return self.lost is None and now - self.renewed_at < self.length
@@ -142,7 +147,7 @@ class Keeper(threading.Thread):
             return
         try:
             if self.leases.renew(me.name, lease.epoch, lease.length):
-                lease.renewed_at = started
+                lease.renewed(started)
                 self.leases.seen(me.name, me.host, me.pid, Role.LEADER, lease.epoch)
             else:
                 self.give_up("another manager holds the lease now")

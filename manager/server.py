@@ -153,7 +153,8 @@ class Manager:
         self.identity = identity
         self.epoch = lease.epoch if lease is not None else 0
         fence = (identity.name, lease.epoch) if lease is not None and identity else None
-        self.store = Store(config.store, fence=fence)
+        renew = (lease.length, lease.renewed) if lease is not None else None
+        self.store = Store(config.store, fence=fence, renew=renew)
         self.scheduler = make_scheduler(config.scheduler)
         # Pending tasks that fit nowhere wait here for a change. A cache of the store: a
         # dropped unit that moved it resets it (`_blocked_moved`), and so does a tick that

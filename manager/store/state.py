@@ -17,6 +17,7 @@ transaction that fails to commit is rolled back and the caches are read again.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -54,12 +55,19 @@ M = TypeVar("M", bound=BaseModel)
 class Store:
     """The manager's state; one connection, used from the manager's bus thread only."""
 
-    def __init__(self, target: str | Path, fence: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        target: str | Path,
+        fence: tuple[str, int] | None = None,
+        renew: tuple[float, Callable[[float], None]] | None = None,
+    ) -> None:
         """Open the database a store URL (or a SQLite file's path) names, upgrading its
         schema if an older kube wrote it (manager/store/schema.py). With a fence (the
         lease's holder and epoch: manager/store/lease.py), every commit first checks, in
         its transaction, that the lease is still at that epoch."""
         self._fence = fence
+        # SQLite: (the lease's length, what to tell of a renewal's monotonic start)
+        self._renew = renew
         self.deposed = False  # a commit found the lease at another epoch
         self._db: Database = connect(target)
         try:
@@ -180,6 +188,19 @@ class Store:
         it, so no commit of a deposed manager lands after the epoch moved on."""
         if self._fence is None:
             return
+        if self._renew is not None and self._db.kind == "sqlite":
+            # The batch holds the file's one write lock, which the lease's own connection
+            # would wait for: each commit renews the lease itself, in its transaction.
+            length, renewed = self._renew
+            started = time.monotonic()
+            kept = self._db.query(
+                f"UPDATE leader SET expires = {self._db.now} + ?"
+                " WHERE id = 1 AND holder = ? AND epoch = ? RETURNING epoch",
+                (length, *self._fence),
+            )
+            if kept:
+                renewed(started)
+                return
         rows = self._db.query(f"SELECT holder, epoch FROM leader WHERE id = 1{self._db.share}")
         found = (str(rows[0][0]), int(rows[0][1])) if rows else ("", 0)
         if found != self._fence:

@@ -405,3 +405,21 @@ def test_on_sqlite_a_lease_left_by_a_dead_process_of_this_host_is_taken_at_once(
     leases.seen("new", "elsewhere", gone.pid, Role.LEADER, epoch + 1)
     assert dead_holder(leases, here) is None
     leases.close()
+
+
+def test_on_sqlite_each_commit_renews_the_lease_in_its_own_transaction(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "m.db")
+    Store(url).close()
+    leases = open_leases(url)
+    epoch = leases.acquire("m1", 1.0)
+    assert epoch is not None
+    lease = Lease(epoch, 30.0, renewed_at=0.0)
+    store = Store(url, fence=("m1", epoch), renew=(30.0, lease.renewed))
+    # when the leader commits a batch (which holds the file's write lock while it runs)
+    store.record(core.accept(TaskSpec(name="x", image="i"), "t1", NOW))
+    store.commit()
+    # then the lease was renewed by that commit, for its length, and the lease knows it
+    assert leases.holder().left > 20
+    assert lease.renewed_at > 0
+    store.close()
+    leases.close()
