@@ -22,6 +22,7 @@ from kube import cluster_cli, render
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
 from manager.config import ManagerConfig
+from manager.leadership import LeaseTimes
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from manager.store.url import check as check_store
@@ -136,6 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sqlite:///PATH or postgresql://... (default: $KUBE_STORE or a SQLite file)",
     )
     manager.add_argument("--db", type=Path, default=None, help="SQLite file (as sqlite:///PATH)")
+    manager.add_argument("--name", default=None, help="this manager's name (default: HOSTNAME-PID)")
+    manager.add_argument(
+        "--lease",
+        type=_seconds,
+        default=None,
+        help="seconds a leader's lease lasts without renewal (default 5; renewed every"
+        " fifth of it)",
+    )
     manager.add_argument(
         "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
     )
@@ -256,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true")
     nodes = sub.add_parser("nodes", help="list workers")
     nodes.add_argument("--json", action="store_true")
+    managers = sub.add_parser("managers", help="list the managers: which leads, at which epoch")
+    managers.add_argument("--json", action="store_true")
     stop = sub.add_parser("stop", help="stop a task and remove its container")
     stop.add_argument("id")
     logs = sub.add_parser("logs", help="print a task's container output")
@@ -401,6 +412,13 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
     elif args.command == "nodes":
         nodes = client.nodes()
         _out(args, [n.model_dump(mode="json") for n in nodes], lambda: render.nodes(nodes))
+    elif args.command == "managers":
+        managers = client.managers()
+        _out(
+            args,
+            [m.model_dump(mode="json") for m in managers],
+            lambda: render.managers(managers),
+        )
     elif args.command == "stop":
         client.stop(args.id)
         print(args.id)
@@ -507,16 +525,26 @@ def manager_config(args: argparse.Namespace, env: Mapping[str, str] | None = Non
 
 
 def run_manager(args: argparse.Namespace, settings: Settings) -> int:
+    from manager.leadership import Identity
     from manager.metrics import serve_metrics
-    from manager.server import Manager
+    from manager.succession import Succession
 
     _configure_logging(args.log_level, args.log_format)
     config = manager_config(args)
-    manager = Manager(settings, config)
+    identity = Identity.here(args.name)
+    succession = Succession(settings, config, identity, lease_times(args.lease))
     serve_metrics(args.metrics_port, config.store)
-    _stop_on_signals(manager.bus.stop)
-    manager.run()
+    _stop_on_signals(succession.stop)
+    succession.run()
     return OK
+
+
+def lease_times(length: float | None) -> LeaseTimes:
+    """The lease's timings from --lease: renewed five times a lease, tried by standbys
+    ten times a lease (at most every half second)."""
+    if length is None:
+        return LeaseTimes()
+    return LeaseTimes(length=length, renew_every=length / 5, standby_every=min(0.5, length / 10))
 
 
 def run_worker(args: argparse.Namespace, settings: Settings) -> int:

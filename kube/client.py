@@ -29,6 +29,7 @@ from shared.errors import DecodeError, KubeError, RequestError, SettingsError
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
+    ManagerInfo,
     NodeRecord,
     NodeRequest,
     NodeSettings,
@@ -55,6 +56,7 @@ REPLY = TypeAdapter(Reply)
 T = TypeVar("T")
 TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
+MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
@@ -203,6 +205,10 @@ class Client:
 
     def nodes(self) -> builtins.list[NodeRecord]:
         return [node for page in self.pages("query.nodes", NODES) for node in page]
+
+    def managers(self) -> builtins.list[ManagerInfo]:
+        """The managers of the cluster, as the leader's store has seen them."""
+        return MANAGERS.validate_python(self._ask("query.managers", b"{}").result, strict=False)
 
     def services(self) -> builtins.list[ServiceRecord]:
         return [service for page in self.pages("query.services", SERVICES) for service in page]

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from shared.models import (
+    ManagerInfo,
     NodeRecord,
     OrphanList,
     ServiceEndpoints,
@@ -158,6 +159,21 @@ def nodes(records: Sequence[NodeRecord]) -> str:
     return table(
         ["NAME", "STATUS", "ADDRESS", "CPU", "MEMORY", "TASKS", "LABELS", "HEARTBEAT"], rows
     )
+
+
+def managers(records: Sequence[ManagerInfo]) -> str:
+    rows = [
+        [
+            m.name,
+            m.role.value,
+            str(m.epoch) if m.epoch else "-",
+            age(m.since) + " ago" if m.since is not None else "-",
+            f"{m.seen_ago:.1f}s ago",
+            f"{m.host}:{m.pid}",
+        ]
+        for m in records
+    ]
+    return table(["NAME", "ROLE", "EPOCH", "LEADER SINCE", "LAST SEEN", "PROCESS"], rows)
 
 
 def placement(record: TaskRecord) -> str:

@@ -56,6 +56,21 @@ ORPHANS = Gauge(
     " --orphans), as its latest heartbeat says.",
     ["node"],
 )
+LEADER = Gauge("kube_manager_leader", "1 while this manager leads, 0 while it is a standby.")
+EPOCH = Gauge("kube_manager_epoch", "The lease epoch this manager leads at (0: a standby).")
+TAKEOVERS = Counter("kube_manager_takeovers", "Times this manager took the lease.")
+
+
+def took_over(epoch: int) -> None:
+    LEADER.set(1)
+    EPOCH.set(epoch)
+    TAKEOVERS.inc()
+
+
+def stepped_down() -> None:
+    LEADER.set(0)
+    EPOCH.set(0)
+
 
 # Every label value exists from the start, at 0: Prometheus's rate() needs a sample
 # before the first increment to see it.

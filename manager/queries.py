@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from manager.endpoints import serving
+from manager.epochs import stamp
 from manager.log_relay import LogRelay
 from manager.orphans import Book, listing
 from manager.store import Store
@@ -35,7 +36,7 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
-    `query.endpoints`, `query.logs` and `query.orphans`."""
+    `query.endpoints`, `query.logs`, `query.orphans` and `query.managers`."""
 
     def __init__(
         self,
@@ -45,8 +46,10 @@ class Queries:
         monotonic: Callable[[], float],
         clock: Callable[[], datetime],
         orphans: Book | None = None,
+        epoch: int = 0,
     ) -> None:
         self.store = store
+        self.epoch = epoch  # the leader's, on the logs requests it sends (manager/epochs.py)
         self.bus = bus
         self.relay = relay
         self.monotonic = monotonic  # the relay's deadlines are on the monotonic clock
@@ -60,6 +63,7 @@ class Queries:
             "query.endpoints": self.endpoints,
             "query.logs": self.logs,
             "query.orphans": self.orphan_list,
+            "query.managers": self.managers,
         }
 
     def on_query(self, delivery: Delivery) -> None:
@@ -105,6 +109,10 @@ class Queries:
             (n.name, n) for n in self.store.nodes() if query.after is None or n.name > query.after
         ]
         return page(after[: query.limit + 1], query.limit)
+
+    def managers(self, delivery: Delivery) -> Reply:
+        """The managers seen in the store (manager/store/lease.py): a handful, one page."""
+        return Reply(ok=True, result=[_dump(info) for info in self.store.managers()])
 
     def services(self, delivery: Delivery) -> Reply:
         query = _list(delivery)
@@ -160,7 +168,7 @@ class Queries:
             self.bus.publish(
                 topology.DISPATCH,
                 task.node,
-                encode(request),
+                stamp(encode(request), self.epoch),
                 persistent=False,
                 mandatory=True,
                 expiration=request.ttl,

@@ -32,6 +32,7 @@ from manager import (
     core,
     dead_dispatches,
     endpoints,
+    metrics,
     nodes,
     orphans,
     removal,
@@ -42,6 +43,8 @@ from manager.blocked import Blocked
 from manager.commands import Commands
 from manager.config import ManagerConfig
 from manager.effects import Decision, Outgoing
+from manager.epochs import stamp
+from manager.leadership import Identity, Lease
 from manager.liveness import Liveness
 from manager.log_relay import Answer, LogRelay
 from manager.metrics import count_orphans, observe
@@ -54,7 +57,15 @@ from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
 from shared.bus.connection import LOST
 from shared.codec import decode, encode
-from shared.errors import ConnectionLost, DecodeError, MessagingError, ResourceLocked, StoreError
+from shared.errors import (
+    ConnectionLost,
+    DecodeError,
+    Deposed,
+    MessagingError,
+    ResourceLocked,
+    StoreError,
+    StoreUnavailable,
+)
 from shared.ids import new_task_id
 from shared.messages import (
     AdoptOrphan,
@@ -71,7 +82,15 @@ from shared.messages import (
     StopTask,
     TaskUpdate,
 )
-from shared.models import NodeRecord, NodeStatus, Reply, ServiceRecord, TaskRecord
+from shared.models import (
+    ManagerInfo,
+    ManagerRole,
+    NodeRecord,
+    NodeStatus,
+    Reply,
+    ServiceRecord,
+    TaskRecord,
+)
 from shared.settings import Settings
 from shared.specs import least_stop_after
 from shared.states import TaskState
@@ -96,9 +115,16 @@ TRANSIENT = (MessagingError, StoreError, *LOST)
 """Failures that are the broker's or the database's, not the message's: the delivery is
 tried again (requeued, or redelivered after a reconnect), never dead-lettered for them."""
 
+LOCK_RETRY = 0.25
+"""Seconds between tries of a new leader to take the broker's lock queue."""
+
+LEADER_EVENT = "manager.leader"
+"""The event's routing key on kube.events, at each takeover (a ManagerInfo)."""
+
 MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
+HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
 DISPATCH: TypeAdapter[
     RunTask
@@ -126,10 +152,20 @@ class Manager:
         bus: MessageBus | None = None,
         clock: Callable[[], datetime] = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        lease: Lease | None = None,
+        identity: Identity | None = None,
     ) -> None:
+        """With a lease (manager/leadership.py), the manager acts only while it holds it:
+        every commit is fenced by its epoch, and every dispatch stamped with it."""
         self.config = config
+        self.settings = settings
         self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
-        self.store = Store(config.store)
+        self.lease = lease
+        self.identity = identity
+        self.epoch = lease.epoch if lease is not None else 0
+        fence = (identity.name, lease.epoch) if lease is not None and identity else None
+        renew = (lease.length, lease.renewed) if lease is not None else None
+        self.store = Store(config.store, fence=fence, renew=renew)
         self.scheduler = make_scheduler(config.scheduler)
         # Pending tasks that fit nowhere wait here for a change. A cache of the store: a
         # dropped unit that moved it resets it (`_blocked_moved`), and so does a tick that
@@ -140,7 +176,9 @@ class Manager:
         self.liveness = Liveness(since=monotonic())
         self.logs = LogRelay()
         self.orphans = orphans.Book()  # the latest each node reported (manager/orphans.py)
-        self.queries = Queries(self.store, self.bus, self.logs, monotonic, clock, self.orphans)
+        self.queries = Queries(
+            self.store, self.bus, self.logs, monotonic, clock, self.orphans, self.epoch
+        )
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
@@ -161,9 +199,24 @@ class Manager:
         self._retry_at = 0.0  # monotonic time before which no batch is published again
         self._retry_delay = 0.0
         self._probing = False  # a probe waits in the replies
+        self.broker_seen = monotonic()  # when the broker was last known to be there
 
-    def setup(self) -> None:
-        """Declare the topology (known nodes' queues too) and start consuming."""
+    def acting(self) -> bool:
+        """Whether this manager may act: it holds its lease (if it runs with one) and no
+        commit found it deposed."""
+        if self.store.deposed:
+            return False
+        return self.lease is None or self.lease.valid(self.monotonic())
+
+    def _must_act(self) -> None:
+        """Raise Deposed unless this manager may act (before it publishes or acks)."""
+        if not self.acting():
+            why = self.lease.lost if self.lease is not None else None
+            raise Deposed(f"manager no longer the leader: {why or 'its lease ran out'}")
+
+    def setup(self, consume: bool = True) -> None:
+        """Declare the topology (known nodes' queues too) and, unless not `consume`,
+        start consuming (`consume_queues`)."""
         self.bus.declare(topology.manager_lock())  # first: a second manager stops here
         self.bus.declare(topology.manager_topology())
         for node in self.store.nodes():
@@ -171,6 +224,13 @@ class Manager:
         self.bus.on_connect(self.on_connect)
         self.bus.on_blocked(self.on_blocked)
         self.bus.after_events(self.finish_batch)
+        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.ticking)
+        self.bus.every(self.config.purge_interval, self.purging)
+        if consume:
+            self.consume_queues()
+
+    def consume_queues(self) -> None:
+        """Consume the manager's queues (again after every reconnect)."""
         self.bus.consume(
             topology.COMMANDS_QUEUE, self.handling(self.from_asker(self.commands.on_command))
         )
@@ -185,22 +245,89 @@ class Manager:
             self.handling(self.on_dead_letter, dead_letter=False),
             requeue_on_error=False,
         )
-        self.bus.every(min(self.config.heartbeat_interval, 1.0), self.ticking)
-        self.bus.every(self.config.purge_interval, self.purging)
 
-    def run(self) -> None:
-        self.setup()
+    def run(self, wait_for_lock: bool = False) -> None:
+        """Serve until stopped, or until this manager no longer leads (then return, its
+        open transaction rolled back). `wait_for_lock`: a new leader waits for the broker
+        to grant the lock queue (the old leader's connection must go first).
+
+        Consuming starts only once connected: the lock held, the outbox sent again (with
+        this manager's epoch) and every node given a full interval (`on_connect`)."""
+        self.setup(consume=False)
         log.info("manager: state in %s, scheduler %s", self.store.location, self.config.scheduler)
         try:
+            if self.lease is not None:
+                self.announce()  # sent with the outbox, once connected
+            if wait_for_lock:
+                self._take_lock()
+            else:
+                self.bus.connect()
+            self.consume_queues()
             self.bus.run()
         except ResourceLocked as exc:
             raise ResourceLocked(
-                f"another kube manager is running on this vhost (it holds the queue"
-                f" {topology.MANAGER_LOCK}); one manager per vhost: stop it first, or give"
-                " this one a vhost of its own"
+                f"another kube manager is running on this vhost{lock_holder(self.settings)}"
+                f" (it holds the queue {topology.MANAGER_LOCK}); one manager per vhost: stop"
+                " it first, or give this one a vhost of its own (several managers share a"
+                " PostgreSQL store: docs/managers.md)"
             ) from exc
+        except (Deposed, StoreUnavailable) as exc:
+            log.error("manager: stopped acting: %s", exc)
         finally:
-            self.store.close()
+            acting = self.acting()
+            try:
+                self.bus.close()
+            finally:
+                self.store.close(commit=acting)
+
+    def _take_lock(self) -> None:
+        """Connect once the broker grants the lock queue; meanwhile keep the lease."""
+        waited = False
+        while not self.bus.stopping:
+            try:
+                self.bus.connect()
+                return
+            except ResourceLocked:
+                self._must_act()
+                if not waited:
+                    log.info(
+                        "manager: waiting for the broker to grant %s (the previous leader's"
+                        " connection is still open)",
+                        topology.MANAGER_LOCK,
+                    )
+                    waited = True
+                self.broker_seen = self.monotonic()
+                time.sleep(LOCK_RETRY)
+
+    def _say_who_holds_the_lock(self) -> None:
+        """Leave this manager's name where a manager refused the lock reads it."""
+        if self.identity is None:
+            return
+        self._replies.append(
+            self.bus.message("", topology.MANAGER_HOLDER, encode(self._info()), persistent=False)
+        )
+
+    def _info(self) -> ManagerInfo:
+        assert self.identity is not None
+        me = self.identity
+        return ManagerInfo(
+            name=me.name,
+            host=me.host,
+            pid=me.pid,
+            role=ManagerRole.LEADER,
+            epoch=self.epoch,
+            since=self.clock(),
+            seen_ago=0.0,
+        )
+
+    def announce(self) -> None:
+        """Record the `manager.leader` event, sent with the outbox once connected."""
+        info = self._info()
+        self.store.record(
+            Decision(outgoing=[Outgoing(topology.EVENTS, LEADER_EVENT, encode(info))])
+        )
+        self.store.commit()
+        metrics.took_over(self.epoch)
 
     def on_connect(self) -> None:
         """After (re)connecting: count node silence from now, and send the outbox.
@@ -209,9 +336,11 @@ class Manager:
         nodes' fault, so they get a full interval again before being called down.
         """
         self.liveness.full_interval(self.monotonic())
+        self.broker_seen = self.monotonic()
         self._backlog_mark = None
         self._acks.clear()  # deliveries of the dead channel come again
         self._replies.clear()
+        self._say_who_holds_the_lock()
         self._probing = False
         self._retry_at = 0.0
         self.finish_batch()
@@ -385,6 +514,7 @@ class Manager:
         broker blocks publishers it is only committed.
         """
         while True:
+            self._must_act()
             if self.bus.blocked or self.monotonic() < self._retry_at:
                 self.store.commit()
                 return
@@ -401,6 +531,7 @@ class Manager:
                 self._not_confirmed(exc)
                 return
             self._confirmed(started if sent or replies else None)
+            self._must_act()
             self.bus.ack_batch(acks)
             self._delete_doomed_queues()
             if not (self._acks or self._replies or self.store.uncommitted):
@@ -450,11 +581,21 @@ class Manager:
             batch = self.store.outbox()
             if not batch:
                 return published
+            self._must_act()
             self.bus.publish_batch(
-                [self.bus.message(out.exchange, out.routing_key, out.body) for _, out in batch]
+                [
+                    self.bus.message(out.exchange, out.routing_key, self._stamped(out))
+                    for _, out in batch
+                ]
             )
             self.store.sent([seq for seq, _ in batch])
             published += len(batch)
+
+    def _stamped(self, out: Outgoing) -> bytes:
+        """A dispatch's body with this manager's epoch (manager/epochs.py)."""
+        if self.epoch and out.exchange == topology.DISPATCH:
+            return stamp(out.body, self.epoch)
+        return out.body
 
     def relay(self, answer: Answer) -> None:
         """Send an answer to a client's reply queue with the batch's other replies."""
@@ -729,6 +870,7 @@ class Manager:
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""
         now, ticks = self.clock(), self.monotonic()
+        self.broker_seen = ticks  # timers fire only while connected
         known = self.store.nodes()
         silent = self.liveness.silent((node.name for node in known), ticks)
         decision = nodes.mark_down(known, silent, self.config.node_down_after)
@@ -788,6 +930,24 @@ class Manager:
             return False
         self._backlog_mark = None
         return True
+
+
+def lock_holder(settings: Settings) -> str:
+    """Who holds the manager's lock, as its holder left it (" (manager NAME, pid P on
+    HOST)"), or nothing if that cannot be read."""
+    probe = Bus(settings, "kube-manager-probe")
+    try:
+        probe.connect()
+        body = probe.peek(topology.MANAGER_HOLDER)
+        if body is None:
+            return ""
+        info = decode(HOLDER, body)
+    except (MessagingError, DecodeError, *LOST) as exc:
+        log.info("manager: cannot read who holds the lock: %s", exc)
+        return ""
+    finally:
+        probe.close()
+    return f" (manager {info.name}, pid {info.pid} on {info.host}, epoch {info.epoch})"
 
 
 def _describe(exc: BaseException) -> str:

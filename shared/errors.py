@@ -12,6 +12,8 @@
     │   └── ImageNotFound      the image is not local and the pull policy forbids or failed a pull
     ├── SettingsError          a setting or argument (flag, environment variable) is not usable
     ├── StoreError             the manager's database failed
+    │   ├── StoreUnavailable   the connection to the database is gone (a manager reconnects)
+    │   └── Deposed            another manager took the lease: this one's writes are refused
     ├── MetricsError           the /metrics endpoint cannot be served (its port is taken)
     └── RequestError           the manager answered a request with an error
 
@@ -86,6 +88,16 @@ class ImageNotFound(RuntimeFailure):
 
 class StoreError(KubeError):
     """The manager's database failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The connection to the database is gone (a server restarted, a link cut): the
+    manager stops acting, reconnects, and competes for the lease again."""
+
+
+class Deposed(StoreError):
+    """Another manager holds the lease now, at a newer epoch: this one's transaction was
+    rolled back, and it must stop acting at once (manager/leadership.py)."""
 
 
 class MetricsError(KubeError):

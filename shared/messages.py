@@ -17,6 +17,7 @@ from shared.wire import (
     ClusterId,
     ContainerId,
     Count,
+    Epoch,
     HostAddress,
     Hostname,
     Int64,
@@ -35,6 +36,7 @@ class RunTask(WireModel):
     """Manager to worker: run attempt `attempt` of a task."""
 
     kind: Literal["run"] = "run"
+    epoch: Epoch = 0  # second, always: the manager stamps it in place (manager/epochs.py)
     task_id: TaskId
     attempt: Attempt
     spec: TaskSpec
@@ -47,6 +49,7 @@ class StopTask(WireModel):
     """Manager to worker: stop and remove the container of a task's attempt."""
 
     kind: Literal["stop"] = "stop"
+    epoch: Epoch = 0
     task_id: TaskId
     attempt: Attempt
 
@@ -66,6 +69,7 @@ class LogsRequest(WireModel):
     """
 
     kind: Literal["logs"] = "logs"
+    epoch: Epoch = 0
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
     task_id: TaskId
     attempt: Attempt
@@ -81,6 +85,7 @@ class ClusterInfo(WireModel):
     labelled with it (worker/runtime/base.py, CLUSTER_LABEL)."""
 
     kind: Literal["cluster"] = "cluster"
+    epoch: Epoch = 0
     cluster: ClusterId
 
 
@@ -258,6 +263,7 @@ class Disowned(WireModel):
     leaves them running, stops listing them as held, and lists them as orphans."""
 
     kind: Literal["disowned"] = "disowned"
+    epoch: Epoch = 0
     tasks: Annotated[tuple[Held, ...], Field(max_length=HELD_PER_PART)]
 
 
@@ -266,6 +272,7 @@ class RemoveOrphan(WireModel):
     an orphan container, one the worker lists as such and no task of its cluster."""
 
     kind: Literal["remove-orphan"] = "remove-orphan"
+    epoch: Epoch = 0
     container_id: ContainerId
 
 
@@ -275,6 +282,7 @@ class AdoptOrphan(WireModel):
     other. Sent again while the worker lists it as an orphan (a restarted worker forgot)."""
 
     kind: Literal["adopt-orphan"] = "adopt-orphan"
+    epoch: Epoch = 0
     task_id: TaskId
     attempt: Attempt
     container_id: ContainerId

@@ -362,3 +362,22 @@ class Reply(WireModel):
     next: str | None = Field(
         default=None, description="a list was cut: ask again with `after` set to this"
     )
+
+
+class ManagerRole(enum.StrEnum):
+    """What a manager does now (manager/store/lease.py)."""
+
+    LEADER = "leader"  # holds the lease: consumes, decides, writes
+    STANDBY = "standby"  # waits for the lease to expire, to take it
+
+
+class ManagerInfo(WireModel):
+    """A manager, as `kube managers` lists it and the `manager.leader` event announces it."""
+
+    name: Name
+    host: Hostname
+    pid: Pid
+    role: ManagerRole
+    epoch: Int64 = Field(ge=0, description="the epoch it leads at (0: a standby)")
+    since: Timestamp | None = Field(default=None, description="when it took the lease")
+    seen_ago: float = Field(ge=0, le=1e12, description="seconds since it last said so")

@@ -23,6 +23,7 @@ from shared.messages import (
     TaskUpdate,
 )
 from shared.models import (
+    ManagerInfo,
     NodeRecord,
     NodeRequest,
     NodeSettings,
@@ -62,6 +63,7 @@ MESSAGES: dict[str, Any] = {
     "service-endpoints": ServiceEndpoints,  # kube.events service.endpoints, query.endpoints
     "task-record": TaskRecord,  # kube.events task.<state>
     "node-record": NodeRecord,  # kube.events node.<what>
+    "manager-info": ManagerInfo,  # kube.events manager.leader, query.managers
     "dispatch": Dispatch,  # kube.dispatch, manager to worker
     "result": Result,  # kube.results, worker to manager
     "task-update": TaskUpdate,

@@ -30,6 +30,10 @@ DEAD_LETTER_QUEUE = "kube.dead-letters"
 MANAGER_LOCK = "kube.manager.lock"
 """An exclusive queue the active manager holds: a second manager on the vhost cannot
 declare it, and refuses to start instead of splitting the cluster."""
+MANAGER_HOLDER = "kube.lock-holder"
+"""Who holds the lock (a ManagerInfo, the one message kept): the lock queue itself cannot
+be read by another connection, so a manager refused can name the one that runs only
+from here. Not under kube.manager.: those queues hold work, empty when it is done."""
 DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
 """The manager's copy of every dead letter, read for dispatches that never reached a
 worker (the broker's delivery limit, or a worker refusing it): their tasks would
@@ -223,8 +227,14 @@ def topic_matches(pattern: str, key: str) -> bool:
 
 
 def manager_lock() -> Topology:
-    """The manager's lock: declared first, before any queue is consumed."""
-    return Topology(queues=(Queue(MANAGER_LOCK, durable=False, exclusive=True, auto_delete=True),))
+    """The manager's lock: declared first, before any queue is consumed; and the queue
+    where its holder says who it is."""
+    return Topology(
+        queues=(
+            Queue(MANAGER_LOCK, durable=False, exclusive=True, auto_delete=True),
+            Queue(MANAGER_HOLDER, arguments={"x-queue-type": "classic", "x-max-length": 1}),
+        )
+    )
 
 
 def node_topology(node: str) -> Topology:

@@ -55,6 +55,14 @@ Name = Annotated[str, Field(pattern=ID_PATTERN)]
 Int64 = Annotated[int, Field(ge=-MAX_INT64 - 1, le=MAX_INT64)]
 Count = Annotated[int, Field(ge=0, le=MAX_INT64)]
 Attempt = Annotated[int, Field(ge=1, le=MAX_INT64, description="1 for a task's first placement")]
+Epoch = Annotated[
+    int,
+    Field(
+        ge=0,
+        le=MAX_INT64,
+        description="the sending manager's lease epoch (0: a manager from before epochs)",
+    ),
+]
 
 
 def clip(text: str) -> str:

@@ -44,6 +44,11 @@ EXITS = Counter(
     " signal, oom_killed).",
     ["code_class"],
 )
+STALE_DISPATCHES = Counter(
+    "kube_worker_stale_dispatches",
+    "Dispatches refused because they came from a manager deposed since (an epoch older"
+    " than the newest this worker has seen).",
+)
 HEALTH_CHECKS = Counter(
     "kube_worker_health_checks",
     "Health probes run, by probe type and result (pass or fail).",

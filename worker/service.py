@@ -80,8 +80,10 @@ from worker.address import detect as detect_address
 from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
 from worker.disconnect import KILL_GRACE, Contact, Watch
+from worker.epochs import Epochs
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
+from worker.metrics import STALE_DISPATCHES
 from worker.runner import Runners
 from worker.runtime.base import (
     ContainerExit,
@@ -161,6 +163,7 @@ class Worker:
         self._watch: ExitWatch | None = None
         self._engine_ok = True
         self.cluster: str | None = None  # the manager's cluster id, once it said (_join)
+        self.epochs = Epochs()  # the newest leader epoch seen (worker/epochs.py)
         self._early_stops: list[tuple[StopTask, Delivery]] = []  # held until _join
         # Attempts the manager never placed (Disowned): left running, listed as orphans.
         # Replaced, never changed in place: the engine threads read it as it is.
@@ -309,6 +312,9 @@ class Worker:
             log.warning("worker %s: dead-lettering a bad dispatch: %s", self.name, exc.reason)
             self.bus.dead_letter(delivery, f"invalid dispatch: {exc.reason}")
             return
+        if not isinstance(message, ClockAhead) and not self._admit(message):
+            self._settled.append(delivery)  # acked and dropped: a deposed manager sent it
+            return
         if isinstance(message, ClusterInfo):
             self._join(message.cluster)
             self._settled.append(delivery)
@@ -340,6 +346,35 @@ class Worker:
             self._early_stops.append((message, delivery))
         else:
             self.runners.stop((message.task_id, message.attempt), delivery)
+
+    def _admit(
+        self,
+        message: RunTask
+        | StopTask
+        | LogsRequest
+        | ClusterInfo
+        | Disowned
+        | RemoveOrphan
+        | AdoptOrphan,
+    ) -> bool:
+        """Whether a dispatch comes from the newest leader this worker has seen (not from
+        a manager deposed since: worker/epochs.py)."""
+        cluster = message.cluster if isinstance(message, RunTask | ClusterInfo) else None
+        if cluster is not None and self.cluster is not None and cluster != self.cluster:
+            self.epochs.forget()  # another cluster (a new store): its epochs start again
+        if self.epochs.admit(message.epoch):
+            return True
+        STALE_DISPATCHES.inc()
+        if self.epochs.first_refusal(message.epoch):
+            log.warning(
+                "worker %s: refusing a %s dispatch from a deposed manager (epoch %d; the"
+                " leader's is %d)",
+                self.name,
+                message.kind,
+                message.epoch,
+                self.epochs.newest,
+            )
+        return False
 
     def _join(self, cluster: str) -> None:
         """The manager says which cluster this node is in: only that cluster's containers

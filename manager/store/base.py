@@ -29,6 +29,14 @@ class Database(Protocol):
     types: dict[str, str]
     """The engine's column types for the schema's placeholders (manager/store/schema.py)."""
 
+    now: str
+    """An SQL expression: the database server's clock, in seconds since the Unix epoch.
+    Leases are measured on it, never on a manager's clock (manager/store/lease.py)."""
+
+    share: str
+    """What ends a SELECT that must hold the rows it read until the transaction ends
+    (PostgreSQL: FOR SHARE; SQLite: nothing, its write transaction holds the file)."""
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None: ...
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:

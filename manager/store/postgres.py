@@ -20,7 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.types.string import TextLoader
 
 from manager.store.base import Row
-from shared.errors import StoreError
+from shared.errors import StoreError, StoreUnavailable
 
 TYPES = {
     "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
@@ -33,6 +33,18 @@ TYPES = {
 
 CONNECT_TIMEOUT = 10
 """Seconds to wait for the server when the URL does not say (libpq waits for ever)."""
+
+LINK_CHECKS = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+"""libpq's checks of a silent link, unless the URL sets them: a cut link (no RST, a
+server's host gone) fails the connection's statements within about 10 s instead of
+TCP's minutes of retransmissions, so that a leader finds out, stops acting and
+reconnects (manager/leadership.py)."""
 
 MIGRATION_LOCK = 0x6B756265  # "kube": one manager at a time upgrades the schema
 
@@ -60,37 +72,52 @@ class PostgresDatabase:
 
     kind = "postgresql"
     types = TYPES
+    # clock_timestamp, not now(): now() is the transaction's start
+    now = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) AS DOUBLE PRECISION)"
+    share = " FOR SHARE"
 
     def __init__(self, url: str) -> None:
         self.where = redacted(url)
         try:
-            timeout = conninfo_to_dict(url).get("connect_timeout", CONNECT_TIMEOUT)
-            conninfo = make_conninfo(url, connect_timeout=timeout)
+            given = conninfo_to_dict(url)
+            defaults = {"connect_timeout": CONNECT_TIMEOUT, **LINK_CHECKS}
+            conninfo = make_conninfo(
+                url, **{key: given.get(key, value) for key, value in defaults.items()}
+            )
             self._conn = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.OperationalError as exc:  # the server does not answer (yet)
+            raise StoreUnavailable(f"cannot open the manager database {self.where}: {exc}") from exc
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the manager database {self.where}: {exc}") from exc
         # records come back as the text that was written, parsed only by the store
         self._conn.adapters.register_loader("json", TextLoader)
         self._cur = self._conn.cursor()
 
+    def _error(self, exc: psycopg.Error) -> StoreError:
+        """The engine's error as ours: StoreUnavailable when the connection is gone (the
+        server restarted, the backend was terminated, the link cut)."""
+        if self._conn.broken or self._conn.closed:
+            return StoreUnavailable(f"database {self.where}: the connection is lost: {exc}")
+        return StoreError(f"database {self.where}: {exc}")
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         try:
             self._cur.execute(_placeholders(sql), params)
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         if rows:
             try:
                 self._cur.executemany(_placeholders(sql), rows)
             except psycopg.Error as exc:
-                raise StoreError(f"database {self.where}: {exc}") from exc
+                raise self._error(exc) from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         try:
             return self._cur.execute(_placeholders(sql), params).fetchall()
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     @property
     def in_transaction(self) -> bool:
@@ -116,9 +143,11 @@ class PostgresDatabase:
             with self._conn.pipeline():
                 yield
         except psycopg.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise self._error(exc) from exc
 
     def commit(self) -> None:
+        if self._conn.broken or self._conn.closed:
+            raise StoreUnavailable(f"database {self.where}: the connection is lost")
         # After an error outside a savepoint (a read that failed), PostgreSQL answers
         # COMMIT by rolling back, without an error: say so, or the batch would be acked.
         if self._conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR:

@@ -169,11 +169,32 @@ def _meta(db: Database) -> None:
     )
 
 
+def _leadership(db: Database) -> None:
+    """5: the lease (one row: who leads, at which epoch, until when on the database's
+    clock, since when) and the managers seen, for `kube managers` (manager/store/lease.py).
+    The lease's row exists from the start, held by no one, so that it can be locked."""
+    text, integer, real = db.types["text"], db.types["int"], db.types["real"]
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS leader (id {integer} PRIMARY KEY, holder {text} NOT NULL,"
+        f" epoch {integer} NOT NULL, expires {real} NOT NULL, since {real} NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO leader (id, holder, epoch, expires, since) VALUES (1, '', 0, 0, 0)"
+        " ON CONFLICT (id) DO NOTHING"
+    )
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS managers (name {text} PRIMARY KEY, host {text} NOT NULL,"
+        f" pid {integer} NOT NULL, role {text} NOT NULL, epoch {integer} NOT NULL,"
+        f" seen {real} NOT NULL)"
+    )
+
+
 STEPS: list[Callable[[Database], None]] = [
     _tables_and_ended_at,
     _where_columns,
     _host_ports,
     _meta,
+    _leadership,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 

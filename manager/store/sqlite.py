@@ -32,6 +32,8 @@ class SqliteDatabase:
 
     kind = "sqlite"
     types = TYPES
+    now = "((julianday('now') - 2440587.5) * 86400.0)"
+    share = ""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
@@ -42,7 +44,9 @@ class SqliteDatabase:
                 self._db = sqlite3.connect(uri, uri=True, timeout=1.0, isolation_level=None)
                 return
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None)
+            # check_same_thread off: the lease's connection is handed from the standby's
+            # thread to the keeper's (manager/leadership.py), never used by two at once
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives a killed process; only power loss may drop the
             # last transactions, which redelivery of unacked messages then replays.

@@ -17,9 +17,11 @@ transaction that fails to commit is rolled back and the caches are read again.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,10 +33,18 @@ from manager.effects import Decision, Outgoing, Removal
 from manager.holdings import HOLDING, Hold, Holdings, Leftovers, Reserved
 from manager.nodes import PLACED, Where
 from manager.store.base import Database
+from manager.store.lease import Leases, Role
 from manager.store.schema import KEYS, upgrade
 from manager.store.url import connect
-from shared.errors import StoreError
-from shared.models import DrainingAttempt, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.errors import Deposed, StoreError, StoreUnavailable
+from shared.models import (
+    DrainingAttempt,
+    ManagerInfo,
+    NodeRecord,
+    ServiceRecord,
+    TaskEvent,
+    TaskRecord,
+)
 from shared.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -45,9 +55,20 @@ M = TypeVar("M", bound=BaseModel)
 class Store:
     """The manager's state; one connection, used from the manager's bus thread only."""
 
-    def __init__(self, target: str | Path) -> None:
+    def __init__(
+        self,
+        target: str | Path,
+        fence: tuple[str, int] | None = None,
+        renew: tuple[float, Callable[[float], None]] | None = None,
+    ) -> None:
         """Open the database a store URL (or a SQLite file's path) names, upgrading its
-        schema if an older kube wrote it (manager/store/schema.py)."""
+        schema if an older kube wrote it (manager/store/schema.py). With a fence (the
+        lease's holder and epoch: manager/store/lease.py), every commit first checks, in
+        its transaction, that the lease is still at that epoch."""
+        self._fence = fence
+        # SQLite: (the lease's length, what to tell of a renewal's monotonic start)
+        self._renew = renew
+        self.deposed = False  # a commit found the lease at another epoch
         self._db: Database = connect(target)
         try:
             upgrade(self._db)
@@ -155,19 +176,53 @@ class Store:
             raise StoreError("cannot commit while a unit is open")
         if self._db.in_transaction:
             try:
+                self._check_fence()
                 self._db.commit()
             except StoreError:
                 self._abandon()
                 raise
 
+    def _check_fence(self) -> None:
+        """Refuse to commit if another manager took the lease since this one did. On
+        PostgreSQL the row stays locked (FOR SHARE) until the commit: a takeover waits for
+        it, so no commit of a deposed manager lands after the epoch moved on."""
+        if self._fence is None:
+            return
+        if self._renew is not None and self._db.kind == "sqlite":
+            # The batch holds the file's one write lock, which the lease's own connection
+            # would wait for: each commit renews the lease itself, in its transaction.
+            length, renewed = self._renew
+            started = time.monotonic()
+            kept = self._db.query(
+                f"UPDATE leader SET expires = {self._db.now} + ?"
+                " WHERE id = 1 AND holder = ? AND epoch = ? RETURNING epoch",
+                (length, *self._fence),
+            )
+            if kept:
+                renewed(started)
+                return
+        rows = self._db.query(f"SELECT holder, epoch FROM leader WHERE id = 1{self._db.share}")
+        found = (str(rows[0][0]), int(rows[0][1])) if rows else ("", 0)
+        if found != self._fence:
+            self.deposed = True
+            raise Deposed(
+                f"manager {self._fence[0]} (epoch {self._fence[1]}) is no longer the leader:"
+                f" {found[0] or 'no one'} holds the lease at epoch {found[1]}; its batch is"
+                " rolled back"
+            )
+
     def _abandon(self) -> None:
-        """Roll back the open transaction and read the caches again from the tables."""
+        """Roll back the open transaction and read the caches again from the tables (not
+        when deposed or disconnected: the manager stops, and reads nothing more)."""
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
         except StoreError as exc:  # a failed COMMIT may have rolled back already
             log.warning("store: rolling back after a failed commit: %s", exc)
-        self._load_caches()
+            if isinstance(exc, StoreUnavailable):
+                return
+        if not self.deposed:
+            self._load_caches()
 
     def _query(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         return self._db.query(sql, tuple(params))
@@ -504,13 +559,38 @@ class Store:
             self._sharing = {where: tuple(names) for where, names in sharing.items()}
         return self._sharing.get(address, ())
 
-    def close(self) -> None:
-        """Commit what is open (its deliveries, unacked, come again and find it), and close."""
+    def managers(self) -> list[ManagerInfo]:
+        """The managers seen, by name, with the leader's epoch and since when it leads."""
+        leases = Leases(self._db)
+        holder = leases.holder()
+        since = datetime.fromtimestamp(holder.since, UTC) if holder.since else None
+        return [
+            ManagerInfo(
+                name=seen.name,
+                host=seen.host,
+                pid=seen.pid,
+                role=Role.LEADER if leader else Role.STANDBY,
+                epoch=holder.epoch if leader else 0,
+                since=since if leader else None,
+                seen_ago=max(seen.ago, 0.0),
+            )
+            for seen in leases.managers()
+            for leader in [seen.name == holder.name and holder.left > 0]
+        ]
+
+    def close(self, commit: bool = True) -> None:
+        """Commit what is open (its deliveries, unacked, come again and find it), and
+        close; without `commit` (a manager that no longer leads), roll it back."""
         if self._closed:
             return
         self._closed = True
         try:
-            self.commit()
+            if commit:
+                self.commit()
+            elif self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except StoreUnavailable as exc:
+            log.warning("store: closing: %s", exc)
         finally:
             self._db.close()
 

@@ -280,6 +280,16 @@ class Bus:
             frame = channel.queue_declare(queue, passive=True)
         return int(frame.method.message_count)
 
+    def peek(self, queue: str) -> bytes | None:
+        """The body of the message at the head of a queue, left there (None: empty)."""
+        channel = self._require_channel()
+        with translated(f"{self._name}: reading {queue}"):
+            method, _, body = channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                return None
+            channel.basic_nack(method.delivery_tag, requeue=True)
+        return bytes(body)
+
     def consumers_of(self, queue: str) -> int:
         """How many consumers a queue has now (a passive declare: no right to configure
         it is needed)."""

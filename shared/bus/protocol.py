@@ -91,6 +91,10 @@ class MessageBus(Protocol):
         """How many messages wait in a queue, not yet delivered to any consumer."""
         ...
 
+    def peek(self, queue: str) -> bytes | None:
+        """The body of the message at the head of a queue, left there (None: empty)."""
+        ...
+
     def consumers_of(self, queue: str) -> int:
         """How many consumers a queue has now."""
         ...
@@ -127,6 +131,9 @@ class MessageBus(Protocol):
         ...
 
     # -- the loop
+
+    def connect(self) -> None:
+        """Connect and set everything up now (ResourceLocked: a lock queue is held)."""
 
     def run(self) -> None:
         """Serve until stop(): consume, fire timers, run callbacks; reconnect on failure."""

@@ -102,6 +102,11 @@ class StubBus:
     def queue_depth(self, queue: str) -> int:
         return self.depths.get(queue, 0)
 
+    def peek(self, queue: str) -> bytes | None:
+        """The last message published to the queue by name (the default exchange)."""
+        sent = [p.body for p in self.published if p.exchange == "" and p.routing_key == queue]
+        return sent[-1] if sent else None
+
     def consumers_of(self, queue: str) -> int:
         return self.consumer_counts.get(queue, 0)
 

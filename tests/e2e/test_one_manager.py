@@ -24,8 +24,9 @@ def test_a_second_manager_is_refused_and_the_first_goes_on(
     vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
 ) -> None:
     workers = {"node-1": ("--runtime", "mock")}
+    named = ("--name", "first")
     with (
-        running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster,
+        running_cluster(vhost, tmp_path, docker_client, request, workers, named) as cluster,
         Client(Settings(amqp_url=vhost, request_timeout=10)) as client,
     ):
         before = client.submit(TaskSpec(name="before", image="busybox"))
@@ -37,7 +38,16 @@ def test_a_second_manager_is_refused_and_the_first_goes_on(
         # then it stops at once, saying why, and touched nothing
         assert second.returncode == 4, second.stderr
         assert "another kube manager is running" in second.stderr
+        pid = cluster.procs["manager"].pid
+        assert f"(manager first, pid {pid} on {socket.gethostname()}" in second.stderr
         assert "Traceback" not in second.stderr
+        # and a second manager on the first one's own SQLite file is refused too, naming it
+        same = cluster.kube(
+            "manager", "--db", str(tmp_path / "manager.db"), "--metrics-port", "0", timeout=60
+        )
+        assert same.returncode == 4, same.stderr
+        assert f"manager first (pid {pid} on {socket.gethostname()}" in same.stderr
+        assert "Traceback" not in same.stderr
         after = client.submit(TaskSpec(name="after", image="busybox"))
         assert client.wait(after, {TaskState.RUNNING}, timeout=30).state == TaskState.RUNNING
         assert client.get(before).state == TaskState.RUNNING

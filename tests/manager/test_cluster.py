@@ -37,7 +37,7 @@ def test_the_cluster_id_is_made_once_and_kept(stores: Stores) -> None:
 def test_a_worker_is_told_its_cluster_until_its_heartbeats_name_it() -> None:
     (told,) = introduce(beat(None), "c0ffee00").outgoing
     assert (told.exchange, told.routing_key) == (topology.DISPATCH, "n1")
-    assert json.loads(told.body) == {"kind": "cluster", "cluster": "c0ffee00"}
+    assert json.loads(told.body) == {"kind": "cluster", "epoch": 0, "cluster": "c0ffee00"}
     assert introduce(beat("deadbeef"), "c0ffee00").outgoing  # another: told again
     assert introduce(beat("c0ffee00"), "c0ffee00").empty
     assert introduce(beat(None, part=1), "c0ffee00").empty  # once a heartbeat

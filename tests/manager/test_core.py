@@ -55,6 +55,7 @@ def test_schedule_places_dispatches_and_announces() -> None:
     assert dispatch.routing_key == "n1"
     assert json.loads(dispatch.body) | {"spec": None} == {
         "kind": "run",
+        "epoch": 0,  # stamped when published (manager/epochs.py)
         "task_id": "t1",
         "attempt": 1,
         "spec": None,
@@ -105,7 +106,12 @@ def test_a_stale_attempt_is_refused_and_its_live_container_stopped() -> None:
     task = placed().model_copy(update={"attempt": 2})
     decision = core.apply_update(task, update(TaskState.RUNNING, attempt=1), NOW)
     assert not decision.tasks and "stale" in (decision.refused or "")
-    assert json.loads(decision.outgoing[0].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
+    assert json.loads(decision.outgoing[0].body) == {
+        "kind": "stop",
+        "epoch": 0,
+        "task_id": "t1",
+        "attempt": 1,
+    }
 
 
 def test_stopping_a_pending_task_completes_it_at_once() -> None:
@@ -156,7 +162,12 @@ def test_a_failure_under_on_failure_restarts_after_the_backoff() -> None:
     )
     assert again.not_before == NOW + timedelta(seconds=2)
     assert "restart 1/2 in 2s" in (decision.events[-1][1].detail or "")
-    assert json.loads(decision.outgoing[-1].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
+    assert json.loads(decision.outgoing[-1].body) == {
+        "kind": "stop",
+        "epoch": 0,
+        "task_id": "t1",
+        "attempt": 1,
+    }
     # and the scheduler leaves it alone until the backoff passed, then gives it attempt 2
     assert not core.schedule([again], [node("n1")], RoundRobin(), NOW).tasks
     later = core.schedule([again], [node("n1")], RoundRobin(), NOW + timedelta(seconds=2))
@@ -197,7 +208,7 @@ def test_a_task_asked_to_stop_that_reports_running_is_sent_its_stop_again() -> N
         decision = core.apply_update(stopping, update(TaskState.RUNNING), NOW)
         # then the report is taken and the node is told again to stop that attempt
         stops = [json.loads(o.body) for o in decision.outgoing if o.exchange == topology.DISPATCH]
-        assert stops == [{"kind": "stop", "task_id": "t1", "attempt": 1}], state
+        assert stops == [{"kind": "stop", "epoch": 0, "task_id": "t1", "attempt": 1}], state
         assert all(
             o.routing_key == "n1" for o in decision.outgoing if o.exchange == topology.DISPATCH
         )

@@ -171,8 +171,8 @@ def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
     decision = nodes.superseded(beat(("t1", 1), ("ghost", 1)), where, {"ghost": 1})
     stops = [json.loads(o.body) for o in decision.outgoing]
     assert stops == [
-        {"kind": "stop", "task_id": "t1", "attempt": 1},
-        {"kind": "stop", "task_id": "ghost", "attempt": 1},
+        {"kind": "stop", "epoch": 0, "task_id": "t1", "attempt": 1},
+        {"kind": "stop", "epoch": 0, "task_id": "ghost", "attempt": 1},
     ]
 
 
@@ -262,7 +262,12 @@ def test_drain_cordons_and_keeps_the_old_attempt_until_the_next_one_runs() -> No
     )
     # and once attempt 2 runs, attempt 1 on n1 is stopped
     assert ran.tasks[-1].draining is None
-    assert json.loads(ran.outgoing[-1].body) == {"kind": "stop", "task_id": "t1", "attempt": 1}
+    assert json.loads(ran.outgoing[-1].body) == {
+        "kind": "stop",
+        "epoch": 0,
+        "task_id": "t1",
+        "attempt": 1,
+    }
     assert ran.outgoing[-1].routing_key == "n1"
 
 

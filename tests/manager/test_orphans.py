@@ -151,6 +151,7 @@ def test_adopting_records_a_running_task_from_the_container_and_tells_the_worker
     told = json.loads(decision.outgoing[-1].body)
     assert told == {
         "kind": "adopt-orphan",
+        "epoch": 0,  # stamped by the leader as it publishes (manager/epochs.py)
         "task_id": "old-1a2b3c4d",
         "attempt": 2,
         "container_id": found.container_id,
