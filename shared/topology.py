@@ -25,6 +25,9 @@ DEAD_LETTER_QUEUE = "kube.dead-letters"
 MANAGER_LOCK = "kube.manager.lock"
 """An exclusive queue the active manager holds: a second manager on the vhost cannot
 declare it, and refuses to start instead of splitting the cluster."""
+UP_LOCK = "kube.up.lock"
+"""An exclusive queue a `kube up` holds while it starts its cluster: a second one started
+at the same instant waits for it, then finds its manager and refuses (kube/up.py)."""
 DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
 """The manager's copy of every dead letter, read for dispatches that never reached a
 worker (the broker's delivery limit, or a worker refusing it): their tasks would
