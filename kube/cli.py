@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -153,10 +153,16 @@ def _package_version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag said in one line (its usage can take eight): the line
+    names the flag and the problem, and where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kube", description="A container orchestrator on RabbitMQ."
-    )
+    parser = _Parser(prog="kube", description="A container orchestrator on RabbitMQ.")
     parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
     parser.add_argument("--amqp-url", help="broker URL (default: $KUBE_AMQP_URL or localhost)")
     parser.add_argument("--timeout", type=_seconds, help="seconds to wait for the manager")
