@@ -177,7 +177,9 @@ class LocalCluster:
     pumps: list[threading.Thread] = field(default_factory=list)
     group: int | None = None
 
-    def start(self) -> None:
+    def start(self, stopping: threading.Event | None = None) -> None:
+        """Start the children, the manager first; a stop asked meanwhile (`stopping`)
+        starts no more of them."""
         env = {**os.environ, "KUBE_AMQP_URL": self.settings.amqp_url}
         if self.settings.ca_file:
             env["KUBE_AMQP_CA"] = self.settings.ca_file
@@ -186,6 +188,8 @@ class LocalCluster:
         # Every child is forked before any pump thread starts: a preexec_fn is not safe
         # in a process that has threads (kube/lifeline.py).
         for child in self.children:
+            if stopping is not None and stopping.is_set():
+                break
             proc = subprocess.Popen(
                 child.argv,
                 env=env,
@@ -200,7 +204,7 @@ class LocalCluster:
                 self.group = proc.pid
             self.procs[child.name] = proc
             self.say(f"started {child.name} (pid {proc.pid})")
-        for child in self.children:
+        for child in self.children[: len(self.procs)]:
             pump = threading.Thread(
                 target=self._pump,
                 args=(child.name.rjust(width), self.procs[child.name]),
@@ -461,7 +465,7 @@ def _run_cluster(
         code = OK
         try:
             _remove_leftovers(cluster, options.runtime)
-            cluster.start()
+            cluster.start(stopping)
             problem = wait_ready(settings, cluster, options.nodes, options.ready_timeout, stopping)
             started()
             if problem is not None and not stopping.is_set():

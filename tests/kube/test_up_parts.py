@@ -6,11 +6,12 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from kube import leftovers
 from kube.sink import Gone, Sink
-from kube.up import LocalCluster, UpOptions, _say_ready, broker_env
+from kube.up import Child, LocalCluster, UpOptions, _say_ready, broker_env
 from shared.images import BUILD_BUSYBOX, LOCAL_BUSYBOX
 from shared.settings import Settings
 
@@ -106,3 +107,16 @@ def test_an_output_that_fails_otherwise_keeps_the_error_to_say_it() -> None:
     sink.line("x")
     assert sink.gone is Gone.OTHER
     assert sink.error is not None and sink.error.strerror == "No space left on device"
+
+
+def test_a_stop_asked_while_the_children_start_starts_no_more_of_them() -> None:
+    # given a stop asked (SIGTERM) before the children are all started
+    stopping = threading.Event()
+    stopping.set()
+    out = io.StringIO()
+    cluster = LocalCluster(Settings(), [Child("manager", [sys.executable, "-c", ""])], Sink(out))
+    # when the cluster starts
+    cluster.start(stopping)
+    # then no child is started, and stopping it has nothing to wait for
+    assert cluster.procs == {} and cluster.stop() == {}
+    assert "started" not in out.getvalue()
