@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -43,6 +43,7 @@ from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.units import parse_bytes
+from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
 OK = 0
 TASK_FAILED = 1
@@ -74,6 +75,45 @@ def _seconds(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
     return value
+
+
+MAX_UP_WORKERS = 64
+"""Workers `kube up` starts at most: each is a process and a broker connection on one
+machine; past a few dozen, a real cluster is the better tool."""
+
+
+def _workers(text: str) -> int:
+    """How many workers `kube up` starts: 1 to MAX_UP_WORKERS."""
+    value = _whole(text)
+    if not 1 <= value <= MAX_UP_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value} is not within 1 to {MAX_UP_WORKERS}")
+    return value
+
+
+def _metrics_port(text: str) -> int:
+    """A port to serve /metrics on, 1 to 65535, or 0: none."""
+    value = _whole(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1 to 65535, or 0: off)")
+    return value
+
+
+def _name_prefix(text: str) -> str:
+    """A prefix that makes valid node names PREFIX-1..PREFIX-64."""
+    longest = f"{text}-{MAX_UP_WORKERS}"
+    if not re.match(ID_PATTERN, longest):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} cannot begin a node name (up to {MAX_ID_LENGTH - 3} characters of"
+            " A-Z, a-z, 0-9, '_', '.', '-', starting with a letter or digit)"
+        )
+    return text
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -114,10 +154,16 @@ def _package_version() -> str:
         return "unknown"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag said in one line (its usage can take eight): the line
+    names the flag and the problem, and where the usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kube", description="A container orchestrator on RabbitMQ."
-    )
+    parser = _Parser(prog="kube", description="A container orchestrator on RabbitMQ.")
     parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
     parser.add_argument(
         "--amqp-url",
@@ -280,8 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _up_parser(sub: Any) -> None:
     up = sub.add_parser("up", help="run a manager and workers here until Ctrl-C")
-    up.add_argument("--workers", type=int, default=2, help="how many workers (default 2)")
-    up.add_argument("--name-prefix", help="workers are PREFIX-1..N (default: the host name)")
+    up.add_argument(
+        "--workers", type=_workers, default=2, help=f"how many workers, 1 to {MAX_UP_WORKERS}"
+    )
+    up.add_argument(
+        "--name-prefix", type=_name_prefix, help="workers are PREFIX-1..N (default: the host name)"
+    )
     up.add_argument("--start-broker", action="store_true", help="start RabbitMQ in Docker if none")
     up.add_argument("--broker-image", default=None, help="the image --start-broker runs")
     up.add_argument("--keep", action="store_true", help="leave containers and state at exit")
@@ -289,9 +339,12 @@ def _up_parser(sub: Any) -> None:
     up.add_argument("--store", metavar="URL", help="the manager's store, e.g. postgresql://...")
     up.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
-    up.add_argument("--ready-timeout", type=float, default=60.0)
+    up.add_argument("--ready-timeout", type=_seconds, default=60.0)
     up.add_argument(
-        "--metrics-port", type=int, default=0, help="manager's /metrics; workers next (0: off)"
+        "--metrics-port",
+        type=_metrics_port,
+        default=0,
+        help="manager's /metrics; workers next (0: off)",
     )
     _logging_flags(up)
 
@@ -306,7 +359,7 @@ def _observability_flags(parser: argparse.ArgumentParser, port: int) -> None:
     parser.add_argument("--log-format", default="text", choices=LOG_FORMATS)
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=_metrics_port,
         default=port,
         help=f"serve /metrics here (default {port}; 0: off)",
     )
@@ -462,7 +515,10 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         "spread": args.spread,
     }
     data.update({key: value for key, value in flags.items() if value is not None})
-    spec = make_spec(data)
+    try:
+        spec = make_spec(data)
+    except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
+        raise SettingsError(f"not a valid task: {exc.reason}") from exc
     task_id = client.submit(spec)
     if spec.replicas is not None and args.wait:
         print(task_id, flush=True)
@@ -610,6 +666,13 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     from kube.localbroker import BROKER_IMAGE
     from kube.up import UpOptions, up
 
+    if args.metrics_port and args.metrics_port + args.workers > 65535:
+        raise SettingsError(
+            f"--metrics-port {args.metrics_port}: the workers take the next {args.workers}"
+            " port(s), past 65535"
+        )
+    if args.db is not None and not args.db.parent.is_dir():
+        raise SettingsError(f"--db {args.db}: no such folder {args.db.parent}")
     # polling for the manager gets unroutable returns, which pika logs as warnings
     logging.getLogger("pika").setLevel(logging.ERROR)
     options = UpOptions(

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from kube import render
 from kube.client import Client, WaitTimeout, make_spec
 from shared.codec import describe
-from shared.errors import DecodeError
+from shared.errors import DecodeError, KubeError
 from shared.models import NodeSettings, Removed, TaskRecord
 from shared.states import TaskState
 
@@ -253,16 +253,30 @@ def wait_drained(client: Client, node: str, timeout: float) -> None:
         left = holding(node, client.list())
 
 
+class ServiceCannotRun(KubeError):
+    """A service's tasks cannot run until someone acts: their image cannot be pulled."""
+
+
 def wait_service(client: Client, name: str, replicas: int, timeout: float) -> int:
-    """Wait until the service has `replicas` running tasks; return how many run."""
+    """Wait until the service has `replicas` running tasks; return how many run.
+
+    A task whose image cannot be pulled ends the wait at once (ServiceCannotRun): it only
+    tries again after a backoff of minutes, with the same answer until someone acts."""
     events = client.watch(["task.*"], timeout=timeout)
 
     def running() -> int:
-        return sum(
-            1
+        live = [
+            t
             for t in client.list()
-            if t.service == name and t.state == TaskState.RUNNING and t.desired_state == "running"
-        )
+            if t.service == name and t.desired_state == "running" and not t.state.terminal
+        ]
+        stuck = next((t for t in live if t.image_problem is not None), None)
+        if stuck is not None:
+            raise ServiceCannotRun(
+                f"service {name} cannot run: {stuck.error}; its tasks try again after a"
+                f" backoff (see `kube inspect {stuck.id}`, `kube services`)"
+            )
+        return sum(1 for t in live if t.state == TaskState.RUNNING)
 
     count = running()
     while count < replicas:

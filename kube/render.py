@@ -87,6 +87,16 @@ def services(records: Sequence[ServiceRecord], all_tasks: Sequence[TaskRecord]) 
             if t.service == s.name and t.state.value == "running" and t.desired_state == "running"
         )
         update = s.update_state.value + (f": {s.update_error}" if s.update_error else "")
+        stuck = next(
+            (
+                t
+                for t in all_tasks
+                if t.service == s.name and t.image_problem is not None and not t.state.terminal
+            ),
+            None,
+        )
+        if stuck is not None:  # why the service has fewer running than it wants
+            update += f"; image cannot be pulled ({stuck.image_problem}): kube inspect {stuck.id}"
         rows.append(
             [
                 s.name,
@@ -110,7 +120,8 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         ("id", record.id),
         ("name", record.name),
         ("state", record.state.value),
-        ("desired", record.desired_state),
+        # an ended task wants nothing more: "running" would read as if it should be
+        ("desired", "-" if record.state.terminal else record.desired_state),
         ("node", record.node or "-"),
         ("image", record.image),
         ("command", shlex.join(record.spec.command) or "(image default)"),

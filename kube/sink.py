@@ -34,6 +34,7 @@ class Sink:
         self.out = out
         self.on_gone = on_gone
         self.gone: Gone | None = None
+        self.error: OSError | None = None  # the failed write's error, to say it elsewhere
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
@@ -45,6 +46,7 @@ class Sink:
                 print(text, file=self.out, flush=True)
             except OSError as exc:
                 self.gone = _why(exc)
+                self.error = exc
                 self._detach()
             else:
                 return

@@ -22,6 +22,7 @@ import contextlib
 import enum
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
+from urllib.parse import urlsplit
 
 import docker
 import docker.errors
@@ -44,7 +46,7 @@ from shared import topology
 from shared.errors import KubeError, MessagingError, RuntimeFailure
 from shared.images import BUILD_BUSYBOX, LOCAL_BUSYBOX
 from shared.rpc import RpcChannel
-from shared.settings import Settings, redact
+from shared.settings import DEFAULT_AMQP_URL, Settings, redact
 from worker.runtime.base import CLUSTER_LABEL, NODE_LABEL
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,9 @@ class LocalCluster:
     pumps: list[threading.Thread] = field(default_factory=list)
     group: int | None = None
 
-    def start(self) -> None:
+    def start(self, stopping: threading.Event | None = None) -> None:
+        """Start the children, the manager first; a stop asked meanwhile (`stopping`)
+        starts no more of them."""
         env = {**os.environ, "KUBE_AMQP_URL": self.settings.amqp_url}
         if self.settings.ca_file:
             env["KUBE_AMQP_CA"] = self.settings.ca_file
@@ -184,6 +188,8 @@ class LocalCluster:
         # Every child is forked before any pump thread starts: a preexec_fn is not safe
         # in a process that has threads (kube/lifeline.py).
         for child in self.children:
+            if stopping is not None and stopping.is_set():
+                break
             proc = subprocess.Popen(
                 child.argv,
                 env=env,
@@ -198,7 +204,7 @@ class LocalCluster:
                 self.group = proc.pid
             self.procs[child.name] = proc
             self.say(f"started {child.name} (pid {proc.pid})")
-        for child in self.children:
+        for child in self.children[: len(self.procs)]:
             pump = threading.Thread(
                 target=self._pump,
                 args=(child.name.rjust(width), self.procs[child.name]),
@@ -311,12 +317,17 @@ def up(
     # SIGINT interrupts already; the others unwind the same way while the broker boots
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)
+    starting: RpcChannel | None = None
     try:
         try:
             broker = _ensure_broker(options, settings, sink, ask, interactive)
+            starting = _starting(settings, options.ready_timeout + STOP_GRACE, sink)
             if broker is None and (holder := manager_running(settings)) is not None:
                 print(f"kube up: {holder}", file=sys.stderr)
                 return REFUSED
+        except _Busy as exc:
+            print(f"kube up: {exc}", file=sys.stderr)
+            return REFUSED
         except (localbroker.LocalBrokerError, MessagingError, _NoBroker) as exc:
             print(f"kube up: {exc}", file=sys.stderr)
             return BROKER_DOWN
@@ -328,15 +339,23 @@ def up(
         for sig in STOP_SIGNALS:
             signal.signal(sig, lambda *_: stopping.set())
         try:
-            code = _run_cluster(options, settings, sink, stopping)
+            code = _run_cluster(options, settings, sink, stopping, started=starting.close)
         finally:
             if broker is not None and not options.keep:
                 sink.line("kube up: removing the broker container")
                 localbroker.remove_broker(broker)
     finally:
+        if starting is not None:
+            starting.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return PIPE_CLOSED if sink.gone is Gone.PIPE_CLOSED else code
+    if sink.gone is Gone.PIPE_CLOSED:
+        return PIPE_CLOSED
+    if sink.gone is Gone.OTHER:  # e.g. a full disk: not a reader that chose to go
+        error = sink.error.strerror if sink.error is not None else "unknown error"
+        print(f"kube up: cannot write its output ({error}); stopped", file=sys.stderr)
+        return FAILED
+    return code
 
 
 def manager_running(settings: Settings) -> str | None:
@@ -357,6 +376,38 @@ def manager_running(settings: Settings) -> str | None:
         f" {topology.MANAGER_LOCK}); stop it (or the `kube up` that runs it), or give this"
         " cluster a vhost of its own in KUBE_AMQP_URL"
     )
+
+
+def _starting(settings: Settings, wait: float, out: Sink) -> RpcChannel:
+    """A connection that holds UP_LOCK while this `kube up` starts its cluster.
+
+    Two `kube up` started at the same instant would both find no manager, and the second
+    would see the first one's nodes ready and say so before its own manager gave up. The
+    second waits here instead, then finds the first one's manager and refuses."""
+    url = redact(settings.amqp_url)
+    channel = RpcChannel(settings, name="kube-up-starting")
+    try:
+        deadline = time.monotonic() + wait
+        held = channel.hold(topology.UP_LOCK)
+        if not held:
+            out.line(f"kube up: another kube up is starting a cluster on {url}: waiting for it")
+        while not held:
+            if time.monotonic() > deadline:
+                raise _Busy(
+                    f"another kube up has been starting a cluster on {url} for over"
+                    f" {wait:g}s (it holds {topology.UP_LOCK}); stop it, or give this"
+                    " cluster a vhost of its own in KUBE_AMQP_URL"
+                )
+            time.sleep(0.3)  # a stop signal raises KeyboardInterrupt here (see up)
+            held = channel.hold(topology.UP_LOCK)
+    except BaseException:
+        channel.close()
+        raise
+    return channel
+
+
+class _Busy(KubeError):
+    """Another `kube up` is starting a cluster on the vhost, and has been for too long."""
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -401,16 +452,23 @@ def _ensure_broker(
 
 
 def _run_cluster(
-    options: UpOptions, settings: Settings, out: Sink, stopping: threading.Event
+    options: UpOptions,
+    settings: Settings,
+    out: Sink,
+    stopping: threading.Event,
+    started: Callable[[], None] = lambda: None,
 ) -> int:
+    """Start the children, wait for them, and stop them all at the end; `started` is
+    called once the cluster is ready or is not coming up (another `kube up` may start)."""
     with leftovers.scratch() as scratch:
         db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
         cluster = LocalCluster(settings, plan(options, db), out)
         code = OK
         try:
             _remove_leftovers(cluster, options.runtime)
-            cluster.start()
+            cluster.start(stopping)
             problem = wait_ready(settings, cluster, options.nodes, options.ready_timeout, stopping)
+            started()
             if problem is not None and not stopping.is_set():
                 cluster.say(problem)
                 # another manager took the vhost since manager_running() looked
@@ -478,6 +536,21 @@ def try_image(runtime: str) -> str | None:
         return None
 
 
+def broker_env(settings: Settings) -> str:
+    """What a command pasted in another terminal needs before it to reach this cluster's
+    broker: nothing for the default URL. A password other than guest's is shown as ***
+    (this output may be shared): the reader puts their own in."""
+    env = ""
+    if settings.amqp_url != DEFAULT_AMQP_URL:
+        parts = urlsplit(settings.amqp_url)
+        guest = (parts.username, parts.password) == ("guest", "guest")
+        url = settings.amqp_url if guest else redact(settings.amqp_url)
+        env = f"KUBE_AMQP_URL={shlex.quote(url)} "
+    if settings.ca_file:
+        env += f"KUBE_AMQP_CA={shlex.quote(settings.ca_file)} "
+    return env
+
+
 def _say_ready(
     cluster: LocalCluster, options: UpOptions, settings: Settings, image: str | None
 ) -> None:
@@ -491,6 +564,9 @@ def _say_ready(
             f" ({LOCAL_BUSYBOX}, no registry needed), then"
         )
         image = LOCAL_BUSYBOX
-    cluster.say(f"try `kube run --name hello --image {image} --wait -- echo hello`, `kube ps`")
+    env = broker_env(settings)
+    cluster.say(
+        f"try `{env}kube run --name hello --image {image} --wait -- echo hello`, `{env}kube ps`"
+    )
     keep = "leaves them" if options.keep else "removes their containers"
     cluster.say(f"Ctrl-C stops them all and {keep}")

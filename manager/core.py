@@ -213,6 +213,7 @@ def _apply_update(
     }
     if update.container_id is not None:
         changes["container_id"] = update.container_id
+    changes["image_problem"] = update.image_problem if update.state.terminal else None
     if update.state.terminal:
         ended = task.model_copy(update=changes)
         final = update.image_problem is not None  # no restart can help (shared/images.py)

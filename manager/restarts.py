@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from shared.models import Restarted, TaskRecord
-from shared.specs import RestartMode
+from shared.specs import MAX_BACKOFF_SECONDS, RestartMode
 from shared.states import TaskState
 
 PORT_CONFLICT_DELAY = 15.0
 """Seconds at least between an attempt that could not bind its host port and the next:
 longer than a container's stop grace (10 s), so that a container that held the port and
 was being stopped is gone by then."""
+
+IMAGE_BACKOFF_SECONDS = 10.0
+"""The first delay before a service's task tries an image that could not be pulled
+again; it doubles up to MAX_BACKOFF_SECONDS, as Kubernetes' ImagePullBackOff does
+(10 s to 5 min)."""
 
 PORT_CONFLICTS = ("port is already allocated", "address already in use")
 """What the engine says when a host port is bound already (lowercase)."""
@@ -63,13 +68,22 @@ def after_attempt(
     counts: the scheduler counts the ports of kube's own containers, even those being
     stopped (manager/holdings.py), so what still holds the port is outside kube's sight,
     and an uncounted retry would go on forever without saying so. A `final` failure (the
-    attempt's image cannot be had: shared/images.py) ends the task at once.
+    attempt's image cannot be had: shared/images.py) ends a task at once, but not a
+    service's: its service would replace it at once, with the same image, without end
+    (issue D1). It tries again after the image backoff (`image_delay`), whatever its
+    policy, as a pod in ImagePullBackOff does, until max_restarts if it has one.
     """
     if task.desired_state == "stopped":
         return Final(TaskState.COMPLETED, None)
-    if final and outcome == TaskState.FAILED:  # e.g. an image no pull can bring: never restart
-        return Final(TaskState.FAILED, reason)
     policy = task.spec.restart
+    if final and outcome == TaskState.FAILED:  # e.g. an image no pull can bring
+        if task.service is None:
+            return Final(TaskState.FAILED, reason)
+        number = task.restart_count + 1
+        if policy.max_restarts is not None and number > policy.max_restarts:
+            gave_up = f"{reason}; gave up after {policy.max_restarts} restarts"
+            return Final(TaskState.FAILED, gave_up)
+        return Restart(number=number, delay=max(policy.delay(number), image_delay(number)))
     failed = outcome != TaskState.COMPLETED
     wanted = policy.policy == RestartMode.ALWAYS or (
         policy.policy == RestartMode.ON_FAILURE and failed
@@ -86,6 +100,12 @@ def after_attempt(
     if failed and port_conflict(reason):
         delay = max(delay, PORT_CONFLICT_DELAY)
     return Restart(number=number, delay=delay)
+
+
+def image_delay(restarts: int) -> float:
+    """Seconds before restart number `restarts` of a service's task whose image could not
+    be pulled: IMAGE_BACKOFF_SECONDS, doubling, capped at MAX_BACKOFF_SECONDS."""
+    return min(IMAGE_BACKOFF_SECONDS * 2.0 ** max(restarts - 1, 0), MAX_BACKOFF_SECONDS)
 
 
 def describe(restart: Restarted, attempt: int) -> str:

@@ -27,10 +27,20 @@ def describe(error: ValidationError) -> str:
     for item in items[:MAX_ERRORS_NAMED]:
         named = (str(part) for part in item["loc"] if part not in FORM_TAGS)
         where = ".".join(named)[:200] or "body"
-        parts.append(f"{where}: {str(item['msg'])[:500]}")
+        parts.append(f"{where}: {_said(item)[:500]}")
     if len(items) > MAX_ERRORS_NAMED:
         parts.append(f"and {len(items) - MAX_ERRORS_NAMED} more")
     return "; ".join(parts)
+
+
+def _said(item: Any) -> str:
+    """Pydantic's message, or a plainer one where it reads as code ("String should have
+    at most 255 characters" for a name of 5000)."""
+    given = item.get("input")
+    limit = (item.get("ctx") or {}).get("max_length")
+    if item["type"] == "string_too_long" and isinstance(given, str) and limit is not None:
+        return f"{len(given)} characters long, at most {limit} allowed"
+    return str(item["msg"])
 
 
 class _DuplicateKey(ValueError):

@@ -124,7 +124,8 @@ class TaskUpdate(WireModel):
     image_problem: ImageProblem | None = Field(
         default=None,
         description="the attempt could not start because its image cannot be had, for"
-        " good (no such image, no registry, an invalid name): the task fails, not restarted",
+        " good (no such image, no registry, an invalid name): a task fails, not restarted; a"
+        " service's task tries again after the image backoff",
     )
 
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from shared.images import ImageProblem
 from shared.placement import Unplaced
 from shared.specs import PullPolicy as PullPolicy
 from shared.specs import TaskSpec as TaskSpec
@@ -225,6 +226,11 @@ class TaskRecord(WireModel):
     )
     health: Health | None = None
     last_check: Text | None = Field(default=None, description="the last health check's result")
+    image_problem: ImageProblem | None = Field(
+        default=None,
+        description="why its last attempt's image cannot be pulled (its error says it for"
+        " people); cleared when an attempt runs",
+    )
     not_before: Timestamp | None = Field(
         default=None, description="a restarting task is not placed before this time"
     )

@@ -188,6 +188,20 @@ class RpcChannel:
             raise MessagingError(f"cannot check queue {queue}: {exc!r}") from exc
         return True
 
+    def hold(self, queue: str) -> bool:
+        """Take an exclusive queue as a lock, held while this connection lasts; False if
+        another connection holds it."""
+        try:
+            self._channel.queue_declare(queue, exclusive=True, auto_delete=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            self._reopen()
+            if exc.reply_code == 405:  # RESOURCE_LOCKED: another connection holds it
+                return False
+            raise MessagingError(f"cannot take queue {queue}: {exc}") from exc
+        except RECONNECT_ERRORS as exc:
+            raise MessagingError(f"cannot take queue {queue}: {exc!r}") from exc
+        return True
+
     def _on_reply(self, ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
         if props.correlation_id:
             self._replies[props.correlation_id] = body

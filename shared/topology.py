@@ -34,6 +34,9 @@ MANAGER_HOLDER = "kube.lock-holder"
 """Who holds the lock (a ManagerInfo, the one message kept): the lock queue itself cannot
 be read by another connection, so a manager refused can name the one that runs only
 from here. Not under kube.manager.: those queues hold work, empty when it is done."""
+UP_LOCK = "kube.up.lock"
+"""An exclusive queue a `kube up` holds while it starts its cluster: a second one started
+at the same instant waits for it, then finds its manager and refuses (kube/up.py)."""
 DEAD_DISPATCHES_QUEUE = "kube.manager.dead-dispatches"
 """The manager's copy of every dead letter, read for dispatches that never reached a
 worker (the broker's delivery limit, or a worker refusing it): their tasks would

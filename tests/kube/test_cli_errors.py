@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kube import cli
-from shared.errors import DecodeError
+from shared.errors import DecodeError, SettingsError
 
 
 @pytest.mark.parametrize(
@@ -105,3 +105,55 @@ def test_a_spec_file_is_read_as_the_manager_reads_it(
 
     # then it is refused, naming the file and the key
     assert caught.value.reason == f"{path}: {says}"
+
+
+def test_a_spec_that_does_not_validate_is_a_usage_error_in_plain_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given an image name of 5000 characters (a name holds 255 at most)
+    argv = ["run", "--name", "w", "--image", "a" * 5000]
+    # when it is run
+    args = cli.build_parser().parse_args(argv)
+    with pytest.raises(SettingsError) as caught:
+        cli.run_task(args, ["true"], client=None)  # type: ignore[arg-type]  # refused before use
+    # then it is refused before sending, as a usage error, in a plain sentence
+    assert str(caught.value) == "not a valid task: image: 5000 characters long, at most 255 allowed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["up", "--workers", "100000000"], "--workers: 100000000 is not within 1 to 64"),
+        (["up", "--workers", "0"], "--workers: 0 is not within 1 to 64"),
+        (["up", "--workers", "-2"], "--workers: -2 is not within 1 to 64"),
+        (["up", "--name-prefix", "bad name"], "--name-prefix: 'bad name' cannot begin a node"),
+        (["up", "--ready-timeout", "-5"], "--ready-timeout: -5 is not a number of seconds"),
+        (["up", "--ready-timeout", "0"], "--ready-timeout: 0 is not a number of seconds"),
+        (["up", "--metrics-port", "70000"], "--metrics-port: 70000 is not a port"),
+        (["manager", "--metrics-port", "70000"], "--metrics-port: 70000 is not a port"),
+        (["worker", "--metrics-port", "-1"], "--metrics-port: -1 is not a port"),
+    ],
+)
+def test_kube_up_and_the_services_refuse_a_bad_flag_before_starting_anything(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == cli.USAGE
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["up", "--metrics-port", "65535"], "--metrics-port 65535: the workers take the next 2"),
+        (["up", "--db", "/nonexistent/up.db"], "--db /nonexistent/up.db: no such folder"),
+    ],
+)
+def test_kube_up_refuses_options_that_do_not_fit_together(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == cli.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"kube: {says}") and err.count("\n") == 1, err

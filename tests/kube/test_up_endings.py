@@ -22,6 +22,8 @@ import psutil
 import pytest
 
 from kube.client import Client
+from shared import topology
+from shared.rpc import RpcChannel
 from shared.settings import Settings
 from tests.conftest import ROOT
 from tests.support.waiting import wait_for
@@ -229,4 +231,89 @@ def test_a_second_kube_up_on_the_same_vhost_is_refused_naming_the_first(
         assert [n.name for n in client.nodes()] == [f"{up.prefix}-1"]
     first.send_signal(signal.SIGINT)
     assert first.wait(60) == 0, log.read_text()
+    up.assert_clean(log.read_text())
+
+
+def test_two_kube_up_started_at_once_on_one_vhost_one_runs_the_other_is_refused(
+    up: Up, tmp_path: Path
+) -> None:
+    # given two kube up of the same node names on one vhost
+    other = Up(up.url, tmp_path / "other-tmp", prefix=up.prefix)
+    other.tmp.mkdir()
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    errs = [tmp_path / "a.err", tmp_path / "b.err"]
+    # when they are started at the same instant
+    procs = [
+        one.start(one.argv(), stdout=log.open("wb"), stderr=err.open("wb"))
+        for one, log, err in zip((up, other), logs, errs, strict=True)
+    ]
+    # then one of them exits 4 with the one-line refusal, never saying it is ready
+    exited = wait_for(
+        lambda: [i for i, proc in enumerate(procs) if proc.poll() is not None],
+        timeout=90,
+        what="one kube up to exit",
+    )
+    loser = exited[0]
+    winner = 1 - loser
+    refusal = errs[loser].read_text()
+    assert procs[loser].returncode == 4, logs[loser].read_text() + refusal
+    assert refusal.count("\n") == 1 and refusal.startswith("kube up: a kube manager already runs")
+    assert READY not in logs[loser].read_text() and "exited" not in logs[loser].read_text()
+    # and the other runs on, ready, until stopped
+    up.wait_ready(logs[winner])
+    assert procs[winner].poll() is None
+    procs[winner].send_signal(signal.SIGINT)
+    assert procs[winner].wait(60) == 0, logs[winner].read_text()
+    up.assert_clean(logs[winner].read_text())
+    other.assert_clean()
+
+
+def test_a_kube_up_waiting_for_another_to_start_stops_on_sigterm(up: Up, tmp_path: Path) -> None:
+    # given another kube up starting on the vhost (the test holds its lock)
+    with RpcChannel(Settings(amqp_url=up.url), name="test-holds-up-lock") as channel:
+        assert channel.hold(topology.UP_LOCK)
+        log = tmp_path / "up.log"
+        proc = up.start(up.argv(), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+        # when this one, waiting for it, gets SIGTERM
+        wait_for(lambda: "waiting for it" in log.read_text(), timeout=30, what="it to wait")
+        proc.send_signal(signal.SIGTERM)
+        # then it exits at once, having started nothing
+        assert proc.wait(15) == 0, log.read_text()
+    assert "stopped before the cluster started" in log.read_text()
+    assert "Traceback" not in log.read_text()
+    up.assert_clean(log.read_text())
+
+
+def test_an_output_that_cannot_be_written_is_an_error_said_on_stderr(up: Up) -> None:
+    # given an output that fails every write (a full disk)
+    with open("/dev/full", "wb") as full:
+        # when kube up runs into it
+        proc = up.start(up.argv(), stdout=full, stderr=subprocess.PIPE)
+        _, err = proc.communicate(timeout=90)
+    # then it stops its cluster and exits 1, saying why on stderr
+    assert proc.returncode == 1, err
+    assert b"kube up: cannot write its output (No space left on device); stopped" in err, err
+    assert b"Traceback" not in err
+    up.assert_clean(err.decode())
+
+
+def test_the_hint_works_when_pasted_in_a_terminal_without_the_broker_url(
+    up: Up, tmp_path: Path
+) -> None:
+    # given a kube up on a vhost of its own (not the default URL), ready
+    log = tmp_path / "up.log"
+    proc = up.start(up.argv(), stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    up.wait_ready(log)
+    hint = next(line for line in log.read_text().splitlines() if READY in line)
+    command = hint.split("`")[1]
+    # when its hint is run in a shell that has no KUBE_AMQP_URL
+    env = {k: v for k, v in up.env.items() if k != "KUBE_AMQP_URL"}
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    ran = subprocess.run(
+        ["sh", "-c", command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    # then it reaches this cluster and runs the task
+    assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0, log.read_text()
     up.assert_clean(log.read_text())

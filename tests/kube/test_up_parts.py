@@ -6,11 +6,12 @@ import io
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from kube import leftovers
 from kube.sink import Gone, Sink
-from kube.up import LocalCluster, UpOptions, _say_ready
+from kube.up import Child, LocalCluster, UpOptions, _say_ready, broker_env
 from shared.images import BUILD_BUSYBOX, LOCAL_BUSYBOX
 from shared.settings import Settings
 
@@ -81,3 +82,41 @@ def test_with_an_image_the_hint_names_it() -> None:
     _say_ready(LocalCluster(Settings(), [], Sink(out)), UpOptions(), Settings(), "busybox")
     assert "kube run --name hello --image busybox --wait" in out.getvalue()
     assert BUILD_BUSYBOX not in out.getvalue()
+
+
+def test_the_hint_names_a_broker_that_is_not_the_default_so_that_it_can_be_pasted() -> None:
+    guest = "amqp://guest:guest@localhost:5672/mine"
+    assert broker_env(Settings()) == ""
+    assert broker_env(Settings(amqp_url=guest)) == f"KUBE_AMQP_URL={guest} "
+    # a password other than guest's is not shown: the reader puts theirs in
+    secret = Settings(amqp_url="amqp://bob:s3cret@broker:5672/v", ca_file="/etc/ca.pem")
+    said = broker_env(secret)
+    assert said == "KUBE_AMQP_URL='amqp://bob:***@broker:5672/v' KUBE_AMQP_CA=/etc/ca.pem "
+    out = io.StringIO()
+    _say_ready(LocalCluster(secret, [], Sink(out)), UpOptions(), secret, "busybox")
+    assert f"try `{said}kube run --name hello" in out.getvalue()
+    assert "s3cret" not in out.getvalue()
+
+
+def test_an_output_that_fails_otherwise_keeps_the_error_to_say_it() -> None:
+    class Full(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    sink = Sink(Full())
+    sink.line("x")
+    assert sink.gone is Gone.OTHER
+    assert sink.error is not None and sink.error.strerror == "No space left on device"
+
+
+def test_a_stop_asked_while_the_children_start_starts_no_more_of_them() -> None:
+    # given a stop asked (SIGTERM) before the children are all started
+    stopping = threading.Event()
+    stopping.set()
+    out = io.StringIO()
+    cluster = LocalCluster(Settings(), [Child("manager", [sys.executable, "-c", ""])], Sink(out))
+    # when the cluster starts
+    cluster.start(stopping)
+    # then no child is started, and stopping it has nothing to wait for
+    assert cluster.procs == {} and cluster.stop() == {}
+    assert "started" not in out.getvalue()

@@ -274,3 +274,31 @@ def test_a_start_that_failed_otherwise_is_restarted_per_the_policy() -> None:
     task = task.model_copy(update={"spec": SPEC.model_copy(update={"restart": RestartPolicy()})})
     decision = core.apply_update(task, update(TaskState.FAILED, error="i/o timeout"), NOW)
     assert (decision.tasks[-1].state, decision.tasks[-1].restart_count) == (TaskState.PENDING, 1)
+
+
+def test_a_services_task_whose_image_cannot_be_had_tries_again_after_a_growing_backoff() -> None:
+    # given a service's task (restart policy "never" even) whose attempts meet no registry
+    spec = SPEC.model_copy(update={"restart": RestartPolicy(policy="never", max_restarts=None)})
+    task = placed(TaskState.SCHEDULED).model_copy(update={"spec": spec, "service": "web"})
+    failed = update(TaskState.FAILED, error="image 'x' ...", image_problem=ImageProblem.NO_REGISTRY)
+    delays = []
+    for restarts in range(1, 8):
+        # when the worker reports the failure again
+        decision = core.apply_update(task, failed, NOW)
+        # then the task is not ended (its service would replace it at once, without end)
+        # but waits, the delay doubling from 10 s up to 5 min, the reason kept as data
+        again = decision.tasks[-1]
+        assert (again.state, again.restart_count) == (TaskState.PENDING, restarts)
+        assert again.image_problem is ImageProblem.NO_REGISTRY and again.error == "image 'x' ..."
+        assert again.not_before is not None
+        delays.append((again.not_before - NOW).total_seconds())
+        task = again.model_copy(update={"state": TaskState.SCHEDULED})
+    assert delays == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_an_attempt_that_runs_clears_the_image_problem() -> None:
+    task = placed(TaskState.SCHEDULED).model_copy(
+        update={"image_problem": ImageProblem.NO_SUCH_IMAGE}
+    )
+    decision = core.apply_update(task, update(TaskState.RUNNING), NOW)
+    assert decision.tasks[-1].image_problem is None

@@ -91,3 +91,10 @@ def test_the_sentence_names_the_image_why_and_the_local_image() -> None:
     assert text.startswith("image 'nonexistent.invalid/x:1' is not on node n1")
     assert "no registry can be reached" in text and said in text
     assert "deploy/images/busybox.sh" in text and LOCAL_BUSYBOX in text
+
+
+def test_an_invalid_name_gets_no_advice_to_build_an_image_of_that_name() -> None:
+    text = describe("UPPERCASE/bad", ImageProblem.INVALID_NAME, "n1", "invalid reference format")
+    assert text.startswith("image 'UPPERCASE/bad' is not on node n1")
+    assert "not a valid image reference" in text and "invalid reference format" in text
+    assert "busybox.sh" not in text and "docker build" not in text
