@@ -63,6 +63,7 @@ RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
 ENDPOINTS = TypeAdapter(ServiceEndpoints)
+MANAGER = TypeAdapter(ManagerInfo)
 
 
 class WaitTimeout(KubeError):
@@ -72,12 +73,14 @@ class WaitTimeout(KubeError):
 @dataclass(frozen=True)
 class Event:
     """One message of kube.events: a task record (`task.<state>`), a node record
-    (`node.<what>`) or a service's endpoints (`service.endpoints`)."""
+    (`node.<what>`), a service's endpoints (`service.endpoints`) or a manager taking the
+    lead (`manager.leader`)."""
 
     key: str
     task: TaskRecord | None = None
     node: NodeRecord | None = None
     endpoints: ServiceEndpoints | None = None
+    manager: ManagerInfo | None = None
 
     @classmethod
     def decode(cls, key: str, body: bytes) -> Event:
@@ -87,6 +90,8 @@ class Event:
             return cls(key, node=decode(NODE, body))
         if key == "service.endpoints":
             return cls(key, endpoints=decode(ENDPOINTS, body))
+        if key.startswith("manager."):
+            return cls(key, manager=decode(MANAGER, body))
         return cls(key)
 
 

@@ -1,6 +1,6 @@
 """`kube events`: what kube announces on `kube.events`, as lines for people or JSON.
 
-    kube events                   the latest state of every node and task, then exit
+    kube events                   the leader, the latest state of every node and task, then exit
     kube events --follow          every change from now on, until Ctrl-C
     kube events --task ID         one task's latest state (--follow: until it ends)
     kube events --json            JSON lines: {"key": ..., "task"|"node"|"endpoints": ...}
@@ -20,11 +20,13 @@ from typing import IO, Any
 
 from kube.client import Client, Event
 from kube.render import ports
-from shared.models import NodeRecord, TaskRecord
+from shared.models import ManagerInfo, ManagerRole, NodeRecord, TaskRecord
 from shared.states import TaskState
 from shared.units import format_bytes
 
 HIDDEN = frozenset({"node.heartbeat"})
+LEADER = "manager.leader"
+"""A manager took the lead (manager/server.py's LEADER_EVENT, a ManagerInfo)."""
 
 
 def add_parser(sub: Any) -> None:
@@ -84,7 +86,15 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
         return (
             f"{clock(found.at)} service {found.name} endpoints {' '.join(found.endpoints) or '-'}"
         )
+    if event.manager is not None:
+        return manager_line(event.manager, now)
     return None
+
+
+def manager_line(info: ManagerInfo, at: datetime | None = None) -> str:
+    """`12:00:00 manager m2 leads (epoch 7, pid 4242 on host-a)`."""
+    moment = at or info.since or datetime.now().astimezone()
+    return f"{clock(moment)} manager {info.name} leads (epoch {info.epoch}, pid {info.pid} on {info.host})"
 
 
 def event_json(event: Event) -> str:
@@ -96,17 +106,23 @@ def event_json(event: Event) -> str:
         data["node"] = event.node.model_dump(mode="json")
     if event.endpoints is not None:
         data["endpoints"] = event.endpoints.model_dump(mode="json")
+    if event.manager is not None:
+        data["manager"] = event.manager.model_dump(mode="json")
     return json.dumps(data)
 
 
 def snapshot(client: Client, task_id: str | None) -> list[Event]:
-    """Each node's and task's latest state as events, nodes first, tasks oldest change first."""
+    """The leader, each node's and task's latest state as events: the leading manager
+    first, then nodes, then tasks oldest change first."""
     if task_id is not None:
         task = client.get(task_id)
         return [Event(f"task.{task.state.value}", task=task)]
+    leaders = [
+        Event(LEADER, manager=m) for m in client.managers() if m.role == ManagerRole.LEADER
+    ]
     nodes = [Event(f"node.{n.status.value}", node=n) for n in client.nodes()]
     tasks = sorted(client.list(), key=lambda t: t.updated_at)
-    return nodes + [Event(f"task.{t.state.value}", task=t) for t in tasks]
+    return leaders + nodes + [Event(f"task.{t.state.value}", task=t) for t in tasks]
 
 
 def run(
@@ -124,7 +140,7 @@ def run(
         return
     try:
         # Bound before the first look, so nothing slips between the look and the feed.
-        keys = ["task.*"] if task_id is not None else ["task.*", "node.*", "service.endpoints"]
+        keys = ["task.*"] if task_id is not None else ["task.*", "node.*", "service.endpoints", LEADER]
         live = client.watch(keys)
         if task_id is not None:
             current = client.get(task_id)

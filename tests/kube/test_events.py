@@ -162,7 +162,7 @@ def test_task_follow_filters_and_ends_with_the_task(cluster: Cluster, busybox_im
 
 
 @pytest.mark.e2e
-def test_without_follow_it_prints_nodes_and_tasks_and_exits(
+def test_without_follow_it_prints_the_leader_nodes_and_tasks_and_exits(
     cluster: Cluster, busybox_image: str
 ) -> None:
     task_id = run(cluster, busybox_image, "snap", "sleep", "30")
@@ -170,6 +170,7 @@ def test_without_follow_it_prints_nodes_and_tasks_and_exits(
     result = cluster.kube("events")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[3] for line in lines[:2]] == ["ready", "ready"]
+    assert " leads (epoch " in lines[0]  # the leading manager first
+    assert [line.split()[3] for line in lines[1:3]] == ["ready", "ready"]
     assert f"task {task_id} running on" in lines[-1]
     assert not watch_queues(cluster.url)  # a snapshot binds no queue
