@@ -188,8 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--lease",
         type=_seconds,
         default=None,
-        help="seconds a leader's lease lasts without renewal (default 5; renewed every"
-        " fifth of it)",
+        help="seconds a leader's lease lasts without renewal, 3 to 300 (default 5; renewed"
+        " every fifth of it)",
     )
     manager.add_argument(
         "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
@@ -595,11 +595,21 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
     return OK
 
 
+MIN_LEASE, MAX_LEASE = 3.0, 300.0
+"""Bounds of --lease (seconds): shorter, a renewal every fifth of it races the store's
+round trips and the lease flaps; longer, a dead leader leaves the cluster headless for
+more than five minutes."""
+
+
 def lease_times(length: float | None) -> LeaseTimes:
     """The lease's timings from --lease: renewed five times a lease, tried by standbys
     ten times a lease (at most every half second)."""
     if length is None:
         return LeaseTimes()
+    if not MIN_LEASE <= length <= MAX_LEASE:
+        raise SettingsError(
+            f"--lease {length:g}: give between {MIN_LEASE:g} and {MAX_LEASE:g} seconds"
+        )
     return LeaseTimes(length=length, renew_every=length / 5, standby_every=min(0.5, length / 10))
 
 

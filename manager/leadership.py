@@ -134,10 +134,14 @@ class Keeper(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._halt.wait(self.times.renew_every):
-            if self.lease.lost is not None:
-                return
-            self.renew_once()
+        try:
+            while not self._halt.wait(self.times.renew_every):
+                if self.lease.lost is not None:
+                    return
+                self.renew_once()
+        except Exception as exc:  # noqa: BLE001 - no renewal without this thread: stop acting
+            log.exception("manager %s: the lease keeper failed", self.identity.name)
+            self.give_up(f"the lease keeper failed: {type(exc).__name__}: {exc}")
 
     def renew_once(self) -> None:
         started = self.monotonic()
