@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
         " every fifth of it)",
     )
     manager.add_argument(
+        "--move-to-vhost",
+        action="store_true",
+        help="the cluster moved to this broker vhost: record it as the store's (docs/managers.md)",
+    )
+    manager.add_argument(
         "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
     )
     manager.add_argument("--max-tasks-per-node", type=_count, help="cap on tasks per node")
@@ -588,7 +593,9 @@ def run_manager(args: argparse.Namespace, settings: Settings) -> int:
     _configure_logging(args.log_level, args.log_format)
     config = manager_config(args)
     identity = Identity.here(args.name)
-    succession = Succession(settings, config, identity, lease_times(args.lease))
+    succession = Succession(
+        settings, config, identity, lease_times(args.lease), move_to_vhost=args.move_to_vhost
+    )
     serve_metrics(args.metrics_port, config.store)
     _stop_on_signals(succession.stop)
     succession.run()

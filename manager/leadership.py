@@ -24,6 +24,11 @@ standby, in this same process, with nothing of its old term kept:
   consume: a standby that can may lead instead);
 - its store connection is lost (StoreUnavailable): it competes again once it is back.
 
+A store belongs to one broker vhost: the first manager to lead records its vhost in the
+store (`meta`), and a manager on another vhost is refused before it competes for the
+lease (`check_vhost`): it would lead an empty vhost while the cluster's own standbys wait.
+`--move-to-vhost` records the new one instead, when the cluster really moved.
+
 With SQLite (one manager per database, the embedded default) there are no standbys: the
 lease only gives the epoch, and a second manager is refused at start, naming the first.
 """
@@ -38,10 +43,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
 from manager.store.lease import Holder, Leases, Role
 from manager.store.url import connect, sqlite_path
-from shared.errors import SettingsError, StoreError, StoreUnavailable
+from shared.errors import ResourceLocked, SettingsError, StoreError, StoreUnavailable
+from shared.settings import Settings
 from shared.wire import ID_PATTERN
 
 log = logging.getLogger(__name__)
@@ -220,3 +227,25 @@ def held_by(leases: Leases) -> str:
     if seen is None:
         return f"manager {holder.name or '(unknown)'}"
     return f"manager {seen.name} (pid {seen.pid} on {seen.host}, epoch {holder.epoch})"
+
+
+def vhost_of(settings: Settings) -> str:
+    """The broker vhost the settings' URLs name (the first's: the URLs of a cluster's
+    brokers name one vhost); "/" when a URL names none, as pika does."""
+    path = urlsplit(settings.amqp_urls[0]).path
+    return unquote(path[1:]) if len(path) > 1 else "/"
+
+
+class WrongVhost(ResourceLocked):
+    """The store's cluster runs on another broker vhost than this manager's."""
+
+
+def check_vhost(leases: Leases, vhost: str) -> None:
+    """Refuse a manager whose vhost is not the one recorded in its store."""
+    recorded = leases.vhost()
+    if recorded is not None and recorded != vhost:
+        raise WrongVhost(
+            f"the store {leases.where} belongs to the cluster on broker vhost {recorded!r},"
+            f" not {vhost!r} (this manager's); use that vhost, or if the cluster really"
+            " moved, start one manager with --move-to-vhost to record the new one"
+        )

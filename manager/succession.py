@@ -17,7 +17,17 @@ from tenacity import Retrying, retry_if_exception_type, stop_never, wait_exponen
 
 from manager import metrics
 from manager.config import ManagerConfig
-from manager.leadership import Identity, Keeper, Lease, LeaseTimes, held_by, is_shared, open_leases
+from manager.leadership import (
+    Identity,
+    Keeper,
+    Lease,
+    LeaseTimes,
+    check_vhost,
+    held_by,
+    is_shared,
+    open_leases,
+    vhost_of,
+)
 from manager.server import Manager
 from manager.store.lease import Leases, Role
 from shared.errors import ResourceLocked, StoreUnavailable
@@ -50,9 +60,16 @@ class Succession:
     """Runs terms as leader, with standby spells between them, until stopped."""
 
     def __init__(
-        self, settings: Settings, config: ManagerConfig, identity: Identity, times: LeaseTimes
+        self,
+        settings: Settings,
+        config: ManagerConfig,
+        identity: Identity,
+        times: LeaseTimes,
+        move_to_vhost: bool = False,
     ) -> None:
         self.settings, self.config, self.identity, self.times = settings, config, identity, times
+        self.vhost = vhost_of(settings)
+        self.move_to_vhost = move_to_vhost  # record this vhost as the store's, at the lead
         self.shared = is_shared(config.store)
         self._stopping = threading.Event()
         self._manager: Manager | None = None
@@ -123,9 +140,12 @@ class Succession:
         said = False
         while not self._stopping.is_set():
             started = time.monotonic()
+            if not self.move_to_vhost:
+                check_vhost(leases, self.vhost)  # before ever taking the lease
             dead = None if self.shared else dead_holder(leases, me.host)
             epoch = leases.acquire(me.name, times.length, reclaim, dead)
             if epoch is not None:
+                self._claim_vhost(leases, epoch)
                 log.info("manager %s: took the lease at epoch %d", me.name, epoch)
                 return epoch, started
             if not self.shared and started > give_up_at:
@@ -141,6 +161,17 @@ class Succession:
                 said = True
             self._stopping.wait(times.standby_every)
         raise Stopped
+
+    def _claim_vhost(self, leases: Leases, epoch: int) -> None:
+        """Record this manager's vhost as the store's (at a first lead, or when moving);
+        if another manager recorded another one between the check and the taking, give
+        the lease back at once and refuse."""
+        recorded = leases.claim_vhost(self.vhost, move=self.move_to_vhost)
+        if recorded != self.vhost:
+            leases.release(self.identity.name, epoch)
+            check_vhost(leases, self.vhost)
+        elif self.move_to_vhost:
+            log.warning("manager %s: the store's vhost is now %r", self.identity.name, recorded)
 
     def _lead(self, leases: Leases, epoch: int, taken_at: float) -> bool:
         """One term as leader, until stopped or no longer leading; whether the lease may

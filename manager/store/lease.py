@@ -114,5 +114,22 @@ class Leases:
         """Forget managers not seen for `older_than` seconds (gone for good)."""
         self.db.execute(f"DELETE FROM managers WHERE seen < {self.db.now} - ?", (older_than,))
 
+    def vhost(self) -> str | None:
+        """The broker vhost the store's cluster runs on, once a manager led it."""
+        rows = self.db.query("SELECT value FROM meta WHERE key = 'vhost'")
+        return str(rows[0][0]) if rows else None
+
+    def claim_vhost(self, vhost: str, move: bool = False) -> str:
+        """Record `vhost` as the store's, unless one is already (with `move`: replace it);
+        the vhost recorded now."""
+        conflict = "DO UPDATE SET value = excluded.value" if move else "DO NOTHING"
+        self.db.execute(
+            f"INSERT INTO meta (key, value) VALUES ('vhost', ?) ON CONFLICT (key) {conflict}",
+            (vhost,),
+        )
+        recorded = self.vhost()
+        assert recorded is not None
+        return recorded
+
     def close(self) -> None:
         self.db.close()

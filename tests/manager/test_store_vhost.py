@@ -1,0 +1,66 @@
+"""A store belongs to one broker vhost: a manager on another is refused before it takes
+the lease (manager/leadership.py, manager/succession.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kube.cli import REFUSED, main
+from manager.config import ManagerConfig
+from manager.leadership import Identity, LeaseTimes, WrongVhost, open_leases, vhost_of
+from manager.store import Store, sqlite_url
+from manager.succession import Succession
+from shared.settings import Settings
+
+TIMES = LeaseTimes(length=5.0, renew_every=1.0, standby_every=0.05)
+
+
+def succession(store: str, vhost: str, name: str, move: bool = False) -> Succession:
+    settings = Settings(amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
+    return Succession(
+        settings, ManagerConfig(store=store), Identity(name, "h", 1), TIMES, move_to_vhost=move
+    )
+
+
+def test_the_vhost_is_the_urls_path_and_slash_when_none() -> None:
+    assert vhost_of(Settings(amqp_url="amqp://127.0.0.1/B")) == "B"
+    assert vhost_of(Settings(amqp_url="amqp://127.0.0.1/%2F")) == "/"
+    assert vhost_of(Settings(amqp_url="amqp://127.0.0.1:5672")) == "/"
+    assert vhost_of(Settings(amqp_url="amqp://a:5672/x,amqp://b:5672/x")) == "x"
+
+
+def test_a_manager_on_another_vhost_never_takes_the_lease(store_url: str) -> None:
+    Store(store_url).close()
+    leases = open_leases(store_url)
+    try:
+        # given a cluster on vhost A whose leader recorded it at its first lead
+        epoch, _ = succession(store_url, "A", "m1")._wait_for_lease(leases, False)
+        assert leases.vhost() == "A"
+        leases.release("m1", epoch)  # its leader gone: the lease is free
+        # when a manager on vhost B starts on the same store, it is refused
+        with pytest.raises(WrongVhost, match="vhost 'A', not 'B'.*--move-to-vhost"):
+            succession(store_url, "B", "mv")._wait_for_lease(leases, False)
+        # and it never took the lease
+        assert leases.holder().name == "m1" and leases.holder().epoch == epoch
+        # unless told the cluster moved: then B is the store's vhost
+        moved, _ = succession(store_url, "B", "mv", move=True)._wait_for_lease(leases, False)
+        assert moved == epoch + 1 and leases.vhost() == "B"
+    finally:
+        leases.close()
+
+
+def test_kube_manager_on_another_vhost_exits_4_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = sqlite_url(tmp_path / "state.db")
+    Store(url).close()
+    leases = open_leases(url)
+    leases.claim_vhost("A")
+    leases.close()
+    code = main(["--amqp-url", "amqp://127.0.0.1:5672/B", "manager", "--store", url])
+    err = capsys.readouterr().err
+    assert code == REFUSED
+    (line,) = [x for x in err.splitlines() if x.startswith("kube: ")]
+    assert "'A'" in line and "'B'" in line, err
