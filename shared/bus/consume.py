@@ -10,6 +10,7 @@ from typing import Any
 from shared import metrics
 from shared.bus.connection import LOST
 from shared.bus.message import Delivery, Handler
+from shared.errors import KubeError
 
 log = logging.getLogger("shared.bus")
 
@@ -53,6 +54,17 @@ def handle(
         metrics.consumed(consumer.queue, "handled")
     except LOST:
         raise
+    except KubeError as exc:  # a condition kube knows (a store gone...): one line
+        log.warning(
+            "%s: handler for %s failed on %s: %s; rejecting (requeue=%s)",
+            name,
+            consumer.queue,
+            delivery.routing_key,
+            exc,
+            consumer.requeue_on_error,
+        )
+        metrics.consumed(consumer.queue, "failed")
+        reject(delivery, consumer.requeue_on_error)
     except Exception:
         log.exception(
             "%s: handler for %s failed on %s; rejecting (requeue=%s)",

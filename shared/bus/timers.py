@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from shared.bus.connection import LOST
+from shared.errors import KubeError
 
 log = logging.getLogger("shared.bus")
 
@@ -24,5 +25,7 @@ def fire(name: str, timer: Timer) -> None:
         timer.fn()
     except LOST:
         raise
+    except KubeError as exc:  # a condition kube knows (a store gone...): one line
+        log.warning("%s: timer %s failed: %s", name, getattr(timer.fn, "__name__", timer.fn), exc)
     except Exception:
         log.exception("%s: timer %s failed", name, timer.fn)
