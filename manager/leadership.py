@@ -220,9 +220,40 @@ def is_shared(store: str) -> bool:
     return sqlite_path(store) is None
 
 
-def held_by(leases: Leases) -> str:
-    """Who holds the lease, in words, for a refusal."""
+def alive(host: str, pid: int) -> bool:
+    """Whether the process `pid` may be alive: on another host it cannot be told."""
+    if host != (socket.gethostname() or "localhost"):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def check_name(leases: Leases, me: Identity, length: float) -> None:
+    """Refuse a name another live manager holds: seen within the last lease, another
+    process (on this host, a dead process holds no name)."""
+    for seen in leases.managers():
+        if seen.name != me.name or seen.ago >= length or (seen.host, seen.pid) == (me.host, me.pid):
+            continue
+        if alive(seen.host, seen.pid):
+            raise ResourceLocked(
+                f"another manager is named {me.name} (pid {seen.pid} on {seen.host}, seen"
+                f" {seen.ago:.1f}s ago); give this one another --name"
+            )
+
+
+def held_by(leases: Leases, me: Identity | None = None) -> str:
+    """Who holds the lease, in words, for a refusal or a standby's notice."""
     holder: Holder = leases.holder()
+    if me is not None and holder.name == me.name:
+        return (
+            f"an earlier run of manager {me.name} (epoch {holder.epoch}; its lease runs out in"
+            f" {max(holder.left, 0.0):.1f}s)"
+        )
     seen = {m.name: m for m in leases.managers()}.get(holder.name)
     if seen is None:
         return f"manager {holder.name or '(unknown)'}"

@@ -22,6 +22,7 @@ from manager.leadership import (
     Keeper,
     Lease,
     LeaseTimes,
+    check_name,
     check_vhost,
     held_by,
     is_shared,
@@ -74,6 +75,7 @@ class Succession:
         self._stopping = threading.Event()
         self._manager: Manager | None = None
         self._opened = False  # whether the store was opened once (then it is waited for)
+        self._named = False  # whether its name was found free (at the first start)
 
     def stop(self) -> None:
         """Stop from any thread or a signal handler: a leader releases its lease."""
@@ -138,6 +140,9 @@ class Succession:
         me, times = self.identity, self.times
         give_up_at = time.monotonic() + times.length + 2 * times.standby_every
         said = False
+        if not self._named:
+            check_name(leases, me, times.length)  # before this manager's name is written
+            self._named = True
         while not self._stopping.is_set():
             started = time.monotonic()
             if not self.move_to_vhost:
@@ -157,7 +162,7 @@ class Succession:
             if self.shared:
                 leases.seen(me.name, me.host, me.pid, Role.STANDBY, 0)
             if not said:
-                log.info("manager %s: standby; %s leads", me.name, held_by(leases))
+                log.info("manager %s: standby; %s leads", me.name, held_by(leases, me))
                 said = True
             self._stopping.wait(times.standby_every)
         raise Stopped

@@ -11,7 +11,9 @@ from kube.cli import REFUSED, main
 from manager.config import ManagerConfig
 from manager.leadership import Identity, LeaseTimes, WrongVhost, open_leases, vhost_of
 from manager.store import Store, sqlite_url
+from manager.store.lease import Role
 from manager.succession import Succession
+from shared.errors import ResourceLocked
 from shared.settings import Settings
 
 TIMES = LeaseTimes(length=5.0, renew_every=1.0, standby_every=0.05)
@@ -64,3 +66,36 @@ def test_kube_manager_on_another_vhost_exits_4_in_one_line(
     assert code == REFUSED
     (line,) = [x for x in err.splitlines() if x.startswith("kube: ")]
     assert "'A'" in line and "'B'" in line, err
+
+
+def test_a_name_another_live_manager_holds_is_refused(store_url: str) -> None:
+    Store(store_url).close()
+    leases = open_leases(store_url)
+    try:
+        # given m1 leading, alive (this test's own process, seen just now)
+        here = Identity.here("m1")
+        leases.seen("m1", here.host, here.pid, Role.LEADER, 1)
+        # when another process starts as m1, it is refused, naming the one that runs
+        other = succession(store_url, "A", "m1")
+        other.identity = Identity("m1", here.host, here.pid + 1_000_000)
+        with pytest.raises(ResourceLocked, match=f"another manager is named m1 \\(pid {here.pid}"):
+            other._wait_for_lease(leases, False)
+        # and the leader's row keeps its pid
+        assert {m.name: m.pid for m in leases.managers()}["m1"] == here.pid
+    finally:
+        leases.close()
+
+
+def test_a_restarted_manager_takes_its_name_back_from_its_dead_self(store_url: str) -> None:
+    Store(store_url).close()
+    leases = open_leases(store_url)
+    try:
+        here = Identity.here("m1")
+        dead = 2**22 + 12345  # above pid_max's default: no such process
+        leases.seen("m1", here.host, dead, Role.LEADER, 1)
+        restarted = succession(store_url, "A", "m1")
+        restarted.identity = here
+        epoch, _ = restarted._wait_for_lease(leases, False)
+        assert epoch >= 1
+    finally:
+        leases.close()
