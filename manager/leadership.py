@@ -53,6 +53,10 @@ from shared.wire import ID_PATTERN
 
 log = logging.getLogger(__name__)
 
+FORGET_AFTER = 3600.0
+"""Seconds after which a manager not seen is dropped from the managers table (shown as
+gone, in `kube managers`, from two leases on)."""
+
 
 @dataclass(frozen=True)
 class LeaseTimes:
@@ -160,6 +164,7 @@ class Keeper(threading.Thread):
             if self.leases.renew(me.name, lease.epoch, lease.length):
                 lease.renewed(started)
                 self.leases.seen(me.name, me.host, me.pid, Role.LEADER, lease.epoch)
+                self.leases.forget(FORGET_AFTER)
             else:
                 self.give_up("another manager holds the lease now")
                 return

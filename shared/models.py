@@ -375,6 +375,7 @@ class ManagerRole(enum.StrEnum):
 
     LEADER = "leader"  # holds the lease: consumes, decides, writes
     STANDBY = "standby"  # waits for the lease to expire, to take it
+    GONE = "gone"  # not seen for more than two leases (forgotten after an hour)
 
 
 class ManagerInfo(WireModel):

@@ -47,6 +47,9 @@ from shared.models import (
 )
 from shared.states import TaskState
 
+DEFAULT_LEASE = 5.0
+"""Seconds of a lease when the store was opened without one (manager/leadership.py)."""
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
@@ -564,12 +567,17 @@ class Store:
         leases = Leases(self._db)
         holder = leases.holder()
         since = datetime.fromtimestamp(holder.since, UTC) if holder.since else None
+        gone_after = 2 * (self._renew[0] if self._renew is not None else DEFAULT_LEASE)
         return [
             ManagerInfo(
                 name=seen.name,
                 host=seen.host,
                 pid=seen.pid,
-                role=Role.LEADER if leader else Role.STANDBY,
+                role=Role.LEADER
+                if leader
+                else Role.GONE
+                if seen.ago > gone_after
+                else Role.STANDBY,
                 epoch=holder.epoch if leader else 0,
                 since=since if leader else None,
                 seen_ago=max(seen.ago, 0.0),

@@ -189,6 +189,9 @@ class FakeLeases:
     def release(self, name: str, epoch: int) -> None:
         self.released.append(epoch)
 
+    def forget(self, older_than: float) -> None:
+        pass
+
 
 def keeper(leases: FakeLeases, clock: list[float], broker: list[float]) -> Keeper:
     lost: list[bool] = []

@@ -1,5 +1,5 @@
-"""A store belongs to one broker vhost: a manager on another is refused before it takes
-the lease (manager/leadership.py, manager/succession.py)."""
+"""Which managers may run on a store: its one broker vhost, names held by live managers,
+and managers gone (manager/leadership.py, manager/succession.py, Store.managers)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,19 @@ import pytest
 
 from kube.cli import REFUSED, main
 from manager.config import ManagerConfig
-from manager.leadership import Identity, LeaseTimes, WrongVhost, open_leases, vhost_of
+from manager.leadership import (
+    FORGET_AFTER,
+    Identity,
+    LeaseTimes,
+    WrongVhost,
+    open_leases,
+    vhost_of,
+)
 from manager.store import Store, sqlite_url
 from manager.store.lease import Role
 from manager.succession import Succession
 from shared.errors import ResourceLocked
+from shared.models import ManagerRole
 from shared.settings import Settings
 
 TIMES = LeaseTimes(length=5.0, renew_every=1.0, standby_every=0.05)
@@ -98,4 +106,26 @@ def test_a_restarted_manager_takes_its_name_back_from_its_dead_self(store_url: s
         epoch, _ = restarted._wait_for_lease(leases, False)
         assert epoch >= 1
     finally:
+        leases.close()
+
+
+def test_a_manager_not_seen_for_two_leases_is_gone_and_forgotten_after_an_hour(
+    store_url: str,
+) -> None:
+    store = Store(store_url)
+    leases = open_leases(store_url)
+    try:
+        # given a standby last seen 11 s ago (two leases of 5 s: 10 s), another 2 hours ago
+        leases.seen("m2", "host-b", 202, Role.STANDBY, 0)
+        leases.seen("m3", "host-c", 303, Role.STANDBY, 0)
+        leases.db.execute("UPDATE managers SET seen = seen - 11 WHERE name = 'm2'")
+        leases.db.execute("UPDATE managers SET seen = seen - 7200 WHERE name = 'm3'")
+        # then `kube managers` shows them gone
+        roles = {m.name: m.role for m in store.managers()}
+        assert roles == {"m2": ManagerRole.GONE, "m3": ManagerRole.GONE}
+        # and a leader's renewal forgets the one not seen for more than an hour
+        leases.forget(FORGET_AFTER)
+        assert [m.name for m in store.managers()] == ["m2"]
+    finally:
+        store.close()
         leases.close()
