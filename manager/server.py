@@ -19,6 +19,7 @@ publishers) is published again with backoff, and no node is judged silent meanwh
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -117,6 +118,10 @@ tried again (requeued, or redelivered after a reconnect), never dead-lettered fo
 
 LOCK_RETRY = 0.25
 """Seconds between tries of a new leader to take the broker's lock queue."""
+
+PROBE_TIMEOUT = 5.0
+"""Seconds a starting manager tries the broker to learn who holds the lock: a broker
+that does not answer by then is waited for later, as the manager connects."""
 
 LEADER_EVENT = "manager.leader"
 """The event's routing key on kube.events, at each takeover (a ManagerInfo)."""
@@ -318,6 +323,7 @@ class Manager:
             epoch=self.epoch,
             since=self.clock(),
             seen_ago=0.0,
+            cluster_id=self.store.cluster_id,
         )
 
     def announce(self) -> None:
@@ -948,6 +954,54 @@ def lock_holder(settings: Settings) -> str:
     finally:
         probe.close()
     return f" (manager {info.name}, pid {info.pid} on {info.host}, epoch {info.epoch})"
+
+
+def lock_taken_by(settings: Settings) -> tuple[bool, ManagerInfo | None]:
+    """Whether another connection holds the manager's lock now, and who it said it is
+    (None: it left no readable message). A free lock is held for a moment by this probe;
+    a new leader taking it then waits LOCK_RETRY more."""
+    probe = Bus(settings, "kube-manager-probe")
+    probe.declare(topology.manager_lock())
+    give_up = threading.Timer(PROBE_TIMEOUT, probe.stop)  # the broker may not answer yet
+    give_up.start()
+    try:
+        probe.connect()
+    except ResourceLocked:
+        pass
+    else:
+        return False, None
+    finally:
+        give_up.cancel()
+        probe.close()
+    reader = Bus(settings, "kube-manager-probe")
+    try:
+        reader.connect()
+        body = reader.peek(topology.MANAGER_HOLDER)
+        return True, None if body is None else decode(HOLDER, body)
+    except (MessagingError, DecodeError, *LOST) as exc:
+        log.info("manager: cannot read who holds the lock: %s", exc)
+        return True, None
+    finally:
+        reader.close()
+
+
+def check_cluster(settings: Settings, cluster_id: str | None) -> None:
+    """Refuse to start when the manager holding the vhost's lock runs another cluster
+    (another store): it would wait for a lock it must never get, and take it, and the
+    workers, from that cluster when its leader dies."""
+    try:
+        held, info = lock_taken_by(settings)
+    except (MessagingError, *LOST) as exc:
+        log.info("manager: cannot tell who holds the lock: %s", exc)
+        return
+    if not held or info is None or info.cluster_id is None or info.cluster_id == cluster_id:
+        return
+    raise ResourceLocked(
+        f"another kube cluster runs on this vhost: manager {info.name} (pid {info.pid} on"
+        f" {info.host}, epoch {info.epoch}) leads cluster {info.cluster_id}, whose store is"
+        f" not this one (cluster {cluster_id or 'new'}); give this manager that store, or a"
+        " vhost of its own"
+    )
 
 
 def _describe(exc: BaseException) -> str:

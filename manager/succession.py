@@ -29,7 +29,8 @@ from manager.leadership import (
     open_leases,
     vhost_of,
 )
-from manager.server import Manager
+from manager.server import Manager, check_cluster
+from manager.store import read_cluster_id
 from manager.store.lease import Leases, Role
 from shared.errors import ResourceLocked, StoreUnavailable
 from shared.settings import Settings
@@ -67,10 +68,12 @@ class Succession:
         identity: Identity,
         times: LeaseTimes,
         move_to_vhost: bool = False,
+        probe_cluster: bool = True,
     ) -> None:
         self.settings, self.config, self.identity, self.times = settings, config, identity, times
         self.vhost = vhost_of(settings)
         self.move_to_vhost = move_to_vhost  # record this vhost as the store's, at the lead
+        self.probe_cluster = probe_cluster  # refuse a start beside another store's leader
         self.shared = is_shared(config.store)
         self._stopping = threading.Event()
         self._manager: Manager | None = None
@@ -142,6 +145,8 @@ class Succession:
         said = False
         if not self._named:
             check_name(leases, me, times.length)  # before this manager's name is written
+            if self.shared and self.probe_cluster:
+                check_cluster(self.settings, read_cluster_id(self.config.store))
             self._named = True
         while not self._stopping.is_set():
             started = time.monotonic()

@@ -388,3 +388,9 @@ class ManagerInfo(WireModel):
     epoch: Int64 = Field(ge=0, description="the epoch it leads at (0: a standby)")
     since: Timestamp | None = Field(default=None, description="when it took the lease")
     seen_ago: float = Field(ge=0, le=1e12, description="seconds since it last said so")
+    cluster_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="its store's cluster id (in the lock holder's message: a manager of"
+        " another store on the vhost is refused)",
+    )

@@ -30,7 +30,12 @@ TIMES = LeaseTimes(length=5.0, renew_every=1.0, standby_every=0.05)
 def succession(store: str, vhost: str, name: str, move: bool = False) -> Succession:
     settings = Settings(amqp_url=f"amqp://guest:guest@127.0.0.1:5672/{vhost}")
     return Succession(
-        settings, ManagerConfig(store=store), Identity(name, "h", 1), TIMES, move_to_vhost=move
+        settings,
+        ManagerConfig(store=store),
+        Identity(name, "h", 1),
+        TIMES,
+        move_to_vhost=move,
+        probe_cluster=False,  # no broker here (tests/e2e/test_store_per_vhost.py has one)
     )
 
 
