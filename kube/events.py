@@ -94,7 +94,8 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
 def manager_line(info: ManagerInfo, at: datetime | None = None) -> str:
     """`12:00:00 manager m2 leads (epoch 7, pid 4242 on host-a)`."""
     moment = at or info.since or datetime.now().astimezone()
-    return f"{clock(moment)} manager {info.name} leads (epoch {info.epoch}, pid {info.pid} on {info.host})"
+    where = f"pid {info.pid} on {info.host}"
+    return f"{clock(moment)} manager {info.name} leads (epoch {info.epoch}, {where})"
 
 
 def event_json(event: Event) -> str:
@@ -117,9 +118,7 @@ def snapshot(client: Client, task_id: str | None) -> list[Event]:
     if task_id is not None:
         task = client.get(task_id)
         return [Event(f"task.{task.state.value}", task=task)]
-    leaders = [
-        Event(LEADER, manager=m) for m in client.managers() if m.role == ManagerRole.LEADER
-    ]
+    leaders = [Event(LEADER, manager=m) for m in client.managers() if m.role == ManagerRole.LEADER]
     nodes = [Event(f"node.{n.status.value}", node=n) for n in client.nodes()]
     tasks = sorted(client.list(), key=lambda t: t.updated_at)
     return leaders + nodes + [Event(f"task.{t.state.value}", task=t) for t in tasks]
@@ -140,7 +139,9 @@ def run(
         return
     try:
         # Bound before the first look, so nothing slips between the look and the feed.
-        keys = ["task.*"] if task_id is not None else ["task.*", "node.*", "service.endpoints", LEADER]
+        keys = (
+            ["task.*"] if task_id is not None else ["task.*", "node.*", "service.endpoints", LEADER]
+        )
         live = client.watch(keys)
         if task_id is not None:
             current = client.get(task_id)

@@ -47,6 +47,7 @@ from manager.effects import Decision, Outgoing
 from manager.epochs import stamp
 from manager.leadership import Identity, Lease
 from manager.liveness import Liveness
+from manager.lock_wait import Notices, Throttle
 from manager.log_relay import Answer, LogRelay
 from manager.metrics import count_orphans, observe
 from manager.queries import Queries
@@ -286,23 +287,40 @@ class Manager:
                 self.store.close(commit=acting)
 
     def _take_lock(self) -> None:
-        """Connect once the broker grants the lock queue; meanwhile keep the lease."""
-        waited = False
-        while not self.bus.stopping:
-            try:
-                self.bus.connect()
-                return
-            except ResourceLocked:
-                self._must_act()
-                if not waited:
-                    log.info(
-                        "manager: waiting for the broker to grant %s (the previous leader's"
-                        " connection is still open)",
-                        topology.MANAGER_LOCK,
-                    )
-                    waited = True
-                self.broker_seen = self.monotonic()
-                time.sleep(LOCK_RETRY)
+        """Connect once the broker grants the lock queue; meanwhile keep the lease. pika's
+        warning at each refused try is said once every 30 s; a wait longer than a lease
+        names the holder (from its message), every 30 s."""
+        started, notices = self.monotonic(), Notices()
+        throttle = Throttle("RESOURCE_LOCKED")
+        pika_channel = logging.getLogger("pika.channel")
+        pika_channel.addFilter(throttle)
+        log.info(
+            "manager: waiting for the broker to grant %s (the previous leader's connection"
+            " may still be open)",
+            topology.MANAGER_LOCK,
+        )
+        try:
+            while not self.bus.stopping:
+                try:
+                    self.bus.connect()
+                    return
+                except ResourceLocked:
+                    self._must_act()
+                    waited = self.monotonic() - started
+                    if waited >= self._lease_length() and notices.due(self.monotonic()):
+                        log.warning(
+                            "manager: the broker has not granted %s for %.0fs: it is held by%s",
+                            topology.MANAGER_LOCK,
+                            waited,
+                            lock_holder(self.settings) or " a connection that left no name",
+                        )
+                    self.broker_seen = self.monotonic()
+                    time.sleep(LOCK_RETRY)
+        finally:
+            pika_channel.removeFilter(throttle)
+
+    def _lease_length(self) -> float:
+        return self.lease.length if self.lease is not None else 0.0
 
     def _say_who_holds_the_lock(self) -> None:
         """Leave this manager's name where a manager refused the lock reads it."""

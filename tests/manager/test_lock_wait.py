@@ -1,0 +1,27 @@
+"""Waiting for the broker's lock is said rarely (manager/lock_wait.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from manager.lock_wait import Notices, Throttle
+
+
+def record(text: str) -> logging.LogRecord:
+    return logging.LogRecord("pika.channel", logging.WARNING, __file__, 1, text, None, None)
+
+
+def test_resource_locked_warnings_pass_first_then_every_30_s() -> None:
+    clock = [0.0]
+    throttle = Throttle("RESOURCE_LOCKED", monotonic=lambda: clock[0])
+    passed = []
+    for _ in range(200):  # 0.27 s apart: 54 s
+        passed.append(throttle.filter(record("Channel.Close (405): RESOURCE_LOCKED - ...")))
+        clock[0] += 0.27
+    assert sum(passed) == 2 and passed[0]
+    assert throttle.filter(record("something else"))
+
+
+def test_a_notice_is_due_at_once_then_every_30_s() -> None:
+    notices = Notices()
+    assert notices.due(0.0) and not notices.due(29.0) and notices.due(30.5)
