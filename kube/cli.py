@@ -36,6 +36,7 @@ from shared.errors import (
     RequestError,
     ResourceLocked,
     SettingsError,
+    StoreUnavailable,
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
@@ -429,7 +430,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     except (RequestError, DecodeError) as exc:
         print(f"kube: {exc}", file=sys.stderr)
         return REFUSED
-    except MessagingError as exc:
+    except (MessagingError, StoreUnavailable) as exc:  # a service it needs cannot be reached
         print(f"kube: {exc}", file=sys.stderr)
         return BROKER_DOWN
     except WaitTimeout as exc:

@@ -49,3 +49,13 @@ def test_an_unexpected_error_in_the_keeper_makes_the_manager_stop_acting() -> No
     keeper.join(5)
     assert "OverflowError" in (lease.lost or "")
     assert not lease.valid(0.0)
+
+
+def test_a_store_that_cannot_be_reached_at_start_exits_5(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["manager", "--store", "postgresql://postgres@127.0.0.1:1/nowhere"])
+    err = capsys.readouterr().err
+    assert code == 5, err
+    (line,) = [x for x in err.splitlines() if x.startswith("kube: ")]
+    assert "127.0.0.1" in line or "nowhere" in line, line
