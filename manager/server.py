@@ -19,6 +19,7 @@ publishers) is published again with backoff, and no node is judged silent meanwh
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -57,7 +58,7 @@ from manager.scheduler import make_scheduler
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
-from shared.bus.connection import LOST
+from shared.bus.connection import HEARTBEAT, LOST
 from shared.codec import decode, encode
 from shared.errors import (
     ConnectionLost,
@@ -165,7 +166,9 @@ class Manager:
         every commit is fenced by its epoch, and every dispatch stamped with it."""
         self.config = config
         self.settings = settings
-        self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
+        self.bus: MessageBus = bus or Bus(
+            settings, "kube-manager", prefetch=MANAGER_PREFETCH, heartbeat=heartbeat_for(lease)
+        )
         self.lease = lease
         self.identity = identity
         self.epoch = lease.epoch if lease is not None else 0
@@ -972,6 +975,15 @@ def lock_holder(settings: Settings) -> str:
     finally:
         probe.close()
     return f" (manager {info.name}, pid {info.pid} on {info.host}, epoch {info.epoch})"
+
+
+def heartbeat_for(lease: Lease | None) -> int:
+    """The AMQP heartbeat a manager asks for: its lease's length (at least 2 s), so that
+    the broker drops a frozen leader's connection, and its lock, within about two leases
+    (with the usual 30 s, a SIGSTOPped leader kept the lock ~75 s)."""
+    if lease is None:
+        return HEARTBEAT
+    return max(2, math.ceil(lease.length))
 
 
 def lock_taken_by(settings: Settings) -> tuple[bool, ManagerInfo | None]:

@@ -14,7 +14,7 @@ import logging
 
 import pika
 
-from shared.bus.connection import RECONNECT_ERRORS, connection_parameters
+from shared.bus.connection import HEARTBEAT, RECONNECT_ERRORS, connection_parameters
 from shared.settings import Settings, redact
 
 log = logging.getLogger("shared.bus")
@@ -28,8 +28,9 @@ def rotation(count: int, start: int) -> list[int]:
 class Brokers:
     """The brokers of the settings, and which to try next."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, heartbeat: int = HEARTBEAT) -> None:
         self._settings = settings
+        self._heartbeat = heartbeat
         self._next = 0
         self.current: str | None = None
         """The URL of the connection last made; None before it, and while none answers."""
@@ -48,7 +49,7 @@ class Brokers:
             url = urls[index]
             try:
                 connection = pika.BlockingConnection(
-                    connection_parameters(self._settings, name, url)
+                    connection_parameters(self._settings, name, url, self._heartbeat)
                 )
             except RECONNECT_ERRORS as exc:
                 if len(urls) > 1:

@@ -26,14 +26,19 @@ RECONNECT_ERRORS = (
 LOST = (*RECONNECT_ERRORS, ConnectionLost)
 
 
+HEARTBEAT = 30
+"""Seconds of the AMQP heartbeat the connection asks for (the broker drops a peer silent
+for about two of them); a manager asks for less (manager/server.py: tied to its lease)."""
+
+
 def connection_parameters(
-    settings: Settings, name: str, url: str | None = None
+    settings: Settings, name: str, url: str | None = None, heartbeat: int = HEARTBEAT
 ) -> pika.URLParameters:
     """pika parameters for one of the settings' URLs (the first unless given): heartbeats
     on, TLS for amqps://."""
     url = settings.amqp_urls[0] if url is None else url
     params = pika.URLParameters(url)
-    params.heartbeat = 30
+    params.heartbeat = heartbeat
     params.blocked_connection_timeout = 60
     params.connection_attempts = 1
     params.client_properties = {"connection_name": name}

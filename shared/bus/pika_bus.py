@@ -32,7 +32,7 @@ from shared import metrics
 from shared.bus import acks, declare
 from shared.bus.brokers import Brokers
 from shared.bus.confirms import ConfirmStream, Nacked, Unconfirmed
-from shared.bus.connection import LOST, abandon, translated, user_of
+from shared.bus.connection import HEARTBEAT, LOST, abandon, translated, user_of
 from shared.bus.consume import Consumer, delivery_from, handle
 from shared.bus.message import Delivery, Handler, Outbound, dead_letter_copy
 from shared.bus.timers import Timer, fire
@@ -65,15 +65,19 @@ class Bus:
         name: str,
         prefetch: int = 64,
         silent_after: float | None = None,
+        heartbeat: int = HEARTBEAT,
     ) -> None:
-        """`silent_after`: seconds without a confirm (the broker not blocking us) after
+        """`heartbeat`: seconds of the AMQP heartbeat asked for (the broker drops a frozen
+        process after about two).
+
+        `silent_after`: seconds without a confirm (the broker not blocking us) after
         which the connection is presumed dead, dropped and made again; a publish waits
         that long for its confirms. None: a publish waits 30 s, then fails (MessagingError)
         and the connection is kept. Across a cut link a kept connection resumes only when
         TCP next retransmits, tens of seconds after the link is back; a new one at once."""
         self._silent_after = silent_after
         self._settings = settings
-        self._brokers = Brokers(settings)
+        self._brokers = Brokers(settings, heartbeat)
         self._name = name
         self._prefetch = prefetch
         self._topologies: list[Topology] = []

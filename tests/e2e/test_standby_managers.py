@@ -308,3 +308,37 @@ def test_a_manager_waits_out_a_store_outage_longer_than_its_lease_and_leads_agai
                 assert client.get(task_id).attempt == 1
             (node,) = client.nodes()
             assert node.status.value == "ready"
+
+
+def test_a_frozen_leader_is_replaced_within_a_few_leases(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+    postgres_database: str,
+) -> None:
+    with two_managers(vhost, tmp_path, docker_client, request, postgres_database) as (
+        cluster,
+        client,
+        _,
+    ):
+        # given m1 leading
+        first = leader(client)
+        assert first is not None and first.name == "m1"
+        # when m1 is frozen (SIGSTOP) and stays so, and a task is submitted
+        m1 = cluster.procs["manager"]
+        stopped_at = datetime.now(UTC)
+        m1.send_signal(signal.SIGSTOP)
+        try:
+            with Client(Settings(amqp_url=vhost, request_timeout=60)) as patient:
+                after = patient.submit(spec("frozen"))
+                # then m2 places it once the broker dropped m1's connection (its lock):
+                # the manager's heartbeat is its lease (5 s), not the usual 30 s (~75 s)
+                patient.wait(after, {TaskState.RUNNING}, timeout=60)
+            at = placed_at(client, after)
+            assert at is not None
+            took = (at - stopped_at).total_seconds()
+            print(f"SIGSTOP -> placement: {took:.2f}s")
+            assert took < 25
+        finally:
+            m1.send_signal(signal.SIGCONT)

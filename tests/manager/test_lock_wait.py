@@ -25,3 +25,16 @@ def test_resource_locked_warnings_pass_first_then_every_30_s() -> None:
 def test_a_notice_is_due_at_once_then_every_30_s() -> None:
     notices = Notices()
     assert notices.due(0.0) and not notices.due(29.0) and notices.due(30.5)
+
+
+def test_a_managers_heartbeat_follows_its_lease() -> None:
+    from manager.leadership import Lease
+    from manager.server import heartbeat_for
+    from shared.bus.connection import HEARTBEAT, connection_parameters
+    from shared.settings import Settings
+
+    assert heartbeat_for(Lease(1, 5.0, 0.0)) == 5
+    assert heartbeat_for(Lease(1, 3.0, 0.0)) == 3
+    assert heartbeat_for(None) == HEARTBEAT == 30
+    params = connection_parameters(Settings(), "kube-manager", heartbeat=5)
+    assert params.heartbeat == 5
