@@ -54,7 +54,9 @@ def test_an_unexpected_error_in_the_keeper_makes_the_manager_stop_acting() -> No
 def test_a_store_that_cannot_be_reached_at_start_exits_5(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code = main(["manager", "--store", "postgresql://postgres@127.0.0.1:1/nowhere"])
+    code = main(
+        ["manager", "--store", "postgresql://postgres@127.0.0.1:1/nowhere", "--metrics-port", "0"]
+    )
     err = capsys.readouterr().err
     assert code == 5, err
     (line,) = [x for x in err.splitlines() if x.startswith("kube: ")]

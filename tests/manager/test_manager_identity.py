@@ -74,9 +74,11 @@ def test_kube_manager_on_another_vhost_exits_4_in_one_line(
     leases = open_leases(url)
     leases.claim_vhost("A")
     leases.close()
-    code = main(["--amqp-url", "amqp://127.0.0.1:5672/B", "manager", "--store", url])
+    code = main(
+        ["--amqp-url", "amqp://127.0.0.1:5672/B", "manager", "--store", url, "--metrics-port", "0"]
+    )
     err = capsys.readouterr().err
-    assert code == REFUSED
+    assert code == REFUSED, err
     (line,) = [x for x in err.splitlines() if x.startswith("kube: ")]
     assert "'A'" in line and "'B'" in line, err
 
