@@ -42,9 +42,7 @@ from bench.cluster import Cluster, exit_on_sigterm, free_port
 from bench.driver import Driver, Event, task_spec
 from bench.report import emit, percentile, progress
 
-POSTGRES_URL = os.environ.get(
-    "KUBE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/"
-)
+POSTGRES_URL = os.environ.get("KUBE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/")
 """The server the benchmark makes its database on, as a URL without a database."""
 IMAGE = "busybox"  # the mock runtime runs any image
 KEYS = ("task.*", "node.down", "manager.leader")
@@ -180,35 +178,10 @@ def trials(args: argparse.Namespace) -> dict[str, Any]:
     with cluster_on_postgres(args) as (cluster, managers, driver):
         driver.listeners.append(ledger)
         for trial in range(1, args.trials + 1):
-            leader = managers.settle()
-            batch = [f"{cluster.prefix}-t{trial}-{i}" for i in range(args.per_trial)]
+            batch = {f"{cluster.prefix}-t{trial}-{i}" for i in range(args.per_trial)}
             ids.update(batch)
-            stream = [
-                replace(task_spec(t, IMAGE, ["sleep", "3600"]), due=n / args.rate)
-                for n, t in enumerate(batch)
-            ]
-            # tasks flow for a while (a fifth of the batch), then the leader is killed
-            head = set(batch[: args.per_trial // 5])
-            if not driver.submit(stream, lambda: head <= ledger.running_at.keys(), 60):
-                raise TimeoutError(f"trial {trial}: the first tasks did not run")
-            killed_at = time.perf_counter()
-            cluster.kill(leader)
-            placed = driver.wait(lambda: ledger.placed_after(killed_at) is not None, 60)
-            lead = ledger.leader_after(killed_at)
-            done = driver.wait(lambda: set(batch) <= ledger.running_at.keys(), 120)
-            first = ledger.placed_after(killed_at)
-            rounds.append(
-                {
-                    "killed": leader,
-                    "new_leader": lead[1] if lead else None,
-                    "epoch": lead[2] if lead else None,
-                    "leader_seconds": round(lead[0] - killed_at, 3) if lead else None,
-                    "placed_seconds": round(first - killed_at, 3) if first else None,
-                    "all_ran": done and placed,
-                }
-            )
+            rounds.append(one_trial(args, cluster, managers, driver, ledger, sorted(batch)))
             progress("trial %d: %s", trial, rounds[-1])
-            managers.start(leader)  # back as a standby for the next trial
         managers.settle()
         driver.wait(lambda: False, 2)  # late events, if any
     times = [r["placed_seconds"] for r in rounds if r["placed_seconds"] is not None]
@@ -231,6 +204,40 @@ def trials(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def one_trial(
+    args: argparse.Namespace,
+    cluster: Cluster,
+    managers: Managers,
+    driver: Driver,
+    ledger: Ledger,
+    batch: list[str],
+) -> dict[str, Any]:
+    """Submit `batch` at `--rate`; kill the leader once a fifth of it runs; time the takeover."""
+    leader = managers.settle()
+    stream = [
+        replace(task_spec(t, IMAGE, ["sleep", "3600"]), due=n / args.rate)
+        for n, t in enumerate(batch)
+    ]
+    head = set(batch[: len(batch) // 5])
+    if not driver.submit(stream, lambda: head <= ledger.running_at.keys(), 60):
+        raise TimeoutError(f"the first tasks of {batch[0]}... did not run")
+    killed_at = time.perf_counter()
+    cluster.kill(leader)
+    placed = driver.wait(lambda: ledger.placed_after(killed_at) is not None, 60)
+    lead = ledger.leader_after(killed_at)
+    done = driver.wait(lambda: set(batch) <= ledger.running_at.keys(), 120)
+    first = ledger.placed_after(killed_at)
+    managers.start(leader)  # back as a standby for the next trial
+    return {
+        "killed": leader,
+        "new_leader": lead[1] if lead else None,
+        "epoch": lead[2] if lead else None,
+        "leader_seconds": round(lead[0] - killed_at, 3) if lead else None,
+        "placed_seconds": round(first - killed_at, 3) if first else None,
+        "all_ran": done and placed,
+    }
+
+
 def burst(args: argparse.Namespace) -> dict[str, Any]:
     """`--tasks` at once; kill the leader when half run; rates and the pause."""
     ledger = Ledger()
@@ -248,7 +255,9 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
         before = len(ledger.running_at)
         cluster.kill(leader)
         driver.on_progress = lambda: progress(
-            "%.1fs after the kill: %d running", time.perf_counter() - killed_at, len(ledger.running_at)
+            "%.1fs after the kill: %d running",
+            time.perf_counter() - killed_at,
+            len(ledger.running_at),
         )
         driver.wait(lambda: ledger.placed_after(killed_at) is not None, 60)
         done = driver.wait(lambda: set(ids) <= ledger.running_at.keys(), 900)
