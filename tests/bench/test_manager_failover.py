@@ -74,3 +74,27 @@ def test_a_burst_with_a_takeover_in_the_middle_runs_every_task_exactly_once() ->
     assert result["lost"] == 0 and result["run_twice"] == 0, result
     assert result["restarted"] == 0 and result["nodes_down"] == 0, result
     assert result["sound"] and done.returncode == 0, result
+
+
+@pytest.mark.e2e
+@pytest.mark.postgres
+def test_two_trials_time_each_takeover_and_lose_nothing() -> None:
+    require_broker()
+    # given two managers on a PostgreSQL store and tasks flowing; when the leader is
+    # killed twice (the one killed first comes back as a standby and leads the second)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.manager_failover", "--trials", "2", "--per-trial", "30"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert done.returncode in (0, 1), done.stderr[-4000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    # then each takeover placed a new task, within the lease and a little, and was sound
+    assert result["every_trial_placed"], result
+    assert [r["new_leader"] for r in result["rounds"]] == ["m2", "m1"], result
+    assert 0 < result["max_seconds"] < 15, result
+    assert result["lost"] == result["run_twice"] == result["restarted"] == 0, result
+    assert result["nodes_down"] == 0 and result["sound"], result
