@@ -64,14 +64,29 @@ class Ledger:
     """What the events said: each task's runs (attempt, node), placements, leaders, downs."""
 
     def __init__(self) -> None:
+        self.started = time.perf_counter()
         self.runs: dict[str, set[tuple[int, str]]] = collections.defaultdict(set)
         self.running_at: dict[str, float] = {}  # task id -> its first task.running
         self.scheduled: list[float] = []  # arrival of every task.scheduled
         self.leaders: list[tuple[float, str, int]] = []  # (arrival, name, epoch)
         self.down: list[str] = []
+        # task id -> (arrival, key, attempt, node, error): why a task ran twice
+        self.history: dict[str, list[tuple[float, str, int, str, str]]] = collections.defaultdict(
+            list
+        )
 
     def __call__(self, event: Event) -> None:
         body = event.body
+        if event.key.startswith("task."):
+            self.history[str(body["id"])].append(
+                (
+                    event.at,
+                    event.key,
+                    int(body.get("attempt") or 0),
+                    str(body.get("node")),
+                    str(body.get("error") or ""),
+                )
+            )
         if event.key == "node.down":
             self.down.append(str(body.get("name")))
         elif event.key == "manager.leader":
@@ -93,15 +108,20 @@ class Ledger:
             return None
         return next((s for s in self.scheduled if s >= lead[0]), None)
 
-    def checks(self, ids: set[str]) -> dict[str, Any]:
-        """Lost, run twice, restarted, nodes down: each a count, all zero when sound."""
-        twice = [t for t in ids if len(self.runs.get(t, ())) > 1]
+    def checks(self, ids: set[str], since: float = 0.0) -> dict[str, Any]:
+        """Lost, run twice, restarted, nodes down: each a count, all zero when sound; and
+        the events of a few tasks that ran twice (times from `since`), to see why."""
+        twice = sorted(t for t in ids if len(self.runs.get(t, ())) > 1)
         restarted = [t for t in ids if any(a > 1 for a, _ in self.runs.get(t, ()))]
         return {
             "lost": len(ids - self.running_at.keys()),
             "run_twice": len(twice),
             "restarted": len(restarted),
             "nodes_down": len(self.down),
+            "ran_twice_examples": {
+                t: [(round(at - since, 3), k, a, n, e) for at, k, a, n, e in self.history[t]]
+                for t in twice[:5]
+            },
         }
 
 
@@ -152,7 +172,7 @@ class Managers:
 @contextlib.contextmanager
 def cluster_on_postgres(args: argparse.Namespace) -> Iterator[tuple[Cluster, Managers, Driver]]:
     """Managers on a fresh database, mock workers, and a driver watching the events."""
-    with own_database() as store, Cluster() as cluster:
+    with own_database() as store, Cluster(keep=args.keep) as cluster:
         managers = Managers(cluster, store, args.managers)
         managers.start(managers.names[0])
         nodes = [cluster.node(i) for i in range(1, args.workers + 1)]
@@ -185,7 +205,7 @@ def trials(args: argparse.Namespace) -> dict[str, Any]:
         managers.settle()
         driver.wait(lambda: False, 2)  # late events, if any
     times = [r["placed_seconds"] for r in rounds if r["placed_seconds"] is not None]
-    checks = ledger.checks(ids)
+    checks = ledger.checks(ids, ledger.started)
     return {
         "trials": args.trials,
         "managers": args.managers,
@@ -199,7 +219,7 @@ def trials(args: argparse.Namespace) -> dict[str, Any]:
         "min_seconds": min(times, default=None),
         "every_trial_placed": len(times) == args.trials,
         **checks,
-        "sound": len(times) == args.trials and not any(checks.values()),
+        "sound": len(times) == args.trials and not any(v for k, v in checks.items()),
         "rounds": rounds,
     }
 
@@ -235,6 +255,7 @@ def one_trial(
         "leader_seconds": round(lead[0] - killed_at, 3) if lead else None,
         "placed_seconds": round(first - killed_at, 3) if first else None,
         "all_ran": done and placed,
+        "killed_at": round(killed_at - ledger.started, 3),
     }
 
 
@@ -266,7 +287,7 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
     lead = ledger.leader_after(killed_at)
     last = max(ledger.running_at.values())
     after_placed = sum(1 for at in ledger.running_at.values() if first and at >= first)
-    checks = ledger.checks(set(ids))
+    checks = ledger.checks(set(ids), killed_at)
     return {
         "tasks": args.tasks,
         "managers": args.managers,
@@ -281,7 +302,7 @@ def burst(args: argparse.Namespace) -> dict[str, Any]:
         "total_seconds": round(last - started, 2),
         "all_ran": done,
         **checks,
-        "sound": done and first is not None and not any(checks.values()),
+        "sound": done and first is not None and not any(v for k, v in checks.items()),
     }
 
 
@@ -294,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-trial", type=int, default=100, help="tasks a trial submits")
     parser.add_argument("--rate", type=float, default=20.0, help="tasks a second (trials)")
     parser.add_argument("--tasks", type=int, default=10_000, help="the burst (burst mode)")
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
     args = parser.parse_args(argv)
     if args.managers < 2:
         parser.error("--managers must be 2 or more: a failover needs a standby")
