@@ -749,8 +749,11 @@ class Manager:
             self._heartbeat_parts[beat.node] = parts
         freed = self.note_leftovers(beat, uncounted.values(), whole is not None)
         running_here = self.store.running_on(beat.node)
-        fresh = whole is not None and not redelivered
-        gone = nodes.missing(whole, running_here, self._adopted_here(beat.node)) if fresh else []
+        gone = (
+            nodes.missing(whole, running_here, self._adopted_here(beat.node))
+            if whole is not None and not redelivered
+            else []
+        )
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))
