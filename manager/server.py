@@ -667,7 +667,7 @@ class Manager:
                 if refused is not None:
                     self.refuse(delivery, refused)
                     return
-            self.heartbeat(result, known)
+            self.heartbeat(result, known, redelivered=delivery.redelivered)
         elif isinstance(result, LogsReply):
             answer = self.logs.answer(result)
             if answer is not None:
@@ -711,10 +711,17 @@ class Manager:
                 self.after_change(decision)
         self.settle(delivery)
 
-    def heartbeat(self, beat: Heartbeat, known: NodeRecord | None) -> None:
+    def heartbeat(
+        self, beat: Heartbeat, known: NodeRecord | None, redelivered: bool = False
+    ) -> None:
         """A heartbeat, or a part of one, from a node as the manager knows it (None: new):
         part 0 says the node is alive; each part's containers are checked against their
-        attempts; the whole list, once every part is in, against what runs there."""
+        attempts; the whole list, once every part is in, against what runs there.
+
+        A redelivered heartbeat proves nothing about what is gone: a manager killed
+        before its ack may have committed a later report of the same node already (a
+        task's `running`, from the same queue), which the new leader reads from the store;
+        the stale list lacks that task. The node's next heartbeat checks it."""
         now, ticks = self.clock(), self.monotonic()
         decision = Decision()
         if beat.part == 0:
@@ -742,7 +749,11 @@ class Manager:
             self._heartbeat_parts[beat.node] = parts
         freed = self.note_leftovers(beat, uncounted.values(), whole is not None)
         running_here = self.store.running_on(beat.node)
-        gone = nodes.missing(whole, running_here, self._adopted_here(beat.node)) if whole else []
+        gone = (
+            nodes.missing(whole, running_here, self._adopted_here(beat.node))
+            if whole is not None and not redelivered
+            else []
+        )
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -51,3 +52,28 @@ def test_a_heartbeat_in_parts_keeps_the_node_and_ends_only_what_no_part_lists(
     assert [key for kind, key in events(bus) if kind == "publish"].count("node.heartbeat") == 1
     assert [tag for kind, tag in events(bus) if kind == "ack"] == [1, 2]
     manager.store.close()
+
+
+def test_a_redelivered_heartbeat_ends_no_attempt_it_does_not_list(store_url: str) -> None:
+    # given t1 running on n1, its `running` report committed by a manager killed before
+    # it acked the heartbeat n1 sent before starting t1
+    manager, _ = manager_with_a_node(store_url)
+    accepted = core.accept(TaskSpec(name="t1", image="b"), "t1", NOW)
+    placed = core.schedule(accepted.tasks, manager.store.nodes(), RoundRobin(), NOW)
+    manager.commit(
+        accepted.extend(placed).extend(core.move(placed.tasks[-1], TaskState.RUNNING, NOW))
+    )
+    later = NOW + timedelta(seconds=1)
+    manager.clock = lambda: later
+    stale = Heartbeat(node="n1", at=later, cpus=4, memory=1024**3, disk=1024**3, inventory=True)
+    # when that heartbeat, listing nothing, is redelivered to the next leader
+    manager.on_result(replace(result(1, encode(stale)), redelivered=True))
+    # then t1 still runs its first attempt, while the node is heard
+    task = manager.store.task("t1")
+    assert task is not None and task.state == TaskState.RUNNING and task.attempt == 1
+    node = manager.store.node("n1")
+    assert node is not None and node.last_heartbeat == later
+    # and the same list delivered fresh does end it
+    manager.on_result(result(2, encode(stale)))
+    ended = manager.store.task("t1")
+    assert ended is not None and "disappeared" in (ended.error or "")
