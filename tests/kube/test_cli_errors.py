@@ -157,3 +157,14 @@ def test_kube_up_refuses_options_that_do_not_fit_together(
     assert cli.main(argv) == cli.USAGE
     err = capsys.readouterr().err
     assert err.startswith(f"kube: {says}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["orphans", "remove"], ["orphans", "remove", "x", "--all"]])
+def test_orphans_remove_with_neither_or_both_an_id_and_all_is_a_usage_error(
+    argv: list[str], vhost: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--amqp-url", vhost, "--timeout", "2", *argv])
+    assert exited.value.code == cli.USAGE
+    err = capsys.readouterr().err
+    assert "give an orphan's id, or --all" in err and "Traceback" not in err
