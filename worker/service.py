@@ -567,7 +567,12 @@ class Worker:
 
     def _remove(self, key: Key, grace: float = 10.0) -> str | None:
         """In the pool: stop and remove an attempt's container, SIGKILL after `grace`
-        seconds; None, or why it failed."""
+        seconds; None, or why it failed. An orphan's (disowned) is left running: only a
+        person's `kube orphans remove` removes it (an attempt that could not start because
+        of it ends here too, and shares its name)."""
+        if key in self.disowned:
+            log.info("task %s: attempt %d is an orphan here: left running", *key)
+            return None
         try:
             self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:

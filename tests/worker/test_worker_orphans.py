@@ -19,6 +19,7 @@ from shared.messages import (
     Held,
     RemoveOrphan,
     RunTask,
+    StopTask,
 )
 from shared.models import TaskSpec
 from tests.support.dispatches import delivery, sent
@@ -130,13 +131,18 @@ def test_a_run_of_an_orphans_task_id_neither_takes_it_over_nor_removes_it(
     # then the attempt fails, naming the orphan, and the orphan's spec is not replaced
     assert dispatch_run(w, bus, 3, "t1", 1) == "failed"
     assert "as an orphan" in sent(bus, "update")[-1]["error"]
+    # and the manager's stop of that failed attempt (the orphan's name) leaves it running
+    w.on_dispatch(delivery(4, encode(StopTask(task_id="t1", attempt=1))))
+    bus.run_callbacks()
     # and when the next attempt lands here (which removes older attempts first)
-    assert dispatch_run(w, bus, 4, "t1", 2) == "failed"
+    assert dispatch_run(w, bus, 5, "t1", 2) == "failed"
     # then the orphan still runs, the only container of t1, still listed and not held
     assert [(c.container_id, c.status.value) for c in runtime.list("t1")] == [
         (container, "running")
     ]
     assert listed(w, bus) == ["t1"] and "t1" not in held(w, bus)
+    w.close()  # waits for the stop's removal job
+    assert [c.container_id for c in runtime.list("t1")] == [container]
 
 
 def test_an_attempt_whose_orphan_is_gone_runs_and_is_reported(
