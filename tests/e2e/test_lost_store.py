@@ -32,6 +32,10 @@ SLEEP = ("sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait")
 """Runs until stopped, and stops at SIGTERM (a bare sleep as PID 1 waits out the grace)."""
 
 
+IGNORES_TERM = ("sh", "-c", "trap '' TERM; sleep 600 & wait")
+"""Runs until killed: a stop waits out its grace period."""
+
+
 def sleeper(name: str, image: str, port: int | None = None) -> TaskSpec:
     return TaskSpec(
         name=name,
@@ -282,7 +286,8 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
         for task_id in (ended, "ghost-0badf00d"):
             docker_client.containers.run(
                 busybox_image,
-                list(SLEEP),
+                # The ghost waits out the stop's grace (10 s): its removal takes that long.
+                list(SLEEP if task_id == ended else IGNORES_TERM),
                 name=f"kube.{node}.{task_id}.1",
                 labels={**labels, "kube.task-id": task_id, "kube.attempt": "1"},
                 detach=True,
@@ -298,10 +303,23 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
             lambda: orphan_tasks(cluster) == {"ghost-0badf00d"}, timeout=60, what="ghost reported"
         )
         assert "ghost-0badf00d" in containers(docker_client, node)
+        ghost = containers(docker_client, node)["ghost-0badf00d"]
+        # and a prefix too short, an unknown node or cluster are said so (exit 4)
+        short = cluster.kube("orphans", "adopt", ghost[:5])
+        assert short.returncode == 4 and "needs at least 6 characters" in short.stderr
+        nowhere = cluster.kube("orphans", "remove", "--all", "--node", "nowhere")
+        assert nowhere.returncode == 4 and "unknown node 'nowhere'" in nowhere.stderr
+        garbage = cluster.kube("orphans", "remove", "--all", "--cluster", "garbage")
+        assert garbage.returncode == 4
+        assert "no orphan container of cluster 'garbage'" in garbage.stderr
+        assert "ghost-0badf00d" in containers(docker_client, node)
         # and removing every orphan of the node removes it
         removed = cluster.kube("orphans", "remove", "--all", "--node", node)
         assert removed.returncode == 0, removed.stderr
         assert "ghost-0badf00d" in removed.stdout
+        # and adopting it while it is being removed is refused (never both)
+        late = cluster.kube("orphans", "adopt", ghost)
+        assert late.returncode == 4 and "its removal was asked" in late.stderr, late.stderr
         wait_for(
             lambda: "ghost-0badf00d" not in containers(docker_client, node),
             timeout=30,
@@ -312,7 +330,7 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
         assert bad.returncode != 0 and "Traceback" not in bad.stderr
         assert "no orphan container 'nothing-here'" in bad.stderr
         neither = cluster.kube("orphans", "remove")
-        assert neither.returncode != 0 and "Traceback" not in neither.stderr
+        assert neither.returncode == 2 and "Traceback" not in neither.stderr
         assert "give an orphan's id, or --all" in neither.stderr
         both = cluster.kube("orphans", "remove", "x", "--all")
-        assert both.returncode != 0 and "give an orphan's id, or --all" in both.stderr
+        assert both.returncode == 2 and "give an orphan's id, or --all" in both.stderr
