@@ -25,7 +25,8 @@ Stopping the worker leaves its containers running; a worker that starts again re
 what it finds (reconciliation), so nothing is orphaned or started twice. A container no
 task of its cluster placed (another cluster's, or one the manager says it never placed:
 `Disowned`) is an orphan: left running, listed in heartbeats, and removed or adopted
-only at a person's request (docs/orphans.md).
+only at a person's request (docs/orphans.md): never taken over, removed or run beside by
+a RunTask of its task id (`_orphan_in_the_way`), nor removed by a stop.
 """
 
 from __future__ import annotations
