@@ -8,13 +8,17 @@ from collections.abc import Iterator
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from shared.errors import ConnectionLost, MessagingError
 from shared.settings import Settings
 
 # Errors after which the connection is gone and must be made again. A broker shutdown
 # (ConnectionClosedByBroker 320 CONNECTION_FORCED) is one of them, not a fatal error.
+# pika raises AMQPConnectorException (not an AMQPError) when a peer accepts TCP and never
+# answers AMQP (another server on the port, a frozen node): AMQPConnectorStackTimeout.
 RECONNECT_ERRORS = (
+    AMQPConnectorException,
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.AMQPChannelError,
     pika.exceptions.StreamLostError,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from kube.cli import build_parser, main
 from manager.auth import WorkerAuth
 from shared.bus import brokers
 from shared.bus.brokers import Brokers, rotation
+from shared.bus.connection import RECONNECT_ERRORS
 from shared.errors import MessagingError, SettingsError
 from shared.rpc import RpcChannel
 from shared.settings import Settings, redact, split_urls
@@ -169,3 +172,49 @@ def test_the_error_shown_in_docs_is_the_one_the_cli_prints(
     code = main([arg for url in urls for arg in ("--amqp-url", url)] + ["ps"])
     assert code == 2
     assert capsys.readouterr().err.startswith(shown.group(1))
+
+
+@pytest.fixture
+def mute_port() -> Iterator[int]:
+    """A port that accepts TCP connections and never speaks AMQP (Redis, a frozen node):
+    the kernel completes the handshake for a listening socket nobody reads."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield int(server.getsockname()[1])
+
+
+@pytest.fixture
+def quick_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pika's 15 s for the whole TCP+AMQP bring-up, cut to 0.5 s for these tests."""
+    real = brokers.connection_parameters
+
+    def quick(*args: Any, **kwargs: Any) -> pika.URLParameters:
+        params = real(*args, **kwargs)
+        params.stack_timeout = 0.5
+        return params
+
+    monkeypatch.setattr(brokers, "connection_parameters", quick)
+
+
+@pytest.mark.usefixtures("quick_handshake")
+def test_a_broker_that_accepts_but_never_answers_is_passed_over(
+    mute_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a first URL that accepts TCP and never answers AMQP, and a second that refuses
+    mute = f"amqp://kube:secret@127.0.0.1:{mute_port}/kube"
+    closed = f"amqp://kube:secret@127.0.0.1:{free_port()}/kube"
+    ring = Brokers(Settings(amqp_url=f"{mute},{closed}"))
+    # when connecting, then the mute one is logged and passed over, and the next one tried
+    with pytest.raises(RECONNECT_ERRORS) as caught:
+        ring.connect("test")
+    assert isinstance(caught.value, pika.exceptions.AMQPConnectionError)  # the second's
+    assert f"broker {mute.replace('secret', '***')} does not answer" in caplog.text
+    assert "trying the next" in caplog.text
+
+
+@pytest.mark.usefixtures("quick_handshake")
+def test_a_client_given_a_mute_broker_says_it_cannot_reach_it(mute_port: int) -> None:
+    url = f"amqp://kube:secret@127.0.0.1:{mute_port}/kube"
+    with pytest.raises(MessagingError, match=r"^cannot reach RabbitMQ at amqp://kube:\*\*\*@"):
+        RpcChannel(Settings(amqp_url=url, request_timeout=1))
