@@ -55,7 +55,7 @@ from manager.scheduler import make_scheduler
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
-from shared.bus.connection import LOST
+from shared.bus.connection import LOST, silent_after
 from shared.codec import decode, encode
 from shared.errors import (
     ConnectionLost,
@@ -159,7 +159,15 @@ class Manager:
         every commit is fenced by its epoch, and every dispatch stamped with it."""
         self.config = config
         self.settings = settings
-        self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
+        # A frozen broker node (SIGSTOP, a hung VM) keeps the TCP connection and answers
+        # nothing: with no confirm of the tick's probe for `silent_after`, the bus drops
+        # the connection and goes on to the next broker, as a worker's does.
+        self.bus: MessageBus = bus or Bus(
+            settings,
+            "kube-manager",
+            prefetch=MANAGER_PREFETCH,
+            silent_after=silent_after(config.heartbeat_interval),
+        )
         self.lease = lease
         self.identity = identity
         self.epoch = lease.epoch if lease is not None else 0

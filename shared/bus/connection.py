@@ -30,6 +30,17 @@ RECONNECT_ERRORS = (
 LOST = (*RECONNECT_ERRORS, ConnectionLost)
 
 
+MIN_SILENCE = 5.0
+"""Seconds, at least, a component waits for the broker to confirm what it published
+before it drops the connection and makes a new one (see `shared.bus.Bus`)."""
+
+
+def silent_after(heartbeat_interval: float) -> float:
+    """How long without a confirm means the connection is dead: three heartbeats (the
+    manager calls a node down after about as long), or MIN_SILENCE."""
+    return max(3 * heartbeat_interval, MIN_SILENCE)
+
+
 def connection_parameters(
     settings: Settings, name: str, url: str | None = None
 ) -> pika.URLParameters:

@@ -4,6 +4,8 @@ nothing and marks no node down."""
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,10 @@ from bench import broker_failover
 from kube.client import Client, Event
 from shared import topology
 from shared.models import TaskSpec
-from shared.settings import Settings
+from shared.settings import Settings, redact
 from tests.conftest import running_cluster
 from tests.support.rabbit_cluster import RabbitCluster, missing_members
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -140,3 +143,37 @@ def running_event_of(events: Iterator[Event], task_id: str) -> bool:
     return any(
         e.key == "task.running" and e.task is not None and e.task.id == task_id for e in events
     )
+
+
+def test_a_manager_leaves_a_frozen_node(
+    rabbit_cluster: RabbitCluster,
+    cluster_vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given a manager on node 1 (its first URL)
+    victim = rabbit_cluster.nodes[0]
+    assert victim.proc is not None
+    log = tmp_path / "manager.log"
+    on_victim = f"connected to {redact(victim.url(cluster_vhost))}"
+    with running_cluster(rabbit_cluster.url(cluster_vhost), tmp_path, docker_client, request, {}):
+        wait_for(lambda: on_victim in log.read_text(), what="the manager on node 1")
+        # when node 1 freezes (SIGSTOP: its TCP connections stay open, nothing answers)
+        os.killpg(victim.proc.pid, signal.SIGSTOP)
+        try:
+            # then the manager, its probe unconfirmed, drops that connection within a few
+            # heartbeats, as a worker does, and goes on to another node
+            wait_for(
+                lambda: "the broker is silent; dropping the connection" in log.read_text(),
+                what="the manager dropping the frozen node's connection",
+                timeout=30,
+            )
+            others = [redact(node.url(cluster_vhost)) for node in rabbit_cluster.nodes[1:]]
+            wait_for(
+                lambda: any(f"connected to {url}" in log.read_text() for url in others),
+                what="the manager on another node",
+                timeout=90,
+            )
+        finally:
+            os.killpg(victim.proc.pid, signal.SIGCONT)
