@@ -55,7 +55,7 @@ from manager.scheduler import make_scheduler
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
-from shared.bus.connection import LOST
+from shared.bus.connection import LOST, silent_after
 from shared.codec import decode, encode
 from shared.errors import (
     ConnectionLost,
@@ -159,7 +159,15 @@ class Manager:
         every commit is fenced by its epoch, and every dispatch stamped with it."""
         self.config = config
         self.settings = settings
-        self.bus: MessageBus = bus or Bus(settings, "kube-manager", prefetch=MANAGER_PREFETCH)
+        # A frozen broker node (SIGSTOP, a hung VM) keeps the TCP connection and answers
+        # nothing: with no confirm of the tick's probe for `silent_after`, the bus drops
+        # the connection and goes on to the next broker, as a worker's does.
+        self.bus: MessageBus = bus or Bus(
+            settings,
+            "kube-manager",
+            prefetch=MANAGER_PREFETCH,
+            silent_after=silent_after(config.heartbeat_interval),
+        )
         self.lease = lease
         self.identity = identity
         self.epoch = lease.epoch if lease is not None else 0
@@ -185,6 +193,7 @@ class Manager:
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
+        self._newest_beats: dict[str, nodes.BeatMark] = {}  # node -> newest part heard
         self.stop_budget = admission.StopBudget(window=config.heartbeat_interval)
         self.clock_notices = admission.Notices()
         self._doomed_queues: list[str] = []  # removed nodes' queues, deleted once committed
@@ -742,11 +751,16 @@ class Manager:
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         decision.extend(self.note_orphans(beat, where, latest))
-        held = self._heartbeat_parts.pop(beat.node, None)
-        self._undo.append(lambda: self._put_parts(beat.node, held))
-        parts, whole = nodes.gather(held or [], beat)
-        if parts:
-            self._heartbeat_parts[beat.node] = parts
+        whole: Heartbeat | None = None
+        newest = self._newest_beats.get(beat.node)
+        if nodes.newer(beat, newest):  # a copy of an older one proves nothing missing
+            self._newest_beats[beat.node] = (beat.at, beat.part)
+            self._undo.append(lambda: self._put_newest(beat.node, newest))
+            held = self._heartbeat_parts.pop(beat.node, None)
+            self._undo.append(lambda: self._put_parts(beat.node, held))
+            parts, whole = nodes.gather(held or [], beat)
+            if parts:
+                self._heartbeat_parts[beat.node] = parts
         freed = self.note_leftovers(beat, uncounted.values(), whole is not None)
         running_here = self.store.running_on(beat.node)
         gone = (
@@ -813,6 +827,13 @@ class Manager:
         if freed:
             self.blocked.reset()  # a port freed outside any decision: look again
         return freed
+
+    def _put_newest(self, node: str, mark: nodes.BeatMark | None) -> None:
+        """Put back the newest heartbeat part heard from a node before a dropped delivery."""
+        if mark is None:
+            self._newest_beats.pop(node, None)
+        else:
+            self._newest_beats[node] = mark
 
     def _put_parts(self, node: str, parts: list[Heartbeat] | None) -> None:
         """Put back the heartbeat parts held for a node before a dropped delivery."""

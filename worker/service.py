@@ -44,6 +44,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import images, topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
+from shared.bus.connection import silent_after
 from shared.codec import decode, describe, encode
 from shared.errors import (
     ConnectionLost,
@@ -123,16 +124,6 @@ then SIGKILL); the engine's stop calls block, so each takes a thread."""
 ORPHAN_SCAN_SECONDS = 10.0
 """How often the worker looks for orphan containers (no task of its cluster), besides
 after each listing of the engine and each change it was told of: one list call."""
-
-MIN_SILENCE = 5.0
-"""Seconds, at least, a worker waits for the broker to confirm its results before it
-drops the connection and makes a new one (see `shared.bus.Bus`)."""
-
-
-def silent_after(heartbeat_interval: float) -> float:
-    """How long without a confirm means the connection is dead: three heartbeats (the
-    manager calls a node down after about as long), or MIN_SILENCE."""
-    return max(3 * heartbeat_interval, MIN_SILENCE)
 
 
 class Worker:

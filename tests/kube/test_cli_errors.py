@@ -16,7 +16,7 @@ from shared.models import OrphanList, OrphanRecord
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--amqp-url", "notaurl", "nodes"], "is not an AMQP URL"),
+        (["--amqp-url", "notaurl", "nodes"], "does not begin with amqp://"),
         (["--amqp-url", "http://x/", "ps"], "is not an AMQP URL"),
         (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
         (["worker", "--advertise-address", ""], "--advertise-address: '' is neither"),
