@@ -343,6 +343,9 @@ def _up_parser(sub: Any) -> None:
     up.add_argument("--keep", action="store_true", help="leave containers and state at exit")
     up.add_argument("--db", type=Path, help="the manager's SQLite file (default: throwaway)")
     up.add_argument("--store", metavar="URL", help="the manager's store, e.g. postgresql://...")
+    up.add_argument(
+        "--managers", type=int, default=1, help="2 or more: a leader, standbys (PostgreSQL --store)"
+    )
     up.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
     up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
     up.add_argument("--ready-timeout", type=_seconds, default=60.0)
@@ -682,7 +685,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
     import socket
 
     from kube.localbroker import BROKER_IMAGE
-    from kube.up import UpOptions, up
+    from kube.up import UpOptions, managers_problem, up
 
     if args.metrics_port and args.metrics_port + args.workers > 65535:
         raise SettingsError(
@@ -693,13 +696,17 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         raise SettingsError(f"--db {args.db}: no such folder {args.db.parent}")
     # polling for the manager gets unroutable returns, which pika logs as warnings
     logging.getLogger("pika").setLevel(logging.ERROR)
+    store = _store(args, {}).get("store") if args.store else None
+    if (problem := managers_problem(args.managers, store)) is not None:
+        raise SettingsError(problem)
     options = UpOptions(
+        managers=args.managers,
         workers=args.workers,
         name_prefix=args.name_prefix or socket.gethostname(),
         start_broker=args.start_broker,
         keep=args.keep,
         db=args.db,
-        store=_store(args, {}).get("store") if args.store else None,
+        store=store,
         scheduler=args.scheduler,
         runtime=args.runtime,
         broker_image=args.broker_image or BROKER_IMAGE,

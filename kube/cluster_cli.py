@@ -47,6 +47,7 @@ def add_parsers(sub: Any) -> None:
     rm.add_argument("--all", action="store_true", help="every orphan (on --node if given)")
     rm.add_argument("--node", help="only on this node")
     rm.add_argument("--cluster", help="only those carrying this cluster id (an old cluster's)")
+    rm.set_defaults(usage_error=rm.error)
     adopt = verbs.add_parser("adopt", help="make an orphan container a task of this cluster")
     adopt.add_argument("id", help="a container id (or prefix), task id or name")
     adopt.add_argument("--node", help="on this node")
@@ -151,10 +152,18 @@ def orphans(args: argparse.Namespace, client: Client) -> int:
         print(client.adopt_orphan(args.id, args.node))
         return 0
     if (args.id is None) == (not args.all):
-        raise DecodeError("kube orphans remove: give an orphan's id, or --all")
+        args.usage_error("give an orphan's id, or --all")
     asked = client.remove_orphans(args.id, args.node, args.cluster)
     for orphan in asked.orphans:
         print(f"{orphan.container_id[:12]} ({orphan.task_id} on {orphan.node}): removing")
+    if asked.left_out:
+        # A heartbeat lists at most 50 orphans a node: the rest were not asked for.
+        print(
+            f"kube: {asked.left_out} more orphan containers were not listed by their nodes"
+            " and not removed; run this again once these are gone",
+            file=sys.stderr,
+        )
+        return 1
     if not asked.orphans:
         print("no orphan containers to remove")
     return 0

@@ -42,6 +42,7 @@ from kube.client import Client
 from kube.lifeline import die_with_parent
 from kube.sink import Gone, Sink
 from manager.store import read_cluster_id
+from manager.store.url import sqlite_path
 from shared import topology
 from shared.errors import KubeError, MessagingError, RuntimeFailure
 from shared.images import BUILD_BUSYBOX, LOCAL_BUSYBOX
@@ -60,6 +61,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 """Ctrl-C, kill or systemd, and a closed terminal: each stops the cluster and cleans up."""
 STOP_GRACE = 15.0
 """Seconds the children get to stop after SIGTERM before SIGKILL."""
+WATCH_EVERY = 2.0
+"""Seconds between two looks at which manager leads, when `kube up` runs several."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class UpOptions:
     ready_timeout: float = 60.0
     log_level: str = "INFO"
     metrics_port: int = 0  # the manager's /metrics; worker i takes metrics_port + i; 0: off
+    managers: int = 1  # 2 or more: a leader and standbys, on a PostgreSQL `store`
 
     @property
     def nodes(self) -> list[str]:
@@ -93,22 +97,8 @@ class Child:
 
 
 def plan(options: UpOptions, db: Path) -> list[Child]:
-    """The processes to start: the manager first, then the workers."""
+    """The processes to start: the manager(s) first, then the workers."""
     kube = [sys.executable, "-m", "kube"]
-    manager = Child(
-        "manager",
-        [
-            *kube,
-            "manager",
-            *(("--store", options.store) if options.store else ("--db", str(db))),
-            "--scheduler",
-            options.scheduler,
-            "--log-level",
-            options.log_level,
-            "--metrics-port",
-            str(options.metrics_port),
-        ],
-    )
     workers = [
         Child(
             node,
@@ -127,7 +117,94 @@ def plan(options: UpOptions, db: Path) -> list[Child]:
         )
         for i, node in enumerate(options.nodes, start=1)
     ]
-    return [manager, *workers]
+    return [*manager_children(options, db), *workers]
+
+
+def manager_children(options: UpOptions, db: Path) -> list[Child]:
+    """One manager named `manager`, or with `managers` of 2 or more, `manager-1`..N, each
+    with `--name` of the same (how `kube managers` and the lease name it)."""
+    store = ("--store", options.store) if options.store else ("--db", str(db))
+    argv = [sys.executable, "-m", "kube", "manager", *store, "--scheduler", options.scheduler]
+    argv += ["--log-level", options.log_level]
+    if options.managers < 2:
+        return [Child("manager", [*argv, "--metrics-port", str(options.metrics_port)])]
+    # the managers' /metrics, when asked for, take the ports after the workers'
+    return [
+        Child(
+            name,
+            [
+                *argv,
+                "--name",
+                name,
+                "--metrics-port",
+                str(options.metrics_port + options.workers + i if options.metrics_port else 0),
+            ],
+        )
+        for i, name in enumerate(manager_names(options.managers), start=1)
+    ]
+
+
+def manager_names(count: int) -> list[str]:
+    return ["manager"] if count < 2 else [f"manager-{i}" for i in range(1, count + 1)]
+
+
+def managers_problem(managers: int, store: str | None) -> str | None:
+    """Why `--managers` cannot be run as given, in one line; None when it can. Standbys
+    need a store that several managers share: PostgreSQL, never a SQLite file."""
+    if managers < 1:
+        return f"--managers must be 1 or more, not {managers}"
+    if managers > 1 and (store is None or sqlite_path(store) is not None):
+        return (
+            f"--managers {managers} needs a PostgreSQL store that they share"
+            " (--store postgresql://...): a SQLite file has one manager"
+        )
+    return None
+
+
+def fatal_exits(cluster: LocalCluster, managers: int) -> dict[str, int]:
+    """The children whose exit ends the cluster: any, with one manager; with standbys, a
+    worker, or the last manager (a manager that dies is what a standby is for)."""
+    dead = cluster.exited()
+    names = manager_names(managers)
+    if managers > 1 and not set(names) <= dead.keys():
+        dead = {name: code for name, code in dead.items() if name not in names}
+    return dead
+
+
+class LeaderWatch:
+    """Says which manager leads when `kube up` runs several, and when that changes."""
+
+    def __init__(self, settings: Settings, cluster: LocalCluster) -> None:
+        self.settings, self.cluster = replace(settings, request_timeout=2.0), cluster
+        self.leader: tuple[str, int] | None = None
+        self.reported: set[str] = set()
+        self._next = 0.0
+
+    def check(self) -> None:
+        """Say what changed; asks the managers at most every WATCH_EVERY seconds."""
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + WATCH_EVERY
+        dead = self.cluster.exited()
+        for name in sorted(dead.keys() - self.reported):
+            if name.startswith("manager"):
+                self.cluster.say(f"{name} exited (code {dead[name]}); a standby takes over")
+                self.reported.add(name)
+        try:
+            with Client(self.settings) as client:
+                managers = client.managers()
+        except KubeError as exc:  # none leads at this moment (a takeover under way)
+            log.debug("kube up: no manager answers: %s", exc)
+            return
+        leading = [(m.name, m.epoch) for m in managers if m.role.value == "leader"]
+        if not leading or leading[0] == self.leader:
+            return
+        self.leader = leading[0]
+        standbys = [m.name for m in managers if m.role.value == "standby" and m.seen_ago < 3]
+        self.cluster.say(
+            f"{self.leader[0]} leads (epoch {self.leader[1]});"
+            f" standby: {', '.join(standbys) or 'none'}"
+        )
 
 
 class BrokerAction(enum.Enum):
@@ -475,8 +552,11 @@ def _run_cluster(
                 code = REFUSED if cluster.exited().get("manager") == REFUSED else FAILED
             elif problem is None:
                 _say_ready(cluster, options, settings, try_image(options.runtime))
+                watch = LeaderWatch(settings, cluster) if options.managers > 1 else None
                 while not stopping.wait(0.5):
-                    if dead := cluster.exited():
+                    if watch is not None:
+                        watch.check()
+                    if dead := fatal_exits(cluster, options.managers):
                         cluster.say(f"{', '.join(dead)} exited; stopping the rest")
                         code = FAILED
                         break
@@ -494,6 +574,8 @@ def _run_cluster(
                     cluster.say(f"could not remove the task containers: {exc}")
                     code = FAILED
         bad = {name: c for name, c in codes.items() if c not in (0, -signal.SIGTERM)}
+        if options.managers > 1 and code == OK:  # a manager a standby took over from
+            bad = {n: c for n, c in bad.items() if n not in manager_names(options.managers)}
         if bad and code == OK:
             cluster.say(f"exit codes: {bad}")
             code = FAILED

@@ -163,13 +163,28 @@ class Commands:
         task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
         existing = self.store.task(task_id)
         if existing is None:
+            clash = orphans.clash(self.manager.orphans, task_id)
+            if clash is not None:  # its container would be met by the RunTask: never taken
+                raise Refused(clash.sentence())
             now = self.manager.clock()
             self._charge(delivery.user_id, 1)
             decision = core.accept(spec, task_id, now)
             self.manager.commit(decision.extend(self.manager.place(decision.tasks, now)))
+            self._orphans_named(spec.name)
         else:
             log.info("task %s: submitted again; already %s", task_id, existing.state.value)
         return task_id
+
+    def _orphans_named(self, name: str) -> None:
+        """Say when orphans run under the name just created (its store lost, a service
+        made again runs its new replicas beside the old containers)."""
+        count = self.manager.orphans.named(name)
+        if count:
+            log.warning(
+                "%s: %d orphan containers have this name, running beside it (kube ps --orphans)",
+                name,
+                count,
+            )
 
     def _charge(self, user: str | None, tasks: int, replicas: int | None = None) -> None:
         """Refuse what is over a bound (manager/quotas.py); else count it."""
@@ -187,6 +202,7 @@ class Commands:
             self._charge(user, replicas, replicas)
         if existing is None:
             self.manager.reconcile_service(services.create(spec, now))
+            self._orphans_named(spec.name)
         elif existing.desired_state == "stopped":
             log.info("service %s: created again (version %d)", spec.name, existing.version + 1)
             self.manager.reconcile_service(services.recreate(existing, spec, now))
@@ -337,10 +353,16 @@ class Commands:
         """Ask the nodes to remove the orphan containers named (`kube orphans remove`):
         containers no task of this cluster placed (manager/orphans.py)."""
         request = decode(ORPHANS, delivery.body)
-        found = self.manager.orphans.find(request.id, request.node, request.cluster)
+        book = self.manager.orphans
+        if request.node is not None:
+            self._node(request.node)  # an unknown node is said, not taken for one without any
+        found = book.find(request.id, request.node, request.cluster)
         if not found and request.id is not None:
-            raise Refused(orphans.Refused(orphans.Refusal.UNKNOWN, request.id).sentence())
+            raise Refused(orphans.unknown(book, request.id).sentence())
+        if not found and request.cluster is not None:
+            raise Refused(f"no orphan container of cluster {request.cluster!r} is reported")
         self.manager.commit(orphans.removal(found))
+        book.asked_removal(found)
         for node, orphan in found:
             log.warning(
                 "node %s: removing orphan container %s (task %s), as asked",
@@ -348,7 +370,9 @@ class Commands:
                 orphan.container_id[:12],
                 orphan.task_id,
             )
-        return Reply(ok=True, result=orphans.listing(found).model_dump(mode="json"))
+        # Heartbeats list at most 50 orphans a node: those left out are not asked for now.
+        left_out = book.left_out(request.node) if request.id is None else 0
+        return Reply(ok=True, result=orphans.listing(found, left_out).model_dump(mode="json"))
 
     def adopt_orphan(self, delivery: Delivery) -> str:
         """Make an orphan container a task of this cluster (`kube orphans adopt`)."""
@@ -356,7 +380,7 @@ class Commands:
         if request.id is None:
             raise Refused("adopt one orphan at a time: give its id")
         found = self.manager.orphans.find(request.id, request.node, request.cluster)
-        chosen = orphans.choose(found, request.id)
+        chosen = orphans.choose(found, request.id, self.manager.orphans)
         if isinstance(chosen, orphans.Refused):
             raise Refused(chosen.sentence())
         node, orphan = chosen
@@ -370,6 +394,7 @@ class Commands:
             self.store.cluster_id,
             self.manager.clock(),
             self.store.address(node),
+            self.manager.orphans.being_removed(orphan),
         )
         if isinstance(decision, orphans.Refused):
             raise Refused(decision.sentence())

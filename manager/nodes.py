@@ -199,6 +199,24 @@ def gather(parts: Sequence[Heartbeat], beat: Heartbeat) -> tuple[list[Heartbeat]
     return [], gathered[0].model_copy(update={"tasks": held, "part": 0, "parts": 1})
 
 
+BeatMark = tuple[datetime, int]
+"""Where a heartbeat part stands in its worker's sequence: its `at`, then its part."""
+
+
+def newer(beat: Heartbeat, newest: BeatMark | None) -> bool:
+    """Whether a heartbeat part comes after the newest one heard from its node.
+
+    One that does not is a copy: redelivered after the manager's ack was lost, or
+    published again after the worker's confirm was lost, behind the task updates it
+    preceded. It would prove missing a task whose start those updates report (seen with
+    quorum lost: attempts ended as vanished while they ran), so only a newer one is
+    checked against what runs on the node. A worker's clock stepped back makes its
+    heartbeats prove nothing until it passes the newest heard again; exits are reported
+    by updates meanwhile.
+    """
+    return newest is None or (beat.at, beat.part) > newest
+
+
 def missing(
     beat: Heartbeat, running_here: Mapping[str, int], also: Collection[tuple[str, int]] = ()
 ) -> list[str]:

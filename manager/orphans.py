@@ -13,7 +13,7 @@ should not run (stopped, failed, superseded, replaced) is still stopped
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -95,6 +95,10 @@ class Book:
     adopted: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
     """Per node, the adopted attempts it lists as orphans (a restarted worker), until it is
     told again: held all the same, not vanished (manager/nodes.py `missing`)."""
+    removing: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """The containers a person asked to remove, by id: (node, heartbeats of that node that
+    still listed it since). Adopting one is refused until its worker says the outcome: a
+    heartbeat no longer lists it (removed), or REMOVAL_BEATS of them still do (failed)."""
 
     def heard(
         self,
@@ -112,12 +116,45 @@ class Book:
         else:
             self.adopted.pop(beat.node, None)
         listed = tuple(o for o in beat.orphans if (o.task_id, o.attempt) not in mine)
+        self._removals_heard(beat.node, {o.container_id for o in listed})
         found = NodeOrphans(beat.node, listed, beat.orphans_left_out)
         if found.count:
             self.nodes[beat.node] = found
         else:
             self.nodes.pop(beat.node, None)
         return found
+
+    def _removals_heard(self, node: str, listed: set[str]) -> None:
+        for container, (at, beats) in list(self.removing.items()):
+            if at != node:
+                continue
+            if container not in listed or beats + 1 >= REMOVAL_BEATS:
+                del self.removing[container]
+            else:
+                self.removing[container] = (at, beats + 1)
+
+    def asked_removal(self, found: Iterable[tuple[str, Orphan]]) -> None:
+        """Orphans a person asked to remove: not adoptable until their workers answer."""
+        for node, orphan in found:
+            self.removing[orphan.container_id] = (node, 0)
+
+    def being_removed(self, orphan: Orphan) -> bool:
+        return orphan.container_id in self.removing
+
+    def named(self, name: str) -> int:
+        """How many orphans listed run a task of this name (a service or task created
+        anew after its store was lost runs beside them)."""
+        return sum(
+            1
+            for _, o in self.all()
+            if (o.spec.name if o.spec is not None else o.task_id.rpartition("-")[0]) == name
+        )
+
+    def too_short(self, ident: str) -> bool:
+        """Whether `ident` names no orphan but begins a container id: a prefix too short."""
+        return len(ident) < MIN_ID_PREFIX and any(
+            o.container_id.startswith(ident) for _, o in self.all()
+        )
 
     def adopting(self, node: str, orphan: Orphan) -> None:
         """An orphan adopted: no longer listed, as the worker's next heartbeat will say."""
@@ -133,8 +170,9 @@ class Book:
     def all(self) -> list[tuple[str, Orphan]]:
         return [(n.node, o) for _, n in sorted(self.nodes.items()) for o in n.listed]
 
-    def left_out(self) -> int:
-        return sum(n.left_out for n in self.nodes.values())
+    def left_out(self, node: str | None = None) -> int:
+        """How many orphans the nodes (or `node`) left out of their heartbeats."""
+        return sum(n.left_out for n in self.nodes.values() if node in (None, n.node))
 
     def find(
         self, ident: str | None, node: str | None = None, cluster: str | None = None
@@ -153,6 +191,11 @@ class Book:
 MIN_ID_PREFIX = 6
 """Characters of a container id that name it, at least (docker shows 12)."""
 
+REMOVAL_BEATS = 12
+"""Heartbeats of a node that may still list an orphan asked to be removed before the
+removal is taken as failed and adopting it is allowed again: a stop waits 10 s for
+SIGTERM, and a worker beats every 5 s by default (a minute, then)."""
+
 
 def names(orphan: Orphan, ident: str) -> bool:
     """Whether a person's `ident` names this orphan."""
@@ -164,36 +207,102 @@ class Refusal(enum.StrEnum):
     """Why an orphan cannot be adopted."""
 
     NO_SPEC = "no-spec"  # nothing readable from the container: `unrecoverable` says why
-    TASK_EXISTS = "task-exists"  # the store has a task of that id (another attempt)
+    TASK_EXISTS = "task-exists"  # the store has a task of that id
+    REMOVING = "removing"  # a person asked to remove it; its worker has not answered yet
     AMBIGUOUS = "ambiguous"  # the id names several orphans
     UNKNOWN = "unknown"  # no orphan of that id is reported
+    TOO_SHORT = "too-short"  # a container id prefix shorter than MIN_ID_PREFIX
+    TASK_ID_TAKEN = "task-id-taken"  # a task submitted under an orphan's task id
 
 
 @dataclass(frozen=True)
 class Refused:
-    """An adoption refused, as data; `sentence()` says it to a person."""
+    """An adoption (or a submit, or a removal) refused, as data; `sentence()` says it to
+    a person. `known` is the store's task of that id (TASK_EXISTS); `node` where the
+    orphan runs (TASK_ID_TAKEN)."""
 
     why: Refusal
     ident: str
     detail: str = ""
+    attempt: int = 0
+    known: Where | None = None
+    node: str = ""
 
     def sentence(self) -> str:
         if self.why is Refusal.NO_SPEC:
             return f"cannot adopt {self.ident}: {self.detail}; remove it or run it anew"
         if self.why is Refusal.TASK_EXISTS:
+            return f"cannot adopt {self.ident}: {self._known()}; remove the container or the task"
+        if self.why is Refusal.REMOVING:
             return (
-                f"cannot adopt {self.ident}: this cluster already has task {self.detail}"
-                " (another attempt of it); remove the container or the task"
+                f"cannot adopt {self.ident}: its removal was asked and its worker has not"
+                " reported it yet (kube ps --orphans)"
             )
         if self.why is Refusal.AMBIGUOUS:
             return f"{self.ident!r} names several orphans ({self.detail}): use a container id"
+        if self.why is Refusal.TOO_SHORT:
+            return (
+                f"{self.ident!r}: a container id prefix needs at least {MIN_ID_PREFIX} characters"
+            )
+        if self.why is Refusal.TASK_ID_TAKEN:
+            return (
+                f"task id {self.ident!r} is an orphan container's on node {self.node}"
+                f" ({self.detail[:12]}, attempt {self.attempt}; kube ps --orphans): adopt or"
+                " remove it first, or submit under another id"
+            )
         return f"no orphan container {self.ident!r} is reported (kube ps --orphans)"
 
+    def _known(self) -> str:
+        task, known = self.detail, self.known
+        if known is None:
+            return f"this cluster already has task {task}"
+        where = f"on {known.node}" if known.node else "placed nowhere"
+        if known.attempt == self.attempt:
+            return (
+                f"this cluster already has task {task} at this attempt ({self.attempt},"
+                f" {known.state.value} {where}): this container is another copy of it"
+            )
+        return (
+            f"this cluster already has task {task} at attempt {known.attempt}"
+            f" ({known.state.value} {where}), not this container's attempt {self.attempt}"
+        )
 
-def choose(found: Sequence[tuple[str, Orphan]], ident: str) -> tuple[str, Orphan] | Refused:
+
+def unknown(book: Book, ident: str) -> Refused:
+    """Why `ident` names no orphan: a prefix too short, or none is reported."""
+    return Refused(Refusal.TOO_SHORT if book.too_short(ident) else Refusal.UNKNOWN, ident)
+
+
+def refusal(orphan: Orphan, known: TaskRecord | None, removing: bool = False) -> Refused | None:
+    """Why an orphan cannot be adopted, or None: the one rule `adopt` applies and
+    `kube ps --orphans` shows (ADOPTABLE)."""
+    short = orphan.container_id[:12]
+    if orphan.spec is None:
+        return Refused(Refusal.NO_SPEC, short, orphan.unrecoverable or "")
+    if known is not None:
+        return Refused(Refusal.TASK_EXISTS, short, known.id, orphan.attempt, Where.of(known))
+    if removing:
+        return Refused(Refusal.REMOVING, short)
+    return None
+
+
+def clash(book: Book, task_id: str) -> Refused | None:
+    """Why a task cannot be submitted under `task_id`: an orphan reported runs under it
+    (a RunTask would meet its container: worker/service.py `_orphan_in_the_way`)."""
+    for node, orphan in book.all():
+        if orphan.task_id == task_id:
+            return Refused(
+                Refusal.TASK_ID_TAKEN, task_id, orphan.container_id, orphan.attempt, node=node
+            )
+    return None
+
+
+def choose(
+    found: Sequence[tuple[str, Orphan]], ident: str, book: Book | None = None
+) -> tuple[str, Orphan] | Refused:
     """The one orphan `ident` names, or why not."""
     if not found:
-        return Refused(Refusal.UNKNOWN, ident)
+        return unknown(book, ident) if book is not None else Refused(Refusal.UNKNOWN, ident)
     if len(found) > 1:
         ids = ", ".join(o.container_id[:12] for _, o in found[:5])
         return Refused(Refusal.AMBIGUOUS, ident, ids)
@@ -207,15 +316,15 @@ def adopt(
     cluster: str,
     now: datetime,
     address: str | None = None,
+    removing: bool = False,
 ) -> Decision | Refused:
     """Make an orphan a running task of this cluster: its id, attempt and node kept (the
     container's name derives from them), its spec as the container says; the worker is
     told (`AdoptOrphan`) and from then on reports on it, and the manager restarts it per
     its restart policy like any other task."""
-    if orphan.spec is None:
-        return Refused(Refusal.NO_SPEC, orphan.container_id[:12], orphan.unrecoverable or "")
-    if known is not None:
-        return Refused(Refusal.TASK_EXISTS, orphan.container_id[:12], known.id)
+    refused = refusal(orphan, known, removing)
+    if refused is not None or orphan.spec is None:
+        return refused or Refused(Refusal.NO_SPEC, orphan.container_id[:12])
     detail = f"adopted on {node} from " + (
         f"cluster {orphan.cluster}" if orphan.cluster != cluster else "a store that lost it"
     )
@@ -256,8 +365,9 @@ def removal(found: Iterable[tuple[str, Orphan]]) -> Decision:
     )
 
 
-def record(node: str, orphan: Orphan) -> OrphanRecord:
-    """An orphan as people see it (its spec left out: it may be large)."""
+def record(node: str, orphan: Orphan, refused: Refused | None = None) -> OrphanRecord:
+    """An orphan as people see it (its spec left out: it may be large); `refused` is why
+    it cannot be adopted (`refusal`), if it cannot."""
     return OrphanRecord(
         node=node,
         task_id=orphan.task_id,
@@ -268,8 +378,10 @@ def record(node: str, orphan: Orphan) -> OrphanRecord:
         cluster=orphan.cluster,
         since=orphan.since,
         host_ports=dict(orphan.host_ports),
-        adoptable=orphan.spec is not None,
-        unrecoverable=orphan.unrecoverable,
+        adoptable=refused is None,
+        unrecoverable=(
+            orphan.unrecoverable if refused is None or orphan.spec is None else refused.sentence()
+        ),
     )
 
 
@@ -277,11 +389,16 @@ MAX_LISTED = 1000
 """Orphans one `query.orphans` reply lists (at most 50 a node); it counts the rest."""
 
 
-def listing(found: Sequence[tuple[str, Orphan]], left_out: int = 0) -> OrphanList:
-    """The reply to `query.orphans`, or what `orphans.remove` asked the nodes to remove."""
+def listing(
+    found: Sequence[tuple[str, Orphan]],
+    left_out: int = 0,
+    judge: Callable[[Orphan], Refused | None] = lambda o: refusal(o, None),
+) -> OrphanList:
+    """The reply to `query.orphans`, or what `orphans.remove` asked the nodes to remove;
+    `judge` says why an orphan cannot be adopted (`refusal`, with the store's task)."""
     shown = found[:MAX_LISTED]
     return OrphanList(
-        orphans=tuple(record(n, o) for n, o in shown),
+        orphans=tuple(record(n, o, judge(o)) for n, o in shown),
         left_out=left_out + len(found) - len(shown),
     )
 

@@ -17,13 +17,13 @@ from pydantic import BaseModel, TypeAdapter
 from manager.endpoints import serving
 from manager.epochs import stamp
 from manager.log_relay import LogRelay
-from manager.orphans import Book, listing
+from manager.orphans import Book, Refused, listing, refusal
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery, MessageBus
 from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
-from shared.messages import EndpointsQuery, ListQuery, LogsQuery, TaskQuery
+from shared.messages import EndpointsQuery, ListQuery, LogsQuery, Orphan, TaskQuery
 from shared.models import MAX_BODY_BYTES, NodeStatus, Reply, ServiceEndpoints
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,12 @@ class Queries:
 
     def orphan_list(self, delivery: Delivery) -> Reply:
         """The containers the nodes last reported that no task of this cluster placed."""
-        found = listing(self.orphans.all(), self.orphans.left_out())
+        book = self.orphans
+
+        def judge(orphan: Orphan) -> Refused | None:
+            return refusal(orphan, self.store.task(orphan.task_id), book.being_removed(orphan))
+
+        found = listing(book.all(), book.left_out(), judge)
         return Reply(ok=True, result=_dump(found))
 
     def logs(self, delivery: Delivery) -> Reply | None:

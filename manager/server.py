@@ -58,7 +58,7 @@ from manager.scheduler import make_scheduler
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
-from shared.bus.connection import HEARTBEAT, LOST
+from shared.bus.connection import HEARTBEAT, LOST, silent_after
 from shared.codec import decode, encode
 from shared.errors import (
     ConnectionLost,
@@ -166,8 +166,16 @@ class Manager:
         every commit is fenced by its epoch, and every dispatch stamped with it."""
         self.config = config
         self.settings = settings
+        # A frozen broker node (SIGSTOP, a hung VM) keeps the TCP connection and answers
+        # nothing: with no confirm of the tick's probe for `silent_after`, the bus drops
+        # the connection and goes on to the next broker, as a worker's does. Its heartbeat
+        # is its lease: the broker drops a frozen manager's connection (its lock) as soon.
         self.bus: MessageBus = bus or Bus(
-            settings, "kube-manager", prefetch=MANAGER_PREFETCH, heartbeat=heartbeat_for(lease)
+            settings,
+            "kube-manager",
+            prefetch=MANAGER_PREFETCH,
+            silent_after=silent_after(config.heartbeat_interval),
+            heartbeat=heartbeat_for(lease),
         )
         self.lease = lease
         self.identity = identity
@@ -194,6 +202,7 @@ class Manager:
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
+        self._newest_beats: dict[str, nodes.BeatMark] = {}  # node -> newest part heard
         self.stop_budget = admission.StopBudget(window=config.heartbeat_interval)
         self.clock_notices = admission.Notices()
         self._doomed_queues: list[str] = []  # removed nodes' queues, deleted once committed
@@ -694,7 +703,7 @@ class Manager:
                 if refused is not None:
                     self.refuse(delivery, refused)
                     return
-            self.heartbeat(result, known)
+            self.heartbeat(result, known, redelivered=delivery.redelivered)
         elif isinstance(result, LogsReply):
             answer = self.logs.answer(result)
             if answer is not None:
@@ -738,10 +747,17 @@ class Manager:
                 self.after_change(decision)
         self.settle(delivery)
 
-    def heartbeat(self, beat: Heartbeat, known: NodeRecord | None) -> None:
+    def heartbeat(
+        self, beat: Heartbeat, known: NodeRecord | None, redelivered: bool = False
+    ) -> None:
         """A heartbeat, or a part of one, from a node as the manager knows it (None: new):
         part 0 says the node is alive; each part's containers are checked against their
-        attempts; the whole list, once every part is in, against what runs there."""
+        attempts; the whole list, once every part is in, against what runs there.
+
+        A redelivered heartbeat proves nothing about what is gone: a manager killed
+        before its ack may have committed a later report of the same node already (a
+        task's `running`, from the same queue), which the new leader reads from the store;
+        the stale list lacks that task. The node's next heartbeat checks it."""
         now, ticks = self.clock(), self.monotonic()
         decision = Decision()
         if beat.part == 0:
@@ -762,14 +778,23 @@ class Manager:
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         decision.extend(self.note_orphans(beat, where, latest))
-        held = self._heartbeat_parts.pop(beat.node, None)
-        self._undo.append(lambda: self._put_parts(beat.node, held))
-        parts, whole = nodes.gather(held or [], beat)
-        if parts:
-            self._heartbeat_parts[beat.node] = parts
+        whole: Heartbeat | None = None
+        newest = self._newest_beats.get(beat.node)
+        if nodes.newer(beat, newest):  # a copy of an older one proves nothing missing
+            self._newest_beats[beat.node] = (beat.at, beat.part)
+            self._undo.append(lambda: self._put_newest(beat.node, newest))
+            held = self._heartbeat_parts.pop(beat.node, None)
+            self._undo.append(lambda: self._put_parts(beat.node, held))
+            parts, whole = nodes.gather(held or [], beat)
+            if parts:
+                self._heartbeat_parts[beat.node] = parts
         freed = self.note_leftovers(beat, uncounted.values(), whole is not None)
         running_here = self.store.running_on(beat.node)
-        gone = nodes.missing(whole, running_here, self._adopted_here(beat.node)) if whole else []
+        gone = (
+            nodes.missing(whole, running_here, self._adopted_here(beat.node))
+            if whole is not None and not redelivered
+            else []
+        )
         if gone:
             lost = list(self.store.tasks_by_id(gone).values())
             decision.extend(nodes.vanished(lost, beat.node, now))
@@ -829,6 +854,13 @@ class Manager:
         if freed:
             self.blocked.reset()  # a port freed outside any decision: look again
         return freed
+
+    def _put_newest(self, node: str, mark: nodes.BeatMark | None) -> None:
+        """Put back the newest heartbeat part heard from a node before a dropped delivery."""
+        if mark is None:
+            self._newest_beats.pop(node, None)
+        else:
+            self._newest_beats[node] = mark
 
     def _put_parts(self, node: str, parts: list[Heartbeat] | None) -> None:
         """Put back the heartbeat parts held for a node before a dropped delivery."""

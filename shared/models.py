@@ -129,7 +129,9 @@ class OrphanRecord(WireModel):
     )
     since: Timestamp | None = None
     host_ports: dict[str, Annotated[int, Field(ge=1, le=65535)]] = Field(default_factory=dict)
-    adoptable: bool = Field(description="whether `kube orphans adopt` can read its spec")
+    adoptable: bool = Field(
+        description="whether `kube orphans adopt` would take it (if not, `unrecoverable` says why)"
+    )
     unrecoverable: Text | None = Field(default=None, description="why it cannot be adopted")
 
 

@@ -19,7 +19,7 @@ import pika.exceptions
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from shared.bus.brokers import Brokers
-from shared.bus.connection import RECONNECT_ERRORS
+from shared.bus.connection import RECONNECT_ERRORS, abandon
 from shared.errors import MessagingError, NoManagerError
 from shared.settings import Settings, redact
 from shared.topology import topic_matches
@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 STREAM_PREFETCH = 256  # stream deliveries in flight to one reader before it acks
+RESUME_FOR = 60.0
+"""How long a stream reader that lost its broker keeps trying to read on: a failover (a
+new leader elected, a node restarted) takes seconds; a cluster gone for a minute is down."""
+RESUME_FIRST_DELAY = 0.5
+RESUME_MAX_DELAY = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,10 @@ class RpcChannel:
         """Connect again, beginning with the broker after the one that was lost; requests
         and new subscriptions go on the new connection."""
         log.warning("%s: lost the broker; connecting again", self._name)
+        lost = self._connection
         self._connection = self._reach()
+        if lost.is_open:  # a channel error: the old connection is kept by nothing now
+            abandon(lost)
         self._reopen()
 
     def _stream_channel(self) -> Any:
@@ -318,6 +326,29 @@ class Subscription:
             self._queue, self._on_message, auto_ack=False, arguments={"x-stream-offset": offset}
         )
 
+    def _resume_within(self, seconds: float) -> None:
+        """Resume, trying again with backoff for `seconds`: while a cluster fails over, a
+        node refuses to serve a stream whose member it has lost or not yet started
+        (406 "does not have a replica on the local node", 506 "does not have a running
+        local replica"), and a reconnect goes on to the next broker."""
+        deadline = time.monotonic() + seconds
+        delay = RESUME_FIRST_DELAY
+        while True:
+            try:
+                self._resume()
+                return
+            except (pika.exceptions.AMQPError, MessagingError, *RECONNECT_ERRORS) as again:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise MessagingError(
+                        f"cannot read {self._queue} again within {seconds:g}s: {again!r}"
+                    ) from again
+                log.warning(
+                    "cannot read %s again yet (%r); retrying in %.1fs", self._queue, again, delay
+                )
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, RESUME_MAX_DELAY)
+
     def _ack_all(self) -> None:
         if self._last_tag > self._acked_tag:
             self._channel.basic_ack(self._last_tag, multiple=True)
@@ -334,10 +365,7 @@ class Subscription:
             if self._reconnect is None:
                 raise MessagingError(f"lost the broker while watching: {exc!r}") from exc
             log.warning("lost the broker while reading %s (%r)", self._queue, exc)
-            try:
-                self._resume()
-            except (pika.exceptions.AMQPError, *RECONNECT_ERRORS) as again:
-                raise MessagingError(f"cannot read {self._queue} again: {again!r}") from again
+            self._resume_within(RESUME_FOR)
             return None
         except pika.exceptions.AMQPError as exc:
             raise MessagingError(f"lost the broker while watching: {exc!r}") from exc

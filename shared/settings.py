@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
+
+import pika
 
 from shared.errors import SettingsError
 
@@ -52,46 +55,124 @@ class Settings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+SEPARATORS = re.compile(r"\s*,\s*|\s+")
+"""Between broker URLs: a comma (spaces around it dropped) or white space (a newline): a
+URL holds neither, written plainly."""
+
+LISTED = 3
+"""How many URLs a message names before it counts the rest: a list of hundreds would make
+a line of tens of kilobytes."""
+
+BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
 def split_urls(text: str) -> tuple[str, ...]:
-    """The broker URLs in `text` (separated by commas), each checked; a SettingsError
-    names the first that is not an AMQP URL, without its password."""
-    urls = tuple(item.strip() for item in text.split(","))
+    """The broker URLs in `text` (separated by commas or white space), each checked; a
+    SettingsError names the first that is not an AMQP URL, without its password."""
+    urls = tuple(SEPARATORS.split(text.strip()))
+    # First, pieces that are not URLs at all: most likely the tail of a password cut at a
+    # comma, whose head then ends the piece before. Neither is printed: either may be a
+    # password; they are named by their place only.
     for position, url in enumerate(urls, start=1):
-        where = f"broker URL {position} of {len(urls)}" if len(urls) > 1 else "the broker URL"
+        where = _where(position, len(urls))
         if not url:
             raise SettingsError(
                 f"{where} is empty: separate broker URLs with single commas"
                 " (write a comma inside a URL as %2C)"
             )
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError as exc:
-            raise SettingsError(f"{where}, {redact(url)!r}, has a bad port: {exc}") from exc
-        if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        if "://" not in url:
             raise SettingsError(
-                f"{where}, {redact(url)!r}, is not an AMQP URL: give"
-                " amqp://USER:PASSWORD@HOST:PORT/VHOST (or amqps:// for TLS)"
+                f"{where} does not begin with amqp:// or amqps://: give"
+                " amqp://USER:PASSWORD@HOST:PORT/VHOST; a comma inside a password must be"
+                " written %2C, a space %20"
             )
-        if port == 0:
-            raise SettingsError(f"{where}, {redact(url)!r}, has port 0")
-    users = {urlsplit(url).username or "guest" for url in urls}  # pika's default: guest
+    for position, url in enumerate(urls, start=1):
+        _check(url, _where(position, len(urls)))
+    users = {_user(url) for url in urls}
     if len(users) > 1:
         # kube stamps its messages with its login's user_id, which the broker checks
         raise SettingsError(
             f"the broker URLs log in as different users ({', '.join(sorted(users))}):"
             " give every URL of a component the same user and password"
         )
+    vhosts = {_vhost(url) for url in urls}
+    if len(vhosts) > 1:
+        raise SettingsError(
+            f"the broker URLs name different vhosts ({', '.join(sorted(vhosts))}): the URLs"
+            " of a component must be nodes of one cluster, and a vhost's queues are the"
+            " same on every node of a cluster; different vhosts would be different clusters"
+        )
     return urls
 
 
-def redact(url: str) -> str:
-    """The URL (or comma-separated URLs) with passwords replaced, fit for a log line."""
-    if "," in url:
-        return ",".join(redact(item.strip()) for item in url.split(","))
-    parts = urlsplit(url)
-    if parts.password is None:
+def _where(position: int, count: int) -> str:
+    return f"broker URL {position} of {count}" if count > 1 else "the broker URL"
+
+
+def _check(url: str, where: str) -> None:
+    """A SettingsError naming `where` if `url` is not one pika would connect to."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed [ of an IPv6 address
+        raise SettingsError(f"{where}, {redact(url)!r}, cannot be read: {exc}") from None
+    if "@" not in parts.netloc and "@" in url:
+        # a '/', '?' or '#' in the password ended the host part early: what would be
+        # shown as the host or the port is the password's beginning
+        raise SettingsError(
+            f"{where} cannot be read: write a '/', '?' or '#' inside a password as %2F, %3F or %23"
+        )
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"{where}, {redact(url)!r}, has a bad port: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise SettingsError(
+            f"{where}, {redact(url)!r}, is not an AMQP URL: give"
+            " amqp://USER:PASSWORD@HOST:PORT/VHOST (or amqps:// for TLS)"
+        )
+    if port == 0:
+        raise SettingsError(f"{where}, {redact(url)!r}, has port 0")
+    if BAD_PERCENT.search(parts.netloc.rpartition("@")[0]):
+        raise SettingsError(
+            f"{where}, {redact(url)!r}, has a '%' in its user or password that is not"
+            " followed by two hex digits: write a '%' itself as %25"
+        )
+    if parts.username is not None and parts.password is None:
+        # pika fails on it with a TypeError when it connects
+        raise SettingsError(
+            f"{where}, {redact(url)!r}, has a user and no password: give USER:PASSWORD@"
+        )
+    try:
+        pika.URLParameters(url)  # its options (?heartbeat=...) as the connection reads them
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"{where}, {redact(url)!r}, has a bad option: {exc}") from None
+
+
+def _user(url: str) -> str:
+    return unquote(urlsplit(url).username or "guest")  # pika's default: guest
+
+
+def _vhost(url: str) -> str:
+    return unquote(urlsplit(url).path[1:]) or "/"  # pika's default: /
+
+
+def redact(text: str) -> str:
+    """The URL, or URLs (separated by commas or white space), with every password replaced,
+    fit for a log line; past a few URLs, the rest are counted, not listed."""
+    urls = [_redact_one(url) for url in SEPARATORS.split(text.strip())]
+    if len(urls) > LISTED + 1:
+        return f"{','.join(urls[:LISTED])} (and {len(urls) - LISTED} more)"
+    return ",".join(urls)
+
+
+def _redact_one(url: str) -> str:
+    """One URL without its password: everything between the user's name and the last '@'
+    goes, so a password with an unencoded '@', '/' or '#' goes too. A piece without a
+    scheme (the tail of a password cut at a comma) keeps only what follows its last '@'."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"***@{url.rpartition('@')[2]}" if "@" in url else url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
         return url
-    host = parts.netloc.rpartition("@")[2]  # as written: a bad port stays visible
-    netloc = f"{parts.username}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{host}"

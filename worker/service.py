@@ -25,7 +25,8 @@ Stopping the worker leaves its containers running; a worker that starts again re
 what it finds (reconciliation), so nothing is orphaned or started twice. A container no
 task of its cluster placed (another cluster's, or one the manager says it never placed:
 `Disowned`) is an orphan: left running, listed in heartbeats, and removed or adopted
-only at a person's request (docs/orphans.md).
+only at a person's request (docs/orphans.md): never taken over, removed or run beside by
+a RunTask of its task id (`_orphan_in_the_way`), nor removed by a stop.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared import images, topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
+from shared.bus.connection import silent_after
 from shared.codec import decode, describe, encode
 from shared.errors import (
     ConnectionLost,
@@ -122,16 +124,6 @@ then SIGKILL); the engine's stop calls block, so each takes a thread."""
 ORPHAN_SCAN_SECONDS = 10.0
 """How often the worker looks for orphan containers (no task of its cluster), besides
 after each listing of the engine and each change it was told of: one list call."""
-
-MIN_SILENCE = 5.0
-"""Seconds, at least, a worker waits for the broker to confirm its results before it
-drops the connection and makes a new one (see `shared.bus.Bus`)."""
-
-
-def silent_after(heartbeat_interval: float) -> float:
-    """How long without a confirm means the connection is dead: three heartbeats (the
-    manager calls a node down after about as long), or MIN_SILENCE."""
-    return max(3 * heartbeat_interval, MIN_SILENCE)
 
 
 class Worker:
@@ -330,9 +322,9 @@ class Worker:
         elif isinstance(message, RunTask):
             if message.cluster is not None:
                 self._join(message.cluster)
-            # An attempt placed is this cluster's, whatever was said of a container of
-            # the same name before (an older store placing the attempt it lacked).
-            self.disowned -= {(message.task_id, message.attempt)}
+            # A container this worker lists as an orphan is never taken over nor removed
+            # by a RunTask of its task id, whoever sent it: only `kube orphans adopt`
+            # makes it a task (_start refuses the attempt while it is there).
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
@@ -488,6 +480,10 @@ class Worker:
             reason = f"refused by the security policy of {self.name}: {'; '.join(refused)}"
             log.warning("task %s: %s", key[0], reason)
             return StartFailed(reason)
+        in_the_way = self._orphan_in_the_way(key)
+        if in_the_way is not None:
+            log.warning("task %s: %s", key[0], in_the_way)
+            return StartFailed(in_the_way)
         stale = self._remove_older(key)
         if stale is not None:
             return StartFailed(stale)
@@ -509,6 +505,32 @@ class Worker:
         if info.status == ContainerStatus.RUNNING:
             self.contact.track(key, info.stop_after)
         return info
+
+    def _orphan_in_the_way(self, key: Key) -> str | None:
+        """In the pool, before attempt N starts: why not, when a container of this task at
+        attempt N or older runs here as an orphan (disowned). Starting would take it over
+        (the same name) or remove it (an older attempt), and an orphan is a person's to
+        adopt or remove, never a RunTask's: a task id reused by a client, or an older store
+        restarting the task, must not kill it nor put a new spec on it (docs/orphans.md).
+        A disowned attempt whose container is gone is this cluster's again."""
+        task_id, attempt = key
+        disowned = {k for k in self.disowned if k[0] == task_id and k[1] <= attempt}
+        if not disowned:
+            return None
+        try:
+            found = self._with_engine(lambda: self.runtime.list(task_id))
+        except RuntimeFailure as exc:
+            return f"could not look for orphan containers of the task on {self.name}: {exc}"
+        orphans = [i for i in found if (i.task_id, i.attempt) in disowned]
+        if orphans:
+            return orphan_in_the_way(min(orphans, key=lambda i: i.attempt), self.name)
+        self.bus.call_threadsafe(lambda: self._owned(disowned))
+        return None
+
+    def _owned(self, keys: set[Key]) -> None:
+        """On the bus thread: disowned attempts whose containers are gone are no longer
+        kept apart (a new attempt of that key is listed and reported as usual)."""
+        self.disowned -= keys
 
     def _remove_older(self, key: Key) -> str | None:
         """In the pool, before attempt N starts: remove this node's older attempts of the
@@ -537,7 +559,12 @@ class Worker:
 
     def _remove(self, key: Key, grace: float = 10.0) -> str | None:
         """In the pool: stop and remove an attempt's container, SIGKILL after `grace`
-        seconds; None, or why it failed."""
+        seconds; None, or why it failed. An orphan's (disowned) is left running: only a
+        person's `kube orphans remove` removes it (an attempt that could not start because
+        of it ends here too, and shares its name)."""
+        if key in self.disowned:
+            log.info("task %s: attempt %d is an orphan here: left running", *key)
+            return None
         try:
             self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:
@@ -735,6 +762,16 @@ class Worker:
             body,
             user_id=self._user,  # validated by the broker: the manager knows who sent it
         )
+
+
+def orphan_in_the_way(orphan: ContainerInfo, node: str) -> str:
+    """Why an attempt is not started beside (or over) an orphan container of its task."""
+    return (
+        f"container {orphan.container_id[:12]} of this task (attempt {orphan.attempt}) runs on"
+        f" {node} as an orphan, which kube never stops, removes or takes over to start"
+        " another attempt: adopt it or remove it (kube ps --orphans; kube orphans adopt or"
+        " remove), or run the task under another id"
+    )
 
 
 def orphan_list(strays: Sequence[Stray]) -> tuple[Orphan, ...]:

@@ -77,8 +77,14 @@ class ConfirmStream:
             )
             self._unconfirmed.add(self._next_tag)
             self._next_tag += 1
+        # `timeout` runs from the last confirm: a big batch confirmed slowly but steadily
+        # (quorum queues on a loaded machine) is not a dead connection
         deadline = time.monotonic() + timeout
+        left = len(self._unconfirmed)
         while self._unconfirmed:
+            if len(self._unconfirmed) < left:
+                left = len(self._unconfirmed)
+                deadline = time.monotonic() + timeout
             if give_up():
                 raise MessagingError(
                     f"the broker blocks publishers; {len(self._unconfirmed)} messages unconfirmed"

@@ -8,13 +8,17 @@ from collections.abc import Iterator
 
 import pika
 import pika.exceptions
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 from shared.errors import ConnectionLost, MessagingError
 from shared.settings import Settings
 
 # Errors after which the connection is gone and must be made again. A broker shutdown
 # (ConnectionClosedByBroker 320 CONNECTION_FORCED) is one of them, not a fatal error.
+# pika raises AMQPConnectorException (not an AMQPError) when a peer accepts TCP and never
+# answers AMQP (another server on the port, a frozen node): AMQPConnectorStackTimeout.
 RECONNECT_ERRORS = (
+    AMQPConnectorException,
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.AMQPChannelError,
     pika.exceptions.StreamLostError,
@@ -29,6 +33,17 @@ LOST = (*RECONNECT_ERRORS, ConnectionLost)
 HEARTBEAT = 30
 """Seconds of the AMQP heartbeat the connection asks for (the broker drops a peer silent
 for about two of them); a manager asks for less (manager/server.py: tied to its lease)."""
+
+
+MIN_SILENCE = 5.0
+"""Seconds, at least, a component waits for the broker to confirm what it published
+before it drops the connection and makes a new one (see `shared.bus.Bus`)."""
+
+
+def silent_after(heartbeat_interval: float) -> float:
+    """How long without a confirm means the connection is dead: three heartbeats (the
+    manager calls a node down after about as long), or MIN_SILENCE."""
+    return max(3 * heartbeat_interval, MIN_SILENCE)
 
 
 def connection_parameters(

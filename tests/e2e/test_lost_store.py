@@ -19,6 +19,7 @@ from kube.client import Client
 from manager.store import read_cluster_id
 from shared.models import TaskSpec
 from shared.settings import Settings
+from shared.specs import RestartPolicy
 from shared.states import TaskState
 from tests.conftest import Cluster, running_cluster
 from tests.support.ports import free_port
@@ -29,6 +30,10 @@ pytestmark = pytest.mark.e2e
 
 SLEEP = ("sh", "-c", "trap 'exit 0' TERM; sleep 600 & wait")
 """Runs until stopped, and stops at SIGTERM (a bare sleep as PID 1 waits out the grace)."""
+
+
+IGNORES_TERM = ("sh", "-c", "trap '' TERM; sleep 600 & wait")
+"""Runs until killed: a stop waits out its grace period."""
 
 
 def sleeper(name: str, image: str, port: int | None = None) -> TaskSpec:
@@ -199,6 +204,65 @@ def test_an_older_copy_of_the_store_leaves_the_newer_tasks_running(
         assert containers(docker_client, node) == before
         assert client.get(first).state == TaskState.RUNNING
         assert [t.id for t in client.list()] == [first]
+        # when a plain client submits a task under the orphan's id, another spec
+        evil = cluster.kube(
+            *("run", "--id", late, "--name", "evil", "--env", "EVIL=1", "--image"),
+            *(busybox_image, "--", "sh", "-c", "sleep 2; exit 1"),
+        )
+        # then it is refused, naming the orphan, and the orphan runs on, untouched
+        assert evil.returncode == 4, (evil.stdout, evil.stderr)
+        assert f"task id '{late}' is an orphan container's on node {node}" in evil.stderr
+        assert "Traceback" not in evil.stderr
+        assert [t.id for t in client.list()] == [first]
+        assert orphan_tasks(cluster) == {late}
+        assert containers(docker_client, node) == before
+        # and adopting it is what ADOPTABLE says: yes
+        assert orphans(cluster)["orphans"][0]["adoptable"] is True
+
+
+def test_an_older_store_restarting_a_task_never_takes_over_nor_removes_its_orphan(
+    one_node: tuple[Cluster, int],
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    vhost: str,
+    tmp_path: Path,
+) -> None:
+    cluster, _ = one_node
+    node = cluster.nodes[0]
+    database = tmp_path / "manager.db"
+    with Client(Settings(amqp_url=vhost, request_timeout=10)) as client:
+        # given a task running at attempt 1 when a copy of the store was taken
+        spec = sleeper("again", busybox_image).model_copy(
+            update={"restart": RestartPolicy(max_restarts=2, backoff_seconds=0.5)}
+        )
+        task_id = client.submit(spec)
+        client.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        cluster.stop("manager")
+        shutil.copy(database, tmp_path / "older.db")
+        cluster.start_manager()
+        # and restarted since as attempt 2 on the same node (its container killed)
+        docker_client.containers.get(containers(docker_client, node)[task_id]).kill()
+        wait_for(
+            lambda: (
+                client.get(task_id).attempt == 2 and client.get(task_id).state == TaskState.RUNNING
+            ),
+            timeout=60,
+            what="attempt 2 running",
+        )
+        orphan_id = containers(docker_client, node)[task_id]
+        # when the manager is restarted on the older copy (attempt 1, gone, is restarted
+        # as attempt 2 on the node where attempt 2 runs, which it does not know)
+        restart_manager(cluster, database, tmp_path / "older.db")
+        # then the attempt the older store places fails, naming the orphan, and so do
+        # the next ones, never started beside it nor in its stead
+        wait_for(lambda: client.get(task_id).state == TaskState.FAILED, timeout=90, what="failed")
+        errors = [e.detail or "" for e in client.inspect(task_id)[1]]
+        assert any("as an orphan" in e for e in errors), errors
+        # and the orphan runs on: the same container, listed, its spec unchanged
+        assert containers(docker_client, node) == {task_id: orphan_id}
+        wait_for(lambda: orphan_tasks(cluster) == {task_id}, timeout=30, what="listed")
+        running = docker_client.containers.get(orphan_id)
+        assert running.status == "running" and running.labels["kube.attempt"] == "2"
 
 
 def test_what_the_store_knows_should_not_run_is_still_stopped(
@@ -222,7 +286,8 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
         for task_id in (ended, "ghost-0badf00d"):
             docker_client.containers.run(
                 busybox_image,
-                list(SLEEP),
+                # The ghost waits out the stop's grace (10 s): its removal takes that long.
+                list(SLEEP if task_id == ended else IGNORES_TERM),
                 name=f"kube.{node}.{task_id}.1",
                 labels={**labels, "kube.task-id": task_id, "kube.attempt": "1"},
                 detach=True,
@@ -238,10 +303,23 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
             lambda: orphan_tasks(cluster) == {"ghost-0badf00d"}, timeout=60, what="ghost reported"
         )
         assert "ghost-0badf00d" in containers(docker_client, node)
+        ghost = containers(docker_client, node)["ghost-0badf00d"]
+        # and a prefix too short, an unknown node or cluster are said so (exit 4)
+        short = cluster.kube("orphans", "adopt", ghost[:5])
+        assert short.returncode == 4 and "needs at least 6 characters" in short.stderr
+        nowhere = cluster.kube("orphans", "remove", "--all", "--node", "nowhere")
+        assert nowhere.returncode == 4 and "unknown node 'nowhere'" in nowhere.stderr
+        garbage = cluster.kube("orphans", "remove", "--all", "--cluster", "garbage")
+        assert garbage.returncode == 4
+        assert "no orphan container of cluster 'garbage'" in garbage.stderr
+        assert "ghost-0badf00d" in containers(docker_client, node)
         # and removing every orphan of the node removes it
         removed = cluster.kube("orphans", "remove", "--all", "--node", node)
         assert removed.returncode == 0, removed.stderr
         assert "ghost-0badf00d" in removed.stdout
+        # and adopting it while it is being removed is refused (never both)
+        late = cluster.kube("orphans", "adopt", ghost)
+        assert late.returncode == 4 and "its removal was asked" in late.stderr, late.stderr
         wait_for(
             lambda: "ghost-0badf00d" not in containers(docker_client, node),
             timeout=30,
@@ -252,7 +330,7 @@ def test_what_the_store_knows_should_not_run_is_still_stopped(
         assert bad.returncode != 0 and "Traceback" not in bad.stderr
         assert "no orphan container 'nothing-here'" in bad.stderr
         neither = cluster.kube("orphans", "remove")
-        assert neither.returncode != 0 and "Traceback" not in neither.stderr
+        assert neither.returncode == 2 and "Traceback" not in neither.stderr
         assert "give an orphan's id, or --all" in neither.stderr
         both = cluster.kube("orphans", "remove", "x", "--all")
-        assert both.returncode != 0 and "give an orphan's id, or --all" in both.stderr
+        assert both.returncode == 2 and "give an orphan's id, or --all" in both.stderr

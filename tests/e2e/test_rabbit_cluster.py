@@ -4,6 +4,8 @@ nothing and marks no node down."""
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +17,10 @@ from bench import broker_failover
 from kube.client import Client, Event
 from shared import topology
 from shared.models import TaskSpec
-from shared.settings import Settings
+from shared.settings import Settings, redact
 from tests.conftest import running_cluster
 from tests.support.rabbit_cluster import RabbitCluster, missing_members
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -96,7 +99,9 @@ def test_stopping_the_managers_node_under_load_loses_nothing(
     assert rabbit_cluster.running_nodes() == everywhere
 
 
+@pytest.mark.parametrize("how", ["stop_app", "kill"])
 def test_a_client_following_events_goes_on_from_another_node_missing_nothing(
+    how: str,
     rabbit_cluster: RabbitCluster,
     cluster_vhost: str,
     tmp_path: Path,
@@ -116,13 +121,21 @@ def test_a_client_following_events_goes_on_from_another_node_missing_nothing(
         before = kube.submit(TaskSpec(name="before", image="mock/app"))
         assert running_event_of(events, before)
         try:
-            # when node 1 stops, and a task is submitted while the client is cut off
-            rabbit_cluster.stop_app(victim)
+            # when node 1 stops (or its VM is killed: the stream's member there is gone
+            # while the others may refuse to serve it for a moment), and a task is
+            # submitted while the client is cut off
+            if how == "kill":
+                rabbit_cluster.kill(victim)
+            else:
+                rabbit_cluster.stop_app(victim)
             during = other.submit(TaskSpec(name="during", image="mock/app"))
             # then the client reads its events, from another node
             assert running_event_of(events, during)
         finally:
-            rabbit_cluster.start_app(victim)
+            if how == "kill":
+                rabbit_cluster.restart(victim)
+            else:
+                rabbit_cluster.start_app(victim)
 
 
 def running_event_of(events: Iterator[Event], task_id: str) -> bool:
@@ -130,3 +143,37 @@ def running_event_of(events: Iterator[Event], task_id: str) -> bool:
     return any(
         e.key == "task.running" and e.task is not None and e.task.id == task_id for e in events
     )
+
+
+def test_a_manager_leaves_a_frozen_node(
+    rabbit_cluster: RabbitCluster,
+    cluster_vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given a manager on node 1 (its first URL)
+    victim = rabbit_cluster.nodes[0]
+    assert victim.proc is not None
+    log = tmp_path / "manager.log"
+    on_victim = f"connected to {redact(victim.url(cluster_vhost))}"
+    with running_cluster(rabbit_cluster.url(cluster_vhost), tmp_path, docker_client, request, {}):
+        wait_for(lambda: on_victim in log.read_text(), what="the manager on node 1")
+        # when node 1 freezes (SIGSTOP: its TCP connections stay open, nothing answers)
+        os.killpg(victim.proc.pid, signal.SIGSTOP)
+        try:
+            # then the manager, its probe unconfirmed, drops that connection within a few
+            # heartbeats, as a worker does, and goes on to another node
+            wait_for(
+                lambda: "the broker is silent; dropping the connection" in log.read_text(),
+                what="the manager dropping the frozen node's connection",
+                timeout=30,
+            )
+            others = [redact(node.url(cluster_vhost)) for node in rabbit_cluster.nodes[1:]]
+            wait_for(
+                lambda: any(f"connected to {url}" in log.read_text() for url in others),
+                what="the manager on another node",
+                timeout=90,
+            )
+        finally:
+            os.killpg(victim.proc.pid, signal.SIGCONT)

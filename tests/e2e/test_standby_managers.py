@@ -47,18 +47,49 @@ def two_managers(
     request: pytest.FixtureRequest,
     postgres_database: str,
 ) -> Iterator[tuple[Cluster, Client, str]]:
-    """Manager m1 leading and m2 a standby, one worker on the mock runtime."""
+    """Manager m1 leading and m2 a standby, one worker on the mock runtime. Each manager's
+    connections carry its name as PostgreSQL's application_name (see `audit_writes`)."""
     store = Stores("postgresql", postgres_database, tmp_path).new()
     workers = {"node-1": ("--runtime", "mock")}
+    m1, m2 = f"{store}&application_name=m1", f"{store}&application_name=m2"
     with (
         running_cluster(
-            vhost, tmp_path, docker_client, request, workers, ("--name", "m1"), store=store
+            vhost, tmp_path, docker_client, request, workers, ("--name", "m1"), store=m1
         ) as cluster,
         Client(Settings(amqp_url=vhost, request_timeout=10)) as client,
     ):
-        cluster.start("m2", "manager", "--store", store, "--name", "m2", *MANAGER_FLAGS)
+        cluster.start("m2", "manager", "--store", m2, "--name", "m2", *MANAGER_FLAGS)
         wait_for(lambda: roles(client) == {"m1": "leader", "m2": "standby"}, what="a standby")
         yield cluster, client, store
+
+
+STATE_TABLES = ("tasks", "task_events", "nodes", "services", "quarantine", "outbox")
+"""What a leader writes; a standby writes only `managers` (it is seen) and tries `leader`."""
+
+
+def audit_writes(store: str) -> None:
+    """Record every committed write to the state tables: by which application_name (the
+    manager's name: `two_managers`), at what time on the database's clock. A write rolled
+    back (a fenced commit) leaves no row, as its audit row is rolled back with it."""
+    with psycopg.connect(store, autocommit=True) as db:
+        db.execute("CREATE TABLE audit (app text NOT NULL, at double precision NOT NULL)")
+        db.execute(
+            "CREATE FUNCTION audit_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " INSERT INTO audit VALUES (current_setting('application_name'),"
+            " extract(epoch FROM clock_timestamp())); RETURN NULL; END $$"
+        )
+        for table in STATE_TABLES:
+            db.execute(
+                f"CREATE TRIGGER audit_{table} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                " FOR EACH STATEMENT EXECUTE FUNCTION audit_write()"
+            )
+
+
+def writes_by(store: str, app: str, since: float) -> int:
+    """Committed writes to the state tables by `app` at or after `since` (database clock)."""
+    with psycopg.connect(store) as db:
+        row = db.execute("SELECT count(*) FROM audit WHERE app = %s AND at >= %s", (app, since))
+        return int(row.fetchone()[0])  # type: ignore[index]
 
 
 def roles(client: Client) -> dict[str, str]:
@@ -129,10 +160,12 @@ def test_a_paused_leader_is_deposed_writes_nothing_and_becomes_a_standby(
         client,
         store,
     ):
+        audit_writes(store)
         running = client.submit(spec("running"))
         client.wait(running, {TaskState.RUNNING}, timeout=30)
         first = leader(client)
         assert first is not None
+        assert writes_by(store, "m1", 0) > 0  # the audit sees m1's writes as m1's
         # when m1 is stopped (SIGSTOP) for longer than its lease, while a task is submitted
         m1 = cluster.procs["manager"]
         m1.send_signal(signal.SIGSTOP)
@@ -167,12 +200,22 @@ def test_a_paused_leader_is_deposed_writes_nothing_and_becomes_a_standby(
         assert "no longer the leader" in log or "stopped acting" in log
         now = leader(client)
         assert now is not None and now.epoch > first.epoch
-        # and a dispatch of m1's epoch reaching the worker now is refused (acked, dropped)
+        # and m1 committed nothing to the state tables once m2 held the lease (m2's since,
+        # on the database's clock), while m2 did
+        with psycopg.connect(store) as db:
+            took = db.execute("SELECT holder, since FROM leader").fetchone()
+        assert took is not None and took[0] == "m2"
+        assert writes_by(store, "m1", took[1]) == 0
+        assert writes_by(store, "m2", took[1]) > 0
+        # and no dispatch of m1's reached the worker after the takeover: the worker
+        # refused none (m1 sent none) before the stale one below
         node = cluster.nodes[0]
+        worker_log = tmp_path / f"{node}.log"
+        assert "from a deposed manager" not in worker_log.read_text()
+        # and a dispatch of m1's epoch reaching the worker now is refused (acked, dropped)
         stale = RunTask(task_id="stale-1", attempt=1, spec=spec("stale"), epoch=first.epoch)
         with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost.rsplit("/", 1)[1]) as c:
             c.channel().basic_publish(amqp.Message(encode(stale)), DISPATCH, node)
-        worker_log = tmp_path / f"{node}.log"
         wait_for(
             lambda: "refusing a run dispatch from a deposed manager" in worker_log.read_text(),
             what="the worker to refuse the stale dispatch",

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from kube import cli
+from kube import cli, cluster_cli
 from shared.errors import DecodeError, SettingsError
+from shared.models import OrphanList, OrphanRecord
 
 
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
-        (["--amqp-url", "notaurl", "nodes"], "is not an AMQP URL"),
+        (["--amqp-url", "notaurl", "nodes"], "does not begin with amqp://"),
         (["--amqp-url", "http://x/", "ps"], "is not an AMQP URL"),
         (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
         (["worker", "--advertise-address", ""], "--advertise-address: '' is neither"),
@@ -157,3 +158,40 @@ def test_kube_up_refuses_options_that_do_not_fit_together(
     assert cli.main(argv) == cli.USAGE
     err = capsys.readouterr().err
     assert err.startswith(f"kube: {says}") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["orphans", "remove"], ["orphans", "remove", "x", "--all"]])
+def test_orphans_remove_with_neither_or_both_an_id_and_all_is_a_usage_error(
+    argv: list[str], vhost: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--amqp-url", vhost, "--timeout", "2", *argv])
+    assert exited.value.code == cli.USAGE
+    err = capsys.readouterr().err
+    assert "give an orphan's id, or --all" in err and "Traceback" not in err
+
+
+def test_orphans_remove_all_says_how_many_its_nodes_left_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # given a node with 74 orphans, 50 listed in its heartbeats (the manager asked for those)
+    class Answering:
+        def remove_orphans(self, *_: object) -> OrphanList:
+            listed = OrphanRecord(
+                node="n1",
+                task_id="w-1",
+                attempt=1,
+                container_id="c" * 64,
+                name="kube.n1.w-1.1",
+                image="b",
+                cluster="old",
+                adoptable=True,
+            )
+            return OrphanList(orphans=(listed,) * 50, left_out=24)
+
+    args = argparse.Namespace(verb="remove", id=None, all=True, node="n1", cluster=None)
+    # then the command says the 24 were not removed, and exits non-zero
+    assert cluster_cli.orphans(args, Answering()) == 1  # type: ignore[arg-type]
+    out = capsys.readouterr()
+    assert out.out.count("removing") == 50
+    assert "24 more orphan containers were not listed" in out.err and "run this again" in out.err

@@ -109,9 +109,9 @@ def test_the_clients_commands_are_not_checked(key: str) -> None:
 
 def test_operator_users_come_from_the_environment() -> None:
     # given KUBE_OPERATOR_USERS, when auth is built, then those users are the operators
-    auth = WorkerAuth.from_env("amqp://m@h/", {"KUBE_OPERATOR_USERS": "ops-a, ops-b"})
+    auth = WorkerAuth.from_env("amqp://m:pw@h/", {"KUBE_OPERATOR_USERS": "ops-a, ops-b"})
     assert auth.operator_users == {"ops-a", "ops-b"}
     assert command_sender_allowed(topology.CORDON_KEY, "ops-b", auth) is None
     assert command_sender_allowed(topology.CORDON_KEY, "kube-operator", auth) is not None
     # and by default the one is kube-operator
-    assert WorkerAuth.from_env("amqp://m@h/", {}).operator_users == {"kube-operator"}
+    assert WorkerAuth.from_env("amqp://m:pw@h/", {}).operator_users == {"kube-operator"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from manager import core, nodes, restarts
 from manager.blocked import Blocked
 from manager.effects import Decision
@@ -221,9 +223,9 @@ def test_a_lost_attempts_container_holds_its_port_until_a_heartbeat_shows_it_gon
     assert manager.store.task("a").state == TaskState.PENDING  # type: ignore[union-attr]
 
     # when n1 comes back, its heartbeat listing attempt 1's container, still being stopped
-    def beat(*held: HeldTask) -> Heartbeat:
+    def beat(*held: HeldTask, at: datetime = NOW) -> Heartbeat:
         return Heartbeat(
-            node="n1", at=NOW, cpus=4, memory=1024**3, disk=1024**3, inventory=True, tasks=held
+            node="n1", at=at, cpus=4, memory=1024**3, disk=1024**3, inventory=True, tasks=held
         )
 
     old = HeldTask(task_id="a", attempt=1, state=TaskState.RUNNING, container_id="c")
@@ -235,7 +237,7 @@ def test_a_lost_attempts_container_holds_its_port_until_a_heartbeat_shows_it_gon
     assert waiting.error == "no node can take host port 18084: n1 has host port 18084 taken"
 
     # and once a heartbeat no longer lists it, attempt 2 is placed on n1
-    manager.on_result(result(2, encode(beat())))
+    manager.on_result(result(2, encode(beat(at=NOW + timedelta(seconds=1)))))
     again = manager.store.task("a")
     assert again is not None and again.state == TaskState.SCHEDULED
     assert (again.node, again.attempt) == ("n1", 2)

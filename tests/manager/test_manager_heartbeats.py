@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -50,4 +51,55 @@ def test_a_heartbeat_in_parts_keeps_the_node_and_ends_only_what_no_part_lists(
     manager.finish_batch()
     assert [key for kind, key in events(bus) if kind == "publish"].count("node.heartbeat") == 1
     assert [tag for kind, tag in events(bus) if kind == "ack"] == [1, 2]
+    manager.store.close()
+
+
+def test_a_redelivered_heartbeat_ends_no_attempt_it_does_not_list(store_url: str) -> None:
+    # given t1 running on n1, its `running` report committed by a manager killed before
+    # it acked the heartbeat n1 sent before starting t1
+    manager, _ = manager_with_a_node(store_url)
+    accepted = core.accept(TaskSpec(name="t1", image="b"), "t1", NOW)
+    placed = core.schedule(accepted.tasks, manager.store.nodes(), RoundRobin(), NOW)
+    manager.commit(
+        accepted.extend(placed).extend(core.move(placed.tasks[-1], TaskState.RUNNING, NOW))
+    )
+    later = NOW + timedelta(seconds=1)
+    manager.clock = lambda: later
+    stale = Heartbeat(node="n1", at=later, cpus=4, memory=1024**3, disk=1024**3, inventory=True)
+    # when that heartbeat, listing nothing, is redelivered to the next leader
+    manager.on_result(replace(result(1, encode(stale)), redelivered=True))
+    # then t1 still runs its first attempt, while the node is heard
+    task = manager.store.task("t1")
+    assert task is not None and task.state == TaskState.RUNNING and task.attempt == 1
+    node = manager.store.node("n1")
+    assert node is not None and node.last_heartbeat == later
+    # and a newer list delivered fresh does end it
+    newer = stale.model_copy(update={"at": later + timedelta(seconds=1)})
+    manager.on_result(result(2, encode(newer)))
+    ended = manager.store.task("t1")
+    assert ended is not None and "disappeared" in (ended.error or "")
+
+
+def test_a_heartbeat_older_than_one_already_heard_ends_nothing(store_url: str) -> None:
+    # given t1 placed on n1, and n1's heartbeat from before t1 started (it lists nothing)
+    manager, _ = manager_with_a_node(store_url)
+    accepted = core.accept(TaskSpec(name="t1", image="b"), "t1", NOW)
+    placed = core.schedule(accepted.tasks, manager.store.nodes(), RoundRobin(), NOW)
+    manager.commit(accepted.extend(placed))
+    later = NOW + timedelta(seconds=2)
+    manager.clock = lambda: later
+    old = Heartbeat(node="n1", at=later, cpus=4, memory=1024**3, disk=1024**3, inventory=True)
+    manager.on_result(result(1, encode(old)))
+    # and then t1's start reported
+    manager.commit(core.move(manager.store.task("t1"), TaskState.RUNNING, later))  # type: ignore[arg-type]
+    # when that heartbeat comes again (redelivered after a lost ack, or published again
+    # after a lost confirm), behind the report it preceded
+    manager.on_result(result(2, encode(old)))
+    # then t1 runs on: a heartbeat older than the start it did not list proves nothing
+    assert [t.id for t in manager.store.tasks([TaskState.RUNNING])] == ["t1"]
+    # and a newer heartbeat that does not list it still ends its attempt
+    newer = old.model_copy(update={"at": later + timedelta(seconds=1)})
+    manager.on_result(result(3, encode(newer)))
+    ended = manager.store.task("t1")
+    assert ended is not None and "disappeared" in (ended.error or "")
     manager.store.close()

@@ -203,3 +203,77 @@ def test_ambiguous_or_unknown_ids_are_refused() -> None:
     two = [("n1", orphan("a-1")), ("n2", orphan("a-1"))]
     refused = orphans.choose(two, "a-1")
     assert isinstance(refused, orphans.Refused) and "several" in refused.sentence()
+
+
+# -- one rule for adopt and ADOPTABLE; a removal asked holds off an adoption ---------------
+
+
+def test_adoptable_is_what_adopt_would_do_and_the_reason_names_the_same_attempt() -> None:
+    # given an orphan of t1 attempt 1 on n1, while the store has t1 attempt 1 placed on n2
+    known = running("t1").model_copy(update={"node": "n2"})
+    found = orphan("t1")
+    # then adopting it is refused, saying it is another copy of the same attempt
+    refused = orphans.adopt("n1", found, known, CLUSTER, NOW)
+    assert isinstance(refused, orphans.Refused) and refused.why is orphans.Refusal.TASK_EXISTS
+    assert "at this attempt (1, running on n2)" in refused.sentence()
+    assert "another attempt" not in refused.sentence()
+    # and the listing says the same, by the same rule
+    listed = orphans.listing([("n1", found)], judge=lambda o: orphans.refusal(o, known)).orphans
+    assert not listed[0].adoptable and listed[0].unrecoverable == refused.sentence()
+    # while an older attempt known is said as such
+    older = orphans.adopt("n1", orphan("t1", attempt=3), known, CLUSTER, NOW)
+    assert isinstance(older, orphans.Refused)
+    assert "at attempt 1 (running on n2), not this container's attempt 3" in older.sentence()
+
+
+def test_an_orphan_asked_to_be_removed_is_not_adopted_until_its_worker_answers() -> None:
+    book = orphans.Book()
+    found = orphan("o-1")
+    book.heard(beat(found=(found,)), {}, {})
+    # when a person asks to remove it
+    book.asked_removal(book.find("o-1"))
+    # then adopting it is refused, and it is not listed as adoptable
+    refused = orphans.adopt("n1", found, None, CLUSTER, NOW, removing=book.being_removed(found))
+    assert isinstance(refused, orphans.Refused) and refused.why is orphans.Refusal.REMOVING
+    # and once its node no longer lists it, the removal is over
+    book.heard(beat(), {}, {})
+    assert not book.being_removed(found)
+    # and a removal its worker failed is given up after REMOVAL_BEATS heartbeats listing it
+    book.heard(beat(found=(found,)), {}, {})
+    book.asked_removal(book.find("o-1"))
+    for _ in range(orphans.REMOVAL_BEATS):
+        book.heard(beat(found=(found,)), {}, {})
+    assert not book.being_removed(found)
+
+
+def test_a_task_id_of_a_reported_orphan_is_refused_to_a_submit() -> None:
+    book = orphans.Book()
+    book.heard(beat(found=(orphan("atkw1", cluster=CLUSTER),)), {}, {})
+    clash = orphans.clash(book, "atkw1")
+    assert clash is not None and clash.why is orphans.Refusal.TASK_ID_TAKEN
+    assert "orphan container's on node n1" in clash.sentence()
+    assert orphans.clash(book, "other") is None
+
+
+def test_a_container_id_prefix_too_short_is_said_so() -> None:
+    book = orphans.Book()
+    book.heard(beat(found=(orphan("abcdef-1"),)), {}, {})
+    assert book.find("abcde") == []
+    assert orphans.unknown(book, "abcde").why is orphans.Refusal.TOO_SHORT
+    assert "at least 6 characters" in orphans.unknown(book, "abcde").sentence()
+    assert orphans.unknown(book, "zzz").why is orphans.Refusal.UNKNOWN
+
+
+def test_the_left_out_orphans_are_counted_per_node() -> None:
+    book = orphans.Book()
+    book.heard(beat(found=(orphan(),), left_out=24), {}, {})
+    assert book.left_out("n1") == book.left_out() == 24 and book.left_out("n2") == 0
+
+
+def test_the_orphans_of_a_name_are_counted() -> None:
+    book = orphans.Book()
+    book.heard(beat(found=(orphan("web-1a2b3c4d"), orphan("db-1a2b3c4d"))), {}, {})
+    assert book.named("old") == 2  # the spec read back names them
+    unread = orphan("web-9f9f9f9f").model_copy(update={"spec": None})
+    book.heard(beat(found=(unread,)), {}, {})
+    assert book.named("web") == 1

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from kube.cli import build_parser, main
 from manager.auth import WorkerAuth
 from shared.bus import brokers
 from shared.bus.brokers import Brokers, rotation
+from shared.bus.connection import RECONNECT_ERRORS
 from shared.errors import MessagingError, SettingsError
 from shared.rpc import RpcChannel
 from shared.settings import Settings, redact, split_urls
@@ -56,7 +59,37 @@ def test_repeated_amqp_url_flag_gives_a_list_that_wins_over_the_environment() ->
             "amqp://kube:secret-x@rabbit:56a72/",
             r"^the broker URL, 'amqp://kube:\*\*\*@rabbit:56a72/', has a bad port",
         ),
-        ("rabbit-1:5672", r"^the broker URL, 'rabbit-1:5672', is not an AMQP URL"),
+        ("rabbit-1:5672", r"^the broker URL does not begin with amqp:// or amqps://"),
+        # a comma in a password cuts the URL in two: neither piece is shown
+        ("amqp://kube:secret,PW@h:5672/v,amqp://kube:secret,PW@g/v", r"^broker URL 2 of 4 does"),
+        ("amqp://kube:secret,34@h:5672/v", r"^broker URL 2 of 2 does not .* written %2C"),
+        # a '/' or '#' in a password ends the host part early: the 'port' would be it
+        ("amqp://kube:secret/x@h:5672/v", r"^the broker URL cannot be read: .* %2F"),
+        ("amqp://kube:secret#x@h:5672/v", r"^the broker URL cannot be read: .* %23"),
+        (
+            "amqp://kube:secret@h:5672/v?heartbeat=abc",
+            r"^the broker URL, 'amqp://kube:\*\*\*@h:5672/v\?heartbeat=abc', has a bad option",
+        ),
+        (
+            "amqp://kube:secret@[::1:5672/x",
+            r"^the broker URL, 'amqp://kube:\*\*\*@\[::1:5672/x', cannot be read: Invalid IPv6",
+        ),
+        (
+            "amqp://kube:secret%zz@h/v",
+            r"^the broker URL, 'amqp://kube:\*\*\*@h/v', has a '%' .* two hex digits",
+        ),
+        (
+            f"{A},amqp://rabbit-2/kube",
+            r"^the broker URLs log in as different users \(guest, kube\)",
+        ),
+        (
+            f"{A},amqp://kube:secret-b@rabbit-2/other",
+            r"^the broker URLs name different vhosts \(kube, other\): .* different clusters",
+        ),
+        (
+            f"{A},amqp://kube:secret-b@rabbit-2",
+            r"^the broker URLs name different vhosts \(/, kube\)",
+        ),
     ],
 )
 def test_a_bad_url_is_named_in_one_line_without_its_password(text: str, why: str) -> None:
@@ -64,6 +97,28 @@ def test_a_bad_url_is_named_in_one_line_without_its_password(text: str, why: str
         Settings(amqp_url=text)
     assert "secret" not in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_urls_may_be_separated_by_newlines_too() -> None:
+    assert Settings(amqp_url=f"{A}\n{B}\n").amqp_urls == (A, B)
+    assert Settings(amqp_url=f"  {A} ,\n {B}").amqp_urls == (A, B)
+
+
+def test_redact_hides_the_passwords_of_a_list_separated_by_newlines() -> None:
+    assert redact(f"{A}\n{B}") == (
+        "amqp://kube:***@rabbit-1:5672/kube,amqp://kube:***@rabbit-2:5672/kube"
+    )
+
+
+def test_redact_hides_a_password_with_an_at_sign_or_a_slash() -> None:
+    assert redact("amqp://kube:se@cr/et@h:5672/v") == "amqp://kube:***@h:5672/v"
+
+
+def test_a_long_list_is_counted_past_its_first_urls() -> None:
+    urls = [f"amqp://kube:secret@rabbit-{n}/kube" for n in range(500)]
+    text = redact(",".join(urls))
+    assert text.endswith("amqp://kube:***@rabbit-2/kube (and 497 more)")
+    assert len(text) < 200
 
 
 def test_redact_hides_every_password_of_a_list() -> None:
@@ -169,3 +224,66 @@ def test_the_error_shown_in_docs_is_the_one_the_cli_prints(
     code = main([arg for url in urls for arg in ("--amqp-url", url)] + ["ps"])
     assert code == 2
     assert capsys.readouterr().err.startswith(shown.group(1))
+
+
+@pytest.fixture
+def mute_port() -> Iterator[int]:
+    """A port that accepts TCP connections and never speaks AMQP (Redis, a frozen node):
+    the kernel completes the handshake for a listening socket nobody reads."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        yield int(server.getsockname()[1])
+
+
+@pytest.fixture
+def quick_handshake(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pika's 15 s for the whole TCP+AMQP bring-up, cut to 0.5 s for these tests."""
+    real = brokers.connection_parameters
+
+    def quick(*args: Any, **kwargs: Any) -> pika.URLParameters:
+        params = real(*args, **kwargs)
+        params.stack_timeout = 0.5
+        return params
+
+    monkeypatch.setattr(brokers, "connection_parameters", quick)
+
+
+@pytest.mark.usefixtures("quick_handshake")
+def test_a_broker_that_accepts_but_never_answers_is_passed_over(
+    mute_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a first URL that accepts TCP and never answers AMQP, and a second that refuses
+    mute = f"amqp://kube:secret@127.0.0.1:{mute_port}/kube"
+    closed = f"amqp://kube:secret@127.0.0.1:{free_port()}/kube"
+    ring = Brokers(Settings(amqp_url=f"{mute},{closed}"))
+    # when connecting, then the mute one is logged and passed over, and the next one tried
+    with pytest.raises(RECONNECT_ERRORS) as caught:
+        ring.connect("test")
+    assert isinstance(caught.value, pika.exceptions.AMQPConnectionError)  # the second's
+    assert f"broker {mute.replace('secret', '***')} does not answer" in caplog.text
+    assert "trying the next" in caplog.text
+
+
+@pytest.mark.usefixtures("quick_handshake")
+def test_a_client_given_a_mute_broker_says_it_cannot_reach_it(mute_port: int) -> None:
+    url = f"amqp://kube:secret@127.0.0.1:{mute_port}/kube"
+    with pytest.raises(MessagingError, match=r"^cannot reach RabbitMQ at amqp://kube:\*\*\*@"):
+        RpcChannel(Settings(amqp_url=url, request_timeout=1))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://kube:secret@h/v?heartbeat=abc",
+        "amqp://kube:secret@[::1:5672/x",
+        "amqp://kube:12,34@h/v",
+    ],
+)
+def test_the_cli_refuses_a_malformed_url_in_one_line(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--amqp-url", url, "ps"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kube: ") and err.count("\n") == 1
+    assert "secret" not in err and "12" not in err and "Traceback" not in err

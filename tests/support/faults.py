@@ -170,3 +170,29 @@ def restart_dockerd(log: Path) -> None:
         timeout=60,
         interval=0.5,
     )
+
+
+def restart_postgres() -> None:
+    """Restart the machine's PostgreSQL cluster `main` (every connection to it is closed),
+    and wait until it answers again."""
+    import psycopg
+
+    from tests.support.stores import POSTGRES_URL
+
+    (version,) = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1:]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+    def answers() -> bool:
+        try:
+            with psycopg.connect(f"{POSTGRES_URL}postgres", connect_timeout=2) as db:
+                db.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    wait_for(answers, what="PostgreSQL to answer", timeout=120, interval=0.5)

@@ -38,9 +38,12 @@ def run_database(unavailable: Callable[[str], None]) -> Iterator[str]:
         raise  # unavailable() skips or fails
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES_URL}{name}"
-        finally:
+    try:
+        yield f"{POSTGRES_URL}{name}"
+    finally:
+        # on a connection of its own: a test may have restarted the server meanwhile
+        # (tests/faults/test_postgres_restart.py), which closed any older one
+        with psycopg.connect(f"{POSTGRES_URL}postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 

@@ -19,6 +19,7 @@ from shared.messages import (
     Held,
     RemoveOrphan,
     RunTask,
+    StopTask,
 )
 from shared.models import TaskSpec
 from tests.support.dispatches import delivery, sent
@@ -106,6 +107,59 @@ def test_another_clusters_containers_are_listed_and_an_adopted_one_is_held_again
     assert listed(w, bus) == []
     assert sent(bus, "update")[-1]["state"] == "running"
     assert [c.container_id for c in runtime.list("t1")] == [container]
+
+
+def dispatch_run(worker: Worker, bus: StubBus, tag: int, task_id: str, attempt: int) -> str:
+    """A RunTask of another spec for `task_id` at `attempt`; the state it was answered."""
+    spec = TaskSpec(name="evil", image="b", command=("sh", "-c", "exit 1"), env={"EVIL": "1"})
+    body = encode(RunTask(task_id=task_id, attempt=attempt, spec=spec, cluster=OLD))
+    updates = len(sent(bus, "update"))
+    worker.on_dispatch(delivery(tag, body))
+    return str(reported(worker, bus, updates + 1)[-1]["state"])
+
+
+def test_a_run_of_an_orphans_task_id_neither_takes_it_over_nor_removes_it(
+    worker: tuple[Worker, StubBus, MockRuntime],
+) -> None:
+    # given t1 at attempt 1, disowned by the manager: an orphan
+    w, bus, runtime = worker
+    run(w, bus, 1, "t1", OLD)
+    container = runtime.list("t1")[0].container_id
+    w.on_dispatch(delivery(2, encode(Disowned(tasks=(Held(task_id="t1", attempt=1),)))))
+    wait_for(lambda: listed(w, bus) == ["t1"], what="t1 an orphan")
+    # when a client submits its task id again, at the same attempt (an implicit take-over)
+    # then the attempt fails, naming the orphan, and the orphan's spec is not replaced
+    assert dispatch_run(w, bus, 3, "t1", 1) == "failed"
+    assert "as an orphan" in sent(bus, "update")[-1]["error"]
+    # and the manager's stop of that failed attempt (the orphan's name) leaves it running
+    w.on_dispatch(delivery(4, encode(StopTask(task_id="t1", attempt=1))))
+    bus.run_callbacks()
+    # and when the next attempt lands here (which removes older attempts first)
+    assert dispatch_run(w, bus, 5, "t1", 2) == "failed"
+    # then the orphan still runs, the only container of t1, still listed and not held
+    assert [(c.container_id, c.status.value) for c in runtime.list("t1")] == [
+        (container, "running")
+    ]
+    assert listed(w, bus) == ["t1"] and "t1" not in held(w, bus)
+    w.close()  # waits for the stop's removal job
+    assert [c.container_id for c in runtime.list("t1")] == [container]
+
+
+def test_an_attempt_whose_orphan_is_gone_runs_and_is_reported(
+    worker: tuple[Worker, StubBus, MockRuntime],
+) -> None:
+    # given t1 disowned, and then removed as a person asked
+    w, bus, runtime = worker
+    run(w, bus, 1, "t1", OLD)
+    w.on_dispatch(delivery(2, encode(Disowned(tasks=(Held(task_id="t1", attempt=1),)))))
+    wait_for(lambda: listed(w, bus) == ["t1"], what="t1 an orphan")
+    container = runtime.list("t1")[0].container_id
+    w.on_dispatch(delivery(3, encode(RemoveOrphan(container_id=container))))
+    wait_for(lambda: runtime.list("t1") == [], what="t1 removed")
+    # when the task id is run again at that attempt
+    # then it starts, and is held and reported like any task
+    assert dispatch_run(w, bus, 4, "t1", 1) == "running"
+    wait_for(lambda: held(w, bus) == ["t1"], what="t1 held")
 
 
 def test_an_orphan_that_is_no_orphan_is_not_removed(
