@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
 
 import pytest
 
 from kube.cli import USAGE, lease_times, main
 from manager.leadership import Identity, Keeper, Lease, LeaseTimes
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """kube's main() sets the root logger's handler to this test's captured stderr: put
+    back the one before, or later tests log to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.mark.parametrize("given", ["99999999999999999999", "1e9", "0.01", "1", "301"])

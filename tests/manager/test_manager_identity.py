@@ -3,6 +3,8 @@ and managers gone (manager/leadership.py, manager/succession.py, Store.managers)
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,17 @@ from shared.models import ManagerRole
 from shared.settings import Settings
 
 TIMES = LeaseTimes(length=5.0, renew_every=1.0, standby_every=0.05)
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """kube's main() sets the root logger's handler to this test's captured stderr: put
+    back the one before, or later tests log to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def succession(store: str, vhost: str, name: str, move: bool = False) -> Succession:
