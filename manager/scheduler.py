@@ -97,6 +97,8 @@ def _log_growth(before: float, after: float) -> float:
     if after <= before:
         return -math.inf
     rise = (after - before) * _LN_LIEB
+    if rise <= 0.0:  # a rise too small for a float (loads near zero, e.g. no memory at all)
+        return -math.inf
     # ln(e^rise - 1) is rise itself, to a float's precision, once rise passes ~40.
     return before * _LN_LIEB + (rise if rise > 40 else math.log(math.expm1(rise)))
 

@@ -612,3 +612,12 @@ def test_a_decision_reads_the_constraints_once_and_checks_each_node_once(
     assert isinstance(result, Placement) and int(result.node[-2:]) % 2 == 1
     assert len(rules_calls) == 1
     assert sorted(checks) == sorted(n.name for n in nodes)
+
+
+def test_a_rise_too_small_for_a_float_costs_nothing_instead_of_failing() -> None:
+    # a node whose load rises by less than a float can hold (no memory at all, say): the
+    # rise rounds to zero, whose logarithm does not exist (found by the property test)
+    from manager.scheduler import _log_growth
+
+    assert _log_growth(0.0, 5e-324) == -math.inf
+    assert _log_growth(0.0, 1.0) < 0.0
