@@ -47,7 +47,13 @@ from urllib.parse import unquote, urlsplit
 
 from manager.store.lease import Holder, Leases, Role
 from manager.store.url import connect, sqlite_path
-from shared.errors import ResourceLocked, SettingsError, StoreError, StoreUnavailable
+from shared.errors import (
+    ResourceLocked,
+    SettingsError,
+    StoreBusy,
+    StoreError,
+    StoreUnavailable,
+)
 from shared.settings import Settings
 from shared.wire import ID_PATTERN
 
@@ -168,6 +174,14 @@ class Keeper(threading.Thread):
             else:
                 self.give_up("another manager holds the lease now")
                 return
+        except StoreBusy:
+            # SQLite: the file's write lock is held, by this manager's own batch (one that
+            # takes longer than the lease: a 600-replica service) or by a process that
+            # cannot change the lease before that lock is free. Nobody can take the lease
+            # meanwhile, and the commit that ends the batch renews it in its transaction,
+            # fenced by the epoch: the lease is kept. (Stepping down here dropped every
+            # long batch and retried it for ever.) Kept from now: it was held until now.
+            lease.renewed(self.monotonic())
         except StoreUnavailable as exc:
             log.warning("manager %s: cannot renew the lease: %s", me.name, exc)
             self._reconnect()

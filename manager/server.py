@@ -174,7 +174,7 @@ class Manager:
             settings,
             "kube-manager",
             prefetch=MANAGER_PREFETCH,
-            silent_after=silent_after(config.heartbeat_interval),
+            silent_after=max(silent_after(config.heartbeat_interval), MANAGER_SILENT_AFTER),
             heartbeat=heartbeat_for(lease),
         )
         self.lease = lease
@@ -330,6 +330,12 @@ class Manager:
                     time.sleep(LOCK_RETRY)
         finally:
             pika_channel.removeFilter(throttle)
+
+    def broker_last_seen(self) -> float:
+        """When the broker was last known to be there (monotonic): now while the bus holds
+        a connection, whatever its thread is busy with (a long batch is not a lost
+        broker); else the last time a tick or a (re)connect saw it."""
+        return self.monotonic() if self.bus.connected else self.broker_seen
 
     def _lease_length(self) -> float:
         return self.lease.length if self.lease is not None else 0.0
@@ -1009,13 +1015,24 @@ def lock_holder(settings: Settings) -> str:
     return f" (manager {info.name}, pid {info.pid} on {info.host}, epoch {info.epoch})"
 
 
+MIN_MANAGER_HEARTBEAT = 15
+"""Seconds: the broker drops a connection that sent nothing for about two heartbeats, and
+pika sends them only between the manager's handlers. A batch of a 600-replica service
+kept the bus thread 11 s on a loaded machine; with a 5 s heartbeat the broker dropped the
+connection in the middle of it, the batch was redelivered, and it never ended."""
+
+MANAGER_SILENT_AFTER = 20.0
+"""Seconds without a confirm before the manager presumes its broker dead (at least; see
+`silent_after`): a large batch's confirms took more than 5 s on a loaded broker."""
+
+
 def heartbeat_for(lease: Lease | None) -> int:
-    """The AMQP heartbeat a manager asks for: its lease's length (at least 2 s), so that
-    the broker drops a frozen leader's connection, and its lock, within about two leases
-    (with the usual 30 s, a SIGSTOPped leader kept the lock ~75 s)."""
+    """The AMQP heartbeat a manager asks for: three leases, at least MIN_MANAGER_HEARTBEAT,
+    so that the broker drops a frozen leader's connection, and its lock, within about
+    30 s (with the usual 30 s, a SIGSTOPped leader kept the lock ~75 s)."""
     if lease is None:
         return HEARTBEAT
-    return max(2, math.ceil(lease.length))
+    return max(MIN_MANAGER_HEARTBEAT, math.ceil(3 * lease.length))
 
 
 def lock_taken_by(settings: Settings) -> tuple[bool, ManagerInfo | None]:

@@ -195,7 +195,7 @@ class Succession:
             me,
             lease,
             self.times,
-            lambda: manager.broker_seen,
+            manager.broker_last_seen,
             manager.bus.stop,
             reopen=lambda: open_leases(self.config.store),
         )

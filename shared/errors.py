@@ -90,6 +90,10 @@ class StoreError(KubeError):
     """The manager's database failed."""
 
 
+class StoreBusy(StoreError):
+    """Another connection holds the SQLite file's write lock ("database is locked")."""
+
+
 class StoreUnavailable(StoreError):
     """The connection to the database is gone (a server restarted, a link cut): the
     manager stops acting, reconnects, and competes for the lease again."""

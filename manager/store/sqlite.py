@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from manager.store.base import Row
-from shared.errors import StoreError
+from shared.errors import StoreBusy, StoreError
 
 TYPES = {
     "serial": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -58,20 +58,20 @@ class SqliteDatabase:
         try:
             self._db.execute(sql, params)
         except sqlite3.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise _error(self.where, exc) from exc
 
     def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
         if rows:
             try:
                 self._db.executemany(sql, rows)
             except sqlite3.Error as exc:
-                raise StoreError(f"database {self.where}: {exc}") from exc
+                raise _error(self.where, exc) from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         try:
             return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"database {self.where}: {exc}") from exc
+            raise _error(self.where, exc) from exc
 
     @property
     def in_transaction(self) -> bool:
@@ -109,3 +109,9 @@ class SqliteDatabase:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _error(where: str, exc: sqlite3.Error) -> StoreError:
+    """The engine's error as the store's: StoreBusy when the file's write lock is held."""
+    busy = getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return (StoreBusy if busy else StoreError)(f"database {where}: {exc}")

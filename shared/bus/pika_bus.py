@@ -140,6 +140,11 @@ class Bus:
         self._on_blocked.append(fn)
 
     @property
+    def connected(self) -> bool:
+        """Whether the bus holds a connection now (read from any thread)."""
+        return self._state.connection is not None
+
+    @property
     def blocked(self) -> bool:
         """Whether the broker blocks this connection's publishes now (a resource alarm)."""
         return self._blocked

@@ -42,6 +42,11 @@ class MessageBus(Protocol):
         it unblocks them."""
 
     @property
+    def connected(self) -> bool:
+        """Whether the bus holds a connection now."""
+        ...
+
+    @property
     def blocked(self) -> bool:
         """Whether the broker blocks this connection's publishes now."""
         ...

@@ -78,6 +78,7 @@ class StubBus:
         self.while_confirming: list[Callable[[], None]] = []
         self.fail_next: MessagingError | None = None  # raised by the next publish instead
         self.blocked = False  # as the broker's connection.blocked sets it; see block()
+        self.connected = True  # a stand-in broker is always there
         self._on_blocked: list[Callable[[bool], None]] = []
         self.depths: dict[str, int] = {}  # what queue_depth reports, per queue (else 0)
 
