@@ -354,8 +354,10 @@ def wait_ready(
     nodes: list[str],
     timeout: float,
     stopping: threading.Event,
+    managers: int = 1,
 ) -> str | None:
-    """Wait until every node is ready; None, or why the cluster is not coming up."""
+    """Wait until every node is ready; None, or why the cluster is not coming up (a
+    manager that dies while a standby remains is not a reason: `fatal_exits`)."""
     deadline = time.monotonic() + timeout
     quick = replace(settings, request_timeout=2.0)
     last = "the manager has not answered"
@@ -363,7 +365,7 @@ def wait_ready(
         while time.monotonic() < deadline:
             if stopping.is_set():
                 return "stopped while starting"
-            if dead := cluster.exited():
+            if dead := fatal_exits(cluster, managers):
                 return "exited while starting: " + ", ".join(
                     f"{name} (code {code})" for name, code in dead.items()
                 )
@@ -544,7 +546,9 @@ def _run_cluster(
         try:
             _remove_leftovers(cluster, options.runtime)
             cluster.start(stopping)
-            problem = wait_ready(settings, cluster, options.nodes, options.ready_timeout, stopping)
+            problem = wait_ready(
+                settings, cluster, options.nodes, options.ready_timeout, stopping, options.managers
+            )
             started()
             if problem is not None and not stopping.is_set():
                 cluster.say(problem)
