@@ -71,18 +71,13 @@ from shared.errors import (
 )
 from shared.ids import new_task_id
 from shared.messages import (
-    AdoptOrphan,
+    DISPATCH,
     ClockAhead,
-    ClusterInfo,
     Disowned,
-    Dispatch,
     Heartbeat,
     LogsReply,
-    LogsRequest,
-    RemoveOrphan,
     Result,
     RunTask,
-    StopTask,
     TaskUpdate,
 )
 from shared.models import (
@@ -133,16 +128,6 @@ MAX_FOLLOW_UPS = 100
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
 RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
-DISPATCH: TypeAdapter[
-    RunTask
-    | StopTask
-    | LogsRequest
-    | ClusterInfo
-    | ClockAhead
-    | Disowned
-    | RemoveOrphan
-    | AdoptOrphan
-] = TypeAdapter(Dispatch)
 
 
 def utcnow() -> datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
@@ -300,6 +300,19 @@ Dispatch = Annotated[
     | AdoptOrphan,
     Field(discriminator="kind"),
 ]
+
+DispatchMessage = (
+    RunTask
+    | StopTask
+    | LogsRequest
+    | ClusterInfo
+    | ClockAhead
+    | Disowned
+    | RemoveOrphan
+    | AdoptOrphan
+)
+DISPATCH: TypeAdapter[DispatchMessage] = TypeAdapter(Dispatch)
+"""Reads any dispatch (manager to worker), by its `kind`."""
 
 
 class LogsReply(WireModel):

@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from shared import images, topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
@@ -56,13 +56,13 @@ from shared.errors import (
     RuntimeFailure,
 )
 from shared.messages import (
+    DISPATCH,
     MAX_ORPHAN_BYTES,
     MAX_ORPHANS_LISTED,
     AdoptOrphan,
     ClockAhead,
     ClusterInfo,
     Disowned,
-    Dispatch,
     Heartbeat,
     HeldTask,
     LogsReply,
@@ -99,16 +99,6 @@ from worker.stats import detect_capacity, measure
 
 log = logging.getLogger(__name__)
 
-DISPATCH: TypeAdapter[
-    RunTask
-    | StopTask
-    | LogsRequest
-    | ClusterInfo
-    | ClockAhead
-    | Disowned
-    | RemoveOrphan
-    | AdoptOrphan
-] = TypeAdapter(Dispatch)
 
 T = TypeVar("T")
 
