@@ -514,8 +514,8 @@ class Manager:
         names = {task.service for task in decision.tasks if endpoints.may_change(task)}
         for name in sorted(n for n in names if n is not None):
             service = self.store.service(name)
-            if service is None:
-                continue
+            if service is None or not (service.spec.ports or service.endpoints):
+                continue  # no port, no endpoint: nothing to read the tasks for
             tasks = [t for t in self.store.tasks_named(name) if t.service == name]
             changed = endpoints.follow(service, tasks, self.clock())
             if not changed.empty:

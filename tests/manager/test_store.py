@@ -220,3 +220,30 @@ def test_a_commit_never_claims_writes_it_did_not_keep(store_url: str) -> None:
     fresh = Store(store_url)
     assert len(fresh.outbox()) == len(store.outbox()) == (1 if kept else 0)
     assert kept == (not store_url.startswith("postgresql"))
+
+
+def test_a_record_is_parsed_once_while_its_row_is_unchanged(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a store with a service's two tasks, read once
+    store = Store(store_url)
+    for task_id in ("t1", "t2"):
+        store.record(core.accept(TaskSpec(name="web", image="b"), task_id, NOW))
+    first = store.tasks_named("web")
+    parsed: list[str] = []
+    real = TaskRecord.model_validate_json
+
+    def counting(text: str | bytes, **kwargs: object) -> TaskRecord:
+        parsed.append(str(text))
+        return real(text, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(TaskRecord, "model_validate_json", counting)
+    # when they are read again, one of them changed since
+    changed = first[0].model_copy(update={"state": TaskState.FAILED, "error": "gone"})
+    store.record(Decision(tasks=[changed]))
+    again = store.tasks_named("web")
+    # then only the changed row is parsed again, and each read gives what the row says
+    assert len(parsed) == 1
+    assert [t.state for t in again] == [TaskState.FAILED, TaskState.PENDING]
+    assert again[1] is first[1]
+    store.close()
