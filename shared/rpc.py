@@ -12,7 +12,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pika
 import pika.exceptions
@@ -25,6 +25,8 @@ from shared.settings import Settings, redact
 from shared.topology import topic_matches
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 STREAM_PREFETCH = 256  # stream deliveries in flight to one reader before it acks
@@ -108,7 +110,23 @@ class RpcChannel:
         correlation_id: str | None = None,
         message_id: str | None = None,
     ) -> None:
-        """Publish persistently with a confirm; UnroutableError when no queue takes it."""
+        """Publish persistently with a confirm; NoManagerError when no queue takes it."""
+        self._again_if_lost(
+            f"publish to {exchange}/{routing_key}",
+            lambda: self._publish(
+                exchange, routing_key, body, reply_to, correlation_id, message_id
+            ),
+        )
+
+    def _publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        reply_to: str | None,
+        correlation_id: str | None,
+        message_id: str | None,
+    ) -> None:
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
@@ -132,8 +150,35 @@ class RpcChannel:
                     f" {redact(self._settings.amqp_url)} yet; start `kube manager`"
                 ) from exc
             raise MessagingError(f"publish to {exchange}/{routing_key} refused: {exc}") from exc
-        except RECONNECT_ERRORS as exc:
-            raise MessagingError(f"publish to {exchange}/{routing_key} failed: {exc}") from exc
+
+    def _again_if_lost(self, what: str, call: Callable[[], T]) -> T:
+        """Make the call; if the connection turns out lost, once more on a new one.
+
+        A blocking connection sends heartbeats only while in use, so the broker closes one
+        left idle for a minute or two, and the client learns it only at its next call: that
+        call is made again on a new connection. What this client sends is safe to send
+        twice: a submit carries its task id, and the other requests set a state.
+        """
+        for attempt in (1, 2):
+            self._ensure_open()
+            try:
+                return call()
+            except pika.exceptions.ChannelClosedByBroker:
+                raise  # a refusal on a live connection: the call says what it means
+            except RECONNECT_ERRORS as exc:
+                if attempt == 2:
+                    raise MessagingError(f"{what} failed: {exc!r}") from exc
+                log.info("%s: %s found the connection lost (%r); again on a new one",
+                         self._name, what, exc)  # fmt: skip
+                self.reconnect()
+        raise AssertionError("unreachable")
+
+    def _ensure_open(self) -> None:
+        """A connection known lost is made anew, a channel known closed is opened again."""
+        if not self._connection.is_open:
+            self.reconnect()
+        elif not self._channel.is_open:
+            self._reopen()
 
     def _reopen(self) -> None:
         """A channel error closes the channel: open a fresh one for the next call."""
@@ -151,19 +196,16 @@ class RpcChannel:
     ) -> bytes:
         """Publish with reply_to and correlation_id, and return the reply's body."""
         timeout = self._settings.request_timeout if timeout is None else timeout
-        if self._reply_consumer is None:
-            self._reply_consumer = self._channel.basic_consume(
-                DIRECT_REPLY_TO, self._on_reply, auto_ack=True
-            )
         correlation_id = uuid.uuid4().hex
-        self.publish(
-            exchange,
-            routing_key,
-            body,
-            reply_to=DIRECT_REPLY_TO,
-            correlation_id=correlation_id,
-            message_id=message_id,
-        )
+
+        def send() -> None:
+            if self._reply_consumer is None:  # on this channel: the reply comes to it
+                self._reply_consumer = self._channel.basic_consume(
+                    DIRECT_REPLY_TO, self._on_reply, auto_ack=True
+                )
+            self._publish(exchange, routing_key, body, DIRECT_REPLY_TO, correlation_id, message_id)
+
+        self._again_if_lost(f"publish to {exchange}/{routing_key}", send)
         deadline = time.monotonic() + timeout
         while correlation_id not in self._replies:
             left = deadline - time.monotonic()
@@ -184,7 +226,9 @@ class RpcChannel:
         """Whether a queue exists on the vhost; for an exclusive one (a manager's lock,
         shared/topology.py), whether another connection holds it."""
         try:
-            self._channel.queue_declare(queue, passive=True)
+            self._again_if_lost(
+                f"check queue {queue}", lambda: self._channel.queue_declare(queue, passive=True)
+            )
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._reopen()
             if exc.reply_code == 404:  # NOT_FOUND: nobody holds it
@@ -200,7 +244,10 @@ class RpcChannel:
         """Take an exclusive queue as a lock, held while this connection lasts; False if
         another connection holds it."""
         try:
-            self._channel.queue_declare(queue, exclusive=True, auto_delete=True)
+            self._again_if_lost(
+                f"take queue {queue}",
+                lambda: self._channel.queue_declare(queue, exclusive=True, auto_delete=True),
+            )
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._reopen()
             if exc.reply_code == 405:  # RESOURCE_LOCKED: another connection holds it
@@ -221,6 +268,7 @@ class RpcChannel:
         Close the subscription (or use it as a context manager) to delete the queue and
         its channel; otherwise they last as long as the connection.
         """
+        self._ensure_open()
         channel = self._connection.channel()  # its own channel: requests go on meanwhile
         try:
             result = channel.queue_declare("", exclusive=True, auto_delete=True)
@@ -240,6 +288,7 @@ class RpcChannel:
         connection is lost, the reader connects again (to the next broker) and goes on
         after the last message it gave, so nothing is missed across that either.
         """
+        self._ensure_open()
         channel = self._connection.channel()
         try:
             channel.basic_qos(prefetch_count=STREAM_PREFETCH)  # a stream consumer needs one
