@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError, SettingsError
@@ -207,6 +208,24 @@ class Client:
     def list(self) -> list[TaskRecord]:
         """Every task, oldest first (asked for a page at a time)."""
         return [task for page in self.pages("query.tasks", TASKS) for task in page]
+
+    def task_id(self, text: str, services: bool = False) -> str:
+        """The task id that `text` means: an id, a task's name or an id's start
+        (kube/resolve.py); with `services`, a service's name is kept as it is."""
+        return self.task_ids([text], services)[0]
+
+    def task_ids(self, texts: Collection[str], services: bool = False) -> builtins.list[str]:
+        """`task_id` of each text, from one listing."""
+        names = {s.name for s in self.services()} if services else set()
+        tasks = self.list()
+        return [resolve.task_id(text, tasks, names) for text in texts]
+
+    def service(self, name: str) -> ServiceRecord:
+        """The service so named, or RequestError."""
+        found = next((s for s in self.services() if s.name == name), None)
+        if found is None:
+            raise RequestError(f"unknown service {name!r}")
+        return found
 
     def nodes(self) -> builtins.list[NodeRecord]:
         return [node for page in self.pages("query.nodes", NODES) for node in page]
