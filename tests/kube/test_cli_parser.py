@@ -4,6 +4,7 @@ command, and the global flags before or after the subcommand."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,9 @@ def test_a_bad_global_flag_after_the_command_is_a_usage_error(
         build_parser().parse_args(["ps", "--timeout", "-1"])
     assert exited.value.code == 2
     assert "--timeout" in capsys.readouterr().err
+
+
+def test_docs_cli_has_a_section_for_every_command() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+    missing = [path for path, _ in subcommands(build_parser()) if f"### kube {path}\n" not in text]
+    assert missing == []
