@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kube",
         description="A container orchestrator on RabbitMQ.",
         epilog=examples.OVERVIEW,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=examples.Formatter,
     )
     parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
     examples.add_global_flags(parser, _seconds)

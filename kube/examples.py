@@ -55,6 +55,16 @@ EXAMPLES: dict[str, str] = {
 }
 
 
+class Formatter(argparse.HelpFormatter):
+    """argparse's help, with the examples (the epilog) kept as written, line by line,
+    and the description wrapped as usual."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 def subcommands(
     parser: argparse.ArgumentParser, path: str = ""
 ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -74,7 +84,7 @@ def finish(parser: argparse.ArgumentParser, seconds: Callable[[str], float]) -> 
         example = EXAMPLES.get(path)
         if example is not None and not sub.epilog:
             sub.epilog = "examples:\n" + "\n".join(f"  {line}" for line in example.splitlines())
-            sub.formatter_class = argparse.RawDescriptionHelpFormatter
+            sub.formatter_class = Formatter
         add_global_flags(sub, seconds, default=argparse.SUPPRESS)
 
 

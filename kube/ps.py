@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kube import render
+from kube import examples, render
 from kube.client import Client
 from shared.models import TaskRecord
 from shared.states import TaskState
@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
         description="List tasks. Each filter may be repeated: a task shows if it matches"
         " any value of each filter given.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=examples.Formatter,
     )
     ps.add_argument("-a", "--all", action="store_true", help="show ended tasks too")
     ps.add_argument(
