@@ -356,7 +356,6 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
     run.add_argument("--id", help="idempotency key (default: generated)")
     run.add_argument("--name", help="the task's (or service's) name")
-    run.add_argument("--image", help="the container image")
     run.add_argument(
         "-p",
         "--port",
@@ -367,31 +366,7 @@ def _run_parser(sub: Any) -> None:
         metavar="[HOST:]CONTAINER",
         help="publish a container port, on a fixed host port if given (repeat)",
     )
-    run.add_argument(
-        "--env",
-        type=task_flags.env_pair,
-        action="append",
-        default=None,
-        metavar="KEY[=VALUE]",
-        help="an environment variable; KEY alone takes its value from this environment (repeat)",
-    )
-    run.add_argument(
-        "--label",
-        type=task_flags.key_value,
-        action="append",
-        default=None,
-        metavar="KEY=VALUE",
-        help="a label on the task (repeat)",
-    )
-    run.add_argument("--cpu", type=float, help="cores to reserve (e.g. 0.5)")
-    run.add_argument("--memory", help="memory to reserve and limit to: bytes, or 64m, 1Gi ...")
-    run.add_argument("--disk", help="disk to reserve: bytes, or 1g ...")
-    run.add_argument(
-        "--pull-policy",
-        choices=["always", "if-not-present", "never"],
-        help="when the worker pulls the image (default if-not-present)",
-    )
-    run.add_argument("--replicas", type=int, metavar="N", help="run as a service of N tasks")
+    task_flags.add_field_flags(run)
     run.add_argument(
         "--constraint",
         type=task_flags.key_value,
@@ -409,8 +384,6 @@ def _run_parser(sub: Any) -> None:
         help="how long --wait waits (default 120)",
     )
     run.add_argument("--json", action="store_true", help="with --wait: the task's record as JSON")
-    task_flags.add_restart_flags(run)
-    task_flags.add_health_flags(run)
 
 
 def _up_parser(sub: Any) -> None:

@@ -33,35 +33,10 @@ FIELDS = ("image", "replicas", "env", "cpu", "memory", "disk", "pull_policy", "l
 
 def add_update_flags(update: argparse.ArgumentParser) -> None:
     """The single fields `kube update` changes without a whole spec file."""
-    update.add_argument("--image", help="the new image")
-    update.add_argument("--replicas", type=int, metavar="N", help="keep N tasks running")
-    update.add_argument(
-        "--env",
-        type=task_flags.env_pair,
-        action="append",
-        metavar="KEY[=VALUE]",
-        help="set an environment variable (KEY alone: its value here); repeat",
-    )
+    task_flags.add_field_flags(update)
     update.add_argument(
         "--env-rm", action="append", metavar="KEY", help="remove an environment variable; repeat"
     )
-    update.add_argument(
-        "--label",
-        type=task_flags.key_value,
-        action="append",
-        metavar="KEY=VALUE",
-        help="set a label on its tasks; repeat",
-    )
-    update.add_argument("--cpu", type=float, help="cores each task reserves")
-    update.add_argument("--memory", help="memory each task reserves: bytes, or 64m, 1Gi ...")
-    update.add_argument("--disk", help="disk each task reserves: bytes, or 1g ...")
-    update.add_argument(
-        "--pull-policy",
-        choices=["always", "if-not-present", "never"],
-        help="when its worker pulls the image",
-    )
-    task_flags.add_restart_flags(update)
-    task_flags.add_health_flags(update)
 
 
 def add_restart_parser(sub: Any) -> None:

@@ -51,6 +51,32 @@ def _whole_at_least_0(text: str) -> int:
     return value
 
 
+def add_field_flags(parser: argparse.ArgumentParser) -> None:
+    """The spec fields `kube run` and `kube update` set one by one."""
+    parser.add_argument("--image", help="the container image")
+    parser.add_argument(
+        "--env",
+        type=env_pair,
+        action="append",
+        metavar="KEY[=VALUE]",
+        help="an environment variable; KEY alone takes its value from this environment (repeat)",
+    )
+    parser.add_argument(
+        "--label", type=key_value, action="append", metavar="KEY=VALUE", help="a label (repeat)"
+    )
+    parser.add_argument("--cpu", type=float, help="cores each task reserves (e.g. 0.5)")
+    parser.add_argument("--memory", help="memory each task reserves: bytes, or 64m, 1Gi ...")
+    parser.add_argument("--disk", help="disk each task reserves: bytes, or 1g ...")
+    parser.add_argument(
+        "--pull-policy",
+        choices=["always", "if-not-present", "never"],
+        help="when the worker pulls the image (default if-not-present)",
+    )
+    parser.add_argument("--replicas", type=int, metavar="N", help="a service of N tasks")
+    add_restart_flags(parser)
+    add_health_flags(parser)
+
+
 def add_restart_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("restart policy (spec field `restart`)")
     group.add_argument(
