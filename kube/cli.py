@@ -40,6 +40,7 @@ from shared.errors import (
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
+from shared.messages import LogsQuery
 from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
@@ -570,6 +571,7 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         client.stop(target)
         print(target)
     elif args.command == "logs":
+        LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
         sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)

@@ -217,14 +217,14 @@ class Client:
     def task_ids(self, texts: Collection[str], services: bool = False) -> builtins.list[str]:
         """`task_id` of each text. A task's id is asked for first (one small query); the
         list of every task, which takes long with many, only for what is not an id."""
-        named = [text for text in texts if not self._is_task(text)]
+        # Text that cannot be an id is left as it is: the request then refuses it, unsent.
+        possible = [text for text in texts if re.match(ID_PATTERN, text)]
+        named = [text for text in possible if not self._is_task(text)]
         names = {s.name for s in self.services()} if services and named else set()
         tasks = self.list() if any(text not in names for text in named) else []
         return [resolve.task_id(text, tasks, names) if text in named else text for text in texts]
 
     def _is_task(self, text: str) -> bool:
-        if not re.match(ID_PATTERN, text):
-            return False
         try:
             self._ask("query.task", encode(TaskQuery(id=text)))
         except RequestError:  # unknown (or refused: then the command itself says why)
