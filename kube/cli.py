@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from kube import cluster_cli, render
+from kube import cluster_cli, completion, examples, ps, render, rollout, task_flags
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
 from manager.config import ManagerConfig
@@ -40,6 +40,7 @@ from shared.errors import (
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
+from shared.messages import LogsQuery
 from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
@@ -117,13 +118,6 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
-    return key, value
-
-
 def _port(text: str) -> int | dict[str, int]:
     """`80` (the engine picks the host port) or `8080:80` (host port 8080), as Docker's -p;
     each a port number of ASCII digits, 1 to 65535."""
@@ -164,16 +158,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="kube", description="A container orchestrator on RabbitMQ.")
-    parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
-    parser.add_argument(
-        "--amqp-url",
-        action="append",
-        metavar="URL",
-        help="broker URL; repeat it, or separate URLs with commas, for the nodes of a"
-        " RabbitMQ cluster (default: $KUBE_AMQP_URL or localhost)",
+    parser = _Parser(
+        prog="kube",
+        description="A container orchestrator on RabbitMQ.",
+        epilog=examples.OVERVIEW,
+        formatter_class=examples.Formatter,
     )
-    parser.add_argument("--timeout", type=_seconds, help="seconds to wait for the manager")
+    parser.add_argument("--version", action="version", version=f"kube {_package_version()}")
+    examples.add_global_flags(parser, _seconds)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     manager = sub.add_parser("manager", help="run the manager")
@@ -198,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the cluster moved to this broker vhost: record it as the store's (docs/managers.md)",
     )
     manager.add_argument(
-        "--scheduler", default=None, choices=SCHEDULERS, help=f"(default: {DEFAULT_SCHEDULER})"
+        "--scheduler",
+        default=None,
+        choices=SCHEDULERS,
+        help=f"how tasks are placed on nodes (default: {DEFAULT_SCHEDULER})",
     )
     manager.add_argument("--max-tasks-per-node", type=_count, help="cap on tasks per node")
     manager.add_argument(
@@ -226,9 +221,19 @@ def build_parser() -> argparse.ArgumentParser:
     manager.add_argument(
         "--purge-interval", type=_seconds, default=None, metavar="SECONDS", help=argparse.SUPPRESS
     )
-    manager.add_argument("--heartbeat-interval", type=_seconds, default=None, help="seconds (2)")
     manager.add_argument(
-        "--node-down-after", type=_seconds, default=None, help="seconds of silence (6)"
+        "--heartbeat-interval",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between the workers' heartbeats, told to them (default 2)",
+    )
+    manager.add_argument(
+        "--node-down-after",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds of silence after which a node is down (default 6)",
     )
     _logging_flags(manager)
     _observability_flags(manager, MANAGER_PORT)
@@ -239,11 +244,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="node name (default: the host name, with the machine id if it is a common one)",
     )
-    worker.add_argument("--label", type=_key_value, action="append", default=[])
+    worker.add_argument(
+        "--label",
+        type=task_flags.key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of this node, for constraints and spread (repeat)",
+    )
     worker.add_argument("--cpus", type=_seconds, help="advertised cpus (default: detected)")
     worker.add_argument("--memory", type=_size, help="advertised memory (default: detected)")
     worker.add_argument("--disk", type=_size, help="advertised disk (default: detected)")
-    worker.add_argument("--runtime", choices=["docker", "mock"], default="docker")
+    worker.add_argument(
+        "--runtime",
+        choices=["docker", "mock"],
+        default="docker",
+        help="docker, or mock: containers simulated in memory (default docker)",
+    )
     worker.add_argument(
         "--advertise-address",
         metavar="ADDRESS",
@@ -253,16 +270,50 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--concurrency", type=_count, default=None, help="containers started at once (8)"
     )
-    worker.add_argument("--heartbeat-interval", type=_seconds, default=None, help="seconds (2)")
+    worker.add_argument(
+        "--heartbeat-interval",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="seconds between heartbeats (default 2)",
+    )
     policy = worker.add_argument_group("security policy (default: refuse all of these)")
     policy.add_argument("--policy", type=Path, help="a TOML policy file (see worker/policy.py)")
-    policy.add_argument("--allow-privileged", action="store_true")
-    policy.add_argument("--allow-host-network", action="store_true")
-    policy.add_argument("--allow-host-pid", action="store_true")
-    policy.add_argument("--allow-mount", action="append", default=[], metavar="HOST_PATH")
-    policy.add_argument("--allow-cap", action="append", default=[], metavar="CAPABILITY")
-    policy.add_argument("--allow-device", action="append", default=[], metavar="DEVICE")
-    policy.add_argument("--allow-image", action="append", default=[], metavar="PATTERN")
+    policy.add_argument("--allow-privileged", action="store_true", help="privileged containers")
+    policy.add_argument(
+        "--allow-host-network", action="store_true", help="containers on the host's network"
+    )
+    policy.add_argument(
+        "--allow-host-pid", action="store_true", help="containers in the host's PID namespace"
+    )
+    policy.add_argument(
+        "--allow-mount",
+        action="append",
+        default=[],
+        metavar="HOST_PATH",
+        help="bind mounts of this host path or below it (repeat)",
+    )
+    policy.add_argument(
+        "--allow-cap",
+        action="append",
+        default=[],
+        metavar="CAPABILITY",
+        help="this added Linux capability (repeat)",
+    )
+    policy.add_argument(
+        "--allow-device",
+        action="append",
+        default=[],
+        metavar="DEVICE",
+        help="this host device (repeat)",
+    )
+    policy.add_argument(
+        "--allow-image",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="only images matching this glob, if any is given (repeat)",
+    )
     policy.add_argument(
         "--allow-local-registry",
         action="store_true",
@@ -271,11 +322,41 @@ def build_parser() -> argparse.ArgumentParser:
     _logging_flags(worker)
     _observability_flags(worker, WORKER_PORT)
 
-    run = sub.add_parser("run", help="submit a task (command after --)")
+    _run_parser(sub)
+    ps.add_parser(sub)
+    inspect = sub.add_parser("inspect", help="show a task and its history")
+    inspect.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
+    inspect.add_argument("--json", action="store_true", help="the record and history as JSON")
+    nodes = sub.add_parser("nodes", help="list workers")
+    nodes.add_argument("--json", action="store_true", help="the node records as JSON")
+    managers = sub.add_parser("managers", help="list the managers: which leads, at which epoch")
+    managers.add_argument("--json", action="store_true", help="the managers as JSON")
+    stop = sub.add_parser("stop", help="stop a task and remove its container, or a service")
+    stop.add_argument(
+        "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
+    )
+    logs = sub.add_parser("logs", help="print a task's container output")
+    logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
+    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    rollout.add_restart_parser(sub)
+    completion.add_parser(sub)
+    feed.add_parser(sub)
+    _up_parser(sub)
+    cluster_cli.add_parsers(sub)
+    examples.finish(parser, _seconds)
+    return parser
+
+
+def _run_parser(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="submit a task, or a service with --replicas (its command after --)",
+        description="Submit a task (or with --replicas a service) and print its id. The"
+        " flags set the spec's fields, over those of -f FILE.",
+    )
     run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
     run.add_argument("--id", help="idempotency key (default: generated)")
-    run.add_argument("--name")
-    run.add_argument("--image")
+    run.add_argument("--name", help="the task's (or service's) name")
     run.add_argument(
         "-p",
         "--port",
@@ -286,48 +367,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[HOST:]CONTAINER",
         help="publish a container port, on a fixed host port if given (repeat)",
     )
-    run.add_argument("--env", type=_key_value, action="append", default=None)
-    run.add_argument("--label", type=_key_value, action="append", default=None)
-    run.add_argument("--cpu", type=float)
-    run.add_argument("--memory")
-    run.add_argument("--disk")
-    run.add_argument("--pull-policy", choices=["always", "if-not-present", "never"])
-    run.add_argument("--replicas", type=int, help="run as a service of N tasks")
+    task_flags.add_field_flags(run)
     run.add_argument(
         "--constraint",
-        type=_key_value,
+        type=task_flags.key_value,
         action="append",
         default=None,
         help="node label KEY=VALUE (repeat; VALUE a,b means any of them)",
     )
     run.add_argument("--spread", metavar="LABEL", help="spread a service's tasks over a label")
     run.add_argument("--wait", action="store_true", help="wait until running or failed")
-    run.add_argument("--wait-timeout", type=float, default=120.0)
-    run.add_argument("--json", action="store_true")
-
-    ps = sub.add_parser("ps", help="list tasks")
-    ps.add_argument("--json", action="store_true")
-    ps.add_argument(
-        "--orphans",
-        action="store_true",
-        help="list the containers no task of this cluster placed (docs/orphans.md)",
+    run.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long --wait waits (default 120)",
     )
-    inspect = sub.add_parser("inspect", help="show a task and its history")
-    inspect.add_argument("id")
-    inspect.add_argument("--json", action="store_true")
-    nodes = sub.add_parser("nodes", help="list workers")
-    nodes.add_argument("--json", action="store_true")
-    managers = sub.add_parser("managers", help="list the managers: which leads, at which epoch")
-    managers.add_argument("--json", action="store_true")
-    stop = sub.add_parser("stop", help="stop a task and remove its container")
-    stop.add_argument("id")
-    logs = sub.add_parser("logs", help="print a task's container output")
-    logs.add_argument("id")
-    logs.add_argument("--tail", type=int)
-    feed.add_parser(sub)
-    _up_parser(sub)
-    cluster_cli.add_parsers(sub)
-    return parser
+    run.add_argument("--json", action="store_true", help="with --wait: the task's record as JSON")
 
 
 def _up_parser(sub: Any) -> None:
@@ -339,16 +396,34 @@ def _up_parser(sub: Any) -> None:
         "--name-prefix", type=_name_prefix, help="workers are PREFIX-1..N (default: the host name)"
     )
     up.add_argument("--start-broker", action="store_true", help="start RabbitMQ in Docker if none")
-    up.add_argument("--broker-image", default=None, help="the image --start-broker runs")
+    up.add_argument(
+        "--broker-image", default=None, metavar="IMAGE", help="the image --start-broker runs"
+    )
     up.add_argument("--keep", action="store_true", help="leave containers and state at exit")
     up.add_argument("--db", type=Path, help="the manager's SQLite file (default: throwaway)")
     up.add_argument("--store", metavar="URL", help="the manager's store, e.g. postgresql://...")
     up.add_argument(
         "--managers", type=int, default=1, help="2 or more: a leader, standbys (PostgreSQL --store)"
     )
-    up.add_argument("--scheduler", default=DEFAULT_SCHEDULER, choices=SCHEDULERS)
-    up.add_argument("--runtime", choices=["docker", "mock"], default="docker")
-    up.add_argument("--ready-timeout", type=_seconds, default=60.0)
+    up.add_argument(
+        "--scheduler",
+        default=DEFAULT_SCHEDULER,
+        choices=SCHEDULERS,
+        help=f"how tasks are placed (default {DEFAULT_SCHEDULER})",
+    )
+    up.add_argument(
+        "--runtime",
+        choices=["docker", "mock"],
+        default="docker",
+        help="the workers' runtime; mock simulates containers (default docker)",
+    )
+    up.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long the manager and workers may take to be ready (default 60)",
+    )
     up.add_argument(
         "--metrics-port",
         type=_metrics_port,
@@ -360,12 +435,20 @@ def _up_parser(sub: Any) -> None:
 
 def _logging_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="the least important log lines shown (default INFO)",
     )
 
 
 def _observability_flags(parser: argparse.ArgumentParser, port: int) -> None:
-    parser.add_argument("--log-format", default="text", choices=LOG_FORMATS)
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=LOG_FORMATS,
+        help="log lines as text or JSON (default text)",
+    )
     parser.add_argument(
         "--metrics-port",
         type=_metrics_port,
@@ -380,7 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "--" in args_list:  # everything after -- is the container's command
         cut = args_list.index("--")
         args_list, command = args_list[:cut], args_list[cut + 1 :]
-    args = build_parser().parse_args(_glued_ports(args_list))
+    parser = build_parser()
+    completion.complete(parser)  # exits here when the shell asks for completions
+    args = parser.parse_args(_glued_ports(args_list))
     try:
         return _run(args, command)
     except KeyboardInterrupt:
@@ -411,6 +496,8 @@ def _silence_stdout() -> None:
 def _run(args: argparse.Namespace, command: list[str]) -> int:
     """Run a parsed command; every error kube knows becomes one line and an exit code."""
     try:
+        if args.command == "completion":
+            return completion.run(args)
         settings = Settings.from_env(amqp_url=args.amqp_url, request_timeout=args.timeout)
         if args.command == "manager":
             return run_manager(args, settings)
@@ -458,14 +545,12 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
-    if args.command == "ps" and args.orphans:
-        found = client.orphans()
-        _out(args, found.model_dump(mode="json"), lambda: render.orphans(found))
-    elif args.command == "ps":
-        tasks = client.list()
-        _out(args, [t.model_dump(mode="json") for t in tasks], lambda: render.tasks(tasks))
+    if args.command == "ps":
+        ps.run(args, client)
+    elif args.command == "restart":
+        return rollout.restart(args, client)
     elif args.command == "inspect":
-        task, events = client.inspect(args.id)
+        task, events = client.inspect(client.task_id(args.id))
         data = {
             **task.model_dump(mode="json"),
             "events": [e.model_dump(mode="json") for e in events],
@@ -482,12 +567,15 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             lambda: render.managers(managers),
         )
     elif args.command == "stop":
-        client.stop(args.id)
-        print(args.id)
+        target = client.task_id(args.id, services=True)
+        client.stop(target)
+        print(target)
     elif args.command == "logs":
-        sys.stdout.write(client.logs(args.id, args.tail))
+        LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
+        sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
     elif args.command == "events":
-        feed.run(client, follow=args.follow, task_id=args.task, as_json=args.json)
+        task_id = None if args.task is None else client.task_id(args.task)
+        feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)
     return OK
 
 
@@ -524,6 +612,7 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         "spread": args.spread,
     }
     data.update({key: value for key, value in flags.items() if value is not None})
+    data.update(task_flags.spec_fields(args, data))
     try:
         spec = make_spec(data)
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, RequestError, SettingsError
@@ -207,6 +208,35 @@ class Client:
     def list(self) -> list[TaskRecord]:
         """Every task, oldest first (asked for a page at a time)."""
         return [task for page in self.pages("query.tasks", TASKS) for task in page]
+
+    def task_id(self, text: str, services: bool = False) -> str:
+        """The task id that `text` means: an id, a task's name or an id's start
+        (kube/resolve.py); with `services`, a service's name is kept as it is."""
+        return self.task_ids([text], services)[0]
+
+    def task_ids(self, texts: Collection[str], services: bool = False) -> builtins.list[str]:
+        """`task_id` of each text. A task's id is asked for first (one small query); the
+        list of every task, which takes long with many, only for what is not an id."""
+        # Text that cannot be an id is left as it is: the request then refuses it, unsent.
+        possible = [text for text in texts if re.match(ID_PATTERN, text)]
+        named = [text for text in possible if not self._is_task(text)]
+        names = {s.name for s in self.services()} if services and named else set()
+        tasks = self.list() if any(text not in names for text in named) else []
+        return [resolve.task_id(text, tasks, names) if text in named else text for text in texts]
+
+    def _is_task(self, text: str) -> bool:
+        try:
+            self._ask("query.task", encode(TaskQuery(id=text)))
+        except RequestError:  # unknown (or refused: then the command itself says why)
+            return False
+        return True
+
+    def service(self, name: str) -> ServiceRecord:
+        """The service so named, or RequestError."""
+        found = next((s for s in self.services() if s.name == name), None)
+        if found is None:
+            raise RequestError(f"unknown service {name!r}")
+        return found
 
     def nodes(self) -> builtins.list[NodeRecord]:
         return [node for page in self.pages("query.nodes", NODES) for node in page]

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kube import render
-from kube.client import Client, WaitTimeout, make_spec
+from kube import render, rollout
+from kube.client import Client, WaitTimeout
 from shared.codec import describe
-from shared.errors import DecodeError, KubeError
+from shared.errors import KubeError
 from shared.models import NodeSettings, Removed, TaskRecord
 from shared.states import TaskState
 
@@ -52,31 +52,46 @@ def add_parsers(sub: Any) -> None:
     adopt.add_argument("id", help="a container id (or prefix), task id or name")
     adopt.add_argument("--node", help="on this node")
     services = sub.add_parser("services", help="list services")
-    services.add_argument("--json", action="store_true")
+    services.add_argument("--json", action="store_true", help="the service records as JSON")
     endpoints = sub.add_parser(
         "endpoints", help="where a service's serving tasks answer (host:port, one a line)"
     )
     endpoints.add_argument("name", metavar="NAME", help="a service's name, or a task's id")
-    endpoints.add_argument("--json", action="store_true")
+    endpoints.add_argument("--json", action="store_true", help="the endpoints as JSON")
     scale = sub.add_parser("scale", help="keep N tasks of a service running")
-    scale.add_argument("name")
-    scale.add_argument("replicas", type=int)
-    update = sub.add_parser("update", help="roll a service onto a new spec, a task at a time")
-    update.add_argument("name")
-    update.add_argument("-f", "--file", type=Path, required=True, help="the new TaskSpec (JSON)")
+    scale.add_argument("name", metavar="SERVICE", help="the service's name")
+    scale.add_argument("replicas", type=int, metavar="N", help="how many tasks to keep running")
+    update = sub.add_parser(
+        "update",
+        help="roll a service onto a new spec, a task at a time",
+        description="Change a service: its current spec with the fields the flags give, or"
+        " the spec of -f FILE (the flags over it). Its tasks are replaced one at a time.",
+    )
+    update.add_argument("name", metavar="SERVICE", help="the service's name")
+    update.add_argument("-f", "--file", type=Path, help="the new TaskSpec (JSON)")
+    rollout.add_update_flags(update)
+    update.set_defaults(usage_error=update.error)
     for verb, text in (("cordon", "no new tasks on a node"), ("uncordon", "allow new tasks")):
-        sub.add_parser(verb, help=text).add_argument("node")
+        sub.add_parser(verb, help=text).add_argument("node", help="the node's name")
     drain = sub.add_parser("drain", help="cordon a node and move its tasks elsewhere")
-    drain.add_argument("node")
+    drain.add_argument("node", help="the node's name")
     drain.add_argument("--no-wait", action="store_true", help="return once the drain started")
-    drain.add_argument("--wait-timeout", type=float, default=300.0)
+    drain.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for its tasks to move (default 300)",
+    )
     label = sub.add_parser(
         "label",
         help="set labels on a node that its worker cannot change (an operator's act)",
         description="kube label NODE key=value... key-...  (key- removes the operator's label)",
     )
-    label.add_argument("node")
-    label.add_argument("labels", nargs="+", metavar="key=value|key-")
+    label.add_argument("node", help="the node's name")
+    label.add_argument(
+        "labels", nargs="+", metavar="key=value|key-", help="set a label, or remove it (key-)"
+    )
     label.set_defaults(usage_error=label.error)
     cap = sub.add_parser(
         "cap",
@@ -84,8 +99,8 @@ def add_parsers(sub: Any) -> None:
         description="kube cap NODE [--cpus N] [--memory SIZE] [--disk SIZE]  |  kube cap NODE"
         " --clear",
     )
-    cap.add_argument("node")
-    cap.add_argument("--cpus", type=float)
+    cap.add_argument("node", help="the node's name")
+    cap.add_argument("--cpus", type=float, help="cpus its worker may claim at most")
     cap.add_argument("--memory", help="bytes, or 8g, 512Mi ...")
     cap.add_argument("--disk", help="bytes, or 100g ...")
     cap.add_argument("--clear", action="store_true", help="remove the node's caps")
@@ -98,7 +113,7 @@ def add_parsers(sub: Any) -> None:
     rm.add_argument("names", nargs="*", metavar="NAME", help="task ids or service names")
     rm.add_argument("--all-ended", action="store_true", help="every ended task and service")
     rm.add_argument("--node", action="store_true", help="the NAMEs are down nodes")
-    rm.add_argument("--json", action="store_true")
+    rm.add_argument("--json", action="store_true", help="what was removed, as JSON")
     rm.set_defaults(usage_error=rm.error)
 
 
@@ -119,11 +134,7 @@ def run(args: argparse.Namespace, client: Client) -> int:
         client.scale(args.name, args.replicas)
         print(f"{args.name} scaled to {args.replicas}")
     elif args.command == "update":
-        try:
-            data = json.loads(args.file.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DecodeError(f"{args.file}: {exc}") from exc
-        client.update(args.name, make_spec({"name": args.name, **data}))
+        client.update(args.name, rollout.update_spec(args, client))
         print(f"{args.name} updating")
     elif args.command in ("cordon", "uncordon"):
         getattr(client, args.command)(args.node)
@@ -214,7 +225,10 @@ def remove(args: argparse.Namespace, client: Client) -> None:
         if args.json:
             print(json.dumps(Removed(nodes=nodes).model_dump(mode="json"), indent=2))
         return
-    removed = client.remove_ended() if args.all_ended else client.remove(args.names)
+    if args.all_ended:
+        removed = client.remove_ended()
+    else:
+        removed = client.remove(client.task_ids(args.names, services=True))
     if args.json:
         print(json.dumps(removed.model_dump(mode="json"), indent=2))
     else:

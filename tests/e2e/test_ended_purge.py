@@ -35,7 +35,7 @@ def test_a_manager_keeps_only_as_many_ended_tasks_as_it_is_told(
             timeout=30,
             what="two ended tasks kept",
         )
-        listed = cluster.kube("ps")
+        listed = cluster.kube("ps", "-a")  # ended tasks too
     assert listed.returncode == 0, listed.stderr
     assert web in listed.stdout
     assert sum(job in listed.stdout for job in jobs) == 2

@@ -96,7 +96,7 @@ def test_run_wait_prints_the_endpoint_and_it_answers(one: Cluster, busybox_image
 
     record = wait_for(ended, "the stopped task")
     assert (record["endpoints"], record["host_ports"]) == ([], {})
-    assert endpoint not in one.kube("ps").stdout
+    assert endpoint not in one.kube("ps", "-a").stdout
 
 
 def test_bad_ports_and_names_are_usage_errors_of_the_cli(one: Cluster) -> None:

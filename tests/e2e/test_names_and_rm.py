@@ -27,7 +27,7 @@ def ok(run: subprocess.CompletedProcess[str], cluster: Cluster) -> str:
 
 
 def tasks(cluster: Cluster) -> dict[str, dict[str, object]]:
-    listing = json.loads(ok(cluster.kube("ps", "--json"), cluster))
+    listing = json.loads(ok(cluster.kube("ps", "-a", "--json"), cluster))
     return {row["id"]: row for row in listing}
 
 

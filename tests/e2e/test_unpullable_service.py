@@ -18,7 +18,7 @@ IMAGE = "nonexistent.invalid/x:1"
 
 
 def service_tasks(cluster: Cluster, name: str) -> list[dict[str, Any]]:
-    ps = cluster.kube("ps", "--json")
+    ps = cluster.kube("ps", "-a", "--json")
     assert ps.returncode == 0, ps.stderr
     return [t for t in json.loads(ps.stdout) if t["service"] == name]
 

@@ -73,3 +73,15 @@ def test_a_bad_name_to_remove_is_refused_before_it_is_sent(client: Any) -> None:
     ):
         client.endpoints("bad name!")
     assert client._rpc.requests == []
+
+
+def test_text_that_cannot_be_an_id_is_resolved_without_asking(client: Any) -> None:
+    # a name or id start is looked up; text no id can be is left to the request's own check
+    assert client.task_ids(["bad name!", ""], services=True) == ["bad name!", ""]
+    assert client._rpc.requests == []
+
+
+def test_an_id_the_manager_knows_is_kept_after_one_small_query(client: Any) -> None:
+    # the stand-in answers every query: the text is a task's id, and nothing is listed
+    assert client.task_id("web-1a", services=True) == "web-1a"
+    assert [key for key, _, _ in client._rpc.requests] == ["query.task"]

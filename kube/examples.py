@@ -1,0 +1,111 @@
+"""An example for every `kube` command, shown at the end of its --help, and the walk over
+the parser that puts them there and accepts the global flags after any subcommand."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+
+OVERVIEW = """\
+examples:
+  kube up                                            a manager and two workers, here
+  kube run --name hello --image busybox --wait -- echo hello
+  kube ps -a                                         every task, ended ones too
+  kube logs hello                                    a task by name, id or id's start
+  kube COMMAND --help                                each command's flags and examples"""
+
+EXAMPLES: dict[str, str] = {
+    "manager": "kube manager --store sqlite:///var/lib/kube/kube.db\n"
+    "kube manager --store postgresql://kube@db/kube --name m1 --lease 10",
+    "worker": "kube worker --name node-1 --label zone=a\n"
+    "kube worker --runtime mock --cpus 4 --memory 8g   # no containers: a dry run",
+    "run": "kube run --name hello --image busybox --wait -- echo hello\n"
+    "kube run --name web --image nginx -p 8080:80 --replicas 3 --restart always\n"
+    "kube run --name api --image api:1 --env TOKEN --health-http 8080/healthz\n"
+    "kube run -f task.json --env DEBUG=1",
+    "ps": "kube ps -a --state failed\nkube ps --service web -q",
+    "inspect": "kube inspect web-1a2b3c4d\n"
+    "kube inspect hello        # a task's name, or the start of an id",
+    "nodes": "kube nodes\nkube nodes --json",
+    "managers": "kube managers",
+    "stop": "kube stop hello           # a task, by name, id or id's start\n"
+    "kube stop web             # a service: all its tasks",
+    "logs": "kube logs hello\nkube logs web-1a2b --tail 20",
+    "events": "kube events --follow\nkube events --task hello --follow --json",
+    "up": "kube up\nkube up --workers 3 --start-broker",
+    "orphans": "kube orphans remove --all --node node-1\nkube orphans adopt 3f2a1b9c8d7e",
+    "orphans remove": "kube orphans remove 3f2a1b9c8d7e\nkube orphans remove --all --node node-1",
+    "orphans adopt": "kube orphans adopt 3f2a1b9c8d7e --node node-1",
+    "services": "kube services\nkube services --json",
+    "endpoints": "kube endpoints web\ncurl http://$(kube endpoints web | head -1)/",
+    "scale": "kube scale web 5",
+    "update": "kube update web --image nginx:1.27\n"
+    "kube update web --env LOG_LEVEL=debug --env-rm OLD --memory 256m\n"
+    "kube update web -f web.json",
+    "restart": "kube restart web           # a service: its tasks replaced one by one\n"
+    "kube restart hello        # a task: a new task of the same spec",
+    "cordon": "kube cordon node-1",
+    "uncordon": "kube uncordon node-1",
+    "drain": "kube drain node-1\nkube drain node-1 --no-wait",
+    "label": "kube label node-1 zone=a disk=ssd\nkube label node-1 zone-",
+    "cap": "kube cap node-1 --cpus 2 --memory 4g\nkube cap node-1 --clear",
+    "rm": "kube rm hello web\nkube rm --all-ended\nkube rm --node node-9",
+    "completion": 'eval "$(kube completion bash)"     # in ~/.bashrc\n'
+    'eval "$(kube completion zsh)"      # in ~/.zshrc',
+}
+
+
+class Formatter(argparse.HelpFormatter):
+    """argparse's help, with the examples (the epilog) kept as written, line by line,
+    and the description wrapped as usual."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def subcommands(
+    parser: argparse.ArgumentParser, path: str = ""
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every subcommand's parser, by its path (`ps`, `orphans remove`), depth first."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                named = f"{path} {name}".strip()
+                yield named, sub
+                yield from subcommands(sub, named)
+
+
+def finish(parser: argparse.ArgumentParser, seconds: Callable[[str], float]) -> None:
+    """Give each subcommand its example, and the global flags after it
+    (`kube ps --timeout 5` as `kube --timeout 5 ps`); `seconds` checks --timeout."""
+    for path, sub in subcommands(parser):
+        example = EXAMPLES.get(path)
+        if example is not None and not sub.epilog:
+            sub.epilog = "examples:\n" + "\n".join(f"  {line}" for line in example.splitlines())
+            sub.formatter_class = Formatter
+        add_global_flags(sub, seconds, default=argparse.SUPPRESS)
+
+
+def add_global_flags(
+    parser: argparse.ArgumentParser, seconds: Callable[[str], float], default: object = None
+) -> None:
+    """--amqp-url and --timeout; after a subcommand their default is SUPPRESS, so that
+    one not given there leaves the value given before it."""
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument(
+        "--amqp-url",
+        action="append",
+        metavar="URL",
+        default=default,
+        help="broker URL; repeat it, or separate URLs with commas, for the nodes of a"
+        " RabbitMQ cluster (default: $KUBE_AMQP_URL or localhost)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=seconds,
+        default=default,
+        metavar="SECONDS",
+        help="seconds to wait for the manager's answer",
+    )

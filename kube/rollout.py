@@ -1,0 +1,144 @@
+"""`kube update NAME --image IMG ...` and `kube restart TASK|SERVICE`, made of the
+requests the manager already serves: a service update (rolled out one task at a time),
+a stop and a submit. No request of their own.
+
+- `update` with field flags fetches the service's current spec, changes those fields and
+  sends it as the new version; with `-f FILE`, the file's spec, the flags over it.
+- `restart SERVICE` sends the current spec again as a new version: its tasks are
+  replaced one after another, as by any update.
+- `restart TASK` of a service stops that task; the service starts a replacement.
+- `restart TASK` of no service stops it if it runs, waits until it has ended, and
+  submits its spec again: a new task of the same name (its id is printed), the old one
+  kept in the history until `kube rm`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kube import task_flags
+from kube.client import Client, make_spec
+from shared.codec import load_json
+from shared.errors import DecodeError, SettingsError
+from shared.models import ServiceRecord, TaskRecord, TaskSpec
+from shared.states import TERMINAL
+from shared.units import parse_bytes
+
+FIELDS = ("image", "replicas", "env", "cpu", "memory", "disk", "pull_policy", "label")
+
+
+def add_update_flags(update: argparse.ArgumentParser) -> None:
+    """The single fields `kube update` changes without a whole spec file."""
+    task_flags.add_field_flags(update)
+    update.add_argument(
+        "--env-rm", action="append", metavar="KEY", help="remove an environment variable; repeat"
+    )
+
+
+def add_restart_parser(sub: Any) -> None:
+    restart = sub.add_parser(
+        "restart",
+        help="restart a task (a fresh task of its spec) or a service (its tasks replaced"
+        " one after another)",
+        description="A service's tasks are replaced one after another, as by an update."
+        " A task of a service is stopped, and the service starts a replacement. A task of"
+        " no service is stopped if it runs, then its spec is submitted again: a new task"
+        " of the same name, whose id is printed.",
+    )
+    restart.add_argument("name", metavar="TASK|SERVICE", help="a service, or a task's id or name")
+    restart.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a running task may take to stop before it is submitted again (60)",
+    )
+
+
+def _given(args: argparse.Namespace) -> bool:
+    flags = (getattr(args, name) for name in (*FIELDS, "env_rm"))
+    return any(value is not None for value in flags) or bool(task_flags.spec_fields(args, {}))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = load_json(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DecodeError(f"{path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise DecodeError(f"{path}: a TaskSpec is a JSON object")
+    return data
+
+
+def current_spec(service: ServiceRecord) -> dict[str, Any]:
+    """The service's spec as JSON fields, with the replicas it keeps now (`kube scale`
+    changes the service's count, not its spec's)."""
+    data: dict[str, Any] = service.spec.model_dump(mode="json")
+    return {**data, "replicas": service.replicas, "id": None}
+
+
+def changed(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """`base` with the fields the flags give."""
+    data = dict(base)
+    for name in ("image", "replicas", "cpu", "pull_policy"):
+        if getattr(args, name) is not None:
+            data[name] = getattr(args, name)
+    for name in ("memory", "disk"):
+        if getattr(args, name) is not None:
+            try:
+                data[name] = parse_bytes(getattr(args, name))
+            except ValueError as exc:
+                raise SettingsError(f"--{name} {getattr(args, name)}: {exc}") from exc
+    if args.env is not None or args.env_rm is not None:
+        env = {**(data.get("env") or {}), **dict(args.env or ())}
+        data["env"] = {k: v for k, v in env.items() if k not in (args.env_rm or ())}
+    if args.label is not None:
+        data["labels"] = {**(data.get("labels") or {}), **dict(args.label)}
+    data.update(task_flags.spec_fields(args, data))
+    return data
+
+
+def update_spec(args: argparse.Namespace, client: Client) -> TaskSpec:
+    """The spec `kube update` sends: the file's, or the service's current one, with the
+    fields the flags give."""
+    if args.file is None and not _given(args):
+        args.usage_error("give -f FILE, or the fields to change (--image, --env, ...)")
+    base = (
+        {"name": args.name, **_read(args.file)}
+        if args.file is not None
+        else current_spec(client.service(args.name))
+    )
+    try:
+        return make_spec(changed(args, base))
+    except DecodeError as exc:  # checked before sending: a usage error (exit 2)
+        raise SettingsError(f"not a valid spec: {exc.reason}") from exc
+
+
+def restart(args: argparse.Namespace, client: Client) -> int:
+    target = client.task_id(args.name, services=True)
+    service = next((s for s in client.services() if s.name == target), None)
+    if service is not None:
+        client.update(service.name, make_spec(current_spec(service)))
+        print(f"{service.name} restarting: its tasks are replaced one after another")
+        return 0
+    task = client.get(target)
+    if task.service is not None:
+        client.stop(task.id)
+        print(f"{task.id} stopping: service {task.service} starts a replacement")
+        return 0
+    print(resubmit(client, task, args.wait_timeout))
+    return 0
+
+
+def resubmit(client: Client, task: TaskRecord, timeout: float) -> str:
+    """Stop the task if it has not ended, wait until it has, and submit its spec again;
+    the new task's id."""
+    if not task.state.terminal:
+        client.stop(task.id)
+        client.wait(task.id, TERMINAL, timeout)
+        print(f"{task.id} stopped", file=sys.stderr)
+    return client.submit(task.spec.model_copy(update={"id": None}))

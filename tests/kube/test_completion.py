@@ -1,0 +1,55 @@
+"""`kube completion bash|zsh`: the printed code, eval'ed in a real bash, completes kube's
+commands and flags through the installed `kube` entry point."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def complete(line: str) -> list[str]:
+    """What bash offers for `line` (the cursor at its end), with kube's completion loaded."""
+    script = (
+        'eval "$(kube completion bash)"\n'
+        'read -r -a COMP_WORDS <<< "$LINE"\n'
+        '[[ "$LINE" == *" " ]] && COMP_WORDS+=("")\n'
+        "COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))\n"
+        'COMP_LINE="$LINE"; COMP_POINT=${#LINE}\n'
+        "_python_argcomplete kube\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "LINE": line}
+    done = subprocess.run(
+        ["bash", "--norc", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return [word.strip() for word in done.stdout.splitlines() if word.strip()]
+
+
+@pytest.mark.skipif(
+    shutil.which("bash") is None or not (BIN / "kube").exists(), reason="needs bash and kube"
+)
+def test_the_bash_completion_completes_commands_and_flags() -> None:
+    assert complete("kube p") == ["ps"]
+    assert complete("kube res") == ["restart"]
+    assert set(complete("kube ps --s")) == {"--state", "--service"}
+    assert complete("kube completion z") == ["zsh"]
+
+
+def test_the_zsh_code_registers_kube_with_compdef() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kube", "completion", "zsh"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("#compdef kube")
+    assert "compdef _python_argcomplete kube" in done.stdout
