@@ -116,7 +116,7 @@ def endpoints(found: ServiceEndpoints) -> str:
 
 
 def health(record: TaskRecord) -> str:
-    """`healthy (HTTP 200)`: what the task's health check says, and its last result;
+    """`healthy (http 200 from ...)`: what the task's health check says, and its last result;
     `-` with no check, `not checked yet` before the worker has checked."""
     if record.spec.health_check is None:
         return "-"

@@ -45,7 +45,7 @@ def test_a_new_service_starts_its_replicas_with_restart_always() -> None:
 
 def test_a_service_from_kube_run_restarts_on_failure_three_times() -> None:
     # given a service as `kube run --replicas` and the Python client send it: every field
-    # is in the body, the default restart policy too (README, "Services")
+    # is in the body, the default restart policy too (docs/services.md)
     body = encode(make_spec({"name": "web", "image": "v1", "replicas": 2}))
     spec = decode(commands.SPEC, body, max_bytes=MAX_SPEC_BYTES)
     # then its tasks restart as any task does, not always
