@@ -180,7 +180,9 @@ def test_the_readme_quick_start_runs_as_written(
     out = [line for line in transcript[1:logs_at] if not line.startswith("  ")]
     progress = [line for line in transcript[1:logs_at] if line.startswith("  ")]
     # the README says --wait may see the task `running`, before echo is done
-    out_patterns = [pattern(line, task_id).replace("completed", "(completed|running)") for line in out]
+    out_patterns = [
+        pattern(line, task_id).replace("completed", "(completed|running)") for line in out
+    ]
     assert len(run.stdout.splitlines()) == len(out_patterns), run.stdout
     for expected, got in zip(out_patterns, run.stdout.splitlines(), strict=True):
         assert re.fullmatch(expected, got), (expected, got)

@@ -16,7 +16,7 @@ from tests.support.docblocks import block
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLE_URL = "amqp://guest:***@localhost:5672/%2F"
+URL = re.compile(r"amqp://guest:\*\*\*@localhost:5672/[^:\s]+")
 
 
 def shown(marker: str) -> str:
@@ -26,7 +26,7 @@ def shown(marker: str) -> str:
 
 def pattern(line: str) -> str:
     """The README's line as a regex: its URL, id, node and `(...)` stand for this run's."""
-    text = re.escape(line).replace(re.escape(EXAMPLE_URL), r"amqp://\S+")
+    text = re.escape(URL.sub("\0", line)).replace("\0", r"amqp://\S+")
     text = text.replace(re.escape("hello-1a2b3c4d"), r"hello-[0-9a-f]{8}")
     text = re.sub(r"myhost\\-1", r"\\S+", text)
     return text.replace(re.escape("(...)"), r"\(.*\)")
@@ -61,16 +61,28 @@ def test_wrong_password(vhost: str) -> None:
     assert re.fullmatch(pattern(shown("wrong-password")), done.stderr.strip()), done.stderr
 
 
+def test_no_vhost(vhost: str) -> None:
+    done = kube(vhost + "-absent", "ps")
+    assert done.returncode == 5
+    assert re.fullmatch(pattern(shown("no-vhost")), done.stderr.strip()), done.stderr
+
+
 def test_no_manager(vhost: str) -> None:
     done = kube(vhost, "ps")
     assert done.returncode == 3
     assert re.fullmatch(pattern(shown("no-manager")), done.stderr.strip()), done.stderr
 
 
-def test_no_image(cluster: Cluster) -> None:
+def test_no_image_then_no_manager(cluster: Cluster) -> None:
     # an image no registry has (the README's `busybox`, on a machine without internet)
     image = "nonexistent.invalid/busybox"
     done = cluster.kube("run", "--name", "hello", "--image", image, "--wait", "--", "echo", "hi")
     assert done.returncode == 1, done.stdout + done.stderr
     expected = pattern(shown("no-image")).replace("busybox'", re.escape(image) + "'", 1)
     assert re.fullmatch(expected, done.stdout.splitlines()[-1]), done.stdout
+
+    # and once the manager is gone, no manager answers
+    cluster.stop("manager")
+    done = cluster.kube("ps")
+    assert done.returncode == 3
+    assert re.fullmatch(pattern(shown("no-manager-now")), done.stderr.strip()), done.stderr

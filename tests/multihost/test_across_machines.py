@@ -1,6 +1,6 @@
-"""The "Across machines" commands of docs/deployment.md, run as written on hosts of their own: a manager
-here (the broker's machine), a worker on each of two hosts, and the user's commands from a
-fourth host, which then reaches the service at the endpoint kube reports."""
+"""The "Across machines" commands of docs/deployment.md, run as written on hosts of their
+own: a manager here (the broker's machine), a worker on each of two hosts, and the user's
+commands from a fourth host, which then reaches the service at the endpoint kube reports."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def as_python(argv: list[str]) -> list[str]:
 
 @pytest.fixture
 def manager(bed: Bed, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`kube manager` as docs/deployment.md runs it, on the broker's machine (the root namespace)."""
+    """`kube manager` as docs/deployment.md runs it, on the broker's machine (the root
+    namespace)."""
     (command,) = [argv for argv in readme_commands() if argv[:2] == ["kube", "manager"]]
     env = {"KUBE_AMQP_URL": bed.url("127.0.0.1"), "XDG_STATE_HOME": str(tmp_path), "PATH": ""}
     log = (tmp_path / "manager.log").open("wb")
