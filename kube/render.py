@@ -115,6 +115,16 @@ def endpoints(found: ServiceEndpoints) -> str:
     return "\n".join(found.endpoints) or f"{found.name}: no task serves now"
 
 
+def health(record: TaskRecord) -> str:
+    """`healthy (http 200 from ...)`: what the task's health check says, and its last result;
+    `-` with no check, `not checked yet` before the worker has checked."""
+    if record.spec.health_check is None:
+        return "-"
+    if record.health is None:
+        return "not checked yet"
+    return record.health.value + (f" ({record.last_check})" if record.last_check else "")
+
+
 def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
     fields = [
         ("id", record.id),
@@ -128,6 +138,7 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         ("container", record.container_id or "-"),
         ("ports", ports(record)),
         ("endpoints", " ".join(record.endpoints) or "-"),
+        ("health", health(record)),
         ("attempt", str(record.attempt)),
         ("restarts", str(record.restart_count)),
         ("node losses", str(record.lost_count)),

@@ -1,5 +1,6 @@
 """Names up to 63 characters, re-created services and `kube rm`, through the CLI against a
-real cluster (Docker runtime): the README's "Removing what ended" example, step by step."""
+real cluster (Docker runtime): the "Removing what ended" example of docs/tasks.md, step by
+step."""
 
 from __future__ import annotations
 

@@ -39,9 +39,9 @@ def test_a_service_endpoints_event_decodes_and_reads_as_a_line_and_as_json() -> 
     assert event_line(none) == f"{clock(NOW)} service web endpoints -"
 
 
-def test_the_readmes_service_endpoints_example_is_a_valid_body() -> None:
-    # the example payload under the README's "service.endpoints" marker decodes as the model
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+def test_the_wire_contracts_service_endpoints_example_is_a_valid_body() -> None:
+    # the example payload under docs/wire-contract.md's "service.endpoints" marker decodes
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "wire-contract.md").read_text()
     after = readme.split("<!-- example: service.endpoints -->", 1)[1]
     block = after.split("```json", 1)[1].split("```", 1)[0]
     found = ServiceEndpoints.model_validate_json(block, strict=True)

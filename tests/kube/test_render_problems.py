@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from kube import render
 from manager import core, services
 from shared.images import ImageProblem
-from shared.models import TaskRecord
-from shared.specs import TaskSpec
+from shared.models import Health, TaskRecord
+from shared.specs import HealthCheck, TaskSpec, TcpCheck
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -33,3 +33,20 @@ def test_a_service_whose_tasks_cannot_pull_their_image_says_so() -> None:
     row = render.services([service], [stuck]).splitlines()[1]
     assert "image cannot be pulled (no-registry): kube inspect svcbad-1" in row
     assert "image cannot" not in render.services([service], [a_task()])
+
+
+def test_inspect_shows_what_the_health_check_says() -> None:
+    checked = a_task(
+        spec=SPEC.model_copy(update={"health_check": HealthCheck(tcp=TcpCheck(port=80))})
+    )
+
+    def shown(task: TaskRecord) -> str:
+        (line,) = [row for row in render.task(task, []).splitlines() if row.startswith("health:")]
+        return line
+
+    assert shown(a_task()) == "health:      -"
+    assert shown(checked) == "health:      not checked yet"
+    healthy = checked.model_copy(update={"health": Health.HEALTHY, "last_check": "tcp 80 open"})
+    assert shown(healthy) == "health:      healthy (tcp 80 open)"
+    unhealthy = checked.model_copy(update={"health": Health.UNHEALTHY, "last_check": None})
+    assert shown(unhealthy) == "health:      unhealthy"

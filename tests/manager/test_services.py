@@ -5,11 +5,14 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
-from manager import services
+from kube.client import make_spec
+from manager import commands, services
+from shared.codec import decode, encode
 from shared.models import Health, ServiceRecord, TaskRecord, UpdateState
 from shared.placement import NoFitKind, Unplaced
 from shared.specs import RestartMode, TaskSpec
 from shared.states import TaskState
+from shared.wire import MAX_SPEC_BYTES
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 counter = itertools.count()
@@ -38,6 +41,18 @@ def test_a_new_service_starts_its_replicas_with_restart_always() -> None:
     } == {1}
     assert all(t.spec.restart.policy == RestartMode.ALWAYS for t in decision.tasks)
     assert all(t.spec.replicas is None and t.name == "web" for t in decision.tasks)
+
+
+def test_a_service_from_kube_run_restarts_on_failure_three_times() -> None:
+    # given a service as `kube run --replicas` and the Python client send it: every field
+    # is in the body, the default restart policy too (docs/services.md)
+    body = encode(make_spec({"name": "web", "image": "v1", "replicas": 2}))
+    spec = decode(commands.SPEC, body, max_bytes=MAX_SPEC_BYTES)
+    # then its tasks restart as any task does, not always
+    decision = services.reconcile(services.create(spec, NOW), [], NOW, new_id)
+    assert {(t.spec.restart.policy, t.spec.restart.max_restarts) for t in decision.tasks} == {
+        (RestartMode.ON_FAILURE, 3)
+    }
 
 
 def test_an_explicit_restart_policy_is_kept() -> None:

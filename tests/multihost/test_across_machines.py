@@ -1,6 +1,6 @@
-"""The README's "Across machines" commands, run as written on hosts of their own: a manager
-here (the broker's machine), a worker on each of two hosts, and the user's commands from a
-fourth host, which then reaches the service at the endpoint kube reports."""
+"""The "Across machines" commands of docs/deployment.md, run as written on hosts of their
+own: a manager here (the broker's machine), a worker on each of two hosts, and the user's
+commands from a fourth host, which then reaches the service at the endpoint kube reports."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ MARKER = "<!-- across-machines:"
 
 
 def readme_commands() -> list[list[str]]:
-    """The `kube ...` lines of the README's across-machines block, comments dropped."""
-    text = (ROOT / "README.md").read_text()
+    """The `kube ...` lines of docs/deployment.md's across-machines block, comments dropped."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
     block = text.split(MARKER, 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     lines = (line.split("  #", 1)[0].strip() for line in block.splitlines())
     return [shlex.split(line) for line in lines if line.startswith("kube ")]
@@ -36,7 +36,8 @@ def as_python(argv: list[str]) -> list[str]:
 
 @pytest.fixture
 def manager(bed: Bed, tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`kube manager` as the README runs it, on the broker's machine (the root namespace)."""
+    """`kube manager` as docs/deployment.md runs it, on the broker's machine (the root
+    namespace)."""
     (command,) = [argv for argv in readme_commands() if argv[:2] == ["kube", "manager"]]
     env = {"KUBE_AMQP_URL": bed.url("127.0.0.1"), "XDG_STATE_HOME": str(tmp_path), "PATH": ""}
     log = (tmp_path / "manager.log").open("wb")
@@ -63,7 +64,7 @@ def test_the_readme_commands_run_a_service_reachable_at_its_reported_endpoint(
     users = [argv for argv in commands if argv[1] not in ("manager", "worker")]
     one, two, client = *bed.add_hosts(2), *bed.add_hosts(1, engine=False)
     env = {"KUBE_AMQP_URL": bed.url()}
-    # given a worker on each of two hosts, started as the README says, a name each
+    # given a worker on each of two hosts, started as docs/deployment.md says, a name each
     for index, host in enumerate((one, two), start=1):
         argv = [re.sub(r"^node-1$", f"node-{index}", arg) for arg in worker]
         host.spawn(as_python(argv), env=env, log=f"worker-{index}")
