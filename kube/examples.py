@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator
 
 OVERVIEW = """\
 examples:
-  kube up                                            a manager and two workers, here
+  kube up                                          # a manager and two workers, here
   kube run --name hello --image busybox --wait -- echo hello
-  kube ps -a                                         every task, ended ones too
-  kube logs hello                                    a task by name, id or id's start
-  kube COMMAND --help                                each command's flags and examples"""
+  kube ps -a                                       # every task, ended ones too
+  kube logs hello                                  # a task by name, id or id's start
+  kube COMMAND --help                              # each command's flags and examples"""
 
 EXAMPLES: dict[str, str] = {
     "manager": "kube manager --store sqlite:///var/lib/kube/kube.db\n"

@@ -16,12 +16,12 @@ from shared.states import TaskState
 
 EXAMPLES = """\
 examples:
-  kube ps                           tasks not ended
-  kube ps -a                        every task, ended ones too
-  kube ps --state failed            failed tasks (a state shows ended ones without -a)
-  kube ps --service web --node n1   web's tasks on node n1
+  kube ps                         # tasks not ended
+  kube ps -a                      # every task, ended ones too
+  kube ps --state failed          # failed tasks (a state shows ended ones without -a)
+  kube ps --service web --node n1 # web's tasks on node n1
   kube stop $(kube ps -q --service web)
-  kube ps --orphans                 containers no task of this cluster placed"""
+  kube ps --orphans               # containers no task of this cluster placed"""
 
 
 def add_parser(sub: Any) -> None:

@@ -42,6 +42,10 @@ def kube_commands() -> list[tuple[str, str]]:
         for line in code_lines(page):
             line = re.split(r"\s#\s", ENV.sub("", line.removeprefix("$ ")), maxsplit=1)[0]
             line = line.strip()
+            # `kube stop $(kube ps -q ...)`: both commands, the inner one's ids an id
+            for inner in re.findall(r"\$\((kube [^)]*)\)", line):
+                found.append((str(page.relative_to(ROOT)), inner.split(" | ")[0].strip()))
+            line = re.sub(r"\$\(kube [^)]*\)", "web-1a2b3c4d", line)
             # output (`kube up: ...`) and prose are not commands either
             if not re.match(r"kube [a-z-]+(\s|$)", line) or re.search(r"\[|\||\.\.\.", line):
                 continue
@@ -69,6 +73,9 @@ def test_a_command_the_docs_show_is_one_the_cli_takes(
     monkeypatch.setenv("KUBE_TIMEOUT", "1")
     monkeypatch.chdir(tmp_path)
     argv = shlex.split(line)[1:]
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--env" and "=" not in value:  # `--env KEY` takes the caller's value
+            monkeypatch.setenv(value, "from the environment")
     for name in (a for a in argv if a.endswith(".json")):
         (tmp_path / name).write_text(json.dumps({"name": "web", "image": "busybox"}))
     # when it runs, then it fails for want of a broker, not for its words
