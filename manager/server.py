@@ -191,6 +191,7 @@ class Manager:
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
         self._newest_beats: dict[str, nodes.BeatMark] = {}  # node -> newest part heard
+        self._came_back: dict[str, datetime] = {}  # node -> `at` of the heartbeat it returned with
         self.stop_budget = admission.StopBudget(window=config.heartbeat_interval)
         self.clock_notices = admission.Notices()
         self._doomed_queues: list[str] = []  # removed nodes' queues, deleted once committed
@@ -762,6 +763,11 @@ class Manager:
             decision.extend(nodes.apply_heartbeat(known, beat, now))
             decision.extend(cluster.introduce(beat, self.store.cluster_id))
             self._undo.append(self.liveness.hear(beat.node, ticks))
+            if known is not None and known.status == NodeStatus.DOWN:
+                self._came_back[beat.node] = beat.at  # its parts come with this `at`
+            else:
+                self._came_back.pop(beat.node, None)
+        came_back = now if self._came_back.get(beat.node) == beat.at else None
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
         where = self.store.where([*(h.task_id for h in beat.tasks), *self._orphan_ids(beat)])
         # The tasks whose containers it lists that hold nothing counted (superseded, ended,
@@ -769,7 +775,7 @@ class Manager:
         ids = nodes.uncounted(beat, where)
         uncounted = self.store.tasks_by_id(ids) if ids else {}
         latest = {i: task.attempt for i, task in uncounted.items() if i not in where}
-        stops = nodes.superseded(beat, where, latest, allowed)
+        stops = nodes.superseded(beat, where, latest, allowed, came_back)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         decision.extend(self.note_orphans(beat, where, latest))
