@@ -133,6 +133,7 @@ def superseded(
     latest: Mapping[str, int],
     stops: int = MAX_STOPS_PER_PART,
     came_back: datetime | None = None,
+    stops_itself: Collection[str] = (),
 ) -> Decision:
     """Stop every container the node holds that this manager placed and that is not its
     task's current attempt; one it never placed is left running (manager/orphans.py).
@@ -142,7 +143,9 @@ def superseded(
     has its latest attempt if the store knows it. At most `stops` are sent for one part.
     `came_back` is when the node came back, if this heartbeat is its return: each stale
     copy it lists then enters its task's history (`fenced`), also one whose stop waits
-    for the next heartbeats.
+    for the next heartbeats; but not one of the tasks that `stops_itself` once cut off
+    (`on_disconnect`): its worker reports that stop, which is its history, and a heartbeat
+    the worker queued while cut off, sent after the heal, lists a copy it stopped since.
     """
     decision = Decision()
     for held in beat.tasks:
@@ -155,7 +158,7 @@ def superseded(
         )
         if current:
             continue
-        if came_back is not None:
+        if came_back is not None and held.task_id not in stops_itself:
             decision.events.append((held.task_id, fenced(held.attempt, beat.node, came_back)))
         if len(decision.outgoing) < stops:  # the rest on the next heartbeats (admission.py)
             decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
@@ -165,14 +168,14 @@ def superseded(
 
 
 def fenced(attempt: int, node: str, now: datetime) -> TaskEvent:
-    """The history entry of a stale copy found running on a node that came back after it
-    was found down: the task moved on without it, and it is stopped (fenced)."""
+    """The history entry of a stale copy a node lists when it comes back after it was
+    found down: the task moved on without it, and it is stopped (fenced)."""
     return TaskEvent(
         state=TaskState.LOST,
         at=now,
         attempt=attempt,
         node=node,
-        detail=f"stale copy of attempt {attempt} still ran on {node} when it came back: stopped",
+        detail=f"stale copy of attempt {attempt} listed by {node} when it came back: stopped",
         superseded=True,
     )
 

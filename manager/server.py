@@ -775,7 +775,8 @@ class Manager:
         ids = nodes.uncounted(beat, where)
         uncounted = self.store.tasks_by_id(ids) if ids else {}
         latest = {i: task.attempt for i, task in uncounted.items() if i not in where}
-        stops = nodes.superseded(beat, where, latest, allowed, came_back)
+        stops_itself = {i for i, t in uncounted.items() if t.spec.on_disconnect is not None}
+        stops = nodes.superseded(beat, where, latest, allowed, came_back, stops_itself)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         decision.extend(self.note_orphans(beat, where, latest))

@@ -194,10 +194,21 @@ def test_a_stale_copy_on_a_node_that_came_back_enters_its_tasks_history() -> Non
         back,
     )
     assert entry.superseded
-    assert entry.detail == "stale copy of attempt 1 still ran on n1 when it came back: stopped"
+    assert entry.detail == "stale copy of attempt 1 listed by n1 when it came back: stopped"
     # and the heartbeats after it send the stop again until it is gone, writing nothing
     again = nodes.superseded(beat(("t1", 1)), where, {})
     assert (len(again.outgoing), again.events) == (1, [])
+
+
+def test_a_copy_its_worker_stops_when_cut_off_is_stopped_on_return_but_not_written_again() -> None:
+    # given t1, which asked its worker to stop it once cut off, moved on to attempt 2
+    moved = stops_after(5).model_copy(update={"node": "n2", "attempt": 2})
+    where = {"t1": nodes.Where.of(moved)}
+    # when n1 comes back with a heartbeat it queued while cut off, listing attempt 1
+    decision = nodes.superseded(beat(("t1", 1)), where, {}, came_back=NOW, stops_itself={"t1"})
+    # then attempt 1 is stopped, in case, and the history is left to the worker's report
+    assert [json.loads(o.body)["attempt"] for o in decision.outgoing] == [1]
+    assert decision.events == []
 
 
 def test_a_stale_copy_whose_stop_waits_for_the_budget_enters_the_history_at_the_return() -> None:
