@@ -8,6 +8,8 @@ labels change, or it has more cpu, memory or disk free, fewer tasks or a host po
 freed) and the shape
 fits on that node as it is now, as Nomad's blocked evaluations are (nomad/blocked_evals.go).
 A task waiting out a restart backoff is tried when its time comes; a fresh one at once.
+A replacement held until its cut-off copy has surely stopped is tried when its hold ends,
+on the monotonic clock (manager/holds.py), whatever its `not_before` says.
 
 Why nothing can be missed: a shape fits nowhere in the node views this index last saw
 (the views are taken after the decisions that blocked it, and nodes only fill up within
@@ -30,6 +32,7 @@ from datetime import datetime
 
 from manager.effects import Decision
 from manager.fit import CPU_EPSILON, PlacementContext, fits, over_cap
+from manager.holds import Holds
 from shared.models import NodeRecord, NodeStatus, TaskRecord, TaskSpec
 from shared.specs import Constraint
 from shared.states import TaskState
@@ -97,8 +100,9 @@ class Group:
 class Blocked:
     """Which pending tasks to try on the next scheduling pass, and which wait for a change."""
 
-    def __init__(self, max_tasks_per_node: int | None = None) -> None:
+    def __init__(self, max_tasks_per_node: int | None = None, holds: Holds | None = None) -> None:
         self.context = PlacementContext(max_tasks_per_node)
+        self.holds = holds or Holds()  # the service's, kept across rebuilds
         self.stale = True  # nothing known yet: rebuild from the store first
         self.checks = 0  # shape-on-node checks made by wakes (the unit tests count them)
         self._clear()
@@ -107,6 +111,8 @@ class Blocked:
         self._due: dict[str, None] = {}  # ordered: tried on the next pass
         self._timers: list[tuple[datetime, str]] = []  # (not_before, task id), a heap
         self._backoff: dict[str, datetime] = {}  # task id -> not_before, for the heap
+        self._hold_timers: list[tuple[float, str]] = []  # (monotonic end, task id), a heap
+        self._holding: dict[str, float] = {}  # task id -> monotonic end, for the heap
         self._groups: dict[Shape, Group] = {}
         self._shape_of: dict[str, Shape] = {}
         self._seen: dict[str, NodeView] = {}
@@ -178,13 +184,21 @@ class Blocked:
                     del self._shape_of[task_id]
                     self._due[task_id] = None
 
-    def settle(self, tried: Sequence[TaskRecord], decision: Decision, now: datetime) -> None:
-        """After a pass tried these tasks: the placed are gone, those still in backoff wait
-        for their time, the rest are blocked under their shape."""
+    def settle(
+        self, tried: Sequence[TaskRecord], decision: Decision, now: datetime, ticks: float = 0.0
+    ) -> None:
+        """After a pass tried these tasks: the placed are gone, those still in backoff or
+        held (`ticks` is the monotonic now) wait for their time, the rest are blocked under
+        their shape."""
         placed = {task.id for task in decision.tasks if task.state != TaskState.PENDING}
         for task in tried:
             if task.id in placed:
                 self._forget(task.id)
+            elif task.id in self.holds.until:
+                if self.holds.held(task.id, ticks):
+                    self._wait(task)
+                else:
+                    self._block(task)
             elif task.not_before is not None and task.not_before > now:
                 self._wait(task)
             else:
@@ -192,13 +206,19 @@ class Blocked:
 
     # -- what the service asks -------------------------------------------------------------
 
-    def due(self, now: datetime, limit: int = DUE_PER_PASS) -> list[str]:
-        """Up to `limit` tasks to try now, longest due first (taken: `settle` says what
-        became of them; the rest stay due for the next pass)."""
+    def due(self, now: datetime, limit: int = DUE_PER_PASS, ticks: float = 0.0) -> list[str]:
+        """Up to `limit` tasks to try now (`ticks`: now on the monotonic clock), longest
+        due first (taken: `settle` says what became of them; the rest stay due for the next
+        pass)."""
         while self._timers and self._timers[0][0] <= now:
             at, task_id = heapq.heappop(self._timers)
             if self._backoff.get(task_id) == at:
                 del self._backoff[task_id]
+                self._due[task_id] = None
+        while self._hold_timers and self._hold_timers[0][0] <= ticks:
+            end, task_id = heapq.heappop(self._hold_timers)
+            if self._holding.get(task_id) == end:
+                del self._holding[task_id]
                 self._due[task_id] = None
         due = list(itertools.islice(self._due, limit))
         for task_id in due:
@@ -208,7 +228,7 @@ class Blocked:
     @property
     def pending(self) -> int:
         """How many pending tasks it knows (the store must have as many, between passes)."""
-        return len(self._due) + len(self._backoff) + len(self._shape_of)
+        return len(self._due) + len(self._backoff) + len(self._holding) + len(self._shape_of)
 
     @property
     def blocked(self) -> int:
@@ -228,6 +248,7 @@ class Blocked:
     def _forget(self, task_id: str) -> None:
         self._due.pop(task_id, None)
         self._backoff.pop(task_id, None)  # its heap entry is skipped when it comes up
+        self._holding.pop(task_id, None)  # likewise
         key = self._shape_of.pop(task_id, None)
         if key is not None:
             group = self._groups[key]
@@ -236,9 +257,13 @@ class Blocked:
                 del self._groups[key]
 
     def _wait(self, task: TaskRecord) -> None:
-        """Try the task on the next pass, or once its backoff ends."""
+        """Try the task on the next pass, or once its hold or backoff ends."""
         self._forget(task.id)
-        if task.not_before is None:
+        end = self.holds.until.get(task.id)
+        if end is not None:
+            self._holding[task.id] = end
+            heapq.heappush(self._hold_timers, (end, task.id))
+        elif task.not_before is None:
             self._due[task.id] = None
         else:
             self._backoff[task.id] = task.not_before

@@ -99,11 +99,16 @@ def schedule(
     max_tasks_per_node: int | None = None,
     peers: Mapping[str, Mapping[str, int]] | None = None,
     cluster: str | None = None,
+    holds: Mapping[str, float] | None = None,
+    ticks: float = 0.0,
 ) -> Decision:
     """Place pending tasks, oldest first, each onto the nodes as the previous left them.
 
     `peers` maps a task name to how many tasks of that name each node holds (for spread);
     `cluster` is the manager's cluster id, sent with each dispatch (manager/cluster.py).
+    `holds` maps a held task to the monotonic time (`ticks` is now) before which it may not
+    be placed (manager/holds.py): for it, that time decides, never the wall clock's
+    `not_before`.
     """
     decision = Decision()
     free = {node.name: node for node in nodes}
@@ -112,7 +117,11 @@ def schedule(
     # rest of it: one failed fit answers for every task of that shape.
     failed: dict[Shape, NoFit] = {}
     for task in pending:
-        if task.not_before is not None and task.not_before > now:
+        hold = holds.get(task.id) if holds else None
+        if hold is not None:
+            if hold > ticks:
+                continue  # its cut-off copy may still run
+        elif task.not_before is not None and task.not_before > now:
             continue  # restarting: its backoff has not passed
         key = shape(task.spec)
         outcome: Placement | NoFit | None = failed.get(key)
@@ -264,8 +273,10 @@ def end_attempt(
 ) -> Decision:
     """An attempt ended (completed, failed or lost): restart per the policy, or end the task.
 
-    A lost attempt's replacement waits `hold` seconds (see `manager.nodes.hold_back`);
-    a `final` failure (its image cannot be had) ends the task whatever the policy.
+    A lost attempt's replacement waits `hold` seconds (see `manager.nodes.hold_back`),
+    asked of the service as data: it keeps the hold on its monotonic clock
+    (manager/holds.py), and `not_before` says it for people. A `final` failure (its image
+    cannot be had) ends the task whatever the policy.
     """
     step = after_attempt(task, outcome, reason, lost, hold, final)
     if isinstance(step, Final):
@@ -293,6 +304,8 @@ def end_attempt(
         health=None,
         **count,
     )
+    if lost and hold > 0:
+        decision.holds[task.id] = step.delay
     if task.node is not None and not lost:
         # Remove the finished container; a lost node's containers are stopped when it returns.
         decision.outgoing.append(stop_attempt(task.id, task.attempt, task.node))

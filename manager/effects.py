@@ -43,6 +43,8 @@ class Decision:
     services: list[ServiceRecord] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
     removed: Removal = field(default_factory=Removal)
+    # task id -> seconds its replacement is held, kept on the monotonic clock (manager/holds.py)
+    holds: dict[str, float] = field(default_factory=dict)
     refused: str | None = None  # why the message was not applied; the service logs it
 
     def extend(self, other: Decision) -> Decision:
@@ -52,6 +54,7 @@ class Decision:
         self.services.extend(other.services)
         self.outgoing.extend(other.outgoing)
         self.removed.extend(other.removed)
+        self.holds.update(other.holds)
         self.refused = self.refused or other.refused
         return self
 

@@ -22,6 +22,7 @@ from shared.models import (
     NodeRecord,
     NodeSettings,
     NodeStatus,
+    TaskEvent,
     TaskRecord,
 )
 from shared.states import TaskState
@@ -131,6 +132,8 @@ def superseded(
     where: Mapping[str, Where],
     latest: Mapping[str, int],
     stops: int = MAX_STOPS_PER_PART,
+    came_back: datetime | None = None,
+    stops_itself: Collection[str] = (),
 ) -> Decision:
     """Stop every container the node holds that this manager placed and that is not its
     task's current attempt; one it never placed is left running (manager/orphans.py).
@@ -138,6 +141,11 @@ def superseded(
     `where` maps the task ids the heartbeat names to the attempts they hold; a task that
     holds none (ended, or pending with nothing left running) is absent, and `latest` then
     has its latest attempt if the store knows it. At most `stops` are sent for one part.
+    `came_back` is when the node came back, if this heartbeat is its return: each stale
+    copy it lists then enters its task's history (`fenced`), also one whose stop waits
+    for the next heartbeats; but not one of the tasks that `stops_itself` once cut off
+    (`on_disconnect`): its worker reports that stop, which is its history, and a heartbeat
+    the worker queued while cut off, sent after the heal, lists a copy it stopped since.
     """
     decision = Decision()
     for held in beat.tasks:
@@ -148,11 +156,28 @@ def superseded(
             (task.node == beat.node and task.attempt == held.attempt and task.state in PLACED)
             or task.draining == DrainingAttempt(node=beat.node, attempt=held.attempt)
         )
-        if not current:
-            if len(decision.outgoing) >= stops:
-                break  # the rest on the next heartbeats (manager/admission.py)
+        if current:
+            continue
+        if came_back is not None and held.task_id not in stops_itself:
+            decision.events.append((held.task_id, fenced(held.attempt, beat.node, came_back)))
+        if len(decision.outgoing) < stops:  # the rest on the next heartbeats (admission.py)
             decision.outgoing.append(stop_attempt(held.task_id, held.attempt, beat.node))
+        elif came_back is None:
+            break
     return decision
+
+
+def fenced(attempt: int, node: str, now: datetime) -> TaskEvent:
+    """The history entry of a stale copy a node lists when it comes back after it was
+    found down: the task moved on without it, and it is stopped (fenced)."""
+    return TaskEvent(
+        state=TaskState.LOST,
+        at=now,
+        attempt=attempt,
+        node=node,
+        detail=f"stale copy of attempt {attempt} listed by {node} when it came back: stopped",
+        superseded=True,
+    )
 
 
 def never_placed(attempt: int, where: Where | None, latest: int | None) -> bool:

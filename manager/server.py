@@ -46,6 +46,7 @@ from manager.commands import Commands
 from manager.config import ManagerConfig
 from manager.effects import Decision, Outgoing
 from manager.epochs import stamp
+from manager.holds import Holds, may_be_held
 from manager.leadership import Identity, Lease
 from manager.liveness import Liveness
 from manager.lock_wait import Notices, Throttle
@@ -172,7 +173,9 @@ class Manager:
         # Pending tasks that fit nowhere wait here for a change. A cache of the store: a
         # dropped unit that moved it resets it (`_blocked_moved`), and so does a tick that
         # finds it counts other pending tasks than the store does.
-        self.blocked = Blocked(config.max_tasks_per_node)
+        # Held replacements, on the monotonic clock: kept across the index's rebuilds.
+        self.holds = Holds(since=monotonic())
+        self.blocked = Blocked(config.max_tasks_per_node, self.holds)
         self.clock = clock  # wall time, for records and people: never to measure an interval
         self.monotonic = monotonic  # what every interval is measured on (manager/liveness.py)
         self.liveness = Liveness(since=monotonic())
@@ -188,6 +191,7 @@ class Manager:
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
         self._newest_beats: dict[str, nodes.BeatMark] = {}  # node -> newest part heard
+        self._came_back: dict[str, datetime] = {}  # node -> `at` of the heartbeat it returned with
         self.stop_budget = admission.StopBudget(window=config.heartbeat_interval)
         self.clock_notices = admission.Notices()
         self._doomed_queues: list[str] = []  # removed nodes' queues, deleted once committed
@@ -500,6 +504,7 @@ class Manager:
             log.warning("refused: %s", decision.refused)
         if not decision.empty:
             self.store.record(decision)
+            self.holds.follow(decision, self.monotonic())  # before the index reads them
             self._blocked_moved()
             self._forget_queues(decision)
             self.blocked.record(decision, self.store.node)
@@ -758,6 +763,11 @@ class Manager:
             decision.extend(nodes.apply_heartbeat(known, beat, now))
             decision.extend(cluster.introduce(beat, self.store.cluster_id))
             self._undo.append(self.liveness.hear(beat.node, ticks))
+            if known is not None and known.status == NodeStatus.DOWN:
+                self._came_back[beat.node] = beat.at  # its parts come with this `at`
+            else:
+                self._came_back.pop(beat.node, None)
+        came_back = now if self._came_back.get(beat.node) == beat.at else None
         allowed = self.stop_budget.left(beat.node, ticks)  # never more than a part may cause
         where = self.store.where([*(h.task_id for h in beat.tasks), *self._orphan_ids(beat)])
         # The tasks whose containers it lists that hold nothing counted (superseded, ended,
@@ -765,7 +775,8 @@ class Manager:
         ids = nodes.uncounted(beat, where)
         uncounted = self.store.tasks_by_id(ids) if ids else {}
         latest = {i: task.attempt for i, task in uncounted.items() if i not in where}
-        stops = nodes.superseded(beat, where, latest, allowed)
+        stops_itself = {i for i, t in uncounted.items() if t.spec.on_disconnect is not None}
+        stops = nodes.superseded(beat, where, latest, allowed, came_back, stops_itself)
         self.stop_budget.spend(beat.node, len(stops.outgoing), ticks)
         decision.extend(stops)
         decision.extend(self.note_orphans(beat, where, latest))
@@ -891,6 +902,7 @@ class Manager:
 
     def place(self, tasks: Sequence[TaskRecord], now: datetime) -> Decision:
         """Schedule the given pending tasks onto the nodes as they are now."""
+        ticks = self.monotonic()
         decision = core.schedule(
             tasks,
             self.store.nodes(),
@@ -899,23 +911,38 @@ class Manager:
             self.config.max_tasks_per_node,
             self.store.peers(task.name for task in tasks),
             self.store.cluster_id,
+            self.holds.until,
+            ticks,
         )
         self._blocked_moved()
-        self.blocked.settle(tasks, decision, now)
+        self.blocked.settle(tasks, decision, now, ticks)
         return decision
 
     def schedule_pending(self) -> None:
         """Place the pending tasks that are due: new, woken by a change, or out of backoff."""
         if self.blocked.stale:
-            self.blocked.rebuild(self.store.tasks([TaskState.PENDING]), self.store.nodes())
+            pending = self.store.tasks([TaskState.PENDING])
+            if not self.holds.armed:
+                self.holds.rearm(self.held_at_start(pending))
+            self.blocked.rebuild(pending, self.store.nodes())
         now = self.clock()
-        due = self.store.tasks_by_id(self.blocked.due(now)).values()
+        due = self.store.tasks_by_id(self.blocked.due(now, ticks=self.monotonic())).values()
         pending = sorted(
             (task for task in due if task.state == TaskState.PENDING),
             key=lambda task: (task.created_at, task.id),
         )
         if pending:
             self.commit(self.place(pending, now))
+
+    def held_at_start(self, pending: Iterable[TaskRecord]) -> dict[str, float]:
+        """The full hold of each pending task that may have been waiting out one when this
+        manager started: it cannot know how much of it passed (manager/holds.py)."""
+        least = least_stop_after(self.config.heartbeat_interval)
+        return {
+            task.id: nodes.hold_back(task, 0.0, least)
+            for task in pending
+            if task.spec.on_disconnect is not None and may_be_held(task, self.store.events(task.id))
+        }
 
     def tick(self) -> None:
         """Every heartbeat interval: find silent nodes, and place tasks whose backoff ended."""

@@ -160,3 +160,58 @@ def test_a_worker_an_hour_ahead_is_told_why_its_results_are_refused_and_fills_no
         with Client(Settings(amqp_url=vhost, request_timeout=10)) as client:
             wait_for(lambda: client.nodes() == [], timeout=5, what="no node")
         assert dead_letters(cluster.url) == []
+
+
+@pytest.mark.parametrize("step", ["-60s", "+60s"])
+def test_a_step_of_the_managers_clock_neither_shortens_nor_lengthens_a_disconnect_hold(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+    step: str,
+) -> None:
+    # given a manager whose wall clock NTP may step, and a task on a worker that dies,
+    # which asked to be stopped 5 s cut off: its replacement waits 5 s and the 5 s margin
+    # after the manager last heard the worker (manager/holds.py)
+    clock = SteppedClock(tmp_path / "manager-clock.rc")
+    workers = {"dies": MOCK, "lives": MOCK}
+    hold = 5.0 + 5.0
+    with (
+        running_cluster(
+            vhost, tmp_path, docker_client, request, workers, manager_prefix=clock.prefix
+        ) as cluster,
+        client_for(cluster) as client,
+    ):
+        dies, lives = cluster.nodes
+        client.cordon(lives)
+        spec = TaskSpec.model_validate(
+            {
+                "name": "careful",
+                "image": "mock/img",
+                "command": ["serve"],
+                "on_disconnect": {"stop_after_seconds": 5},
+            }
+        )
+        task_id = client.submit(spec)
+        assert client.wait(task_id, {TaskState.RUNNING}, timeout=30).node == dies
+        client.uncordon(lives)
+        # when its worker is killed, and the manager's clock is stepped a minute once it
+        # holds the replacement
+        cluster.procs.pop(dies).kill()
+        killed_at = time.monotonic()
+        wait_for(
+            lambda: client.get(task_id).state == TaskState.PENDING,
+            timeout=DOWN_AFTER + MARGIN + 5,
+            what="the task lost with its node",
+        )
+        clock.step(step)
+        # then the replacement is placed after the hold, on the monotonic clock: not at
+        # once, nor a minute late (the worker was last heard up to a heartbeat before)
+        wait_for(
+            lambda: client.get(task_id).attempt == 2,
+            timeout=hold + MARGIN + 5,
+            what="the replacement placed",
+        )
+        placed_after = time.monotonic() - killed_at
+        assert hold - 1.5 < placed_after < hold + MARGIN, placed_after
+        assert client.get(task_id).node == lives

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from manager import core
+from manager import core, nodes
+from manager.effects import Decision
 from manager.scheduler import RoundRobin
 from shared import messages
 from shared.codec import encode
@@ -102,4 +103,43 @@ def test_a_heartbeat_older_than_one_already_heard_ends_nothing(store_url: str) -
     manager.on_result(result(3, encode(newer)))
     ended = manager.store.task("t1")
     assert ended is not None and "disappeared" in (ended.error or "")
+    manager.store.close()
+
+
+def test_a_node_that_comes_back_has_its_stale_copies_stopped_and_written_once_to_history(
+    store_url: str,
+) -> None:
+    # given t1 placed again on n2 after n1, which ran its attempt 1, was found down
+    manager, _ = manager_with_a_node(store_url)
+    accepted = core.accept(TaskSpec(name="t1", image="b"), "t1", NOW)
+    placed = core.schedule(accepted.tasks, manager.store.nodes(), RoundRobin(), NOW)
+    running = core.move(placed.tasks[-1], TaskState.RUNNING, NOW)
+    manager.commit(accepted.extend(placed).extend(running))
+    n1 = manager.store.node("n1")
+    assert n1 is not None
+    lost = nodes.node_lost("n1", [running.tasks[-1]], NOW)
+    manager.commit(lost.extend(Decision(nodes=[n1.model_copy(update={"status": NodeStatus.DOWN})])))
+    moved = lost.tasks[-1].model_copy(
+        update={"state": TaskState.RUNNING, "node": "n2", "attempt": 2}
+    )
+    manager.commit(Decision(tasks=[moved]))
+    before = len(manager.store.events("t1"))
+    # when n1 comes back, still running attempt 1, and beats twice
+    for tag, seconds in ((1, 30), (2, 32)):
+        later = NOW + timedelta(seconds=seconds)
+        manager.clock = lambda later=later: later  # type: ignore[misc]
+        held = (HeldTask(task_id="t1", attempt=1, state=TaskState.RUNNING, container_id="c"),)
+        beat = Heartbeat(
+            node="n1", at=later, cpus=4, memory=1024**3, disk=1024**3, inventory=True, tasks=held
+        )
+        manager.on_result(result(tag, encode(beat)))
+    # then the task's history says once that the stale copy was stopped when n1 came back
+    added = manager.store.events("t1")[before:]
+    assert [(e.state, e.attempt, e.node, e.superseded) for e in added] == [
+        (TaskState.LOST, 1, "n1", True)
+    ]
+    assert added[0].at == NOW + timedelta(seconds=30)
+    # and the task itself did not change
+    task = manager.store.task("t1")
+    assert task is not None and (task.node, task.attempt) == ("n2", 2)
     manager.store.close()

@@ -176,6 +176,48 @@ def test_a_returning_node_is_told_to_remove_superseded_containers() -> None:
     ]
 
 
+def test_a_stale_copy_on_a_node_that_came_back_enters_its_tasks_history() -> None:
+    # given t1 moved on to attempt 2 on n2 while n1 was down
+    moved = running().model_copy(update={"node": "n2", "attempt": 2})
+    where = {"t1": nodes.Where.of(moved)}
+    back = NOW + timedelta(seconds=30)
+    # when n1's heartbeat, the one it came back with, lists attempt 1 still running
+    decision = nodes.superseded(beat(("t1", 1)), where, {}, came_back=back)
+    # then its copy is stopped, and the task's history says so, about attempt 1 on n1
+    assert [json.loads(o.body)["attempt"] for o in decision.outgoing] == [1]
+    [(task_id, entry)] = decision.events
+    assert (task_id, entry.state, entry.attempt, entry.node, entry.at) == (
+        "t1",
+        TaskState.LOST,
+        1,
+        "n1",
+        back,
+    )
+    assert entry.superseded
+    assert entry.detail == "stale copy of attempt 1 listed by n1 when it came back: stopped"
+    # and the heartbeats after it send the stop again until it is gone, writing nothing
+    again = nodes.superseded(beat(("t1", 1)), where, {})
+    assert (len(again.outgoing), again.events) == (1, [])
+
+
+def test_a_copy_its_worker_stops_when_cut_off_is_stopped_on_return_but_not_written_again() -> None:
+    # given t1, which asked its worker to stop it once cut off, moved on to attempt 2
+    moved = stops_after(5).model_copy(update={"node": "n2", "attempt": 2})
+    where = {"t1": nodes.Where.of(moved)}
+    # when n1 comes back with a heartbeat it queued while cut off, listing attempt 1
+    decision = nodes.superseded(beat(("t1", 1)), where, {}, came_back=NOW, stops_itself={"t1"})
+    # then attempt 1 is stopped, in case, and the history is left to the worker's report
+    assert [json.loads(o.body)["attempt"] for o in decision.outgoing] == [1]
+    assert decision.events == []
+
+
+def test_a_stale_copy_whose_stop_waits_for_the_budget_enters_the_history_at_the_return() -> None:
+    moved = running().model_copy(update={"node": "n2", "attempt": 2})
+    decision = nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(moved)}, {}, 0, NOW)
+    assert decision.outgoing == []
+    assert [(task_id, e.attempt) for task_id, e in decision.events] == [("t1", 1)]
+
+
 def test_a_current_container_is_left_alone() -> None:
     task = running()
     assert nodes.superseded(beat(("t1", 1)), {"t1": nodes.Where.of(task)}, {}).empty

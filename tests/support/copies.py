@@ -82,6 +82,21 @@ class Copies:
         seen = [s.at for s in self.samples if attempt in s.live.get(task_id, set())]
         return min(seen) if seen else None
 
+    def left_behind(self, task_ids: Iterable[str]) -> list[tuple[str, int, str]]:
+        """The containers of these tasks on any engine, now, that do not run: (task id,
+        attempt, state), for a stopped copy that was not removed."""
+        wanted = set(task_ids)
+        found = []
+        for engine in self.engines:
+            for container in engine.containers.list(
+                all=True, sparse=True, filters={"label": TASK_LABEL}
+            ):
+                labels = container.attrs.get("Labels") or {}
+                state = str(container.attrs.get("State") or "")
+                if labels.get(TASK_LABEL) in wanted and state != "running":
+                    found.append((labels[TASK_LABEL], int(labels[ATTEMPT_LABEL]), state))
+        return sorted(found)
+
     def live_now(self) -> Counter[str]:
         """Copies of each task in the last sample."""
         last = self.samples[-1].live if self.samples else {}

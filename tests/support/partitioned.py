@@ -183,6 +183,17 @@ def check(out: Outcome) -> None:
         assert (task.node, task.attempt, task.state) == (out.other_node, 2, TaskState.RUNNING)
         assert (task.restart_count, task.lost_count) == (0, 1)
     assert sum(out.copies.live_now().values()) == len(out.everything)
+    # and no copy it stopped is left behind, exited, on any engine once the heal settled
+    left: list[tuple[str, int, str]] = []
+
+    def none_left() -> bool:
+        left[:] = out.copies.left_behind(out.everything)
+        return not left
+
+    try:
+        wait_for(none_left, what="no stopped copy left on any engine", timeout=30)
+    except AssertionError:
+        raise AssertionError(f"stopped copies left behind after the heal: {left}") from None
     # and the careful tasks' history says what their worker did while cut off
     for task_id in out.careful:
         _, events = out.tasks[task_id]
@@ -190,3 +201,11 @@ def check(out: Outcome) -> None:
         assert (stopped.node, stopped.attempt) == (out.cut_node, 1)
         assert stopped.detail is not None
         assert stopped.detail.startswith(f"stopped by {out.cut_node} after 5."), stopped.detail
+    # and the others' history says their stale copy was stopped when the node came back
+    for task_id in out.polite + out.stubborn:
+        _, events = out.tasks[task_id]
+        [fenced] = [e for e in events if e.superseded]
+        assert (fenced.node, fenced.attempt, fenced.state) == (out.cut_node, 1, TaskState.LOST)
+        assert fenced.detail == (
+            f"stale copy of attempt 1 listed by {out.cut_node} when it came back: stopped"
+        ), fenced.detail
