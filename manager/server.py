@@ -13,7 +13,9 @@ rolled back with what they moved in memory when its handler fails. A failure tha
 message's (it cannot be decoded, names what does not exist, or makes a handler raise) is
 dead-lettered once, with its reason; one that is the broker's or the database's is tried
 again. A batch the broker does not confirm (a nack, or a resource alarm that blocks
-publishers) is published again with backoff, and no node is judged silent meanwhile.
+publishers) is published again with backoff, and no node is judged silent meanwhile; nor
+before the manager has read every result sent before the silence it judges, heartbeats
+included (a probe of its own results queue, manager/silence.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from manager import (
     orphans,
     removal,
     services,
+    silence,
 )
 from manager.auth import WorkerAuth, result_sender_allowed
 from manager.blocked import Blocked
@@ -78,6 +81,7 @@ from shared.messages import (
     Heartbeat,
     LogsReply,
     Result,
+    ResultsProbe,
     RunTask,
     TaskUpdate,
 )
@@ -128,7 +132,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
-RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply] = TypeAdapter(Result)
+RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | ResultsProbe] = TypeAdapter(Result)
 
 
 def utcnow() -> datetime:
@@ -198,8 +202,7 @@ class Manager:
         self._undo: list[Callable[[], None]] = []  # undoes the open delivery's memory moves
         self._refusal: str | None = None  # why the open delivery is refused, if it is
         self._handling = False  # whether a delivery is being handled (`handle`)
-        self._results_seen = 0  # results handled since the start
-        self._backlog_mark: int | None = None  # results to handle before judging silence
+        self.probes = silence.Probes()  # of the results queue, before judging silence
         self._last_tick = self.liveness.since  # monotonic, as is the next
         self._sent_at: float | None = None  # when the last confirmed publish began
         self._stalled = False  # a publish failed since the last that was confirmed
@@ -368,7 +371,7 @@ class Manager:
         """
         self.liveness.full_interval(self.monotonic())
         self.broker_seen = self.monotonic()
-        self._backlog_mark = None
+        self.probes.forget()
         self._acks.clear()  # deliveries of the dead channel come again
         self._replies.clear()
         self._say_who_holds_the_lock()
@@ -419,6 +422,8 @@ class Manager:
             handler(delivery)
         except TRANSIENT:
             self._drop(replies, acks)
+            if delivery.queue == topology.RESULTS_QUEUE:
+                self.probes.overtaken()  # it is requeued: it may come after them
             raise
         except Exception as exc:  # noqa: BLE001 - the message's fault: dead-letter it
             self._drop(replies, acks)
@@ -681,7 +686,9 @@ class Manager:
         except DecodeError as exc:
             self.refuse(delivery, f"invalid result: {exc.reason}")
             return
-        self._results_seen += 1
+        if isinstance(result, ResultsProbe):
+            self.probe_read(delivery, result)
+            return
         now = self.clock()
         refused = result_sender_allowed(delivery.user_id, result.node, self.auth)
         if refused is not None:
@@ -713,6 +720,15 @@ class Manager:
             decision = core.apply_update(task, result, self.clock(), address)
             self.commit(decision)
             self.after_change(decision)
+        self.settle(delivery)
+
+    def probe_read(self, delivery: Delivery, probe: ResultsProbe) -> None:
+        """A probe came back through the results queue (manager/silence.py). One this
+        manager did not make (a forgery: workers may write to kube.results; or a former
+        leader's) is acked and ignored: it proves nothing and costs nothing, and it is not
+        dead-lettered, which would let anyone fill kube.dead-letters."""
+        if not self.probes.read_back(probe.id):
+            log.debug("ignoring a probe this manager did not make (from %s)", delivery.user_id)
         self.settle(delivery)
 
     def clock_ahead(self, delivery: Delivery, node: str, ahead: float) -> None:
@@ -951,8 +967,9 @@ class Manager:
         known = self.store.nodes()
         silent = self.liveness.silent((node.name for node in known), ticks)
         decision = nodes.mark_down(known, silent, self.config.node_down_after)
-        if decision.nodes and not self.may_judge_silence():
-            decision = Decision()
+        if decision.nodes:
+            read = self.silence_read(known, [node.name for node in decision.nodes], ticks)
+            decision = nodes.mark_down(known, read, self.config.node_down_after)
         self._last_tick = ticks
         for node in list(decision.nodes):
             log.warning(
@@ -987,26 +1004,58 @@ class Manager:
 
     def may_judge_silence(self) -> bool:
         """Whether a node not heard from may be called down now, judged by the manager
-        alone (never by a worker's clock): the broker takes the manager's publishes (so it
-        takes the workers' heartbeats too), and every result that waited in the queue when
-        the silence was noticed has been read (a heartbeat may be among them)."""
+        alone (never by a worker's clock): the broker takes the manager's publishes, so it
+        takes the workers' heartbeats too."""
         if self.bus.blocked:
             log.info("the broker blocks publishers: no node is judged silent now")
             return False
         if self._sent_at is None or self._sent_at < self._last_tick:
             log.info("no publish was confirmed since the last tick: no node is judged silent")
             return False
-        if self._backlog_mark is None:
-            waiting = self.bus.queue_depth(topology.RESULTS_QUEUE)
-            if waiting == 0:
-                return True
-            log.info("%d results wait: no node is judged silent before they are read", waiting)
-            self._backlog_mark = self._results_seen + waiting
-            return False
-        if self._results_seen < self._backlog_mark:
-            return False
-        self._backlog_mark = None
         return True
+
+    def silence_read(
+        self, known: Sequence[NodeRecord], suspects: Sequence[str], ticks: float
+    ) -> dict[str, float]:
+        """How long each node had not been heard when the newest probe read back was made:
+        every result sent before then was read, so that silence is the node's own ({}
+        while the broker is not known to take publishes, or no probe came back). A probe
+        is sent when a suspect is not silent for long enough by that measure, and one is
+        due (manager/silence.py)."""
+        if not self.may_judge_silence():
+            return {}
+        names = [node.name for node in known]
+        up_to = self.probes.read_up_to
+        read = {} if up_to is None else self.liveness.silent(names, up_to)
+        unproven = [n for n in suspects if read.get(n, 0.0) <= self.config.node_down_after]
+        if unproven and self.probes.due(ticks):
+            self.probe(unproven, ticks)
+        return read
+
+    def probe(self, suspects: Sequence[str], ticks: float) -> None:
+        """Publish a probe to the manager's own results queue, with this batch."""
+        if self.probes.out:
+            newest = self.probes.out[-1]
+            log.info(
+                "probe %s of the results queue not read back after %.1fs (lost, or behind"
+                " a backlog): probing again",
+                newest.id,
+                ticks - newest.made,
+            )
+        probe = self.probes.make(ticks, silence.new_probe_id())
+        self._undo.append(partial(self.probes.unmake, probe))
+        log.info(
+            "node %s%s: not heard for over %gs; judged once the results sent before now are"
+            " read (probe %s of the results queue)",
+            suspects[0],
+            f" and {len(suspects) - 1} more" if len(suspects) > 1 else "",
+            self.config.node_down_after,
+            probe.id,
+        )
+        body = encode(ResultsProbe(id=probe.id, at=self.clock()))
+        self._replies.append(
+            self.bus.message(topology.RESULTS, topology.RESULTS_PROBE_KEY, body, persistent=False)
+        )
 
 
 def lock_holder(settings: Settings) -> str:

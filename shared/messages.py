@@ -327,7 +327,19 @@ class LogsReply(WireModel):
     error: Text | None = None
 
 
-Result = Annotated[TaskUpdate | Heartbeat | LogsReply, Field(discriminator="kind")]
+class ResultsProbe(WireModel):
+    """Manager to itself, through its own results queue: once it reads its probe back,
+    every result that entered the queue before the probe has been read too, heartbeats
+    included (manager/silence.py). A probe whose id the manager did not make is ignored."""
+
+    kind: Literal["probe"] = "probe"
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] = Field(
+        description="a fresh random id the manager made for this probe"
+    )
+    at: Timestamp
+
+
+Result = Annotated[TaskUpdate | Heartbeat | LogsReply | ResultsProbe, Field(discriminator="kind")]
 
 
 class TaskQuery(WireModel):

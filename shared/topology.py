@@ -17,6 +17,10 @@ EVENTS_STREAM = "kube.events.stream"  # stream queue: every event, where clients
 DISPATCH = "kube.dispatch"  # direct: manager to worker, routing key = node name
 RESULTS = "kube.results"  # topic: worker to manager, result.<kind>.<node>
 DEAD_LETTER = "kube.dead-letter"  # fanout: rejected and poison messages
+RESULTS_PROBE_KEY = "manager.probe"
+"""Routing key on kube.results of the manager's probe of its own results queue
+(manager/silence.py): outside result.<kind>.<node>, so no worker's topic permission
+lets it publish one (kube/definitions.py)."""
 
 COMMANDS_QUEUE = "kube.manager.commands"
 QUERIES_QUEUE = "kube.manager.queries.quorum"

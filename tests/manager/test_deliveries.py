@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import timedelta
 
 import pytest
 
-from manager import core
+from manager import core, silence
 from manager.effects import Decision
 from manager.scheduler import RoundRobin
 from manager.server import Manager
@@ -18,7 +19,15 @@ from shared.errors import ConnectionLost, MessagingError
 from shared.messages import Heartbeat, HeldTask, TaskUpdate
 from shared.models import MAX_BODY_BYTES, NodeStatus, TaskSpec
 from shared.states import TaskState
-from tests.support.manager import NOW, advance, command, manager_with_a_node, result, submit
+from tests.support.manager import (
+    NOW,
+    advance,
+    command,
+    manager_with_a_node,
+    read_probes_back,
+    result,
+    submit,
+)
 
 POISON = "poison"
 """The id of a submit whose handler fails after its first write (see `failing_after_write`)."""
@@ -207,15 +216,15 @@ def node_status(manager: Manager, name: str) -> NodeStatus:
 
 def test_a_silent_node_is_down_whatever_the_clock_of_another_worker(store_url: str) -> None:
     # given a silent n1, and a heartbeat from n2 whose clock is 60 s behind, just read
-    manager, _ = silent_node_manager(store_url)
+    manager, bus = silent_node_manager(store_url)
     skewed = Heartbeat(
         node="n2", at=manager.clock() - timedelta(seconds=60), cpus=1, memory=1, disk=1
     )
     manager.on_result(result(1, encode(skewed)))
     manager.finish_batch()
     manager._sent_at = manager.monotonic()
-    # when the manager ticks
-    manager.tick()
+    # when the manager ticks, and reads back its probe of the results queue, and ticks
+    judge_silence(manager, bus)
     # then n1 is down, and n2, just heard from, ready
     assert node_status(manager, "n1") == NodeStatus.DOWN
     assert node_status(manager, "n2") == NodeStatus.READY
@@ -249,26 +258,124 @@ def test_silence_is_judged_only_once_a_publish_since_the_last_tick_was_confirmed
     assert node_status(manager, "n1") == NodeStatus.READY
     manager.finish_batch()
     assert ("publish", "kube.manager.probe") in trace(bus)
-    # then at the next tick, the probe confirmed, n1 is down
+    # then at the next tick, the probe confirmed, n1 is down once the results queue's
+    # probe is read back
+    judge_silence(manager, bus)
+    assert node_status(manager, "n1") == NodeStatus.DOWN
+    manager.store.close()
+
+
+def judge_silence(manager: Manager, bus: StubBus) -> None:
+    """Tick (sending a probe of the results queue), read the probe back, and tick again."""
+    manager.ticking()
+    manager.finish_batch()
+    assert read_probes_back(manager, bus) == 1
+    manager.ticking()
+
+
+def test_a_heartbeat_read_before_the_probe_saves_its_node(store_url: str) -> None:
+    # given a silent n1
+    manager, bus = silent_node_manager(store_url)
+    # when the manager ticks, it judges nothing yet: it probes its results queue
+    manager.ticking()
+    manager.finish_batch()
+    assert node_status(manager, "n1") == NodeStatus.READY
+    assert [p.routing_key for p in bus.published].count(topology.RESULTS_PROBE_KEY) == 1
+    # and when a heartbeat of n1's that was in flight (in the prefetch window, which the
+    # queue's depth does not count) is read before the probe comes back
+    beat = Heartbeat(node="n1", at=manager.clock(), cpus=1, memory=1, disk=1)
+    deliver(manager, result(1, encode(beat)))
+    assert read_probes_back(manager, bus) == 1
+    manager.finish_batch()
+    manager.ticking()
+    # then n1 is not down, and no probe is sent for it
+    assert node_status(manager, "n1") == NodeStatus.READY
+    assert [p.routing_key for p in bus.published].count(topology.RESULTS_PROBE_KEY) == 1
+    manager.store.close()
+
+
+def test_silence_is_counted_up_to_the_probe_read_back(store_url: str) -> None:
+    # given n1 silent past the interval, and n2 heard 2 s later than n1
+    manager, bus = manager_with_a_node(store_url)
+    manager.store.commit()
+    advance(manager, 2)
+    beat = Heartbeat(node="n2", at=manager.clock(), cpus=1, memory=1, disk=1)
+    deliver(manager, result(1, encode(beat)))
+    advance(manager, manager.config.node_down_after)
+    manager._sent_at = manager.monotonic()
+    # when the manager probes (n1 silent), and ticks 3 s later, with the probe read back
+    manager.ticking()
+    manager.finish_batch()
+    advance(manager, 3)
+    assert read_probes_back(manager, bus) == 1
+    manager._sent_at = manager.monotonic()
+    manager.ticking()
+    # then n1, silent past the interval when the probe was made, is down; n2, silent past
+    # it only now (its heartbeat may wait behind the probe), is not, and is probed for
+    assert node_status(manager, "n1") == NodeStatus.DOWN
+    assert node_status(manager, "n2") == NodeStatus.READY
+    manager.finish_batch()
+    assert [p.routing_key for p in bus.published].count(topology.RESULTS_PROBE_KEY) == 2
+    manager.store.close()
+
+
+def test_a_probe_the_manager_did_not_make_proves_nothing_and_is_only_acked(
+    store_url: str,
+) -> None:
+    # given a silent n1, and a probe of the results queue out
+    manager, bus = silent_node_manager(store_url)
+    manager.ticking()
+    manager.finish_batch()
+    # when a worker sends a probe of its own making
+    forged = messages.ResultsProbe(id="0" * 32, at=manager.clock())
+    deliver(manager, result(1, encode(forged)))
+    manager.finish_batch()
+    manager.ticking()
+    # then n1 is still ready, and the forgery was acked, not dead-lettered
+    assert node_status(manager, "n1") == NodeStatus.READY
+    assert [d.tag for d in bus.acked] == [1] and not bus.dead_letters
+    manager.store.close()
+
+
+def test_a_lost_probe_is_sent_again(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # given a silent n1, and a probe of the results queue that is lost (a purge)
+    manager, bus = silent_node_manager(store_url)
+    manager.ticking()
+    manager.finish_batch()
+    bus.published.clear()
+    # when it has not come back for a few ticks, another is sent, and says why
+    for _ in range(int(silence.PATIENCE)):
+        manager._sent_at = manager.monotonic()
+        manager.ticking()
+        advance(manager, 1)
+    manager._sent_at = manager.monotonic()
+    with caplog.at_level(logging.INFO, logger="manager.server"):
+        manager.ticking()
+    manager.finish_batch()
+    assert "not read back after 5.0s" in caplog.text
+    # then once that one is read back, n1 is down
+    assert read_probes_back(manager, bus) == 1
+    manager._sent_at = manager.monotonic()
     manager.ticking()
     assert node_status(manager, "n1") == NodeStatus.DOWN
     manager.store.close()
 
 
-def test_silence_is_judged_only_after_the_waiting_results_are_read(store_url: str) -> None:
-    # given a silent n1, and three results waiting in the queue, unread
+def test_a_reconnect_forgets_the_probes(store_url: str) -> None:
+    # given a silent n1 whose probe came back, then a reconnect before the next tick
     manager, bus = silent_node_manager(store_url)
-    bus.depths[topology.RESULTS_QUEUE] = 3
-    # when the manager ticks, n1 stays ready: its heartbeat may be among them
     manager.ticking()
+    manager.finish_batch()
+    read_probes_back(manager, bus)
+    manager.on_connect()
+    # when the manager ticks once the node is silent past the interval again
+    advance(manager, manager.config.node_down_after + 1)
+    manager._sent_at = manager.monotonic()
+    manager.ticking()
+    # then the probe read before the reconnect proves nothing: n1 waits for a new one
     assert node_status(manager, "n1") == NodeStatus.READY
-    # then once three results were read (none from n1), n1 is down
-    bus.depths[topology.RESULTS_QUEUE] = 0
-    for tag in range(1, 4):
-        beat = Heartbeat(node="n2", at=manager.clock(), cpus=1, memory=1, disk=1)
-        deliver(manager, result(tag, encode(beat)))
-        manager.ticking()
-        assert node_status(manager, "n1") == (NodeStatus.DOWN if tag == 3 else NodeStatus.READY)
+    judge_silence(manager, bus)
+    assert node_status(manager, "n1") == NodeStatus.DOWN
     manager.store.close()
 
 
@@ -321,7 +428,7 @@ def test_a_dropped_delivery_that_moved_the_blocked_index_has_it_rebuilt(
 @pytest.mark.parametrize("step", [60, -60])
 def test_a_step_of_the_managers_wall_clock_changes_no_decision(store_url: str, step: int) -> None:
     # given a node just heard, and a manager whose wall clock is then stepped by a minute
-    manager, _ = manager_with_a_node(store_url)
+    manager, bus = manager_with_a_node(store_url)
     manager.store.commit()
     wall = manager.clock() + timedelta(seconds=step)
     manager.clock = lambda: wall
@@ -333,6 +440,6 @@ def test_a_step_of_the_managers_wall_clock_changes_no_decision(store_url: str, s
     # then once the node is silent for the interval, by the monotonic clock, it is down
     advance(manager, manager.config.node_down_after)
     manager._sent_at = manager.monotonic()
-    manager.tick()
+    judge_silence(manager, bus)
     assert node_status(manager, "n1") == NodeStatus.DOWN
     manager.store.close()

@@ -17,7 +17,7 @@ from shared.messages import Heartbeat, HeldTask, StopTask
 from shared.models import DrainingAttempt, NodeRecord, NodeStatus, TaskRecord
 from shared.states import TaskState
 from tests.support.commands import bus_of, report, send, sleeper, stand_in_manager
-from tests.support.manager import NOW, advance, command, result
+from tests.support.manager import NOW, advance, command, read_probes_back, result
 
 
 @pytest.fixture
@@ -212,6 +212,9 @@ def test_only_a_down_node_is_removed_and_a_returning_worker_joins_again(manager:
     advance(manager, 60)
     manager.tick()  # the first tick only probes the broker (manager.server.PROBE_KEY)
     manager.finish_batch()
+    manager.tick()  # the second probes its results queue (manager/silence.py)
+    manager.finish_batch()
+    read_probes_back(manager, bus_of(manager))
     manager.tick()
     manager.finish_batch()
     node = manager.store.node("n1")

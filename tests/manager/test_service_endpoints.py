@@ -16,7 +16,7 @@ from shared.messages import Heartbeat, TaskUpdate
 from shared.models import Health, ServiceEndpoints, TaskRecord, TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.support.manager import NOW, advance, command, result
+from tests.support.manager import NOW, advance, command, read_probes_back, result
 
 HEALTH = {"tcp": {"port": 80}}
 
@@ -143,6 +143,9 @@ def test_a_lost_node_takes_its_endpoints_away(store_url: str) -> None:
     # when n1 goes silent past the node-down interval
     advance(manager, 60)
     manager._sent_at = manager.monotonic()  # the broker took a publish since: silence is the node's
+    manager.tick()
+    manager.finish_batch()
+    read_probes_back(manager, bus)  # every result sent before now was read
     manager.tick()
     manager.finish_batch()
 

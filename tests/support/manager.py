@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +17,8 @@ from shared.models import NodeRecord, NodeStatus
 from shared.settings import Settings
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+PROBES = (PROBE_KEY, topology.RESULTS_PROBE_KEY)
+"""The routing keys of the manager's probes: of the broker's confirms, of its results queue."""
 GI = 1024**3
 
 
@@ -51,8 +54,8 @@ def checking_bus(store: str) -> StubBus:
             reader.close()
 
     def check(message: Published) -> None:
-        if message.exchange == topology.DEAD_LETTER or message.routing_key == PROBE_KEY:
-            return  # a refused message's copy, or the manager's probe: nothing recorded
+        if message.exchange == topology.DEAD_LETTER or message.routing_key in PROBES:
+            return  # a refused message's copy, or one of the manager's probes: not recorded
         if message.exchange == "":  # a reply names a task that must be there
             answer = json.loads(message.body)
             if answer["ok"]:
@@ -122,3 +125,20 @@ def result(tag: int, body: bytes) -> Delivery:
         tag=tag,
         generation=1,
     )
+
+
+def read_probes_back(manager: Manager, bus: StubBus) -> int:
+    """Deliver the manager's probes of its results queue that are out back to it, as the
+    broker would (manager/silence.py); returns how many."""
+    out = {probe.id for probe in manager.probes.out}
+    probes = [
+        sent.body
+        for sent in bus.published
+        if sent.routing_key == topology.RESULTS_PROBE_KEY and json.loads(sent.body)["id"] in out
+    ]
+    for body in probes:
+        manager.handle(result(next(_probe_tags), body), manager.on_result)
+    return len(probes)
+
+
+_probe_tags = itertools.count(1_000_000)  # delivery tags no test gives its own deliveries
