@@ -21,18 +21,21 @@ from pydantic import ValidationError
 from kube import cluster_cli, completion, examples, ps, render, rollout, task_flags
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
+from kube.specfile import read_spec
 from manager.config import ManagerConfig
 from manager.leadership import LeaseTimes
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from manager.store.url import check as check_store
 from manager.store.url import sqlite_url
-from shared.codec import describe, load_json
+from shared import topology
+from shared.codec import describe
 from shared.errors import (
     DecodeError,
     KubeError,
     MessagingError,
     NoManagerError,
+    Queued,
     RequestError,
     ResourceLocked,
     SettingsError,
@@ -53,6 +56,7 @@ USAGE = 2
 NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
+QUEUED = 6  # sent and kept by the broker, but no manager confirmed it: it acts when one starts
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
 
@@ -379,12 +383,16 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--wait", action="store_true", help="wait until running or failed")
     run.add_argument(
         "--wait-timeout",
-        type=float,
+        type=_seconds,
         default=120.0,
         metavar="SECONDS",
         help="how long --wait waits (default 120)",
     )
-    run.add_argument("--json", action="store_true", help="with --wait: the task's record as JSON")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON alone on stdout: {"id": ...}; with --wait, the task\'s record',
+    )
 
 
 def _up_parser(sub: Any) -> None:
@@ -514,6 +522,9 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     except ResourceLocked as exc:
         print(f"kube: {exc}", file=sys.stderr)
         return REFUSED
+    except Queued as exc:
+        print(f"kube: {queued_line(exc)}", file=sys.stderr)
+        return QUEUED
     except NoManagerError as exc:
         print(f"kube: {exc}", file=sys.stderr)
         return NO_MANAGER
@@ -532,6 +543,24 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"kube: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return USAGE
+
+
+def queued_line(exc: Queued) -> str:
+    """What a command no manager answered in time, but the broker kept, means to its user:
+    sending it again would do it twice."""
+    waited = f"no manager answered within {exc.timeout:g}s"
+    subject = exc.subject or "?"
+    if exc.key == topology.SUBMIT_KEY:
+        return (
+            f"{subject} is queued but not confirmed: {waited}; the broker holds the task and it"
+            f" will run when a manager starts (do not submit it again). Check with `kube ps`"
+            f" or `kube inspect {subject}`; cancel it with `kube stop {subject}`"
+        )
+    return (
+        f"{exc.key} of {subject} is queued but not confirmed: {waited}; the broker holds it"
+        " and a manager will act on it when one starts (do not send it again). Check with"
+        " `kube ps` and `kube managers`"
+    )
 
 
 def _constraints(pairs: list[tuple[str, str]] | None) -> dict[str, Any] | None:
@@ -584,17 +613,7 @@ def _out(args: argparse.Namespace, data: Any, text: Any) -> None:
 
 
 def run_task(args: argparse.Namespace, command: list[str], client: Client) -> int:
-    data: dict[str, Any] = {}
-    if args.file is not None:
-        raw = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
-        try:
-            data = load_json(raw)
-        except json.JSONDecodeError as exc:
-            raise DecodeError(f"{args.file} is not JSON: {exc}") from exc
-        except DecodeError as exc:
-            raise DecodeError(f"{args.file}: {exc.reason}") from exc
-        if not isinstance(data, dict):
-            raise DecodeError(f"{args.file}: a TaskSpec is a JSON object")
+    data = read_spec(args.file) if args.file is not None else {}
     flags = {
         "id": args.id,
         "name": args.name,
@@ -618,15 +637,20 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
         raise SettingsError(f"not a valid task: {exc.reason}") from exc
     task_id = client.submit(spec)
-    if spec.replicas is not None and args.wait:
+    if not args.json:  # with --json, stdout holds the one JSON document printed below
         print(task_id, flush=True)
+    if spec.replicas is not None and args.wait:
         running = cluster_cli.wait_service(client, spec.name, spec.replicas, args.wait_timeout)
-        print(f"{spec.name}: {running}/{spec.replicas} running")
+        if args.json:
+            service = {"id": task_id, "name": spec.name, "replicas": spec.replicas}
+            print(json.dumps({**service, "running": running}, indent=2))
+        else:
+            print(f"{spec.name}: {running}/{spec.replicas} running")
         return OK
     if not args.wait:
-        print(task_id)
+        if args.json:
+            print(json.dumps({"id": task_id}, indent=2))
         return OK
-    print(task_id, flush=True)
     feed.progress(client.get(task_id))
     task = client.wait(task_id, {TaskState.RUNNING}, args.wait_timeout, on_change=feed.progress)
     if args.json:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kube import cli, cluster_cli
-from shared.errors import DecodeError, SettingsError
+from shared.errors import SettingsError
 from shared.models import OrphanList, OrphanRecord
 
 
@@ -101,11 +101,11 @@ def test_a_spec_file_is_read_as_the_manager_reads_it(
 
     # when it is run
     args = cli.build_parser().parse_args(["run", "-f", str(path)])
-    with pytest.raises(DecodeError) as caught:
+    with pytest.raises(SettingsError) as caught:
         cli.run_task(args, [], client=None)  # type: ignore[arg-type]  # refused before use
 
-    # then it is refused, naming the file and the key
-    assert caught.value.reason == f"{path}: {says}"
+    # then it is refused as a usage error (exit 2), naming the file and the key
+    assert str(caught.value) == f"{path}: {says}"
 
 
 def test_a_spec_that_does_not_validate_is_a_usage_error_in_plain_words(
