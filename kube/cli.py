@@ -32,6 +32,7 @@ from shared import topology
 from shared.codec import describe
 from shared.errors import (
     DecodeError,
+    EngineUnavailable,
     KubeError,
     MessagingError,
     NoManagerError,
@@ -516,33 +517,33 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         with Client(settings) as client:
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
-        text = describe(exc) if isinstance(exc, ValidationError) else str(exc)
-        print(f"kube: {text}", file=sys.stderr)
-        return USAGE
+        return _say(describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
     except ResourceLocked as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return REFUSED
+        return _say(str(exc), REFUSED)
     except Queued as exc:
-        print(f"kube: {queued_line(exc)}", file=sys.stderr)
-        return QUEUED
+        return _say(queued_line(exc), QUEUED)
     except NoManagerError as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return NO_MANAGER
+        return _say(str(exc), NO_MANAGER)
     except (RequestError, DecodeError) as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return REFUSED
+        return _say(str(exc), REFUSED)
     except (MessagingError, StoreUnavailable) as exc:  # a service it needs cannot be reached
-        print(f"kube: {exc}", file=sys.stderr)
-        return BROKER_DOWN
+        return _say(str(exc), BROKER_DOWN)
+    except EngineUnavailable as exc:
+        hint = "start it, or point DOCKER_HOST at one (`--runtime mock` runs without)"
+        return _say(f"{exc}; {hint}", BROKER_DOWN)
     except WaitTimeout as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return TASK_FAILED
+        return _say(str(exc), TASK_FAILED)
     except KubeError as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return TASK_FAILED
+        return _say(str(exc), TASK_FAILED)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"kube: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return USAGE
+        return _say(f"{exc.filename}: {exc.strerror}", USAGE)
+
+
+def _say(text: str, code: int) -> int:
+    """Print an error as one line on stderr (a library's message may hold several, e.g. a
+    database driver's), and return its exit code."""
+    print(f"kube: {' '.join(text.split())}", file=sys.stderr)
+    return code
 
 
 def queued_line(exc: Queued) -> str:

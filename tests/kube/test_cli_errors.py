@@ -21,6 +21,7 @@ from shared.models import OrphanList, OrphanRecord
         (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
         (["worker", "--advertise-address", ""], "--advertise-address: '' is neither"),
         (["worker", "--advertise-address", "0.0.0.0"], "an unspecified address"),
+        (["worker", "--policy", "/nonexistent/policy.toml"], "cannot read the worker policy"),
     ],
 )
 def test_a_bad_setting_or_file_is_one_line_and_exit_2(
@@ -29,6 +30,25 @@ def test_a_bad_setting_or_file_is_one_line_and_exit_2(
     assert cli.main(argv) == cli.USAGE
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_worker_without_an_engine_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given no engine where DOCKER_HOST points
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    # when a worker starts, then it exits 5 (a service it needs is not there), in one line
+    assert cli.main(["worker", "--name", "w", "--metrics-port", "0"]) == cli.BROKER_DOWN
+    err = capsys.readouterr().err
+    assert err.startswith("kube: connect to the Docker engine: the Docker engine does not answer")
+    assert "point DOCKER_HOST at one" in err and err.count("\n") == 1
+
+
+def test_a_message_of_several_lines_is_said_in_one(capsys: pytest.CaptureFixture[str]) -> None:
+    # given a driver's message of two lines (psycopg's, for a database that is not there)
+    assert cli._say("connection failed\n\tIs the server running?", 5) == 5
+    # then it is said in one
+    assert capsys.readouterr().err == "kube: connection failed Is the server running?\n"
 
 
 @pytest.mark.parametrize(
