@@ -107,6 +107,25 @@ def test_hostile_input_is_one_line_and_its_exit_code(cluster: Cluster, tmp_path:
     assert not wrong, "\n".join(wrong)
 
 
+def test_events_json_into_head_says_nothing_on_stderr(cluster: Cluster) -> None:
+    # when the snapshot of events is piped into `head -1` (it holds more lines)
+    piped = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{sys.executable} -m kube events --json | head -1; exit ${{PIPESTATUS[0]}}",
+        ],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    # then it ends quietly: done (0) or told the reader left (141), and never a traceback
+    assert piped.returncode in (0, PIPE_CLOSED) and piped.stderr == "", piped.stderr
+    assert len(piped.stdout.splitlines()) == 1
+
+
 def test_events_into_a_pipe_closed_early_ends_quietly(cluster: Cluster, busybox_image: str) -> None:
     # given `kube events --json --follow | head -3`: a reader that leaves after three lines
     follow = subprocess.Popen(

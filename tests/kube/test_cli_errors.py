@@ -4,6 +4,7 @@ traceback (found by a hostile run: bad URLs, bad timeouts, bad numbers, missing 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,18 @@ def test_orphans_remove_all_says_how_many_its_nodes_left_out(
     out = capsys.readouterr()
     assert out.out.count("removing") == 50
     assert "24 more orphan containers were not listed" in out.err and "run this again" in out.err
+
+
+def test_the_exit_codes_of_docs_cli_md_are_the_clis() -> None:
+    # given the table under "## Exit codes" in docs/cli.md
+    page = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    section = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| +(\d+) \| `([A-Z_]+)` \|", section, flags=re.MULTILINE)
+    # then each row is the CLI's constant of that name, and every constant has a row
+    assert {name: int(code) for code, name in rows} == {
+        name: getattr(cli, name)
+        for name in (
+            "OK", "TASK_FAILED", "USAGE", "NO_MANAGER", "REFUSED", "BROKER_DOWN", "QUEUED",
+            "INTERRUPTED", "PIPE_CLOSED",
+        )
+    }  # fmt: skip
