@@ -58,6 +58,7 @@ NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
 QUEUED = 6  # sent and kept by the broker, but no manager confirmed it: it acts when one starts
+BUG = 70  # an error kube did not expect (EX_SOFTWARE of sysexits.h)
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
 
@@ -483,6 +484,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()  # the reader went away (`kube ps | head`): say nothing more
         return PIPE_CLOSED
+    except Exception as exc:  # a bug of kube's: still one line, unless asked for more
+        if args.command in SERVICES or os.environ.get("KUBE_DEBUG"):
+            raise  # a service's log keeps the traceback, for whoever reads it later
+        return _say(
+            f"unexpected error, a bug of kube's: {exc.__class__.__name__}: {exc}"
+            " (KUBE_DEBUG=1 shows its traceback)",
+            BUG,
+        )
+
+
+SERVICES = ("manager", "worker")
+"""Commands that run for long, under a supervisor: a crash there keeps its traceback."""
 
 
 def _glued_ports(args: list[str]) -> list[str]:

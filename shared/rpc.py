@@ -214,7 +214,7 @@ class RpcChannel:
                 )
             try:
                 self._connection.process_data_events(time_limit=min(left, 0.2))
-            except pika.exceptions.AMQPError as exc:
+            except (pika.exceptions.AMQPError, *RECONNECT_ERRORS) as exc:
                 raise MessagingError(
                     f"lost the broker while waiting for {routing_key}: {exc!r}"
                 ) from exc

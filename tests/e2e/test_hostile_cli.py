@@ -95,11 +95,13 @@ def test_hostile_input_is_one_line_and_its_exit_code(cluster: Cluster, tmp_path:
     for args, code in cases(tmp_path):
         # when the CLI is given it
         result = cluster.kube("--timeout", "5", *args)  # a --timeout in args wins
-        # then it exits with the code for it, saying what is wrong in one line on stderr
+        # then it exits with the code for it, saying what is wrong in one line on stderr,
+        # and nothing on stdout
         said = result.stderr.strip()
         if (
             result.returncode != code
             or "Traceback" in result.stderr + result.stdout
+            or result.stdout  # errors go to stderr, and nothing was done to print
             or not said
             or len(said.splitlines()) != 1
         ):

@@ -228,6 +228,31 @@ def test_the_exit_codes_of_docs_cli_md_are_the_clis() -> None:
         name: getattr(cli, name)
         for name in (
             "OK", "TASK_FAILED", "USAGE", "NO_MANAGER", "REFUSED", "BROKER_DOWN", "QUEUED",
-            "INTERRUPTED", "PIPE_CLOSED",
+            "BUG", "INTERRUPTED", "PIPE_CLOSED",
         )
     }  # fmt: skip
+
+
+def test_an_unexpected_error_is_one_line_unless_asked_for_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a command that meets an error kube does not expect (a bug)
+    def run(args: argparse.Namespace, command: list[str]) -> int:
+        raise RuntimeError("dict changed size during iteration")
+
+    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.delenv("KUBE_DEBUG", raising=False)
+    # then it is one line naming it, and its own exit code
+    assert cli.main(["ps"]) == cli.BUG
+    err = capsys.readouterr().err
+    assert err == (
+        "kube: unexpected error, a bug of kube's: RuntimeError: dict changed size during"
+        " iteration (KUBE_DEBUG=1 shows its traceback)\n"
+    )
+    # and with KUBE_DEBUG, or in a service (whose log keeps it), the traceback is there
+    monkeypatch.setenv("KUBE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["ps"])
+    monkeypatch.delenv("KUBE_DEBUG")
+    with pytest.raises(RuntimeError):
+        cli.main(["worker", "--name", "w"])
