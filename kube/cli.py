@@ -563,17 +563,28 @@ def queued_line(exc: Queued) -> str:
     """What a command no manager answered in time, but the broker kept, means to its user:
     sending it again would do it twice."""
     waited = f"no manager answered within {exc.timeout:g}s"
-    subject = exc.subject or "?"
     if exc.key == topology.SUBMIT_KEY:
+        task = exc.subject
         return (
-            f"{subject} is queued but not confirmed: {waited}; the broker holds the task and it"
+            f"{task} is queued but not confirmed: {waited}; the broker holds the task and it"
             f" will run when a manager starts (do not submit it again). Check with `kube ps`"
-            f" or `kube inspect {subject}`; cancel it with `kube stop {subject}`"
+            f" or `kube inspect {task}`; cancel it with `kube stop {task}`"
         )
+    request = f"{exc.key} {exc.subject}" if exc.subject else exc.key
     return (
-        f"{exc.key} of {subject} is queued but not confirmed: {waited}; the broker holds it"
-        " and a manager will act on it when one starts (do not send it again). Check with"
-        " `kube ps` and `kube managers`"
+        f"{request} is queued but not confirmed: {waited}; the broker holds it and a manager"
+        " will act on it when one starts (do not send it again). Check with `kube ps` and"
+        " `kube managers`"
+    )
+
+
+def queued_service_line(exc: Queued, name: str) -> str:
+    """`queued_line` for a service submitted: it is known by its name."""
+    return (
+        f"service {name} is queued but not confirmed: no manager answered within"
+        f" {exc.timeout:g}s; the broker holds it and its tasks will run when a manager starts"
+        f" (do not submit it again). Check with `kube services`; cancel it with"
+        f" `kube scale {name} 0`"
     )
 
 
@@ -650,7 +661,12 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         spec = make_spec(data)
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
         raise SettingsError(f"not a valid task: {exc.reason}") from exc
-    task_id = client.submit(spec)
+    try:
+        task_id = client.submit(spec)
+    except Queued as exc:
+        if spec.replicas is None:
+            raise
+        return _say(queued_service_line(exc, spec.name), QUEUED)
     if not args.json:  # with --json, stdout holds the one JSON document printed below
         print(task_id, flush=True)
     if spec.replicas is not None and args.wait:

@@ -61,4 +61,15 @@ def test_a_run_no_manager_confirms_is_queued_and_runs_when_a_manager_starts(
 def test_a_stop_no_manager_confirms_is_queued_too(headless: Cluster) -> None:
     stop = headless.kube("--timeout", "2", "stop", "some-task")
     assert stop.returncode == QUEUED, stop.stderr
-    assert stop.stderr.startswith("kube: task.stop of some-task is queued but not confirmed:")
+    assert stop.stderr.startswith("kube: task.stop some-task is queued but not confirmed:")
+
+
+def test_a_service_no_manager_confirms_is_queued_by_its_name(
+    headless: Cluster, busybox_image: str
+) -> None:
+    run = headless.kube(
+        "--timeout", "2", "run", "--name", "qsvc", "--replicas", "2", "--image", busybox_image,
+    )  # fmt: skip
+    assert run.returncode == QUEUED, run.stderr
+    assert run.stderr.startswith("kube: service qsvc is queued but not confirmed:")
+    assert "`kube scale qsvc 0`" in run.stderr and run.stdout == ""
