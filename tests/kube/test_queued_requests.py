@@ -58,10 +58,11 @@ def test_a_run_no_manager_confirms_is_queued_and_runs_when_a_manager_starts(
     assert json.loads(inspect.stdout)["name"] == "queued"
 
 
-def test_a_stop_no_manager_confirms_is_queued_too(headless: Cluster) -> None:
-    stop = headless.kube("--timeout", "2", "stop", "some-task")
-    assert stop.returncode == QUEUED, stop.stderr
-    assert stop.stderr.startswith("kube: task.stop some-task is queued but not confirmed:")
+def test_a_scale_no_manager_confirms_is_queued_too(headless: Cluster) -> None:
+    # (a stop asks first which task its text names: a query, so no manager is exit 3)
+    scale = headless.kube("--timeout", "2", "scale", "web", "2")
+    assert scale.returncode == QUEUED, scale.stderr
+    assert scale.stderr.startswith("kube: service.scale web is queued but not confirmed:")
 
 
 def test_a_service_no_manager_confirms_is_queued_by_its_name(
