@@ -21,18 +21,22 @@ from pydantic import ValidationError
 from kube import cluster_cli, completion, examples, ps, render, rollout, task_flags
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
+from kube.specfile import read_spec
 from manager.config import ManagerConfig
 from manager.leadership import LeaseTimes
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
 from manager.store.url import check as check_store
 from manager.store.url import sqlite_url
-from shared.codec import describe, load_json
+from shared import topology
+from shared.codec import describe
 from shared.errors import (
     DecodeError,
+    EngineUnavailable,
     KubeError,
     MessagingError,
     NoManagerError,
+    Queued,
     RequestError,
     ResourceLocked,
     SettingsError,
@@ -53,6 +57,8 @@ USAGE = 2
 NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
+QUEUED = 6  # sent and kept by the broker, but no manager confirmed it: it acts when one starts
+BUG = 70  # an error kube did not expect (EX_SOFTWARE of sysexits.h)
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
 
@@ -379,12 +385,16 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--wait", action="store_true", help="wait until running or failed")
     run.add_argument(
         "--wait-timeout",
-        type=float,
+        type=_seconds,
         default=120.0,
         metavar="SECONDS",
         help="how long --wait waits (default 120)",
     )
-    run.add_argument("--json", action="store_true", help="with --wait: the task's record as JSON")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help='JSON alone on stdout: {"id": ...}; with --wait, the task\'s record',
+    )
 
 
 def _up_parser(sub: Any) -> None:
@@ -474,6 +484,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()  # the reader went away (`kube ps | head`): say nothing more
         return PIPE_CLOSED
+    except Exception as exc:  # a bug of kube's: still one line, unless asked for more
+        if args.command in SERVICES or os.environ.get("KUBE_DEBUG"):
+            raise  # a service's log keeps the traceback, for whoever reads it later
+        return _say(
+            f"unexpected error, a bug of kube's: {exc.__class__.__name__}: {exc}"
+            " (KUBE_DEBUG=1 shows its traceback)",
+            BUG,
+        )
+
+
+SERVICES = ("manager", "worker")
+"""Commands that run for long, under a supervisor: a crash there keeps its traceback."""
 
 
 def _glued_ports(args: list[str]) -> list[str]:
@@ -508,30 +530,62 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         with Client(settings) as client:
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
-        text = describe(exc) if isinstance(exc, ValidationError) else str(exc)
-        print(f"kube: {text}", file=sys.stderr)
-        return USAGE
+        return _say(describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
     except ResourceLocked as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return REFUSED
+        return _say(str(exc), REFUSED)
+    except Queued as exc:
+        return _say(queued_line(exc), QUEUED)
     except NoManagerError as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return NO_MANAGER
+        return _say(str(exc), NO_MANAGER)
     except (RequestError, DecodeError) as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return REFUSED
+        return _say(str(exc), REFUSED)
     except (MessagingError, StoreUnavailable) as exc:  # a service it needs cannot be reached
-        print(f"kube: {exc}", file=sys.stderr)
-        return BROKER_DOWN
+        return _say(str(exc), BROKER_DOWN)
+    except EngineUnavailable as exc:
+        hint = "start it, or point DOCKER_HOST at one (`--runtime mock` runs without)"
+        return _say(f"{exc}; {hint}", BROKER_DOWN)
     except WaitTimeout as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return TASK_FAILED
+        return _say(str(exc), TASK_FAILED)
     except KubeError as exc:
-        print(f"kube: {exc}", file=sys.stderr)
-        return TASK_FAILED
+        return _say(str(exc), TASK_FAILED)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"kube: {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return USAGE
+        return _say(f"{exc.filename}: {exc.strerror}", USAGE)
+
+
+def _say(text: str, code: int) -> int:
+    """Print an error as one line on stderr (a library's message may hold several, e.g. a
+    database driver's), and return its exit code."""
+    print(f"kube: {' '.join(text.split())}", file=sys.stderr)
+    return code
+
+
+def queued_line(exc: Queued) -> str:
+    """What a command no manager answered in time, but the broker kept, means to its user:
+    sending it again would do it twice."""
+    waited = f"no manager answered within {exc.timeout:g}s"
+    if exc.key == topology.SUBMIT_KEY:
+        task = exc.subject
+        return (
+            f"{task} is queued but not confirmed: {waited}; the broker holds the task and it"
+            f" will run when a manager starts (do not submit it again). Check with `kube ps`"
+            f" or `kube inspect {task}`; cancel it with `kube stop {task}`"
+        )
+    request = f"{exc.key} {exc.subject}" if exc.subject else exc.key
+    return (
+        f"{request} is queued but not confirmed: {waited}; the broker holds it and a manager"
+        " will act on it when one starts (do not send it again). Check with `kube ps` and"
+        " `kube managers`"
+    )
+
+
+def queued_service_line(exc: Queued, name: str) -> str:
+    """`queued_line` for a service submitted: it is known by its name."""
+    return (
+        f"service {name} is queued but not confirmed: no manager answered within"
+        f" {exc.timeout:g}s; the broker holds it and its tasks will run when a manager starts"
+        f" (do not submit it again). Check with `kube services`; cancel it with"
+        f" `kube scale {name} 0`"
+    )
 
 
 def _constraints(pairs: list[tuple[str, str]] | None) -> dict[str, Any] | None:
@@ -584,17 +638,7 @@ def _out(args: argparse.Namespace, data: Any, text: Any) -> None:
 
 
 def run_task(args: argparse.Namespace, command: list[str], client: Client) -> int:
-    data: dict[str, Any] = {}
-    if args.file is not None:
-        raw = sys.stdin.read() if str(args.file) == "-" else args.file.read_text()
-        try:
-            data = load_json(raw)
-        except json.JSONDecodeError as exc:
-            raise DecodeError(f"{args.file} is not JSON: {exc}") from exc
-        except DecodeError as exc:
-            raise DecodeError(f"{args.file}: {exc.reason}") from exc
-        if not isinstance(data, dict):
-            raise DecodeError(f"{args.file}: a TaskSpec is a JSON object")
+    data = read_spec(args.file) if args.file is not None else {}
     flags = {
         "id": args.id,
         "name": args.name,
@@ -617,16 +661,26 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         spec = make_spec(data)
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
         raise SettingsError(f"not a valid task: {exc.reason}") from exc
-    task_id = client.submit(spec)
-    if spec.replicas is not None and args.wait:
+    try:
+        task_id = client.submit(spec)
+    except Queued as exc:
+        if spec.replicas is None:
+            raise
+        return _say(queued_service_line(exc, spec.name), QUEUED)
+    if not args.json:  # with --json, stdout holds the one JSON document printed below
         print(task_id, flush=True)
+    if spec.replicas is not None and args.wait:
         running = cluster_cli.wait_service(client, spec.name, spec.replicas, args.wait_timeout)
-        print(f"{spec.name}: {running}/{spec.replicas} running")
+        if args.json:
+            service = {"id": task_id, "name": spec.name, "replicas": spec.replicas}
+            print(json.dumps({**service, "running": running}, indent=2))
+        else:
+            print(f"{spec.name}: {running}/{spec.replicas} running")
         return OK
     if not args.wait:
-        print(task_id)
+        if args.json:
+            print(json.dumps({"id": task_id}, indent=2))
         return OK
-    print(task_id, flush=True)
     feed.progress(client.get(task_id))
     task = client.wait(task_id, {TaskState.RUNNING}, args.wait_timeout, on_change=feed.progress)
     if args.json:

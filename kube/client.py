@@ -7,8 +7,10 @@
         for event in kube.watch(["task.*"]):
             print(event.key, event.task.id if event.task else event.node)
 
-Errors: MessagingError (no broker), NoManagerError (no answer in time, or no manager has
-ever run against the vhost), RequestError (the manager refused, with its reason),
+Errors: MessagingError (no broker; BrokerUnreachable, LoginRefused, VhostRefused say
+which), NoManagerError (no answer in time, or no manager has ever run against the vhost;
+Queued: a command unanswered in time, which the broker keeps for the next manager),
+RequestError (the manager refused, with its reason),
 DecodeError (a spec that does not validate, from `make_spec`), WaitTimeout.
 """
 
@@ -26,7 +28,7 @@ from pydantic import TypeAdapter, ValidationError
 from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
-from shared.errors import DecodeError, KubeError, RequestError, SettingsError
+from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
@@ -144,8 +146,21 @@ class Client:
     def close(self) -> None:
         self._rpc.close()
 
-    def _ask(self, routing_key: str, body: bytes, message_id: str | None = None) -> Reply:
-        raw = self._rpc.request(topology.COMMANDS, routing_key, body, message_id=message_id)
+    def _ask(
+        self,
+        routing_key: str,
+        body: bytes,
+        message_id: str | None = None,
+        subject: str | None = None,
+    ) -> Reply:
+        """The manager's reply; Queued when a command (not a query) got none in time: the
+        broker keeps it for the next manager, so sending it again would do it twice."""
+        try:
+            raw = self._rpc.request(topology.COMMANDS, routing_key, body, message_id=message_id)
+        except Unanswered as exc:
+            if routing_key.startswith(topology.QUERY_PREFIX):  # they expire (QUERY_TTL_MS)
+                raise
+            raise Queued(str(exc), exc.key, exc.timeout, subject) from exc
         reply = decode(REPLY, raw)
         if not reply.ok:
             raise RequestError(reply.error or "the manager refused the request")
@@ -156,11 +171,11 @@ class Client:
         submit is idempotent."""
         if spec.id is None:
             spec = spec.model_copy(update={"id": new_task_id(spec.name)})
-        reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id)
+        reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id, subject=spec.id)
         return reply.id or str(spec.id)
 
     def stop(self, task_id: str) -> None:
-        self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)))
+        self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)), subject=task_id)
 
     def remove(self, names: Collection[str]) -> Removed:
         """Forget ended tasks and stopped services (ids or service names), all or none."""
@@ -268,17 +283,19 @@ class Client:
 
     def scale(self, name: str, replicas: int) -> None:
         """Keep `replicas` tasks of the service running."""
-        self._ask(topology.SCALE_KEY, encode(ScaleRequest(name=name, replicas=replicas)))
+        self._ask(
+            topology.SCALE_KEY, encode(ScaleRequest(name=name, replicas=replicas)), subject=name
+        )
 
     def update(self, name: str, spec: TaskSpec) -> None:
         """Roll the service onto a new spec, one task at a time."""
-        self._ask(topology.UPDATE_KEY, encode(UpdateRequest(name=name, spec=spec)))
+        self._ask(topology.UPDATE_KEY, encode(UpdateRequest(name=name, spec=spec)), subject=name)
 
     def cordon(self, node: str) -> None:
-        self._ask(topology.CORDON_KEY, encode(NodeRequest(name=node)))
+        self._ask(topology.CORDON_KEY, encode(NodeRequest(name=node)), subject=node)
 
     def uncordon(self, node: str) -> None:
-        self._ask(topology.UNCORDON_KEY, encode(NodeRequest(name=node)))
+        self._ask(topology.UNCORDON_KEY, encode(NodeRequest(name=node)), subject=node)
 
     def set_node(self, settings: NodeSettings) -> None:
         """Set an operator's labels or capacity caps on a node (an operator's command)."""
@@ -286,7 +303,7 @@ class Client:
 
     def drain(self, node: str) -> None:
         """Cordon the node and start moving its tasks elsewhere (returns at once)."""
-        self._ask(topology.DRAIN_KEY, encode(NodeRequest(name=node)))
+        self._ask(topology.DRAIN_KEY, encode(NodeRequest(name=node)), subject=node)
 
     def logs(self, task_id: str, tail: int | None = None) -> str:
         return str(self._ask("query.logs", encode(LogsQuery(id=task_id, tail=tail))).result)

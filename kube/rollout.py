@@ -15,14 +15,12 @@ a stop and a submit. No request of their own.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 from kube import task_flags
 from kube.client import Client, make_spec
-from shared.codec import load_json
+from kube.specfile import read_spec
 from shared.errors import DecodeError, SettingsError
 from shared.models import ServiceRecord, TaskRecord, TaskSpec
 from shared.states import TERMINAL
@@ -64,16 +62,6 @@ def _given(args: argparse.Namespace) -> bool:
     return any(value is not None for value in flags) or bool(task_flags.spec_fields(args, {}))
 
 
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = load_json(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DecodeError(f"{path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DecodeError(f"{path}: a TaskSpec is a JSON object")
-    return data
-
-
 def current_spec(service: ServiceRecord) -> dict[str, Any]:
     """The service's spec as JSON fields, with the replicas it keeps now (`kube scale`
     changes the service's count, not its spec's)."""
@@ -108,7 +96,7 @@ def update_spec(args: argparse.Namespace, client: Client) -> TaskSpec:
     if args.file is None and not _given(args):
         args.usage_error("give -f FILE, or the fields to change (--image, --env, ...)")
     base = (
-        {"name": args.name, **_read(args.file)}
+        {"name": args.name, **read_spec(args.file)}
         if args.file is not None
         else current_spec(client.service(args.name))
     )

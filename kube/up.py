@@ -225,13 +225,14 @@ def broker_action(*, start: bool, interactive: bool, local: bool, docker_ok: boo
 
 def how_to_get_a_broker(settings: Settings, *, local: bool, docker_ok: bool) -> str:
     url = redact(settings.amqp_url)
+    port = localbroker.BrokerAddress.of(settings).port  # the URL's, which may not be 5672
     lines = [f"no RabbitMQ answers at {url}."]
     if not local:
         lines.append("It is not on this machine: start it there, or set KUBE_AMQP_URL.")
     elif docker_ok:
         lines.append(
             f"Start one in Docker with `kube up --start-broker` (runs {localbroker.BROKER_IMAGE}),"
-            f" or `docker run -d -p 5672:5672 {localbroker.BROKER_IMAGE}`,"
+            f" or `docker run -d -p {port}:5672 {localbroker.BROKER_IMAGE}`,"
         )
         lines.append("or install it: `apt-get install rabbitmq-server` (Debian, Ubuntu).")
     else:

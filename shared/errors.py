@@ -4,8 +4,13 @@
     ├── DecodeError            a wire message is not JSON, too large, or not a valid model
     ├── MessagingError         the broker cannot be reached or refused an operation
     │   ├── ConnectionLost     the connection or channel to the broker is gone (a bus reconnects)
+    │   │   ├── BrokerUnreachable   nothing answers AMQP at the broker's address
+    │   │   ├── LoginRefused        the broker refused the user name or password
+    │   │   └── VhostRefused        the vhost does not exist, or the user may not use it
     │   ├── ResourceLocked     an exclusive queue is held by another connection (a manager)
-    │   ├── NoManagerError     a request got no reply in time
+    │   ├── NoManagerError     no manager can take a request, or none answered it in time
+    │   │   └── Unanswered         the broker took the request; no reply came in time
+    │   │       └── Queued         a command: it waits in its queue for the next manager
     │   └── UnroutableError    a publish reached no queue
     ├── RuntimeFailure         the container engine failed an operation
     │   ├── EngineUnavailable  the engine does not answer
@@ -60,8 +65,69 @@ class ConnectionLost(MessagingError):
     """
 
 
+class BrokerUnreachable(ConnectionLost):
+    """Nothing answers AMQP at the broker's address (each of them, given several)."""
+
+    def __init__(self, addresses: tuple[str, ...], cause: str) -> None:
+        self.addresses = addresses
+        self.cause = cause
+        where = addresses[0] if len(addresses) == 1 else f"any of {', '.join(addresses)}"
+        super().__init__(
+            f"nothing answers at {where} ({cause}): start RabbitMQ there, or give the"
+            " address of a running one in KUBE_AMQP_URL or --amqp-url"
+        )
+
+
+class LoginRefused(ConnectionLost):
+    """The broker at `address` refused to log `user` in: a wrong user name or password."""
+
+    def __init__(self, user: str, address: str) -> None:
+        self.user = user
+        self.address = address
+        super().__init__(
+            f"authentication failed for user {user!r} at {address}: check the user name and"
+            " password in KUBE_AMQP_URL or --amqp-url (an operator sets them with"
+            " `rabbitmqctl add_user` or `rabbitmqctl change_password`)"
+        )
+
+
+class VhostRefused(ConnectionLost):
+    """The broker refused the vhost: it does not exist, or `user` has no permission on it
+    (RabbitMQ answers both with the same NOT_ALLOWED)."""
+
+    def __init__(self, vhost: str, user: str, address: str) -> None:
+        self.vhost = vhost
+        self.user = user
+        self.address = address
+        super().__init__(
+            f"the vhost {vhost!r} does not exist at {address} (or user {user!r} has no access"
+            f" to it): create it with `rabbitmqctl add_vhost {vhost}` and grant it with"
+            f" `rabbitmqctl set_permissions -p {vhost} {user} '.*' '.*' '.*'`"
+        )
+
+
 class NoManagerError(MessagingError):
-    """No manager answered a request before the timeout."""
+    """No manager can take a request (none ever ran on the vhost), or none answered it
+    before the timeout."""
+
+
+class Unanswered(NoManagerError):
+    """The broker confirmed and queued a request (routing key `key`), and no reply came
+    within `timeout` seconds."""
+
+    def __init__(self, message: str, key: str, timeout: float) -> None:
+        super().__init__(message)
+        self.key = key
+        self.timeout = timeout
+
+
+class Queued(Unanswered):
+    """A command no manager answered in time, which stays in its queue: the next manager
+    to start acts on it. `subject` is what it is about (a task id, a name)."""
+
+    def __init__(self, message: str, key: str, timeout: float, subject: str | None) -> None:
+        super().__init__(message, key, timeout)
+        self.subject = subject
 
 
 class UnroutableError(MessagingError):

@@ -67,12 +67,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class PikaWithoutTraceback(logging.Filter):
+    """pika logs the errors it raises with their traceback (a refused login: a traceback
+    a try); kube's bus translates each and logs it in one line (shared/bus), so pika's
+    own record is kept without it, except at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "pika" or record.name.startswith("pika."):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str = "INFO", fmt: str = "text", stream: IO[str] | None = None) -> None:
     """Send every logger's records at `level` and above to stream (stderr) in fmt."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}: choose one of {', '.join(FORMATS)}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if level.upper() != "DEBUG":
+        handler.addFilter(PikaWithoutTraceback())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

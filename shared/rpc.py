@@ -20,7 +20,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from shared.bus.brokers import Brokers
 from shared.bus.connection import RECONNECT_ERRORS, abandon
-from shared.errors import MessagingError, NoManagerError
+from shared.errors import BrokerUnreachable, MessagingError, NoManagerError, Unanswered
 from shared.settings import Settings, redact
 from shared.topology import topic_matches
 
@@ -66,13 +66,9 @@ class RpcChannel:
         self._reply_consumer: str | None = None
 
     def _reach(self) -> pika.BlockingConnection:
-        try:
-            return self._connect(self._name)
-        except RECONNECT_ERRORS as exc:
-            raise MessagingError(
-                f"cannot reach RabbitMQ at {redact(self._settings.amqp_url)}:"
-                f" {exc.__class__.__name__} (set KUBE_AMQP_URL, or start a broker)"
-            ) from exc
+        """A connection, or the reason none can be made (BrokerUnreachable, LoginRefused,
+        VhostRefused: shared/bus/brokers.py translates pika's)."""
+        return self._connect(self._name)
 
     def reconnect(self) -> None:
         """Connect again, beginning with the broker after the one that was lost; requests
@@ -91,8 +87,8 @@ class RpcChannel:
         channel.basic_qos(prefetch_count=STREAM_PREFETCH)  # a stream consumer needs one
         return channel
 
-    @retry(
-        retry=retry_if_exception_type(RECONNECT_ERRORS),
+    @retry(  # a broker restarting may come back; a refused login or vhost will not
+        retry=retry_if_exception_type(BrokerUnreachable),
         stop=stop_after_attempt(3),
         wait=wait_exponential(multiplier=0.2, max=2),
         reraise=True,
@@ -210,13 +206,15 @@ class RpcChannel:
         while correlation_id not in self._replies:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NoManagerError(
+                raise Unanswered(
                     f"no answer to {routing_key} within {timeout:g}s from"
-                    f" {redact(self._settings.amqp_url)}: is `kube manager` running?"
+                    f" {redact(self._settings.amqp_url)}: is `kube manager` running?",
+                    routing_key,
+                    timeout,
                 )
             try:
                 self._connection.process_data_events(time_limit=min(left, 0.2))
-            except pika.exceptions.AMQPError as exc:
+            except (pika.exceptions.AMQPError, *RECONNECT_ERRORS) as exc:
                 raise MessagingError(
                     f"lost the broker while waiting for {routing_key}: {exc!r}"
                 ) from exc

@@ -33,12 +33,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from shared.errors import KubeError, RuntimeFailure
+from shared.errors import RuntimeFailure, SettingsError
 from shared.specs import NetworkMode, TaskSpec
 
 
-class PolicyError(KubeError):
-    """A policy file that cannot be read or has unknown keys."""
+class PolicyError(SettingsError):
+    """A policy file that cannot be read or has unknown keys (a usage error, exit 2)."""
 
 
 class PolicyRefused(RuntimeFailure):

@@ -11,10 +11,12 @@ and does not say which one it reached; both matter here (logs, the next reconnec
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 import pika
 
-from shared.bus.connection import HEARTBEAT, RECONNECT_ERRORS, connection_parameters
+from shared.bus.connection import HEARTBEAT, RECONNECT_ERRORS, connection_parameters, refusal
+from shared.errors import BrokerUnreachable, ConnectionLost
 from shared.settings import Settings, redact
 
 log = logging.getLogger("shared.bus")
@@ -40,11 +42,13 @@ class Brokers:
         return self._settings.amqp_urls
 
     def connect(self, name: str) -> pika.BlockingConnection:
-        """A connection to the first broker that answers, beginning after the last one used;
-        the last broker's error when none does."""
+        """A connection to the first broker that answers, beginning after the last one used.
+
+        When none does: a broker's refusal of the login or vhost (LoginRefused,
+        VhostRefused) if one answered so, else BrokerUnreachable naming each address."""
         urls = self.urls
         self.current = None
-        failure: BaseException | None = None
+        failures: list[tuple[ConnectionLost, BaseException]] = []
         for index in rotation(len(urls), self._next):
             url = urls[index]
             try:
@@ -59,10 +63,21 @@ class Brokers:
                         redact(url),
                         exc.__class__.__name__,
                     )
-                failure = exc
+                failures.append((refusal(exc, url), exc))
                 continue
             self._next = (index + 1) % len(urls)
             self.current = url
             return connection
-        assert failure is not None  # settings hold at least one URL
-        raise failure
+        self._fail(failures)
+
+    @staticmethod
+    def _fail(failures: list[tuple[ConnectionLost, BaseException]]) -> NoReturn:
+        """Raise the most telling of the failures: a broker that answered and refused says
+        more than one that did not answer."""
+        refused = [pair for pair in failures if not isinstance(pair[0], BrokerUnreachable)]
+        if refused:
+            error, cause = refused[-1]
+            raise error from cause
+        unreachable = [error for error, _ in failures if isinstance(error, BrokerUnreachable)]
+        addresses = tuple(address for error in unreachable for address in error.addresses)
+        raise BrokerUnreachable(addresses, unreachable[-1].cause) from failures[-1][1]

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import ssl
 from collections.abc import Iterator
 
 import pika
 import pika.exceptions
-from pika.adapters.utils.connection_workflow import AMQPConnectorException
+from pika.adapters.utils.connection_workflow import (
+    AMQPConnectorException,
+    AMQPConnectorStackTimeout,
+)
 
-from shared.errors import ConnectionLost, MessagingError
+from shared.errors import (
+    BrokerUnreachable,
+    ConnectionLost,
+    LoginRefused,
+    MessagingError,
+    VhostRefused,
+)
 from shared.settings import Settings
 
 # Errors after which the connection is gone and must be made again. A broker shutdown
@@ -92,3 +102,48 @@ def translated(what: str) -> Iterator[None]:
         raise ConnectionLost(f"{what}: {exc.__class__.__name__}: {exc}") from exc
     except pika.exceptions.AMQPError as exc:
         raise MessagingError(f"{what}: {exc!r}") from exc
+
+
+def address_of(url: str) -> str:
+    """HOST:PORT of a broker URL, as pika reads it (the scheme's port when none is given)."""
+    params = pika.URLParameters(url)
+    host = f"[{params.host}]" if ":" in params.host else params.host
+    return f"{host}:{params.port}"
+
+
+def refusal(exc: BaseException, url: str) -> ConnectionLost:
+    """What a failed connect to `url` means, as ours: the login, the vhost, or no broker."""
+    params = pika.URLParameters(url)
+    user = str(getattr(params.credentials, "username", ""))
+    if isinstance(
+        exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.AuthenticationError
+    ):
+        return LoginRefused(user, address_of(url))
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return VhostRefused(params.virtual_host, user, address_of(url))
+    return BrokerUnreachable((address_of(url),), why_unreachable(exc))
+
+
+def why_unreachable(exc: BaseException) -> str:
+    """The cause of a failed connect, in a few words: pika wraps the socket's error in its
+    own, once or twice (as an argument, or as `exception`)."""
+    for cause in _chain(exc):
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "no such host"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed: {cause.reason or cause}"
+        if isinstance(cause, AMQPConnectorStackTimeout | TimeoutError | socket.timeout):
+            return "it accepts connections but does not speak AMQP in time"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+    return exc.__class__.__name__
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    yield exc
+    inner = [getattr(exc, "exception", None), *exc.args]  # pika's connector errors keep it
+    for arg in inner:
+        if isinstance(arg, BaseException):
+            yield from _chain(arg)

@@ -4,12 +4,13 @@ traceback (found by a hostile run: bad URLs, bad timeouts, bad numbers, missing 
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pytest
 
 from kube import cli, cluster_cli
-from shared.errors import DecodeError, SettingsError
+from shared.errors import SettingsError
 from shared.models import OrphanList, OrphanRecord
 
 
@@ -21,6 +22,7 @@ from shared.models import OrphanList, OrphanRecord
         (["run", "-f", "/nonexistent/spec.json"], "No such file or directory"),
         (["worker", "--advertise-address", ""], "--advertise-address: '' is neither"),
         (["worker", "--advertise-address", "0.0.0.0"], "an unspecified address"),
+        (["worker", "--policy", "/nonexistent/policy.toml"], "cannot read the worker policy"),
     ],
 )
 def test_a_bad_setting_or_file_is_one_line_and_exit_2(
@@ -29,6 +31,25 @@ def test_a_bad_setting_or_file_is_one_line_and_exit_2(
     assert cli.main(argv) == cli.USAGE
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_worker_without_an_engine_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given no engine where DOCKER_HOST points
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    # when a worker starts, then it exits 5 (a service it needs is not there), in one line
+    assert cli.main(["worker", "--name", "w", "--metrics-port", "0"]) == cli.BROKER_DOWN
+    err = capsys.readouterr().err
+    assert err.startswith("kube: connect to the Docker engine: the Docker engine does not answer")
+    assert "point DOCKER_HOST at one" in err and err.count("\n") == 1
+
+
+def test_a_message_of_several_lines_is_said_in_one(capsys: pytest.CaptureFixture[str]) -> None:
+    # given a driver's message of two lines (psycopg's, for a database that is not there)
+    assert cli._say("connection failed\n\tIs the server running?", 5) == 5
+    # then it is said in one
+    assert capsys.readouterr().err == "kube: connection failed Is the server running?\n"
 
 
 @pytest.mark.parametrize(
@@ -101,11 +122,11 @@ def test_a_spec_file_is_read_as_the_manager_reads_it(
 
     # when it is run
     args = cli.build_parser().parse_args(["run", "-f", str(path)])
-    with pytest.raises(DecodeError) as caught:
+    with pytest.raises(SettingsError) as caught:
         cli.run_task(args, [], client=None)  # type: ignore[arg-type]  # refused before use
 
-    # then it is refused, naming the file and the key
-    assert caught.value.reason == f"{path}: {says}"
+    # then it is refused as a usage error (exit 2), naming the file and the key
+    assert str(caught.value) == f"{path}: {says}"
 
 
 def test_a_spec_that_does_not_validate_is_a_usage_error_in_plain_words(
@@ -195,3 +216,43 @@ def test_orphans_remove_all_says_how_many_its_nodes_left_out(
     out = capsys.readouterr()
     assert out.out.count("removing") == 50
     assert "24 more orphan containers were not listed" in out.err and "run this again" in out.err
+
+
+def test_the_exit_codes_of_docs_cli_md_are_the_clis() -> None:
+    # given the table under "## Exit codes" in docs/cli.md
+    page = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    section = page.split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| +(\d+) \| `([A-Z_]+)` \|", section, flags=re.MULTILINE)
+    # then each row is the CLI's constant of that name, and every constant has a row
+    assert {name: int(code) for code, name in rows} == {
+        name: getattr(cli, name)
+        for name in (
+            "OK", "TASK_FAILED", "USAGE", "NO_MANAGER", "REFUSED", "BROKER_DOWN", "QUEUED",
+            "BUG", "INTERRUPTED", "PIPE_CLOSED",
+        )
+    }  # fmt: skip
+
+
+def test_an_unexpected_error_is_one_line_unless_asked_for_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a command that meets an error kube does not expect (a bug)
+    def run(args: argparse.Namespace, command: list[str]) -> int:
+        raise RuntimeError("dict changed size during iteration")
+
+    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.delenv("KUBE_DEBUG", raising=False)
+    # then it is one line naming it, and its own exit code
+    assert cli.main(["ps"]) == cli.BUG
+    err = capsys.readouterr().err
+    assert err == (
+        "kube: unexpected error, a bug of kube's: RuntimeError: dict changed size during"
+        " iteration (KUBE_DEBUG=1 shows its traceback)\n"
+    )
+    # and with KUBE_DEBUG, or in a service (whose log keeps it), the traceback is there
+    monkeypatch.setenv("KUBE_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        cli.main(["ps"])
+    monkeypatch.delenv("KUBE_DEBUG")
+    with pytest.raises(RuntimeError):
+        cli.main(["worker", "--name", "w"])

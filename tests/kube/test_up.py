@@ -76,6 +76,15 @@ def test_how_to_get_a_broker_names_the_ways() -> None:
     assert "KUBE_AMQP_URL" in remote
 
 
+def test_how_to_get_a_broker_publishes_the_port_of_the_url() -> None:
+    # given a URL on port 5673 (5672 taken, say); when the hint says how to start one
+    hint = how_to_get_a_broker(
+        Settings(amqp_url="amqp://guest:guest@localhost:5673/%2F"), local=True, docker_ok=True
+    )
+    # then the container it suggests answers where the URL points
+    assert "docker run -d -p 5673:5672 " in hint
+
+
 # -- for real --------------------------------------------------------------------------
 
 
@@ -276,7 +285,7 @@ def test_up_with_a_wrong_password_reports_the_broker_refusal(vhost: str) -> None
     # then it does not offer to start another broker: it reports the refusal
     text = err.decode()
     assert up.returncode == 5, text
-    assert "Authentication" in text and "--start-broker" not in text
+    assert "authentication failed for user 'guest'" in text and "--start-broker" not in text
 
 
 def test_up_with_the_mock_runtime_stops_on_sigterm(vhost: str, tmp_path: Path) -> None:

@@ -56,3 +56,31 @@ def test_the_level_filters(stream: io.StringIO) -> None:
 def test_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log format"):
         configure("INFO", "xml")
+
+
+def test_pika_errors_are_logged_without_their_traceback_except_at_debug(
+    stream: io.StringIO,
+) -> None:
+    # given pika logging an error it raises, with its traceback (as on a refused login)
+    def pika_logs_a_failure() -> None:
+        try:
+            raise ConnectionError("ACCESS_REFUSED")
+        except ConnectionError:
+            logging.getLogger("pika.adapters.blocking_connection").exception("workflow failed")
+            logging.getLogger("kube.test").exception("ours")
+
+    # when logging at INFO, then pika's line is one line, and kube's own keep theirs
+    configure("INFO", "text", stream)
+    pika_logs_a_failure()
+    lines = stream.getvalue().splitlines()
+    assert lines[0].endswith("ERROR pika.adapters.blocking_connection: workflow failed")
+    assert (
+        lines[1].endswith("ERROR kube.test: ours")
+        and lines[2] == "Traceback (most recent call last):"
+    )
+    # and at DEBUG, pika's traceback is kept for whoever is digging
+    stream.truncate(0)
+    stream.seek(0)
+    configure("DEBUG", "text", stream)
+    pika_logs_a_failure()
+    assert stream.getvalue().count("Traceback") == 2
