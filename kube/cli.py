@@ -18,9 +18,10 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from kube import cluster_cli, completion, examples, ps, render, rollout, task_flags
+from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
 from kube import events as feed
 from kube.client import Client, WaitTimeout, make_spec
+from kube.progress import WaitInterrupted, wait, waiting_flags
 from manager.config import ManagerConfig
 from manager.leadership import LeaseTimes
 from manager.retention import Retention
@@ -53,6 +54,7 @@ USAGE = 2
 NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
+TIMED_OUT = 124  # a wait's --wait-timeout elapsed (the work carries on), as timeout(1) exits
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
 
@@ -335,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument(
         "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
     )
+    waiting_flags(stop, "until the container stopped and the task ended", 60.0)
     logs = sub.add_parser("logs", help="print a task's container output")
     logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
@@ -376,10 +379,20 @@ def _run_parser(sub: Any) -> None:
         help="node label KEY=VALUE (repeat; VALUE a,b means any of them)",
     )
     run.add_argument("--spread", metavar="LABEL", help="spread a service's tasks over a label")
-    run.add_argument("--wait", action="store_true", help="wait until running or failed")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until running or ended; a task that ends at once shows its output",
+    )
+    run.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="with --wait: do not show the output of a task that ended",
+    )
     run.add_argument(
         "--wait-timeout",
-        type=float,
+        type=_seconds,
         default=120.0,
         metavar="SECONDS",
         help="how long --wait waits (default 120)",
@@ -468,6 +481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_glued_ports(args_list))
     try:
         return _run(args, command)
+    except WaitInterrupted as exc:  # the work goes on: say where to follow it
+        print(f"kube: {exc}", file=sys.stderr)
+        return INTERRUPTED
     except KeyboardInterrupt:
         print("kube: interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -525,7 +541,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         return BROKER_DOWN
     except WaitTimeout as exc:
         print(f"kube: {exc}", file=sys.stderr)
-        return TASK_FAILED
+        return TIMED_OUT
     except KubeError as exc:
         print(f"kube: {exc}", file=sys.stderr)
         return TASK_FAILED
@@ -568,8 +584,10 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         )
     elif args.command == "stop":
         target = client.task_id(args.id, services=True)
-        client.stop(target)
-        print(target)
+        name = client.stop(target)
+        if not args.detach:
+            wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
+        print(name)
     elif args.command == "logs":
         LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
         sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
@@ -618,20 +636,26 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
         raise SettingsError(f"not a valid task: {exc.reason}") from exc
     task_id = client.submit(spec)
-    if spec.replicas is not None and args.wait:
-        print(task_id, flush=True)
-        running = cluster_cli.wait_service(client, spec.name, spec.replicas, args.wait_timeout)
-        print(f"{spec.name}: {running}/{spec.replicas} running")
-        return OK
     if not args.wait:
         print(task_id)
         return OK
-    print(task_id, flush=True)
-    feed.progress(client.get(task_id))
-    task = client.wait(task_id, {TaskState.RUNNING}, args.wait_timeout, on_change=feed.progress)
+    if not args.json:
+        print(task_id, flush=True)
+    if spec.replicas is not None:
+        look = waits.scaled(client, spec.name, spec.replicas)
+        wait(client, waits.scale_work(spec.name, spec.replicas), look, args.wait_timeout)
+        if not args.json:
+            print(f"{spec.name}: {spec.replicas}/{spec.replicas} running")
+        else:
+            print(json.dumps({"id": task_id, "service": spec.name, "running": spec.replicas}))
+        return OK
+    task, output = run_wait.until_running(client, task_id, args.wait_timeout, not args.detach)
     if args.json:
-        print(json.dumps(task.model_dump(mode="json"), indent=2))
+        data = task.model_dump(mode="json")
+        print(json.dumps(data if output is None else {**data, "output": output}, indent=2))
     else:
+        if output:
+            sys.stdout.write(output if output.endswith("\n") else output + "\n")
         print(render.placement(task))
     return OK if task.state in (TaskState.RUNNING, TaskState.COMPLETED) else TASK_FAILED
 

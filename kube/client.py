@@ -159,8 +159,10 @@ class Client:
         reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id)
         return reply.id or str(spec.id)
 
-    def stop(self, task_id: str) -> None:
-        self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)))
+    def stop(self, task_id: str) -> str:
+        """Ask a task (or a service, by name) to stop; the id or name the manager stopped."""
+        reply = self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)))
+        return reply.id or task_id
 
     def remove(self, names: Collection[str]) -> Removed:
         """Forget ended tasks and stopped services (ids or service names), all or none."""

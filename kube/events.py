@@ -173,8 +173,3 @@ class Feed:
             if self.task_id is not None and event.task is not None and event.task.state.terminal:
                 return True
         return False
-
-
-def progress(task: TaskRecord, out: IO[str] | None = None) -> None:
-    """A `kube run --wait` progress line on stderr: state, node, ports, why pending."""
-    print(f"  {task_line(task)}", file=out or sys.stderr, flush=True)
