@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from pydantic import ValidationError
 
 from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
 from kube import events as feed
+from kube.arguments import seconds as _seconds
 from kube.client import Client, WaitTimeout, make_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from manager.config import ManagerConfig
@@ -67,17 +67,6 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not above 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
     return value
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,18 +22,8 @@ from typing import IO
 from rich.console import Console
 from rich.status import Status
 
+from kube.arguments import seconds
 from kube.client import Client, WaitTimeout
-
-
-def wait_seconds(text: str) -> float:
-    """--wait-timeout's value: a finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
-    return value
 
 
 def waiting_flags(parser: argparse.ArgumentParser, until: str, timeout: float) -> None:
@@ -47,7 +36,7 @@ def waiting_flags(parser: argparse.ArgumentParser, until: str, timeout: float) -
     )
     parser.add_argument(
         "--wait-timeout",
-        type=wait_seconds,
+        type=seconds,
         default=timeout,
         metavar="SECONDS",
         help=f"give up waiting after this long (default {timeout:g}); the work carries on",
