@@ -50,6 +50,13 @@ def _stopping(count: int) -> str:
     return f", {count} stopping" if count else ""
 
 
+def _why_pending(tasks: Sequence[TaskRecord]) -> str:
+    """Why a task waits for a node (`; web-1: no node can take host port 80...`), if one
+    does: what a wait that times out is waiting for."""
+    unplaced = next((t for t in tasks if t.state == TaskState.PENDING and t.error), None)
+    return "" if unplaced is None else f"; {unplaced.id}: {unplaced.error}"
+
+
 def stop_work(name: str) -> Work:
     return Work(f"the stop of {name}", check="kube ps")
 
@@ -80,7 +87,7 @@ def scaled(client: Client, name: str, replicas: int) -> Callable[[], Look]:
         tasks = [t for t in client.list() if t.service == name]
         running = sum(1 for t in live(tasks, name) if t.state == TaskState.RUNNING)
         going = len(leaving(tasks))
-        text = f"{name}: {running}/{replicas} running{_stopping(going)}"
+        text = f"{name}: {running}/{replicas} running{_stopping(going)}{_why_pending(tasks)}"
         return Look(running == replicas == len(live(tasks, name)) and not going, text)
 
     return look
@@ -105,7 +112,10 @@ def drained(client: Client, node: str) -> Callable[[], Look]:
 
     def look() -> Look:
         left = holding(node, client.list())
-        return Look(not left, f"{node}: {len(left)} task(s) to move")
+        named = ", ".join(f"{t.id} {t.error or t.state.value}" for t in left[:3])
+        return Look(
+            not left, f"{node}: {len(left)} task(s) to move" + (f" ({named})" if named else "")
+        )
 
     return look
 
@@ -136,13 +146,10 @@ def updated(client: Client, name: str) -> Callable[[], Look]:
         old = len(current) - len(new)
         going = len(leaving(tasks))
         text = f"{name}: {running}/{service.replicas} on version {service.version} running"
-        text += (f", {old} old" if old else "") + _stopping(going)
-        done = (
-            service.update_state == UpdateState.IDLE
-            and not old
-            and not going
-            and running == len(current) == service.replicas
-        )
+        text += (f", {old} old" if old else "") + _stopping(going) + _why_pending(new)
+        # The manager ends the update (idle) once every new task runs, and is healthy if
+        # checked, or waits only for a host port that no node has free.
+        done = service.update_state == UpdateState.IDLE and not old and not going
         return Look(done, text)
 
     return look
