@@ -126,12 +126,15 @@ def test_stop_waits_for_the_end_and_ps_shows_stopping(cluster: Cluster, busybox_
     task_id = start(cluster, busybox_image, "slow", *SLOW_TO_STOP)
     # when a user asks it to stop without waiting
     ok(cluster.kube("stop", "-d", task_id), cluster)
-    # then ps and inspect show it stopping, --json as recorded
-    row = next(line for line in ok(cluster.kube("ps"), cluster).splitlines() if task_id in line)
+    # then it is recorded running and asked to stop, as `--json` shows it
+    recorded = task(cluster, task_id)
+    assert (recorded.state.value, recorded.desired_state) == ("running", "stopped")
+    # and ps and inspect, asked at once (the container stops within 10 s), show it stopping
+    ps, inspect = kube_process(cluster, "ps"), kube_process(cluster, "inspect", task_id)
+    shown = [proc.communicate(timeout=60)[0] for proc in (ps, inspect)]
+    row = next(line for line in shown[0].splitlines() if task_id in line)
     assert " stopping " in row, row
-    assert "state:       stopping" in ok(cluster.kube("inspect", task_id), cluster)
-    recorded = json.loads(ok(cluster.kube("inspect", task_id, "--json"), cluster))
-    assert (recorded["state"], recorded["desired_state"]) == ("running", "stopped")
+    assert "state:       stopping" in shown[1], shown[1]
     # and `kube stop` without -d returns once the task ended, showing plain lines in a pipe
     stop = cluster.kube("stop", task_id)
     assert ok(stop, cluster).strip() == task_id
