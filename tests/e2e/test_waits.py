@@ -194,6 +194,24 @@ def test_update_waits_until_every_task_runs_the_new_spec(
     assert [(t.state.value, t.spec.env) for t in now] == [("running", {"V": "2"})] * 2
 
 
+def test_an_update_that_pauses_ends_the_wait_with_the_reason(
+    cluster: Cluster, busybox_image: str, tmp_path: Path
+) -> None:
+    # given a service, and a new spec whose tasks fail
+    start(cluster, busybox_image, "flaky", "--replicas", "1", *QUICK_TO_STOP)
+    new = tmp_path / "bad.json"
+    new.write_text(
+        json.dumps({"image": busybox_image, "pull_policy": "never", "command": ["false"]})
+    )
+    # when the service is updated onto it
+    update = cluster.kube("update", "flaky", "-f", str(new))
+    # then the wait ends as the update pauses, with the reason, and the old task runs on
+    assert update.returncode == 1, update.stderr
+    last = update.stderr.strip().splitlines()[-1]
+    assert last.startswith("kube: service flaky: update paused: task flaky-"), last
+    assert [t.version for t in live(cluster, "flaky") if t.state.value == "running"] == [1]
+
+
 def test_drain_waits_until_the_node_holds_no_task(cluster: Cluster, busybox_image: str) -> None:
     # given a service with a task on each node
     start(
