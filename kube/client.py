@@ -317,6 +317,32 @@ class Client:
                 if deadline is not None and time.monotonic() > deadline:
                     return
 
+    def task_changes(self, timeout: float, every: float = 0.25) -> Generator[None, None, None]:
+        """Yield once for each change of any task, or burst of them (at most once every
+        `every` seconds, the last change of a burst never left unseen), for `timeout`
+        seconds: a cue to look again, not the change itself.
+
+        Follows the events stream, attached when this returns: a look taken after it
+        misses no change."""
+        subscription = self._rpc.follow(topology.EVENTS_STREAM, ["task.*"])
+        return self._changes(subscription, time.monotonic() + timeout, every)
+
+    @staticmethod
+    def _changes(
+        subscription: Subscription, deadline: float, every: float
+    ) -> Generator[None, None, None]:
+        with subscription:
+            seen = False  # a change not yet yielded
+            last = float("-inf")
+            for message in subscription:  # None about every 0.2 s when nothing came
+                seen = seen or message is not None
+                now = time.monotonic()
+                if seen and now - last >= every:
+                    seen, last = False, now
+                    yield
+                if now > deadline:
+                    return
+
     def wait(
         self,
         task_id: str,

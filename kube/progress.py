@@ -129,22 +129,23 @@ def wait(
     timeout: float,
     progress: Progress | None = None,
 ) -> Look:
-    """Look again at each task event until the look says done; WaitTimeout after
+    """Look again at each change of the tasks until the look says done; WaitTimeout after
     `timeout` seconds, WaitInterrupted at Ctrl-C.
 
-    The events are followed from before the first look, so no change slips between."""
+    The changes are followed from before the first look, so none slips between; a burst
+    of them is one look (Client.task_changes), not one per task event."""
     shown = progress if progress is not None else Progress()
     with interruptible(work), shown:
-        events = client.watch(["task.*"], timeout=timeout)
+        changes = client.task_changes(timeout)
         try:
             seen = look()
             while not seen.done:
                 shown.show(seen.text)
-                if next(events, None) is None:  # the timeout elapsed
+                if next(changes, False) is False:  # the timeout elapsed
                     raise WaitTimeout(
                         f"gave up waiting after {timeout:g}s at: {seen.text}; {work.carries_on()}"
                     )
                 seen = look()
         finally:
-            events.close()
+            changes.close()
     return seen

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
 from kube.arguments import seconds
+from kube.client import Client
 from kube.progress import Progress, WaitInterrupted, Work, interruptible
 from kube.render import state
 from shared.models import TaskRecord, TaskSpec
@@ -73,3 +76,31 @@ def test_a_task_asked_to_stop_whose_container_runs_shows_stopping(
     recorded: TaskState, desired: str, shown: str
 ) -> None:
     assert state(record(recorded, desired)) == shown
+
+
+class Stream:
+    """A stand-in for the events stream: the given messages (None: a quiet 0.2 s)."""
+
+    def __init__(self, messages: list[object | None]) -> None:
+        self.messages = messages
+        self.closed = False
+
+    def __enter__(self) -> Stream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.closed = True
+
+    def __iter__(self) -> Iterator[object | None]:
+        return iter(self.messages)
+
+
+@pytest.mark.parametrize(("every", "cues"), [(0.0, 2), (3600.0, 1)])
+def test_a_burst_of_task_changes_is_one_cue_to_look_again(every: float, cues: int) -> None:
+    # given two task events and then quiet
+    stream = Stream([object(), object(), None, None])
+    # when the changes are followed, at most one cue every `every` seconds
+    changes = Client._changes(stream, time.monotonic() + 60, every)  # type: ignore[arg-type]
+    # then each change is a cue, or the first of a burst within `every` is the only one
+    assert len(list(changes)) == cues
+    assert stream.closed
