@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -18,10 +17,12 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from kube import cluster_cli, completion, examples, ps, render, rollout, task_flags
+from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
 from kube import events as feed
+from kube.arguments import seconds as _seconds
 from kube.client import Client, WaitTimeout, make_spec
 from kube.specfile import read_spec
+from kube.progress import WaitInterrupted, wait, waiting_flags
 from manager.config import ManagerConfig
 from manager.leadership import LeaseTimes
 from manager.retention import Retention
@@ -59,6 +60,7 @@ REFUSED = 4
 BROKER_DOWN = 5
 QUEUED = 6  # sent and kept by the broker, but no manager confirmed it: it acts when one starts
 BUG = 70  # an error kube did not expect (EX_SOFTWARE of sysexits.h)
+TIMED_OUT = 124  # a wait's --wait-timeout elapsed (the work carries on), as timeout(1) exits
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
 
@@ -71,17 +73,6 @@ def _count(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not above 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A finite number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
     return value
 
 
@@ -341,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument(
         "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
     )
+    waiting_flags(stop, "until the container stopped and the task ended", 60.0)
     logs = sub.add_parser("logs", help="print a task's container output")
     logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
@@ -382,7 +374,17 @@ def _run_parser(sub: Any) -> None:
         help="node label KEY=VALUE (repeat; VALUE a,b means any of them)",
     )
     run.add_argument("--spread", metavar="LABEL", help="spread a service's tasks over a label")
-    run.add_argument("--wait", action="store_true", help="wait until running or failed")
+    run.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until running or ended; a task that ends at once shows its output",
+    )
+    run.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="with --wait: do not show the output of a task that ended",
+    )
     run.add_argument(
         "--wait-timeout",
         type=_seconds,
@@ -478,6 +480,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_glued_ports(args_list))
     try:
         return _run(args, command)
+    except WaitInterrupted as exc:  # the work goes on: say where to follow it
+        print(f"kube: {exc}", file=sys.stderr)
+        return INTERRUPTED
     except KeyboardInterrupt:
         print("kube: interrupted", file=sys.stderr)
         return INTERRUPTED
@@ -545,7 +550,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         hint = "start it, or point DOCKER_HOST at one (`--runtime mock` runs without)"
         return _say(f"{exc}; {hint}", BROKER_DOWN)
     except WaitTimeout as exc:
-        return _say(str(exc), TASK_FAILED)
+        return _say(str(exc), TIMED_OUT)
     except KubeError as exc:
         return _say(str(exc), TASK_FAILED)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
@@ -622,8 +627,10 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         )
     elif args.command == "stop":
         target = client.task_id(args.id, services=True)
-        client.stop(target)
-        print(target)
+        name = client.stop(target)
+        if not args.detach:
+            wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
+        print(name)
     elif args.command == "logs":
         LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
         sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
@@ -667,25 +674,27 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         if spec.replicas is None:
             raise
         return _say(queued_service_line(exc, spec.name), QUEUED)
+    if not args.wait:
+        print(json.dumps({"id": task_id}, indent=2) if args.json else task_id)
+        return OK
     if not args.json:  # with --json, stdout holds the one JSON document printed below
         print(task_id, flush=True)
-    if spec.replicas is not None and args.wait:
-        running = cluster_cli.wait_service(client, spec.name, spec.replicas, args.wait_timeout)
+    if spec.replicas is not None:
+        look = waits.scaled(client, spec.name, spec.replicas)
+        wait(client, waits.scale_work(spec.name, spec.replicas), look, args.wait_timeout)
         if args.json:
             service = {"id": task_id, "name": spec.name, "replicas": spec.replicas}
-            print(json.dumps({**service, "running": running}, indent=2))
+            print(json.dumps({**service, "running": spec.replicas}, indent=2))
         else:
-            print(f"{spec.name}: {running}/{spec.replicas} running")
+            print(f"{spec.name}: {spec.replicas}/{spec.replicas} running")
         return OK
-    if not args.wait:
-        if args.json:
-            print(json.dumps({"id": task_id}, indent=2))
-        return OK
-    feed.progress(client.get(task_id))
-    task = client.wait(task_id, {TaskState.RUNNING}, args.wait_timeout, on_change=feed.progress)
+    task, output = run_wait.until_running(client, task_id, args.wait_timeout, not args.detach)
     if args.json:
-        print(json.dumps(task.model_dump(mode="json"), indent=2))
+        data = task.model_dump(mode="json")
+        print(json.dumps(data if output is None else {**data, "output": output}, indent=2))
     else:
+        if output:
+            sys.stdout.write(output if output.endswith("\n") else output + "\n")
         print(render.placement(task))
     return OK if task.state in (TaskState.RUNNING, TaskState.COMPLETED) else TASK_FAILED
 

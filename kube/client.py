@@ -174,8 +174,10 @@ class Client:
         reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id, subject=spec.id)
         return reply.id or str(spec.id)
 
-    def stop(self, task_id: str) -> None:
-        self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)), subject=task_id)
+    def stop(self, task_id: str) -> str:
+        """Ask a task (or a service, by name) to stop; the id or name the manager stopped."""
+        reply = self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)), subject=task_id)
+        return reply.id or task_id
 
     def remove(self, names: Collection[str]) -> Removed:
         """Forget ended tasks and stopped services (ids or service names), all or none."""
@@ -330,6 +332,32 @@ class Client:
                 if message is not None:
                     yield Event.decode(message.routing_key, message.body)
                 if deadline is not None and time.monotonic() > deadline:
+                    return
+
+    def task_changes(self, timeout: float, every: float = 0.25) -> Generator[None, None, None]:
+        """Yield once for each change of any task, or burst of them (at most once every
+        `every` seconds, the last change of a burst never left unseen), for `timeout`
+        seconds: a cue to look again, not the change itself.
+
+        Follows the events stream, attached when this returns: a look taken after it
+        misses no change."""
+        subscription = self._rpc.follow(topology.EVENTS_STREAM, ["task.*"])
+        return self._changes(subscription, time.monotonic() + timeout, every)
+
+    @staticmethod
+    def _changes(
+        subscription: Subscription, deadline: float, every: float
+    ) -> Generator[None, None, None]:
+        with subscription:
+            seen = False  # a change not yet yielded
+            last = float("-inf")
+            for message in subscription:  # None about every 0.2 s when nothing came
+                seen = seen or message is not None
+                now = time.monotonic()
+                if seen and now - last >= every:
+                    seen, last = False, now
+                    yield
+                if now > deadline:
                     return
 
     def wait(

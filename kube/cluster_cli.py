@@ -8,18 +8,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from kube import render, rollout
-from kube.client import Client, WaitTimeout
+from kube import render, rollout, waits
+from kube.client import Client
+from kube.progress import wait, waiting_flags
 from shared.codec import describe
-from shared.errors import KubeError
-from shared.models import NodeSettings, Removed, TaskRecord
-from shared.states import TaskState
+from shared.models import NodeSettings, Removed
 
 COMMANDS = (
     "services",
@@ -34,7 +32,6 @@ COMMANDS = (
     "cap",
     "orphans",
 )
-PLACED = (TaskState.SCHEDULED, TaskState.RUNNING)
 
 
 def add_parsers(sub: Any) -> None:
@@ -61,6 +58,7 @@ def add_parsers(sub: Any) -> None:
     scale = sub.add_parser("scale", help="keep N tasks of a service running")
     scale.add_argument("name", metavar="SERVICE", help="the service's name")
     scale.add_argument("replicas", type=int, metavar="N", help="how many tasks to keep running")
+    waiting_flags(scale, "until N tasks run and the ones beyond have ended", 120.0)
     update = sub.add_parser(
         "update",
         help="roll a service onto a new spec, a task at a time",
@@ -70,19 +68,15 @@ def add_parsers(sub: Any) -> None:
     update.add_argument("name", metavar="SERVICE", help="the service's name")
     update.add_argument("-f", "--file", type=Path, help="the new TaskSpec (JSON)")
     rollout.add_update_flags(update)
+    waiting_flags(update, "until every task runs the new spec", 600.0)
     update.set_defaults(usage_error=update.error)
     for verb, text in (("cordon", "no new tasks on a node"), ("uncordon", "allow new tasks")):
         sub.add_parser(verb, help=text).add_argument("node", help="the node's name")
     drain = sub.add_parser("drain", help="cordon a node and move its tasks elsewhere")
     drain.add_argument("node", help="the node's name")
-    drain.add_argument("--no-wait", action="store_true", help="return once the drain started")
-    drain.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=300.0,
-        metavar="SECONDS",
-        help="how long to wait for its tasks to move (default 300)",
-    )
+    waiting_flags(drain, "until no task is left running on the node", 300.0)
+    # the flag's name before --detach, kept for scripts that use it
+    drain.add_argument("--no-wait", action="store_true", dest="detach", help=argparse.SUPPRESS)
     label = sub.add_parser(
         "label",
         help="set labels on a node that its worker cannot change (an operator's act)",
@@ -132,18 +126,25 @@ def run(args: argparse.Namespace, client: Client) -> int:
             print(render.endpoints(where), file=sys.stdout if where.endpoints else sys.stderr)
     elif args.command == "scale":
         client.scale(args.name, args.replicas)
-        print(f"{args.name} scaled to {args.replicas}")
+        if not args.detach:
+            look = waits.scaled(client, args.name, args.replicas)
+            wait(client, waits.scale_work(args.name, args.replicas), look, args.wait_timeout)
+        print(f"{args.name} scaled to {args.replicas}" + (" (under way)" if args.detach else ""))
     elif args.command == "update":
         client.update(args.name, rollout.update_spec(args, client))
-        print(f"{args.name} updating")
+        if not args.detach:
+            look = waits.updated(client, args.name)
+            wait(client, waits.update_work(args.name), look, args.wait_timeout)
+        print(f"{args.name} updating" if args.detach else f"{args.name} updated")
     elif args.command in ("cordon", "uncordon"):
         getattr(client, args.command)(args.node)
         print(f"{args.node} {args.command}ed")
     elif args.command == "drain":
         client.drain(args.node)
-        if not args.no_wait:
-            wait_drained(client, args.node, args.wait_timeout)
-        print(f"{args.node} drained" if not args.no_wait else f"{args.node} draining")
+        if not args.detach:
+            look = waits.drained(client, args.node)
+            wait(client, waits.drain_work(args.node), look, args.wait_timeout)
+        print(f"{args.node} draining" if args.detach else f"{args.node} drained")
     elif args.command == "rm":
         remove(args, client)
     elif args.command == "label":
@@ -244,68 +245,3 @@ def show_removed(removed: Removed) -> None:
     ):
         for name in names:
             print(f"removed {kind} {name}")
-
-
-def holding(node: str, tasks: list[TaskRecord]) -> list[TaskRecord]:
-    """Tasks that still have an attempt on the node."""
-    return [
-        t
-        for t in tasks
-        if (t.node == node and t.state in PLACED)
-        or (t.draining is not None and t.draining.node == node and not t.state.terminal)
-    ]
-
-
-def wait_drained(client: Client, node: str, timeout: float) -> None:
-    """Show progress until the node holds no task; woken by task events, not a poll loop."""
-    events = client.watch(["task.*"], timeout=timeout)
-    deadline = time.monotonic() + timeout
-    left = holding(node, client.list())
-    shown = -1
-    while left:
-        if len(left) != shown:
-            shown = len(left)
-            print(f"  {node}: {shown} task(s) to move", file=sys.stderr, flush=True)
-        if time.monotonic() > deadline:
-            pending = ", ".join(f"{t.id} ({t.error or t.state.value})" for t in left[:5])
-            raise WaitTimeout(
-                f"{node} still holds {len(left)} task(s) after {timeout:g}s: {pending}"
-            )
-        if next(events, None) is None:
-            continue
-        left = holding(node, client.list())
-
-
-class ServiceCannotRun(KubeError):
-    """A service's tasks cannot run until someone acts: their image cannot be pulled."""
-
-
-def wait_service(client: Client, name: str, replicas: int, timeout: float) -> int:
-    """Wait until the service has `replicas` running tasks; return how many run.
-
-    A task whose image cannot be pulled ends the wait at once (ServiceCannotRun): it only
-    tries again after a backoff of minutes, with the same answer until someone acts."""
-    events = client.watch(["task.*"], timeout=timeout)
-
-    def running() -> int:
-        live = [
-            t
-            for t in client.list()
-            if t.service == name and t.desired_state == "running" and not t.state.terminal
-        ]
-        stuck = next((t for t in live if t.image_problem is not None), None)
-        if stuck is not None:
-            raise ServiceCannotRun(
-                f"service {name} cannot run: {stuck.error}; its tasks try again after a"
-                f" backoff (see `kube inspect {stuck.id}`, `kube services`)"
-            )
-        return sum(1 for t in live if t.state == TaskState.RUNNING)
-
-    count = running()
-    while count < replicas:
-        if next(events, None) is None:
-            raise WaitTimeout(
-                f"service {name} has {count}/{replicas} tasks running after {timeout:g}s"
-            )
-        count = running()
-    return count

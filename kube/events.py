@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from kube.client import Client, Event
-from kube.render import ports
+from kube.render import ports, state
 from shared.models import ManagerInfo, ManagerRole, NodeRecord, TaskRecord
 from shared.states import TaskState
 from shared.units import format_bytes
@@ -44,7 +44,7 @@ def clock(moment: datetime) -> str:
 
 def task_line(task: TaskRecord) -> str:
     """`12:00:01 task web-1a2b running on node-1 ports 8080->32768`."""
-    text = f"{clock(task.updated_at)} task {task.id} {task.state.value}"
+    text = f"{clock(task.updated_at)} task {task.id} {state(task)}"
     if task.node and task.state != TaskState.PENDING:
         text += f" on {task.node}"
     if task.state == TaskState.SCHEDULED:
@@ -173,8 +173,3 @@ class Feed:
             if self.task_id is not None and event.task is not None and event.task.state.terminal:
                 return True
         return False
-
-
-def progress(task: TaskRecord, out: IO[str] | None = None) -> None:
-    """A `kube run --wait` progress line on stderr: state, node, ports, why pending."""
-    print(f"  {task_line(task)}", file=out or sys.stderr, flush=True)

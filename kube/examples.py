@@ -38,7 +38,8 @@ EXAMPLES: dict[str, str] = {
     "orphans adopt": "kube orphans adopt 3f2a1b9c8d7e --node node-1",
     "services": "kube services\nkube services --json",
     "endpoints": "kube endpoints web\ncurl http://$(kube endpoints web | head -1)/",
-    "scale": "kube scale web 5",
+    "scale": "kube scale web 5          # returns once 5 run\n"
+    "kube scale web 5 -d       # returns at once",
     "update": "kube update web --image nginx:1.27\n"
     "kube update web --env LOG_LEVEL=debug --env-rm OLD --memory 256m\n"
     "kube update web -f web.json",
@@ -46,7 +47,7 @@ EXAMPLES: dict[str, str] = {
     "kube restart hello        # a task: a new task of the same spec",
     "cordon": "kube cordon node-1",
     "uncordon": "kube uncordon node-1",
-    "drain": "kube drain node-1\nkube drain node-1 --no-wait",
+    "drain": "kube drain node-1\nkube drain node-1 -d       # returns at once",
     "label": "kube label node-1 zone=a disk=ssd\nkube label node-1 zone-",
     "cap": "kube cap node-1 --cpus 2 --memory 4g\nkube cap node-1 --clear",
     "rm": "kube rm hello web\nkube rm --all-ended\nkube rm --node node-9",

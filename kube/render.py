@@ -15,8 +15,20 @@ from shared.models import (
     TaskEvent,
     TaskRecord,
 )
+from shared.states import TaskState
 from shared.units import format_bytes
 from shared.wire import by_container_port
+
+STOPPING = "stopping"
+"""Shown for a task asked to stop whose container is still stopping: the manager records
+it as desired `stopped` and still `scheduled` or `running` until its node reports the end.
+Derived here, for people; `--json` keeps both fields as recorded."""
+
+
+def state(task: TaskRecord) -> str:
+    """The state shown to people: the recorded one, or `stopping` (see STOPPING)."""
+    placed = task.state in (TaskState.SCHEDULED, TaskState.RUNNING)
+    return STOPPING if placed and task.desired_state == "stopped" else task.state.value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -67,7 +79,7 @@ def tasks(records: Sequence[TaskRecord]) -> str:
             t.service or "-",
             t.id,
             t.name,
-            t.state.value,
+            state(t),
             t.node or "-",
             t.image,
             ports(t, PS_PORTS),
@@ -129,7 +141,7 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
     fields = [
         ("id", record.id),
         ("name", record.name),
-        ("state", record.state.value),
+        ("state", state(record)),
         # an ended task wants nothing more: "running" would read as if it should be
         ("desired", "-" if record.state.terminal else record.desired_state),
         ("node", record.node or "-"),
@@ -201,7 +213,7 @@ def managers(records: Sequence[ManagerInfo]) -> str:
 def placement(record: TaskRecord) -> str:
     """The line `kube run --wait` ends with."""
     where = f" on {record.node}" if record.node else ""
-    text = f"{record.id} {record.state.value}{where}"
+    text = f"{record.id} {state(record)}{where}"
     if record.host_ports:
         text += " ports " + ports(record)
     if record.error:
