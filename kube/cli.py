@@ -21,8 +21,8 @@ from kube import cluster_cli, completion, examples, ps, render, rollout, run_wai
 from kube import events as feed
 from kube.arguments import seconds as _seconds
 from kube.client import Client, WaitTimeout, make_spec
-from kube.specfile import read_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
+from kube.specfile import read_spec
 from manager.config import ManagerConfig
 from manager.leadership import LeaseTimes
 from manager.retention import Retention

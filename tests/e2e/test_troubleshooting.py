@@ -29,6 +29,9 @@ def pattern(line: str) -> str:
     text = re.escape(URL.sub("\0", line)).replace("\0", r"amqp://\S+")
     text = text.replace(re.escape("hello-1a2b3c4d"), r"hello-[0-9a-f]{8}")
     text = re.sub(r"myhost\\-1", r"\\S+", text)
+    text = text.replace(re.escape("localhost:5672"), r"\S+:\d+")  # the broker the URL names
+    for shown_vhost in ("'kube'", "add_vhost kube`", "-p kube "):  # this run's vhost
+        text = text.replace(re.escape(shown_vhost), re.escape(shown_vhost).replace("kube", r"\S+?"))
     return text.replace(re.escape("(...)"), r"\(.*\)")
 
 
