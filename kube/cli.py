@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
 from kube import events as feed
 from kube.arguments import seconds as _seconds
+from kube.arguments import whole
 from kube.client import Client, WaitTimeout, make_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from kube.specfile import read_spec
@@ -65,15 +66,7 @@ INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
 
 
-def _count(text: str) -> int:
-    """A whole number above 0, for flags that bound or count something."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not above 0")
-    return value
+_count = whole(1)  # a flag that bounds or counts something
 
 
 MAX_UP_WORKERS = 64

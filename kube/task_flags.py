@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from kube.arguments import whole
 from shared.errors import SettingsError
 
 RESTART_MODES = {"no": "never", "never": "never", "on-failure": "on-failure", "always": "always"}
@@ -39,16 +40,6 @@ def env_pair(text: str, environ: Mapping[str, str] | None = None) -> tuple[str, 
             f"{key} is not set in this environment (give {key}=VALUE, or export {key})"
         )
     return key, found
-
-
-def _whole_at_least_0(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return value
 
 
 def add_field_flags(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +78,7 @@ def add_restart_flags(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--max-restarts",
-        type=_whole_at_least_0,
+        type=whole(0),
         metavar="N",
         help="restarts before the task ends failed (the spec's default: 3)",
     )
