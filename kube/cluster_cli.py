@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kube import render, rollout, waits
+from kube.arguments import whole
 from kube.client import Client
 from kube.progress import wait, waiting_flags
 from shared.codec import describe
@@ -57,7 +58,9 @@ def add_parsers(sub: Any) -> None:
     endpoints.add_argument("--json", action="store_true", help="the endpoints as JSON")
     scale = sub.add_parser("scale", help="keep N tasks of a service running")
     scale.add_argument("name", metavar="SERVICE", help="the service's name")
-    scale.add_argument("replicas", type=int, metavar="N", help="how many tasks to keep running")
+    scale.add_argument(
+        "replicas", type=whole(0), metavar="N", help="how many tasks to keep running"
+    )
     waiting_flags(scale, "until N tasks run and the ones beyond have ended", 120.0)
     update = sub.add_parser(
         "update",
