@@ -6,7 +6,8 @@
     │   ├── ConnectionLost     the connection or channel to the broker is gone (a bus reconnects)
     │   │   ├── BrokerUnreachable   nothing answers AMQP at the broker's address
     │   │   ├── LoginRefused        the broker refused the user name or password
-    │   │   └── VhostRefused        the vhost does not exist, or the user may not use it
+    │   │   ├── VhostRefused        the vhost does not exist, or the user may not use it
+    │   │   └── TlsRefused          the broker's certificate is not one this client trusts
     │   ├── ResourceLocked     an exclusive queue is held by another connection (a manager)
     │   ├── NoManagerError     no manager can take a request, or none answered it in time
     │   │   └── Unanswered         the broker took the request; no reply came in time
@@ -75,6 +76,20 @@ class BrokerUnreachable(ConnectionLost):
         super().__init__(
             f"nothing answers at {where} ({cause}): start RabbitMQ there, or give the"
             " address of a running one in KUBE_AMQP_URL or --amqp-url"
+        )
+
+
+class TlsRefused(ConnectionLost):
+    """The TLS handshake with the broker at `address` failed: its certificate is not signed
+    by a CA this client trusts, or does not name the host the URL gives."""
+
+    def __init__(self, address: str, cause: str) -> None:
+        self.address = address
+        self.cause = cause
+        super().__init__(
+            f"TLS with the broker at {address} failed: {cause}: give the CA that signed the"
+            " broker's certificate in KUBE_AMQP_CA, and a host name the certificate names in"
+            " the URL"
         )
 
 

@@ -44,8 +44,9 @@ class Brokers:
     def connect(self, name: str) -> pika.BlockingConnection:
         """A connection to the first broker that answers, beginning after the last one used.
 
-        When none does: a broker's refusal of the login or vhost (LoginRefused,
-        VhostRefused) if one answered so, else BrokerUnreachable naming each address."""
+        When none does: a broker's refusal of the login, the vhost or the TLS handshake
+        (LoginRefused, VhostRefused, TlsRefused) if one answered so, else BrokerUnreachable
+        naming each address."""
         urls = self.urls
         self.current = None
         failures: list[tuple[ConnectionLost, BaseException]] = []

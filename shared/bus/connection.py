@@ -19,6 +19,7 @@ from shared.errors import (
     ConnectionLost,
     LoginRefused,
     MessagingError,
+    TlsRefused,
     VhostRefused,
 )
 from shared.settings import Settings
@@ -121,6 +122,10 @@ def refusal(exc: BaseException, url: str) -> ConnectionLost:
         return LoginRefused(user, address_of(url))
     if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
         return VhostRefused(params.virtual_host, user, address_of(url))
+    for cause in _chain(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):  # it answered: not unreachable
+            why = cause.verify_message or str(cause.reason)
+            return TlsRefused(address_of(url), f"SSLCertVerificationError, {why}")
     return BrokerUnreachable((address_of(url),), why_unreachable(exc))
 
 
