@@ -4,6 +4,7 @@ that ends at once is shown with its output, as `docker run` shows it."""
 from __future__ import annotations
 
 import contextlib
+import time
 
 from kube.client import Client, WaitTimeout
 from kube.events import task_line
@@ -15,7 +16,9 @@ from shared.states import TaskState
 SETTLE = 1.0
 """Seconds the wait follows a task past its start: one that ends within them (a one-shot
 command such as `echo hello`) is shown ended, with its output; one still running then is
-shown running, and the wait ends."""
+shown running, and the wait ends. One that stopped and is being restarted (its restart
+policy) is followed on, until it runs for SETTLE seconds or ends (a command that crashes
+at once ends `failed` after its restarts, not `running`)."""
 
 OUTPUT_LINES = 1000
 """The end of the output shown of a task that ended; `kube logs` reads all of it."""
@@ -37,14 +40,28 @@ def until_running(
             progress.show(task_line(task))
 
         show(client.get(task_id))
-        try:
-            task = client.wait(task_id, {TaskState.RUNNING}, timeout, on_change=show)
-        except WaitTimeout as exc:
-            raise WaitTimeout(f"{exc}; {work.carries_on()}") from None
-        if task.state == TaskState.RUNNING:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                task = client.wait(task_id, {TaskState.RUNNING}, left(deadline), on_change=show)
+            except WaitTimeout as exc:
+                raise WaitTimeout(f"{exc}; {work.carries_on()}") from None
+            if task.state != TaskState.RUNNING:
+                break  # it ended
             with contextlib.suppress(WaitTimeout):
                 task = client.wait(task_id, (), SETTLE, on_change=show)
+            if task.state.terminal:
+                break
+            task = client.get(task_id)
+            if task.state == TaskState.RUNNING or time.monotonic() >= deadline:
+                break  # running for SETTLE, or out of time while it restarts
+            # it stopped and is being restarted (its policy): follow it to a steady state
     return task, output(client, task) if attach and task.state.terminal else None
+
+
+def left(deadline: float) -> float:
+    """Seconds until the deadline, and a little even past it (one last look)."""
+    return max(deadline - time.monotonic(), 0.1)
 
 
 def output(client: Client, task: TaskRecord) -> str | None:

@@ -65,6 +65,21 @@ def plain(text: str) -> None:
     assert "\x1b" not in text and "\r" not in text, repr(text)
 
 
+def test_run_wait_follows_a_crashing_task_through_its_restarts_to_failed(
+    cluster: Cluster, busybox_image: str
+) -> None:
+    # when a user runs a command that fails at once, under the default restart policy
+    run = cluster.kube(
+        *("run", "--name", "oops", "--image", busybox_image, "--pull-policy", "never"),
+        *("--wait", "--", "sh", "-c", "sleep 0.5; echo oops; exit 3"),
+    )  # fmt: skip
+    # then the wait follows its restarts and says it failed, with its output: not `running`
+    assert run.returncode == 1, run.stdout + run.stderr + cluster.logs()
+    lines = run.stdout.splitlines()
+    assert "oops" in lines and lines[-1].startswith(f"{lines[0]} failed"), run.stdout
+    assert task(cluster, lines[0]).state.value == "failed"
+
+
 def test_run_wait_shows_the_output_of_a_task_that_ends(
     cluster: Cluster, busybox_image: str
 ) -> None:
