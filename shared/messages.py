@@ -289,18 +289,6 @@ class AdoptOrphan(WireModel):
     container_id: ContainerId
 
 
-Dispatch = Annotated[
-    RunTask
-    | StopTask
-    | LogsRequest
-    | ClusterInfo
-    | ClockAhead
-    | Disowned
-    | RemoveOrphan
-    | AdoptOrphan,
-    Field(discriminator="kind"),
-]
-
 DispatchMessage = (
     RunTask
     | StopTask
@@ -311,6 +299,8 @@ DispatchMessage = (
     | RemoveOrphan
     | AdoptOrphan
 )
+
+Dispatch = Annotated[DispatchMessage, Field(discriminator="kind")]
 DISPATCH: TypeAdapter[DispatchMessage] = TypeAdapter(Dispatch)
 """Reads any dispatch (manager to worker), by its `kind`."""
 
