@@ -16,6 +16,8 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from manager.kept_output import shown
+from shared.kept import KeptLogs
 from shared.messages import LogsReply, LogsRequest
 from shared.models import Reply
 
@@ -35,6 +37,8 @@ class Asker:
     node: str
     task_id: str
     deadline: float  # on the manager's monotonic clock
+    tail: int | None = None
+    fallback: KeptLogs | None = None  # shown when the worker has no output to give
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class LogRelay:
         attempt: int,
         tail: int | None,
         now: float,
+        fallback: KeptLogs | None = None,
     ) -> LogsRequest:
         """Remember the asker; return the request to send to the worker on `node`.
 
@@ -74,7 +79,7 @@ class LogRelay:
         on its own clock (no two machines' clocks are compared)."""
         request_id = uuid.uuid4().hex
         self._pending[request_id] = Asker(
-            reply_to, correlation_id, node, task_id, now + self.timeout
+            reply_to, correlation_id, node, task_id, now + self.timeout, tail, fallback
         )
         return LogsRequest(
             request_id=request_id, task_id=task_id, attempt=attempt, tail=tail, ttl=self.timeout
@@ -101,7 +106,9 @@ class LogRelay:
             )
             return None
         del self._pending[reply.request_id]
-        if reply.error is not None:
+        if reply.error is not None and asker.fallback is not None:
+            result = shown(asker.fallback, asker.tail, reply.error)
+        elif reply.error is not None:
             result = Reply(ok=False, id=reply.task_id, error=reply.error)
         else:
             result = Reply(ok=True, id=reply.task_id, result=reply.output or "")
@@ -119,7 +126,10 @@ class LogRelay:
                 f"within {self.timeout:g}s"
             )
             log.warning("%s", error)
-            answers.append(
-                Answer(asker.reply_to, asker.correlation_id, Reply(ok=False, error=error))
+            reply = (
+                Reply(ok=False, error=error)
+                if asker.fallback is None
+                else shown(asker.fallback, asker.tail, error)
             )
+            answers.append(Answer(asker.reply_to, asker.correlation_id, reply))
         return answers

@@ -135,6 +135,11 @@ class Runtime(Protocol):
         at most the last `limit` bytes, without holding more than about twice that."""
         ...
 
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """The last `limit` bytes of the container's stdout, and of its stderr, apart: the
+        end of an ended attempt's output, for the manager to keep (worker/attempt_output.py)."""
+        ...
+
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         """Every container this node owns (of one task, if given), running or not."""
         ...

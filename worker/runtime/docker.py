@@ -9,7 +9,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
@@ -257,12 +257,16 @@ class DockerRuntime:
                 follow=False,  # a stream follows by default: it would wait for more
                 tail="all" if tail is None else tail,
             )
-            data = bytearray()
-            for chunk in chunks:
-                data += chunk
-                if limit is not None and len(data) > 2 * limit:
-                    del data[:-limit]
-            return bytes(data if limit is None else data[-limit:])
+            return _last(chunks, limit)
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """The last `limit` bytes of stdout and of stderr, each read as the stream above."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"read the output of {name}"):
+            container = self._require(name)
+            out = container.logs(stdout=True, stderr=False, stream=True, follow=False)
+            err = container.logs(stdout=False, stderr=True, stream=True, follow=False)
+            return _last(out, limit), _last(err, limit)
 
     def address(self, task_id: str, attempt: int) -> str:
         """Where the container's ports answer from this host: its bridge IP, or loopback."""
@@ -602,3 +606,14 @@ class DockerExitWatch:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return False
         return bool(state.get("OOMKilled"))
+
+
+def _last(chunks: Iterable[bytes], limit: int | None) -> bytes:
+    """The last `limit` bytes of a stream of chunks (all without a limit), holding about
+    twice that at most."""
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if limit is not None and len(data) > 2 * limit:
+            del data[:-limit]
+    return bytes(data if limit is None else data[-limit:])

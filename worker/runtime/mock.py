@@ -190,6 +190,10 @@ class MockRuntime:
         data = "".join(lines).encode()
         return data if limit is None else data[-limit:]
 
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """Its logs as stdout; a mock container writes nothing to stderr."""
+        return self.logs(task_id, attempt, None, limit), b""
+
     def address(self, task_id: str, attempt: int) -> str:
         """Loopback: a mock container has no network of its own."""
         return "127.0.0.1"

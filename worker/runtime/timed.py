@@ -54,6 +54,10 @@ class TimedRuntime:
         with _timed("logs"):
             return self.inner.logs(task_id, attempt, tail, limit)
 
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        with _timed("logs"):
+            return self.inner.output_end(task_id, attempt, limit)
+
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):
             return self.inner.list(task_id)
