@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import docker
@@ -16,6 +17,8 @@ from shared.models import TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import remove_node_containers, running_cluster
+from tests.e2e.test_bad_input import publish_raw
+from tests.support.broker import dead_letters
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -144,3 +147,65 @@ def test_kept_output_is_shown_when_the_node_is_gone_and_says_it_does_not_answer(
         assert last_words == "last words"
         assert header.startswith("(kept output of attempt 1, which exited with code 3 at ")
         assert f"worker {cluster.nodes[0]} did not answer" in header
+
+
+def output(node: str, task_id: str, attempt: int, **fields: object) -> bytes:
+    body = {
+        "kind": "output",
+        "node": node,
+        "at": datetime.now(UTC).isoformat(),
+        "task_id": task_id,
+        "attempt": attempt,
+        "exit_code": 3,
+        "stdout": "kept words\n",
+        "stderr": "",
+        **fields,
+    }
+    return json.dumps(body).encode()
+
+
+def test_forged_and_oversized_outputs_cost_only_themselves(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given a task running on the first of two mock workers
+    workers = {"node-1": ("--runtime", "mock"), "node-2": ("--runtime", "mock")}
+    with (
+        running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster,
+        Client(Settings(amqp_url=vhost, request_timeout=10)) as kube,
+    ):
+        task_id = kube.submit(TaskSpec(name="served", image="mock/img", command=("serve",)))
+        task = kube.wait(task_id, {TaskState.RUNNING}, timeout=30)
+        assert task.node is not None
+        other = next(n for n in cluster.nodes if n != task.node)
+        # when outputs no worker of it could have sent are published, one over the size
+        # limit, one about a task that is gone, and between them a good one
+        bad = [
+            (other, output(other, task_id, 1)),  # its attempt from a node not running it
+            (task.node, output(task.node, task_id, 9)),  # an attempt it never had
+            (task.node, output(task.node, task_id, 1, stdout="x" * (64 * 1024 + 1))),
+        ]
+        for node, body in bad[:2]:
+            publish_raw(cluster, "kube.results", f"result.output.{node}", body)
+        publish_raw(
+            cluster, "kube.results", f"result.output.{task.node}", output(task.node, task_id, 1)
+        )
+        publish_raw(cluster, "kube.results", f"result.output.{task.node}", bad[2][1])
+        gone = output(task.node, "removed-1234", 1)
+        publish_raw(cluster, "kube.results", f"result.output.{task.node}", gone)
+        # then each bad one is dead-lettered once, with its reason
+        letters: list[dict[str, object]] = []
+        while len(letters) < len(bad):
+            letters += wait_for(lambda: dead_letters(cluster.url), what="dead letters")
+        reasons = sorted(str(h["x-kube-reason"]) for h in letters)
+        assert len(reasons) == len(bad), reasons
+        assert any("does not run it" in r for r in reasons), reasons
+        assert any("has had only 1 attempts" in r for r in reasons), reasons
+        assert any("invalid result" in r and "stdout" in r for r in reasons), reasons
+        # and the good one is kept, and shown when asked for, the task still running
+        shown = cluster.kube("logs", task_id, "--attempt", "1")
+        assert (shown.returncode, shown.stdout) == (0, "kept words\n"), shown.stderr
+        assert kube.get(task_id).state == TaskState.RUNNING
+        assert "mock: mock/img serve" in kube.logs(task_id)  # the live output, by default
