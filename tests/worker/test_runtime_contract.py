@@ -187,6 +187,20 @@ def test_logs_hold_the_output_and_tail_keeps_the_last_lines(kit: RuntimeKit, exi
     assert kit.runtime.logs("echo", 1, limit=6) == b"three\n"
 
 
+def test_the_end_of_an_ended_containers_output_is_read_by_stream(
+    kit: RuntimeKit, exits: Exits
+) -> None:
+    # given a container that printed three lines and exited
+    kit.runtime.start("echo", 1, kit.printing("one\ntwo\nthree\n"))
+    wait_for(lambda: exits.of("echo"), "the echo task to exit", TIMEOUT)
+    # when the end of its output is read, for the manager to keep
+    stdout, stderr = kit.runtime.output_end("echo", 1, 10)
+    # then it is the end of its stdout (it wrote nothing to stderr), cut to the limit
+    assert (stdout, stderr) == (b"two\nthree\n", b"")
+    with pytest.raises(RuntimeFailure, match="no container"):
+        kit.runtime.output_end("ghost", 1, 10)
+
+
 def test_logs_of_an_unknown_attempt_are_a_runtime_failure(kit: RuntimeKit) -> None:
     # given an attempt that never started, when its logs are read, then it fails clearly
     with pytest.raises(RuntimeFailure, match="no container"):
