@@ -209,3 +209,47 @@ def test_forged_and_oversized_outputs_cost_only_themselves(
         assert (shown.returncode, shown.stdout) == (0, "kept words\n"), shown.stderr
         assert kube.get(task_id).state == TaskState.RUNNING
         assert "mock: mock/img serve" in kube.logs(task_id)  # the live output, by default
+
+
+def test_a_restarted_worker_keeps_the_output_of_a_container_that_ended_while_it_was_down(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given a task running on a node the manager is slow to call down
+    slow = ("--node-down-after", "60")
+    with (
+        running_cluster(vhost, tmp_path, docker_client, request, {"node-1": ()}, slow) as cluster,
+        Client(Settings(amqp_url=vhost, request_timeout=10)) as kube,
+    ):
+        (node,) = cluster.nodes
+        script = "echo hi; while [ ! -e /tmp/go ]; do sleep 0.2; done; echo bye >&2; exit 4"
+        spec = TaskSpec(
+            name="kept",
+            image=busybox_image,
+            command=("sh", "-c", script),
+            restart={"policy": "never"},
+            pull_policy="never",
+        )
+        task_id = kube.submit(spec)
+        kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        # when its worker dies, and the container ends while no worker watches it
+        cluster.kill(node)
+        (container,) = docker_client.containers.list(filters={"label": f"kube.task-id={task_id}"})
+        assert container.exec_run(["touch", "/tmp/go"]).exit_code == 0
+        wait_for(lambda: container.wait(timeout=30) is not None, timeout=40, what="its exit")
+        # and the worker starts again
+        cluster.start_worker(node)
+        # then it reports the end, and reads the output for the manager to keep
+        assert kube.wait(task_id, {TaskState.FAILED}, timeout=60).exit_code == 4
+        (attempt,) = kept_attempts(kube, task_id, 1)
+        assert attempt.exit_code == 4
+        # so that once the container is gone, kube logs still shows how it ended
+        remove_node_containers(docker_client, node)
+        shown = cluster.kube("logs", task_id)
+        assert (shown.returncode, shown.stdout) == (0, "hi\n"), shown.stderr
+        assert shown.stderr.startswith(
+            f"(kept output of attempt 1, which exited with code {attempt.exit_code}"
+        )
