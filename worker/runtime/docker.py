@@ -260,12 +260,16 @@ class DockerRuntime:
             return _last(chunks, limit)
 
     def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
-        """The last `limit` bytes of stdout and of stderr, each read as the stream above."""
+        """The last `limit` bytes of stdout and of stderr, each read as the stream above.
+
+        Only the last `limit` lines are asked for: they hold the last `limit` bytes whatever
+        the lines' length, and the engine reads them from the end of its log, so a
+        container that printed gigabytes is not read through at its end."""
         name = container_name(self.node, task_id, attempt)
         with _engine(f"read the output of {name}"):
             container = self._require(name)
-            out = container.logs(stdout=True, stderr=False, stream=True, follow=False)
-            err = container.logs(stdout=False, stderr=True, stream=True, follow=False)
+            out = container.logs(stdout=True, stderr=False, stream=True, follow=False, tail=limit)
+            err = container.logs(stdout=False, stderr=True, stream=True, follow=False, tail=limit)
             return _last(out, limit), _last(err, limit)
 
     def address(self, task_id: str, attempt: int) -> str:
