@@ -68,6 +68,14 @@ def shown(kept: KeptLogs, tail: int | None, why: str | None = None) -> Reply:
     return Reply(ok=True, id=kept.task_id, result=result.model_dump(mode="json"))
 
 
+def instead(kept: KeptLogs | None, tail: int | None, why: str, task_id: str | None = None) -> Reply:
+    """The reply of `query.logs` when the live output cannot be had, `why`: the kept
+    output if there is any, else the error."""
+    if kept is None:
+        return Reply(ok=False, id=task_id, error=why)
+    return shown(kept, tail, why)
+
+
 def _tail(text: str, lines: int | None) -> str:
     """The last `lines` lines of a text (all of it for None)."""
     if lines is None:

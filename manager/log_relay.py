@@ -16,7 +16,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
-from manager.kept_output import shown
+from manager.kept_output import instead
 from shared.kept import KeptLogs
 from shared.messages import LogsReply, LogsRequest
 from shared.models import Reply
@@ -106,10 +106,8 @@ class LogRelay:
             )
             return None
         del self._pending[reply.request_id]
-        if reply.error is not None and asker.fallback is not None:
-            result = shown(asker.fallback, asker.tail, reply.error)
-        elif reply.error is not None:
-            result = Reply(ok=False, id=reply.task_id, error=reply.error)
+        if reply.error is not None:
+            result = instead(asker.fallback, asker.tail, reply.error, reply.task_id)
         else:
             result = Reply(ok=True, id=reply.task_id, result=reply.output or "")
         return Answer(asker.reply_to, asker.correlation_id, result)
@@ -126,10 +124,6 @@ class LogRelay:
                 f"within {self.timeout:g}s"
             )
             log.warning("%s", error)
-            reply = (
-                Reply(ok=False, error=error)
-                if asker.fallback is None
-                else shown(asker.fallback, asker.tail, error)
-            )
+            reply = instead(asker.fallback, asker.tail, error)
             answers.append(Answer(asker.reply_to, asker.correlation_id, reply))
         return answers

@@ -171,9 +171,7 @@ class Queries:
         node = self.store.node(task.node)
         if node is None or node.status != NodeStatus.READY:
             why = f"node {task.node} of task {task.id} is down"
-            if kept is not None:
-                return kept_output.shown(kept, query.tail, why)
-            return Reply(ok=False, error=why)
+            return kept_output.instead(kept, query.tail, why)
         if not delivery.reply_to:
             return Reply(
                 ok=False, error="query.logs without reply_to: the output has nowhere to go"
@@ -200,9 +198,7 @@ class Queries:
         except UnroutableError:
             self.relay.forget(request.request_id)
             why = f"worker {task.node} has no dispatch queue"
-            if kept is not None:
-                return kept_output.shown(kept, query.tail, why)
-            return Reply(ok=False, error=why)
+            return kept_output.instead(kept, query.tail, why)
         return None  # the answer comes from the worker, through the manager (manager.log_relay)
 
 

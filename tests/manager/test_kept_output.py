@@ -7,10 +7,15 @@ from datetime import UTC, datetime, timedelta
 
 from manager import core, kept_output
 from manager.log_relay import LogRelay
+from manager.queries import Queries
 from manager.scheduler import RoundRobin
+from manager.store import Store
+from shared.bus import Delivery
+from shared.bus.stub import StubBus
+from shared.codec import encode
 from shared.kept import KeptLogs
-from shared.messages import KeptOutput, LogsReply, TaskUpdate
-from shared.models import NodeRecord, NodeStatus, TaskEvent, TaskRecord, TaskSpec
+from shared.messages import KeptOutput, LogsQuery, LogsReply, TaskUpdate
+from shared.models import NodeRecord, NodeStatus, Reply, TaskEvent, TaskRecord, TaskSpec
 from shared.states import TaskState
 
 NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
@@ -159,3 +164,53 @@ def test_a_worker_that_has_no_output_or_does_not_answer_gets_the_kept_output_sho
     ask(relay, None)
     (late,) = relay.expire(100.0 + relay.timeout)
     assert not late.reply.ok and "worker n1 did not answer" in (late.reply.error or "")
+
+
+def logs_query(queries: Queries, **query: object) -> Reply | None:
+    body = encode(LogsQuery.model_validate({"id": "t1", **query}))
+    delivery = Delivery(body, "kube.commands", "query.logs", {}, "amq.gen-1", "c", None,
+                        None, False, "q", 1, 0)  # fmt: skip
+    return queries.logs(delivery)
+
+
+def test_logs_of_a_task_between_attempts_or_on_a_down_node_show_what_was_kept(
+    store_url: str,
+) -> None:
+    # given a task whose first attempt failed and was kept, restarted and pending
+    store = Store(store_url)
+    restart = {"policy": "on-failure", "max_restarts": 2, "backoff_seconds": 60}
+    task, _ = placed(restart)
+    store.record(core.Decision(nodes=[NODE]))
+    store.record(core.accept(task.spec, "t1", NOW))
+    running = core.apply_update(task, update(task, TaskState.RUNNING, NOW), NOW)
+    store.record(running)
+    failed = update(running.tasks[-1], TaskState.FAILED, NOW, exit_code=3)
+    store.record(core.apply_update(running.tasks[-1], failed, NOW))
+    store.keep_output(kept_logs("a\nb\n", "oops\n"))
+    store.commit()
+    queries = Queries(store, StubBus(), LogRelay(), lambda: 0.0, lambda: NOW)
+    # when its logs are asked for, then the kept output is shown, saying why
+    reply = logs_query(queries)
+    assert reply is not None and reply.ok, reply
+    assert (reply.result["attempt"], reply.result["stdout"]) == (1, "a\nb\n")
+    assert reply.result["why"] == "task t1 is pending"
+    # and asked for by attempt, or as the previous one, likewise without a why
+    for asked in ({"attempt": 1, "tail": 1}, {"previous": True, "tail": 1}):
+        reply = logs_query(queries, **asked)
+        assert reply is not None and reply.ok and reply.result["why"] is None
+        assert reply.result["stdout"] == "b\n"
+    # and an attempt with nothing kept is an error saying so
+    reply = logs_query(queries, attempt=2)
+    assert reply is not None and not reply.ok and "no output of attempt 2" in (reply.error or "")
+    # when it runs again on a node that is then down, the kept output is shown for it
+    pending = store.task("t1")
+    assert pending is not None
+    later = NOW + timedelta(seconds=61)  # past its backoff
+    placed_again = core.schedule([pending], [NODE], RoundRobin(), later)
+    assert placed_again.tasks and placed_again.tasks[-1].state == TaskState.SCHEDULED
+    store.record(placed_again)
+    store.record(core.Decision(nodes=[NODE.model_copy(update={"status": NodeStatus.DOWN})]))
+    store.commit()
+    reply = logs_query(queries)
+    assert reply is not None and reply.ok and reply.result["why"] == "node n1 of task t1 is down"
+    store.close()
