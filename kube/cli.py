@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_parser(sub)
     inspect = sub.add_parser("inspect", help="show a task and its history")
     inspect.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
-    inspect.add_argument("--json", action="store_true", help="the record and history as JSON")
+    inspect.add_argument(
+        "--json", action="store_true", help="the record, history and attempts as JSON"
+    )
     nodes = sub.add_parser("nodes", help="list workers")
     nodes.add_argument("--json", action="store_true", help="the node records as JSON")
     managers = sub.add_parser("managers", help="list the managers: which leads, at which epoch")
