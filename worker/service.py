@@ -558,8 +558,9 @@ class Worker:
         if key in self.disowned:
             log.info("task %s: attempt %d is an orphan here: left running", *key)
             return None
-        self.output.removing(key)  # its last lines, for the manager to keep
         try:
+            self._with_engine(lambda: self.runtime.stop(key[0], key[1], grace))
+            self.output.removing(key)  # its last lines, stop included, for the manager
             self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:
             log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)

@@ -16,7 +16,7 @@ from shared.kept import AttemptSummary
 from shared.models import TaskSpec
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import remove_node_containers, running_cluster
+from tests.conftest import Cluster, remove_node_containers, running_cluster
 from tests.e2e.test_bad_input import publish_raw
 from tests.support.broker import dead_letters
 from tests.support.waiting import wait_for
@@ -253,3 +253,24 @@ def test_a_restarted_worker_keeps_the_output_of_a_container_that_ended_while_it_
         assert shown.stderr.startswith(
             f"(kept output of attempt 1, which exited with code {attempt.exit_code}"
         )
+
+
+def test_a_stopped_tasks_last_words_on_its_way_out_are_kept(
+    cluster: Cluster, busybox_image: str
+) -> None:
+    # given a task that says something when it is told to stop
+    script = 'trap "echo told to stop; exit 0" TERM; echo serving; while :; do sleep 0.2; done'
+    with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as kube:
+        spec = TaskSpec(
+            name="kept", image=busybox_image, command=("sh", "-c", script), pull_policy="never"
+        )
+        task_id = kube.submit(spec)
+        kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        # when it is stopped (its container stopped, then removed)
+        kube.stop(task_id)
+        kube.wait(task_id, {TaskState.COMPLETED}, timeout=60)
+        kept_attempts(kube, task_id, 1)
+        # then kube logs shows its output to the end, its words on the way out included
+        shown = cluster.kube("logs", task_id)
+    assert (shown.returncode, shown.stdout) == (0, "serving\ntold to stop\n"), shown.stderr
+    assert shown.stderr.startswith("(kept output of attempt 1, which ended at ")

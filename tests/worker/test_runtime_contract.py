@@ -139,6 +139,26 @@ def test_remove_stops_reports_the_exit_and_forgets(kit: RuntimeKit, exits: Exits
         kit.runtime.logs("svc", 1)
 
 
+def test_stop_reports_the_exit_and_keeps_the_container_to_read_until_removed(
+    kit: RuntimeKit, exits: Exits
+) -> None:
+    # given a running container
+    info = kit.runtime.start("svc", 1, kit.running())
+    # when it is stopped twice
+    kit.runtime.stop("svc", 1, timeout=5)
+    kit.runtime.stop("svc", 1, timeout=5)
+    kit.runtime.stop("never-started", 7)
+    # then it reported one exit, and is still there, ended, its output readable
+    wait_for(lambda: exits.of("svc"), "the exit of the stopped container", TIMEOUT)
+    (listed,) = kit.runtime.list("svc")
+    assert listed.status == ContainerStatus.EXITED
+    kit.runtime.output_end("svc", 1, 10)
+    # and once removed, nothing of it is left, and no second exit is reported
+    kit.runtime.remove("svc", 1, timeout=5)
+    assert kit.runtime.list("svc") == []
+    assert exits.of("svc") == [ContainerExit("svc", 1, info.container_id, 143)]
+
+
 def test_removing_a_finished_container_reports_no_second_exit(
     kit: RuntimeKit, exits: Exits
 ) -> None:

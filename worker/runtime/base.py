@@ -124,6 +124,11 @@ class Runtime(Protocol):
         """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
         ...
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout), keeping the container and its output
+        to read; fine if stopped or gone already. `remove` follows."""
+        ...
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
         ...

@@ -223,6 +223,19 @@ class DockerRuntime:
             container.reload()
             return _info(container)
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout), keeping the container; fine if
+        stopped or gone already."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"stop {name}"):
+            container = self._find(name)
+            if container is None:
+                return
+            try:
+                container.stop(timeout=math.ceil(timeout))
+            except docker.errors.NotFound:
+                return  # removed by someone else meanwhile
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
         name = container_name(self.node, task_id, attempt)

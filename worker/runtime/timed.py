@@ -44,6 +44,10 @@ class TimedRuntime:
         with _timed("start"):
             return self.inner.start(task_id, attempt, spec)
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        with _timed("stop"):
+            self.inner.stop(task_id, attempt, timeout)
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         with _timed("remove"):
             self.inner.remove(task_id, attempt, timeout)
