@@ -4,9 +4,9 @@ attempt ended once the container, or the whole node, is gone.
 
 Read at two moments, each in an engine thread and never on the path of the attempt's
 own update (that is published first, and apart): when the container exits by itself
-(the update carries its exit code), and just before the worker removes a container
-whose output was not read yet (a stop, a failed health check, an older attempt removed
-before the next one starts). The same attempt may be read twice (an exit and its removal
+(the update carries its exit code), and once a container the worker removes has
+stopped, just before its removal, if its output was not read yet (a stop, a failed health
+check, an older attempt removed before the next one starts). The same attempt may be read twice (an exit and its removal
 racing): the manager keeps the newest read and the exit code once known.
 """
 
@@ -67,8 +67,8 @@ class OutputKeeper:
                 self._read_already.add(key)
 
     def removing(self, key: Key) -> None:
-        """In an engine thread, just before the container is removed: read it unless its
-        exit was read already."""
+        """In an engine thread, once the container has stopped and before it is removed:
+        read it unless its exit was read already."""
         with self._lock:
             if key in self._read_already:
                 return
