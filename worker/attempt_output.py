@@ -6,8 +6,9 @@ Read at two moments, each in an engine thread and never on the path of the attem
 own update (that is published first, and apart): when the container exits by itself
 (the update carries its exit code), and once a container the worker removes has
 stopped, just before its removal, if its output was not read yet (a stop, a failed health
-check, an older attempt removed before the next one starts). The same attempt may be read twice (an exit and its removal
-racing): the manager keeps the newest read and the exit code once known.
+check, an older attempt removed before the next one starts). The same attempt may be
+read twice (an exit and its removal racing): the manager keeps the newest read and the
+exit code once known.
 """
 
 from __future__ import annotations
