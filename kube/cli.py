@@ -17,7 +17,18 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
+from kube import (
+    cluster_cli,
+    completion,
+    examples,
+    kept_logs,
+    ps,
+    render,
+    rollout,
+    run_wait,
+    task_flags,
+    waits,
+)
 from kube import events as feed
 from kube.arguments import seconds as _seconds
 from kube.arguments import whole
@@ -316,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_parser(sub)
     inspect = sub.add_parser("inspect", help="show a task and its history")
     inspect.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
-    inspect.add_argument("--json", action="store_true", help="the record and history as JSON")
+    inspect.add_argument(
+        "--json", action="store_true", help="the record, history and attempts as JSON"
+    )
     nodes = sub.add_parser("nodes", help="list workers")
     nodes.add_argument("--json", action="store_true", help="the node records as JSON")
     managers = sub.add_parser("managers", help="list the managers: which leads, at which epoch")
@@ -329,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a task's container output")
     logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    kept_logs.add_flags(logs)
     rollout.add_restart_parser(sub)
     completion.add_parser(sub)
     feed.add_parser(sub)
@@ -602,12 +616,13 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
     elif args.command == "restart":
         return rollout.restart(args, client)
     elif args.command == "inspect":
-        task, events = client.inspect(client.task_id(args.id))
+        task, events, attempts = client.inspect_attempts(client.task_id(args.id))
         data = {
             **task.model_dump(mode="json"),
             "events": [e.model_dump(mode="json") for e in events],
+            "attempts": [a.model_dump(mode="json") for a in attempts],
         }
-        _out(args, data, lambda: render.task(task, events))
+        _out(args, data, lambda: kept_logs.with_attempts(render.task(task, events), attempts))
     elif args.command == "nodes":
         nodes = client.nodes()
         _out(args, [n.model_dump(mode="json") for n in nodes], lambda: render.nodes(nodes))
@@ -625,8 +640,10 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
         print(name)
     elif args.command == "logs":
-        LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
-        sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
+        # a bad --tail or --attempt is said before anything is asked
+        LogsQuery(id=args.id, tail=args.tail, attempt=args.attempt, previous=args.previous)
+        found = client.task_logs(client.task_id(args.id), args.tail, args.attempt, args.previous)
+        kept_logs.write(found)
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)

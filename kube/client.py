@@ -30,6 +30,7 @@ from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
 from shared.ids import new_task_id
+from shared.kept import AttemptSummary, KeptLogs
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     ManagerInfo,
@@ -62,6 +63,8 @@ NODES = TypeAdapter(list[NodeRecord])
 MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
+ATTEMPTS = TypeAdapter(list[AttemptSummary])
+KEPT = TypeAdapter(KeptLogs)
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
@@ -217,10 +220,18 @@ class Client:
 
     def inspect(self, task_id: str) -> tuple[TaskRecord, builtins.list[TaskEvent]]:
         """A task and its state history."""
+        task, events, _ = self.inspect_attempts(task_id)
+        return task, events
+
+    def inspect_attempts(
+        self, task_id: str
+    ) -> tuple[TaskRecord, builtins.list[TaskEvent], builtins.list[AttemptSummary]]:
+        """A task, its state history and its attempts (none from a manager before them)."""
         reply = self._ask("query.task", encode(TaskQuery(id=task_id)))
         result = reply.result or {}
         task = RECORD.validate_python(result["task"], strict=False)
-        return task, EVENTS.validate_python(result["events"], strict=False)
+        events = EVENTS.validate_python(result["events"], strict=False)
+        return task, events, ATTEMPTS.validate_python(result.get("attempts", []), strict=False)
 
     def list(self) -> list[TaskRecord]:
         """Every task, oldest first (asked for a page at a time)."""
@@ -308,7 +319,25 @@ class Client:
         self._ask(topology.DRAIN_KEY, encode(NodeRequest(name=node)), subject=node)
 
     def logs(self, task_id: str, tail: int | None = None) -> str:
-        return str(self._ask("query.logs", encode(LogsQuery(id=task_id, tail=tail))).result)
+        """A task's output: the live container's, or else what the manager kept of it."""
+        found = self.task_logs(task_id, tail)
+        return found if isinstance(found, str) else found.stdout + found.stderr
+
+    def task_logs(
+        self,
+        task_id: str,
+        tail: int | None = None,
+        attempt: int | None = None,
+        previous: bool = False,
+    ) -> str | KeptLogs:
+        """The live container's output (text), or the kept end of an ended attempt's
+        output (`KeptLogs`): asked for by `attempt` or `previous`, or given by the manager
+        when the live output cannot be had (`why` says why)."""
+        query = LogsQuery(id=task_id, tail=tail, attempt=attempt, previous=previous)
+        result = self._ask("query.logs", encode(query)).result
+        if isinstance(result, dict):
+            return KEPT.validate_python(result, strict=False)
+        return str(result)
 
     def watch(
         self, keys: Collection[str] = ("#",), timeout: float | None = None

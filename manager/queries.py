@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from manager import kept_output
 from manager.endpoints import serving
 from manager.epochs import stamp
 from manager.log_relay import LogRelay
@@ -100,8 +101,14 @@ class Queries:
         task = self.store.task(query.id)
         if task is None:
             return Reply(ok=False, error=f"unknown task {query.id!r}")
-        events = [_dump(event) for event in self.store.events(task.id)]
-        return Reply(ok=True, id=task.id, result={"task": _dump(task), "events": events})
+        events = self.store.events(task.id)
+        attempts = kept_output.attempts(task, events, self.store.kept_exit_codes(task.id))
+        result = {
+            "task": _dump(task),
+            "events": [_dump(event) for event in events],
+            "attempts": [_dump(attempt) for attempt in attempts],
+        }
+        return Reply(ok=True, id=task.id, result=result)
 
     def nodes(self, delivery: Delivery) -> Reply:
         query = _list(delivery)
@@ -149,13 +156,22 @@ class Queries:
         task = self.store.task(query.id)
         if task is None:
             return Reply(ok=False, error=f"unknown task {query.id!r}")
-        if task.node is None or task.attempt == 0:
+        if query.attempt is not None or query.previous:  # kept output, asked for
+            asked = self.store.kept_output(task.id, query.attempt)
+            if asked is None:
+                return kept_output.missing(task, query.attempt)
+            return kept_output.shown(asked, query.tail)
+        kept = self.store.kept_output(task.id)  # shown if the live output cannot be had
+        if task.node is None or not kept_output.live(task):
+            if kept is not None:
+                return kept_output.shown(kept, query.tail, f"task {task.id} is {task.state.value}")
             return Reply(
                 ok=False, error=f"task {task.id} has no container yet ({task.state.value})"
             )
         node = self.store.node(task.node)
         if node is None or node.status != NodeStatus.READY:
-            return Reply(ok=False, error=f"node {task.node} of task {task.id} is down")
+            why = f"node {task.node} of task {task.id} is down"
+            return kept_output.instead(kept, query.tail, why)
         if not delivery.reply_to:
             return Reply(
                 ok=False, error="query.logs without reply_to: the output has nowhere to go"
@@ -168,6 +184,7 @@ class Queries:
             attempt=task.attempt,
             tail=query.tail,
             now=self.monotonic(),
+            fallback=kept,
         )
         try:
             self.bus.publish(
@@ -180,7 +197,8 @@ class Queries:
             )
         except UnroutableError:
             self.relay.forget(request.request_id)
-            return Reply(ok=False, error=f"worker {task.node} has no dispatch queue")
+            why = f"worker {task.node} has no dispatch queue"
+            return kept_output.instead(kept, query.tail, why)
         return None  # the answer comes from the worker, through the manager (manager.log_relay)
 
 

@@ -36,6 +36,7 @@ from manager import (
     core,
     dead_dispatches,
     endpoints,
+    kept_output,
     metrics,
     nodes,
     orphans,
@@ -79,6 +80,7 @@ from shared.messages import (
     ClockAhead,
     Disowned,
     Heartbeat,
+    KeptOutput,
     LogsReply,
     Result,
     ResultsProbe,
@@ -132,7 +134,9 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
-RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | ResultsProbe] = TypeAdapter(Result)
+RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | KeptOutput | ResultsProbe] = TypeAdapter(
+    Result
+)
 
 
 def utcnow() -> datetime:
@@ -711,6 +715,13 @@ class Manager:
             answer = self.logs.answer(result)
             if answer is not None:
                 self.relay(answer)
+        elif isinstance(result, KeptOutput):
+            kept = kept_output.accept(self.store.task(result.task_id), result)
+            if isinstance(kept, str):
+                self.refuse(delivery, kept)
+                return
+            if kept is not None:
+                self.store.keep_output(kept)
         else:
             task = self.store.task(result.task_id)
             if task is None:

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from shared.kept import KeptLogs
 from shared.messages import (
     Dispatch,
     EndpointsQuery,
@@ -56,6 +57,7 @@ MESSAGES: dict[str, Any] = {
     "orphan-list": OrphanList,  # query.orphans, and the result of orphans.remove replies
     "service-record": ServiceRecord,  # query.services rows
     "reply": Reply,  # answers to requests with reply_to
+    "kept-logs": KeptLogs,  # the result of query.logs when the output shown was kept
     "task-query": TaskQuery,  # kube.commands query.task
     "list-query": ListQuery,  # kube.commands query.tasks, query.nodes
     "logs-query": LogsQuery,  # kube.commands query.logs

@@ -65,6 +65,7 @@ from shared.messages import (
     Disowned,
     Heartbeat,
     HeldTask,
+    KeptOutput,
     LogsReply,
     LogsRequest,
     Orphan,
@@ -80,6 +81,7 @@ from shared.states import TaskState
 from worker import claim
 from worker.address import detect as detect_address
 from worker.attempt import Key, Report, StartFailed
+from worker.attempt_output import OutputKeeper
 from worker.config import WorkerConfig
 from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.epochs import Epochs
@@ -163,6 +165,7 @@ class Worker:
         # periods run together (8 stale copies with a 10 s grace took 24 s in line).
         self.stops = ThreadPoolExecutor(MAX_STOPS_AT_ONCE, thread_name_prefix="stop")
         self.health = HealthMonitor(runtime, self._on_health)
+        self.output = OutputKeeper(config.name, runtime.output_end, self._send_output)
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
@@ -556,6 +559,8 @@ class Worker:
             log.info("task %s: attempt %d is an orphan here: left running", *key)
             return None
         try:
+            self._with_engine(lambda: self.runtime.stop(key[0], key[1], grace))
+            self.output.removing(key)  # its last lines, stop included, for the manager
             self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:
             log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)
@@ -564,6 +569,7 @@ class Worker:
             log.exception("task %s: removing attempt %d failed", key[0], key[1])
             return f"{type(exc).__name__}: {exc}"
         log.info("task %s: attempt %d stopped and removed", key[0], key[1])
+        self.output.removed(key)
         self.contact.forget(key)
         return None
 
@@ -744,6 +750,15 @@ class Worker:
                 error=why,
             )
         self._results.append(self._result("update", encode(update)))
+        if report.exit_code is not None and report.container_id is not None:
+            # exited by itself: its container is there to read, after the update is queued
+            code = report.exit_code
+            self._background(lambda: self.output.exited(key, code))
+
+    def _send_output(self, kept: KeptOutput) -> None:
+        """From an engine thread: queue an ended attempt's output behind what is queued."""
+        body = encode(kept)
+        self.bus.call_threadsafe(lambda: self._results.append(self._result("output", body)))
 
     def _result(self, kind: str, body: bytes) -> Outbound:
         return self.bus.message(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from manager.store import kept
 from manager.store.base import Database
 from shared.errors import StoreError
 from shared.states import TaskState
@@ -195,6 +196,7 @@ STEPS: list[Callable[[Database], None]] = [
     _host_ports,
     _meta,
     _leadership,
+    kept.create,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 

@@ -124,6 +124,11 @@ class Runtime(Protocol):
         """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
         ...
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout), keeping the container and its output
+        to read; fine if stopped or gone already. `remove` follows."""
+        ...
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
         ...
@@ -133,6 +138,11 @@ class Runtime(Protocol):
     ) -> bytes:
         """The container's stdout and stderr, interleaved, the last `tail` lines if given;
         at most the last `limit` bytes, without holding more than about twice that."""
+        ...
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """The last `limit` bytes of the container's stdout, and of its stderr, apart: the
+        end of an ended attempt's output, for the manager to keep (worker/attempt_output.py)."""
         ...
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:

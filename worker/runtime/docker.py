@@ -9,7 +9,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
@@ -223,6 +223,19 @@ class DockerRuntime:
             container.reload()
             return _info(container)
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout), keeping the container; fine if
+        stopped or gone already."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"stop {name}"):
+            container = self._find(name)
+            if container is None:
+                return
+            try:
+                container.stop(timeout=math.ceil(timeout))
+            except docker.errors.NotFound:
+                return  # removed by someone else meanwhile
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
         name = container_name(self.node, task_id, attempt)
@@ -257,12 +270,20 @@ class DockerRuntime:
                 follow=False,  # a stream follows by default: it would wait for more
                 tail="all" if tail is None else tail,
             )
-            data = bytearray()
-            for chunk in chunks:
-                data += chunk
-                if limit is not None and len(data) > 2 * limit:
-                    del data[:-limit]
-            return bytes(data if limit is None else data[-limit:])
+            return _last(chunks, limit)
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """The last `limit` bytes of stdout and of stderr, each read as the stream above.
+
+        Only the last `limit` lines are asked for: they hold the last `limit` bytes whatever
+        the lines' length, and the engine reads them from the end of its log, so a
+        container that printed gigabytes is not read through at its end."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"read the output of {name}"):
+            container = self._require(name)
+            out = container.logs(stdout=True, stderr=False, stream=True, follow=False, tail=limit)
+            err = container.logs(stdout=False, stderr=True, stream=True, follow=False, tail=limit)
+            return _last(out, limit), _last(err, limit)
 
     def address(self, task_id: str, attempt: int) -> str:
         """Where the container's ports answer from this host: its bridge IP, or loopback."""
@@ -602,3 +623,14 @@ class DockerExitWatch:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return False
         return bool(state.get("OOMKilled"))
+
+
+def _last(chunks: Iterable[bytes], limit: int | None) -> bytes:
+    """The last `limit` bytes of a stream of chunks (all without a limit), holding about
+    twice that at most."""
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if limit is not None and len(data) > 2 * limit:
+            del data[:-limit]
+    return bytes(data if limit is None else data[-limit:])

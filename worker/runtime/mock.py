@@ -160,12 +160,20 @@ class MockRuntime:
         if taken:
             raise RuntimeFailure(f"mock: host port {taken[0]} is already allocated")
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """A running container exits, reporting it as Docker's `die` does; it stays."""
+        self._end(task_id, attempt, forget=False)
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Forget the container; a running one reports an exit, as Docker's `die` does."""
+        self._end(task_id, attempt, forget=True)
+
+    def _end(self, task_id: str, attempt: int, forget: bool) -> None:
         with self._lock:
             if self._theirs_refused(task_id, attempt) is None:
                 return
-            container = self._containers.pop((task_id, attempt), None)
+            key = (task_id, attempt)
+            container = self._containers.pop(key, None) if forget else self._containers.get(key)
             if container is None or container.status is not ContainerStatus.RUNNING:
                 return
             stopped = container.exit(STOPPED_EXIT_CODE)
@@ -189,6 +197,10 @@ class MockRuntime:
             lines = lines[-tail:] if tail > 0 else []
         data = "".join(lines).encode()
         return data if limit is None else data[-limit:]
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """Its logs as stdout; a mock container writes nothing to stderr."""
+        return self.logs(task_id, attempt, None, limit), b""
 
     def address(self, task_id: str, attempt: int) -> str:
         """Loopback: a mock container has no network of its own."""

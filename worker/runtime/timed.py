@@ -44,6 +44,10 @@ class TimedRuntime:
         with _timed("start"):
             return self.inner.start(task_id, attempt, spec)
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        with _timed("stop"):
+            self.inner.stop(task_id, attempt, timeout)
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         with _timed("remove"):
             self.inner.remove(task_id, attempt, timeout)
@@ -53,6 +57,10 @@ class TimedRuntime:
     ) -> bytes:
         with _timed("logs"):
             return self.inner.logs(task_id, attempt, tail, limit)
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        with _timed("logs"):
+            return self.inner.output_end(task_id, attempt, limit)
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):
