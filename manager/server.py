@@ -59,6 +59,7 @@ from manager.queries import Queries
 from manager.quotas import Quotas
 from manager.retention import PURGE_BATCH
 from manager.scheduler import make_scheduler
+from manager.secret_key import SecretKey
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
@@ -189,6 +190,10 @@ class Manager:
             self.store, self.bus, self.logs, monotonic, clock, self.orphans, self.epoch
         )
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
+        self.secret_key = (
+            SecretKey.load(config.secrets_key_file) if config.secrets_key_file else None
+        )
+        self.queries.secret_key = self.secret_key
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
         self._acks: list[Delivery] = []

@@ -1,0 +1,72 @@
+"""`kube secret` and `kube config`: create, update, ls, rm. A value is read from a file or
+stdin and sealed for the manager's key before it leaves (kube/client.py); no command ever
+prints one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from kube import render
+from kube.client import Client
+from shared.files import MAX_VALUE_BYTES, FileKind
+
+COMMANDS = tuple(kind.value for kind in FileKind)
+
+HELP = {
+    FileKind.SECRET: "secrets: encrypted, mounted at /run/secrets/NAME (docs/secrets.md)",
+    FileKind.CONFIG: "configs: files mounted where a spec says (docs/secrets.md)",
+}
+
+
+def add_parsers(sub: Any) -> None:
+    for kind in FileKind:
+        parser = sub.add_parser(kind.value, help=HELP[kind])
+        verbs = parser.add_subparsers(dest="verb", required=True)
+        for verb, says in (
+            ("create", "make"),
+            ("update", "replace the value of (rolls its users)"),
+        ):
+            write = verbs.add_parser(verb, help=f"{says} a {kind.value}")
+            write.add_argument("name", metavar="NAME")
+            write.add_argument(
+                "file", metavar="FILE", nargs="?", default="-", help="the value; - or none: stdin"
+            )
+        ls = verbs.add_parser("ls", help=f"list {kind.value}s (never their values)")
+        ls.add_argument("--json", action="store_true", help="the records as JSON")
+        rm = verbs.add_parser("rm", help=f"remove a {kind.value} (refused while in use)")
+        rm.add_argument("name", metavar="NAME")
+
+
+def _value(source: str) -> bytes:
+    """The value from a file or stdin, read up to one byte past the limit (the manager
+    names the size if it is over)."""
+    if source == "-":
+        return sys.stdin.buffer.read(MAX_VALUE_BYTES + 1)
+    with Path(source).open("rb") as file:
+        return file.read(MAX_VALUE_BYTES + 1)
+
+
+def run(args: argparse.Namespace, client: Client) -> int:
+    kind = FileKind(args.command)
+    if args.verb in ("create", "update"):
+        client.write_file(kind, args.name, _value(args.file), create=args.verb == "create")
+        print(args.name)
+    elif args.verb == "rm":
+        client.remove_file(kind, args.name)
+        print(args.name)
+    else:
+        records = client.files(kind)
+        if args.json:
+            print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+        else:
+            rows = [
+                (r.name, str(r.version), str(r.size), render.age(r.created_at),
+                 render.age(r.updated_at))
+                for r in records
+            ]  # fmt: skip
+            print(render.table(("NAME", "VERSION", "SIZE", "CREATED", "UPDATED"), rows))
+    return 0
