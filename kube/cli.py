@@ -271,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="docker, or mock: containers simulated in memory (default docker)",
     )
     worker.add_argument(
+        "--files-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where secrets and configs are written for their containers, on a tmpfs"
+        " (default: /run/kube if /run is a tmpfs, else /dev/shm/kube)",
+    )
+    worker.add_argument(
         "--advertise-address",
         metavar="ADDRESS",
         help="IP address or host name where its tasks' ports answer (default: the source"
@@ -831,7 +839,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,
-        **_given(args, "heartbeat_interval", "concurrency"),
+        **_given(args, "heartbeat_interval", "concurrency", "files_dir"),
     )
     runtime: Runtime
     if args.runtime == "mock":

@@ -9,13 +9,25 @@ an error. An update pins the new version in the spec of every service that names
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import base64
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from manager.secret_key import SecretKey
 from manager.store.files import StoredFile
-from shared.files import MAX_VALUE_BYTES, FileKind
+from shared.codec import encode
+from shared.errors import SecretError
+from shared.files import (
+    MAX_VALUE_BYTES,
+    FileKind,
+    FilesReply,
+    FilesRequest,
+    FileValue,
+    FileValues,
+    files_context,
+)
 from shared.models import ServiceRecord, TaskRecord
+from shared.sealing import seal
 from shared.specs import TaskSpec
 
 NO_KEY = (
@@ -93,3 +105,53 @@ def rolls(
         if spec is not None:
             found.append((service, spec))
     return found
+
+
+FILES_TTL = 30.0
+"""Seconds a FilesReply may wait in the node's queue before the broker drops it: the
+worker waits less (worker/files.py), then fails the attempt, which restarts."""
+
+
+def files_reply(
+    key: SecretKey | None,
+    task: TaskRecord | None,
+    request: FilesRequest,
+    stored: Callable[[FileKind, str, int | None], StoredFile | None],
+) -> FilesReply:
+    """The values of an attempt's secrets and configs, sealed for the worker's key; or why
+    not, naming the secret (never its value). Only for the node that holds the attempt."""
+
+    def refused(error: str) -> FilesReply:
+        return FilesReply(task_id=request.task_id, attempt=request.attempt, error=error)
+
+    if task is None or task.node != request.node or task.attempt != request.attempt:
+        attempt = f"attempt {request.attempt} of {request.task_id}"
+        return refused(f"{attempt} is not {request.node}'s to run")
+    if key is None:
+        return refused(NO_KEY)
+    values = []
+    for kind, mounted in (
+        (FileKind.SECRET, task.spec.secrets),
+        (FileKind.CONFIG, task.spec.configs),
+    ):
+        for ref in mounted:
+            row = stored(kind, ref.name, ref.version)
+            if row is None:
+                version = f" version {ref.version}" if ref.version else ""
+                return refused(f"no such {kind.value}: {ref.name}{version}")
+            try:
+                value = key.decrypt(kind.value, row.name, row.version, row.key_id, row.sealed)
+            except SecretError as exc:
+                return refused(str(exc))
+            values.append(
+                FileValue(kind=kind, name=row.name, version=row.version,
+                          value=base64.b64encode(value).decode())
+            )  # fmt: skip
+    box = seal(
+        base64.b64decode(request.public_key),
+        encode(FileValues(values=tuple(values))),
+        files_context(request.task_id, request.attempt),
+    )
+    return FilesReply(
+        task_id=request.task_id, attempt=request.attempt, sealed=base64.b64encode(box).decode()
+    )

@@ -40,6 +40,7 @@ from manager import (
     nodes,
     orphans,
     removal,
+    secrets,
     services,
     silence,
 )
@@ -73,7 +74,9 @@ from shared.errors import (
     ResourceLocked,
     StoreError,
     StoreUnavailable,
+    UnroutableError,
 )
+from shared.files import FilesRequest
 from shared.ids import new_task_id
 from shared.messages import (
     DISPATCH,
@@ -133,7 +136,9 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
-RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | ResultsProbe] = TypeAdapter(Result)
+RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | FilesRequest | ResultsProbe] = TypeAdapter(
+    Result
+)
 
 
 def utcnow() -> datetime:
@@ -716,6 +721,8 @@ class Manager:
             answer = self.logs.answer(result)
             if answer is not None:
                 self.relay(answer)
+        elif isinstance(result, FilesRequest):
+            self.send_files(result)
         else:
             task = self.store.task(result.task_id)
             if task is None:
@@ -726,6 +733,27 @@ class Manager:
             self.commit(decision)
             self.after_change(decision)
         self.settle(delivery)
+
+    def send_files(self, request: FilesRequest) -> None:
+        """An attempt's secrets and configs, sealed for the worker's key, on its node's
+        queue: not persistent, and dropped by the broker unread after FILES_TTL."""
+        reply = secrets.files_reply(
+            self.secret_key, self.store.task(request.task_id), request, self.store.file
+        )
+        if reply.error is not None:
+            attempt = (reply.task_id, reply.attempt)
+            log.warning("task %s: attempt %d: no files sent: %s", *attempt, reply.error)
+        try:
+            self.bus.publish(
+                topology.DISPATCH,
+                request.node,
+                stamp(encode(reply), self.epoch),
+                persistent=False,
+                mandatory=True,
+                expiration=secrets.FILES_TTL,
+            )
+        except UnroutableError:
+            log.warning("task %s: node %s has no dispatch queue", request.task_id, request.node)
 
     def probe_read(self, delivery: Delivery, probe: ResultsProbe) -> None:
         """A probe came back through the results queue (manager/silence.py). One this

@@ -11,12 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from shared.sealing import OVERHEAD
-from shared.wire import MAX_INT64, Name, Timestamp, WireModel
+from shared.wire import MAX_INT64, Attempt, Epoch, Name, TaskId, Text, Timestamp, WireModel
 
 MAX_VALUE_BYTES = 500 * 1024
 """The largest secret or config value: Swarm's limit, which keeps the sealed value (base64)
@@ -130,3 +130,53 @@ class SealingKey(WireModel):
 def context(kind: FileKind, name: str) -> bytes:
     """What a value sealed for the manager is bound to: its kind and name."""
     return f"kube {kind.value} {name}".encode()
+
+
+# -- delivery to the worker that runs the task (docs/secrets.md#delivery) ---------------
+
+PublicKey = Annotated[str, Field(min_length=44, max_length=44, description="X25519, base64")]
+MAX_SEALED_FILES = 960 * 1024
+"""A reply's sealed values, base64: what fits in a message (a spec's values together)."""
+
+
+class FilesRequest(WireModel):
+    """Worker to manager (`result.files.<node>`): send the secrets and configs of this
+    attempt, sealed for this key, which the worker made for it and forgets after."""
+
+    kind: Literal["files"] = "files"
+    node: Name
+    at: Timestamp
+    task_id: TaskId
+    attempt: Attempt
+    public_key: PublicKey
+
+
+class FilesReply(WireModel):
+    """Manager to worker, on its node queue, not persistent and with a time to live: the
+    values of the attempt's secrets and configs, sealed for the request's key (the JSON of
+    FileValues), or why there are none."""
+
+    kind: Literal["files"] = "files"
+    epoch: Epoch = 0
+    task_id: TaskId
+    attempt: Attempt
+    sealed: Annotated[str, Field(max_length=MAX_SEALED_FILES)] | None = None
+    error: Text | None = None
+
+
+class FileValue(WireModel):
+    """One value inside a FilesReply's sealed box."""
+
+    kind: FileKind
+    name: Name
+    version: Version
+    value: str = Field(description="base64")
+
+
+class FileValues(WireModel):
+    values: tuple[FileValue, ...]
+
+
+def files_context(task_id: str, attempt: int) -> bytes:
+    """What a FilesReply's box is bound to: the attempt it is for."""
+    return f"kube files {task_id} {attempt}".encode()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter, model_validator
 
+from shared.files import FilesReply, FilesRequest
 from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
@@ -291,6 +292,7 @@ class AdoptOrphan(WireModel):
 
 DispatchMessage = (
     RunTask
+    | FilesReply
     | StopTask
     | LogsRequest
     | ClusterInfo
@@ -329,7 +331,9 @@ class ResultsProbe(WireModel):
     at: Timestamp
 
 
-Result = Annotated[TaskUpdate | Heartbeat | LogsReply | ResultsProbe, Field(discriminator="kind")]
+Result = Annotated[
+    TaskUpdate | Heartbeat | LogsReply | FilesRequest | ResultsProbe, Field(discriminator="kind")
+]
 
 
 class TaskQuery(WireModel):
