@@ -107,6 +107,9 @@ def rolls(
     return found
 
 
+Stored = Callable[[FileKind, str, int | None], StoredFile | None]
+"""Finds a stored version (the newest when none is named): Store.file."""
+
 FILES_TTL = 30.0
 """Seconds a FilesReply may wait in the node's queue before the broker drops it: the
 worker waits less (worker/files.py), then fails the attempt, which restarts."""
@@ -116,7 +119,7 @@ def files_reply(
     key: SecretKey | None,
     task: TaskRecord | None,
     request: FilesRequest,
-    stored: Callable[[FileKind, str, int | None], StoredFile | None],
+    stored: Stored,
 ) -> FilesReply:
     """The values of an attempt's secrets and configs, sealed for the worker's key; or why
     not, naming the secret (never its value). Only for the node that holds the attempt."""

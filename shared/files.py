@@ -13,7 +13,7 @@ import binascii
 import enum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, TypeAdapter, model_validator
 
 from shared.sealing import OVERHEAD
 from shared.wire import MAX_INT64, Attempt, Epoch, Name, TaskId, Text, Timestamp, WireModel
@@ -175,6 +175,9 @@ class FileValue(WireModel):
 
 class FileValues(WireModel):
     values: tuple[FileValue, ...]
+
+
+VALUES = TypeAdapter(FileValues)
 
 
 def files_context(task_id: str, attempt: int) -> bytes:

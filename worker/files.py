@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from pydantic import TypeAdapter
 
 from shared.codec import decode
 from shared.errors import DecodeError, SecretError
 from shared.files import (
+    VALUES,
     ConfigRef,
     FileKind,
     FilesReply,
@@ -42,7 +42,6 @@ from shared.specs import TaskSpec
 log = logging.getLogger(__name__)
 
 Key = tuple[str, int]
-VALUES = TypeAdapter(FileValues)
 WAIT_SECONDS = 20.0
 """How long a start waits for the manager's FilesReply (its time to live is 30 s): then
 the attempt fails with that reason, and its restart policy decides."""
