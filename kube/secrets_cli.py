@@ -26,19 +26,20 @@ def add_parsers(sub: Any) -> None:
     for kind in FileKind:
         parser = sub.add_parser(kind.value, help=HELP[kind])
         verbs = parser.add_subparsers(dest="verb", required=True)
-        for verb, says in (
-            ("create", "make"),
-            ("update", "replace the value of (rolls its users)"),
-        ):
-            write = verbs.add_parser(verb, help=f"{says} a {kind.value}")
-            write.add_argument("name", metavar="NAME")
+        says = {
+            "create": f"make a {kind.value}",
+            "update": f"a new version of a {kind.value}; the services that use it roll",
+        }
+        for verb, text in says.items():
+            write = verbs.add_parser(verb, help=text)
+            write.add_argument("name", metavar="NAME", help=f"the {kind.value}'s name")
             write.add_argument(
                 "file", metavar="FILE", nargs="?", default="-", help="the value; - or none: stdin"
             )
         ls = verbs.add_parser("ls", help=f"list {kind.value}s (never their values)")
         ls.add_argument("--json", action="store_true", help="the records as JSON")
         rm = verbs.add_parser("rm", help=f"remove a {kind.value} (refused while in use)")
-        rm.add_argument("name", metavar="NAME")
+        rm.add_argument("name", metavar="NAME", help=f"the {kind.value}'s name")
 
 
 def _value(source: str) -> bytes:
