@@ -92,6 +92,7 @@ class Files:
         self.wait = wait
         self._lock = threading.Lock()
         self._waiting: dict[Key, Future[FilesReply]] = {}
+        self._mine: set[str] = set()  # folders this process wrote: it removes them itself
 
     def fetch(self, key: Key, spec: TaskSpec) -> tuple[FileMount, ...]:
         """In the pool: the attempt's files, written; SecretError saying why not."""
@@ -149,6 +150,8 @@ class Files:
 
     def _write(self, key: Key, spec: TaskSpec, values: FileValues) -> tuple[FileMount, ...]:
         folder = self.folder(key)
+        with self._lock:
+            self._mine.add(folder.name)
         folder.mkdir(exist_ok=True, mode=0o700)
         given = {(v.kind, v.name): v for v in values.values}
         mounts = []
@@ -170,6 +173,8 @@ class Files:
 
     def remove(self, key: Key) -> None:
         """The attempt ended: its files go (nothing to do for one that had none)."""
+        with self._lock:
+            self._mine.discard(self.folder(key).name)
         try:
             shutil.rmtree(self.folder(key))
         except FileNotFoundError:
@@ -177,13 +182,17 @@ class Files:
         except OSError as exc:
             log.warning("task %s: attempt %d: could not remove its files: %s", *key, exc)
 
-    def sweep(self, keep: Collection[Key]) -> None:
-        """Remove the files of attempts that no longer run here (a worker restarted)."""
+    def sweep(self, running: Collection[Key]) -> None:
+        """Remove what a previous worker process left: the files of attempts not running
+        here (their exit came while no worker watched). This process's own are removed
+        with their attempts, and one may be between its files and its container."""
         try:
             folders = list(self.root.iterdir())
         except FileNotFoundError:
             return
-        kept = {f"{task}.{attempt}" for task, attempt in keep}
+        with self._lock:
+            kept = {f"{task}.{attempt}" for task, attempt in running} | self._mine
         for folder in folders:
             if folder.name not in kept:
+                log.info("worker %s: removing the files of %s: it ended", self.node, folder.name)
                 shutil.rmtree(folder, ignore_errors=True)

@@ -283,6 +283,8 @@ class Worker:
                 self.contact.track((info.task_id, info.attempt), info.stop_after)
         strays, total = self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
         listed = orphan_list(strays)
+        running = [i for i in found if i.status == ContainerStatus.RUNNING]
+        self.files.sweep([(i.task_id, i.attempt) for i in running])
 
         def apply() -> None:
             self.runners.reconciled(found)

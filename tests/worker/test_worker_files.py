@@ -105,3 +105,17 @@ def test_the_mock_runtime_takes_the_files_as_docker_would() -> None:
     info = runtime.start("job-1", 1, TaskSpec(name="job", image="busybox"), (mount,))
     assert info.task_id == "job-1"
     assert runtime._containers[("job-1", 1)].files == (mount,)
+
+
+def test_a_sweep_removes_what_a_previous_process_left_but_not_its_own_or_running(
+    shm: Path,
+) -> None:
+    holder, ask = manager_answering(SPEC)
+    files = Files(shm, "n1", ask)  # type: ignore[arg-type]
+    holder.append(files)
+    mine = Path(files.fetch(("job-1", 1), SPEC)[0].source).parent
+    left = [files.root / "old-1.1", files.root / "old-2.3"]
+    for folder in left:
+        folder.mkdir()
+    files.sweep([("old-2", 3)])  # old-2 attempt 3 still runs
+    assert mine.exists() and not left[0].exists() and left[1].exists()
