@@ -65,9 +65,14 @@ def run(args: argparse.Namespace, client: Client) -> int:
             print(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
         else:
             rows = [
-                (r.name, str(r.version), str(r.size), render.age(r.created_at),
-                 render.age(r.updated_at))
+                (
+                    r.name,
+                    str(r.version),
+                    str(r.size),
+                    render.age(r.created_at),
+                    render.age(r.updated_at),
+                )
                 for r in records
-            ]  # fmt: skip
+            ]
             print(render.table(("NAME", "VERSION", "SIZE", "CREATED", "UPDATED"), rows))
     return 0

@@ -70,8 +70,11 @@ def users(
     kind: FileKind, name: str, services: Iterable[ServiceRecord], tasks: Iterable[TaskRecord]
 ) -> list[str]:
     """What mounts the name: running services, and tasks not ended outside them."""
-    found = [f"service {s.name}" for s in services if s.desired_state == "running"
-             and name in refs(s.spec, kind)]  # fmt: skip
+    found = [
+        f"service {s.name}"
+        for s in services
+        if s.desired_state == "running" and name in refs(s.spec, kind)
+    ]
     named = {s.split(" ", 1)[1] for s in found}
     found += [
         f"task {t.id}"
@@ -146,10 +149,8 @@ def files_reply(
                 value = key.decrypt(kind.value, row.name, row.version, row.key_id, row.sealed)
             except SecretError as exc:
                 return refused(str(exc))
-            values.append(
-                FileValue(kind=kind, name=row.name, version=row.version,
-                          value=base64.b64encode(value).decode())
-            )  # fmt: skip
+            encoded = base64.b64encode(value).decode()
+            values.append(FileValue(kind=kind, name=row.name, version=row.version, value=encoded))
     box = seal(
         base64.b64decode(request.public_key),
         encode(FileValues(values=tuple(values))),

@@ -65,8 +65,9 @@ ORPHANS_REMOVE_KEY = "orphans.remove"
 ORPHANS_ADOPT_KEY = "orphans.adopt"
 QUERY_PREFIX = "query."
 # Secrets and configs (docs/secrets.md): an operator's, as Swarm keeps them to managers.
-SECRET_KEYS = tuple(f"{kind}.{verb}" for kind in ("secret", "config")
-                    for verb in ("create", "update", "remove"))  # fmt: skip
+SECRET_KEYS = tuple(
+    f"{kind}.{verb}" for kind in ("secret", "config") for verb in ("create", "update", "remove")
+)
 
 CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
 """What a client may ask (and queries): the broker user kube-client."""
