@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from shared.specs import RestartMode, RestartPolicy
 from shared.states import TaskState
 from tests.conftest import Cluster, running_cluster
 from tests.support.broker import dead_letter_bodies, stream_bodies
+from tests.support.ports import free_port
 from tests.support.stores import Stores
 from tests.support.waiting import wait_for
 
@@ -68,14 +70,13 @@ def secret_cluster(
 ) -> Iterator[Cluster]:
     key = tmp_path / "secrets.key"
     create_key_file(key)
-    workers: dict[str, tuple[str, ...]] = {"node-1": ("--files-dir", str(files_dir))}
+    # /metrics served by both, to be searched too (the last --metrics-port given wins)
+    ports = {"manager": free_port(), "node-1": free_port()}
+    (tmp_path / "metrics-ports").write_text(" ".join(str(p) for p in ports.values()))
+    worker = ("--files-dir", str(files_dir), "--metrics-port", str(ports["node-1"]))
+    manager = ("--secrets-key-file", str(key), "--metrics-port", str(ports["manager"]))
     with running_cluster(
-        vhost,
-        tmp_path,
-        docker_client,
-        request,
-        workers,
-        manager_args=("--secrets-key-file", str(key)),
+        vhost, tmp_path, docker_client, request, {"node-1": worker}, manager_args=manager
     ) as cluster:
         yield cluster
 
@@ -151,6 +152,10 @@ def test_a_task_reads_its_secret_as_a_file_and_the_value_is_nowhere_else(
             "store": (tmp_path / "manager.db").read_bytes(),
             "logs": cluster.logs().encode(),
         }
+        for port in (tmp_path / "metrics-ports").read_text().split():
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as got:
+                places[f"metrics :{port}"] = got.read()
+                assert b"# HELP kube_" in places[f"metrics :{port}"]
         container = docker_client.containers.get(record.container_id or "")
         places["docker inspect"] = json.dumps(container.attrs).encode()
         assert b"db-password" in places["secret ls"] and b"refused" not in places["secret ls"]
