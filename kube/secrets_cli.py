@@ -12,6 +12,7 @@ from typing import Any
 
 from kube import render
 from kube.client import Client
+from shared.errors import SettingsError
 from shared.files import MAX_VALUE_BYTES, FileKind
 
 COMMANDS = tuple(kind.value for kind in FileKind)
@@ -43,12 +44,16 @@ def add_parsers(sub: Any) -> None:
 
 
 def _value(source: str) -> bytes:
-    """The value from a file or stdin, read up to one byte past the limit (the manager
-    names the size if it is over)."""
+    """The value from a file or stdin; SettingsError (exit 2) if it is over the limit."""
     if source == "-":
-        return sys.stdin.buffer.read(MAX_VALUE_BYTES + 1)
-    with Path(source).open("rb") as file:
-        return file.read(MAX_VALUE_BYTES + 1)
+        value = sys.stdin.buffer.read(MAX_VALUE_BYTES + 1)
+    else:
+        with Path(source).open("rb") as file:
+            value = file.read(MAX_VALUE_BYTES + 1)
+    if len(value) > MAX_VALUE_BYTES:
+        where = "stdin" if source == "-" else source
+        raise SettingsError(f"{where}: the value is over {MAX_VALUE_BYTES} bytes (500 KiB)")
+    return value
 
 
 def run(args: argparse.Namespace, client: Client) -> int:
