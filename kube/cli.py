@@ -26,6 +26,7 @@ from kube import (
     render,
     rollout,
     run_wait,
+    secrets_cli,
     task_flags,
     waits,
 )
@@ -177,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sqlite:///PATH or postgresql://... (default: $KUBE_STORE or a SQLite file)",
     )
     manager.add_argument("--db", type=Path, default=None, help="SQLite file (as sqlite:///PATH)")
+    manager.add_argument(
+        "--secrets-key-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the key secrets are encrypted with, outside the store (default:"
+        " $KUBE_SECRETS_KEY_FILE; none: secret and config commands are refused)",
+    )
     manager.add_argument("--name", default=None, help="this manager's name (default: HOSTNAME-PID)")
     manager.add_argument(
         "--lease",
@@ -261,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["docker", "mock"],
         default="docker",
         help="docker, or mock: containers simulated in memory (default docker)",
+    )
+    worker.add_argument(
+        "--files-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where secrets and configs are written for their containers, on a tmpfs"
+        " (default: /run/kube if /run is a tmpfs, else /dev/shm/kube)",
     )
     worker.add_argument(
         "--advertise-address",
@@ -348,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_parser(sub)
     _up_parser(sub)
     cluster_cli.add_parsers(sub)
+    secrets_cli.add_parsers(sub)
     examples.finish(parser, _seconds)
     return parser
 
@@ -611,6 +629,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
+    if args.command in secrets_cli.COMMANDS:
+        return secrets_cli.run(args, client)
     if args.command == "ps":
         ps.run(args, client)
     elif args.command == "restart":
@@ -738,7 +758,10 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     if args.store is not None and args.db is not None:
         raise SettingsError("give --store or --db, not both (--db PATH is --store sqlite:///PATH)")
     url = sqlite_url(args.db) if args.db is not None else args.store or env.get("KUBE_STORE")
-    return {} if not url else {"store": check_store(url)}
+    key = args.secrets_key_file or env.get("KUBE_SECRETS_KEY_FILE")
+    return ({} if not url else {"store": check_store(url)}) | (
+        {"secrets_key_file": Path(key)} if key else {}
+    )
 
 
 def manager_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ManagerConfig:
@@ -823,7 +846,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,
-        **_given(args, "heartbeat_interval", "concurrency"),
+        **_given(args, "heartbeat_interval", "concurrency", "files_dir"),
     )
     runtime: Runtime
     if args.runtime == "mock":

@@ -16,6 +16,7 @@ DecodeError (a spec that does not validate, from `make_spec`), WaitTimeout.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import re
 import time
@@ -29,6 +30,7 @@ from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
+from shared.files import FileKind, FileNamed, FileRecord, FileWrite, SealingKey, context
 from shared.ids import new_task_id
 from shared.kept import AttemptSummary, KeptLogs
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
@@ -52,6 +54,7 @@ from shared.models import (
     UpdateRequest,
 )
 from shared.rpc import RpcChannel, Subscription
+from shared.sealing import seal
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.wire import ID_PATTERN, MAX_ID_LENGTH
@@ -303,6 +306,29 @@ class Client:
     def update(self, name: str, spec: TaskSpec) -> None:
         """Roll the service onto a new spec, one task at a time."""
         self._ask(topology.UPDATE_KEY, encode(UpdateRequest(name=name, spec=spec)), subject=name)
+
+    # -- secrets and configs (docs/secrets.md) ----------------------------------------
+
+    def sealing_key(self) -> SealingKey:
+        """The manager's public key, which values are sealed for before they leave here."""
+        return SealingKey.model_validate(self._ask("query.sealing-key", b"{}").result)
+
+    def write_file(self, kind: FileKind, name: str, value: bytes, create: bool) -> None:
+        """Create (or update) a secret or config; the value is sealed for the manager's
+        key here, so the broker and its dead-letter queue only ever hold ciphertext."""
+        public = base64.b64decode(self.sealing_key().public_key)
+        sealed = seal(public, value, context(kind, name))
+        body = FileWrite(name=name, sealed=base64.b64encode(sealed).decode())
+        verb = "create" if create else "update"
+        self._ask(f"{kind.value}.{verb}", encode(body), subject=name)
+
+    def remove_file(self, kind: FileKind, name: str) -> None:
+        self._ask(f"{kind.value}.remove", encode(FileNamed(name=name)), subject=name)
+
+    def files(self, kind: FileKind) -> builtins.list[FileRecord]:
+        """Secrets or configs: names, versions, sizes; never a value."""
+        result = self._ask(f"query.{kind.value}s", b"{}").result
+        return [FileRecord.model_validate(item) for item in result]
 
     def cordon(self, node: str) -> None:
         self._ask(topology.CORDON_KEY, encode(NodeRequest(name=node)), subject=node)

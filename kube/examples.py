@@ -57,6 +57,17 @@ EXAMPLES: dict[str, str] = {
 }
 
 
+for _kind, _name, _file in (("secret", "db-password", "pw.txt"), ("config", "app", "app.conf")):
+    EXAMPLES |= {
+        _kind: f"kube {_kind} create {_name} {_file}\nkube {_kind} ls",
+        f"{_kind} create": f"kube {_kind} create {_name} {_file}\n"
+        f'printf %s "$VALUE" | kube {_kind} create {_name} -',
+        f"{_kind} update": f"kube {_kind} update {_name} {_file}   # its services roll",
+        f"{_kind} ls": f"kube {_kind} ls\nkube {_kind} ls --json",
+        f"{_kind} rm": f"kube {_kind} rm {_name}   # refused while in use",
+    }
+
+
 class Formatter(argparse.HelpFormatter):
     """argparse's help, with the examples (the epilog) kept as written, line by line,
     and the description wrapped as usual."""

@@ -7,9 +7,11 @@ dispatch queue; the manager relays the worker's answer (`manager.log_relay`).
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
@@ -19,11 +21,14 @@ from manager.endpoints import serving
 from manager.epochs import stamp
 from manager.log_relay import LogRelay
 from manager.orphans import Book, Refused, listing, refusal
+from manager.secret_key import SecretKey
+from manager.secrets import NO_KEY
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery, MessageBus
 from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
+from shared.files import FileKind, SealingKey
 from shared.messages import EndpointsQuery, ListQuery, LogsQuery, Orphan, TaskQuery
 from shared.models import MAX_BODY_BYTES, NodeStatus, Reply, ServiceEndpoints
 
@@ -37,7 +42,8 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
-    `query.endpoints`, `query.logs`, `query.orphans` and `query.managers`."""
+    `query.endpoints`, `query.logs`, `query.orphans`, `query.managers`, `query.secrets`,
+    `query.configs` and `query.sealing-key`."""
 
     def __init__(
         self,
@@ -65,7 +71,11 @@ class Queries:
             "query.logs": self.logs,
             "query.orphans": self.orphan_list,
             "query.managers": self.managers,
+            "query.secrets": partial(self.files, FileKind.SECRET),
+            "query.configs": partial(self.files, FileKind.CONFIG),
+            "query.sealing-key": self.sealing_key,
         }
+        self.secret_key: SecretKey | None = None  # set by the manager (manager/secret_key.py)
 
     def on_query(self, delivery: Delivery) -> None:
         """Answer a query; one that is malformed (an unknown key, a bad body) is answered
@@ -120,6 +130,19 @@ class Queries:
     def managers(self, delivery: Delivery) -> Reply:
         """The managers seen in the store (manager/store/lease.py): a handful, one page."""
         return Reply(ok=True, result=[_dump(info) for info in self.store.managers()])
+
+    def files(self, kind: FileKind, delivery: Delivery) -> Reply:
+        """Secrets or configs: names, versions, sizes and times; never a value."""
+        return Reply(ok=True, result=[_dump(record) for record in self.store.files(kind)])
+
+    def sealing_key(self, delivery: Delivery) -> Reply:
+        """Where a client seals a value for this manager (shared/sealing.py)."""
+        if self.secret_key is None:
+            return Reply(ok=False, error=NO_KEY)
+        public = base64.b64encode(self.secret_key.public_key()).decode()
+        return Reply(
+            ok=True, result=_dump(SealingKey(public_key=public, key_id=self.secret_key.key_id))
+        )
 
     def services(self, delivery: Delivery) -> Reply:
         query = _list(delivery)

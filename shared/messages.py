@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter, model_validator
 
+from shared.files import FilesReply, FilesRequest
 from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
@@ -291,6 +292,7 @@ class AdoptOrphan(WireModel):
 
 DispatchMessage = (
     RunTask
+    | FilesReply
     | StopTask
     | LogsRequest
     | ClusterInfo
@@ -358,7 +360,8 @@ class ResultsProbe(WireModel):
 
 
 Result = Annotated[
-    TaskUpdate | Heartbeat | LogsReply | KeptOutput | ResultsProbe, Field(discriminator="kind")
+    TaskUpdate | Heartbeat | LogsReply | KeptOutput | FilesRequest | ResultsProbe,
+    Field(discriminator="kind"),
 ]
 
 

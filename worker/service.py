@@ -54,7 +54,9 @@ from shared.errors import (
     MessagingError,
     ResourceLocked,
     RuntimeFailure,
+    SecretError,
 )
+from shared.files import FilesReply, FilesRequest
 from shared.messages import (
     DISPATCH,
     MAX_ORPHAN_BYTES,
@@ -85,6 +87,7 @@ from worker.attempt_output import OutputKeeper
 from worker.config import WorkerConfig
 from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.epochs import Epochs
+from worker.files import Files, default_root
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
 from worker.metrics import STALE_DISPATCHES
@@ -136,7 +139,9 @@ class Worker:
         self.bus: MessageBus = bus or Bus(
             settings,
             f"kube-worker-{config.name}",
-            prefetch=config.concurrency,
+            # twice the starts at once: a start waiting for its secrets (worker/files.py)
+            # must leave room for their reply, which comes on this same queue
+            prefetch=2 * config.concurrency,
             silent_after=silent_after(config.heartbeat_interval),
         )
         self._user = self.bus.user
@@ -166,6 +171,7 @@ class Worker:
         self.stops = ThreadPoolExecutor(MAX_STOPS_AT_ONCE, thread_name_prefix="stop")
         self.health = HealthMonitor(runtime, self._on_health)
         self.output = OutputKeeper(config.name, runtime.output_end, self._send_output)
+        self.files = Files(config.files_dir or default_root(), self.name, self._ask_files)
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
@@ -280,6 +286,8 @@ class Worker:
                 self.contact.track((info.task_id, info.attempt), info.stop_after)
         strays, total = self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
         listed = orphan_list(strays)
+        running = [i for i in found if i.status == ContainerStatus.RUNNING]
+        self.files.sweep([(i.task_id, i.attempt) for i in running])
 
         def apply() -> None:
             self.runners.reconciled(found)
@@ -321,6 +329,9 @@ class Worker:
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
+        elif isinstance(message, FilesReply):
+            self.files.answered(message)
+            self._settled.append(delivery)
         elif isinstance(message, Disowned | RemoveOrphan | AdoptOrphan):
             self._orphan_dispatch(message)
             self._settled.append(delivery)
@@ -335,6 +346,7 @@ class Worker:
     def _admit(
         self,
         message: RunTask
+        | FilesReply
         | StopTask
         | LogsRequest
         | ClusterInfo
@@ -481,7 +493,12 @@ class Worker:
         if stale is not None:
             return StartFailed(stale)
         try:
-            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
+            files = self.files.fetch(key, spec)
+        except SecretError as exc:
+            log.warning("task %s: attempt %d: %s", key[0], key[1], exc)
+            return StartFailed(str(exc))
+        try:
+            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec, files))
         except ImageNotFound as exc:
             if exc.problem is None:  # may pass (a registry that timed out): restarted
                 log.warning("task %s: could not start: %s", key[0], exc)
@@ -570,6 +587,7 @@ class Worker:
             return f"{type(exc).__name__}: {exc}"
         log.info("task %s: attempt %d stopped and removed", key[0], key[1])
         self.output.removed(key)
+        self.files.remove(key)
         self.contact.forget(key)
         return None
 
@@ -606,10 +624,16 @@ class Worker:
 
     def _on_exit(self, event: ContainerExit) -> None:
         self.contact.forget((event.task_id, event.attempt))
+        self.files.remove((event.task_id, event.attempt))
         self.bus.call_threadsafe(lambda: self.runners.exited(event))
 
     def _on_health(self, key: Key, health: Health, detail: str) -> None:
         self.bus.call_threadsafe(lambda: self.runners.health_changed(key, health, detail))
+
+    def _ask_files(self, request: FilesRequest) -> None:
+        """From the pool: ask the manager for an attempt's secrets and configs."""
+        body = encode(request)
+        self.bus.call_threadsafe(lambda: self._results.append(self._result("files", body)))
 
     # -- logs --------------------------------------------------------------------------
 

@@ -32,12 +32,14 @@ from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing, Removal
 from manager.holdings import HOLDING, Hold, Holdings, Leftovers, Reserved
 from manager.nodes import PLACED, Where
-from manager.store import kept
+from manager.store import files, kept
 from manager.store.base import Database
+from manager.store.files import StoredFile
 from manager.store.lease import Leases, Role
 from manager.store.schema import KEYS, upgrade
 from manager.store.url import connect
 from shared.errors import Deposed, StoreError, StoreUnavailable
+from shared.files import FileKind, FileRecord
 from shared.kept import KEEP_ATTEMPTS, KeptLogs
 from shared.models import (
     DrainingAttempt,
@@ -527,6 +529,22 @@ class Store:
     def services(self) -> list[ServiceRecord]:
         rows = self._query("SELECT name, record FROM services ORDER BY name")
         return self._parsed(ServiceRecord, "services", "name", rows)
+
+    # -- secrets and configs (manager/secrets.py): every version, encrypted -------------
+
+    def put_file(self, stored: StoredFile) -> None:
+        with self._transaction() as db:
+            files.put(db, stored)
+
+    def file(self, kind: FileKind, name: str, version: int | None = None) -> StoredFile | None:
+        return files.newest(self._db, kind, name, version)
+
+    def files(self, kind: FileKind) -> list[FileRecord]:
+        return files.listing(self._db, kind)
+
+    def remove_file(self, kind: FileKind, name: str) -> None:
+        with self._transaction() as db:
+            files.remove(db, kind, name)
 
     def peers(self, names: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """For each task name (a service's tasks share theirs), its placed tasks per node."""

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.specs import HealthCheck, TaskSpec
+from worker.files import FileMount
 
 TASK_LABEL = "kube.task-id"
 ATTEMPT_LABEL = "kube.attempt"
@@ -120,8 +121,12 @@ class Runtime(Protocol):
         containers (and unlabelled ones) are listed, watched and touched."""
         ...
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
-        """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
+        """Pull per the spec's policy, create and start; idempotent per (task, attempt).
+        `files` (worker/files.py) are mounted read-only, outside the mount policy: the
+        worker wrote them."""
         ...
 
     def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:

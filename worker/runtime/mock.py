@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import RuntimeFailure
 from shared.models import TaskSpec
+from worker.files import FileMount
 from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
@@ -52,6 +53,7 @@ class _Container:
     run: int = 0  # bumped by every start, so a stale timer knows it is stale
     cluster: str | None = None  # the cluster it was started in, as Docker's label says
     timer: threading.Timer | None = field(default=None, repr=False)
+    files: tuple[FileMount, ...] = ()  # mounted read-only, as Docker's would be
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -124,7 +126,9 @@ class MockRuntime:
         containers (a replaced manager database) are not listed, started or removed."""
         self.cluster = cluster
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
         """Create and run a simulated container; idempotent per (task, attempt)."""
         seconds, code = _run_plan(spec)
         with self._lock:
@@ -137,6 +141,7 @@ class MockRuntime:
                     container_id=secrets.token_hex(32),
                     spec=spec,
                     cluster=self.cluster,
+                    files=tuple(files),
                     host_ports={
                         str(m.container): m.host or self._take_port() for m in spec.published()
                     },
