@@ -7,8 +7,16 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from shared.models import TaskSpec
+from shared.sessions import LogsParams
 from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
-from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime, Stray
+from worker.runtime.base import (
+    ContainerExit,
+    ContainerInfo,
+    ExitWatch,
+    LogFollow,
+    Runtime,
+    Stray,
+)
 
 
 @contextmanager
@@ -53,6 +61,10 @@ class TimedRuntime:
     ) -> bytes:
         with _timed("logs"):
             return self.inner.logs(task_id, attempt, tail, limit)
+
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> LogFollow:
+        with _timed("logs"):
+            return self.inner.follow_logs(task_id, attempt, params)
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):
