@@ -30,7 +30,10 @@ EXAMPLES: dict[str, str] = {
     "managers": "kube managers",
     "stop": "kube stop hello           # a task, by name, id or id's start\n"
     "kube stop web             # a service: all its tasks",
-    "logs": "kube logs hello\nkube logs web-1a2b --tail 20",
+    "logs": "kube logs hello\n"
+    "kube logs web-1a2b --tail 20 --timestamps\n"
+    "kube logs -f web --since 5m        # a service: every task's lines, prefixed\n"
+    "kube logs -f hello --stderr-only",
     "events": "kube events --follow\nkube events --task hello --follow --json",
     "up": "kube up\nkube up --workers 3 --start-broker",
     "orphans": "kube orphans remove --all --node node-1\nkube orphans adopt 3f2a1b9c8d7e",
