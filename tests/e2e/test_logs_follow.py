@@ -387,3 +387,56 @@ def test_a_follow_says_which_node_is_down_and_goes_on_with_the_rest(
         assert follow.interrupt() == 130
     assert not any("Traceback" in line for line in follow.errors())
     no_sessions(watched, nodes=[node_1])
+
+
+def test_a_reader_that_does_not_read_holds_up_only_its_own_session(
+    watched: Watched, busybox_image: str
+) -> None:
+    cluster = watched.cluster
+    with client_for(cluster) as client:
+        # given a task that writes as fast as it can, on the node of every task here
+        spec = TaskSpec(
+            name="flood",
+            image=busybox_image,
+            command=("sh", "-c", "while true; do echo 0123456789abcdef0123456789abcdef; done"),
+            pull_policy="never",
+        )
+        flood = client.submit(spec)
+        node = client.wait(flood, {TaskState.RUNNING}, timeout=60).node
+        # when a client opens a session on it and renews it, but never reads
+        with client_for(cluster) as idle, idle.sessions() as sessions:
+            opened = sessions.open(flood, logs=LogsParams(follow=True), window=4)
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:
+                sessions.send(opened.session)  # renews, acknowledging nothing
+                time.sleep(1)
+            # then the worker's other work goes on: a new task starts there at once
+            other = client.submit(ticker(busybox_image, "other"))
+            started = time.monotonic()
+            assert client.wait(other, {TaskState.RUNNING}, timeout=30).state == TaskState.RUNNING
+            assert time.monotonic() - started < 10
+            assert all(n.status.value == "ready" for n in client.nodes())
+            # and the worker sent no more than the window: 4 frames (then it stopped reading)
+            came = [r for r in sessions.read(timeout=2) if r.opened.session == opened.session]
+            assert 1 <= len(came) <= 4, len(came)
+            assert watched.metric(str(node), "kube_worker_stream_readers") == 1
+    no_sessions(watched)
+
+
+def test_a_follow_goes_on_across_a_manager_restart_without_losing_or_doubling_lines(
+    watched: Watched, busybox_image: str
+) -> None:
+    cluster = watched.cluster
+    running_ticker(cluster, busybox_image)
+    with following(cluster, "-f", "--tail", "0", "ticker") as follow:
+        wait_for(lambda: len(follow.lines()) >= 10, "10 lines")
+        # when the manager is killed and started again
+        cluster.kill("manager")
+        cluster.start_manager()
+        count = len(follow.lines())
+        # then the follow goes on (its session opened again), each line once, in order
+        wait_for(lambda: len(follow.lines()) >= count + 30, "30 more lines", timeout=60)
+        numbers = [int(line.split()[1]) for line in follow.lines()]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        assert follow.interrupt() == 130
+    no_sessions(watched)
