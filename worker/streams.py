@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
-from shared.errors import RuntimeFailure
+from shared.errors import NoSuchContainer, RuntimeFailure
 from shared.sessions import (
     Chunk,
     EndReason,
@@ -153,10 +153,10 @@ class Session:
             following = self.start.logs is None or self.start.logs.follow
             reason = EndReason.EXITED if following else EndReason.DONE
             end = StreamEnd(reason=reason, node=self.node, exit_code=code)
+        except NoSuchContainer as exc:
+            end = StreamEnd(reason=EndReason.NOT_FOUND, node=self.node, error=str(exc))
         except RuntimeFailure as exc:
-            missing = str(exc).startswith("no container")
-            reason = EndReason.NOT_FOUND if missing else EndReason.FAILED
-            end = StreamEnd(reason=reason, node=self.node, error=str(exc))
+            end = StreamEnd(reason=EndReason.FAILED, node=self.node, error=str(exc))
         except Exception as exc:  # the client hears why its stream stopped
             log.exception("session %s of task %s: reading failed", self.id, self.start.task_id)
             end = StreamEnd(reason=EndReason.FAILED, node=self.node, error=repr(exc))
