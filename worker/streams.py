@@ -298,7 +298,18 @@ class Streams:
     def heard(self, message: StreamInput) -> None:
         session = self.sessions.get(message.session)
         if session is None:
-            log.debug("worker %s: input for unknown session %s", self.node, message.session)
+            if not message.close:  # this worker restarted since: its client opens it again
+                log.info("worker %s: input for unknown session %s", self.node, message.session)
+                end = StreamEnd(reason=EndReason.LOST, node=self.node)
+                self._send(
+                    StreamFrame(
+                        node=self.node,
+                        at=datetime.now(UTC),
+                        session=message.session,
+                        seq=0,
+                        end=end,
+                    )
+                )
             return
         session.heard(message)
         self.flush()

@@ -138,3 +138,14 @@ def test_a_session_on_a_container_the_node_does_not_hold_ends_as_not_found() -> 
     streams.start(start())
     wait_for(lambda: (streams.flush(), not streams.sessions)[1], "the session to end")
     assert sent[-1].end is not None and sent[-1].end.reason == EndReason.NOT_FOUND
+
+
+def test_input_for_a_session_this_worker_does_not_know_says_it_is_lost() -> None:
+    # given a worker that restarted: it holds no session
+    streams, sent = streams_on(FakeSource([]), Clock())
+    # when a client's renewal comes for one, then it is told the session is lost
+    streams.heard(StreamInput(session=SESSION, ack=3))
+    assert [f.end.reason for f in sent if f.end] == [EndReason.LOST]
+    # and a close for one it does not know needs no answer
+    streams.heard(StreamInput(session=SESSION, close=True))
+    assert len(sent) == 1
