@@ -309,6 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pull from registries on loopback or link-local addresses",
     )
+    policy.add_argument(
+        "--allow-exec",
+        action="store_true",
+        help="`kube exec` into this node's tasks (an operator's privilege, recorded)",
+    )
     _logging_flags(worker)
     _observability_flags(worker, WORKER_PORT)
 
@@ -798,6 +803,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         devices=tuple(args.allow_device),
         images=tuple(args.allow_image),
         allow_local_registries=args.allow_local_registry,
+        allow_exec=args.allow_exec,
     )
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(

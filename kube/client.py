@@ -29,6 +29,7 @@ from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
+from shared.execs import EXEC_EVENT_KEY, ExecEvent
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
@@ -63,6 +64,7 @@ MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
+EXEC_EVENT = TypeAdapter(ExecEvent)
 NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
 ENDPOINTS = TypeAdapter(ServiceEndpoints)
@@ -84,9 +86,12 @@ class Event:
     node: NodeRecord | None = None
     endpoints: ServiceEndpoints | None = None
     manager: ManagerInfo | None = None
+    exec: ExecEvent | None = None  # `task.exec`: a kube exec in a task, not a state
 
     @classmethod
     def decode(cls, key: str, body: bytes) -> Event:
+        if key == EXEC_EVENT_KEY:
+            return cls(key, exec=decode(EXEC_EVENT, body))
         if key.startswith("task."):
             return cls(key, task=decode(RECORD, body))
         if key.startswith("node."):
@@ -381,7 +386,7 @@ class Client:
                         + (f": {task.error}" if task.error else "")
                     )
                 message = next(events)
-                if message is None:
+                if message is None or message.routing_key == EXEC_EVENT_KEY:
                     continue
                 record = RECORD.validate_json(message.body)
                 if record.id == task_id and record.updated_at >= task.updated_at:

@@ -660,7 +660,7 @@ class Manager:
 
         def guarded(delivery: Delivery) -> None:
             if delivery.queue == topology.COMMANDS_QUEUE and delivery.routing_key.startswith(
-                topology.QUERY_PREFIX
+                topology.ANSWERED_KEYS
             ):
                 self.settle(delivery)  # bound with "#": the queries queue answers it
                 return

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from shared.execs import ExecEvent
 from shared.messages import (
     Dispatch,
     EndpointsQuery,
@@ -61,6 +62,7 @@ MESSAGES: dict[str, Any] = {
     "logs-query": LogsQuery,  # kube.commands query.logs
     "endpoints-query": EndpointsQuery,  # kube.commands query.endpoints
     "service-endpoints": ServiceEndpoints,  # kube.events service.endpoints, query.endpoints
+    "exec-event": ExecEvent,  # kube.events task.exec
     "task-record": TaskRecord,  # kube.events task.<state>
     "node-record": NodeRecord,  # kube.events node.<what>
     "manager-info": ManagerInfo,  # kube.events manager.leader, query.managers

@@ -64,6 +64,12 @@ NODE_SET_KEY = "node.set"
 ORPHANS_REMOVE_KEY = "orphans.remove"
 ORPHANS_ADOPT_KEY = "orphans.adopt"
 QUERY_PREFIX = "query."
+EXEC_PREFIX = "exec."
+EXEC_OPEN_KEY = "exec.open"
+EXEC_INPUT_KEY = "exec.input"
+"""`kube exec` (a session: docs/wire-contract.md#streaming-sessions): an operator's, never
+under query.*, which every client may publish. Answered at once like a query, so it is
+bound to the queries queue; the commands queue passes over it."""
 
 CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
 """What a client may ask (and queries): the broker user kube-client."""
@@ -75,9 +81,15 @@ OPERATOR_COMMAND_KEYS = (
     NODE_SET_KEY,
     ORPHANS_REMOVE_KEY,
     ORPHANS_ADOPT_KEY,
+    EXEC_OPEN_KEY,
+    EXEC_INPUT_KEY,
 )
-"""An operator's acts on nodes and their orphan containers (and queries): the broker
-user kube-operator."""
+"""An operator's acts on nodes and their orphan containers, and `kube exec` (and queries):
+the broker user kube-operator."""
+
+ANSWERED_KEYS = (QUERY_PREFIX, EXEC_PREFIX)
+"""Prefixes of the routing keys the queries queue takes (answered at once, never recorded
+as commands): the commands queue, bound with "#", passes over them."""
 
 EVENTS_RETENTION: dict[str, Any] = {
     "x-max-age": "1h",
@@ -217,6 +229,7 @@ def manager_topology() -> Topology:
             # dropped by the broker without a word (queries come too and are passed over).
             Binding(COMMANDS_QUEUE, COMMANDS, "#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
+            Binding(QUERIES_QUEUE, COMMANDS, "exec.#"),
             Binding(RESULTS_QUEUE, RESULTS, "#"),
             Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
             Binding(EVENTS_STREAM, EVENTS, "#"),

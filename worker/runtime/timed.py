@@ -8,7 +8,15 @@ from contextlib import contextmanager
 
 from shared.models import TaskSpec
 from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
-from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime, Stray
+from worker.runtime.base import (
+    ContainerExit,
+    ContainerInfo,
+    ExecOptions,
+    ExecSession,
+    ExitWatch,
+    Runtime,
+    Stray,
+)
 
 
 @contextmanager
@@ -65,6 +73,10 @@ class TimedRuntime:
     def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
         with _timed("exec"):
             return self.inner.exec(task_id, attempt, command)
+
+    def open_exec(self, task_id: str, attempt: int, options: ExecOptions) -> ExecSession:
+        with _timed("open_exec"):
+            return self.inner.open_exec(task_id, attempt, options)
 
     def strays(
         self, disowned: Collection[tuple[str, int]], limit: int
