@@ -89,6 +89,19 @@ def test_close_kills_a_command_still_running(kit: RuntimeKit) -> None:
     session.close()  # twice is fine
 
 
+def test_a_signal_reaches_the_command(kit: RuntimeKit) -> None:
+    task_id = started(kit)
+    session = kit.runtime.open_exec(task_id, 1, ExecOptions(command=("sleep", "1234"), stdin=True))
+    try:
+        reader = Reader(session)
+        session.signal("TERM")
+        assert reader.ended.wait(10)
+        wait_for(lambda: session.exit_code() is not None, what="the exit code")
+        assert session.exit_code() == 143  # 128 + SIGTERM
+    finally:
+        session.close()
+
+
 def test_no_running_container_is_refused(kit: RuntimeKit) -> None:
     with pytest.raises(RuntimeFailure, match=container_name(kit.node, "nope", 1)):
         kit.runtime.open_exec("nope", 1, ExecOptions(command=("true",)))

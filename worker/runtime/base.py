@@ -136,6 +136,11 @@ class ExecSession(Protocol):
         """Set the terminal's window size (tty only; otherwise ignored)."""
         ...
 
+    def signal(self, name: str) -> None:
+        """Send the command the signal of that name (`INT`, `TERM`...), without a tty's
+        help: a terminal's Ctrl-C is the byte 0x03 written, not this."""
+        ...
+
     def exit_code(self) -> int | None:
         """The command's exit code once it ended, None while it runs."""
         ...

@@ -99,26 +99,37 @@ class DockerExecSession:
         code = state.get("ExitCode")
         return None if code is None else int(code)
 
+    def signal(self, name: str) -> None:
+        """Send the command (its first process only) the named signal, from inside."""
+        state = self._running()
+        if state is not None:
+            self._kill(int(state["Pid"]), name, tree=False)
+
     def close(self) -> None:
         """Kill the command (and what it started) if it still runs; drop the connection."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+        state = self._running()
+        if state is not None:
+            self._kill(int(state["Pid"]), "KILL", tree=True)
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._io.close()
+
+    def _running(self) -> dict[str, Any] | None:
+        """The exec's state while it runs with a process id; None once it ended."""
         state = self._inspect()
         deadline = time.monotonic() + _PID_WAIT
         # Just after exec_start the engine may say Running before it knows the Pid.
         while state is not None and state.get("Running") and not state.get("Pid"):
             if time.monotonic() > deadline:
-                break
+                return None
             time.sleep(0.02)
             state = self._inspect()
-        if state is not None and state.get("Running") and state.get("Pid"):
-            self._kill(int(state["Pid"]))
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            self._io.close()
+        return state if state is not None and state.get("Running") else None
 
     def _inspect(self) -> dict[str, Any] | None:
         try:
@@ -127,9 +138,11 @@ class DockerExecSession:
             log.warning("exec %s in %s: inspect failed: %s", self.exec_id[:12], self._name, exc)
             return None
 
-    def _kill(self, host_pid: int) -> None:
-        """Kill the exec's process tree from inside the container (see the module)."""
-        pids = [p for p in (_container_pid(h) for h in _tree(host_pid)) if p is not None]
+    def _kill(self, host_pid: int, signal: str, tree: bool) -> None:
+        """Signal the exec's process (and its tree) from inside the container (see the
+        module)."""
+        hosts = _tree(host_pid) if tree else [host_pid]
+        pids = [p for p in (_container_pid(h) for h in hosts) if p is not None]
         if not pids:
             log.warning(
                 "exec %s in %s: its process %d is not in this host's /proc; left to end on its own",
@@ -140,7 +153,10 @@ class DockerExecSession:
             return
         try:
             kill = self._api.exec_create(
-                self._container_id, ["kill", "-KILL", *map(str, pids)], stdout=True, stderr=True
+                self._container_id,
+                ["kill", f"-{signal}", *map(str, pids)],
+                stdout=True,
+                stderr=True,
             )
             said = self._api.exec_start(kill["Id"])
             code = self._api.exec_inspect(kill["Id"]).get("ExitCode")

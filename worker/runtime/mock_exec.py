@@ -8,7 +8,9 @@ close() kills it (exit 137, as SIGKILL).
 from __future__ import annotations
 
 import queue
+import signal
 
+from shared.errors import RuntimeFailure
 from worker.runtime.base import ExecOptions, OutputFd
 
 KILLED_EXIT_CODE = 137  # 128 + SIGKILL
@@ -43,6 +45,14 @@ class MockExecSession:
 
     def resize(self, rows: int, cols: int) -> None:
         self.size = (rows, cols)
+
+    def signal(self, name: str) -> None:
+        """Any signal ends the echo, as its default action would (128 + its number)."""
+        try:
+            number = signal.Signals[f"SIG{name}"].value
+        except KeyError:
+            raise RuntimeFailure(f"mock: no signal {name}") from None
+        self._end(128 + number)
 
     def exit_code(self) -> int | None:
         return self._ended
