@@ -59,6 +59,7 @@ from manager.queries import Queries
 from manager.quotas import Quotas
 from manager.retention import PURGE_BATCH
 from manager.scheduler import make_scheduler
+from manager.sessions import StreamRelay
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
@@ -81,9 +82,9 @@ from shared.messages import (
     Heartbeat,
     LogsReply,
     Result,
+    ResultMessage,
     ResultsProbe,
     RunTask,
-    TaskUpdate,
 )
 from shared.models import (
     ManagerInfo,
@@ -94,6 +95,7 @@ from shared.models import (
     ServiceRecord,
     TaskRecord,
 )
+from shared.sessions import StreamFrame
 from shared.settings import Settings
 from shared.specs import least_stop_after
 from shared.states import TaskState
@@ -132,7 +134,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
-RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | ResultsProbe] = TypeAdapter(Result)
+RESULT: TypeAdapter[ResultMessage] = TypeAdapter(Result)
 
 
 def utcnow() -> datetime:
@@ -187,6 +189,20 @@ class Manager:
         self.orphans = orphans.Book()  # the latest each node reported (manager/orphans.py)
         self.queries = Queries(
             self.store, self.bus, self.logs, monotonic, clock, self.orphans, self.epoch
+        )
+        self.streams = StreamRelay(
+            self.store,
+            self.bus,
+            lambda message: self._replies.append(message),
+            monotonic,
+            clock,
+            self.epoch,
+        )
+        self.queries.handlers.update(
+            {
+                topology.STREAM_OPEN_KEY: self.streams.open,
+                topology.STREAM_INPUT_KEY: self.streams.input,
+            }
         )
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.commands = Commands(self)
@@ -707,6 +723,8 @@ class Manager:
                     self.refuse(delivery, refused)
                     return
             self.heartbeat(result, known, redelivered=delivery.redelivered)
+        elif isinstance(result, StreamFrame):
+            self.streams.frame(result, delivery.body)
         elif isinstance(result, LogsReply):
             answer = self.logs.answer(result)
             if answer is not None:
@@ -987,6 +1005,7 @@ class Manager:
         self.schedule_pending()
         for answer in self.logs.expire(ticks):
             self.relay(answer)
+        self.streams.tick()
         if not self._probing:  # one at a time: none piles up while the broker blocks
             self._probing = True
             self._replies.append(self.bus.message("", PROBE_KEY, b"{}", persistent=False))

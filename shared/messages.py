@@ -9,6 +9,7 @@ from pydantic import Field, TypeAdapter, model_validator
 
 from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
+from shared.sessions import StreamFrame, StreamInput, StreamStart
 from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
@@ -298,6 +299,8 @@ DispatchMessage = (
     | Disowned
     | RemoveOrphan
     | AdoptOrphan
+    | StreamStart
+    | StreamInput
 )
 
 Dispatch = Annotated[DispatchMessage, Field(discriminator="kind")]
@@ -329,7 +332,8 @@ class ResultsProbe(WireModel):
     at: Timestamp
 
 
-Result = Annotated[TaskUpdate | Heartbeat | LogsReply | ResultsProbe, Field(discriminator="kind")]
+ResultMessage = TaskUpdate | Heartbeat | LogsReply | ResultsProbe | StreamFrame
+Result = Annotated[ResultMessage, Field(discriminator="kind")]
 
 
 class TaskQuery(WireModel):

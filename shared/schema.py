@@ -41,6 +41,7 @@ from shared.models import (
     TaskSpec,
     UpdateRequest,
 )
+from shared.sessions import SessionOpen, StreamFrame, StreamInput
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -61,6 +62,9 @@ MESSAGES: dict[str, Any] = {
     "list-query": ListQuery,  # kube.commands query.tasks, query.nodes
     "logs-query": LogsQuery,  # kube.commands query.logs
     "endpoints-query": EndpointsQuery,  # kube.commands query.endpoints
+    "session-open": SessionOpen,  # kube.commands query.stream.open
+    "stream-input": StreamInput,  # kube.commands query.stream.input; manager to worker
+    "stream-frame": StreamFrame,  # to a session's reply_to; worker to manager
     "service-endpoints": ServiceEndpoints,  # kube.events service.endpoints, query.endpoints
     "exec-event": ExecEvent,  # kube.events task.exec
     "task-record": TaskRecord,  # kube.events task.<state>

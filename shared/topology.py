@@ -70,6 +70,10 @@ EXEC_INPUT_KEY = "exec.input"
 """`kube exec` (a session: docs/wire-contract.md#streaming-sessions): an operator's, never
 under query.*, which every client may publish. Answered at once like a query, so it is
 bound to the queries queue; the commands queue passes over it."""
+STREAM_OPEN_KEY = "query.stream.open"
+"""A client opens a streaming session (shared/sessions.py): a query, so any client may."""
+STREAM_INPUT_KEY = "query.stream.input"
+"""A client's input to its session: acks, lease renewals, stdin, close."""
 
 CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
 """What a client may ask (and queries): the broker user kube-client."""

@@ -74,6 +74,7 @@ from shared.messages import (
     TaskUpdate,
 )
 from shared.models import Health
+from shared.sessions import StreamInput, StreamStart
 from shared.settings import Settings
 from shared.specs import TaskSpec, least_stop_after
 from shared.states import TaskState
@@ -96,6 +97,7 @@ from worker.runtime.base import (
     Stray,
 )
 from worker.stats import detect_capacity, measure
+from worker.streams import FLUSH_INTERVAL, Streams, opener
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,12 @@ class Worker:
         # periods run together (8 stale copies with a 10 s grace took 24 s in line).
         self.stops = ThreadPoolExecutor(MAX_STOPS_AT_ONCE, thread_name_prefix="stop")
         self.health = HealthMonitor(runtime, self._on_health)
+        self.streams = Streams(
+            self.name,
+            opener(runtime),
+            send=lambda frame: self._results.append(self._result("stream", encode(frame))),
+            wake=lambda: self.bus.call_threadsafe(self.streams.flush),
+        )
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
@@ -184,6 +192,7 @@ class Worker:
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
         self.bus.every(ORPHAN_SCAN_SECONDS, self._scan_orphans)
+        self.bus.every(FLUSH_INTERVAL, self.streams.flush)
         # The engine is read once the manager says which cluster this node is in (_join).
         self._cut_watch.start()
 
@@ -229,6 +238,7 @@ class Worker:
 
     def close(self) -> None:
         self.bus.stop()
+        self.streams.close()
         watch = self._watch
         if watch is not None:
             watch.close()
@@ -318,6 +328,12 @@ class Worker:
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
+        elif isinstance(message, StreamStart):
+            self.streams.start(message)
+            self._settled.append(delivery)
+        elif isinstance(message, StreamInput):
+            self.streams.heard(message)
+            self._settled.append(delivery)
         elif isinstance(message, Disowned | RemoveOrphan | AdoptOrphan):
             self._orphan_dispatch(message)
             self._settled.append(delivery)
@@ -337,7 +353,9 @@ class Worker:
         | ClusterInfo
         | Disowned
         | RemoveOrphan
-        | AdoptOrphan,
+        | AdoptOrphan
+        | StreamStart
+        | StreamInput,
     ) -> bool:
         """Whether a dispatch comes from the newest leader this worker has seen (not from
         a manager deposed since: worker/epochs.py)."""

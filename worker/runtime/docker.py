@@ -22,6 +22,7 @@ import requests.exceptions
 from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.sessions import LogsParams
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyRefused, WorkerPolicy
@@ -42,6 +43,7 @@ from worker.runtime.base import (
     other_cluster,
 )
 from worker.runtime.docker_exec import DockerExecSession
+from worker.runtime.docker_logs import DockerLogFollow, log_params
 from worker.runtime.pull_errors import classify
 from worker.runtime.recovery import recovered_spec
 
@@ -266,6 +268,15 @@ class DockerRuntime:
                 if limit is not None and len(data) > 2 * limit:
                     del data[:-limit]
             return bytes(data if limit is None else data[-limit:])
+
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> DockerLogFollow:
+        """The container's output line by line, stdout and stderr apart (see Runtime)."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"follow the logs of {name}"):
+            container = self._require(name)
+            tty = bool((container.attrs.get("Config") or {}).get("Tty"))
+            query = log_params(params)
+            return DockerLogFollow(self._client.api, container.id, tty, query)
 
     def address(self, task_id: str, attempt: int) -> str:
         """Where the container's ports answer from this host: its bridge IP, or loopback."""

@@ -7,6 +7,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from shared.models import TaskSpec
+from shared.sessions import LogsParams
 from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
 from worker.runtime.base import (
     ContainerExit,
@@ -14,6 +15,7 @@ from worker.runtime.base import (
     ExecOptions,
     ExecSession,
     ExitWatch,
+    LogFollow,
     Runtime,
     Stray,
 )
@@ -61,6 +63,10 @@ class TimedRuntime:
     ) -> bytes:
         with _timed("logs"):
             return self.inner.logs(task_id, attempt, tail, limit)
+
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> LogFollow:
+        with _timed("logs"):
+            return self.inner.follow_logs(task_id, attempt, params)
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):
