@@ -15,6 +15,7 @@ its own reads stdin and wakes the main thread (`ExecChannel.wake`) for each read
 
 from __future__ import annotations
 
+import codecs
 import os
 import queue
 import select
@@ -22,10 +23,16 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from kube import terminal
+from kube.sessions import Opened, Sessions
 from shared.errors import KubeError, SettingsError
+from shared.execs import ExecRefusal, refusal_sentence
+from shared.sessions import EndReason, ExecParams, Resize, StreamEnd
+
+if TYPE_CHECKING:
+    from kube.client import Client
 
 EXEC_FAILED = 125
 """kube exec could not run the command, or lost it (docker exec's code for the same)."""
@@ -213,3 +220,77 @@ def _relay(
 def binary_streams() -> tuple[IO[bytes], IO[bytes]]:
     """stdout and stderr as bytes, unbuffered in effect (each write is flushed)."""
     return sys.stdout.buffer, sys.stderr.buffer
+
+
+class SessionChannel:
+    """An exec session of the manager's relay (kube/sessions.py) as `drive` uses it."""
+
+    def __init__(self, sessions: Sessions, opened: Opened) -> None:
+        self._sessions = sessions
+        self._opened = opened
+        # a character cut between two reads of stdin is sent whole, with the second
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def send(
+        self, *, stdin: bytes = b"", eof: bool = False, resize: tuple[int, int] | None = None
+    ) -> None:
+        text = self._decoder.decode(stdin, final=eof) if stdin or eof else ""
+        self._sessions.send(
+            self._opened.session,
+            stdin=text or None,
+            eof=eof,
+            resize=None if resize is None else Resize(rows=resize[0], cols=resize[1]),
+        )
+
+    def receive(self, timeout: float) -> list[Output | Ended]:
+        found: list[Output | Ended] = []
+        for got in self._sessions.read(timeout):
+            found.extend((int(chunk.fd), chunk.data.encode()) for chunk in got.frame.chunks)
+            if got.frame.end is not None:
+                found.append(ended(got.frame.end, self._opened))
+        return found
+
+    def wake(self) -> None:
+        self._sessions.wake()
+
+    def close(self) -> None:
+        self._sessions.close(self._opened.session)
+
+
+def ended(end: StreamEnd, opened: Opened) -> Ended:
+    """The session's end as `drive` takes it: an exit code, or why there is none."""
+    task, node = opened.task_id, end.node or opened.node
+    if end.reason == EndReason.EXITED and end.exit_code is not None:
+        return Ended(end.exit_code)
+    problems = {
+        EndReason.EXITED: f"the exit code of the command in {task} is not known",
+        EndReason.NOT_ALLOWED: refusal_sentence(ExecRefusal.NODE_DISALLOWS, task=task, node=node),
+        EndReason.NOT_FOUND: f"task {task} has no running container on {node}",
+        EndReason.NODE_DOWN: f"node {node} of task {task} went down; the command's end is unknown",
+        EndReason.NO_ANSWER: f"worker {node} did not start the command in time",
+        EndReason.EXPIRED: "the session expired: kube did not hear from this side in time",
+        EndReason.LOST: "the manager lost the session (it restarted); the command was ended",
+        EndReason.CLOSED: "the session was closed",
+    }
+    problem = problems.get(end.reason, f"exec in {task} failed on {node}")
+    return Ended(None, f"{problem}: {end.error}" if end.error else problem)
+
+
+def run(args: Any, command: list[str], client: Client) -> int:
+    """`kube exec`: the command's exit status; kube's own failures raise (KubeError)."""
+    if not command:
+        raise SettingsError("kube exec: give the command after --, e.g. kube exec web -- sh")
+    stdin_fd = sys.stdin.fileno()
+    how = plan(args.interactive, args.tty, stdin_fd)
+    task_id = client.task_id(args.id)
+    params = ExecParams(
+        command=command,
+        stdin=how.forward_stdin,
+        tty=how.tty,
+        rows=how.size[0] if how.size else None,
+        cols=how.size[1] if how.size else None,
+    )
+    with client.sessions() as sessions:
+        opened = sessions.open(task_id, exec=params)
+        out, err = binary_streams()
+        return drive(SessionChannel(sessions, opened), how, stdin_fd, out, err)

@@ -49,6 +49,7 @@ from manager.commands import Commands
 from manager.config import ManagerConfig
 from manager.effects import Decision, Outgoing
 from manager.epochs import stamp
+from manager.exec_relay import ExecRelay
 from manager.holds import Holds, may_be_held
 from manager.leadership import Identity, Lease
 from manager.liveness import Liveness
@@ -198,15 +199,18 @@ class Manager:
             clock,
             self.epoch,
         )
+        self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
+        self.commands = Commands(self)
+        self.auth = WorkerAuth.from_env(settings.amqp_url)
+        self.execs = ExecRelay(self.streams, self.store, self.auth, self.commit, clock)
         self.queries.handlers.update(
             {
                 topology.STREAM_OPEN_KEY: self.streams.open,
                 topology.STREAM_INPUT_KEY: self.streams.input,
+                topology.EXEC_OPEN_KEY: self.execs.open,
+                topology.EXEC_INPUT_KEY: self.streams.input,
             }
         )
-        self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
-        self.commands = Commands(self)
-        self.auth = WorkerAuth.from_env(settings.amqp_url)
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far

@@ -84,6 +84,7 @@ from worker.attempt import Key, Report, StartFailed
 from worker.config import WorkerConfig
 from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.epochs import Epochs
+from worker.exec_source import exec_opener
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
 from worker.metrics import STALE_DISPATCHES
@@ -167,7 +168,7 @@ class Worker:
         self.health = HealthMonitor(runtime, self._on_health)
         self.streams = Streams(
             self.name,
-            opener(runtime),
+            opener(runtime, exec_opener(runtime, config.policy, self.name)),
             send=lambda frame: self._results.append(self._result("stream", encode(frame))),
             wake=lambda: self.bus.call_threadsafe(self.streams.flush),
         )
