@@ -53,7 +53,9 @@ def measure(cluster: Cluster, task_id: str, keys: int, gap: float) -> list[float
     argv = [sys.executable, "-m", "kube", "exec", "-it", task_id, "--", "cat"]
     terminal = PtyCommand(argv, cluster.env)
     try:
-        # the first echo says the session runs (its opening is not a keystroke)
+        # Until kube makes its terminal raw, the local line discipline echoes: wait for
+        # that, then for a first echo, which says the session runs (not measured).
+        terminal.wait_raw(timeout=30)
         terminal.write(b"!")
         end = terminal.read_until(b"!", timeout=30)
         samples = []

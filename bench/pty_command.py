@@ -55,6 +55,18 @@ class PtyCommand:
         self.output += data
         return bool(data)
 
+    def is_raw(self) -> bool:
+        """Whether the child made its terminal raw: no echo, no line editing."""
+        return not termios.tcgetattr(self.fd)[3] & (termios.ECHO | termios.ICANON)
+
+    def wait_raw(self, timeout: float = 20.0) -> None:
+        """Until the child made its terminal raw (reading its output meanwhile)."""
+        deadline = time.monotonic() + timeout
+        while not self.is_raw():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the terminal is not raw: {bytes(self.output)[-2000:]!r}")
+            self._read(0.02)
+
     def resize(self, rows: int, cols: int) -> None:
         """A window change: the kernel tells the child's foreground group (SIGWINCH)."""
         termios.tcsetwinsize(self.fd, (rows, cols))
