@@ -31,6 +31,9 @@ EXAMPLES: dict[str, str] = {
     "stop": "kube stop hello           # a task, by name, id or id's start\n"
     "kube stop web             # a service: all its tasks",
     "logs": "kube logs hello\nkube logs web-1a2b --tail 20",
+    "exec": "kube exec web -- ls /srv\n"
+    "echo hi | kube exec web -- cat      # piped stdin is forwarded\n"
+    "kube exec -it web -- sh               # a terminal: exit it to return",
     "events": "kube events --follow\nkube events --task hello --follow --json",
     "up": "kube up\nkube up --workers 3 --start-broker",
     "orphans": "kube orphans remove --all --node node-1\nkube orphans adopt 3f2a1b9c8d7e",

@@ -83,8 +83,9 @@ def add_parser(sub: Any) -> None:
     """The `exec` subcommand's flags."""
     parser = sub.add_parser(
         "exec",
+        usage="kube exec [-h] [-i] [-t] TASK -- COMMAND [ARG ...]",
         help="run a command in a task's container (an operator's privilege)",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description="Run a command in a task's container; its exit code is kube's (125: kube's own failure).",
     )
     parser.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     parser.add_argument(
