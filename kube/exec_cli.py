@@ -85,7 +85,8 @@ def add_parser(sub: Any) -> None:
         "exec",
         usage="kube exec [-h] [-i] [-t] TASK -- COMMAND [ARG ...]",
         help="run a command in a task's container (an operator's privilege)",
-        description="Run a command in a task's container; its exit code is kube's (125: kube's own failure).",
+        description="Run a command in a task's container; its exit code is kube's"
+        " (125: kube's own failure).",
     )
     parser.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     parser.add_argument(
