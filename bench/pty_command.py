@@ -41,7 +41,10 @@ class PtyCommand:
         while (found := self.output.find(wanted, start)) < 0:
             left = deadline - time.monotonic()
             if left <= 0 or not self._read(left):
-                raise TimeoutError(f"no {wanted!r} in {bytes(self.output[start:])[-2000:]!r}")
+                ended = "" if left <= 0 else f" (it ended: {self.wait(5)})"
+                raise TimeoutError(
+                    f"no {wanted!r} in {bytes(self.output[start:])[-2000:]!r}{ended}"
+                )
         return found + len(wanted)
 
     def _read(self, timeout: float) -> bool:

@@ -171,8 +171,9 @@ def drive(
     resized: list[tuple[int, int]] = []
 
     def on_resize(rows: int, cols: int) -> None:
+        # In a signal handler: only noted (pika's wake-up takes locks the interrupted
+        # main thread may hold); the loop sends it within POLL_SECONDS.
         resized.append((rows, cols))
-        channel.wake()
 
     pump = StdinPump(stdin_fd, channel.wake) if how.forward_stdin else None
     try:

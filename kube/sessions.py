@@ -135,10 +135,13 @@ class Sessions:
                     key,
                     self._open_timeout,
                 )
-            for cid, body in self._channel.receive(left):
+            came = self._channel.receive(left)
+            for index, (cid, body) in enumerate(came):
                 if cid != correlation_id:
                     self._early.append((cid, body))
                     continue
+                # frames that came with the reply, after it, are the session's first: kept
+                self._early.extend(came[index + 1 :])
                 reply = decode(REPLY, body)
                 if not reply.ok:
                     raise RequestError(reply.error or "the manager refused the session")

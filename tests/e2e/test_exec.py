@@ -81,6 +81,10 @@ class Leftovers:
             threads(procs[worker].pid),
         )
 
+    def running(self, command: str) -> bool:
+        """Whether a process of the container runs this command line."""
+        return any(" ".join(p).endswith(command) for p in self.container.top()["Processes"])
+
     def running_execs(self) -> list[str]:
         ids = self.docker.api.inspect_container(self.container.id)["ExecIDs"] or []
         return [e for e in ids if self.docker.api.exec_inspect(e)["Running"]]
@@ -150,6 +154,8 @@ def test_exec_it_is_a_terminal_with_its_size_and_ctrl_c(
         seen = wait_for(new_size, what="the new size inside", timeout=20)
         terminal.write(b"sleep 100; echo slept\r")
         seen = terminal.read_until(b"sleep 100; echo slept\r\n", start=seen)
+        # once sleep runs (before, the shell's line editor would read the key as text)
+        wait_for(lambda: leftovers.running("sleep 100"), what="sleep in the container")
         terminal.write(b"\x03")  # Ctrl-C reaches sleep, in the container, not kube
         seen = terminal.read_until(b"# ", start=seen)
         assert b"slept" not in terminal.output[seen:]

@@ -158,3 +158,21 @@ def test_docker_close_leaves_no_process_of_the_exec(
     exec_ids = docker_client.api.inspect_container(container.id)["ExecIDs"] or []
     running = [e for e in exec_ids if docker_client.api.exec_inspect(e)["Running"]]
     assert running == []
+
+
+@pytest.mark.docker
+def test_docker_keeps_the_first_output_read_with_the_engines_answer(
+    make_docker_runtime: Any, busybox_image: str
+) -> None:
+    # a shell's prompt comes at once, often in the same read as the engine's HTTP answer
+    runtime = make_docker_runtime()
+    task_id = started(RuntimeKit("docker", runtime, runtime.node))
+    for tty in (True, False, True, False):
+        options = ExecOptions(command=("echo", "first"), tty=tty, stdin=True)
+        session = runtime.open_exec(task_id, 1, options)
+        try:
+            reader = Reader(session)
+            assert reader.ended.wait(10)
+            assert reader.output().replace(b"\r", b"") == b"first\n"
+        finally:
+            session.close()

@@ -12,8 +12,10 @@ on its own and a warning says so.
 from __future__ import annotations
 
 import contextlib
+import io as io_module
 import logging
 import socket
+import struct
 import threading
 import time
 from pathlib import Path
@@ -21,7 +23,6 @@ from typing import Any
 
 import docker.errors
 import requests.exceptions
-from docker.utils.socket import frames_iter
 
 from shared.errors import RuntimeFailure
 from worker.runtime.base import ExecOptions, OutputFd
@@ -29,6 +30,7 @@ from worker.runtime.base import ExecOptions, OutputFd
 log = logging.getLogger(__name__)
 
 _PROC = Path("/proc")
+_READ_SIZE = 65536
 _PID_WAIT = 2.0  # seconds a just-started exec may take to have a process id
 
 
@@ -57,17 +59,29 @@ class DockerExecSession:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise RuntimeFailure(f"exec in {name}: {exc}") from exc
         self._sock: socket.socket = self._io._sock
-        self._frames = frames_iter(self._io, options.tty)
+        self._reader = _buffered(self._io)
         if options.tty:
             self.resize(options.rows, options.cols)
 
     def read(self) -> tuple[OutputFd, bytes] | None:
-        """The next chunk of output, or None once the command closed its output."""
+        """The next chunk of output, or None once the command closed its output.
+
+        Without a tty the engine frames each chunk: 8 bytes (stream, 0, 0, 0, size as a
+        big-endian uint32), then the data."""
         try:
-            stream, data = next(self._frames)
-        except (StopIteration, OSError, ValueError):
-            return None  # ended, or closed by close() from another thread
-        return (OutputFd.STDERR if stream == 2 else OutputFd.STDOUT), bytes(data)
+            if self._tty:
+                data = self._reader.read1(_READ_SIZE)
+                return (OutputFd.STDOUT, data) if data else None
+            header = self._reader.read(8)
+            if len(header) < 8:
+                return None
+            stream, size = struct.unpack(">BxxxL", header)
+            data = self._reader.read(size)
+        except (OSError, ValueError):
+            return None  # closed by close() from another thread
+        if len(data) < size:
+            return None
+        return (OutputFd.STDERR if stream == 2 else OutputFd.STDOUT), data
 
     def write(self, data: bytes) -> None:
         """Send bytes to the command's stdin."""
@@ -165,6 +179,15 @@ class DockerExecSession:
             return
         if code not in (0, None):  # one of them may have ended meanwhile: said, not fatal
             log.info("exec %s in %s: kill said %r", self.exec_id[:12], self._name, said)
+
+
+def _buffered(io: Any) -> Any:
+    """What to read the exec's output from: the buffered reader that parsed the engine's
+    HTTP answer, which may already hold the first output (the docker SDK hands out the
+    raw socket under it, and a shell's first prompt, read with the headers, was lost)."""
+    response = getattr(io, "_response", None)
+    reader = getattr(getattr(getattr(response, "raw", None), "_fp", None), "fp", None)
+    return reader if hasattr(reader, "read1") else io_module.BufferedReader(io)
 
 
 def _tree(root: int) -> list[int]:
