@@ -22,6 +22,7 @@ from kube import (
     completion,
     examples,
     exec_cli,
+    logs,
     ps,
     render,
     rollout,
@@ -31,7 +32,7 @@ from kube import (
 )
 from kube import events as feed
 from kube.arguments import seconds as _seconds
-from kube.arguments import whole
+from kube.arguments import since_time, whole
 from kube.client import Client, WaitTimeout, make_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from kube.specfile import read_spec
@@ -57,7 +58,6 @@ from shared.errors import (
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
-from shared.messages import LogsQuery
 from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
@@ -343,9 +343,33 @@ def build_parser() -> argparse.ArgumentParser:
         "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
     )
     waiting_flags(stop, "until the container stopped and the task ended", 60.0)
-    logs = sub.add_parser("logs", help="print a task's container output")
-    logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs = sub.add_parser(
+        "logs",
+        help="print a task's (or a service's) container output; -f follows it",
+        description="The container's stdout on stdout, its stderr on stderr. A service's"
+        " lines are prefixed with their task. With -f, lines are shown as they are written,"
+        " a restarted task is followed onto its new attempt and a service's new tasks are"
+        " picked up, until the task ends (a service: until Ctrl-C). Output a node cannot"
+        " give (down, not answering) is said in a line `kube: partial: ...` on stderr.",
+    )
+    logs.add_argument(
+        "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="go on as lines are written")
+    logs.add_argument("--tail", type=whole(0), metavar="N", help="only the last N lines")
+    logs.add_argument(
+        "--since",
+        type=since_time,
+        metavar="DURATION|TIME",
+        help="only lines written after: a duration ago (30s, 5m, 2h, 1d) or an ISO 8601 time"
+        " (UTC unless it says)",
+    )
+    logs.add_argument(
+        "-t", "--timestamps", action="store_true", help="each line with the time it was written"
+    )
+    only = logs.add_mutually_exclusive_group()
+    only.add_argument("--stdout-only", action="store_true", help="only the container's stdout")
+    only.add_argument("--stderr-only", action="store_true", help="only the container's stderr")
     exec_cli.add_parser(sub)
     rollout.add_restart_parser(sub)
     completion.add_parser(sub)
@@ -653,8 +677,17 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
         print(name)
     elif args.command == "logs":
-        LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
-        sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
+        target = client.task_id(args.id, services=True)
+        options = logs.Options(
+            follow=args.follow,
+            since=args.since,
+            tail=args.tail,
+            timestamps=args.timestamps,
+            stdout=not args.stderr_only,
+            stderr=not args.stdout_only,
+        )
+        is_service = target == args.id and target in {s.name for s in client.services()}
+        logs.show_logs(client, target, is_service, options)
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)

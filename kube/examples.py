@@ -30,7 +30,10 @@ EXAMPLES: dict[str, str] = {
     "managers": "kube managers",
     "stop": "kube stop hello           # a task, by name, id or id's start\n"
     "kube stop web             # a service: all its tasks",
-    "logs": "kube logs hello\nkube logs web-1a2b --tail 20",
+    "logs": "kube logs hello\n"
+    "kube logs web-1a2b --tail 20 --timestamps\n"
+    "kube logs -f web --since 5m        # a service: every task's lines, prefixed\n"
+    "kube logs -f hello --stderr-only",
     "exec": "kube exec web -- ls /srv\n"
     "echo hi | kube exec web -- cat      # piped stdin is forwarded\n"
     "kube exec -it web -- sh               # a terminal: exit it to return",

@@ -33,6 +33,7 @@ from shared.reply_channel import ReplyChannel
 from shared.sessions import (
     DEFAULT_LEASE,
     DEFAULT_WINDOW,
+    EndReason,
     ExecParams,
     LogsParams,
     Resize,
@@ -48,6 +49,16 @@ log = logging.getLogger(__name__)
 FRAME = TypeAdapter(StreamFrame)
 REPLY = TypeAdapter(Reply)
 OPEN_TIMEOUT = 10.0
+
+
+class SessionRefused(RequestError):
+    """The manager would not open a session; `reason` and `node` say why as data when it
+    is one a follower may report and go on from (a node that is down)."""
+
+    def __init__(self, message: str, reason: EndReason | None, node: str | None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.node = node
 
 
 @dataclass(frozen=True)
@@ -144,7 +155,7 @@ class Sessions:
                 self._early.extend(came[index + 1 :])
                 reply = decode(REPLY, body)
                 if not reply.ok:
-                    raise RequestError(reply.error or "the manager refused the session")
+                    raise refusal(reply)
                 result = reply.result or {}
                 opened = Opened(
                     str(result["session"]),
@@ -239,3 +250,15 @@ class Sessions:
 
     def __exit__(self, *exc: object) -> None:
         self.close_all()
+
+
+def refusal(reply: Reply) -> SessionRefused:
+    """The manager's refusal, with its reason as data when it gave one."""
+    found = reply.result if isinstance(reply.result, dict) else {}
+    try:
+        reason: EndReason | None = EndReason(str(found.get("reason")))
+    except ValueError:
+        reason = None
+    node = found.get("node")
+    message = reply.error or "the manager refused the session"
+    return SessionRefused(message, reason, node if isinstance(node, str) else None)

@@ -243,9 +243,12 @@ class StreamRelay:
                 ok=False,
                 error=f"task {task.id} is at attempt {task.attempt}, not {attempt}",
             )
-        node = self.store.node(task.node)
-        if node is None or node.status != NodeStatus.READY:
-            return Reply(ok=False, error=f"node {task.node} of task {task.id} is down")
+        if not self._ready(task.node):
+            return Reply(
+                ok=False,
+                error=f"node {task.node} of task {task.id} is down",
+                result={"reason": EndReason.NODE_DOWN.value, "node": task.node},
+            )
         session = self.sessions.open(
             delivery.reply_to,
             task.node,

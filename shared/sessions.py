@@ -66,7 +66,7 @@ class EndReason(enum.StrEnum):
     FAILED = "failed"  # the engine failed to read or run it (`error` says how)
     NODE_DOWN = "node_down"  # the manager: the node stopped sending heartbeats
     NO_ANSWER = "no_answer"  # the manager: the worker did not start the stream in time
-    LOST = "lost"  # the manager does not know the session (it restarted): open it again
+    LOST = "lost"  # the manager or the worker does not know it (restarted): open it again
 
 
 class Chunk(WireModel):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Protocol
 
-from shared.errors import RuntimeFailure
+from shared.errors import NoSuchContainer, RuntimeFailure
 from shared.sessions import (
     Chunk,
     EndReason,
@@ -160,10 +160,10 @@ class Session:
             end = StreamEnd(reason=reason, node=self.node, exit_code=code)
         except ExecNotAllowed as exc:
             end = StreamEnd(reason=EndReason.NOT_ALLOWED, node=self.node, error=str(exc))
+        except NoSuchContainer as exc:
+            end = StreamEnd(reason=EndReason.NOT_FOUND, node=self.node, error=str(exc))
         except RuntimeFailure as exc:
-            missing = str(exc).startswith("no container")
-            reason = EndReason.NOT_FOUND if missing else EndReason.FAILED
-            end = StreamEnd(reason=reason, node=self.node, error=str(exc))
+            end = StreamEnd(reason=EndReason.FAILED, node=self.node, error=str(exc))
         except Exception as exc:  # the client hears why its stream stopped
             log.exception("session %s of task %s: reading failed", self.id, self.start.task_id)
             end = StreamEnd(reason=EndReason.FAILED, node=self.node, error=repr(exc))
@@ -308,7 +308,18 @@ class Streams:
     def heard(self, message: StreamInput) -> None:
         session = self.sessions.get(message.session)
         if session is None:
-            log.debug("worker %s: input for unknown session %s", self.node, message.session)
+            if not message.close:  # this worker restarted since: its client opens it again
+                log.info("worker %s: input for unknown session %s", self.node, message.session)
+                end = StreamEnd(reason=EndReason.LOST, node=self.node)
+                self._send(
+                    StreamFrame(
+                        node=self.node,
+                        at=datetime.now(UTC),
+                        session=message.session,
+                        seq=0,
+                        end=end,
+                    )
+                )
             return
         session.heard(message)
         self.flush()

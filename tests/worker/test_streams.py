@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
+from shared.errors import NoSuchContainer
 from shared.sessions import EndReason, Fd, LogsParams, StreamFrame, StreamInput, StreamStart
 from tests.support.waiting import wait_for
 from worker.runtime.base import LogLine
@@ -126,3 +127,25 @@ def test_a_close_from_the_client_ends_the_session_at_once() -> None:
     assert sent[-1].end is not None and sent[-1].end.reason == EndReason.CLOSED
     session.thread.join(5)
     assert not session.thread.is_alive() and not streams.sessions
+
+
+def test_a_session_on_a_container_the_node_does_not_hold_ends_as_not_found() -> None:
+    def missing(_start: StreamStart) -> FakeSource:
+        raise NoSuchContainer("no container kube.n1.t.1 on node n1")
+
+    sent: list[StreamFrame] = []
+    streams = Streams("n1", missing, sent.append, lambda: None, Clock())
+    streams.start(start())
+    wait_for(lambda: (streams.flush(), not streams.sessions)[1], "the session to end")
+    assert sent[-1].end is not None and sent[-1].end.reason == EndReason.NOT_FOUND
+
+
+def test_input_for_a_session_this_worker_does_not_know_says_it_is_lost() -> None:
+    # given a worker that restarted: it holds no session
+    streams, sent = streams_on(FakeSource([]), Clock())
+    # when a client's renewal comes for one, then it is told the session is lost
+    streams.heard(StreamInput(session=SESSION, ack=3))
+    assert [f.end.reason for f in sent if f.end] == [EndReason.LOST]
+    # and a close for one it does not know needs no answer
+    streams.heard(StreamInput(session=SESSION, close=True))
+    assert len(sent) == 1

@@ -21,7 +21,7 @@ import docker.utils
 import requests.exceptions
 from docker.types import Mount as DockerMount
 
-from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.errors import EngineUnavailable, ImageNotFound, NoSuchContainer, RuntimeFailure
 from shared.sessions import LogsParams
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
@@ -448,7 +448,7 @@ class DockerRuntime:
         """The named container, or RuntimeFailure when the engine has none."""
         container = self._find(name)
         if container is None:
-            raise RuntimeFailure(f"no container {name} on node {self.node}")
+            raise NoSuchContainer(f"no container {name} on node {self.node}")
         return container
 
     def _recheck_binds(self, container: Container) -> None:

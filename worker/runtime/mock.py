@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shared.errors import RuntimeFailure
+from shared.errors import NoSuchContainer, RuntimeFailure
 from shared.models import TaskSpec
 from shared.sessions import LogsParams
 from worker.runtime.base import (
@@ -206,7 +206,7 @@ class MockRuntime:
             container = self._containers.get((task_id, attempt))
         if container is None:
             name = container_name(self.node, task_id, attempt)
-            raise RuntimeFailure(f"no container {name} on node {self.node}")
+            raise NoSuchContainer(f"no container {name} on node {self.node}")
         spec = container.spec
         output = spec.env.get(OUTPUT_ENV, f"mock: {spec.image} {' '.join(spec.command)}\n")
         lines = output.splitlines(keepends=True)
