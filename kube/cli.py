@@ -21,6 +21,7 @@ from kube import (
     cluster_cli,
     completion,
     examples,
+    exec_cli,
     kept_logs,
     logs,
     ps,
@@ -77,6 +78,7 @@ BUG = 70  # an error kube did not expect (EX_SOFTWARE of sysexits.h)
 TIMED_OUT = 124  # a wait's --wait-timeout elapsed (the work carries on), as timeout(1) exits
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 PIPE_CLOSED = 141  # 128 + SIGPIPE
+EXEC_FAILED = exec_cli.EXEC_FAILED  # kube exec could not run the command, or lost it
 
 
 _count = whole(1)  # a flag that bounds or counts something
@@ -338,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="pull from registries on loopback or link-local addresses",
     )
+    policy.add_argument(
+        "--allow-exec",
+        action="store_true",
+        help="`kube exec` into this node's tasks (an operator's privilege, recorded)",
+    )
     _logging_flags(worker)
     _observability_flags(worker, WORKER_PORT)
 
@@ -385,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--stdout-only", action="store_true", help="only the container's stdout")
     only.add_argument("--stderr-only", action="store_true", help="only the container's stderr")
     kept_logs.add_flags(logs)
+    exec_cli.add_parser(sub)
     rollout.add_restart_parser(sub)
     completion.add_parser(sub)
     feed.add_parser(sub)
@@ -585,26 +593,34 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         with Client(settings) as client:
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
-        return _say(describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
+        return _failed(args, describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
     except ResourceLocked as exc:
-        return _say(str(exc), REFUSED)
+        return _failed(args, str(exc), REFUSED)
     except Queued as exc:
-        return _say(queued_line(exc), QUEUED)
+        return _failed(args, queued_line(exc), QUEUED)
     except NoManagerError as exc:
-        return _say(str(exc), NO_MANAGER)
+        return _failed(args, str(exc), NO_MANAGER)
     except (RequestError, DecodeError) as exc:
-        return _say(str(exc), REFUSED)
+        return _failed(args, str(exc), REFUSED)
     except (MessagingError, StoreUnavailable) as exc:  # a service it needs cannot be reached
-        return _say(str(exc), BROKER_DOWN)
+        return _failed(args, str(exc), BROKER_DOWN)
     except EngineUnavailable as exc:
         hint = "start it, or point DOCKER_HOST at one (`--runtime mock` runs without)"
-        return _say(f"{exc}; {hint}", BROKER_DOWN)
+        return _failed(args, f"{exc}; {hint}", BROKER_DOWN)
     except WaitTimeout as exc:
-        return _say(str(exc), TIMED_OUT)
+        return _failed(args, str(exc), TIMED_OUT)
     except KubeError as exc:
-        return _say(str(exc), TASK_FAILED)
+        return _failed(args, str(exc), TASK_FAILED)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        return _say(f"{exc.filename}: {exc.strerror}", USAGE)
+        return _failed(args, f"{exc.filename}: {exc.strerror}", USAGE)
+
+
+def _failed(args: argparse.Namespace, text: str, code: int) -> int:
+    """Say an error and return its code; kube exec's own failures (but a usage error) are
+    all EXEC_FAILED, so they stay apart from the command's own codes (kube/exec_cli.py)."""
+    if args.command == "exec" and code != USAGE:
+        code = EXEC_FAILED
+    return _say(text, code)
 
 
 def _say(text: str, code: int) -> int:
@@ -652,6 +668,8 @@ def _constraints(pairs: list[tuple[str, str]] | None) -> dict[str, Any] | None:
 def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> int:
     if args.command == "run":
         return run_task(args, command, client)
+    if args.command == "exec":
+        return exec_cli.run(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
     if args.command in secrets_cli.COMMANDS:
@@ -883,6 +901,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         devices=tuple(args.allow_device),
         images=tuple(args.allow_image),
         allow_local_registries=args.allow_local_registry,
+        allow_exec=args.allow_exec,
     )
     policy = WorkerPolicy.load(args.policy).merge(flags) if args.policy else flags
     config = WorkerConfig(

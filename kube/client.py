@@ -31,6 +31,7 @@ from kube.sessions import Sessions
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
+from shared.execs import EXEC_EVENT_KEY, ExecEvent
 from shared.files import FileKind, FileNamed, FileRecord, FileWrite, SealingKey, context
 from shared.ids import new_task_id
 from shared.kept import AttemptSummary, KeptLogs
@@ -70,6 +71,7 @@ EVENTS = TypeAdapter(list[TaskEvent])
 ATTEMPTS = TypeAdapter(list[AttemptSummary])
 KEPT = TypeAdapter(KeptLogs)
 RECORD = TypeAdapter(TaskRecord)
+EXEC_EVENT = TypeAdapter(ExecEvent)
 NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
 ENDPOINTS = TypeAdapter(ServiceEndpoints)
@@ -91,9 +93,12 @@ class Event:
     node: NodeRecord | None = None
     endpoints: ServiceEndpoints | None = None
     manager: ManagerInfo | None = None
+    exec: ExecEvent | None = None  # `task.exec`: a kube exec in a task, not a state
 
     @classmethod
     def decode(cls, key: str, body: bytes) -> Event:
+        if key == EXEC_EVENT_KEY:
+            return cls(key, exec=decode(EXEC_EVENT, body))
         if key.startswith("task."):
             return cls(key, task=decode(RECORD, body))
         if key.startswith("node."):
@@ -442,7 +447,7 @@ class Client:
                         + (f": {task.error}" if task.error else "")
                     )
                 message = next(events)
-                if message is None:
+                if message is None or message.routing_key == EXEC_EVENT_KEY:
                     continue
                 record = RECORD.validate_json(message.body)
                 if record.id == task_id and record.updated_at >= task.updated_at:

@@ -14,7 +14,8 @@ and exchange names; those regexes know nothing of the user (only topic permissio
                                 service.scale, service.update, query.*),   own queues
                                 own queues
     kube-operator  nothing      kube.commands (node.cordon, node.uncordon, kube.events.stream
-                                node.drain, query.*)
+                                node.drain, exec.open, exec.input,
+                                query.*)
     kube-worker-N  its lock     kube.results (result.*.N only)             its node queue
                    queue
 
@@ -23,7 +24,8 @@ and exchange.bind alike) needs read on the source, and with read on kube.events 
 write on kube.commands a user could bind kube.events into kube.commands and feed every
 event back in as a command. They read events from the stream `kube.events.stream`
 instead. Topic permissions split kube.commands between them by routing key, and the
-manager checks the `user_id` of an operator's commands too (`manager/auth.py`).
+manager checks the `user_id` of an operator's commands too (`manager/auth.py`). `kube
+exec` is an operator's (`exec.*`, never under `query.*`, which every client may publish).
 
 Nobody but the manager may declare or delete the exchanges or the manager's queues. The
 definitions declare the topology too, with the arguments `shared.topology` gives it (the

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from kube.client import Client, Event
 from kube.render import ports, state
+from shared.execs import exec_line
 from shared.models import ManagerInfo, ManagerRole, NodeRecord, TaskRecord
 from shared.states import TaskState
 from shared.units import format_bytes
@@ -88,6 +89,9 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
         )
     if event.manager is not None:
         return manager_line(event.manager, now)
+    if event.exec is not None:
+        done = event.exec
+        return f"{clock(done.at)} task {done.task_id} {exec_line(done.exec, done.task_id)}"
     return None
 
 
@@ -109,6 +113,8 @@ def event_json(event: Event) -> str:
         data["endpoints"] = event.endpoints.model_dump(mode="json")
     if event.manager is not None:
         data["manager"] = event.manager.model_dump(mode="json")
+    if event.exec is not None:
+        data["exec"] = event.exec.model_dump(mode="json")
     return json.dumps(data)
 
 
@@ -164,7 +170,10 @@ class Feed:
     def show(self, events: Iterable[Event], live: bool = False) -> bool:
         """Print events; True once the followed task (with --task) has ended."""
         for event in events:
-            if self.task_id is not None and (event.task is None or event.task.id != self.task_id):
+            if self.task_id is not None and self.task_id not in (
+                event.task and event.task.id,
+                event.exec and event.exec.task_id,
+            ):
                 continue
             now = datetime.now().astimezone() if live else None
             line = event_json(event) if self.as_json else event_line(event, now)

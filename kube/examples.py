@@ -36,6 +36,9 @@ EXAMPLES: dict[str, str] = {
     "kube logs -f hello --stderr-only\n"
     "kube logs hello --previous         # the kept output of the last ended attempt\n"
     "kube logs hello --attempt 2 --tail 50",
+    "exec": "kube exec web -- ls /srv\n"
+    "echo hi | kube exec web -- cat      # piped stdin is forwarded\n"
+    "kube exec -it web -- sh               # a terminal: exit it to return",
     "events": "kube events --follow\nkube events --task hello --follow --json",
     "up": "kube up\nkube up --workers 3 --start-broker",
     "orphans": "kube orphans remove --all --node node-1\nkube orphans adopt 3f2a1b9c8d7e",

@@ -6,6 +6,7 @@ import shlex
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from shared.execs import exec_line
 from shared.models import (
     ManagerInfo,
     NodeRecord,
@@ -165,10 +166,10 @@ def task(record: TaskRecord, events: Sequence[TaskEvent]) -> str:
         [
             [
                 e.at.isoformat(timespec="seconds"),
-                e.state.value,
+                "exec" if e.exec is not None else e.state.value,
                 str(e.attempt),
                 e.node or "-",
-                e.detail or "",
+                exec_line(e.exec, record.id) if e.exec is not None else e.detail or "",
             ]
             for e in events
         ],

@@ -84,9 +84,18 @@ class _State:
     opened: Opened
     lease: float
     window: int
+    kind: SessionKind = SessionKind.LOGS
     seq: int = 0  # the highest frame received
     acked: int = 0  # the highest acknowledged to the worker
     renewed: float = field(default_factory=time.monotonic)
+
+
+def _keys(kind: SessionKind) -> tuple[str, str]:
+    """The routing keys that open a session of this kind and give it input: exec's are an
+    operator's (docs/security.md), not queries."""
+    if kind == SessionKind.EXEC:
+        return topology.EXEC_OPEN_KEY, topology.EXEC_INPUT_KEY
+    return topology.STREAM_OPEN_KEY, topology.STREAM_INPUT_KEY
 
 
 class Sessions:
@@ -125,23 +134,25 @@ class Sessions:
             window=window,
         )
         correlation_id = f"open-{time.monotonic_ns()}"
-        self._channel.publish(
-            COMMANDS, topology.STREAM_OPEN_KEY, encode(request), correlation_id=correlation_id
-        )
+        key = _keys(kind)[0]
+        self._channel.publish(COMMANDS, key, encode(request), correlation_id=correlation_id)
         deadline = time.monotonic() + self._open_timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Unanswered(
-                    f"no answer to {topology.STREAM_OPEN_KEY} within {self._open_timeout:g}s: is"
+                    f"no answer to {key} within {self._open_timeout:g}s: is"
                     " `kube manager` running?",
-                    topology.STREAM_OPEN_KEY,
+                    key,
                     self._open_timeout,
                 )
-            for cid, body in self._channel.receive(left):
+            came = self._channel.receive(left)
+            for index, (cid, body) in enumerate(came):
                 if cid != correlation_id:
                     self._early.append((cid, body))
                     continue
+                # frames that came with the reply, after it, are the session's first: kept
+                self._early.extend(came[index + 1 :])
                 reply = decode(REPLY, body)
                 if not reply.ok:
                     raise refusal(reply)
@@ -152,7 +163,7 @@ class Sessions:
                     str(result["task_id"]),
                     int(result["attempt"]),
                 )
-                self._sessions[opened.session] = _State(opened, lease, window)
+                self._sessions[opened.session] = _State(opened, lease, window, kind)
                 return opened
 
     def read(self, timeout: float) -> list[Received]:
@@ -187,7 +198,7 @@ class Sessions:
                 self._send(StreamInput(session=session_id, ack=state.seq), state, now)
 
     def _send(self, message: StreamInput, state: _State, now: float) -> None:
-        self._channel.publish(COMMANDS, topology.STREAM_INPUT_KEY, encode(message))
+        self._channel.publish(COMMANDS, _keys(state.kind)[1], encode(message))
         state.acked = max(state.acked, message.ack or 0)
         state.renewed = now
 
@@ -218,9 +229,13 @@ class Sessions:
         if state is not None:
             self._channel.publish(
                 COMMANDS,
-                topology.STREAM_INPUT_KEY,
+                _keys(state.kind)[1],
                 encode(StreamInput(session=session_id, close=True)),
             )
+
+    def wake(self) -> None:
+        """Make a read() in progress return now; the one call safe from another thread."""
+        self._channel.wake()
 
     def close_all(self) -> None:
         """End every open session and the channel (nothing is left behind)."""

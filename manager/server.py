@@ -51,6 +51,7 @@ from manager.commands import Commands
 from manager.config import ManagerConfig
 from manager.effects import Decision, Outgoing
 from manager.epochs import stamp
+from manager.exec_relay import ExecRelay
 from manager.holds import Holds, may_be_held
 from manager.leadership import Identity, Lease
 from manager.liveness import Liveness
@@ -204,12 +205,6 @@ class Manager:
             clock,
             self.epoch,
         )
-        self.queries.handlers.update(
-            {
-                topology.STREAM_OPEN_KEY: self.streams.open,
-                topology.STREAM_INPUT_KEY: self.streams.input,
-            }
-        )
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.secret_key = (
             SecretKey.load(config.secrets_key_file) if config.secrets_key_file else None
@@ -217,6 +212,15 @@ class Manager:
         self.queries.secret_key = self.secret_key
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
+        self.execs = ExecRelay(self.streams, self.store, self.auth, self.commit, clock)
+        self.queries.handlers.update(
+            {
+                topology.STREAM_OPEN_KEY: self.streams.open,
+                topology.STREAM_INPUT_KEY: self.streams.input,
+                topology.EXEC_OPEN_KEY: self.execs.open,
+                topology.EXEC_INPUT_KEY: self.streams.input,
+            }
+        )
         self._acks: list[Delivery] = []
         self._replies: list[Outbound] = []
         self._heartbeat_parts: dict[str, list[Heartbeat]] = {}  # node -> parts so far
@@ -686,7 +690,7 @@ class Manager:
 
         def guarded(delivery: Delivery) -> None:
             if delivery.queue == topology.COMMANDS_QUEUE and delivery.routing_key.startswith(
-                topology.QUERY_PREFIX
+                topology.ANSWERED_KEYS
             ):
                 self.settle(delivery)  # bound with "#": the queries queue answers it
                 return

@@ -69,6 +69,7 @@ class Session:
     heard: float
     started: bool = False
     seq: int = 0  # the last frame relayed
+    kind: SessionKind = SessionKind.LOGS
 
 
 @dataclass(frozen=True)
@@ -93,9 +94,18 @@ class Sessions:
         return self._open.get(session_id)
 
     def open(
-        self, reply_to: str, node: str, task_id: str, attempt: int, lease: float, now: float
+        self,
+        reply_to: str,
+        node: str,
+        task_id: str,
+        attempt: int,
+        lease: float,
+        now: float,
+        kind: SessionKind = SessionKind.LOGS,
     ) -> Session:
-        session = Session(uuid.uuid4().hex, reply_to, node, task_id, attempt, lease, now, now)
+        session = Session(
+            uuid.uuid4().hex, reply_to, node, task_id, attempt, lease, now, now, kind=kind
+        )
         self._open[session.id] = session
         SESSIONS.set(len(self._open))
         return session
@@ -191,7 +201,9 @@ class StreamRelay:
         monotonic: Callable[[], float],
         clock: Callable[[], datetime],
         epoch: int = 0,
+        on_end: Callable[[Session, StreamEnd], None] | None = None,
     ) -> None:
+        self.on_end = on_end  # told of every session's end (kube exec records it)
         self.store = store
         self.bus = bus
         self.send = send  # queues a message with the batch's replies
@@ -203,6 +215,13 @@ class StreamRelay:
     def open(self, delivery: Delivery) -> Reply:
         """`query.stream.open`: start a session, or say why not."""
         request = decode(SESSION_OPEN, delivery.body)
+        exec_key = delivery.routing_key == topology.EXEC_OPEN_KEY
+        if (request.kind == SessionKind.EXEC) != exec_key:
+            return Reply(
+                ok=False,
+                error=f"an exec session is opened with {topology.EXEC_OPEN_KEY} (an operator's"
+                f" key), and only an exec session: not with {delivery.routing_key}",
+            )
         if not delivery.reply_to:
             return Reply(
                 ok=False, error=f"{topology.STREAM_OPEN_KEY} without reply_to: frames need a queue"
@@ -231,7 +250,13 @@ class StreamRelay:
                 result={"reason": EndReason.NODE_DOWN.value, "node": task.node},
             )
         session = self.sessions.open(
-            delivery.reply_to, task.node, task.id, attempt, request.lease, self.monotonic()
+            delivery.reply_to,
+            task.node,
+            task.id,
+            attempt,
+            request.lease,
+            self.monotonic(),
+            kind=request.kind,
         )
         start = StreamStart(
             epoch=self.epoch,
@@ -261,11 +286,23 @@ class StreamRelay:
     def input(self, delivery: Delivery) -> Reply | None:
         """`query.stream.input`: pass it on to the worker, or tell the client it is lost."""
         message = decode(STREAM_INPUT, delivery.body)
+        known = self.sessions.get(message.session)
+        exec_key = delivery.routing_key == topology.EXEC_INPUT_KEY
+        if known is not None and (known.kind == SessionKind.EXEC) != exec_key:
+            # an exec session's input is an operator's too: a client that learnt its id
+            # may not type into it
+            return Reply(
+                ok=False,
+                error=f"input for an exec session is sent with {topology.EXEC_INPUT_KEY},"
+                f" and only for one: not with {delivery.routing_key}",
+            )
         session = self.sessions.heard(message, delivery.reply_to, self.monotonic())
         if session is None:
             if delivery.reply_to:
                 self._to_client(delivery.reply_to, lost_frame(message.session, self.clock()))
             return None
+        if message.close:
+            self._ended(session, StreamEnd(reason=EndReason.CLOSED, node=session.node))
         forwarded = message.model_copy(update={"epoch": self.epoch})
         self.send(
             self.bus.message(topology.DISPATCH, session.node, encode(forwarded), persistent=False)
@@ -275,6 +312,8 @@ class StreamRelay:
     def frame(self, frame: StreamFrame, body: bytes) -> None:
         """A worker's frame: to its client as it came, or, unknown, a close to the worker."""
         session = self.sessions.relayed(frame)
+        if session is not None and frame.end is not None:
+            self._ended(session, frame.end)
         if session is not None:
             self.send(
                 self.bus.message(
@@ -295,10 +334,16 @@ class StreamRelay:
             session = ending.session
             log.info("session %s: ended by the manager: %s", session.id, ending.frame.end)
             self._to_client(session.reply_to, ending.frame)
+            if ending.frame.end is not None:
+                self._ended(session, ending.frame.end)
             close = StreamInput(epoch=self.epoch, session=session.id, close=True)
             self.send(
                 self.bus.message(topology.DISPATCH, session.node, encode(close), persistent=False)
             )
+
+    def _ended(self, session: Session, end: StreamEnd) -> None:
+        if self.on_end is not None:
+            self.on_end(session, end)
 
     def _ready(self, name: str) -> bool:
         node = self.store.node(name)

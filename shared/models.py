@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
+from shared.execs import ExecRecord
 from shared.images import ImageProblem
 from shared.placement import Unplaced
 from shared.specs import PullPolicy as PullPolicy
@@ -178,6 +179,10 @@ class TaskEvent(WireModel):
     superseded: bool = Field(
         default=False,
         description="about an attempt the task had moved on from: the task did not change",
+    )
+    exec: ExecRecord | None = Field(
+        default=None,
+        description="a `kube exec` in the task (its state is the task's, unchanged)",
     )
 
 

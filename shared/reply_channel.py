@@ -10,6 +10,7 @@ the channel or the process goes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -52,6 +53,7 @@ class ReplyChannel:
         except (pika.exceptions.AMQPError, *RECONNECT_ERRORS) as exc:
             raise MessagingError(f"cannot open a reply channel: {exc!r}") from exc
         self._received: deque[tuple[str | None, bytes]] = deque()
+        self._woken = False  # wake() was called: receive() returns at once
 
     def _on_message(self, _ch: Any, _method: Any, props: Any, body: bytes) -> None:
         self._received.append((props.correlation_id if props else None, body))
@@ -75,7 +77,7 @@ class ReplyChannel:
         """What came back (correlation id, body), waiting up to `timeout` for the first."""
         deadline = time.monotonic() + timeout
         try:
-            while not self._received:
+            while not self._received and not self._woken:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -86,7 +88,19 @@ class ReplyChannel:
             raise MessagingError(f"lost the broker while reading answers: {exc!r}") from exc
         found = list(self._received)
         self._received.clear()
+        self._woken = False
         return found
+
+    def wake(self) -> None:
+        """Make a receive() in progress return now (safe from any thread: pika's
+        add_callback_threadsafe wakes the connection's wait)."""
+
+        def woken() -> None:
+            self._woken = True
+
+        # closed: the reader finds out by itself
+        with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
+            self._connection.add_callback_threadsafe(woken)
 
     def close(self) -> None:
         """Close the channel: its address is gone, and whatever comes for it is dropped."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from shared.execs import ExecEvent
 from shared.files import FileNamed, FileRecord, FileWrite, SealingKey
 from shared.kept import KeptLogs
 from shared.messages import (
@@ -72,6 +73,7 @@ MESSAGES: dict[str, Any] = {
     "file-named": FileNamed,  # kube.commands secret.remove, config.remove
     "file-record": FileRecord,  # query.secrets, query.configs (a list of them)
     "sealing-key": SealingKey,  # query.sealing-key
+    "exec-event": ExecEvent,  # kube.events task.exec
     "task-record": TaskRecord,  # kube.events task.<state>
     "node-record": NodeRecord,  # kube.events node.<what>
     "manager-info": ManagerInfo,  # kube.events manager.leader, query.managers

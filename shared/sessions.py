@@ -62,6 +62,7 @@ class EndReason(enum.StrEnum):
     CLOSED = "closed"  # the client closed it
     EXPIRED = "expired"  # nobody renewed its lease
     NOT_FOUND = "not_found"  # the worker holds no container for that attempt
+    NOT_ALLOWED = "not_allowed"  # exec: the worker's policy refuses it (--allow-exec)
     FAILED = "failed"  # the engine failed to read or run it (`error` says how)
     NODE_DOWN = "node_down"  # the manager: the node stopped sending heartbeats
     NO_ANSWER = "no_answer"  # the manager: the worker did not start the stream in time

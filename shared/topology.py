@@ -68,6 +68,12 @@ QUERY_PREFIX = "query."
 SECRET_KEYS = tuple(
     f"{kind}.{verb}" for kind in ("secret", "config") for verb in ("create", "update", "remove")
 )
+EXEC_PREFIX = "exec."
+EXEC_OPEN_KEY = "exec.open"
+EXEC_INPUT_KEY = "exec.input"
+"""`kube exec` (a session: docs/wire-contract.md#streaming-sessions): an operator's, never
+under query.*, which every client may publish. Answered at once like a query, so it is
+bound to the queries queue; the commands queue passes over it."""
 STREAM_OPEN_KEY = "query.stream.open"
 """A client opens a streaming session (shared/sessions.py): a query, so any client may."""
 STREAM_INPUT_KEY = "query.stream.input"
@@ -84,9 +90,15 @@ OPERATOR_COMMAND_KEYS = (
     ORPHANS_REMOVE_KEY,
     ORPHANS_ADOPT_KEY,
     *SECRET_KEYS,
+    EXEC_OPEN_KEY,
+    EXEC_INPUT_KEY,
 )
-"""An operator's acts on nodes and their orphan containers, and secrets and configs
-(and queries): the broker user kube-operator."""
+"""An operator's acts on nodes and their orphan containers, secrets and configs, and
+`kube exec` (and queries): the broker user kube-operator."""
+
+ANSWERED_KEYS = (QUERY_PREFIX, EXEC_PREFIX)
+"""Prefixes of the routing keys the queries queue takes (answered at once, never recorded
+as commands): the commands queue, bound with "#", passes over them."""
 
 EVENTS_RETENTION: dict[str, Any] = {
     "x-max-age": "1h",
@@ -226,6 +238,7 @@ def manager_topology() -> Topology:
             # dropped by the broker without a word (queries come too and are passed over).
             Binding(COMMANDS_QUEUE, COMMANDS, "#"),
             Binding(QUERIES_QUEUE, COMMANDS, "query.#"),
+            Binding(QUERIES_QUEUE, COMMANDS, "exec.#"),
             Binding(RESULTS_QUEUE, RESULTS, "#"),
             Binding(DEAD_DISPATCHES_QUEUE, DEAD_LETTER, ""),
             Binding(EVENTS_STREAM, EVENTS, "#"),

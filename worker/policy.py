@@ -13,6 +13,7 @@ restrict images to an allow-list of shell-style patterns:
     devices = ["/dev/fuse"]            # devices that may be passed through
     images = ["localhost/*", "registry.example.com/team/*"]   # empty: any image
     allow_local_registries = false     # pulls from loopback / link-local registries
+    allow_exec = false                 # `kube exec` into this node's tasks
 
 Two checks need the worker's own filesystem or engine, so the runtime makes them at the
 last moment (worker/runtime/docker.py) with the pure decisions here: a mount source is
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import RuntimeFailure, SettingsError
+from shared.execs import ExecRefusal
 from shared.specs import NetworkMode, TaskSpec
 
 
@@ -61,6 +63,7 @@ class WorkerPolicy:
     devices: tuple[str, ...] = ()
     images: tuple[str, ...] = ()
     allow_local_registries: bool = False
+    allow_exec: bool = False  # `kube exec`: a command, even a shell, in a task's container
 
     @classmethod
     def load(cls, path: Path) -> WorkerPolicy:
@@ -98,6 +101,7 @@ class WorkerPolicy:
             devices=self.devices + other.devices,
             images=self.images + other.images,
             allow_local_registries=self.allow_local_registries or other.allow_local_registries,
+            allow_exec=self.allow_exec or other.allow_exec,
         )
 
     def violations(self, spec: TaskSpec) -> list[str]:
@@ -121,6 +125,10 @@ class WorkerPolicy:
         if self.images and not any(fnmatch.fnmatchcase(spec.image, p) for p in self.images):
             found.append(f"image {spec.image} matches none of {', '.join(self.images)}")
         return found
+
+    def exec_refusal(self) -> ExecRefusal | None:
+        """Why this node refuses `kube exec` (None: it allows it)."""
+        return None if self.allow_exec else ExecRefusal.NODE_DISALLOWS
 
     def resolved_mount_violation(self, source: str, resolved: str) -> str | None:
         """Why a mount whose source resolves (every symlink followed) to `resolved` is refused."""
@@ -146,7 +154,13 @@ class WorkerPolicy:
 
 
 _FLAGS = frozenset(
-    {"allow_privileged", "allow_host_network", "allow_host_pid", "allow_local_registries"}
+    {
+        "allow_privileged",
+        "allow_host_network",
+        "allow_host_pid",
+        "allow_local_registries",
+        "allow_exec",
+    }
 )
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")  # connecting to 0.x.y.z reaches this host
 

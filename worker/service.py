@@ -88,6 +88,7 @@ from worker.attempt_output import OutputKeeper
 from worker.config import WorkerConfig
 from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.epochs import Epochs
+from worker.exec_source import exec_opener
 from worker.files import Files, default_root
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
@@ -176,7 +177,7 @@ class Worker:
         self.files = Files(config.files_dir or default_root(), self.name, self._ask_files)
         self.streams = Streams(
             self.name,
-            opener(runtime),
+            opener(runtime, exec_opener(runtime, config.policy, self.name)),
             send=lambda frame: self._results.append(self._result("stream", encode(frame))),
             wake=lambda: self.bus.call_threadsafe(self.streams.flush),
         )

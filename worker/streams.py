@@ -28,6 +28,7 @@ from shared.sessions import (
     StreamInput,
     StreamStart,
 )
+from worker.exec_source import ExecNotAllowed
 from worker.runtime.base import LogLine, Runtime
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ class Session:
         self._end: StreamEnd | None = None
         self._closed = False
         self._source: Source | None = None
+        self._early: list[StreamInput] = []  # input that came before the source opened
         self.done = False  # its last frame was sent
         self.thread = threading.Thread(
             target=self._read, name=f"{THREAD_PREFIX}{self.id[:12]}", daemon=True
@@ -146,6 +148,9 @@ class Session:
                     source.close()
                     return
                 self._source = source
+                for message in self._early:  # in order, before any later input
+                    source.send(message)
+                self._early.clear()
             for line in source:
                 if not self._put(line):
                     break
@@ -153,6 +158,8 @@ class Session:
             following = self.start.logs is None or self.start.logs.follow
             reason = EndReason.EXITED if following else EndReason.DONE
             end = StreamEnd(reason=reason, node=self.node, exit_code=code)
+        except ExecNotAllowed as exc:
+            end = StreamEnd(reason=EndReason.NOT_ALLOWED, node=self.node, error=str(exc))
         except NoSuchContainer as exc:
             end = StreamEnd(reason=EndReason.NOT_FOUND, node=self.node, error=str(exc))
         except RuntimeFailure as exc:
@@ -234,13 +241,16 @@ class Session:
             if message.ack is not None and message.ack > self._acked:
                 self._acked = min(message.ack, self._seq)
                 self._cond.notify_all()
-            source = self._source
+            if not message.close and (
+                message.stdin is not None or message.eof or message.resize or message.signal
+            ):
+                # under the lock: the reader thread may be handing the early input over
+                if self._source is None:
+                    self._early.append(message)
+                else:
+                    self._source.send(message)
         if message.close:
             self.close(EndReason.CLOSED)
-        elif source is not None and (
-            message.stdin is not None or message.eof or message.resize or message.signal
-        ):
-            source.send(message)
 
     def close(self, reason: EndReason) -> None:
         """End the session: the reader stops at once (its engine read is cut)."""

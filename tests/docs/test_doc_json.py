@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from shared.execs import ExecEvent, ExecPhase
 from shared.models import TaskRecord
 from shared.placement import Unplaced
 from shared.sessions import Fd, StreamFrame
@@ -45,3 +46,11 @@ def test_the_stream_frame_of_the_wire_contract_is_one() -> None:
     )
     assert [chunk.fd for chunk in frame.chunks] == [Fd.STDOUT, Fd.STDERR]
     assert frame.chunks[1].data == "err 41\n"
+
+
+def test_the_exec_event_of_the_wire_contract_is_one() -> None:
+    event = ExecEvent.model_validate_json(
+        block("docs/wire-contract.md", "example: exec-event"), strict=True
+    )
+    assert event.exec.phase is ExecPhase.ENDED and event.exec.exit_code == 0
+    assert event.exec.user == "kube-operator"

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from manager.sessions import Sessions
-from shared.sessions import EndReason, StreamEnd, StreamFrame, StreamInput
+from manager.sessions import Sessions, StreamRelay
+from shared import topology
+from shared.bus import Delivery
+from shared.codec import encode
+from shared.sessions import (
+    EndReason,
+    ExecParams,
+    SessionKind,
+    SessionOpen,
+    StreamEnd,
+    StreamFrame,
+    StreamInput,
+)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,3 +66,23 @@ def test_sessions_end_for_a_down_node_a_silent_worker_and_a_silent_client() -> N
     ]
     assert later[0].frame.seq == 2  # after the last frame relayed
     assert len(book) == 1
+
+
+def delivery(key: str, body: bytes, user: str | None = "guest") -> Delivery:
+    return Delivery(
+        body=body, exchange="kube.commands", routing_key=key, headers={},
+        reply_to="amq.rabbitmq.reply-to.x", correlation_id="c", message_id=None,
+        user_id=user, redelivered=False, queue="q", tag=1, generation=1,
+    )  # fmt: skip
+
+
+def test_exec_opens_only_with_the_operator_key_and_the_key_only_for_exec() -> None:
+    # given a relay (nothing past the key check is reached: no store, no bus needed)
+    relay = StreamRelay(None, None, lambda _: None, lambda: 0.0, lambda: AT)  # type: ignore[arg-type]
+    exec_body = encode(SessionOpen(kind=SessionKind.EXEC, id="t", exec=ExecParams(command=["sh"])))
+    logs_body = encode(SessionOpen(kind=SessionKind.LOGS, id="t"))
+    # then an exec as a query (which any client may publish) is refused, naming the key
+    refused = relay.open(delivery(topology.STREAM_OPEN_KEY, exec_body))
+    assert not refused.ok and "exec.open" in (refused.error or "")
+    # and the operator's key opens nothing but exec
+    assert not relay.open(delivery(topology.EXEC_OPEN_KEY, logs_body)).ok

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.execs import ExecRefusal, refusal_sentence
 from shared.specs import TaskSpec
 from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyError, PolicyRefused, WorkerPolicy, registry_host
@@ -237,3 +238,17 @@ def test_an_allowed_source_reached_through_a_link_is_compared_resolved(tmp_path:
     )  # type: ignore[list-item]
     assert policy.mount_sources == (f"{tmp_path}/real",)
     assert [m.source for m in resolve_mounts(task, policy, "n").mounts] == [f"{tmp_path}/real/data"]
+
+
+def test_exec_is_refused_by_default_and_allowed_by_the_flag_or_the_file(tmp_path: Path) -> None:
+    assert WorkerPolicy().exec_refusal() is ExecRefusal.NODE_DISALLOWS
+    sentence = refusal_sentence(ExecRefusal.NODE_DISALLOWS, task="web-1", node="node-1")
+    assert "--allow-exec" in sentence and "allow_exec" in sentence and "node-1" in sentence
+    assert WorkerPolicy(allow_exec=True).exec_refusal() is None
+    path = tmp_path / "policy.toml"
+    path.write_text("allow_exec = true\n")
+    assert WorkerPolicy.load(path).exec_refusal() is None
+    assert WorkerPolicy().merge(WorkerPolicy.load(path)).allow_exec
+    path.write_text('allow_exec = "yes"\n')
+    with pytest.raises(PolicyError, match="allow_exec must be true or false"):
+        WorkerPolicy.load(path)

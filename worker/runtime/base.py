@@ -99,6 +99,59 @@ def container_name(node: str, task_id: str, attempt: int) -> str:
     return f"kube.{node}.{task_id}.{attempt}"
 
 
+class OutputFd(enum.IntEnum):
+    """Which stream of an exec a chunk of output came from (a tty merges both into stdout)."""
+
+    STDOUT = 1
+    STDERR = 2
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    """How to run a command in a task's container (`kube exec`)."""
+
+    command: tuple[str, ...]
+    tty: bool = False  # a pseudo-terminal: stdout and stderr merged, window size, Ctrl-C
+    stdin: bool = False  # the command reads what the caller writes
+    rows: int = 24  # the terminal's size, with tty
+    cols: int = 80
+
+
+class ExecSession(Protocol):
+    """A command running in a container, its input and output as bytes. read() blocks;
+    the other methods may be called from any thread. close() ends it: the command and
+    everything it started in the container are killed if still running."""
+
+    def read(self) -> tuple[OutputFd, bytes] | None:
+        """The next chunk of output, or None once the command closed its output."""
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Send bytes to the command's stdin (with tty, a terminal's keystrokes)."""
+        ...
+
+    def close_input(self) -> None:
+        """End the command's stdin (end of file), as `echo hi | kube exec T -- cat` does."""
+        ...
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the terminal's window size (tty only; otherwise ignored)."""
+        ...
+
+    def signal(self, name: str) -> None:
+        """Send the command the signal of that name (`INT`, `TERM`...), without a tty's
+        help: a terminal's Ctrl-C is the byte 0x03 written, not this."""
+        ...
+
+    def exit_code(self) -> int | None:
+        """The command's exit code once it ended, None while it runs."""
+        ...
+
+    def close(self) -> None:
+        """Kill the command if it still runs, and release the connection; idempotent."""
+        ...
+
+
 class ExitWatch(Protocol):
     """A running watch of container exits; close() ends it."""
 
@@ -185,6 +238,10 @@ class Runtime(Protocol):
 
     def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
         """Run a command in the running container; return its exit code."""
+        ...
+
+    def open_exec(self, task_id: str, attempt: int, options: ExecOptions) -> ExecSession:
+        """Start a command in the running container and attach to it (`kube exec`)."""
         ...
 
     def strays(

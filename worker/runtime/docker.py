@@ -1,4 +1,5 @@
-"""The Runtime on a Docker engine, through the docker SDK; the only module that imports it."""
+"""The Runtime on a Docker engine, through the docker SDK (with docker_exec.py for `kube
+exec`, the only modules that import it)."""
 
 from __future__ import annotations
 
@@ -36,11 +37,13 @@ from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
+    ExecOptions,
     Stray,
     belongs,
     container_name,
     other_cluster,
 )
+from worker.runtime.docker_exec import DockerExecSession
 from worker.runtime.docker_logs import DockerLogFollow, log_params
 from worker.runtime.pull_errors import classify
 from worker.runtime.recovery import recovered_spec
@@ -328,6 +331,15 @@ class DockerRuntime:
             # None (docker-py #2450): take the output and drop it.
             result = container.exec_run(list(command), stdout=True, stderr=True)
             return int(result.exit_code)
+
+    def open_exec(self, task_id: str, attempt: int, options: ExecOptions) -> DockerExecSession:
+        """Start a command in the running container and attach to it (`kube exec`)."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"exec in {name}"):
+            container = self._require(name)
+            if container.status != "running":
+                raise RuntimeFailure(f"container {name} is not running ({container.status})")
+        return DockerExecSession(self._client.api, container.id, name, options)
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         """Every container this node owns (of one task, if given), running or not."""

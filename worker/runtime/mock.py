@@ -24,11 +24,13 @@ from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
+    ExecOptions,
     LogLine,
     Stray,
     container_name,
     other_cluster,
 )
+from worker.runtime.mock_exec import MockExecSession
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +252,14 @@ class MockRuntime:
 
     def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
         """0 while the container runs, unless its env sets MOCK_EXEC_EXIT_CODE."""
+        return self._exec_exit_code(task_id, attempt)
+
+    def open_exec(self, task_id: str, attempt: int, options: ExecOptions) -> MockExecSession:
+        """A command that echoes its input (worker/runtime/mock_exec.py)."""
+        return MockExecSession(options, self._exec_exit_code(task_id, attempt))
+
+    def _exec_exit_code(self, task_id: str, attempt: int) -> int:
+        """What an exec in the running container returns; RuntimeFailure if none runs."""
         with self._lock:
             container = self._containers.get((task_id, attempt))
         if container is None or container.status != ContainerStatus.RUNNING:

@@ -13,6 +13,8 @@ from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
 from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
+    ExecOptions,
+    ExecSession,
     ExitWatch,
     LogFollow,
     Runtime,
@@ -88,6 +90,10 @@ class TimedRuntime:
     def exec(self, task_id: str, attempt: int, command: Sequence[str]) -> int:
         with _timed("exec"):
             return self.inner.exec(task_id, attempt, command)
+
+    def open_exec(self, task_id: str, attempt: int, options: ExecOptions) -> ExecSession:
+        with _timed("open_exec"):
+            return self.inner.open_exec(task_id, attempt, options)
 
     def strays(
         self, disowned: Collection[tuple[str, int]], limit: int
