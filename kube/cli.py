@@ -60,6 +60,7 @@ NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
 QUEUED = 6  # sent and kept by the broker, but no manager confirmed it: it acts when one starts
+CHANGED = 7  # a wait's target was changed by another request (another client's): it ended
 BUG = 70  # an error kube did not expect (EX_SOFTWARE of sysexits.h)
 TIMED_OUT = 124  # a wait's --wait-timeout elapsed (the work carries on), as timeout(1) exits
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -544,6 +545,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         return _say(f"{exc}; {hint}", BROKER_DOWN)
     except WaitTimeout as exc:
         return _say(str(exc), TIMED_OUT)
+    except waits.TargetChanged as exc:
+        return _say(str(exc), CHANGED)
     except KubeError as exc:
         return _say(str(exc), TASK_FAILED)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
