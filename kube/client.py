@@ -28,7 +28,15 @@ from pydantic import TypeAdapter, ValidationError
 from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
-from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
+from shared.errors import (
+    DecodeError,
+    KubeError,
+    NoManagerError,
+    Queued,
+    RequestError,
+    SettingsError,
+    Unanswered,
+)
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
@@ -51,7 +59,7 @@ from shared.models import (
     UpdateRequest,
 )
 from shared.rpc import RpcChannel, Subscription
-from shared.settings import Settings
+from shared.settings import Settings, redact
 from shared.states import TaskState
 from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
@@ -67,6 +75,10 @@ NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
 ENDPOINTS = TypeAdapter(ServiceEndpoints)
 MANAGER = TypeAdapter(ManagerInfo)
+
+
+QUIET = 5.0
+"""Seconds without a task change after which a wait asks whether a manager still answers."""
 
 
 class WaitTimeout(KubeError):
@@ -334,31 +346,59 @@ class Client:
                 if deadline is not None and time.monotonic() > deadline:
                     return
 
-    def task_changes(self, timeout: float, every: float = 0.25) -> Generator[None, None, None]:
-        """Yield once for each change of any task, or burst of them (at most once every
-        `every` seconds, the last change of a burst never left unseen), for `timeout`
-        seconds: a cue to look again, not the change itself.
+    def task_changes(
+        self, timeout: float, every: float = 0.25, quiet: float | None = None
+    ) -> Generator[bool, None, None]:
+        """Yield True once for each change of any task, or burst of them (at most once
+        every `every` seconds, the last change of a burst never left unseen), for
+        `timeout` seconds: a cue to look again, not the change itself. Yield False after
+        each `quiet` seconds (default QUIET) without a change: a cue to ask whether a
+        manager still answers (`still_answered`).
 
         Follows the events stream, attached when this returns: a look taken after it
         misses no change."""
         subscription = self._rpc.follow(topology.EVENTS_STREAM, ["task.*"])
-        return self._changes(subscription, time.monotonic() + timeout, every)
+        return self._changes(
+            subscription, time.monotonic() + timeout, every, QUIET if quiet is None else quiet
+        )
 
     @staticmethod
     def _changes(
-        subscription: Subscription, deadline: float, every: float
-    ) -> Generator[None, None, None]:
+        subscription: Subscription, deadline: float, every: float, quiet: float = 3600.0
+    ) -> Generator[bool, None, None]:
         with subscription:
             seen = False  # a change not yet yielded
             last = float("-inf")
+            heard = time.monotonic()  # the last change, or the last quiet cue
             for message in subscription:  # None about every 0.2 s when nothing came
-                seen = seen or message is not None
                 now = time.monotonic()
+                if message is not None:
+                    seen, heard = True, now
                 if seen and now - last >= every:
                     seen, last = False, now
-                    yield
+                    yield True
+                elif now - heard >= quiet:
+                    heard = now
+                    yield False
                 if now > deadline:
                     return
+
+    def still_answered(self, what: str) -> None:
+        """Ask whether a manager still answers (one small query, `query.managers`, within
+        the request timeout), for a wait that heard nothing for a while; NoManagerError
+        naming `what` the wait was for, if none does (killed, its host gone).
+
+        Task changes come from the manager, so a wait asks only after QUIET seconds of
+        silence: a busy, healthy manager gets no query from it."""
+        try:
+            self._ask("query.managers", b"{}")
+        except Unanswered as exc:
+            raise NoManagerError(
+                f"stopped waiting for {what}: no manager answers (nothing answered"
+                f" {exc.key} within {exc.timeout:g}s from {redact(self.settings.amqp_url)});"
+                f" {what} goes on only when a manager runs again: is `kube manager` (or"
+                " `kube up`) running?"
+            ) from None
 
     def wait(
         self,
@@ -367,22 +407,30 @@ class Client:
         timeout: float,
         on_change: Callable[[TaskRecord], None] | None = None,
     ) -> TaskRecord:
-        """Block until the task is in one of states, or has ended; return its record.
+        """Block until the task is in one of states, or has ended; return its record;
+        NoManagerError if no manager answers any more (asked after QUIET seconds without
+        a change).
 
         Follows the events stream (attached before the first look: nothing slips between).
         """
         with self._rpc.follow(topology.EVENTS_STREAM, ["task.*"]) as events:
             task = self.get(task_id)
             deadline = time.monotonic() + timeout
+            heard = time.monotonic()
             while task.state not in states and not task.state.terminal:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise WaitTimeout(
                         f"task {task_id} is still {task.state.value} after {timeout:g}s"
                         + (f": {task.error}" if task.error else "")
                     )
                 message = next(events)
                 if message is None:
+                    if now - heard >= QUIET:  # silence: is a manager still there?
+                        self.still_answered(f"task {task_id}")
+                        heard = now
                     continue
+                heard = now
                 record = RECORD.validate_json(message.body)
                 if record.id == task_id and record.updated_at >= task.updated_at:
                     task = record

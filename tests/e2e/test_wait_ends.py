@@ -44,6 +44,16 @@ def ended(proc: subprocess.Popen[str], within: float) -> tuple[int, str, float]:
     return proc.returncode, err, time.monotonic() - began
 
 
+def ran(cluster: Cluster, image: str, name: str, *flags: str) -> str:
+    """`kube run` of `sleep 300` with these flags; the id it printed."""
+    run = cluster.kube(
+        *("run", "--name", name, "--image", image, "--pull-policy", "never", *flags),
+        *("--", "sleep", "300"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout.split()[0]
+
+
 def replicas(cluster: Cluster, name: str) -> int:
     with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as client:
         return client.service(name).replicas
@@ -53,11 +63,7 @@ def test_a_scale_overridden_by_another_client_ends_at_once(
     cluster: Cluster, busybox_image: str
 ) -> None:
     # given a service whose tasks no node can take (they stay pending)
-    run = cluster.kube(
-        *("run", "--name", "web", "--image", busybox_image, "--pull-policy", "never"),
-        *("--replicas", "1", "--constraint", "zone=nowhere", "--", "sleep", "300"),
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr
+    ran(cluster, busybox_image, "web", "--replicas", "1", "--constraint", "zone=nowhere")
     # and a user waiting for it to scale to 3
     scale = waiting(cluster, "scale", "web", "3", "--wait-timeout", "120")
     wait_for(lambda: replicas(cluster, "web") == 3, what="the scale to 3", timeout=30)
@@ -72,3 +78,26 @@ def test_a_scale_overridden_by_another_client_ends_at_once(
     assert "another request changed it" in last and took < 30, (last, took)
     # and the other client's count stands
     assert replicas(cluster, "web") == 1
+
+
+def test_a_wait_whose_manager_is_killed_says_no_manager_answers(
+    cluster: Cluster, busybox_image: str
+) -> None:
+    # given a task whose container takes 10 s to stop (sleep as PID 1 ignores SIGTERM)
+    task_id = ran(cluster, busybox_image, "slow", "--wait")
+    # and a user waiting for its stop
+    stop = waiting(cluster, "--timeout", "3", "stop", task_id, "--wait-timeout", "120")
+
+    def asked_to_stop() -> bool:
+        with Client(Settings(amqp_url=cluster.url, request_timeout=10)) as client:
+            return client.get(task_id).desired_state == "stopped"
+
+    wait_for(asked_to_stop, what="the stop taken", timeout=30)
+    # when the manager is killed (kill -9)
+    cluster.kill("manager")
+    # then the wait ends within seconds, saying no manager answers, with exit code 3
+    code, err, took = ended(stop, within=60)
+    assert code == NO_MANAGER, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"kube: stopped waiting for the stop of {task_id}: no manager"), last
+    assert "carries on" not in last and took < 30, (last, took)
