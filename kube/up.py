@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import logging
 import os
 import shlex
@@ -545,7 +546,7 @@ def _run_cluster(
         cluster = LocalCluster(settings, plan(options, db), out)
         code = OK
         try:
-            _remove_leftovers(cluster, options.runtime)
+            _remove_leftovers(cluster, options, settings)
             cluster.start(stopping)
             problem = wait_ready(
                 settings, cluster, options.nodes, options.ready_timeout, stopping, options.managers
@@ -587,19 +588,51 @@ def _run_cluster(
         return code
 
 
-def _remove_leftovers(cluster: LocalCluster, runtime: str) -> None:
+def _remove_leftovers(cluster: LocalCluster, options: UpOptions, settings: Settings) -> None:
     """Remove what `kube up` processes killed outright left: their temporary folders and,
-    named by the database in each, their task containers (kube/leftovers.py)."""
+    named by the database in each, their task containers and the dispatches they left
+    in their nodes' queues (kube/leftovers.py)."""
     for folder in leftovers.stale():
         cluster_id = read_cluster_id(folder / "manager.db")
         containers = ""
-        if runtime == "docker" and cluster_id is not None:
+        if cluster_id is not None:
+            # first the dispatches, which a worker of the same name would run again
+            nodes = set(options.nodes)
             try:
-                containers = f" and {remove_containers(None, cluster_id)} task container(s)"
+                if options.runtime == "docker":
+                    nodes |= labelled_nodes(cluster_id)
+                    containers = f" and {remove_containers(None, cluster_id)} task container(s)"
             except docker.errors.DockerException as exc:
                 cluster.say(f"could not remove the task containers of cluster {cluster_id}: {exc}")
+            drop_dispatches(settings, cluster_id, nodes)
         leftovers.remove(folder)
         cluster.say(f"removed what a killed kube up left: {folder}{containers}")
+
+
+def labelled_nodes(cluster_id: str) -> set[str]:
+    """The node names on the containers of a cluster (their NODE_LABEL)."""
+    client = docker.from_env()
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={cluster_id}"})
+        return {c.labels[NODE_LABEL] for c in found if NODE_LABEL in c.labels}
+    finally:
+        client.close()
+
+
+def drop_dispatches(settings: Settings, cluster_id: str, nodes: Iterable[str]) -> int:
+    """Take out of the nodes' queues the dispatches of a dead cluster; how many. A task's
+    dispatch stays unacknowledged while its container runs and comes back when its worker
+    dies: a worker of the same name, started later, would run it again, in the dead
+    cluster's name. A queue a worker reads is left alone (shared/rpc.py's drop)."""
+
+    def stale(body: bytes) -> bool:
+        try:
+            return bool(json.loads(body).get("cluster") == cluster_id)
+        except (ValueError, AttributeError):  # not a dispatch of ours: kept
+            return False
+
+    with RpcChannel(settings, name="kube-up") as channel:
+        return sum(channel.drop(topology.node_queue(node), stale) for node in sorted(nodes))
 
 
 def _kept_db() -> Path:
