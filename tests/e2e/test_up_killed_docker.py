@@ -11,6 +11,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from tests.conftest import ROOT
 from tests.kube.test_up_endings import Up
@@ -33,7 +34,7 @@ def up(vhost: str, tmp_path: Path, docker_client: docker.DockerClient) -> Iterat
             container.remove(force=True)
 
 
-def containers(client: docker.DockerClient, prefix: str) -> list[docker.models.containers.Container]:
+def containers(client: docker.DockerClient, prefix: str) -> list[Container]:
     """The containers of this test's node (`<prefix>-1`)."""
     return client.containers.list(all=True, filters={"label": f"{NODE_LABEL}={prefix}-1"})
 
@@ -50,9 +51,9 @@ def test_the_next_kube_up_removes_the_containers_of_one_killed_outright(
     log = tmp_path / "up.log"
     first = up.start(on_docker(up), stdout=log.open("wb"), stderr=subprocess.STDOUT)
     up.wait_ready(log)
+    task = ("--name", "left", "--image", busybox_image, "--pull-policy", "never")
     run = subprocess.run(
-        [sys.executable, "-m", "kube", "run", "--name", "left", "--image", busybox_image, "--pull-policy", "never", "--", "sleep", "300"],
-        input=None,
+        [sys.executable, "-m", "kube", "run", *task, "--", "sleep", "300"],
         capture_output=True,
         text=True,
         env={**up.env, "TMPDIR": os.environ.get("TMPDIR", "/tmp")},
