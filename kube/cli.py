@@ -346,6 +346,12 @@ def _run_parser(sub: Any) -> None:
         description="Submit a task (or with --replicas a service) and print its id. The"
         " flags set the spec's fields, over those of -f FILE.",
     )
+    run.add_argument(
+        "container_command",
+        nargs="*",
+        metavar="-- COMMAND",
+        help="the container's command and its arguments, after -- (default: the image's)",
+    )
     run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
     run.add_argument("--id", help="idempotency key (default: generated)")
     run.add_argument("--name", help="the task's (or service's) name")
@@ -465,13 +471,12 @@ def _observability_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    command: list[str] = []
-    if "--" in args_list:  # everything after -- is the container's command
-        cut = args_list.index("--")
-        args_list, command = args_list[:cut], args_list[cut + 1 :]
     parser = build_parser()
     completion.complete(parser)  # exits here when the shell asks for completions
+    # `--` ends the options, as in every Unix command: `kube stop -- ID`; what follows it
+    # in `kube run` is the container's command
     args = parser.parse_args(_glued_ports(args_list))
+    command = _container_command(parser, args, args_list)
     try:
         return _run(args, command)
     except WaitInterrupted as exc:  # the work goes on: say where to follow it
@@ -497,9 +502,29 @@ SERVICES = ("manager", "worker")
 """Commands that run for long, under a supervisor: a crash there keeps its traceback."""
 
 
+def _container_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, given: list[str]
+) -> list[str]:
+    """`kube run`'s container command: the words after its first `--`, every one of them;
+    a word before `--` that no option takes is refused, not taken for the command."""
+    words: list[str] = list(getattr(args, "container_command", None) or [])
+    after = given[given.index("--") + 1 :] if "--" in given else []
+    if words and words != after:
+        extra = words[: len(words) - len(after)] if words[-len(after) :] == after else words
+        parser.error(
+            f"unrecognized arguments: {' '.join(extra)} (the container's command goes after"
+            " --: kube run --image IMAGE -- COMMAND ARGS...)"
+        )
+    return words
+
+
 def _glued_ports(args: list[str]) -> list[str]:
     """`-p -1:80` as `--port=-1:80`: argparse takes a value starting with '-' for a flag
-    and says only "expected one argument"; glued, `_port` names what is wrong with it."""
+    and says only "expected one argument"; glued, `_port` names what is wrong with it.
+    Nothing after `--` is touched: it is the container's command."""
+    if "--" in args:
+        cut = args.index("--")
+        return [*_glued_ports(args[:cut]), *args[cut:]]
     out: list[str] = []
     for arg in args:
         if out and out[-1] in ("-p", "--port") and arg.startswith("-") and arg != "-":
