@@ -43,6 +43,7 @@ from shared.errors import (
     ResourceLocked,
     SettingsError,
     StoreUnavailable,
+    Unanswered,
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
@@ -594,7 +595,8 @@ def queued_line(exc: Queued) -> str:
         return (
             f"{task} is queued but not confirmed: {waited}; the broker holds the task and it"
             f" will run when a manager starts (do not submit it again). Check with `kube ps`"
-            f" or `kube inspect {task}`; cancel it with `kube stop {task}`"
+            f" or `kube inspect {task}`; cancel it with `kube stop {task}` (queued too, it"
+            " stops the task when a manager starts)"
         )
     request = f"{exc.key} {exc.subject}" if exc.subject else exc.key
     return (
@@ -647,8 +649,7 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             lambda: render.managers(managers),
         )
     elif args.command == "stop":
-        target = client.task_id(args.id, services=True)
-        name = client.stop(target)
+        name = client.stop(stop_target(client, args.id))
         if not args.detach:
             wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
         print(name)
@@ -659,6 +660,16 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)
     return OK
+
+
+def stop_target(client: Client, text: str) -> str:
+    """The task or service `kube stop TEXT` means. With no manager to ask, the text as
+    given: the stop then waits in the broker's queue, behind the submit it cancels (the
+    advice of a queued `kube run`), for the manager that starts next."""
+    try:
+        return client.task_id(text, services=True)
+    except Unanswered:
+        return text
 
 
 def _out(args: argparse.Namespace, data: Any, text: Any) -> None:
