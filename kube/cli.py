@@ -52,7 +52,7 @@ from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.units import parse_bytes
-from shared.wire import ID_PATTERN, MAX_ID_LENGTH
+from shared.wire import ID_PATTERN, MAX_ID_LENGTH, MAX_REPLICAS, replicas_problem
 
 OK = 0
 TASK_FAILED = 1
@@ -192,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-nodes", type=_count, default=None, help="nodes the cluster may have (default: 100)"
     )
     manager.add_argument(
-        "--max-replicas", type=_count, default=None, help="replicas a service may have (1000)"
+        "--max-replicas",
+        type=whole(1, replicas_problem),
+        default=None,
+        help=f"replicas a service may have (default and at most {MAX_REPLICAS})",
     )
     manager.add_argument(
         "--max-tasks-per-minute",
@@ -238,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--label",
-        type=task_flags.key_value,
+        type=task_flags.node_label,
         action="append",
         default=[],
         metavar="KEY=VALUE",

@@ -20,6 +20,7 @@ from kube.progress import wait, waiting_flags
 from shared.codec import describe
 from shared.errors import RequestError
 from shared.models import NodeSettings, Removed
+from shared.wire import MAX_REPLICAS, replicas_problem
 
 COMMANDS = (
     "services",
@@ -60,7 +61,10 @@ def add_parsers(sub: Any) -> None:
     scale = sub.add_parser("scale", help="keep N tasks of a service running")
     scale.add_argument("name", metavar="SERVICE", help="the service's name")
     scale.add_argument(
-        "replicas", type=whole(0), metavar="N", help="how many tasks to keep running"
+        "replicas",
+        type=whole(0, replicas_problem),
+        metavar="N",
+        help=f"how many tasks to keep running (0 to {MAX_REPLICAS})",
     )
     waiting_flags(scale, "until N tasks run and the ones beyond have ended", 120.0)
     update = sub.add_parser(
