@@ -556,6 +556,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         if args.command == "up":
             return run_up(args, settings)
         with Client(settings) as client:
+            client.notice = lambda text: print(f"kube: {text}", file=sys.stderr)
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
         return _say(describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)

@@ -144,6 +144,8 @@ class Client:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._rpc = RpcChannel(settings)
+        self.notice: Callable[[str], None] = lambda _: None
+        """Where a choice made for the user is told (the CLI: a line on stderr)."""
 
     @classmethod
     def from_env(cls) -> Client:
@@ -251,7 +253,10 @@ class Client:
         named = [text for text in possible if not self._is_task(text)]
         names = {s.name for s in self.services()} if services and named else set()
         tasks = self.list() if any(text not in names for text in named) else []
-        return [resolve.task_id(text, tasks, names) if text in named else text for text in texts]
+        return [
+            resolve.task_id(text, tasks, names, self.notice) if text in named else text
+            for text in texts
+        ]
 
     def _is_task(self, text: str) -> bool:
         try:

@@ -49,6 +49,20 @@ def test_a_task_is_meant_by_its_id_its_name_or_the_start_of_its_id(text: str, me
     assert task_id(text, TASKS) == meant
 
 
+def test_a_name_of_several_ended_tasks_means_the_newest_and_says_so() -> None:
+    # given a name run three times, each run ended, the newest not last in the list
+    runs = [
+        task("job-00000001", "job", TaskState.COMPLETED, created_at=NOW.replace(hour=1)),
+        task("job-00000003", "job", TaskState.FAILED, created_at=NOW.replace(hour=3)),
+        task("job-00000002", "job", TaskState.COMPLETED, created_at=NOW.replace(hour=2)),
+    ]
+    said: list[str] = []
+    # then the name means the newest run, and the choice is said
+    assert task_id("job", runs, said=said.append) == "job-00000003"
+    assert said == ["'job' names 3 ended tasks; taking the newest, job-00000003 (failed,"
+                    " created 2026-11-28 03:00:00)"]  # fmt: skip
+
+
 def test_a_service_name_is_kept_where_a_service_is_accepted() -> None:
     assert task_id("web", TASKS, services={"web"}) == "web"
 
