@@ -45,8 +45,9 @@ def add_parser(sub: Any) -> None:
     ps.add_argument(
         "--service", action="append", metavar="NAME", help="only the tasks of service NAME (repeat)"
     )
-    ps.add_argument("-q", "--quiet", action="store_true", help="print the task ids only")
-    ps.add_argument("--json", action="store_true", help="print the task records as JSON")
+    output = ps.add_mutually_exclusive_group()  # ids alone, or whole records: not both
+    output.add_argument("-q", "--quiet", action="store_true", help="print the task ids only")
+    output.add_argument("--json", action="store_true", help="print the task records as JSON")
     ps.add_argument(
         "--orphans",
         action="store_true",

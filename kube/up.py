@@ -557,7 +557,8 @@ def _run_cluster(
                 # another manager took the vhost since manager_running() looked
                 code = REFUSED if cluster.exited().get("manager") == REFUSED else FAILED
             elif problem is None:
-                _say_ready(cluster, options, settings, try_image(options.runtime))
+                image = try_image(options.runtime)
+                _say_ready(cluster, options, settings, image, Path(scratch) / "broker-url")
                 watch = LeaderWatch(settings, cluster) if options.managers > 1 else None
                 while not stopping.wait(0.5):
                     if watch is not None:
@@ -656,23 +657,35 @@ def try_image(runtime: str) -> str | None:
         return None
 
 
-def broker_env(settings: Settings) -> str:
+def broker_env(settings: Settings, url_file: Path | None = None) -> str:
     """What a command pasted in another terminal needs before it to reach this cluster's
-    broker: nothing for the default URL. A password other than guest's is shown as ***
-    (this output may be shared): the reader puts their own in."""
+    broker: nothing for the default URL. A password is never shown (this output may be
+    shared, or sit in a scrollback): the URL is written to `url_file`, readable by this
+    user alone and removed with the temporary folder, and the command reads it from there
+    (`KUBE_AMQP_URL="$(cat /tmp/kube-up-.../broker-url)"`); without a file, the password
+    is shown as *** and the reader puts theirs in."""
     env = ""
     if settings.amqp_url != DEFAULT_AMQP_URL:
-        parts = urlsplit(settings.amqp_url)
-        guest = (parts.username, parts.password) == ("guest", "guest")
-        url = settings.amqp_url if guest else redact(settings.amqp_url)
-        env = f"KUBE_AMQP_URL={shlex.quote(url)} "
+        if urlsplit(settings.amqp_urls[0]).password is None:
+            env = f"KUBE_AMQP_URL={shlex.quote(settings.amqp_url)} "
+        elif url_file is not None:
+            descriptor = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(settings.amqp_url)
+            env = f'KUBE_AMQP_URL="$(cat {shlex.quote(str(url_file))})" '
+        else:
+            env = f"KUBE_AMQP_URL={shlex.quote(redact(settings.amqp_url))} "
     if settings.ca_file:
         env += f"KUBE_AMQP_CA={shlex.quote(settings.ca_file)} "
     return env
 
 
 def _say_ready(
-    cluster: LocalCluster, options: UpOptions, settings: Settings, image: str | None
+    cluster: LocalCluster,
+    options: UpOptions,
+    settings: Settings,
+    image: str | None,
+    url_file: Path | None = None,
 ) -> None:
     cluster.say(
         f"manager and {options.workers} worker(s) ready on {redact(settings.amqp_url)}:"
@@ -684,7 +697,7 @@ def _say_ready(
             f" ({LOCAL_BUSYBOX}, no registry needed), then"
         )
         image = LOCAL_BUSYBOX
-    env = broker_env(settings)
+    env = broker_env(settings, url_file)
     cluster.say(
         f"try `{env}kube run --name hello --image {image} --wait -- echo hello`, `{env}kube ps`"
     )
