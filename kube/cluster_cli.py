@@ -132,7 +132,9 @@ def run(args: argparse.Namespace, client: Client) -> int:
             print(json.dumps(where.model_dump(mode="json"), indent=2))
         else:
             print(render.endpoints(where), file=sys.stdout if where.endpoints else sys.stderr)
-    elif args.command == "scale":
+    elif args.command == "scale" or (args.command == "update" and rollout.replicas_only(args)):
+        if args.command == "update":
+            rollout.service_named(client, args.name)  # a task's name is said to be one
         client.scale(args.name, args.replicas)
         if not args.detach:
             look = waits.scaled(client, args.name, args.replicas)
