@@ -399,7 +399,8 @@ def _run_parser(sub: Any) -> None:
     run.add_argument(
         "--json",
         action="store_true",
-        help='JSON alone on stdout: {"id": ...}; with --wait, the task\'s record',
+        help="JSON alone on stdout: {\"id\": ...}; with --wait, the task's record (a service's:"
+        ' {"id", "name", "replicas", "running"})',
     )
 
 
@@ -719,8 +720,7 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         look = waits.scaled(client, spec.name, spec.replicas)
         wait(client, waits.scale_work(spec.name, spec.replicas), look, args.wait_timeout)
         if args.json:
-            service = {"id": task_id, "name": spec.name, "replicas": spec.replicas}
-            print(json.dumps({**service, "running": spec.replicas}, indent=2))
+            print(json.dumps(service_waited(task_id, spec.name, spec.replicas), indent=2))
         else:
             print(f"{spec.name}: {spec.replicas}/{spec.replicas} running")
         return OK
@@ -733,6 +733,11 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
             sys.stdout.write(output if output.endswith("\n") else output + "\n")
         print(render.placement(task))
     return OK if task.state in (TaskState.RUNNING, TaskState.COMPLETED) else TASK_FAILED
+
+
+def service_waited(task_id: str, name: str, replicas: int) -> dict[str, Any]:
+    """What `kube run --replicas N --wait --json` prints once N run (docs/cli.md)."""
+    return {"id": task_id, "name": name, "replicas": replicas, "running": replicas}
 
 
 def _configure_logging(level: str, fmt: str = "text") -> None:
