@@ -12,7 +12,6 @@ from typing import Any
 from kube import examples, render
 from kube.client import Client
 from shared.models import TaskRecord
-from shared.states import TaskState
 
 EXAMPLES = """\
 examples:
@@ -37,9 +36,9 @@ def add_parser(sub: Any) -> None:
     ps.add_argument(
         "--state",
         action="append",
-        choices=[s.value for s in TaskState],
+        choices=render.SHOWN_STATES,
         metavar="STATE",
-        help="only tasks in this state: " + ", ".join(s.value for s in TaskState) + " (repeat)",
+        help="only tasks in this state, as shown: " + ", ".join(render.SHOWN_STATES) + " (repeat)",
     )
     ps.add_argument("--node", action="append", metavar="NODE", help="only tasks on NODE (repeat)")
     ps.add_argument(
@@ -76,7 +75,7 @@ class Filter:
     def keeps(self, task: TaskRecord) -> bool:
         return (
             (self.ended or not task.state.terminal)
-            and (not self.states or task.state.value in self.states)
+            and (not self.states or render.state(task) in self.states)
             and (not self.nodes or task.node in self.nodes)
             and (not self.services or task.service in self.services)
         )

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kube.ps import Filter
+from kube.render import state
 from kube.resolve import Ambiguous, task_id
 from shared.models import TaskRecord, TaskSpec
 from shared.states import TaskState
@@ -118,3 +119,23 @@ def test_ps_hides_ended_tasks_and_filters_by_state_node_and_service(
     argv: tuple[str, ...], shown: set[str]
 ) -> None:
     assert {t.id for t in Filter.from_args(ps_args(*argv)).apply(TASKS)} == shown
+
+
+def test_ps_filters_by_every_state_a_task_shows() -> None:
+    # given a task whose container is stopping, and one that ended because it was stopped
+    asked = {"desired_state": "stopped"}
+    tasks = [
+        *TASKS,
+        task("slow-00000001", "slow", TaskState.RUNNING, node="n1", **asked),
+        task("done-00000001", "done", TaskState.COMPLETED, node="n1", **asked),
+    ]
+    # then each shows as such, and --state takes those states too
+    shown = {t.id: state(t) for t in tasks}
+    assert (shown["slow-00000001"], shown["done-00000001"]) == ("stopping", "stopped")
+    assert shown["hello-1a2b3c4d"] == "completed"  # ended on its own
+    stopping = Filter.from_args(ps_args("--state", "stopping")).apply(tasks)
+    assert [t.id for t in stopping] == ["slow-00000001"]
+    stopped = Filter.from_args(ps_args("--state", "stopped")).apply(tasks)
+    assert [t.id for t in stopped] == ["done-00000001"]
+    with pytest.raises(SystemExit):
+        ps_args("--state", "nonsense")
