@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -24,12 +24,7 @@ from kube.arguments import whole
 from kube.client import Client, WaitTimeout, make_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from kube.specfile import read_spec
-from manager.config import ManagerConfig
-from manager.leadership import LeaseTimes
-from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
-from manager.store.url import check as check_store
-from manager.store.url import sqlite_url
 from shared import topology
 from shared.codec import describe
 from shared.errors import (
@@ -53,6 +48,11 @@ from shared.settings import Settings
 from shared.states import TaskState
 from shared.units import parse_bytes
 from shared.wire import ID_PATTERN, MAX_ID_LENGTH, MAX_REPLICAS, replicas_problem
+
+if TYPE_CHECKING:  # imported where used: a Tab's completion need not load the manager
+    from manager.config import ManagerConfig
+    from manager.leadership import LeaseTimes
+    from manager.retention import Retention
 
 OK = 0
 TASK_FAILED = 1
@@ -755,6 +755,8 @@ def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _retention(args: argparse.Namespace) -> Retention:
+    from manager.retention import Retention
+
     default = Retention()
     return Retention(
         keep=default.keep if args.keep_ended is None else args.keep_ended,
@@ -766,6 +768,9 @@ def _retention(args: argparse.Namespace) -> Retention:
 
 def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     """The store's URL, if given: --store, --db (a SQLite file), or $KUBE_STORE."""
+    from manager.store.url import check as check_store
+    from manager.store.url import sqlite_url
+
     if args.store is not None and args.db is not None:
         raise SettingsError("give --store or --db, not both (--db PATH is --store sqlite:///PATH)")
     url = sqlite_url(args.db) if args.db is not None else args.store or env.get("KUBE_STORE")
@@ -774,6 +779,8 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
 
 def manager_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ManagerConfig:
     """The manager's config from its flags: what is not given keeps ManagerConfig's default."""
+    from manager.config import ManagerConfig
+
     return ManagerConfig(
         retention=_retention(args),
         **_given(args, "scheduler", "heartbeat_interval", "node_down_after", "max_tasks_per_node"),
@@ -808,6 +815,8 @@ more than five minutes."""
 def lease_times(length: float | None) -> LeaseTimes:
     """The lease's timings from --lease: renewed five times a lease, tried by standbys
     ten times a lease (at most every half second)."""
+    from manager.leadership import LeaseTimes
+
     if length is None:
         return LeaseTimes()
     if not MIN_LEASE <= length <= MAX_LEASE:
