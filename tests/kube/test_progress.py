@@ -69,7 +69,8 @@ def record(state_: TaskState, desired: str) -> TaskRecord:
         (TaskState.RUNNING, "stopped", "stopping"),
         (TaskState.SCHEDULED, "stopped", "stopping"),
         (TaskState.RUNNING, "running", "running"),
-        (TaskState.COMPLETED, "stopped", "completed"),
+        (TaskState.COMPLETED, "stopped", "stopped"),  # ended by the stop asked for
+        (TaskState.COMPLETED, "running", "completed"),  # ended on its own
         (TaskState.PENDING, "running", "pending"),
     ],
 )
