@@ -26,8 +26,9 @@ def add_parser(sub: Any) -> None:
     completion.add_argument("shell", choices=SHELLS, help="the shell: bash or zsh")
 
 
-FILE_ARGUMENTS = ("container_command",)
-"""Positional arguments that may be file names: `kube run ... -- COMMAND` (a script)."""
+FILE_ARGUMENTS = ("container_command", "file")
+"""Positional arguments that may be file names: `kube run ... -- COMMAND` (a script),
+`kube secret create NAME FILE`."""
 
 
 def complete(parser: argparse.ArgumentParser) -> None:
