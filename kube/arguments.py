@@ -20,8 +20,9 @@ def seconds(text: str) -> float:
     return value
 
 
-def whole(minimum: int) -> Callable[[str], int]:
-    """A whole number of at least `minimum`, for flags that count or bound something."""
+def whole(minimum: int, problem: Callable[[int], str | None] | None = None) -> Callable[[str], int]:
+    """A whole number of at least `minimum`, for flags that count or bound something;
+    `problem` says why a value above it cannot be (e.g. shared.wire.replicas_problem)."""
 
     def parse(text: str) -> int:
         try:
@@ -30,6 +31,9 @@ def whole(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        said = None if problem is None else problem(value)
+        if said is not None:
+            raise argparse.ArgumentTypeError(said)
         return value
 
     return parse

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -38,12 +38,7 @@ from kube.arguments import since_time, whole
 from kube.client import Client, WaitTimeout, make_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from kube.specfile import read_spec
-from manager.config import ManagerConfig
-from manager.leadership import LeaseTimes
-from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
-from manager.store.url import check as check_store
-from manager.store.url import sqlite_url
 from shared import topology
 from shared.codec import describe
 from shared.errors import (
@@ -57,6 +52,7 @@ from shared.errors import (
     ResourceLocked,
     SettingsError,
     StoreUnavailable,
+    Unanswered,
 )
 from shared.log_setup import FORMATS as LOG_FORMATS
 from shared.log_setup import configure as configure_logs
@@ -65,7 +61,12 @@ from shared.metrics import MANAGER_PORT, WORKER_PORT
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.units import parse_bytes
-from shared.wire import ID_PATTERN, MAX_ID_LENGTH
+from shared.wire import ID_PATTERN, MAX_ID_LENGTH, MAX_REPLICAS, replicas_problem
+
+if TYPE_CHECKING:  # imported where used: a Tab's completion need not load the manager
+    from manager.config import ManagerConfig
+    from manager.leadership import LeaseTimes
+    from manager.retention import Retention
 
 OK = 0
 TASK_FAILED = 1
@@ -74,6 +75,7 @@ NO_MANAGER = 3
 REFUSED = 4
 BROKER_DOWN = 5
 QUEUED = 6  # sent and kept by the broker, but no manager confirmed it: it acts when one starts
+CHANGED = 7  # a wait's target was changed by another request (another client's): it ended
 BUG = 70  # an error kube did not expect (EX_SOFTWARE of sysexits.h)
 TIMED_OUT = 124  # a wait's --wait-timeout elapsed (the work carries on), as timeout(1) exits
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -213,7 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-nodes", type=_count, default=None, help="nodes the cluster may have (default: 100)"
     )
     manager.add_argument(
-        "--max-replicas", type=_count, default=None, help="replicas a service may have (1000)"
+        "--max-replicas",
+        type=whole(1, replicas_problem),
+        default=None,
+        help=f"replicas a service may have (default and at most {MAX_REPLICAS})",
     )
     manager.add_argument(
         "--max-tasks-per-minute",
@@ -259,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--label",
-        type=task_flags.key_value,
+        type=task_flags.node_label,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -410,6 +415,12 @@ def _run_parser(sub: Any) -> None:
         description="Submit a task (or with --replicas a service) and print its id. The"
         " flags set the spec's fields, over those of -f FILE.",
     )
+    run.add_argument(
+        "container_command",
+        nargs="*",
+        metavar="-- COMMAND",
+        help="the container's command and its arguments, after -- (default: the image's)",
+    )
     run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
     run.add_argument("--id", help="idempotency key (default: generated)")
     run.add_argument("--name", help="the task's (or service's) name")
@@ -453,7 +464,8 @@ def _run_parser(sub: Any) -> None:
     run.add_argument(
         "--json",
         action="store_true",
-        help='JSON alone on stdout: {"id": ...}; with --wait, the task\'s record',
+        help="JSON alone on stdout: {\"id\": ...}; with --wait, the task's record (a service's:"
+        ' {"id", "name", "replicas", "running"})',
     )
 
 
@@ -529,13 +541,12 @@ def _observability_flags(parser: argparse.ArgumentParser, port: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    command: list[str] = []
-    if "--" in args_list:  # everything after -- is the container's command
-        cut = args_list.index("--")
-        args_list, command = args_list[:cut], args_list[cut + 1 :]
     parser = build_parser()
     completion.complete(parser)  # exits here when the shell asks for completions
+    # `--` ends the options, as in every Unix command: `kube stop -- ID`; what follows it
+    # in `kube run` is the container's command
     args = parser.parse_args(_glued_ports(args_list))
+    command = _container_command(parser, args, args_list)
     try:
         return _run(args, command)
     except WaitInterrupted as exc:  # the work goes on: say where to follow it
@@ -561,9 +572,29 @@ SERVICES = ("manager", "worker")
 """Commands that run for long, under a supervisor: a crash there keeps its traceback."""
 
 
+def _container_command(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, given: list[str]
+) -> list[str]:
+    """`kube run`'s container command: the words after its first `--`, every one of them;
+    a word before `--` that no option takes is refused, not taken for the command."""
+    words: list[str] = list(getattr(args, "container_command", None) or [])
+    after = given[given.index("--") + 1 :] if "--" in given else []
+    if words and words != after:
+        extra = words[: len(words) - len(after)] if words[-len(after) :] == after else words
+        parser.error(
+            f"unrecognized arguments: {' '.join(extra)} (the container's command goes after"
+            " --: kube run --image IMAGE -- COMMAND ARGS...)"
+        )
+    return words
+
+
 def _glued_ports(args: list[str]) -> list[str]:
     """`-p -1:80` as `--port=-1:80`: argparse takes a value starting with '-' for a flag
-    and says only "expected one argument"; glued, `_port` names what is wrong with it."""
+    and says only "expected one argument"; glued, `_port` names what is wrong with it.
+    Nothing after `--` is touched: it is the container's command."""
+    if "--" in args:
+        cut = args.index("--")
+        return [*_glued_ports(args[:cut]), *args[cut:]]
     out: list[str] = []
     for arg in args:
         if out and out[-1] in ("-p", "--port") and arg.startswith("-") and arg != "-":
@@ -591,6 +622,7 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         if args.command == "up":
             return run_up(args, settings)
         with Client(settings) as client:
+            client.notice = lambda text: print(f"kube: {text}", file=sys.stderr)
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
         return _failed(args, describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
@@ -609,6 +641,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
         return _failed(args, f"{exc}; {hint}", BROKER_DOWN)
     except WaitTimeout as exc:
         return _failed(args, str(exc), TIMED_OUT)
+    except waits.TargetChanged as exc:
+        return _failed(args, str(exc), CHANGED)
     except KubeError as exc:
         return _failed(args, str(exc), TASK_FAILED)
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
@@ -639,7 +673,8 @@ def queued_line(exc: Queued) -> str:
         return (
             f"{task} is queued but not confirmed: {waited}; the broker holds the task and it"
             f" will run when a manager starts (do not submit it again). Check with `kube ps`"
-            f" or `kube inspect {task}`; cancel it with `kube stop {task}`"
+            f" or `kube inspect {task}`; cancel it with `kube stop {task}` (queued too, it"
+            " stops the task when a manager starts)"
         )
     request = f"{exc.key} {exc.subject}" if exc.subject else exc.key
     return (
@@ -697,8 +732,7 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             lambda: render.managers(managers),
         )
     elif args.command == "stop":
-        target = client.task_id(args.id, services=True)
-        name = client.stop(target)
+        name = client.stop(stop_target(client, args.id))
         if not args.detach:
             wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
         print(name)
@@ -731,6 +765,16 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)
     return OK
+
+
+def stop_target(client: Client, text: str) -> str:
+    """The task or service `kube stop TEXT` means. With no manager to ask, the text as
+    given: the stop then waits in the broker's queue, behind the submit it cancels (the
+    advice of a queued `kube run`), for the manager that starts next."""
+    try:
+        return client.task_id(text, services=True)
+    except Unanswered:
+        return text
 
 
 def _out(args: argparse.Namespace, data: Any, text: Any) -> None:
@@ -776,8 +820,7 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         look = waits.scaled(client, spec.name, spec.replicas)
         wait(client, waits.scale_work(spec.name, spec.replicas), look, args.wait_timeout)
         if args.json:
-            service = {"id": task_id, "name": spec.name, "replicas": spec.replicas}
-            print(json.dumps({**service, "running": spec.replicas}, indent=2))
+            print(json.dumps(service_waited(task_id, spec.name, spec.replicas), indent=2))
         else:
             print(f"{spec.name}: {spec.replicas}/{spec.replicas} running")
         return OK
@@ -790,6 +833,11 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
             sys.stdout.write(output if output.endswith("\n") else output + "\n")
         print(render.placement(task))
     return OK if task.state in (TaskState.RUNNING, TaskState.COMPLETED) else TASK_FAILED
+
+
+def service_waited(task_id: str, name: str, replicas: int) -> dict[str, Any]:
+    """What `kube run --replicas N --wait --json` prints once N run (docs/cli.md)."""
+    return {"id": task_id, "name": name, "replicas": replicas, "running": replicas}
 
 
 def _configure_logging(level: str, fmt: str = "text") -> None:
@@ -807,6 +855,8 @@ def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _retention(args: argparse.Namespace) -> Retention:
+    from manager.retention import Retention
+
     default = Retention()
     return Retention(
         keep=default.keep if args.keep_ended is None else args.keep_ended,
@@ -818,6 +868,9 @@ def _retention(args: argparse.Namespace) -> Retention:
 
 def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     """The store's URL, if given: --store, --db (a SQLite file), or $KUBE_STORE."""
+    from manager.store.url import check as check_store
+    from manager.store.url import sqlite_url
+
     if args.store is not None and args.db is not None:
         raise SettingsError("give --store or --db, not both (--db PATH is --store sqlite:///PATH)")
     url = sqlite_url(args.db) if args.db is not None else args.store or env.get("KUBE_STORE")
@@ -829,6 +882,8 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
 
 def manager_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ManagerConfig:
     """The manager's config from its flags: what is not given keeps ManagerConfig's default."""
+    from manager.config import ManagerConfig
+
     return ManagerConfig(
         retention=_retention(args),
         **_given(args, "scheduler", "heartbeat_interval", "node_down_after", "max_tasks_per_node"),
@@ -863,6 +918,8 @@ more than five minutes."""
 def lease_times(length: float | None) -> LeaseTimes:
     """The lease's timings from --lease: renewed five times a lease, tried by standbys
     ten times a lease (at most every half second)."""
+    from manager.leadership import LeaseTimes
+
     if length is None:
         return LeaseTimes()
     if not MIN_LEASE <= length <= MAX_LEASE:

@@ -30,7 +30,15 @@ from kube import resolve
 from kube.sessions import Sessions
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
-from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
+from shared.errors import (
+    DecodeError,
+    KubeError,
+    NoManagerError,
+    Queued,
+    RequestError,
+    SettingsError,
+    Unanswered,
+)
 from shared.execs import EXEC_EVENT_KEY, ExecEvent
 from shared.files import FileKind, FileNamed, FileRecord, FileWrite, SealingKey, context
 from shared.ids import new_task_id
@@ -57,7 +65,7 @@ from shared.models import (
 )
 from shared.rpc import RpcChannel, Subscription
 from shared.sealing import seal
-from shared.settings import Settings
+from shared.settings import Settings, redact
 from shared.states import TaskState
 from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
@@ -76,6 +84,10 @@ NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
 ENDPOINTS = TypeAdapter(ServiceEndpoints)
 MANAGER = TypeAdapter(ManagerInfo)
+
+
+QUIET = 5.0
+"""Seconds without a task change after which a wait asks whether a manager still answers."""
 
 
 class WaitTimeout(KubeError):
@@ -144,6 +156,8 @@ class Client:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._rpc = RpcChannel(settings)
+        self.notice: Callable[[str], None] = lambda _: None
+        """Where a choice made for the user is told (the CLI: a line on stderr)."""
 
     @classmethod
     def from_env(cls) -> Client:
@@ -259,7 +273,10 @@ class Client:
         named = [text for text in possible if not self._is_task(text)]
         names = {s.name for s in self.services()} if services and named else set()
         tasks = self.list() if any(text not in names for text in named) else []
-        return [resolve.task_id(text, tasks, names) if text in named else text for text in texts]
+        return [
+            resolve.task_id(text, tasks, names, self.notice) if text in named else text
+            for text in texts
+        ]
 
     def _is_task(self, text: str) -> bool:
         try:
@@ -400,31 +417,59 @@ class Client:
                 if deadline is not None and time.monotonic() > deadline:
                     return
 
-    def task_changes(self, timeout: float, every: float = 0.25) -> Generator[None, None, None]:
-        """Yield once for each change of any task, or burst of them (at most once every
-        `every` seconds, the last change of a burst never left unseen), for `timeout`
-        seconds: a cue to look again, not the change itself.
+    def task_changes(
+        self, timeout: float, every: float = 0.25, quiet: float | None = None
+    ) -> Generator[bool, None, None]:
+        """Yield True once for each change of any task, or burst of them (at most once
+        every `every` seconds, the last change of a burst never left unseen), for
+        `timeout` seconds: a cue to look again, not the change itself. Yield False after
+        each `quiet` seconds (default QUIET) without a change: a cue to ask whether a
+        manager still answers (`still_answered`).
 
         Follows the events stream, attached when this returns: a look taken after it
         misses no change."""
         subscription = self._rpc.follow(topology.EVENTS_STREAM, ["task.*"])
-        return self._changes(subscription, time.monotonic() + timeout, every)
+        return self._changes(
+            subscription, time.monotonic() + timeout, every, QUIET if quiet is None else quiet
+        )
 
     @staticmethod
     def _changes(
-        subscription: Subscription, deadline: float, every: float
-    ) -> Generator[None, None, None]:
+        subscription: Subscription, deadline: float, every: float, quiet: float = 3600.0
+    ) -> Generator[bool, None, None]:
         with subscription:
             seen = False  # a change not yet yielded
             last = float("-inf")
+            heard = time.monotonic()  # the last change, or the last quiet cue
             for message in subscription:  # None about every 0.2 s when nothing came
-                seen = seen or message is not None
                 now = time.monotonic()
+                if message is not None:
+                    seen, heard = True, now
                 if seen and now - last >= every:
                     seen, last = False, now
-                    yield
+                    yield True
+                elif now - heard >= quiet:
+                    heard = now
+                    yield False
                 if now > deadline:
                     return
+
+    def still_answered(self, what: str) -> None:
+        """Ask whether a manager still answers (one small query, `query.managers`, within
+        the request timeout), for a wait that heard nothing for a while; NoManagerError
+        naming `what` the wait was for, if none does (killed, its host gone).
+
+        Task changes come from the manager, so a wait asks only after QUIET seconds of
+        silence: a busy, healthy manager gets no query from it."""
+        try:
+            self._ask("query.managers", b"{}")
+        except Unanswered as exc:
+            raise NoManagerError(
+                f"stopped waiting for {what}: no manager answers (nothing answered"
+                f" {exc.key} within {exc.timeout:g}s from {redact(self.settings.amqp_url)});"
+                f" {what} goes on only when a manager runs again: is `kube manager` (or"
+                " `kube up`) running?"
+            ) from None
 
     def wait(
         self,
@@ -433,22 +478,32 @@ class Client:
         timeout: float,
         on_change: Callable[[TaskRecord], None] | None = None,
     ) -> TaskRecord:
-        """Block until the task is in one of states, or has ended; return its record.
+        """Block until the task is in one of states, or has ended; return its record;
+        NoManagerError if no manager answers any more (asked after QUIET seconds without
+        a change).
 
         Follows the events stream (attached before the first look: nothing slips between).
         """
         with self._rpc.follow(topology.EVENTS_STREAM, ["task.*"]) as events:
             task = self.get(task_id)
             deadline = time.monotonic() + timeout
+            heard = time.monotonic()
             while task.state not in states and not task.state.terminal:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise WaitTimeout(
                         f"task {task_id} is still {task.state.value} after {timeout:g}s"
                         + (f": {task.error}" if task.error else "")
                     )
                 message = next(events)
-                if message is None or message.routing_key == EXEC_EVENT_KEY:
+                if message is None:
+                    if now - heard >= QUIET:  # silence: is a manager still there?
+                        self.still_answered(f"task {task_id}")
+                        heard = now
                     continue
+                if message.routing_key == EXEC_EVENT_KEY:
+                    continue
+                heard = now
                 record = RECORD.validate_json(message.body)
                 if record.id == task_id and record.updated_at >= task.updated_at:
                     task = record

@@ -18,7 +18,9 @@ from kube.arguments import whole
 from kube.client import Client
 from kube.progress import wait, waiting_flags
 from shared.codec import describe
+from shared.errors import RequestError
 from shared.models import NodeSettings, Removed
+from shared.wire import MAX_REPLICAS, replicas_problem
 
 COMMANDS = (
     "services",
@@ -59,7 +61,10 @@ def add_parsers(sub: Any) -> None:
     scale = sub.add_parser("scale", help="keep N tasks of a service running")
     scale.add_argument("name", metavar="SERVICE", help="the service's name")
     scale.add_argument(
-        "replicas", type=whole(0), metavar="N", help="how many tasks to keep running"
+        "replicas",
+        type=whole(0, replicas_problem),
+        metavar="N",
+        help=f"how many tasks to keep running (0 to {MAX_REPLICAS})",
     )
     waiting_flags(scale, "until N tasks run and the ones beyond have ended", 120.0)
     update = sub.add_parser(
@@ -127,7 +132,9 @@ def run(args: argparse.Namespace, client: Client) -> int:
             print(json.dumps(where.model_dump(mode="json"), indent=2))
         else:
             print(render.endpoints(where), file=sys.stdout if where.endpoints else sys.stderr)
-    elif args.command == "scale":
+    elif args.command == "scale" or (args.command == "update" and rollout.replicas_only(args)):
+        if args.command == "update":
+            rollout.service_named(client, args.name)  # a task's name is said to be one
         client.scale(args.name, args.replicas)
         if not args.detach:
             look = waits.scaled(client, args.name, args.replicas)
@@ -140,9 +147,11 @@ def run(args: argparse.Namespace, client: Client) -> int:
             wait(client, waits.update_work(args.name), look, args.wait_timeout)
         print(f"{args.name} updating" if args.detach else f"{args.name} updated")
     elif args.command in ("cordon", "uncordon"):
+        known_node(client, args.node)
         getattr(client, args.command)(args.node)
         print(f"{args.node} {args.command}ed")
     elif args.command == "drain":
+        known_node(client, args.node)
         client.drain(args.node)
         if not args.detach:
             look = waits.drained(client, args.node)
@@ -151,14 +160,31 @@ def run(args: argparse.Namespace, client: Client) -> int:
     elif args.command == "rm":
         remove(args, client)
     elif args.command == "label":
-        client.set_node(node_labels(args))
+        settings = node_labels(args)
+        known_node(client, args.node)
+        client.set_node(settings)
         print(f"{args.node} labelled")
     elif args.command == "cap":
-        client.set_node(node_caps(args))
+        caps = node_caps(args)
+        known_node(client, args.node)
+        client.set_node(caps)
         print(f"{args.node} capped" if not args.clear else f"{args.node} uncapped")
     elif args.command == "orphans":
         return orphans(args, client)
     return 0
+
+
+def known_node(client: Client, name: str) -> None:
+    """RequestError (exit 4) for a node the manager does not know, before a node command
+    is sent; with no manager, NoManagerError (exit 3), nothing sent: a node command is not
+    left queued, since only a manager can say whether the node exists, and its refusal
+    would reach no one."""
+    names = [node.name for node in client.nodes()]
+    if name not in names:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        raise RequestError(
+            f"unknown node {name!r} (the nodes: {shown or 'none'}; see `kube nodes`)"
+        )
 
 
 def orphans(args: argparse.Namespace, client: Client) -> int:

@@ -4,6 +4,7 @@ the parser that puts them there and accepts the global flags after any subcomman
 from __future__ import annotations
 
 import argparse
+import functools
 from collections.abc import Callable, Iterator
 
 OVERVIEW = """\
@@ -129,3 +130,25 @@ def add_global_flags(
         metavar="SECONDS",
         help="seconds to wait for the manager's answer",
     )
+
+
+GLOBAL_FLAGS = ("amqp_url", "timeout")
+REFERENCE_WIDTH = 100
+"""Columns of the reference in docs/cli.md."""
+
+
+def reference(sub: argparse.ArgumentParser) -> str:
+    """A subcommand's help as docs/cli.md's reference shows it: without the global flags
+    (documented once, under Conventions), at REFERENCE_WIDTH columns."""
+    hidden = [a for a in sub._actions if a.dest in GLOBAL_FLAGS and a.help != argparse.SUPPRESS]
+    shown = {id(a): a.help for a in hidden}
+    previous = sub.formatter_class
+    for action in hidden:
+        action.help = argparse.SUPPRESS
+    sub.formatter_class = functools.partial(previous, width=REFERENCE_WIDTH)  # type: ignore[call-arg]
+    try:
+        return sub.format_help()
+    finally:
+        sub.formatter_class = previous
+        for action in hidden:
+            action.help = shown[id(action)]

@@ -4,9 +4,10 @@ On a terminal the wait is one line with a spinner (rich), rewritten as things ch
 Anywhere else (a pipe, a file, a CI log) it is a plain line on stderr each time the text
 changes: no spinner, no control characters. Stdout is left to the command's result.
 
-A wait ends when its look says done, when its timeout elapses (WaitTimeout), or at Ctrl-C
-(WaitInterrupted): the work carries on in the cluster either way, and the line the CLI
-prints says how to check or stop it.
+A wait ends when its look says done, when its timeout elapses (WaitTimeout), when no
+manager answers any more (NoManagerError), or at Ctrl-C (WaitInterrupted): the work
+carries on in the cluster either way, and the line the CLI prints says how to check or
+stop it.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def wait(
     progress: Progress | None = None,
 ) -> Look:
     """Look again at each change of the tasks until the look says done; WaitTimeout after
-    `timeout` seconds, WaitInterrupted at Ctrl-C.
+    `timeout` seconds, WaitInterrupted at Ctrl-C, NoManagerError when no manager answers
+    any more (asked after a few quiet seconds, Client.still_answered).
 
     The changes are followed from before the first look, so none slips between; a burst
     of them is one look (Client.task_changes), not one per task event."""
@@ -141,11 +143,15 @@ def wait(
             seen = look()
             while not seen.done:
                 shown.show(seen.text)
-                if next(changes, False) is False:  # the timeout elapsed
+                cue = next(changes, None)
+                if cue is None:  # the timeout elapsed
                     raise WaitTimeout(
                         f"gave up waiting after {timeout:g}s at: {seen.text}; {work.carries_on()}"
                     )
-                seen = look()
+                if cue:
+                    seen = look()
+                else:  # nothing changed for a while: is a manager still there?
+                    client.still_answered(work.what)
         finally:
             changes.close()
     return seen

@@ -12,7 +12,6 @@ from typing import Any
 from kube import examples, render
 from kube.client import Client
 from shared.models import TaskRecord
-from shared.states import TaskState
 
 EXAMPLES = """\
 examples:
@@ -37,16 +36,17 @@ def add_parser(sub: Any) -> None:
     ps.add_argument(
         "--state",
         action="append",
-        choices=[s.value for s in TaskState],
+        choices=render.SHOWN_STATES,
         metavar="STATE",
-        help="only tasks in this state: " + ", ".join(s.value for s in TaskState) + " (repeat)",
+        help="only tasks in this state, as shown: " + ", ".join(render.SHOWN_STATES) + " (repeat)",
     )
     ps.add_argument("--node", action="append", metavar="NODE", help="only tasks on NODE (repeat)")
     ps.add_argument(
         "--service", action="append", metavar="NAME", help="only the tasks of service NAME (repeat)"
     )
-    ps.add_argument("-q", "--quiet", action="store_true", help="print the task ids only")
-    ps.add_argument("--json", action="store_true", help="print the task records as JSON")
+    output = ps.add_mutually_exclusive_group()  # ids alone, or whole records: not both
+    output.add_argument("-q", "--quiet", action="store_true", help="print the task ids only")
+    output.add_argument("--json", action="store_true", help="print the task records as JSON")
     ps.add_argument(
         "--orphans",
         action="store_true",
@@ -75,7 +75,7 @@ class Filter:
     def keeps(self, task: TaskRecord) -> bool:
         return (
             (self.ended or not task.state.terminal)
-            and (not self.states or task.state.value in self.states)
+            and (not self.states or render.state(task) in self.states)
             and (not self.nodes or task.node in self.nodes)
             and (not self.services or task.service in self.services)
         )

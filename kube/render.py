@@ -26,10 +26,23 @@ it as desired `stopped` and still `scheduled` or `running` until its node report
 Derived here, for people; `--json` keeps both fields as recorded."""
 
 
+STOPPED = "stopped"
+"""Shown for a task that ended because it was asked to stop (`kube stop`): the manager
+records it `completed`, desired `stopped`. Derived here, as STOPPING."""
+
+SHOWN_STATES = (*(s.value for s in TaskState), STOPPING, STOPPED)
+"""Every state a task can show (`kube ps --state`)."""
+
+
 def state(task: TaskRecord) -> str:
-    """The state shown to people: the recorded one, or `stopping` (see STOPPING)."""
-    placed = task.state in (TaskState.SCHEDULED, TaskState.RUNNING)
-    return STOPPING if placed and task.desired_state == "stopped" else task.state.value
+    """The state shown to people: the recorded one, `stopping` (see STOPPING) or
+    `stopped` (see STOPPED)."""
+    if task.desired_state == "stopped":
+        if task.state in (TaskState.SCHEDULED, TaskState.RUNNING):
+            return STOPPING
+        if task.state == TaskState.COMPLETED:
+            return STOPPED
+    return task.state.value
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -18,12 +18,12 @@ import argparse
 import sys
 from typing import Any
 
-from kube import task_flags
+from kube import task_flags, waits
 from kube.client import Client, make_spec
+from kube.progress import wait, waiting_flags
 from kube.specfile import read_spec
-from shared.errors import DecodeError, SettingsError
+from shared.errors import DecodeError, RequestError, SettingsError
 from shared.models import ServiceRecord, TaskRecord, TaskSpec
-from shared.states import TERMINAL
 from shared.units import parse_bytes
 
 FIELDS = ("image", "replicas", "env", "cpu", "memory", "disk", "pull_policy", "label")
@@ -48,18 +48,19 @@ def add_restart_parser(sub: Any) -> None:
         " of the same name, whose id is printed.",
     )
     restart.add_argument("name", metavar="TASK|SERVICE", help="a service, or a task's id or name")
-    restart.add_argument(
-        "--wait-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="how long a running task may take to stop before it is submitted again (60)",
-    )
+    waiting_flags(restart, "until the service's tasks are replaced or the task stopped", 300.0)
 
 
-def _given(args: argparse.Namespace) -> bool:
-    flags = (getattr(args, name) for name in (*FIELDS, "env_rm"))
+def _given(args: argparse.Namespace, but: str | None = None) -> bool:
+    """Whether a field flag (other than `but`) is given."""
+    flags = (getattr(args, name) for name in (*FIELDS, "env_rm") if name != but)
     return any(value is not None for value in flags) or bool(task_flags.spec_fields(args, {}))
+
+
+def replicas_only(args: argparse.Namespace) -> bool:
+    """`kube update NAME --replicas N` and no other change: a scale, not a new version
+    rolled over every task (as `kubectl scale` and `docker service update --replicas`)."""
+    return args.file is None and args.replicas is not None and not _given(args, but="replicas")
 
 
 def current_spec(service: ServiceRecord) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def update_spec(args: argparse.Namespace, client: Client) -> TaskSpec:
     base = (
         {"name": args.name, **read_spec(args.file)}
         if args.file is not None
-        else current_spec(client.service(args.name))
+        else current_spec(service_named(client, args.name))
     )
     try:
         return make_spec(changed(args, base))
@@ -106,20 +107,49 @@ def update_spec(args: argparse.Namespace, client: Client) -> TaskSpec:
         raise SettingsError(f"not a valid spec: {exc.reason}") from exc
 
 
+def service_named(client: Client, name: str) -> ServiceRecord:
+    """The service so named; a task of that name or id is said to be a task, not a
+    service, with what to do instead (RequestError, exit 4)."""
+    try:
+        return client.service(name)
+    except RequestError:
+        if any(name in (t.name, t.id) for t in client.list()):
+            raise RequestError(
+                f"{name!r} is a task, not a service: `kube update` changes a service. Run"
+                f" the task again with the new fields (`kube run --name {name} ...`), or make"
+                f" it a service (`kube run --name {name} --replicas 1 ...`)"
+            ) from None
+        raise
+
+
 def restart(args: argparse.Namespace, client: Client) -> int:
+    """Waits, as `kube update` does, unless -d: until the service's tasks are replaced,
+    or the task of a service stopped (its service starts a replacement)."""
     target = client.task_id(args.name, services=True)
     service = next((s for s in client.services() if s.name == target), None)
     if service is not None:
         client.update(service.name, make_spec(current_spec(service)))
-        print(f"{service.name} restarting: its tasks are replaced one after another")
+        if args.detach:
+            print(f"{service.name} restarting: its tasks are replaced one after another")
+        else:
+            look = waits.updated(client, service.name)
+            wait(client, waits.update_work(service.name), look, args.wait_timeout)
+            print(f"{service.name} restarted")
         return 0
     task = client.get(target)
     if task.service is not None:
         client.stop(task.id)
+        if not args.detach:
+            stopped(client, task.id, args.wait_timeout)
         print(f"{task.id} stopping: service {task.service} starts a replacement")
         return 0
     print(resubmit(client, task, args.wait_timeout))
     return 0
+
+
+def stopped(client: Client, task_id: str, timeout: float) -> None:
+    """Wait until the task has ended (kube/waits.py, kube/progress.py)."""
+    wait(client, waits.stop_work(task_id), waits.stopped(client, task_id), timeout)
 
 
 def resubmit(client: Client, task: TaskRecord, timeout: float) -> str:
@@ -127,6 +157,6 @@ def resubmit(client: Client, task: TaskRecord, timeout: float) -> str:
     the new task's id."""
     if not task.state.terminal:
         client.stop(task.id)
-        client.wait(task.id, TERMINAL, timeout)
+        stopped(client, task.id, timeout)
         print(f"{task.id} stopped", file=sys.stderr)
     return client.submit(task.spec.model_copy(update={"id": None}))

@@ -14,6 +14,7 @@ from typing import Any
 
 from kube.arguments import whole
 from shared.errors import SettingsError
+from shared.wire import MAX_REPLICAS, node_label_problem, replicas_problem
 
 RESTART_MODES = {"no": "never", "never": "never", "on-failure": "on-failure", "always": "always"}
 """`--restart` values: docker's `no` is the spec's `never`."""
@@ -24,6 +25,15 @@ def key_value(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def node_label(text: str) -> tuple[str, str]:
+    """A node's label, `KEY=VALUE`, by Kubernetes' rules (shared/wire.py)."""
+    key, value = key_value(text)
+    problem = node_label_problem(key, value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return key, value
 
 
@@ -63,7 +73,12 @@ def add_field_flags(parser: argparse.ArgumentParser) -> None:
         choices=["always", "if-not-present", "never"],
         help="when the worker pulls the image (default if-not-present)",
     )
-    parser.add_argument("--replicas", type=int, metavar="N", help="a service of N tasks")
+    parser.add_argument(
+        "--replicas",
+        type=whole(0, replicas_problem),
+        metavar="N",
+        help=f"a service of N tasks (0 to {MAX_REPLICAS})",
+    )
     add_restart_flags(parser)
     add_health_flags(parser)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import logging
 import os
 import shlex
@@ -559,7 +560,7 @@ def _run_cluster(
         cluster = LocalCluster(settings, plan(options, db), out)
         code = OK
         try:
-            _remove_leftovers(cluster, options.runtime)
+            _remove_leftovers(cluster, options, settings)
             cluster.start(stopping)
             problem = wait_ready(
                 settings, cluster, options.nodes, options.ready_timeout, stopping, options.managers
@@ -570,7 +571,8 @@ def _run_cluster(
                 # another manager took the vhost since manager_running() looked
                 code = REFUSED if cluster.exited().get("manager") == REFUSED else FAILED
             elif problem is None:
-                _say_ready(cluster, options, settings, try_image(options.runtime))
+                image = try_image(options.runtime)
+                _say_ready(cluster, options, settings, image, Path(scratch) / "broker-url")
                 watch = LeaderWatch(settings, cluster) if options.managers > 1 else None
                 while not stopping.wait(0.5):
                     if watch is not None:
@@ -601,19 +603,51 @@ def _run_cluster(
         return code
 
 
-def _remove_leftovers(cluster: LocalCluster, runtime: str) -> None:
+def _remove_leftovers(cluster: LocalCluster, options: UpOptions, settings: Settings) -> None:
     """Remove what `kube up` processes killed outright left: their temporary folders and,
-    named by the database in each, their task containers (kube/leftovers.py)."""
+    named by the database in each, their task containers and the dispatches they left
+    in their nodes' queues (kube/leftovers.py)."""
     for folder in leftovers.stale():
         cluster_id = read_cluster_id(folder / "manager.db")
         containers = ""
-        if runtime == "docker" and cluster_id is not None:
+        if cluster_id is not None:
+            # first the dispatches, which a worker of the same name would run again
+            nodes = set(options.nodes)
             try:
-                containers = f" and {remove_containers(None, cluster_id)} task container(s)"
+                if options.runtime == "docker":
+                    nodes |= labelled_nodes(cluster_id)
+                    containers = f" and {remove_containers(None, cluster_id)} task container(s)"
             except docker.errors.DockerException as exc:
                 cluster.say(f"could not remove the task containers of cluster {cluster_id}: {exc}")
+            drop_dispatches(settings, cluster_id, nodes)
         leftovers.remove(folder)
         cluster.say(f"removed what a killed kube up left: {folder}{containers}")
+
+
+def labelled_nodes(cluster_id: str) -> set[str]:
+    """The node names on the containers of a cluster (their NODE_LABEL)."""
+    client = docker.from_env()
+    try:
+        found = client.containers.list(all=True, filters={"label": f"{CLUSTER_LABEL}={cluster_id}"})
+        return {c.labels[NODE_LABEL] for c in found if NODE_LABEL in c.labels}
+    finally:
+        client.close()
+
+
+def drop_dispatches(settings: Settings, cluster_id: str, nodes: Iterable[str]) -> int:
+    """Take out of the nodes' queues the dispatches of a dead cluster; how many. A task's
+    dispatch stays unacknowledged while its container runs and comes back when its worker
+    dies: a worker of the same name, started later, would run it again, in the dead
+    cluster's name. A queue a worker reads is left alone (shared/rpc.py's drop)."""
+
+    def stale(body: bytes) -> bool:
+        try:
+            return bool(json.loads(body).get("cluster") == cluster_id)
+        except (ValueError, AttributeError):  # not a dispatch of ours: kept
+            return False
+
+    with RpcChannel(settings, name="kube-up") as channel:
+        return sum(channel.drop(topology.node_queue(node), stale) for node in sorted(nodes))
 
 
 def _kept_db() -> Path:
@@ -637,23 +671,35 @@ def try_image(runtime: str) -> str | None:
         return None
 
 
-def broker_env(settings: Settings) -> str:
+def broker_env(settings: Settings, url_file: Path | None = None) -> str:
     """What a command pasted in another terminal needs before it to reach this cluster's
-    broker: nothing for the default URL. A password other than guest's is shown as ***
-    (this output may be shared): the reader puts their own in."""
+    broker: nothing for the default URL. A password is never shown (this output may be
+    shared, or sit in a scrollback): the URL is written to `url_file`, readable by this
+    user alone and removed with the temporary folder, and the command reads it from there
+    (`KUBE_AMQP_URL="$(cat /tmp/kube-up-.../broker-url)"`); without a file, the password
+    is shown as *** and the reader puts theirs in."""
     env = ""
     if settings.amqp_url != DEFAULT_AMQP_URL:
-        parts = urlsplit(settings.amqp_url)
-        guest = (parts.username, parts.password) == ("guest", "guest")
-        url = settings.amqp_url if guest else redact(settings.amqp_url)
-        env = f"KUBE_AMQP_URL={shlex.quote(url)} "
+        if urlsplit(settings.amqp_urls[0]).password is None:
+            env = f"KUBE_AMQP_URL={shlex.quote(settings.amqp_url)} "
+        elif url_file is not None:
+            descriptor = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(settings.amqp_url)
+            env = f'KUBE_AMQP_URL="$(cat {shlex.quote(str(url_file))})" '
+        else:
+            env = f"KUBE_AMQP_URL={shlex.quote(redact(settings.amqp_url))} "
     if settings.ca_file:
         env += f"KUBE_AMQP_CA={shlex.quote(settings.ca_file)} "
     return env
 
 
 def _say_ready(
-    cluster: LocalCluster, options: UpOptions, settings: Settings, image: str | None
+    cluster: LocalCluster,
+    options: UpOptions,
+    settings: Settings,
+    image: str | None,
+    url_file: Path | None = None,
 ) -> None:
     cluster.say(
         f"manager and {options.workers} worker(s) ready on {redact(settings.amqp_url)}:"
@@ -665,7 +711,7 @@ def _say_ready(
             f" ({LOCAL_BUSYBOX}, no registry needed), then"
         )
         image = LOCAL_BUSYBOX
-    env = broker_env(settings)
+    env = broker_env(settings, url_file)
     cluster.say(
         f"try `{env}kube run --name hello --image {image} --wait -- echo hello`, `{env}kube ps`"
     )

@@ -23,6 +23,11 @@ class UpdatePaused(KubeError):
     """A service's update stopped rolling: a task of the new version failed."""
 
 
+class TargetChanged(KubeError):
+    """What a wait waits for will not come: another request (another client's) changed
+    the target, e.g. scaled the service to another count. The CLI exits 7 (CHANGED)."""
+
+
 def leaving(tasks: Sequence[TaskRecord]) -> list[TaskRecord]:
     """Tasks asked to stop whose container is still stopping."""
     return [t for t in tasks if t.desired_state == "stopped" and not t.state.terminal]
@@ -81,16 +86,34 @@ def scale_work(name: str, replicas: int) -> Work:
 
 
 def scaled(client: Client, name: str, replicas: int) -> Callable[[], Look]:
-    """`kube scale NAME N`: N tasks of the service run, and the ones beyond have ended."""
+    """`kube scale NAME N`: N tasks of the service run, and the ones beyond have ended;
+    the service set to another count meanwhile ends the wait (TargetChanged)."""
 
     def look() -> Look:
+        service = _service(client, name)
+        if service.replicas != replicas:
+            raise TargetChanged(
+                f"stopped waiting: service {name} is now to keep {service.replicas}"
+                f" replica(s), not {replicas}: another request changed it (check: `kube"
+                " services`)"
+            )
         tasks = [t for t in client.list() if t.service == name]
         running = sum(1 for t in live(tasks, name) if t.state == TaskState.RUNNING)
         going = len(leaving(tasks))
-        text = f"{name}: {running}/{replicas} running{_stopping(going)}{_why_pending(tasks)}"
-        return Look(running == replicas == len(live(tasks, name)) and not going, text)
+        return Look(
+            running == replicas == len(live(tasks, name)) and not going,
+            f"{name}: {scale_text(running, replicas)}{_stopping(going)}{_why_pending(tasks)}",
+        )
 
     return look
+
+
+def scale_text(running: int, replicas: int) -> str:
+    """`2/3 running` on the way up; `3 running, scaling down to 1` on the way down (not
+    `3/1`)."""
+    if running > replicas:
+        return f"{running} running, scaling down to {replicas}"
+    return f"{running}/{replicas} running"
 
 
 def drain_work(node: str) -> Work:

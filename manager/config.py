@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from manager import admission
-from manager.quotas import MAX_REPLICAS, TASKS_PER_MINUTE
+from manager.quotas import TASKS_PER_MINUTE
 from manager.retention import Retention
 from manager.scheduler import DEFAULT_SCHEDULER
 from manager.store.url import sqlite_url
+from shared.wire import MAX_REPLICAS
 
 
 def default_db_path() -> Path:

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MAX_REPLICAS = 1000
-"""Replicas one service may have (`kube manager --max-replicas`)."""
+from shared.wire import MAX_REPLICAS, replicas_problem
 
 TASKS_PER_MINUTE = 30_000
 """Tasks one broker user may create a minute (`kube manager --max-tasks-per-minute`); a
@@ -29,12 +28,7 @@ class Quotas:
 
     def replicas(self, wanted: int) -> str | None:
         """Why a service of `wanted` replicas is refused."""
-        if wanted <= self.max_replicas:
-            return None
-        return (
-            f"replicas {wanted} is over the manager's bound of {self.max_replicas}"
-            " (kube manager --max-replicas)"
-        )
+        return replicas_problem(wanted, self.max_replicas)
 
     def take(self, user: str | None, tasks: int, now: float) -> str | None:
         """Charge `tasks` new tasks to a user's budget, or say why they are refused (`now`

@@ -40,7 +40,32 @@ def _said(item: Any) -> str:
     limit = (item.get("ctx") or {}).get("max_length")
     if item["type"] == "string_too_long" and isinstance(given, str) and limit is not None:
         return f"{len(given)} characters long, at most {limit} allowed"
-    return str(item["msg"])
+    return own_words(str(item["msg"]))
+
+
+_PYDANTIC_WORDS = (
+    ("Value error, ", ""),
+    ("Assertion failed, ", ""),
+    ("Input should be ", "must be "),
+)
+
+
+_PYDANTIC_SENTENCES = {
+    "Field required": "missing (it is required)",
+    "Extra inputs are not permitted": "not a field this message has",
+}
+
+
+def own_words(message: str) -> str:
+    """A pydantic message in our words: a validator's own sentence without pydantic's
+    `Value error, ` before it; `Input should be a valid integer` as `must be a valid
+    integer`."""
+    if message in _PYDANTIC_SENTENCES:
+        return _PYDANTIC_SENTENCES[message]
+    for theirs, ours in _PYDANTIC_WORDS:
+        if message.startswith(theirs):
+            return ours + message[len(theirs) :]
+    return message
 
 
 class _DuplicateKey(ValueError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from shared.execs import ExecRecord
 from shared.images import ImageProblem
@@ -35,9 +35,11 @@ from shared.wire import (
     NodeLabels,
     Pid,
     Port,
+    Replicas,
     TaskId,
     Text,
     Timestamp,
+    node_labels_valid,
 )
 from shared.wire import MAX_SPEC_BYTES as MAX_SPEC_BYTES
 from shared.wire import WireModel as WireModel
@@ -53,7 +55,7 @@ class ScaleRequest(WireModel):
     """The body of `service.scale` on `kube.commands`."""
 
     name: Name
-    replicas: Annotated[int, Field(ge=0, le=10_000)]
+    replicas: Replicas
 
 
 class UpdateRequest(WireModel):
@@ -329,7 +331,9 @@ class NodeSettings(WireModel):
 
     name: Name
     labels: Annotated[
-        dict[LabelKey, Annotated[str, Field(max_length=253)] | None], Field(max_length=MAX_LABELS)
+        dict[LabelKey, Annotated[str, Field(max_length=253)] | None],
+        Field(max_length=MAX_LABELS),
+        AfterValidator(node_labels_valid),
     ] = Field(default_factory=dict)
     cpus: Annotated[float, Field(gt=0, le=MAX_CPUS)] | None = None
     memory: Annotated[ByteSize, Field(gt=0)] | None = None

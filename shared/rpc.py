@@ -261,6 +261,29 @@ class RpcChannel:
             raise MessagingError(f"cannot take queue {queue}: {exc!r}") from exc
         return True
 
+    def drop(self, queue: str, stale: Callable[[bytes], bool]) -> int:
+        """Take out of a queue no one consumes the messages whose body is `stale`, leaving
+        the others in it; how many. A queue that does not exist, or that a consumer reads
+        (its messages are its reader's), is left as it is: 0."""
+        if not self.held(queue):
+            return 0
+        declared = self._channel.queue_declare(queue, passive=True).method
+        if declared.consumer_count:
+            return 0
+        dropped, kept = 0, []
+        for _ in range(declared.message_count):
+            method, _props, body = self._channel.basic_get(queue, auto_ack=False)
+            if method is None:
+                break
+            if stale(body):
+                self._channel.basic_ack(method.delivery_tag)
+                dropped += 1
+            else:
+                kept.append(method.delivery_tag)
+        for tag in kept:
+            self._channel.basic_nack(tag, requeue=True)
+        return dropped
+
     def _on_reply(self, ch: Any, method: Any, props: pika.BasicProperties, body: bytes) -> None:
         if props.correlation_id:
             self._replies[props.correlation_id] = body

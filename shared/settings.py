@@ -69,6 +69,12 @@ BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 def split_urls(text: str) -> tuple[str, ...]:
     """The broker URLs in `text` (separated by commas or white space), each checked; a
     SettingsError names the first that is not an AMQP URL, without its password."""
+    if not text.strip():
+        raise SettingsError(
+            "the broker URL is empty (KUBE_AMQP_URL set to nothing, or --amqp-url ''): give"
+            " amqp://USER:PASSWORD@HOST:PORT/VHOST, or unset it for the default broker on"
+            " localhost"
+        )
     urls = tuple(SEPARATORS.split(text.strip()))
     # First, pieces that are not URLs at all: most likely the tail of a password cut at a
     # comma, whose head then ends the piece before. Neither is printed: either may be a

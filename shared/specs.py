@@ -15,6 +15,7 @@ from shared.wire import (
     Labels,
     Name,
     Port,
+    Replicas,
     TaskId,
     WireModel,
 )
@@ -254,7 +255,7 @@ class TaskSpec(WireModel):
     spread: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description="a node label to spread tasks of the same service over"
     )
-    replicas: Annotated[int, Field(ge=0, le=10_000)] | None = Field(
+    replicas: Replicas | None = Field(
         default=None, description="makes a service: kube keeps this many tasks running"
     )
     health_check: HealthCheck | None = None

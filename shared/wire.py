@@ -104,6 +104,74 @@ def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
     return labels
 
 
+MAX_REPLICAS = 1000
+"""Replicas one service may have: the bound of the wire, of the CLI and of the manager's
+default (`kube manager --max-replicas` may set a lower one)."""
+
+
+def replicas_problem(wanted: int, bound: int = MAX_REPLICAS) -> str | None:
+    """Why a service cannot have `wanted` replicas, in the one sentence the CLI (exit 2)
+    and the manager (its refusal, exit 4) both say; None if it can."""
+    if wanted <= bound:
+        return None
+    return (
+        f"replicas {wanted} is over the bound of {bound} a service may have"
+        f" (kube manager --max-replicas sets it, at most {MAX_REPLICAS})"
+    )
+
+
+def _replicas_within(wanted: int) -> int:
+    problem = replicas_problem(wanted)
+    if problem is not None:
+        raise ValueError(problem)
+    return wanted
+
+
+Replicas = Annotated[
+    int,
+    Field(ge=0, json_schema_extra={"maximum": MAX_REPLICAS}),
+    AfterValidator(_replicas_within),
+]
+"""A service's replicas: 0 to MAX_REPLICAS, over it refused in replicas_problem's words."""
+
+
+_LABEL_NAME = r"[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = re.compile(
+    rf"^([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+)
+_LABEL_VALUE = re.compile(rf"^({_LABEL_NAME})?$")
+_LABEL_CHARACTERS = (
+    "ASCII letters, digits, '-', '_' or '.', beginning and ending with a letter or digit"
+)
+NODE_LABEL_KEY_RULE = (
+    f"up to 63 {_LABEL_CHARACTERS}, after an optional DNS prefix and '/' (example.com/zone)"
+)
+NODE_LABEL_VALUE_RULE = f"empty, or up to 63 {_LABEL_CHARACTERS}: no spaces or commas"
+
+
+def node_label_problem(key: str, value: str | None) -> str | None:
+    """Why a node label (`value` None: its removal) cannot be, as one sentence; None if
+    it can. Kubernetes' rules for label keys and values: a constraint's `a,b` (any of
+    them) and the CLI's KEY=VALUE stay unambiguous."""
+    if len(key) > 253 + 1 + 63 or not _LABEL_KEY.match(key):
+        return f"{key!r} is not a node label key: give {NODE_LABEL_KEY_RULE}, as in Kubernetes"
+    if value is not None and not _LABEL_VALUE.match(value):
+        return (
+            f"{value!r} (of {key}) is not a node label value: give {NODE_LABEL_VALUE_RULE},"
+            " as in Kubernetes"
+        )
+    return None
+
+
+def node_labels_valid(labels: dict[str, str | None]) -> dict[str, str | None]:
+    problem = next(
+        (p for k, v in labels.items() if (p := node_label_problem(k, v)) is not None), None
+    )
+    if problem is not None:
+        raise ValueError(problem)
+    return labels
+
+
 MAX_LABEL = 63
 """Characters in one label of a host name (RFC 1035)."""
 

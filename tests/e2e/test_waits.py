@@ -181,7 +181,10 @@ def test_scale_waits_for_the_replicas(cluster: Cluster, busybox_image: str) -> N
     assert ok(cluster.kube("scale", "web", "3"), cluster).strip() == "web scaled to 3"
     assert [t.state.value for t in live(cluster, "web")] == ["running"] * 3
     # when it is scaled down, then the command returns once the extra ones ended
-    ok(cluster.kube("scale", "web", "1"), cluster)
+    down = cluster.kube("scale", "web", "1")
+    ok(down, cluster)
+    # and its display never shows more running than the target over it ("3/1")
+    assert "/1 running" not in down.stderr.replace(" 1/1 running", ""), down.stderr
     assert [t.state.value for t in live(cluster, "web")] == ["running"]
     # and -d returns at once, saying the work is under way
     assert "under way" in ok(cluster.kube("scale", "web", "2", "-d"), cluster)

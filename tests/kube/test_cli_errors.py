@@ -233,7 +233,7 @@ def test_the_exit_codes_of_docs_cli_md_are_the_clis() -> None:
         name: getattr(cli, name)
         for name in (
             "OK", "TASK_FAILED", "USAGE", "NO_MANAGER", "REFUSED", "BROKER_DOWN", "QUEUED",
-            "BUG", "TIMED_OUT", "INTERRUPTED", "PIPE_CLOSED", "EXEC_FAILED",
+            "CHANGED", "BUG", "TIMED_OUT", "INTERRUPTED", "PIPE_CLOSED", "EXEC_FAILED",
         )
     }  # fmt: skip
 

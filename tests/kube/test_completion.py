@@ -53,3 +53,20 @@ def test_the_zsh_code_registers_kube_with_compdef() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("#compdef kube")
     assert "compdef _python_argcomplete kube" in done.stdout
+
+
+@pytest.mark.skipif(
+    shutil.which("bash") is None or not (BIN / "kube").exists(), reason="needs bash and kube"
+)
+def test_a_task_argument_completes_to_no_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a folder holding a file, where the user presses Tab after `kube inspect `
+    (tmp_path / "notes.txt").write_text("")
+    monkeypatch.chdir(tmp_path)
+    # then no file name is offered for a task, a service or a node
+    for line in ("kube inspect ", "kube stop ", "kube logs ", "kube scale ", "kube drain "):
+        offered = complete(line)
+        assert "notes.txt" not in offered, (line, offered)
+    # and a file is still offered where one may be given
+    assert "notes.txt" in complete("kube run -f ")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from kube import waits
 from kube.arguments import seconds
 from kube.client import Client
 from kube.progress import Progress, WaitInterrupted, Work, interruptible
@@ -68,7 +69,8 @@ def record(state_: TaskState, desired: str) -> TaskRecord:
         (TaskState.RUNNING, "stopped", "stopping"),
         (TaskState.SCHEDULED, "stopped", "stopping"),
         (TaskState.RUNNING, "running", "running"),
-        (TaskState.COMPLETED, "stopped", "completed"),
+        (TaskState.COMPLETED, "stopped", "stopped"),  # ended by the stop asked for
+        (TaskState.COMPLETED, "running", "completed"),  # ended on its own
         (TaskState.PENDING, "running", "pending"),
     ],
 )
@@ -104,3 +106,10 @@ def test_a_burst_of_task_changes_is_one_cue_to_look_again(every: float, cues: in
     # then each change is a cue, or the first of a burst within `every` is the only one
     assert len(list(changes)) == cues
     assert stream.closed
+
+
+def test_scaling_down_shows_the_target_not_running_over_it() -> None:
+    # when more run than a service scales down to, the display says so, not "3/1"
+    assert waits.scale_text(3, 1) == "3 running, scaling down to 1"
+    # and on the way up, it counts toward the target
+    assert waits.scale_text(2, 3) == "2/3 running"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kube.cli import NO_MANAGER, QUEUED
+from kube.cli import NO_MANAGER, QUEUED, REFUSED
 from tests.conftest import Cluster
 from tests.support.waiting import wait_for
 
@@ -74,3 +74,39 @@ def test_a_service_no_manager_confirms_is_queued_by_its_name(
     assert run.returncode == QUEUED, run.stderr
     assert run.stderr.startswith("kube: service qsvc is queued but not confirmed:")
     assert "`kube scale qsvc 0`" in run.stderr and run.stdout == ""
+
+
+def test_the_advice_of_a_queued_run_cancels_it(headless: Cluster, busybox_image: str) -> None:
+    # given a task queued while no manager runs
+    run = headless.kube(
+        "--timeout", "2", "run", "--id", "queued-2", "--name", "queued", "--image", busybox_image,
+        "--pull-policy", "never", "--", "sleep", "300",
+    )  # fmt: skip
+    assert run.returncode == QUEUED, run.stderr
+    # when the user follows the advice, `kube stop ID`, still with no manager
+    stop = headless.kube("--timeout", "2", "stop", "queued-2")
+    # then the stop is queued too (not "no manager", exit 3), and says so
+    assert stop.returncode == QUEUED, stop.stderr
+    assert stop.stderr.startswith("kube: task.stop queued-2 is queued but not confirmed:")
+    # and when a manager starts, the task ends without having run a container
+    headless.start_manager()
+
+    def state() -> str | None:
+        found = headless.kube("inspect", "queued-2", "--json")
+        return json.loads(found.stdout)["state"] if found.returncode == 0 else None
+
+    wait_for(lambda: state() in ("stopped", "completed"), timeout=60, what="the task stopped")
+    assert json.loads(headless.kube("inspect", "queued-2", "--json").stdout)["node"] is None
+
+
+def test_a_node_command_is_refused_clearly_not_left_queued(headless: Cluster) -> None:
+    # when a node is cordoned while no manager runs, then nothing is queued: exit 3
+    cordon = headless.kube("--timeout", "2", "cordon", "nosuch")
+    assert cordon.returncode == NO_MANAGER, cordon.stderr
+    # when a manager runs, then a node it does not know is refused, naming it (exit 4)
+    headless.start_manager()
+    wait_for(lambda: headless.kube("nodes").returncode == 0, timeout=60, what="a manager")
+    for verb in ("cordon", "drain"):
+        refused = headless.kube(verb, "nosuch")
+        assert refused.returncode == REFUSED, refused.stderr
+        assert refused.stderr.startswith("kube: unknown node 'nosuch' (the nodes: none")

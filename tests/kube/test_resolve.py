@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kube.ps import Filter
+from kube.render import state
 from kube.resolve import Ambiguous, task_id
 from shared.models import TaskRecord, TaskSpec
 from shared.states import TaskState
@@ -47,6 +48,20 @@ TASKS = [
 )
 def test_a_task_is_meant_by_its_id_its_name_or_the_start_of_its_id(text: str, meant: str) -> None:
     assert task_id(text, TASKS) == meant
+
+
+def test_a_name_of_several_ended_tasks_means_the_newest_and_says_so() -> None:
+    # given a name run three times, each run ended, the newest not last in the list
+    runs = [
+        task("job-00000001", "job", TaskState.COMPLETED, created_at=NOW.replace(hour=1)),
+        task("job-00000003", "job", TaskState.FAILED, created_at=NOW.replace(hour=3)),
+        task("job-00000002", "job", TaskState.COMPLETED, created_at=NOW.replace(hour=2)),
+    ]
+    said: list[str] = []
+    # then the name means the newest run, and the choice is said
+    assert task_id("job", runs, said=said.append) == "job-00000003"
+    assert said == ["'job' names 3 ended tasks; taking the newest, job-00000003 (failed,"
+                    " created 2026-11-28 03:00:00)"]  # fmt: skip
 
 
 def test_a_service_name_is_kept_where_a_service_is_accepted() -> None:
@@ -104,3 +119,23 @@ def test_ps_hides_ended_tasks_and_filters_by_state_node_and_service(
     argv: tuple[str, ...], shown: set[str]
 ) -> None:
     assert {t.id for t in Filter.from_args(ps_args(*argv)).apply(TASKS)} == shown
+
+
+def test_ps_filters_by_every_state_a_task_shows() -> None:
+    # given a task whose container is stopping, and one that ended because it was stopped
+    asked = {"desired_state": "stopped"}
+    tasks = [
+        *TASKS,
+        task("slow-00000001", "slow", TaskState.RUNNING, node="n1", **asked),
+        task("done-00000001", "done", TaskState.COMPLETED, node="n1", **asked),
+    ]
+    # then each shows as such, and --state takes those states too
+    shown = {t.id: state(t) for t in tasks}
+    assert (shown["slow-00000001"], shown["done-00000001"]) == ("stopping", "stopped")
+    assert shown["hello-1a2b3c4d"] == "completed"  # ended on its own
+    stopping = Filter.from_args(ps_args("--state", "stopping")).apply(tasks)
+    assert [t.id for t in stopping] == ["slow-00000001"]
+    stopped = Filter.from_args(ps_args("--state", "stopped")).apply(tasks)
+    assert [t.id for t in stopped] == ["done-00000001"]
+    with pytest.raises(SystemExit):
+        ps_args("--state", "nonsense")

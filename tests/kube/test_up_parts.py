@@ -84,11 +84,22 @@ def test_with_an_image_the_hint_names_it() -> None:
     assert BUILD_BUSYBOX not in out.getvalue()
 
 
-def test_the_hint_names_a_broker_that_is_not_the_default_so_that_it_can_be_pasted() -> None:
+def test_the_hint_names_a_broker_that_is_not_the_default_so_that_it_can_be_pasted(
+    tmp_path: Path,
+) -> None:
     guest = "amqp://guest:guest@localhost:5672/mine"
     assert broker_env(Settings()) == ""
-    assert broker_env(Settings(amqp_url=guest)) == f"KUBE_AMQP_URL={guest} "
-    # a password other than guest's is not shown: the reader puts theirs in
+    # a password, even guest's, is never shown: the command reads the URL from a file
+    # only this user can read
+    url_file = tmp_path / "broker-url"
+    said = broker_env(Settings(amqp_url=guest), url_file)
+    assert said == f'KUBE_AMQP_URL="$(cat {url_file})" ' and "guest@" not in said
+    assert url_file.read_text() == guest and url_file.stat().st_mode & 0o777 == 0o600
+    # without a file, the password is shown as ***: the reader puts theirs in
+    assert (
+        broker_env(Settings(amqp_url=guest))
+        == "KUBE_AMQP_URL='amqp://guest:***@localhost:5672/mine' "
+    )
     secret = Settings(amqp_url="amqp://bob:s3cret@broker:5672/v", ca_file="/etc/ca.pem")
     said = broker_env(secret)
     assert said == "KUBE_AMQP_URL='amqp://bob:***@broker:5672/v' KUBE_AMQP_CA=/etc/ca.pem "

@@ -20,7 +20,7 @@ def manager(store_url: str) -> Iterator[Manager]:
 def test_a_service_over_the_replica_bound_is_refused_naming_it(manager: Manager) -> None:
     manager.quotas = Quotas(max_replicas=10)
     answer = send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=11))
-    assert not answer["ok"] and "over the manager's bound of 10" in answer["error"]
+    assert not answer["ok"] and "over the bound of 10 a service may have" in answer["error"]
     assert "--max-replicas" in answer["error"] and manager.store.services() == []
     assert send(manager, topology.SUBMIT_KEY, sleeper("web", replicas=10), tag=2)["ok"]
     scaled = send(manager, topology.SCALE_KEY, {"name": "web", "replicas": 10_000}, tag=3)
