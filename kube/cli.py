@@ -17,7 +17,18 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
+from kube import (
+    cluster_cli,
+    completion,
+    examples,
+    jobs_cli,
+    ps,
+    render,
+    rollout,
+    run_wait,
+    task_flags,
+    waits,
+)
 from kube import events as feed
 from kube.arguments import seconds as _seconds
 from kube.arguments import whole
@@ -334,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_parser(sub)
     _up_parser(sub)
     cluster_cli.add_parsers(sub)
+    jobs_cli.add_parser(sub)
     examples.finish(parser, _seconds)
     return parser
 
@@ -359,6 +371,7 @@ def _run_parser(sub: Any) -> None:
         help="publish a container port, on a fixed host port if given (repeat)",
     )
     task_flags.add_field_flags(run)
+    jobs_cli.add_schedule_flags(run)
     run.add_argument(
         "--constraint",
         type=task_flags.key_value,
@@ -597,6 +610,9 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
+    if args.command == jobs_cli.COMMAND:
+        jobs_cli.run(args, client)
+        return OK
     if args.command == "ps":
         ps.run(args, client)
     elif args.command == "restart":
@@ -657,6 +673,7 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     }
     data.update({key: value for key, value in flags.items() if value is not None})
     data.update(task_flags.spec_fields(args, data))
+    data.update(jobs_cli.schedule_fields(args))
     try:
         spec = make_spec(data)
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
@@ -667,7 +684,7 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
         if spec.replicas is None:
             raise
         return _say(queued_service_line(exc, spec.name), QUEUED)
-    if not args.wait:
+    if not args.wait or spec.schedule is not None:  # a job: its runs come at its ticks
         print(json.dumps({"id": task_id}, indent=2) if args.json else task_id)
         return OK
     if not args.json:  # with --json, stdout holds the one JSON document printed below

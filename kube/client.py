@@ -32,6 +32,8 @@ from shared.errors import DecodeError, KubeError, Queued, RequestError, Settings
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
+    JobRequest,
+    JobRow,
     ManagerInfo,
     NodeRecord,
     NodeRequest,
@@ -61,6 +63,7 @@ TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
 MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
+JOBS = TypeAdapter(list[JobRow])
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
@@ -282,6 +285,20 @@ class Client:
         query = EndpointsQuery(name=_names("service name, task id or task name", [name])[0])
         reply = self._ask("query.endpoints", encode(query))
         return ENDPOINTS.validate_python(reply.result, strict=False)
+
+    def jobs(self) -> builtins.list[JobRow]:
+        """The scheduled jobs, each with the state of its newest run."""
+        return [row for page in self.pages("query.jobs", JOBS) for row in page]
+
+    def remove_job(self, name: str) -> str:
+        """Forget a job; its runs that have not ended are stopped."""
+        self._ask(topology.JOB_REMOVE_KEY, encode(JobRequest(name=name)), subject=name)
+        return name
+
+    def run_job(self, name: str) -> str:
+        """Start a run of the job now; the run's task id."""
+        reply = self._ask(topology.JOB_RUN_KEY, encode(JobRequest(name=name)), subject=name)
+        return reply.id or name
 
     def scale(self, name: str, replicas: int) -> None:
         """Keep `replicas` tasks of the service running."""

@@ -241,12 +241,13 @@ class Commands:
     def _job(self, name: str) -> JobRecord:
         return _known("job", name, self.store.job(name))
 
-    def remove_job(self, delivery: Delivery) -> str:
+    def remove_job(self, delivery: Delivery) -> Reply:
+        """Forget a job; the reply names nothing that is left (its id is empty)."""
         job = self._job(decode(JOB, delivery.body).name)
         decision = jobs.remove(job, self.store.runs(job.name), self.manager.clock())
         self.manager.commit(decision)
         self.manager.after_change(decision)
-        return job.name
+        return Reply(ok=True)
 
     def run_job(self, delivery: Delivery) -> str:
         """A run now, named for this second (a tick at this second would be this run)."""
