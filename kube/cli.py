@@ -353,9 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_parser(sub: Any) -> None:
     run = sub.add_parser(
         "run",
-        help="submit a task, or a service with --replicas (its command after --)",
-        description="Submit a task (or with --replicas a service) and print its id. The"
-        " flags set the spec's fields, over those of -f FILE.",
+        help="submit a task, a service with --replicas, a job with --schedule (command after --)",
+        description="Submit a task (or with --replicas a service, with --schedule a job) and"
+        " print its id (a service's or job's name). The flags set the spec's fields, over"
+        " those of -f FILE.",
     )
     run.add_argument("-f", "--file", type=Path, help="a TaskSpec as JSON ('-' for stdin)")
     run.add_argument("--id", help="idempotency key (default: generated)")

@@ -24,7 +24,7 @@ def add_schedule_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--schedule",
         metavar="CRON",
-        help="a job: a run at each tick of this cron expression ('*/5 * * * *')",
+        help="makes a job: a run at each tick of this cron expression",
     )
     group.add_argument("--timezone", metavar="ZONE", help="the schedule's zone (default UTC)")
     group.add_argument(
@@ -61,9 +61,9 @@ def add_parser(sub: Any) -> None:
     jobs.add_argument("--json", action="store_true", help="the jobs as JSON")
     verbs = jobs.add_subparsers(dest="verb")
     rm = verbs.add_parser("rm", help="remove a job; its runs that have not ended are stopped")
-    rm.add_argument("name", metavar="JOB")
+    rm.add_argument("name", metavar="JOB", help="the job's name")
     now = verbs.add_parser("run", help="start a run of a job now, beside its schedule")
-    now.add_argument("name", metavar="JOB")
+    now.add_argument("name", metavar="JOB", help="the job's name")
 
 
 def run(args: argparse.Namespace, client: Client) -> None:

@@ -1,8 +1,9 @@
-"""Cron schedules in a time zone: croniter behind our own small interface (docs/jobs.md).
+"""Cron schedules in a time zone: cronsim behind our own small interface (docs/jobs.md).
 
-croniter (maintained by pallets-eco) reads the expression and steps through its ticks;
-zoneinfo gives the time zone. Everything kube keeps of a tick is in UTC: a tick is one
-instant, whatever the wall clock of its zone shows then.
+cronsim reads the expression and steps through its ticks, forward and backward, across
+daylight-saving changes as Debian's cron does; zoneinfo gives the time zone. Everything
+kube keeps of a tick is in UTC: a tick is one instant, whatever its zone's wall clock
+shows then.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import enum
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 
 FIELDS = (5, 6)
 """Minute hour day month weekday; or a seconds field first (`*/2 * * * * *`), which tests
@@ -34,8 +35,10 @@ def check_expression(expression: str) -> str:
             f"a schedule has 5 fields (minute hour day month weekday), or 6 with seconds"
             f" first; {expression!r} has {fields}"
         )
-    if not croniter.is_valid(expression, second_at_beginning=True):
-        raise ValueError(f"{expression!r} is not a cron expression")
+    try:
+        CronSim(expression, datetime(2000, 1, 1, tzinfo=UTC))
+    except CronSimError as exc:
+        raise ValueError(f"{expression!r} is not a cron expression: {exc}") from exc
     return expression
 
 
@@ -55,15 +58,17 @@ class Schedule:
         self.expression = check_expression(expression)
         self.zone = ZoneInfo(check_zone(zone))
 
-    def _iter(self, start: datetime) -> croniter:
-        return croniter(self.expression, start.astimezone(self.zone), second_at_beginning=True)
-
     def after(self, moment: datetime) -> datetime:
         """The first tick strictly after `moment`, in UTC."""
-        found: datetime = self._iter(moment).get_next(datetime)
-        return found.astimezone(UTC)
+        return self._first(moment, reverse=False)
 
     def before(self, moment: datetime) -> datetime:
         """The last tick strictly before `moment`, in UTC."""
-        found: datetime = self._iter(moment).get_prev(datetime)
-        return found.astimezone(UTC)
+        return self._first(moment, reverse=True)
+
+    def _first(self, moment: datetime, reverse: bool) -> datetime:
+        for tick in CronSim(self.expression, moment.astimezone(self.zone), reverse=reverse):
+            found = tick.astimezone(UTC)
+            if found != moment:  # a tick at `moment` itself is neither before nor after it
+                return found
+        raise ValueError(f"{self.expression!r} never ticks")

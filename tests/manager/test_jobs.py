@@ -170,16 +170,21 @@ def test_a_skipped_hour_runs_at_the_end_of_the_gap() -> None:
     )
 
 
-def test_a_repeated_hour_runs_at_each_of_its_instants_with_distinct_ids() -> None:
-    # Paris repeats 02:00-03:00 on 2026-10-25: 02:30 happens twice, an hour apart
+def test_a_repeated_hour_runs_a_fixed_time_once_and_an_interval_at_each_instant() -> None:
+    # Paris repeats 02:00-03:00 on 2026-10-25 (03:00 CEST becomes 02:00 CET)
     nightly = Schedule("30 2 * * *", "Europe/Paris")
     first = nightly.after(datetime(2026, 10, 24, 12, 0, tzinfo=UTC))
-    second = nightly.after(first)
-    assert (first, second) == (
-        datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
-        datetime(2026, 10, 25, 1, 30, tzinfo=UTC),
-    )
-    assert jobs.run_id("nightly", first) != jobs.run_id("nightly", second)
+    assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST, and only then
+    assert nightly.after(first) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+    # an interval runs on the real clock: both 02:30s, an hour apart, with distinct ids
+    halves = Schedule("*/30 * * * *", "Europe/Paris")
+    at = halves.after(datetime(2026, 10, 25, 0, 0, tzinfo=UTC))
+    ticks = [at]
+    for _ in range(3):
+        ticks.append(halves.after(ticks[-1]))
+    assert [t.minute for t in ticks] == [30, 0, 30, 0]
+    assert ticks[3] - ticks[0] == timedelta(minutes=90)
+    assert len({jobs.run_id("halves", t) for t in ticks}) == 4
 
 
 @pytest.mark.parametrize(
