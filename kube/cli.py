@@ -590,13 +590,17 @@ def queued_line(exc: Queued) -> str:
     )
 
 
-def queued_service_line(exc: Queued, name: str) -> str:
-    """`queued_line` for a service submitted: it is known by its name."""
+def queued_service_line(exc: Queued, name: str, job: bool = False) -> str:
+    """`queued_line` for a service (or a job) submitted: it is known by its name."""
+    what, check, cancel = (
+        ("job", "kube jobs", f"kube jobs rm {name}")
+        if job
+        else ("service", "kube services", f"kube scale {name} 0")
+    )
     return (
-        f"service {name} is queued but not confirmed: no manager answered within"
+        f"{what} {name} is queued but not confirmed: no manager answered within"
         f" {exc.timeout:g}s; the broker holds it and its tasks will run when a manager starts"
-        f" (do not submit it again). Check with `kube services`; cancel it with"
-        f" `kube scale {name} 0`"
+        f" (do not submit it again). Check with `{check}`; cancel it with `{cancel}`"
     )
 
 
@@ -682,9 +686,9 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     try:
         task_id = client.submit(spec)
     except Queued as exc:
-        if spec.replicas is None:
+        if spec.replicas is None and spec.schedule is None:
             raise
-        return _say(queued_service_line(exc, spec.name), QUEUED)
+        return _say(queued_service_line(exc, spec.name, spec.schedule is not None), QUEUED)
     if not args.wait or spec.schedule is not None:  # a job: its runs come at its ticks
         print(json.dumps({"id": task_id}, indent=2) if args.json else task_id)
         return OK

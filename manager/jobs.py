@@ -54,19 +54,26 @@ def run_spec(job: JobRecord) -> TaskSpec:
 
 def create(spec: TaskSpec, now: datetime, existing: JobRecord | None) -> JobRecord:
     """A new job from a spec with a schedule; submitted again, the job takes the new spec
-    and keeps the ticks it decided (none runs twice)."""
+    and keeps the ticks it decided (none runs twice). A new schedule (or zone) starts
+    after now: its ticks before the change were never the job's, so none is missed."""
     spec = spec.model_copy(update={"id": None})
-    after = existing.last_tick if existing is not None and existing.last_tick else now
+    last = existing.last_tick if existing is not None else None
+    if existing is not None and _when(existing.spec) != _when(spec):
+        last = max(last or now, now)
     return JobRecord(
         name=spec.name,
         spec=spec,
-        last_tick=existing.last_tick if existing is not None else None,
-        next_tick=schedule_of(spec).after(max(after, now)),
+        last_tick=last,
+        next_tick=schedule_of(spec).after(max(last or now, now)),
         last_run=existing.last_run if existing is not None else None,
         last_skip=existing.last_skip if existing is not None else None,
         created_at=existing.created_at if existing is not None else now,
         updated_at=now,
     )
+
+
+def _when(spec: TaskSpec) -> tuple[str | None, str]:
+    return (spec.schedule, spec.timezone)
 
 
 @dataclass(frozen=True)

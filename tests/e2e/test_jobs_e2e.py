@@ -77,6 +77,8 @@ def test_a_job_runs_at_every_tick_and_kube_jobs_shows_it(mock_cluster: Cluster) 
         assert kube_ok(mock_cluster, "jobs", "rm", "tick").strip() == "tick"
         removed = datetime.now(UTC)
         assert json.loads(kube_ok(mock_cluster, "jobs", "--json")) == []
+        again = mock_cluster.kube("jobs", "rm", "tick")
+        assert again.returncode == 4 and "unknown job 'tick'" in again.stderr
         wait_for(lambda: datetime.now(UTC) > removed + timedelta(seconds=4.5), timeout=10)
         assert all(tick_of(r) <= removed for r in runs(client, "tick"))
 

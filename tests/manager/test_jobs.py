@@ -210,3 +210,17 @@ def test_submitting_again_keeps_the_decided_ticks() -> None:
     again = jobs.create(spec, T0 + timedelta(minutes=6), backup)
     assert again.last_tick == backup.last_tick and again.last_run == backup.last_run
     assert again.spec.image == "img:2" and again.created_at == T0
+
+
+def test_a_new_schedule_starts_after_the_change_with_nothing_missed() -> None:
+    # given a job that decided 12:05, submitted again at 12:08 to tick every minute
+    backup = jobs.fire(job(catch_up=10, concurrency="allow"), [], T0 + timedelta(minutes=5))
+    spec = TaskSpec(
+        name="backup", image="img", schedule="* * * * *", catch_up=10, concurrency="allow"
+    )
+    changed = jobs.create(spec, T0 + timedelta(minutes=8), backup.jobs[0])
+    assert changed.next_tick == T0 + timedelta(minutes=9)
+    # then its first tick runs alone: 12:06 to 12:08 were not its ticks
+    decision = jobs.fire(changed, backup.tasks, T0 + timedelta(minutes=9))
+    assert ran(decision.tasks) == ["backup-20261126120900"]
+    assert decision.jobs[0].last_skip is None
