@@ -32,6 +32,7 @@ from shared.errors import DecodeError, KubeError, Queued, RequestError, Settings
 from shared.ids import new_task_id
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
+    JobRecord,
     JobRequest,
     JobRow,
     ManagerInfo,
@@ -64,6 +65,7 @@ NODES = TypeAdapter(list[NodeRecord])
 MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
 JOBS = TypeAdapter(list[JobRow])
+JOB = TypeAdapter(JobRecord)
 EVENTS = TypeAdapter(list[TaskEvent])
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
@@ -79,14 +81,15 @@ class WaitTimeout(KubeError):
 @dataclass(frozen=True)
 class Event:
     """One message of kube.events: a task record (`task.<state>`), a node record
-    (`node.<what>`), a service's endpoints (`service.endpoints`) or a manager taking the
-    lead (`manager.leader`)."""
+    (`node.<what>`), a service's endpoints (`service.endpoints`), a manager taking the
+    lead (`manager.leader`) or a job record (`job.<what>`)."""
 
     key: str
     task: TaskRecord | None = None
     node: NodeRecord | None = None
     endpoints: ServiceEndpoints | None = None
     manager: ManagerInfo | None = None
+    job: JobRecord | None = None
 
     @classmethod
     def decode(cls, key: str, body: bytes) -> Event:
@@ -98,6 +101,8 @@ class Event:
             return cls(key, endpoints=decode(ENDPOINTS, body))
         if key.startswith("manager."):
             return cls(key, manager=decode(MANAGER, body))
+        if key.startswith("job."):
+            return cls(key, job=decode(JOB, body))
         return cls(key)
 
 
