@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from shared.cron import Concurrency, check_expression, check_zone
+from shared.files import MAX_REFS, ConfigRef, SecretRef
 from shared.wire import (
     MAX_PORTS,
     ByteSize,
@@ -279,6 +280,9 @@ class TaskSpec(WireModel):
         default=0, description="missed ticks run (the newest) after the manager was down"
     )
     keep_runs: Annotated[int, Field(ge=1, le=1000)] = Field(default=10, description="ended runs")
+    # Secrets and configs, mounted as files (docs/secrets.md): never values, only names.
+    secrets: Annotated[tuple[SecretRef, ...], Field(max_length=MAX_REFS)] = ()
+    configs: Annotated[tuple[ConfigRef, ...], Field(max_length=MAX_REFS)] = ()
     # Options a worker refuses unless its security policy allows them:
     privileged: bool = False
     network_mode: NetworkMode = NetworkMode.BRIDGE

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from manager.store import kept
 from manager.store.base import Database
 from shared.errors import StoreError
 from shared.states import TaskState
@@ -189,8 +190,21 @@ def _leadership(db: Database) -> None:
     )
 
 
+def _secrets(db: Database) -> None:
+    """6: secrets and configs, every version kept: the value encrypted (nonce +
+    AES-GCM ciphertext, manager/secret_key.py), the id of the key that did it, and an
+    HMAC of the plaintext to tell an update that changes nothing."""
+    text, integer, data = db.types["text"], db.types["int"], db.types["bytes"]
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS secrets (kind {text} NOT NULL, name {text} NOT NULL,"
+        f" version {integer} NOT NULL, created_at {text} NOT NULL, size {integer} NOT NULL,"
+        f" digest {text} NOT NULL, key_id {text} NOT NULL, sealed {data} NOT NULL,"
+        " PRIMARY KEY (kind, name, version))"
+    )
+
+
 def _jobs(db: Database) -> None:
-    """6: scheduled jobs (manager/jobs.py), by name; their runs are tasks."""
+    """8: scheduled jobs (manager/jobs.py), by name; their runs are tasks."""
     db.execute(
         f"CREATE TABLE IF NOT EXISTS jobs (name {db.types['text']} PRIMARY KEY,"
         f" record {db.types['json']} NOT NULL)"
@@ -203,6 +217,8 @@ STEPS: list[Callable[[Database], None]] = [
     _host_ports,
     _meta,
     _leadership,
+    kept.create,
+    _secrets,
     _jobs,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""
