@@ -22,6 +22,7 @@ from kube import (
     completion,
     examples,
     exec_cli,
+    jobs_cli,
     kept_logs,
     logs,
     ps,
@@ -403,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_parser(sub)
     _up_parser(sub)
     cluster_cli.add_parsers(sub)
+    jobs_cli.add_parser(sub)
     secrets_cli.add_parsers(sub)
     examples.finish(parser, _seconds)
     return parser
@@ -411,9 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_parser(sub: Any) -> None:
     run = sub.add_parser(
         "run",
-        help="submit a task, or a service with --replicas (its command after --)",
-        description="Submit a task (or with --replicas a service) and print its id. The"
-        " flags set the spec's fields, over those of -f FILE.",
+        help="submit a task, a service with --replicas, a job with --schedule (command after --)",
+        description="Submit a task (or with --replicas a service, with --schedule a job) and"
+        " print its id (a service's or job's name). The flags set the spec's fields, over"
+        " those of -f FILE.",
     )
     run.add_argument(
         "container_command",
@@ -435,6 +438,7 @@ def _run_parser(sub: Any) -> None:
         help="publish a container port, on a fixed host port if given (repeat)",
     )
     task_flags.add_field_flags(run)
+    jobs_cli.add_schedule_flags(run)
     run.add_argument(
         "--constraint",
         type=task_flags.key_value,
@@ -684,13 +688,17 @@ def queued_line(exc: Queued) -> str:
     )
 
 
-def queued_service_line(exc: Queued, name: str) -> str:
-    """`queued_line` for a service submitted: it is known by its name."""
+def queued_service_line(exc: Queued, name: str, job: bool = False) -> str:
+    """`queued_line` for a service (or a job) submitted: it is known by its name."""
+    what, check, cancel = (
+        ("job", "kube jobs", f"kube jobs rm {name}")
+        if job
+        else ("service", "kube services", f"kube scale {name} 0")
+    )
     return (
-        f"service {name} is queued but not confirmed: no manager answered within"
+        f"{what} {name} is queued but not confirmed: no manager answered within"
         f" {exc.timeout:g}s; the broker holds it and its tasks will run when a manager starts"
-        f" (do not submit it again). Check with `kube services`; cancel it with"
-        f" `kube scale {name} 0`"
+        f" (do not submit it again). Check with `{check}`; cancel it with `{cancel}`"
     )
 
 
@@ -707,6 +715,9 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return exec_cli.run(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
+    if args.command == jobs_cli.COMMAND:
+        jobs_cli.run(args, client)
+        return OK
     if args.command in secrets_cli.COMMANDS:
         return secrets_cli.run(args, client)
     if args.command == "ps":
@@ -801,6 +812,7 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     }
     data.update({key: value for key, value in flags.items() if value is not None})
     data.update(task_flags.spec_fields(args, data))
+    data.update(jobs_cli.schedule_fields(args))
     try:
         spec = make_spec(data)
     except DecodeError as exc:  # checked here, before sending: a usage error (exit 2)
@@ -808,10 +820,10 @@ def run_task(args: argparse.Namespace, command: list[str], client: Client) -> in
     try:
         task_id = client.submit(spec)
     except Queued as exc:
-        if spec.replicas is None:
+        if spec.replicas is None and spec.schedule is None:
             raise
-        return _say(queued_service_line(exc, spec.name), QUEUED)
-    if not args.wait:
+        return _say(queued_service_line(exc, spec.name, spec.schedule is not None), QUEUED)
+    if not args.wait or spec.schedule is not None:  # a job: its runs come at its ticks
         print(json.dumps({"id": task_id}, indent=2) if args.json else task_id)
         return OK
     if not args.json:  # with --json, stdout holds the one JSON document printed below

@@ -45,6 +45,9 @@ from shared.ids import new_task_id
 from shared.kept import AttemptSummary, KeptLogs
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
+    JobRecord,
+    JobRequest,
+    JobRow,
     ManagerInfo,
     NodeRecord,
     NodeRequest,
@@ -75,6 +78,8 @@ TASKS = TypeAdapter(list[TaskRecord])
 NODES = TypeAdapter(list[NodeRecord])
 MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
+JOBS = TypeAdapter(list[JobRow])
+JOB = TypeAdapter(JobRecord)
 EVENTS = TypeAdapter(list[TaskEvent])
 ATTEMPTS = TypeAdapter(list[AttemptSummary])
 KEPT = TypeAdapter(KeptLogs)
@@ -97,8 +102,8 @@ class WaitTimeout(KubeError):
 @dataclass(frozen=True)
 class Event:
     """One message of kube.events: a task record (`task.<state>`), a node record
-    (`node.<what>`), a service's endpoints (`service.endpoints`) or a manager taking the
-    lead (`manager.leader`)."""
+    (`node.<what>`), a service's endpoints (`service.endpoints`), a manager taking the
+    lead (`manager.leader`) or a job record (`job.<what>`)."""
 
     key: str
     task: TaskRecord | None = None
@@ -106,6 +111,7 @@ class Event:
     endpoints: ServiceEndpoints | None = None
     manager: ManagerInfo | None = None
     exec: ExecEvent | None = None  # `task.exec`: a kube exec in a task, not a state
+    job: JobRecord | None = None
 
     @classmethod
     def decode(cls, key: str, body: bytes) -> Event:
@@ -119,6 +125,8 @@ class Event:
             return cls(key, endpoints=decode(ENDPOINTS, body))
         if key.startswith("manager."):
             return cls(key, manager=decode(MANAGER, body))
+        if key.startswith("job."):
+            return cls(key, job=decode(JOB, body))
         return cls(key)
 
 
@@ -319,6 +327,20 @@ class Client:
         query = EndpointsQuery(name=_names("service name, task id or task name", [name])[0])
         reply = self._ask("query.endpoints", encode(query))
         return ENDPOINTS.validate_python(reply.result, strict=False)
+
+    def jobs(self) -> builtins.list[JobRow]:
+        """The scheduled jobs, each with the state of its newest run."""
+        return [row for page in self.pages("query.jobs", JOBS) for row in page]
+
+    def remove_job(self, name: str) -> str:
+        """Forget a job; its runs that have not ended are stopped."""
+        self._ask(topology.JOB_REMOVE_KEY, encode(JobRequest(name=name)), subject=name)
+        return name
+
+    def run_job(self, name: str) -> str:
+        """Start a run of the job now; the run's task id."""
+        reply = self._ask(topology.JOB_RUN_KEY, encode(JobRequest(name=name)), subject=name)
+        return reply.id or name
 
     def scale(self, name: str, replicas: int) -> None:
         """Keep `replicas` tasks of the service running."""

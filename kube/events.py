@@ -3,7 +3,7 @@
     kube events                   the leader, the latest state of every node and task, then exit
     kube events --follow          every change from now on, until Ctrl-C
     kube events --task ID         one task's latest state (--follow: until it ends)
-    kube events --json            JSON lines: {"key": ..., "task"|"node"|"endpoints": ...}
+    kube events --json            JSON lines: {"key": ..., "task"|"node"|"endpoints"|"job": ...}
 
 Following reads the stream `kube.events.stream`, which holds what `kube.events` carries,
 from its end on; nothing is declared or bound. Node heartbeats (`node.heartbeat`, every
@@ -19,15 +19,18 @@ from datetime import datetime
 from typing import IO, Any
 
 from kube.client import Client, Event
+from kube.jobs_cli import skipped
 from kube.render import ports, state
 from shared.execs import exec_line
-from shared.models import ManagerInfo, ManagerRole, NodeRecord, TaskRecord
+from shared.models import JobRecord, ManagerInfo, ManagerRole, NodeRecord, TaskRecord
 from shared.states import TaskState
 from shared.units import format_bytes
 
 HIDDEN = frozenset({"node.heartbeat"})
 LEADER = "manager.leader"
 """A manager took the lead (manager/server.py's LEADER_EVENT, a ManagerInfo)."""
+EVERYTHING = ["task.*", "node.*", "service.endpoints", LEADER, "job.*"]
+"""What `kube events --follow` shows, as routing keys."""
 
 
 def add_parser(sub: Any) -> None:
@@ -92,7 +95,16 @@ def event_line(event: Event, now: datetime | None = None) -> str | None:
     if event.exec is not None:
         done = event.exec
         return f"{clock(done.at)} task {done.task_id} {exec_line(done.exec, done.task_id)}"
+    if event.job is not None:
+        return job_line(event.key.partition(".")[2], event.job)
     return None
+
+
+def job_line(what: str, job: JobRecord) -> str:
+    """`12:00:02 job backup skipped: ...`, `12:00:00 job backup created`."""
+    if what == "skipped" and job.last_skip is not None:
+        return f"{clock(job.last_skip.tick)} job {job.name} skipped: {skipped(job.last_skip)}"
+    return f"{clock(job.updated_at)} job {job.name} {what}"
 
 
 def manager_line(info: ManagerInfo, at: datetime | None = None) -> str:
@@ -115,6 +127,8 @@ def event_json(event: Event) -> str:
         data["manager"] = event.manager.model_dump(mode="json")
     if event.exec is not None:
         data["exec"] = event.exec.model_dump(mode="json")
+    if event.job is not None:
+        data["job"] = event.job.model_dump(mode="json")
     return json.dumps(data)
 
 
@@ -146,7 +160,9 @@ def run(
     try:
         # Bound before the first look, so nothing slips between the look and the feed.
         keys = (
-            ["task.*"] if task_id is not None else ["task.*", "node.*", "service.endpoints", LEADER]
+            ["task.*"]
+            if task_id is not None
+            else ["task.*", "node.*", "service.endpoints", LEADER, "job.*"]
         )
         live = client.watch(keys)
         if task_id is not None:

@@ -23,7 +23,8 @@ EXAMPLES: dict[str, str] = {
     "run": "kube run --name hello --image busybox --wait -- echo hello\n"
     "kube run --name web --image nginx -p 8080:80 --replicas 3 --restart always\n"
     "kube run --name api --image api:1 --env TOKEN --health-http 8080/healthz\n"
-    "kube run -f task.json --env DEBUG=1",
+    "kube run -f task.json --env DEBUG=1\n"
+    "kube run --name backup --image busybox --schedule '0 3 * * *' -- echo backup",
     "ps": "kube ps -a --state failed\nkube ps --service web -q",
     "inspect": "kube inspect web-1a2b3c4d\n"
     "kube inspect hello        # a task's name, or the start of an id",
@@ -46,6 +47,9 @@ EXAMPLES: dict[str, str] = {
     "orphans remove": "kube orphans remove 3f2a1b9c8d7e\nkube orphans remove --all --node node-1",
     "orphans adopt": "kube orphans adopt 3f2a1b9c8d7e --node node-1",
     "services": "kube services\nkube services --json",
+    "jobs": "kube jobs\nkube jobs --json",
+    "jobs rm": "kube jobs rm backup",
+    "jobs run": "kube jobs run backup      # a run now, beside the schedule",
     "endpoints": "kube endpoints web\ncurl http://$(kube endpoints web | head -1)/",
     "scale": "kube scale web 5          # returns once 5 run\n"
     "kube scale web 5 -d       # returns at once",

@@ -14,6 +14,8 @@
 | node.set         | NodeSettings    | an operator's labels and capacity caps for a node   |
 | orphans.remove   | OrphansRequest  | asks the nodes to remove orphan containers          |
 | orphans.adopt    | OrphansRequest  | makes an orphan container a task of this cluster    |
+| job.remove       | {"name"}        | forgets a scheduled job, stops its running runs     |
+| job.run          | {"name"}        | starts a run of a job now, beside its schedule      |
 | secret.create    | FileWrite       | a secret, its value sealed for the manager          |
 | secret.update    | FileWrite       | its next version; the services using it roll        |
 | secret.remove    | FileNamed       | forgets it, unless a task or service uses it        |
@@ -31,11 +33,11 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes, orphans, removal, secrets, services
+from manager import core, jobs, nodes, orphans, removal, secrets, services
 from manager.auth import WorkerAuth, command_sender_allowed
 from manager.effects import Decision
 from manager.metrics import drop_orphans
@@ -52,6 +54,8 @@ from shared.ids import new_task_id
 from shared.models import (
     ID_PATTERN,
     MAX_SPEC_BYTES,
+    JobRecord,
+    JobRequest,
     NodeRecord,
     NodeRequest,
     NodeSettings,
@@ -101,9 +105,12 @@ class CommandContext(Protocol):
     def after_change(self, decision: Decision) -> None: ...
     def schedule_pending(self) -> None: ...
     def reconcile_service(self, service: ServiceRecord, follow: bool = True) -> Decision: ...
+    def start_runs(self, decision: Decision) -> None: ...
 
 
 log = logging.getLogger(__name__)
+
+K = TypeVar("K")
 
 SPEC = TypeAdapter(TaskSpec)
 STOP = TypeAdapter(StopRequest)
@@ -113,12 +120,20 @@ NODE = TypeAdapter(NodeRequest)
 SETTINGS = TypeAdapter(NodeSettings)
 REMOVE = TypeAdapter(RemoveRequest)
 ORPHANS = TypeAdapter(OrphansRequest)
+JOB = TypeAdapter(JobRequest)
 FILE_WRITE = TypeAdapter(FileWrite)
 FILE_NAMED = TypeAdapter(FileNamed)
 
 
 class Refused(Exception):
     """A command that cannot be carried out; the message says why."""
+
+
+def _known(what: str, name: str, found: K | None) -> K:
+    """What the store found by that name; Refused if nothing."""
+    if found is None:
+        raise Refused(f"unknown {what} {name!r}")
+    return found
 
 
 class Commands:
@@ -141,6 +156,8 @@ class Commands:
             topology.NODE_REMOVE_KEY: self.remove_node,
             topology.ORPHANS_REMOVE_KEY: self.remove_orphans,
             topology.ORPHANS_ADOPT_KEY: self.adopt_orphan,
+            topology.JOB_REMOVE_KEY: self.remove_job,
+            topology.JOB_RUN_KEY: self.run_job,
         }
         for kind in FileKind:
             self.handlers[f"{kind.value}.create"] = partial(self.write_file, kind, True)
@@ -177,6 +194,8 @@ class Commands:
         self._mounted(spec)
         if spec.replicas is not None:
             return self._create_service(spec, delivery.user_id)
+        if spec.schedule is not None:
+            return self._create_job(spec)
         task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
         existing = self.store.task(task_id)
         if existing is None:
@@ -226,6 +245,37 @@ class Commands:
         else:
             log.info("service %s: submitted again; unchanged (use service.update)", spec.name)
         return spec.name
+
+    def _create_job(self, spec: TaskSpec) -> str:
+        """A job, or a job submitted again: it takes the new spec, keeps its decided ticks."""
+        existing = self.store.job(spec.name)
+        job = jobs.create(spec, self.manager.clock(), existing)
+        what = "created" if existing is None else "updated"
+        log.info("job %s: %s, %s in %s", job.name, what, job.spec.schedule, job.spec.timezone)
+        self.manager.commit(Decision(jobs=[job], outgoing=[jobs.job_event(job, what)]))
+        return job.name
+
+    def _job(self, name: str) -> JobRecord:
+        return _known("job", name, self.store.job(name))
+
+    def remove_job(self, delivery: Delivery) -> Reply:
+        """Forget a job; the reply names nothing that is left (its id is empty)."""
+        job = self._job(decode(JOB, delivery.body).name)
+        decision = jobs.remove(job, self.store.runs(job.name), self.manager.clock())
+        self.manager.commit(decision)
+        self.manager.after_change(decision)
+        return Reply(ok=True)
+
+    def run_job(self, delivery: Delivery) -> str:
+        """A run now, named for this second (a tick at this second would be this run)."""
+        job = self._job(decode(JOB, delivery.body).name)
+        now = self.manager.clock()
+        task_id = jobs.run_id(job.name, now)
+        if self.store.task(task_id) is None:
+            decision = core.accept(jobs.run_spec(job), task_id, now, job=job.name)
+            decision.jobs.append(job.model_copy(update={"last_run": task_id, "updated_at": now}))
+            self.manager.start_runs(decision)
+        return task_id
 
     def stop(self, delivery: Delivery) -> str:
         request = decode(STOP, delivery.body)
@@ -487,16 +537,10 @@ class Commands:
         return name
 
     def _service(self, name: str) -> ServiceRecord:
-        service = self.store.service(name)
-        if service is None:
-            raise Refused(f"unknown service {name!r}")
-        return service
+        return _known("service", name, self.store.service(name))
 
     def _node(self, name: str) -> NodeRecord:
-        node = self.store.node(name)
-        if node is None:
-            raise Refused(f"unknown node {name!r}")
-        return node
+        return _known("node", name, self.store.node(name))
 
 
 def _removed(decision: Decision) -> object:

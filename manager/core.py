@@ -73,6 +73,7 @@ def accept(
     now: datetime,
     service: str | None = None,
     version: int | None = None,
+    job: str | None = None,
 ) -> Decision:
     """A new task, pending until `schedule` places it."""
     task = TaskRecord(
@@ -85,8 +86,10 @@ def accept(
         spec=spec.model_copy(update={"id": task_id}),
         service=service,
         version=version,
+        job=job,
     )
     detail = f"created by service {service} (version {version})" if service else "submitted"
+    detail = f"started by job {job}" if job else detail
     history = TaskEvent(state=TaskState.PENDING, at=now, attempt=0, detail=detail)
     return Decision(tasks=[task], events=[(task.id, history)], outgoing=[task_event(task)])
 

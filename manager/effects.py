@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.models import JobRecord, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
 
 
 @dataclass(frozen=True)
@@ -18,19 +18,22 @@ class Outgoing:
 
 @dataclass
 class Removal:
-    """Records a decision deletes (`kube rm`): tasks with their history, services, nodes."""
+    """Records a decision deletes (`kube rm`): tasks with their history, services, nodes,
+    jobs."""
 
     tasks: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)
 
     def extend(self, other: Removal) -> None:
         self.tasks.extend(other.tasks)
         self.services.extend(other.services)
         self.nodes.extend(other.nodes)
+        self.jobs.extend(other.jobs)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.services or self.nodes)
+        return bool(self.tasks or self.services or self.nodes or self.jobs)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Decision:
     events: list[tuple[str, TaskEvent]] = field(default_factory=list)
     nodes: list[NodeRecord] = field(default_factory=list)
     services: list[ServiceRecord] = field(default_factory=list)
+    jobs: list[JobRecord] = field(default_factory=list)
     outgoing: list[Outgoing] = field(default_factory=list)
     removed: Removal = field(default_factory=Removal)
     # task id -> seconds its replacement is held, kept on the monotonic clock (manager/holds.py)
@@ -52,6 +56,7 @@ class Decision:
         self.events.extend(other.events)
         self.nodes.extend(other.nodes)
         self.services.extend(other.services)
+        self.jobs.extend(other.jobs)
         self.outgoing.extend(other.outgoing)
         self.removed.extend(other.removed)
         self.holds.update(other.holds)
@@ -60,5 +65,5 @@ class Decision:
 
     @property
     def empty(self) -> bool:
-        changes = self.tasks or self.events or self.nodes or self.services or self.outgoing
-        return not (changes or self.removed)
+        records = self.tasks or self.events or self.nodes or self.services or self.jobs
+        return not (records or self.outgoing or self.removed)

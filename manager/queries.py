@@ -30,7 +30,7 @@ from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
 from shared.files import FileKind, SealingKey
 from shared.messages import EndpointsQuery, ListQuery, LogsQuery, Orphan, TaskQuery
-from shared.models import MAX_BODY_BYTES, NodeStatus, Reply, ServiceEndpoints
+from shared.models import MAX_BODY_BYTES, JobRow, NodeStatus, Reply, ServiceEndpoints
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
     `query.endpoints`, `query.logs`, `query.orphans`, `query.managers`, `query.secrets`,
-    `query.configs` and `query.sealing-key`."""
+    `query.configs`, `query.sealing-key` and `query.jobs`."""
 
     def __init__(
         self,
@@ -71,6 +71,7 @@ class Queries:
             "query.logs": self.logs,
             "query.orphans": self.orphan_list,
             "query.managers": self.managers,
+            "query.jobs": self.jobs,
             "query.secrets": partial(self.files, FileKind.SECRET),
             "query.configs": partial(self.files, FileKind.CONFIG),
             "query.sealing-key": self.sealing_key,
@@ -147,6 +148,21 @@ class Queries:
     def services(self, delivery: Delivery) -> Reply:
         query = _list(delivery)
         return page(self.store.services_page(query.after, query.limit + 1), query.limit)
+
+    def jobs(self, delivery: Delivery) -> Reply:
+        """The scheduled jobs, each with the state of its newest run."""
+        query = _list(delivery)
+        rows = self.store.jobs_page(query.after, query.limit + 1)
+        runs = self.store.tasks_by_id(job.last_run for _, job in rows if job.last_run)
+        return page(
+            [
+                (name, JobRow(job=job, last_run_state=runs[job.last_run].state))
+                if job.last_run in runs
+                else (name, JobRow(job=job))
+                for name, job in rows
+            ],
+            query.limit,
+        )
 
     def endpoints(self, delivery: Delivery) -> Reply:
         """A service's endpoints as last announced; for a task id or a task name, the

@@ -36,6 +36,7 @@ from manager import (
     core,
     dead_dispatches,
     endpoints,
+    jobs,
     kept_output,
     metrics,
     nodes,
@@ -1047,12 +1048,42 @@ class Manager:
         if self.blocked.pending != self.store.count(TaskState.PENDING):
             self.blocked.reset()  # it missed a change (a rollback nobody reported): rebuild
         self.schedule_pending()
+        self.fire_jobs(now)
         for answer in self.logs.expire(ticks):
             self.relay(answer)
         self.streams.tick()
         if not self._probing:  # one at a time: none piles up while the broker blocks
             self._probing = True
             self._replies.append(self.bus.message("", PROBE_KEY, b"{}", persistent=False))
+
+    def fire_jobs(self, now: datetime) -> None:
+        """Decide the ticks of the jobs that are due (manager/jobs.py): each job's runs and
+        its advanced last tick are recorded together, in this batch's transaction."""
+        for job in self.store.jobs():
+            if job.next_tick is not None and job.next_tick > now:
+                continue
+            decision = jobs.fire(job, self.store.runs(job.name), now)
+            skip = decision.jobs[-1].last_skip if decision.jobs else None
+            if skip is not None and skip != job.last_skip:
+                log.info(
+                    "job %s: %d ticks skipped (%s), the newest at %s",
+                    job.name,
+                    skip.count,
+                    skip.reason.value,
+                    skip.tick.isoformat(),
+                )
+            for task in decision.tasks:
+                if task.job == job.name and task.state == TaskState.PENDING:
+                    log.info("job %s: run %s started", job.name, task.id)
+            self.start_runs(decision)
+
+    def start_runs(self, decision: Decision) -> None:
+        """Record a job's decision, placing the runs it starts at once."""
+        now = self.clock()
+        fresh = [t for t in decision.tasks if t.state == TaskState.PENDING and t.attempt == 0]
+        decision.extend(self.place(fresh, now))
+        self.commit(decision)
+        self.after_change(decision)
 
     def purge_ended(self) -> None:
         """Forget ended tasks past the retention (manager/retention.py), a batch a pass."""

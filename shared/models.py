@@ -51,6 +51,12 @@ class StopRequest(WireModel):
     id: TaskId
 
 
+class JobRequest(WireModel):
+    """The body of `job.remove` and `job.run` on `kube.commands`."""
+
+    name: Name
+
+
 class ScaleRequest(WireModel):
     """The body of `service.scale` on `kube.commands`."""
 
@@ -244,6 +250,7 @@ class TaskRecord(WireModel):
         default=None, description="a restarting task is not placed before this time"
     )
     service: Name | None = Field(default=None, description="the service this task belongs to")
+    job: Name | None = Field(default=None, description="the scheduled job this task is a run of")
     version: Count | None = Field(default=None, description="the service version it runs")
     draining: DrainingAttempt | None = None
     created_at: Timestamp
@@ -358,6 +365,44 @@ class ServiceRecord(WireModel):
     )
     created_at: Timestamp
     updated_at: Timestamp
+
+
+class SkipReason(enum.StrEnum):
+    """Why a job's tick started no run."""
+
+    STILL_RUNNING = "still-running"  # concurrency forbid, and a previous run has not ended
+    MISSED = "missed"  # the manager was down at the tick, and it is past the catch-up window
+
+
+class SkippedTicks(WireModel):
+    """Ticks of a job that started no run, and why (the newest such, and how many)."""
+
+    tick: Timestamp = Field(description="the newest of them")
+    reason: SkipReason
+    count: Count = 1
+    run: TaskId | None = Field(default=None, description="still-running: the run that was")
+
+
+class JobRecord(WireModel):
+    """A scheduled job: kube starts a run of `spec` (a task) at each tick (`kube jobs --json`)."""
+
+    name: Name
+    spec: TaskSpec
+    last_tick: Timestamp | None = Field(
+        default=None, description="the newest tick decided (run or skipped), in UTC"
+    )
+    next_tick: Timestamp | None = Field(default=None, description="the next tick, in UTC")
+    last_run: TaskId | None = Field(default=None, description="the newest run started")
+    last_skip: SkippedTicks | None = None
+    created_at: Timestamp
+    updated_at: Timestamp
+
+
+class JobRow(WireModel):
+    """One row of `query.jobs`: the job, and the state of its newest run."""
+
+    job: JobRecord
+    last_run_state: TaskState | None = None
 
 
 class ServiceEndpoints(WireModel):

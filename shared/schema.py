@@ -26,6 +26,9 @@ from shared.messages import (
     TaskUpdate,
 )
 from shared.models import (
+    JobRecord,
+    JobRequest,
+    JobRow,
     ManagerInfo,
     NodeRecord,
     NodeRequest,
@@ -59,6 +62,9 @@ MESSAGES: dict[str, Any] = {
     "orphans-request": OrphansRequest,  # kube.commands orphans.remove, orphans.adopt
     "orphan-list": OrphanList,  # query.orphans, and the result of orphans.remove replies
     "service-record": ServiceRecord,  # query.services rows
+    "job-request": JobRequest,  # kube.commands job.remove, job.run
+    "job-record": JobRecord,  # kube.events job.created, .updated, .skipped, .removed
+    "job-row": JobRow,  # query.jobs rows
     "reply": Reply,  # answers to requests with reply_to
     "kept-logs": KeptLogs,  # the result of query.logs when the output shown was kept
     "task-query": TaskQuery,  # kube.commands query.task

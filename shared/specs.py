@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
+from shared.cron import Concurrency, check_expression, check_zone
 from shared.files import MAX_REFS, ConfigRef, SecretRef
 from shared.wire import (
     MAX_PORTS,
@@ -224,6 +225,13 @@ ConstraintMap = dict[
 ]
 
 
+MAX_CATCH_UP = 1000
+"""Missed ticks a job may run after the manager was down."""
+
+MAX_JOB_NAME = 48
+"""A job's run is named <job>-<tick as YYYYmmddHHMMSS>, within the 63 characters of an id."""
+
+
 class TaskSpec(WireModel):
     """What a client asks to run: the body of `task.submit` on `kube.commands`."""
 
@@ -263,6 +271,16 @@ class TaskSpec(WireModel):
         default=None,
         description="stop the container on a worker cut off from the broker; absent: keep it",
     )
+    # Scheduled jobs (docs/jobs.md): a schedule makes a job whose runs are tasks
+    schedule: Annotated[str, Field(max_length=200), AfterValidator(check_expression)] | None = (
+        Field(default=None, description="cron: a job, run at each tick (6 fields: seconds first)")
+    )
+    timezone: Annotated[str, Field(max_length=64), AfterValidator(check_zone)] = "UTC"
+    concurrency: Concurrency = Field(default=Concurrency.FORBID, description="while a run lasts")
+    catch_up: Annotated[int, Field(ge=0, le=MAX_CATCH_UP)] = Field(
+        default=0, description="missed ticks run (the newest) after the manager was down"
+    )
+    keep_runs: Annotated[int, Field(ge=1, le=1000)] = Field(default=10, description="ended runs")
     # Secrets and configs, mounted as files (docs/secrets.md): never values, only names.
     secrets: Annotated[tuple[SecretRef, ...], Field(max_length=MAX_REFS)] = ()
     configs: Annotated[tuple[ConfigRef, ...], Field(max_length=MAX_REFS)] = ()
@@ -275,6 +293,16 @@ class TaskSpec(WireModel):
     mounts: tuple[Mount, ...] = ()
     cap_add: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
     devices: tuple[Annotated[str, Field(pattern=r"^/dev/")], ...] = ()
+
+    @model_validator(mode="after")
+    def _job_or_service(self) -> TaskSpec:
+        if self.schedule is not None and self.replicas is not None:
+            raise ValueError("a spec has a schedule (a job) or replicas (a service), not both")
+        if self.schedule is not None and len(self.name) > MAX_JOB_NAME:
+            raise ValueError(
+                f"a job's name is at most {MAX_JOB_NAME} characters: its runs' ids add the tick"
+            )
+        return self
 
     def published(self) -> tuple[PortMapping, ...]:
         """The ports to publish, each as a mapping, whichever form the spec used."""

@@ -63,6 +63,8 @@ NODE_REMOVE_KEY = "node.remove"
 NODE_SET_KEY = "node.set"
 ORPHANS_REMOVE_KEY = "orphans.remove"
 ORPHANS_ADOPT_KEY = "orphans.adopt"
+JOB_REMOVE_KEY = "job.remove"
+JOB_RUN_KEY = "job.run"
 QUERY_PREFIX = "query."
 # Secrets and configs (docs/secrets.md): an operator's, as Swarm keeps them to managers.
 SECRET_KEYS = tuple(
@@ -79,7 +81,15 @@ STREAM_OPEN_KEY = "query.stream.open"
 STREAM_INPUT_KEY = "query.stream.input"
 """A client's input to its session: acks, lease renewals, stdin, close."""
 
-CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
+CLIENT_COMMAND_KEYS = (
+    SUBMIT_KEY,
+    STOP_KEY,
+    SCALE_KEY,
+    UPDATE_KEY,
+    REMOVE_KEY,
+    JOB_REMOVE_KEY,
+    JOB_RUN_KEY,
+)
 """What a client may ask (and queries): the broker user kube-client."""
 OPERATOR_COMMAND_KEYS = (
     CORDON_KEY,

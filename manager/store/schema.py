@@ -71,7 +71,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 """The tables as kube wrote them before versions were recorded (less `ended_at`)."""
 
-KEYS = {"tasks": "id", "nodes": "name", "services": "name", "task_events": "seq"}
+KEYS = {"tasks": "id", "nodes": "name", "services": "name", "task_events": "seq", "jobs": "name"}
 """Each table of records, and the column that keys its rows."""
 
 
@@ -203,6 +203,14 @@ def _secrets(db: Database) -> None:
     )
 
 
+def _jobs(db: Database) -> None:
+    """8: scheduled jobs (manager/jobs.py), by name; their runs are tasks."""
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS jobs (name {db.types['text']} PRIMARY KEY,"
+        f" record {db.types['json']} NOT NULL)"
+    )
+
+
 STEPS: list[Callable[[Database], None]] = [
     _tables_and_ended_at,
     _where_columns,
@@ -211,6 +219,7 @@ STEPS: list[Callable[[Database], None]] = [
     _leadership,
     kept.create,
     _secrets,
+    _jobs,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 

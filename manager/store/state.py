@@ -43,6 +43,7 @@ from shared.files import FileKind, FileRecord
 from shared.kept import KEEP_ATTEMPTS, KeptLogs
 from shared.models import (
     DrainingAttempt,
+    JobRecord,
     ManagerInfo,
     NodeRecord,
     ServiceRecord,
@@ -57,6 +58,7 @@ DEFAULT_LEASE = 5.0
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+Named = TypeVar("Named", ServiceRecord, JobRecord)
 
 MAX_READ_RECORDS = 100_000
 """Records kept parsed, by their row's key and text: a service's every task is read on each
@@ -272,6 +274,11 @@ class Store:
                 "INSERT INTO services (name, record) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
                 [(service.name, service.model_dump_json()) for service in decision.services],
+            )
+            db.executemany(
+                "INSERT INTO jobs (name, record) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                [(job.name, job.model_dump_json()) for job in decision.jobs],
             )
             db.executemany(
                 "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
@@ -514,21 +521,47 @@ class Store:
         return kept.exit_codes(self._db, task_id)
 
     def service(self, name: str) -> ServiceRecord | None:
-        rows = self._query("SELECT name, record FROM services WHERE name = ?", (name,))
-        found = self._parsed(ServiceRecord, "services", "name", rows)
+        return self._named(ServiceRecord, "services", name)
+
+    def _named(self, model: type[Named], table: str, name: str) -> Named | None:
+        """The record of a table keyed by name, if there is one by that name."""
+        rows = self._query(f"SELECT name, record FROM {table} WHERE name = ?", (name,))
+        found = self._parsed(model, table, "name", rows)
         return found[0] if found else None
 
     def services_page(self, after: str | None, limit: int) -> list[tuple[str, ServiceRecord]]:
         """Up to `limit` services by name, after the name `after`; each with its name."""
+        return self._named_page(ServiceRecord, "services", after, limit)
+
+    def _named_page(
+        self, model: type[Named], table: str, after: str | None, limit: int
+    ) -> list[tuple[str, Named]]:
+        """Up to `limit` records of a table keyed by name, after the name `after`."""
         rows = self._query(
-            "SELECT name, record FROM services WHERE name > ? ORDER BY name LIMIT ?",
+            f"SELECT name, record FROM {table} WHERE name > ? ORDER BY name LIMIT ?",
             (after or "", limit),
         )
-        return [(s.name, s) for s in self._parsed(ServiceRecord, "services", "name", rows)]
+        return [(r.name, r) for r in self._parsed(model, table, "name", rows)]
 
     def services(self) -> list[ServiceRecord]:
         rows = self._query("SELECT name, record FROM services ORDER BY name")
         return self._parsed(ServiceRecord, "services", "name", rows)
+
+    def job(self, name: str) -> JobRecord | None:
+        return self._named(JobRecord, "jobs", name)
+
+    def jobs_page(self, after: str | None, limit: int) -> list[tuple[str, JobRecord]]:
+        """Up to `limit` jobs by name, after the name `after`; each with its name."""
+        return self._named_page(JobRecord, "jobs", after, limit)
+
+    def jobs(self) -> list[JobRecord]:
+        """The scheduled jobs, by name."""
+        rows = self._query("SELECT name, record FROM jobs ORDER BY name")
+        return self._parsed(JobRecord, "jobs", "name", rows)
+
+    def runs(self, job: str) -> list[TaskRecord]:
+        """The runs of a job that the store still has, oldest first."""
+        return [t for t in self.tasks_named(job) if t.job == job]
 
     # -- secrets and configs (manager/secrets.py): every version, encrypted -------------
 
@@ -660,6 +693,7 @@ def _delete(db: Database, removed: Removal) -> None:
     kept.delete(db, tasks)
     db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
     db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
+    db.executemany("DELETE FROM jobs WHERE name = ?", [(n,) for n in removed.jobs])
 
 
 def _quarantine_malformed(db: Database) -> None:

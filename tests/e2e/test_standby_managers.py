@@ -63,7 +63,7 @@ def two_managers(
         yield cluster, client, store
 
 
-STATE_TABLES = ("tasks", "task_events", "nodes", "services", "quarantine", "outbox")
+STATE_TABLES = ("tasks", "task_events", "nodes", "services", "jobs", "quarantine", "outbox")
 """What a leader writes; a standby writes only `managers` (it is seen) and tries `leader`."""
 
 

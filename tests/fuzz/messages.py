@@ -87,6 +87,10 @@ MODEL_ONLY_RULES = (
     "is not a valid IP address",
     "are reserved",  # label keys starting with kube.
     "less than or equal to 9223372036854775807",  # a size written "10000000000G"
+    "a schedule has 5 fields",  # a job's cron expression (shared/cron.py)
+    "is not a cron expression",
+    "unknown time zone",
+    "not both",  # a schedule and replicas
 )
 """What the models check beyond their JSON Schema: a body drawn from the schema may be
 refused for these, and only these, reasons."""

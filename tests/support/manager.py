@@ -56,10 +56,11 @@ def checking_bus(store: str) -> StubBus:
     def check(message: Published) -> None:
         if message.exchange == topology.DEAD_LETTER or message.routing_key in PROBES:
             return  # a refused message's copy, or one of the manager's probes: not recorded
-        if message.exchange == "":  # a reply names a task that must be there
+        if message.exchange == "":  # a reply names a task (or a job) that must be there
             answer = json.loads(message.body)
-            if answer["ok"]:
-                assert answer["id"] in committed("tasks", "id"), "replied before committed"
+            if answer["ok"] and answer["id"] is not None:
+                known = committed("tasks", "id") | committed("jobs", "name")
+                assert answer["id"] in known, "replied before committed"
         else:
             assert message.body in committed("outbox", "body"), "published before committed"
 
