@@ -537,7 +537,11 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             return run_worker(args, settings)
         if args.command == "up":
             return run_up(args, settings)
+        # a stack file is read before the broker is asked: a bad one is a usage error
+        stack = stack_cli.read(args) if args.command in stack_cli.FILE_COMMANDS else None
         with Client(settings) as client:
+            if stack is not None:
+                return stack_cli.deploy_or_diff(args, client, stack)
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
         return _say(describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
@@ -609,8 +613,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
-    if args.command in stack_cli.COMMANDS:
-        return stack_cli.run(args, client)
+    if args.command == "stack":
+        return stack_cli.stacks(args, client)
     if args.command == "ps":
         ps.run(args, client)
     elif args.command == "restart":

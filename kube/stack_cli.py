@@ -17,7 +17,7 @@ from kube.stack import compose, deploy, loader, plan
 from shared.errors import RequestError
 from shared.wire import STACK_LABEL
 
-COMMANDS = ("deploy", "diff", "stack")
+FILE_COMMANDS = ("deploy", "diff")
 
 
 def add_parsers(sub: Any) -> None:
@@ -29,7 +29,9 @@ def add_parsers(sub: Any) -> None:
         parser.add_argument("-f", "--file", type=Path, required=True, help="the stack file")
         parser.add_argument("--name", help="the stack's name (default: the file's `name:`)")
         parser.add_argument(
-            "--prune", action="store_true", help="remove the stack's services the file lost"
+            "--prune",
+            action="store_true",
+            help="remove the stack's services the file lost (else: reported, kept)",
         )
         if verb == "deploy":
             parser.add_argument(
@@ -46,11 +48,11 @@ def add_parsers(sub: Any) -> None:
     ls = verbs.add_parser("ls", help="list stacks and their services")
     ls.add_argument("--json", action="store_true", help="the stacks as JSON")
     ps = verbs.add_parser("ps", help="list the tasks of a stack (not ended ones unless -a)")
-    ps.add_argument("name", metavar="STACK")
+    ps.add_argument("name", metavar="STACK", help="the stack's name")
     ps.add_argument("-a", "--all", action="store_true", help="show ended tasks too")
     ps.add_argument("--json", action="store_true", help="the task records as JSON")
     rm = verbs.add_parser("rm", help="stop and remove every service of a stack")
-    rm.add_argument("name", metavar="STACK")
+    rm.add_argument("name", metavar="STACK", help="the stack's name")
     rm.add_argument(
         "--wait-timeout",
         type=seconds,
@@ -67,10 +69,7 @@ def read(args: argparse.Namespace) -> compose.Stack:
     return compose.stack(document, args.name, os.environ, loader.env_file)
 
 
-def run(args: argparse.Namespace, client: Client) -> int:
-    if args.command == "stack":
-        return stacks(args, client)
-    stack = read(args)
+def deploy_or_diff(args: argparse.Namespace, client: Client, stack: compose.Stack) -> int:
     changes = plan.plan(stack, client.services(), args.prune)
     if args.command == "diff":
         if args.json:

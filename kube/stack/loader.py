@@ -8,6 +8,7 @@ Every problem is a StackFileError naming the file and the key path
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -136,7 +137,25 @@ def check_schema(document: StackFile) -> None:
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         assert best is not None
-        problem = best.message
-        if best.validator == "additionalProperties":
-            problem = f"{problem}: not a key of the Compose specification"
-        raise document.error(problem, *best.absolute_path)
+        extra = None
+        if best.validator == "additionalProperties" and isinstance(best.instance, dict):
+            extra = _unexpected(best.instance, best.schema)
+        if extra is not None:
+            raise document.error(
+                "not a key of the Compose specification", *best.absolute_path, extra
+            )
+        raise document.error(best.message, *best.absolute_path)
+
+
+def _unexpected(instance: dict[str, Any], schema: Any) -> str | None:
+    """The first key of `instance` that `schema` neither names nor matches by pattern."""
+    named = schema.get("properties", {})
+    patterns = schema.get("patternProperties", {})
+    return next(
+        (
+            str(key)
+            for key in instance
+            if key not in named and not any(re.search(p, str(key)) for p in patterns)
+        ),
+        None,
+    )
