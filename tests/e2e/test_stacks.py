@@ -18,6 +18,7 @@ from shared.models import ServiceRecord
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import ROOT, Cluster, running_cluster
+from tests.e2e.test_endpoints import get, one  # noqa: F401 - one: the fixture
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +160,20 @@ def test_a_service_starts_once_its_dependency_is_healthy(
     running(cluster, {"ready_db": 1, "ready_app": 1})
     ok(cluster, "stack", "rm", "ready")
     assert services(cluster) == {}
+
+
+def test_the_web_example_serves_on_the_real_engine(one: Cluster) -> None:  # noqa: F811
+    # given the web + worker + db example, its greeting from the environment
+    ok(one, "deploy", "-f", str(WEB), GREETING="hello from the test")
+    running(one, {"shop_db": 1, "shop_web": 2, "shop_worker": 1})
+    # then each web task answers on its endpoint with the interpolated greeting
+    with Client(Settings(amqp_url=one.url, request_timeout=5)) as client:
+        endpoints = wait_for(
+            lambda: (found := client.endpoints("shop_web").endpoints) and len(found) == 2 and found,
+            what="two endpoints of shop_web",
+            timeout=60,
+        )
+    for endpoint in endpoints:
+        assert wait_for(lambda e=endpoint: get(e), what=endpoint) == "hello from the test"
+    ok(one, "stack", "rm", "shop")
+    assert services(one) == {}
