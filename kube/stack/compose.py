@@ -6,8 +6,8 @@ JSON Schema) becomes a `Stack`: each service a TaskSpec named STACK_SERVICE, lab
 allows and kube does not support is refused, naming it; none is ignored (docs/stacks.md
 lists them). Keys starting with `x-` are Compose's extension fields, there to be ignored.
 
-Volumes, secrets, configs (and entrypoint) map to TaskSpec fields that other work adds
-(issue 17): see "The seam" below.
+Volumes, secrets and configs map to TaskSpec fields that other work adds (issue 17): see
+"The seam" below.
 """
 
 from __future__ import annotations
@@ -201,6 +201,13 @@ def pull_policy(body: Mapping[str, Any], context: Context) -> Fields:
 def command(body: Mapping[str, Any], context: Context) -> Fields:
     value = body["command"]
     return {} if value is None else {"command": _words(value)}
+
+
+@maps("entrypoint")
+def entrypoint(body: Mapping[str, Any], context: Context) -> Fields:
+    """Replaces the image's ENTRYPOINT; the command follows it."""
+    value = body["entrypoint"]
+    return {} if value is None else {"entrypoint": _words(value)}
 
 
 @maps("labels")
@@ -500,12 +507,11 @@ def order(document: StackFile, found: Mapping[str, StackService]) -> list[str]:
 
 
 # ----- The seam (issue 17) ---------------------------------------------------------------
-# These keys map to TaskSpec fields that other work adds: `volumes` (named volumes), `secrets`,
-# `configs`, and `entrypoint`. Each mapping writes its field in the shape that work gives it:
+# These keys map to TaskSpec fields that other work adds: `volumes` (named volumes), `secrets`
+# and `configs`. Each mapping writes its field in the shape that work gives it:
 #   volumes:    ({"name", "target", "read_only"}, ...)
 #   secrets:    ({"name", "target"?}, ...)
 #   configs:    ({"name", "target", "mode"?}, ...)
-#   entrypoint: ("word", ...)
 # and `pending` refuses the key ("volumes: not supported by this kube yet") while TaskSpec
 # lacks the field. Once the field is in TaskSpec the key works with no change here, if its
 # shape is the one above (tests/kube/test_stack_compose.py maps each without TaskSpec).
@@ -517,13 +523,6 @@ def pending(field: str, context: Context, *path: object) -> None:
     """Refuse a key whose TaskSpec field is not there yet."""
     if field not in TaskSpec.model_fields:
         raise context.error("not supported by this kube yet", *path)
-
-
-@maps("entrypoint")
-def entrypoint(body: Mapping[str, Any], context: Context) -> Fields:
-    pending("entrypoint", context, "entrypoint")
-    value = body["entrypoint"]
-    return {} if value is None else {"entrypoint": _words(value)}
 
 
 @maps("volumes")

@@ -292,9 +292,24 @@ def test_the_pending_top_level_keys_are_refused_by_name(tmp_path: Path, key: str
     assert message.endswith(f"stack.yaml: {key}: not supported by this kube yet")
 
 
-def test_the_pending_service_keys_are_refused_by_name(tmp_path: Path) -> None:
-    message = refused(tmp_path, "services:\n  a: {image: i, entrypoint: [sh]}\n")
-    assert message.endswith("services.a.entrypoint: not supported by this kube yet")
+def test_entrypoint_replaces_the_images(tmp_path: Path) -> None:
+    spec = one(tmp_path, "entrypoint: sh -c\ncommand: [echo hi]\n")
+    assert (spec.entrypoint, spec.command) == (("sh", "-c"), ("echo hi",))
+    assert one(tmp_path, "command: [x]\n").entrypoint is None
+    assert "entrypoint" in refused(tmp_path, "services:\n  a: {image: i, entrypoint: []}\n")
+
+
+def test_a_pending_service_key_is_refused_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the top-level blocks let through, a service's use is refused too, by name
+    monkeypatch.setattr(compose, "top", lambda document: None)
+    for key, use in (("volumes", "data:/data"), ("secrets", "data"), ("configs", "data")):
+        text = f"services:\n  a: {{image: i, {key}: ['{use}']}}\n{key}: {{data: {{}}}}\n"
+        assert refused(tmp_path, text).endswith(f"services.a.{key}: not supported by this kube yet")
+
+
+def test_a_named_volume_must_be_declared(tmp_path: Path) -> None:
     message = refused(tmp_path, "services:\n  a: {image: i, volumes: ['data:/data']}\n")
     assert "services.a.volumes[0]" in message and "not declared" in message
 
@@ -315,7 +330,7 @@ def context(tmp_path: Path, top: dict[str, Any]) -> Context:
 def test_the_seam_maps_each_pending_key_to_its_field_shape(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given the TaskSpec fields other work adds (volumes, secrets, configs, entrypoint)
+    # given the TaskSpec fields other work adds (volumes, secrets, configs)
     monkeypatch.setattr(compose, "pending", lambda *_: None)
     declared = {"volumes": {"pg": None}, "secrets": {"pw": {}}, "configs": {"conf": {}}}
     ctx = context(tmp_path, declared)
