@@ -13,7 +13,7 @@ from kube.progress import Look, Work, wait
 from kube.stack.compose import Stack
 from kube.stack.plan import Action, Change
 from shared.errors import KubeError
-from shared.models import Health
+from shared.models import Health, UpdateState
 from shared.states import TaskState
 
 
@@ -58,12 +58,16 @@ def healthy_wait(client: Client, name: str, timeout: float) -> None:
 
 
 def healthy(client: Client, name: str) -> Callable[[], Look]:
-    """Every replica of the service's current version runs and, if checked, is healthy."""
+    """Every replica of the service's current version runs and, if checked, is healthy;
+    a service that cannot get there without someone acting ends the wait (0 replicas, an
+    update paused, an image that cannot be pulled)."""
 
     def look() -> Look:
         service = client.service(name)
         if service.replicas == 0:
             raise KubeError(f"{name} has 0 replicas: it never becomes healthy")
+        if service.update_state == UpdateState.PAUSED:
+            raise waits.UpdatePaused(f"service {name}: update paused: {service.update_error}")
         tasks = waits.live([t for t in client.list() if t.service == name], name)
         checked = service.spec.health_check is not None
         ready = [
