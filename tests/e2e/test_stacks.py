@@ -19,6 +19,7 @@ from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import ROOT, Cluster, running_cluster
 from tests.e2e.test_endpoints import get, one  # noqa: F401 - one: the fixture
+from tests.support.docblocks import block
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -103,6 +104,8 @@ def test_a_stack_is_deployed_diffed_redeployed_pruned_and_removed(
         )
 
     # when a variable the file interpolates changes: only web's env differs, and is rolled
+    table = ok(mock_cluster, "diff", "-f", str(WEB), GREETING="hi")
+    assert table == block("docs/stacks.md", "diff-output")
     diff = ok(mock_cluster, "diff", "-f", str(WEB), "--json", GREETING="hi")
     assert '"field": "env.GREETING"' in diff and '"after": "hi"' in diff
     assert diff.count('"action": "update"') == 1
