@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 STAMPED = re.compile(
-    rb'\A\{"kind":"(?:run|stop|logs|cluster|disowned|remove-orphan|adopt-orphan)","epoch":(\d+),'
+    rb'\A\{"kind":"(?:run|stop|logs|files|cluster|disowned|remove-orphan|adopt-orphan)","epoch":(\d+),'
 )
 """The start of a dispatch that carries an epoch, as shared.codec.encode writes it."""
 

@@ -6,8 +6,8 @@ JSON Schema) becomes a `Stack`: each service a TaskSpec named STACK_SERVICE, lab
 allows and kube does not support is refused, naming it; none is ignored (docs/stacks.md
 lists them). Keys starting with `x-` are Compose's extension fields, there to be ignored.
 
-Volumes, secrets and configs map to TaskSpec fields that other work adds (issue 17): see
-"The seam" below.
+Named volumes map to a TaskSpec field that other work adds (issue 17): see "The seam"
+below, where secrets and configs are mapped too.
 """
 
 from __future__ import annotations
@@ -507,14 +507,14 @@ def order(document: StackFile, found: Mapping[str, StackService]) -> list[str]:
 
 
 # ----- The seam (issue 17) ---------------------------------------------------------------
-# These keys map to TaskSpec fields that other work adds: `volumes` (named volumes), `secrets`
-# and `configs`. Each mapping writes its field in the shape that work gives it:
-#   volumes:    ({"name", "target", "read_only"}, ...)
+# `volumes` (named volumes), `secrets` and `configs` map to TaskSpec fields, each in the
+# shape that field has (secrets and configs: shared/files.py's SecretRef, ConfigRef):
+#   volumes:    ({"name", "target", "read_only"}, ...)   (not in TaskSpec yet)
 #   secrets:    ({"name", "target"?}, ...)
-#   configs:    ({"name", "target", "mode"?}, ...)
-# and `pending` refuses the key ("volumes: not supported by this kube yet") while TaskSpec
-# lacks the field. Once the field is in TaskSpec the key works with no change here, if its
-# shape is the one above (tests/kube/test_stack_compose.py maps each without TaskSpec).
+#   configs:    ({"name", "target"}, ...)
+# `pending` refuses a key ("volumes: not supported by this kube yet") while TaskSpec lacks
+# its field; once the field is there the key works with no change here, if its shape is
+# the one above (tests/kube/test_stack_compose.py maps each without TaskSpec).
 # Top-level `secrets:` and `configs:` take `external: true` entries only: kube's come from
 # `kube secret create` / `kube config create`, not from the stack file.
 
@@ -590,10 +590,7 @@ def configs(body: Mapping[str, Any], context: Context) -> Fields:
     for at, item in enumerate(body["configs"] or []):
         name, target = _reference(item, context, "configs", at)
         pending("configs", context, "configs")
-        entry: Fields = {"name": name, "target": target or f"/{name}"}
-        if isinstance(item, dict) and "mode" in item:
-            entry["mode"] = _int(item["mode"], context, "configs", at, "mode")
-        out.append(entry)
+        out.append({"name": name, "target": target or f"/{name}"})
     return {"configs": tuple(out)}
 
 
@@ -601,9 +598,7 @@ def _reference(item: Any, context: Context, kind: str, at: int) -> tuple[str, st
     """(name, target) of a service's secret or config: `NAME` or {source, target}."""
     declared = context.document.data.get(kind) or {}
     if isinstance(item, dict):
-        context.only(
-            item, {"source", "target"} | ({"mode"} if kind == "configs" else set()), kind, at
-        )
+        context.only(item, {"source", "target"}, kind, at)
         name, target = str(item["source"]), item.get("target")
     else:
         name, target = str(item), None

@@ -66,13 +66,18 @@ def of_stack_any(services: Sequence[ServiceRecord]) -> list[ServiceRecord]:
 
 
 def current(service: ServiceRecord) -> dict[str, Any]:
-    """A service's spec as fields, with the replicas it keeps now (kube scale's too)."""
-    data: dict[str, Any] = service.spec.model_dump(mode="json", exclude={"id"})
-    return {**data, "replicas": service.replicas}
+    """A service's spec as fields, with the replicas it keeps now (kube scale's too), and
+    its secrets' and configs' versions left out: the manager sets them when it rolls the
+    service onto a new value, and a stack file (like a spec without them) means the newest."""
+    return {**desired(service.spec), "replicas": service.replicas}
 
 
 def desired(spec: TaskSpec) -> dict[str, Any]:
+    """A spec as fields, as `current` shows them."""
     data: dict[str, Any] = spec.model_dump(mode="json", exclude={"id"})
+    for kind in ("secrets", "configs"):
+        if kind in data:
+            data[kind] = [{k: v for k, v in ref.items() if k != "version"} for ref in data[kind]]
     return data
 
 

@@ -286,10 +286,46 @@ def test_a_key_kube_does_not_take_is_refused_by_its_path(
     assert where in message and problem in message, message
 
 
-@pytest.mark.parametrize("key", ["volumes", "secrets", "configs"])
-def test_the_pending_top_level_keys_are_refused_by_name(tmp_path: Path, key: str) -> None:
-    message = refused(tmp_path, f"services:\n  a: {{image: i}}\n{key}:\n  x: {{external: true}}\n")
-    assert message.endswith(f"stack.yaml: {key}: not supported by this kube yet")
+def test_the_pending_top_level_key_is_refused_by_name(tmp_path: Path) -> None:
+    message = refused(tmp_path, "services:\n  a: {image: i}\nvolumes:\n  x: {}\n")
+    assert message.endswith("stack.yaml: volumes: not supported by this kube yet")
+
+
+def test_secrets_and_configs_name_kubes_own(tmp_path: Path) -> None:
+    spec = (
+        load(
+            tmp_path,
+            """\
+        services:
+          a:
+            image: i
+            secrets: [pw, {source: pw, target: /etc/pw}]
+            configs: [conf, {source: conf, target: /etc/app.conf}]
+        secrets: {pw: {external: true}}
+        configs: {conf: {external: true}}
+        """,
+        )
+        .service("a")
+        .spec
+    )
+    assert [(s.name, s.path()) for s in spec.secrets] == [
+        ("pw", "/run/secrets/pw"),
+        ("pw", "/etc/pw"),
+    ]
+    assert [(c.name, c.path()) for c in spec.configs] == [
+        ("conf", "/conf"),
+        ("conf", "/etc/app.conf"),
+    ]
+    message = refused(
+        tmp_path,
+        "services:\n  a: {image: i, configs: [{source: c, target: /c, mode: 0440}]}\n"
+        "configs: {c: {external: true}}\n",
+    )
+    assert "services.a.configs[0].mode: not supported by kube" in message
+    message = refused(tmp_path, "services:\n  a: {image: i}\nsecrets: {pw: {file: ./pw}}\n")
+    assert (
+        "secrets.pw: kube takes `external: true` secrets (create them with `kube secret" in message
+    )
 
 
 def test_entrypoint_replaces_the_images(tmp_path: Path) -> None:
@@ -304,9 +340,8 @@ def test_a_pending_service_key_is_refused_by_name(
 ) -> None:
     # given the top-level blocks let through, a service's use is refused too, by name
     monkeypatch.setattr(compose, "top", lambda document: None)
-    for key, use in (("volumes", "data:/data"), ("secrets", "data"), ("configs", "data")):
-        text = f"services:\n  a: {{image: i, {key}: ['{use}']}}\n{key}: {{data: {{}}}}\n"
-        assert refused(tmp_path, text).endswith(f"services.a.{key}: not supported by this kube yet")
+    text = "services:\n  a: {image: i, volumes: ['data:/data']}\nvolumes: {data: {}}\n"
+    assert refused(tmp_path, text).endswith("services.a.volumes: not supported by this kube yet")
 
 
 def test_a_named_volume_must_be_declared(tmp_path: Path) -> None:
@@ -330,7 +365,7 @@ def context(tmp_path: Path, top: dict[str, Any]) -> Context:
 def test_the_seam_maps_each_pending_key_to_its_field_shape(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given the TaskSpec fields other work adds (volumes, secrets, configs)
+    # given the TaskSpec field other work adds (volumes), and those there (secrets, configs)
     monkeypatch.setattr(compose, "pending", lambda *_: None)
     declared = {"volumes": {"pg": None}, "secrets": {"pw": {}}, "configs": {"conf": {}}}
     ctx = context(tmp_path, declared)
@@ -351,11 +386,11 @@ def test_the_seam_maps_each_pending_key_to_its_field_shape(
     assert compose.secrets(body, ctx) == {
         "secrets": ({"name": "pw"}, {"name": "pw", "target": "db-password"})
     }
-    body = {"configs": ["conf", {"source": "conf", "target": "/etc/app.conf", "mode": 0o440}]}
+    body = {"configs": ["conf", {"source": "conf", "target": "/etc/app.conf"}]}
     assert compose.configs(body, ctx) == {
         "configs": (
             {"name": "conf", "target": "/conf"},
-            {"name": "conf", "target": "/etc/app.conf", "mode": 0o440},
+            {"name": "conf", "target": "/etc/app.conf"},
         )
     }
     assert compose.entrypoint({"entrypoint": "/bin/sh -c"}, ctx) == {

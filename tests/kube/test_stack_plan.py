@@ -117,3 +117,15 @@ def test_only_the_stack_label_of_the_kube_prefix_is_a_specs() -> None:
     TaskSpec(name="a", image="i", labels={"kube.stack": "s"})
     with pytest.raises(ValueError, match="reserved: kube.task-id"):
         TaskSpec(name="a", image="i", labels={"kube.task-id": "x"})
+
+
+def test_the_version_the_manager_gives_a_secret_is_no_change(tmp_path: Path) -> None:
+    # given a service whose secret the manager rolled onto version 3
+    text = "services:\n  a: {image: img, secrets: [pw]}\nsecrets: {pw: {external: true}}\n"
+    [service] = cluster(tmp_path, text)
+    rolled = service.spec.model_copy(
+        update={"secrets": (service.spec.secrets[0].model_copy(update={"version": 3}),)}
+    )
+    # then the same file is no change
+    changes = plan.plan(stack(tmp_path, text), [deployed(rolled)], prune=False)
+    assert [c.action for c in changes] == [Action.UNCHANGED]
