@@ -5,6 +5,7 @@ the health-checked dependency."""
 
 from __future__ import annotations
 
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from shared.models import ServiceRecord
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import ROOT, Cluster, running_cluster
-from tests.e2e.test_endpoints import get, one  # noqa: F401 - one: the fixture
+from tests.e2e.test_endpoints import get
 from tests.support.docblocks import block
 from tests.support.waiting import wait_for
 
@@ -29,19 +30,53 @@ WEB = EXAMPLES / "stack-web.yaml"
 HEALTHY = EXAMPLES / "stack-healthy.yaml"
 
 
+def with_secrets(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    request: pytest.FixtureRequest,
+    worker: tuple[str, ...],
+) -> Iterator[Cluster]:
+    """A manager with a secrets key and one worker (`worker`: its flags), and the secret
+    the web example names."""
+    key = tmp_path / "secrets.key"
+    key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
+    workers = {"node-1": worker}
+    manager = ("--secrets-key-file", str(key))
+    with running_cluster(vhost, tmp_path, docker_client, request, workers, manager) as cluster:
+        ok(cluster, "secret", "create", "shop_db_password", "-", stdin="s3cret")
+        yield cluster
+
+
 @pytest.fixture
 def mock_cluster(
     vhost: str, tmp_path: Path, docker_client: docker.DockerClient, request: pytest.FixtureRequest
 ) -> Iterator[Cluster]:
     """A manager and one worker with the mock runtime."""
-    workers: dict[str, tuple[str, ...]] = {"node-1": ("--runtime", "mock")}
-    with running_cluster(vhost, tmp_path, docker_client, request, workers) as cluster:
-        yield cluster
+    yield from with_secrets(vhost, tmp_path, docker_client, request, ("--runtime", "mock"))
 
 
-def kube(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def local(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    request: pytest.FixtureRequest,
+) -> Iterator[Cluster]:
+    """A manager and one worker on the real engine, advertising 127.0.0.1."""
+    yield from with_secrets(
+        vhost, tmp_path, docker_client, request, ("--advertise-address", "127.0.0.1")
+    )
+
+
+def kube(
+    cluster: Cluster, *args: str, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kube", *args],
+        input=stdin,
         env={**cluster.env, **env},
         capture_output=True,
         text=True,
@@ -50,8 +85,8 @@ def kube(cluster: Cluster, *args: str, **env: str) -> subprocess.CompletedProces
     )
 
 
-def ok(cluster: Cluster, *args: str, **env: str) -> str:
-    done = kube(cluster, *args, **env)
+def ok(cluster: Cluster, *args: str, stdin: str | None = None, **env: str) -> str:
+    done = kube(cluster, *args, stdin=stdin, **env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 
@@ -118,7 +153,8 @@ def test_a_stack_is_deployed_diffed_redeployed_pruned_and_removed(
     # when the worker leaves the file: reported and kept without --prune, removed with it
     smaller = tmp_path / "stack-web.yaml"
     text = WEB.read_text()
-    smaller.write_text(text[: text.index("  worker:")])
+    head, _, rest = text.partition("  worker:")
+    smaller.write_text(head + rest[rest.index("\nsecrets:") :])
     out = ok(mock_cluster, "deploy", "-f", str(smaller), GREETING="hi")
     assert "shop_worker: not in the file; kept" in out
     assert services(mock_cluster)["shop_worker"].desired_state == "running"
@@ -165,18 +201,27 @@ def test_a_service_starts_once_its_dependency_is_healthy(
     assert services(cluster) == {}
 
 
-def test_the_web_example_serves_on_the_real_engine(one: Cluster) -> None:  # noqa: F811
+def test_the_web_example_serves_on_the_real_engine(
+    local: Cluster, docker_client: docker.DockerClient
+) -> None:
     # given the web + worker + db example, its greeting from the environment
-    ok(one, "deploy", "-f", str(WEB), GREETING="hello from the test")
-    running(one, {"shop_db": 1, "shop_web": 2, "shop_worker": 1})
+    ok(local, "deploy", "-f", str(WEB), GREETING="hello from the test")
+    running(local, {"shop_db": 1, "shop_web": 2, "shop_worker": 1})
     # then each web task answers on its endpoint with the interpolated greeting
-    with Client(Settings(amqp_url=one.url, request_timeout=5)) as client:
+    with Client(Settings(amqp_url=local.url, request_timeout=5)) as client:
         endpoints = wait_for(
             lambda: (found := client.endpoints("shop_web").endpoints) and len(found) == 2 and found,
             what="two endpoints of shop_web",
             timeout=60,
         )
+        db = next(t for t in client.list() if t.service == "shop_db")
     for endpoint in endpoints:
         assert wait_for(lambda e=endpoint: get(e), what=endpoint) == "hello from the test"
-    ok(one, "stack", "rm", "shop")
-    assert services(one) == {}
+    # and the database reads the password, the kube secret the file names, from its file
+    assert db.container_id is not None
+    read = docker_client.containers.get(db.container_id).exec_run(
+        ["cat", "/run/secrets/shop_db_password"]
+    )
+    assert read.output.decode() == "s3cret"
+    ok(local, "stack", "rm", "shop")
+    assert services(local) == {}
