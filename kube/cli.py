@@ -30,6 +30,7 @@ from kube import (
     rollout,
     run_wait,
     secrets_cli,
+    stack_cli,
     task_flags,
     waits,
 )
@@ -405,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _up_parser(sub)
     cluster_cli.add_parsers(sub)
     jobs_cli.add_parser(sub)
+    stack_cli.add_parsers(sub)
     secrets_cli.add_parsers(sub)
     examples.finish(parser, _seconds)
     return parser
@@ -625,8 +627,12 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             return run_worker(args, settings)
         if args.command == "up":
             return run_up(args, settings)
+        # a stack file is read before the broker is asked: a bad one is a usage error
+        stack = stack_cli.read(args) if args.command in stack_cli.FILE_COMMANDS else None
         with Client(settings) as client:
             client.notice = lambda text: print(f"kube: {text}", file=sys.stderr)
+            if stack is not None:
+                return stack_cli.deploy_or_diff(args, client, stack)
             return dispatch(args, command, client)
     except (SettingsError, ValidationError) as exc:  # a flag or an argument that cannot be
         return _failed(args, describe(exc) if isinstance(exc, ValidationError) else str(exc), USAGE)
@@ -718,6 +724,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
     if args.command == jobs_cli.COMMAND:
         jobs_cli.run(args, client)
         return OK
+    if args.command == "stack":
+        return stack_cli.stacks(args, client)
     if args.command in secrets_cli.COMMANDS:
         return secrets_cli.run(args, client)
     if args.command == "ps":

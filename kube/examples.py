@@ -64,6 +64,14 @@ EXAMPLES: dict[str, str] = {
     "label": "kube label node-1 zone=a disk=ssd\nkube label node-1 zone-",
     "cap": "kube cap node-1 --cpus 2 --memory 4g\nkube cap node-1 --clear",
     "rm": "kube rm hello web\nkube rm --all-ended\nkube rm --node node-9",
+    "deploy": "kube deploy -f docs/examples/stack-web.yaml\n"
+    "kube deploy -f docs/examples/stack-web.yaml --name shop2 --prune",
+    "diff": "kube diff -f docs/examples/stack-web.yaml\n"
+    "kube diff -f docs/examples/stack-web.yaml --json",
+    "stack": "kube stack ls\nkube stack ps shop\nkube stack rm shop",
+    "stack ls": "kube stack ls\nkube stack ls --json",
+    "stack ps": "kube stack ps shop\nkube stack ps shop -a",
+    "stack rm": "kube stack rm shop",
     "completion": 'eval "$(kube completion bash)"     # in ~/.bashrc\n'
     'eval "$(kube completion zsh)"      # in ~/.zshrc',
 }

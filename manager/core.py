@@ -213,8 +213,12 @@ def _apply_update(
         return decision
     if update.state == task.state:
         if (update.health, update.last_check) != (task.health, task.last_check):
-            health = {"health": update.health, "last_check": update.last_check}
-            return Decision(tasks=[task.model_copy(update=health)])
+            # announced like any change of the record: `kube deploy` waits on it
+            # (depends_on service_healthy), `kube events` shows it
+            checked = task.model_copy(
+                update={"health": update.health, "last_check": update.last_check}
+            )
+            return Decision(tasks=[checked], outgoing=[task_event(checked)])
         return Decision()  # a redelivered report: already applied
     if update.state not in REPORTED:
         return Decision(refused=f"task {task.id}: a worker cannot report {update.state.value}")

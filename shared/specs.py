@@ -242,6 +242,12 @@ class TaskSpec(WireModel):
     name: Name
     image: Annotated[str, Field(min_length=1, max_length=255)]
     command: tuple[Annotated[str, Field(max_length=65536)], ...] = ()
+    entrypoint: tuple[Annotated[str, Field(max_length=65536)], ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="replaces the image's ENTRYPOINT (the command then follows it); null:"
+        " the image's",
+    )
     env: dict[EnvName, str] = Field(default_factory=dict)
     ports: Annotated[
         tuple[PortItem, ...], Field(max_length=MAX_PORTS), AfterValidator(_distinct_ports)

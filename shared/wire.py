@@ -97,8 +97,14 @@ ByteSize = Annotated[
 ]
 
 
+STACK_LABEL = "kube.stack"
+"""The label `kube deploy` gives each service of a stack: the stack's name (docs/stacks.md).
+The one `kube.` key a spec may carry: kube's own tools set it, as Swarm sets
+`com.docker.stack.namespace`."""
+
+
 def _no_reserved_labels(labels: dict[str, str]) -> dict[str, str]:
-    reserved = sorted(key for key in labels if key.startswith("kube."))
+    reserved = sorted(key for key in labels if key.startswith("kube.") and key != STACK_LABEL)
     if reserved:
         raise ValueError(f"label keys starting with 'kube.' are reserved: {', '.join(reserved)}")
     return labels

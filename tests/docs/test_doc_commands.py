@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,8 @@ def test_a_command_the_docs_show_is_one_the_cli_takes(
             monkeypatch.setenv(value, "from the environment")
     for name in (a for a in argv if a.endswith(".json")):
         (tmp_path / name).write_text(json.dumps({"name": "web", "image": "busybox"}))
+    for name in (a for a in argv if a.endswith(".yaml")):  # a stack file, read before asking
+        shutil.copytree((ROOT / name).parent, tmp_path / Path(name).parent, dirs_exist_ok=True)
     # when it runs, then it fails for want of a broker, not for its words
     try:
         code = cli.main(argv)

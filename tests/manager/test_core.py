@@ -232,6 +232,9 @@ def test_a_health_change_is_recorded_without_a_transition() -> None:
         placed(), update(TaskState.RUNNING, health=Health.HEALTHY, last_check="http 200"), NOW
     )
     assert decision.tasks[0].health == Health.HEALTHY and not decision.events
+    # and announced on kube.events, as any change of the record (kube deploy waits on it)
+    [event] = decision.outgoing
+    assert event.routing_key == "task.running" and b'"health":"healthy"' in event.body
 
 
 def test_a_second_report_of_an_ended_attempt_changes_nothing() -> None:

@@ -153,6 +153,8 @@ def _create_args(spec: TaskSpec, files: Sequence[FileMount] = ()) -> dict[str, A
         "ports": {f"{m.container}/tcp": m.host for m in spec.published()},
         "detach": True,
     }
+    if spec.entrypoint is not None:
+        args["entrypoint"] = list(spec.entrypoint)
     if spec.cpu > 0:
         args["nano_cpus"] = int(spec.cpu * 1e9)
     if spec.memory > 0:

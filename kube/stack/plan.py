@@ -1,0 +1,164 @@
+"""What a deploy of a stack would change, service by service and field by field: pure, from
+the stack and the services the cluster has. `kube diff` shows it; `kube deploy` does it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kube.stack.compose import Stack
+from shared.errors import RequestError
+from shared.models import ServiceRecord, TaskSpec
+from shared.wire import STACK_LABEL
+
+
+class Action(enum.StrEnum):
+    """What a deploy does to one service."""
+
+    CREATE = "create"  # not in the cluster (or stopped): submitted
+    UPDATE = "update"  # its spec differs: rolled onto the new one
+    SCALE = "scale"  # only its replicas differ
+    UNCHANGED = "unchanged"  # nothing is sent
+    REMOVE = "remove"  # of the stack, not in the file, and --prune given
+    NOT_IN_FILE = "not in file"  # of the stack, not in the file: reported, kept
+
+
+class StackConflict(RequestError):
+    """A service of the file's name exists and belongs to no stack, or to another one."""
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: Any
+    after: Any
+
+
+@dataclass(frozen=True)
+class Change:
+    """One service's part of the plan; `spec` is the one a create or update sends."""
+
+    name: str
+    action: Action
+    fields: tuple[FieldChange, ...] = ()
+    spec: TaskSpec | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "service": self.name,
+            "action": self.action.value,
+            "fields": [
+                {"field": f.field, "before": f.before, "after": f.after} for f in self.fields
+            ],
+        }
+
+
+def of_stack(services: Sequence[ServiceRecord], name: str) -> list[ServiceRecord]:
+    """The services a deploy of stack `name` made (its label), stopped ones too."""
+    return [s for s in services if s.spec.labels.get(STACK_LABEL) == name]
+
+
+def of_stack_any(services: Sequence[ServiceRecord]) -> list[ServiceRecord]:
+    """The services of any stack."""
+    return [s for s in services if STACK_LABEL in s.spec.labels]
+
+
+def current(service: ServiceRecord) -> dict[str, Any]:
+    """A service's spec as fields, with the replicas it keeps now (kube scale's too), and
+    its secrets' and configs' versions left out: the manager sets them when it rolls the
+    service onto a new value, and a stack file (like a spec without them) means the newest."""
+    return {**desired(service.spec), "replicas": service.replicas}
+
+
+def desired(spec: TaskSpec) -> dict[str, Any]:
+    """A spec as fields, as `current` shows them."""
+    data: dict[str, Any] = spec.model_dump(mode="json", exclude={"id"})
+    for kind in ("secrets", "configs"):
+        if kind in data:
+            data[kind] = [{k: v for k, v in ref.items() if k != "version"} for ref in data[kind]]
+    return data
+
+
+def flat(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested objects as dotted fields (`env.MODE`, `restart.policy`); lists kept whole."""
+    if not isinstance(data, dict) or (prefix and not data):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> tuple[FieldChange, ...]:
+    old, new = flat(before), flat(after)
+    return tuple(
+        FieldChange(key, old.get(key), new.get(key))
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    )
+
+
+def plan(stack: Stack, services: Sequence[ServiceRecord], prune: bool) -> list[Change]:
+    """The stack's services in deploy order, then those of the stack the file lost."""
+    by_name = {s.name: s for s in services}
+    changes = []
+    for service in stack.services:
+        spec = service.spec
+        found = by_name.get(spec.name)
+        if found is not None and found.spec.labels.get(STACK_LABEL) != stack.name:
+            owner = found.spec.labels.get(STACK_LABEL)
+            raise StackConflict(
+                f"service {spec.name} exists and is not of stack {stack.name}"
+                + (f" (it is of stack {owner})" if owner else "")
+                + ": remove it, or deploy under another --name"
+            )
+        if found is None or found.desired_state == "stopped":
+            changes.append(Change(spec.name, Action.CREATE, differences({}, desired(spec)), spec))
+            continue
+        fields = differences(current(found), desired(spec))
+        if not fields:
+            changes.append(Change(spec.name, Action.UNCHANGED))
+        elif [f.field for f in fields] == ["replicas"]:
+            changes.append(Change(spec.name, Action.SCALE, fields, spec))
+        else:
+            changes.append(Change(spec.name, Action.UPDATE, fields, spec))
+    names = {s.spec.name for s in stack.services}
+    for left in of_stack(services, stack.name):
+        if left.name not in names and left.desired_state == "running":
+            changes.append(Change(left.name, Action.REMOVE if prune else Action.NOT_IN_FILE))
+    return changes
+
+
+def changed(changes: Sequence[Change]) -> bool:
+    return any(c.action != Action.UNCHANGED for c in changes)
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return " ".join(_shown(v) for v in value) or "[]"
+    if isinstance(value, dict):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "{}"
+    return str(value)
+
+
+def render(changes: Sequence[Change]) -> str:
+    """The plan as a table: a line per service, a line per changed field under it."""
+    if not changed(changes):
+        return "no changes"
+    rows = [("SERVICE", "ACTION", "FIELD", "BEFORE", "AFTER")]
+    for change in changes:
+        action = change.action.value
+        if change.action == Action.NOT_IN_FILE:
+            action += " (kept; --prune removes it)"
+        rows.append((change.name, action, "", "", ""))
+        if change.action != Action.CREATE:
+            rows += [("", "", f.field, _shown(f.before), _shown(f.after)) for f in change.fields]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
