@@ -578,18 +578,25 @@ SERVICES = ("manager", "worker")
 """Commands that run for long, under a supervisor: a crash there keeps its traceback."""
 
 
+EXAMPLE_AFTER_DASHES = {
+    "run": "kube run --image IMAGE -- COMMAND ARGS...",
+    "exec": "kube exec TASK -- COMMAND ARGS...",
+}
+
+
 def _container_command(
     parser: argparse.ArgumentParser, args: argparse.Namespace, given: list[str]
 ) -> list[str]:
-    """`kube run`'s container command: the words after its first `--`, every one of them;
-    a word before `--` that no option takes is refused, not taken for the command."""
+    """The container's command of `kube run` (and the command of `kube exec`): the words
+    after its first `--`, every one of them; a word before `--` that no option takes is
+    refused, not taken for the command."""
     words: list[str] = list(getattr(args, "container_command", None) or [])
     after = given[given.index("--") + 1 :] if "--" in given else []
     if words and words != after:
         extra = words[: len(words) - len(after)] if words[-len(after) :] == after else words
         parser.error(
-            f"unrecognized arguments: {' '.join(extra)} (the container's command goes after"
-            " --: kube run --image IMAGE -- COMMAND ARGS...)"
+            f"unrecognized arguments: {' '.join(extra)} (the command goes after --:"
+            f" {EXAMPLE_AFTER_DASHES[args.command]})"
         )
     return words
 
@@ -894,7 +901,7 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     if args.store is not None and args.db is not None:
         raise SettingsError("give --store or --db, not both (--db PATH is --store sqlite:///PATH)")
     url = sqlite_url(args.db) if args.db is not None else args.store or env.get("KUBE_STORE")
-    key = args.secrets_key_file or env.get("KUBE_SECRETS_KEY_FILE")
+    key = getattr(args, "secrets_key_file", None) or env.get("KUBE_SECRETS_KEY_FILE")
     return ({} if not url else {"store": check_store(url)}) | (
         {"secrets_key_file": Path(key)} if key else {}
     )

@@ -90,6 +90,12 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     parser.add_argument(
+        "container_command",
+        nargs="*",
+        metavar="-- COMMAND",
+        help="the command to run and its arguments, after --",
+    )
+    parser.add_argument(
         "-i", "--interactive", action="store_true", help="forward stdin (always when piped)"
     )
     parser.add_argument(

@@ -555,8 +555,9 @@ def _run_cluster(
     called once the cluster is ready or is not coming up (another `kube up` may start)."""
     with leftovers.scratch() as scratch:
         db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
-        if create_key_file(key := secrets_key_path(options, db)):
-            out.line(f"made the secrets key {key} (mode 0600; keep it with the store)")
+        made = create_key_file(key := secrets_key_path(options, db))
+        if made and (options.keep or options.store or options.db):  # a scratch one goes with it
+            out.line(f"kube up: made the secrets key {key} (mode 0600; keep it with the store)")
         cluster = LocalCluster(settings, plan(options, db), out)
         code = OK
         try:
