@@ -17,7 +17,18 @@ from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
-from kube import cluster_cli, completion, examples, ps, render, rollout, run_wait, task_flags, waits
+from kube import (
+    cluster_cli,
+    completion,
+    examples,
+    ps,
+    render,
+    rollout,
+    run_wait,
+    task_flags,
+    volume_cli,
+    waits,
+)
 from kube import events as feed
 from kube.arguments import seconds as _seconds
 from kube.arguments import whole
@@ -334,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_parser(sub)
     _up_parser(sub)
     cluster_cli.add_parsers(sub)
+    volume_cli.add_parsers(sub)
     examples.finish(parser, _seconds)
     return parser
 
@@ -597,6 +609,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
+    if args.command in volume_cli.COMMANDS:
+        return volume_cli.run(args, client)
     if args.command == "ps":
         ps.run(args, client)
     elif args.command == "restart":

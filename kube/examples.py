@@ -51,6 +51,10 @@ EXAMPLES: dict[str, str] = {
     "label": "kube label node-1 zone=a disk=ssd\nkube label node-1 zone-",
     "cap": "kube cap node-1 --cpus 2 --memory 4g\nkube cap node-1 --clear",
     "rm": "kube rm hello web\nkube rm --all-ended\nkube rm --node node-9",
+    "volume": "kube volume ls\nkube volume rm pgdata",
+    "volume ls": "kube volume ls\nkube volume ls --json",
+    "volume rm": "kube volume rm pgdata\n"
+    "kube volume rm pgdata --force   # its node is down or gone: forget it",
     "completion": 'eval "$(kube completion bash)"     # in ~/.bashrc\n'
     'eval "$(kube completion zsh)"      # in ~/.zshrc',
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.models import NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.volumes import VolumeRecord
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,16 @@ class Removal:
     tasks: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # `kube volume rm`
 
     def extend(self, other: Removal) -> None:
         self.tasks.extend(other.tasks)
         self.services.extend(other.services)
         self.nodes.extend(other.nodes)
+        self.volumes.extend(other.volumes)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.services or self.nodes)
+        return bool(self.tasks or self.services or self.nodes or self.volumes)
 
 
 @dataclass
@@ -41,6 +44,7 @@ class Decision:
     events: list[tuple[str, TaskEvent]] = field(default_factory=list)
     nodes: list[NodeRecord] = field(default_factory=list)
     services: list[ServiceRecord] = field(default_factory=list)
+    volumes: list[VolumeRecord] = field(default_factory=list)  # new: kept if known already
     outgoing: list[Outgoing] = field(default_factory=list)
     removed: Removal = field(default_factory=Removal)
     # task id -> seconds its replacement is held, kept on the monotonic clock (manager/holds.py)
@@ -52,6 +56,7 @@ class Decision:
         self.events.extend(other.events)
         self.nodes.extend(other.nodes)
         self.services.extend(other.services)
+        self.volumes.extend(other.volumes)
         self.outgoing.extend(other.outgoing)
         self.removed.extend(other.removed)
         self.holds.update(other.holds)
@@ -60,5 +65,5 @@ class Decision:
 
     @property
     def empty(self) -> bool:
-        changes = self.tasks or self.events or self.nodes or self.services or self.outgoing
-        return not (changes or self.removed)
+        changes = (self.tasks, self.events, self.nodes, self.services, self.outgoing, self.volumes)
+        return not (any(changes) or self.removed)

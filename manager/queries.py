@@ -36,7 +36,7 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
-    `query.endpoints`, `query.logs`, `query.orphans` and `query.managers`."""
+    `query.endpoints`, `query.logs`, `query.orphans`, `query.managers` and `query.volumes`."""
 
     def __init__(
         self,
@@ -64,6 +64,7 @@ class Queries:
             "query.logs": self.logs,
             "query.orphans": self.orphan_list,
             "query.managers": self.managers,
+            "query.volumes": self.volumes,
         }
 
     def on_query(self, delivery: Delivery) -> None:
@@ -107,6 +108,14 @@ class Queries:
         query = _list(delivery)
         after = [
             (n.name, n) for n in self.store.nodes() if query.after is None or n.name > query.after
+        ]
+        return page(after[: query.limit + 1], query.limit)
+
+    def volumes(self, delivery: Delivery) -> Reply:
+        """The volumes by name, each with its node and the tasks that name it."""
+        query = _list(delivery)
+        after = [
+            (v.name, v) for v in self.store.volumes() if query.after is None or v.name > query.after
         ]
         return page(after[: query.limit + 1], query.limit)
 

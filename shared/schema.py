@@ -39,7 +39,9 @@ from shared.models import (
     TaskRecord,
     TaskSpec,
     UpdateRequest,
+    VolumeRequest,
 )
+from shared.volumes import VolumeRecord
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -68,6 +70,8 @@ MESSAGES: dict[str, Any] = {
     "result": Result,  # kube.results, worker to manager
     "task-update": TaskUpdate,
     "heartbeat": Heartbeat,
+    "volume-request": VolumeRequest,  # kube.commands volume.remove
+    "volume-record": VolumeRecord,  # query.volumes rows, the result of volume.remove replies
 }
 
 

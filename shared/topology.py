@@ -63,9 +63,17 @@ NODE_REMOVE_KEY = "node.remove"
 NODE_SET_KEY = "node.set"
 ORPHANS_REMOVE_KEY = "orphans.remove"
 ORPHANS_ADOPT_KEY = "orphans.adopt"
+VOLUME_REMOVE_KEY = "volume.remove"
 QUERY_PREFIX = "query."
 
-CLIENT_COMMAND_KEYS = (SUBMIT_KEY, STOP_KEY, SCALE_KEY, UPDATE_KEY, REMOVE_KEY)
+CLIENT_COMMAND_KEYS = (
+    SUBMIT_KEY,
+    STOP_KEY,
+    SCALE_KEY,
+    UPDATE_KEY,
+    REMOVE_KEY,
+    VOLUME_REMOVE_KEY,
+)
 """What a client may ask (and queries): the broker user kube-client."""
 OPERATOR_COMMAND_KEYS = (
     CORDON_KEY,

@@ -69,6 +69,7 @@ from shared.messages import (
     LogsRequest,
     Orphan,
     RemoveOrphan,
+    RemoveVolume,
     RunTask,
     StopTask,
     TaskUpdate,
@@ -318,6 +319,9 @@ class Worker:
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
+        elif isinstance(message, RemoveVolume):
+            self._remove_volume(message.name)
+            self._settled.append(delivery)
         elif isinstance(message, Disowned | RemoveOrphan | AdoptOrphan):
             self._orphan_dispatch(message)
             self._settled.append(delivery)
@@ -337,7 +341,8 @@ class Worker:
         | ClusterInfo
         | Disowned
         | RemoveOrphan
-        | AdoptOrphan,
+        | AdoptOrphan
+        | RemoveVolume,
     ) -> bool:
         """Whether a dispatch comes from the newest leader this worker has seen (not from
         a manager deposed since: worker/epochs.py)."""
@@ -393,6 +398,20 @@ class Worker:
             self._watch_engine()
 
         self.pool.submit(rewatch)
+
+    def _remove_volume(self, name: str) -> None:
+        """In the pool: remove a volume the manager forgot (`kube volume rm`)."""
+
+        def remove() -> None:
+            try:
+                removed = self._with_engine(lambda: self.runtime.remove_volume(name))
+            except RuntimeFailure as exc:
+                log.warning("worker %s: volume %s not removed: %s", self.name, name, exc)
+            else:
+                said = "removed" if removed else "already gone from the engine"
+                log.info("worker %s: volume %s %s", self.name, name, said)
+
+        self._background(remove, self.stops)
 
     # -- orphans: containers no task of this cluster placed (docs/orphans.md) ------------
 

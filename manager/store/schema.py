@@ -189,12 +189,23 @@ def _leadership(db: Database) -> None:
     )
 
 
+def _volumes(db: Database) -> None:
+    """6: the named volumes (docs/volumes.md): the node whose engine holds each, known from
+    the first placement of a task that names it."""
+    text = db.types["text"]
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS volumes (name {text} PRIMARY KEY, node {text} NOT NULL,"
+        f" created_at {text} NOT NULL)"
+    )
+
+
 STEPS: list[Callable[[Database], None]] = [
     _tables_and_ended_at,
     _where_columns,
     _host_ports,
     _meta,
     _leadership,
+    _volumes,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 
