@@ -232,3 +232,20 @@ def test_another_clusters_running_containers_are_strays_to_adopt_or_remove(
     assert kit.runtime.strays(set(), limit=10)[1] == 0
     with pytest.raises(RuntimeFailure):
         kit.runtime.remove_stray(old.container_id, set())
+
+
+def test_a_volume_is_made_at_start_kept_and_removed_only_once_unused(kit: RuntimeKit) -> None:
+    # given a task that writes to a named volume
+    volumes = ({"name": "keep", "target": "/data"},)
+    first = kit.running(volumes=volumes)
+    kit.runtime.start("vol", 1, first)
+    # then the node lists the volume, and refuses to remove it while a container runs on it
+    assert kit.runtime.volumes() == ["keep"]
+    with pytest.raises(RuntimeFailure, match="in use"):
+        kit.runtime.remove_volume("keep")
+    # when the container is removed, the volume stays; then it is removed, once
+    kit.runtime.remove("vol", 1, timeout=1)
+    assert kit.runtime.volumes() == ["keep"]
+    assert kit.runtime.remove_volume("keep") is True
+    assert kit.runtime.volumes() == []
+    assert kit.runtime.remove_volume("keep") is False
