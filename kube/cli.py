@@ -21,10 +21,12 @@ from kube import (
     cluster_cli,
     completion,
     examples,
+    kept_logs,
     ps,
     render,
     rollout,
     run_wait,
+    secrets_cli,
     task_flags,
     volume_cli,
     waits,
@@ -177,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="sqlite:///PATH or postgresql://... (default: $KUBE_STORE or a SQLite file)",
     )
     manager.add_argument("--db", type=Path, default=None, help="SQLite file (as sqlite:///PATH)")
+    manager.add_argument(
+        "--secrets-key-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the key secrets are encrypted with, outside the store (default:"
+        " $KUBE_SECRETS_KEY_FILE; none: secret and config commands are refused)",
+    )
     manager.add_argument("--name", default=None, help="this manager's name (default: HOSTNAME-PID)")
     manager.add_argument(
         "--lease",
@@ -263,6 +273,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="docker, or mock: containers simulated in memory (default docker)",
     )
     worker.add_argument(
+        "--files-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where secrets and configs are written for their containers, on a tmpfs"
+        " (default: /run/kube if /run is a tmpfs, else /dev/shm/kube)",
+    )
+    worker.add_argument(
         "--advertise-address",
         metavar="ADDRESS",
         help="IP address or host name where its tasks' ports answer (default: the source"
@@ -327,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_parser(sub)
     inspect = sub.add_parser("inspect", help="show a task and its history")
     inspect.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
-    inspect.add_argument("--json", action="store_true", help="the record and history as JSON")
+    inspect.add_argument(
+        "--json", action="store_true", help="the record, history and attempts as JSON"
+    )
     nodes = sub.add_parser("nodes", help="list workers")
     nodes.add_argument("--json", action="store_true", help="the node records as JSON")
     managers = sub.add_parser("managers", help="list the managers: which leads, at which epoch")
@@ -340,11 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print a task's container output")
     logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
     logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    kept_logs.add_flags(logs)
     rollout.add_restart_parser(sub)
     completion.add_parser(sub)
     feed.add_parser(sub)
     _up_parser(sub)
     cluster_cli.add_parsers(sub)
+    secrets_cli.add_parsers(sub)
     volume_cli.add_parsers(sub)
     examples.finish(parser, _seconds)
     return parser
@@ -609,6 +631,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return run_task(args, command, client)
     if args.command in cluster_cli.COMMANDS:
         return cluster_cli.run(args, client)
+    if args.command in secrets_cli.COMMANDS:
+        return secrets_cli.run(args, client)
     if args.command in volume_cli.COMMANDS:
         return volume_cli.run(args, client)
     if args.command == "ps":
@@ -616,12 +640,13 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
     elif args.command == "restart":
         return rollout.restart(args, client)
     elif args.command == "inspect":
-        task, events = client.inspect(client.task_id(args.id))
+        task, events, attempts = client.inspect_attempts(client.task_id(args.id))
         data = {
             **task.model_dump(mode="json"),
             "events": [e.model_dump(mode="json") for e in events],
+            "attempts": [a.model_dump(mode="json") for a in attempts],
         }
-        _out(args, data, lambda: render.task(task, events))
+        _out(args, data, lambda: kept_logs.with_attempts(render.task(task, events), attempts))
     elif args.command == "nodes":
         nodes = client.nodes()
         _out(args, [n.model_dump(mode="json") for n in nodes], lambda: render.nodes(nodes))
@@ -639,8 +664,10 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
         print(name)
     elif args.command == "logs":
-        LogsQuery(id=args.id, tail=args.tail)  # a bad --tail is said before anything is asked
-        sys.stdout.write(client.logs(client.task_id(args.id), args.tail))
+        # a bad --tail or --attempt is said before anything is asked
+        LogsQuery(id=args.id, tail=args.tail, attempt=args.attempt, previous=args.previous)
+        found = client.task_logs(client.task_id(args.id), args.tail, args.attempt, args.previous)
+        kept_logs.write(found)
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)
@@ -735,7 +762,10 @@ def _store(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
     if args.store is not None and args.db is not None:
         raise SettingsError("give --store or --db, not both (--db PATH is --store sqlite:///PATH)")
     url = sqlite_url(args.db) if args.db is not None else args.store or env.get("KUBE_STORE")
-    return {} if not url else {"store": check_store(url)}
+    key = args.secrets_key_file or env.get("KUBE_SECRETS_KEY_FILE")
+    return ({} if not url else {"store": check_store(url)}) | (
+        {"secrets_key_file": Path(key)} if key else {}
+    )
 
 
 def manager_config(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ManagerConfig:
@@ -820,7 +850,7 @@ def run_worker(args: argparse.Namespace, settings: Settings) -> int:
         labels=dict(args.label),
         capacity=capacity,
         policy=policy,
-        **_given(args, "heartbeat_interval", "concurrency"),
+        **_given(args, "heartbeat_interval", "concurrency", "files_dir"),
     )
     runtime: Runtime
     if args.runtime == "mock":

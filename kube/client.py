@@ -16,6 +16,7 @@ DecodeError (a spec that does not validate, from `make_spec`), WaitTimeout.
 
 from __future__ import annotations
 
+import base64
 import builtins
 import re
 import time
@@ -29,7 +30,9 @@ from kube import resolve
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
+from shared.files import FileKind, FileNamed, FileRecord, FileWrite, SealingKey, context
 from shared.ids import new_task_id
+from shared.kept import AttemptSummary, KeptLogs
 from shared.messages import MAX_PAGE, EndpointsQuery, ListQuery, LogsQuery, TaskQuery
 from shared.models import (
     ManagerInfo,
@@ -52,6 +55,7 @@ from shared.models import (
     VolumeRequest,
 )
 from shared.rpc import RpcChannel, Subscription
+from shared.sealing import seal
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.volumes import VolumeRecord
@@ -65,6 +69,8 @@ MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
 VOLUMES = TypeAdapter(list[VolumeRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
+ATTEMPTS = TypeAdapter(list[AttemptSummary])
+KEPT = TypeAdapter(KeptLogs)
 RECORD = TypeAdapter(TaskRecord)
 NODE = TypeAdapter(NodeRecord)
 REMOVED = TypeAdapter(Removed)
@@ -220,10 +226,18 @@ class Client:
 
     def inspect(self, task_id: str) -> tuple[TaskRecord, builtins.list[TaskEvent]]:
         """A task and its state history."""
+        task, events, _ = self.inspect_attempts(task_id)
+        return task, events
+
+    def inspect_attempts(
+        self, task_id: str
+    ) -> tuple[TaskRecord, builtins.list[TaskEvent], builtins.list[AttemptSummary]]:
+        """A task, its state history and its attempts (none from a manager before them)."""
         reply = self._ask("query.task", encode(TaskQuery(id=task_id)))
         result = reply.result or {}
         task = RECORD.validate_python(result["task"], strict=False)
-        return task, EVENTS.validate_python(result["events"], strict=False)
+        events = EVENTS.validate_python(result["events"], strict=False)
+        return task, events, ATTEMPTS.validate_python(result.get("attempts", []), strict=False)
 
     def list(self) -> list[TaskRecord]:
         """Every task, oldest first (asked for a page at a time)."""
@@ -305,6 +319,29 @@ class Client:
         """Roll the service onto a new spec, one task at a time."""
         self._ask(topology.UPDATE_KEY, encode(UpdateRequest(name=name, spec=spec)), subject=name)
 
+    # -- secrets and configs (docs/secrets.md) ----------------------------------------
+
+    def sealing_key(self) -> SealingKey:
+        """The manager's public key, which values are sealed for before they leave here."""
+        return SealingKey.model_validate(self._ask("query.sealing-key", b"{}").result)
+
+    def write_file(self, kind: FileKind, name: str, value: bytes, create: bool) -> None:
+        """Create (or update) a secret or config; the value is sealed for the manager's
+        key here, so the broker and its dead-letter queue only ever hold ciphertext."""
+        public = base64.b64decode(self.sealing_key().public_key)
+        sealed = seal(public, value, context(kind, name))
+        body = FileWrite(name=name, sealed=base64.b64encode(sealed).decode())
+        verb = "create" if create else "update"
+        self._ask(f"{kind.value}.{verb}", encode(body), subject=name)
+
+    def remove_file(self, kind: FileKind, name: str) -> None:
+        self._ask(f"{kind.value}.remove", encode(FileNamed(name=name)), subject=name)
+
+    def files(self, kind: FileKind) -> builtins.list[FileRecord]:
+        """Secrets or configs: names, versions, sizes; never a value."""
+        result = self._ask(f"query.{kind.value}s", b"{}").result
+        return [FileRecord.model_validate(item) for item in result]
+
     def cordon(self, node: str) -> None:
         self._ask(topology.CORDON_KEY, encode(NodeRequest(name=node)), subject=node)
 
@@ -320,7 +357,25 @@ class Client:
         self._ask(topology.DRAIN_KEY, encode(NodeRequest(name=node)), subject=node)
 
     def logs(self, task_id: str, tail: int | None = None) -> str:
-        return str(self._ask("query.logs", encode(LogsQuery(id=task_id, tail=tail))).result)
+        """A task's output: the live container's, or else what the manager kept of it."""
+        found = self.task_logs(task_id, tail)
+        return found if isinstance(found, str) else found.stdout + found.stderr
+
+    def task_logs(
+        self,
+        task_id: str,
+        tail: int | None = None,
+        attempt: int | None = None,
+        previous: bool = False,
+    ) -> str | KeptLogs:
+        """The live container's output (text), or the kept end of an ended attempt's
+        output (`KeptLogs`): asked for by `attempt` or `previous`, or given by the manager
+        when the live output cannot be had (`why` says why)."""
+        query = LogsQuery(id=task_id, tail=tail, attempt=attempt, previous=previous)
+        result = self._ask("query.logs", encode(query)).result
+        if isinstance(result, dict):
+            return KEPT.validate_python(result, strict=False)
+        return str(result)
 
     def watch(
         self, keys: Collection[str] = ("#",), timeout: float | None = None

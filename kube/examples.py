@@ -30,7 +30,8 @@ EXAMPLES: dict[str, str] = {
     "managers": "kube managers",
     "stop": "kube stop hello           # a task, by name, id or id's start\n"
     "kube stop web             # a service: all its tasks",
-    "logs": "kube logs hello\nkube logs web-1a2b --tail 20",
+    "logs": "kube logs hello\nkube logs web-1a2b --tail 20\nkube logs hello --previous\n"
+    "kube logs hello --attempt 2 --tail 50",
     "events": "kube events --follow\nkube events --task hello --follow --json",
     "up": "kube up\nkube up --workers 3 --start-broker",
     "orphans": "kube orphans remove --all --node node-1\nkube orphans adopt 3f2a1b9c8d7e",
@@ -58,6 +59,17 @@ EXAMPLES: dict[str, str] = {
     "completion": 'eval "$(kube completion bash)"     # in ~/.bashrc\n'
     'eval "$(kube completion zsh)"      # in ~/.zshrc',
 }
+
+
+for _kind, _name, _file in (("secret", "db-password", "pw.txt"), ("config", "app", "app.conf")):
+    EXAMPLES |= {
+        _kind: f"kube {_kind} create {_name} {_file}\nkube {_kind} ls",
+        f"{_kind} create": f"kube {_kind} create {_name} {_file}\n"
+        f'printf %s "$VALUE" | kube {_kind} create {_name} -',
+        f"{_kind} update": f"kube {_kind} update {_name} {_file}   # its services roll",
+        f"{_kind} ls": f"kube {_kind} ls\nkube {_kind} ls --json",
+        f"{_kind} rm": f"kube {_kind} rm {_name}   # refused while in use",
+    }
 
 
 class Formatter(argparse.HelpFormatter):

@@ -41,6 +41,7 @@ from kube import leftovers, localbroker
 from kube.client import Client
 from kube.lifeline import die_with_parent
 from kube.sink import Gone, Sink
+from manager.secret_key import create_key_file
 from manager.store import read_cluster_id
 from manager.store.url import sqlite_path
 from shared import topology
@@ -125,6 +126,7 @@ def manager_children(options: UpOptions, db: Path) -> list[Child]:
     with `--name` of the same (how `kube managers` and the lease name it)."""
     store = ("--store", options.store) if options.store else ("--db", str(db))
     argv = [sys.executable, "-m", "kube", "manager", *store, "--scheduler", options.scheduler]
+    argv += ["--secrets-key-file", str(secrets_key_path(options, db))]
     argv += ["--log-level", options.log_level]
     if options.managers < 2:
         return [Child("manager", [*argv, "--metrics-port", str(options.metrics_port)])]
@@ -142,6 +144,16 @@ def manager_children(options: UpOptions, db: Path) -> list[Child]:
         )
         for i, name in enumerate(manager_names(options.managers), start=1)
     ]
+
+
+def secrets_key_path(options: UpOptions, db: Path) -> Path:
+    """The secrets key of a local cluster (docs/secrets.md): $KUBE_SECRETS_KEY_FILE, or
+    beside its SQLite file, or with --store in the state dir, where it outlives the
+    cluster as the store does. `_run_cluster` makes it (mode 0600) if it is not there."""
+    given = os.environ.get("KUBE_SECRETS_KEY_FILE")
+    if given:
+        return Path(given)
+    return _kept_db().with_name("secrets.key") if options.store else db.with_name("secrets.key")
 
 
 def manager_names(count: int) -> list[str]:
@@ -542,6 +554,8 @@ def _run_cluster(
     called once the cluster is ready or is not coming up (another `kube up` may start)."""
     with leftovers.scratch() as scratch:
         db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
+        if create_key_file(key := secrets_key_path(options, db)):
+            out.line(f"made the secrets key {key} (mode 0600; keep it with the store)")
         cluster = LocalCluster(settings, plan(options, db), out)
         code = OK
         try:

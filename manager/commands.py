@@ -14,9 +14,14 @@
 | node.set         | NodeSettings    | an operator's labels and capacity caps for a node   |
 | orphans.remove   | OrphansRequest  | asks the nodes to remove orphan containers          |
 | orphans.adopt    | OrphansRequest  | makes an orphan container a task of this cluster    |
+| secret.create    | FileWrite       | a secret, its value sealed for the manager          |
+| secret.update    | FileWrite       | its next version; the services using it roll        |
+| secret.remove    | FileNamed       | forgets it, unless a task or service uses it        |
+| config.*         | as secret.*     | the same for configs                                |
 
 Each answers `Reply` to a `reply_to`; a bad message is answered and dead-lettered. The
-node.* and orphans.* commands are an operator's: `manager/auth.py` checks who sent them.
+node.*, orphans.*, secret.* and config.* commands are an operator's: `manager/auth.py` checks
+who sent them.
 """
 
 from __future__ import annotations
@@ -25,21 +30,24 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Protocol
 
 from pydantic import TypeAdapter
 
-from manager import core, nodes, orphans, removal, services, volumes
+from manager import core, nodes, orphans, removal, secrets, services, volumes
 from manager.auth import WorkerAuth, command_sender_allowed
 from manager.effects import Decision
 from manager.metrics import drop_orphans
 from manager.orphans import Book as OrphanBook
 from manager.quotas import Quotas
+from manager.secret_key import SecretKey
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery
 from shared.codec import decode, encode
-from shared.errors import DecodeError
+from shared.errors import DecodeError, SecretError
+from shared.files import FileKind, FileNamed, FileWrite, context
 from shared.ids import new_task_id
 from shared.models import (
     ID_PATTERN,
@@ -86,6 +94,8 @@ class CommandContext(Protocol):
 
     orphans: OrphanBook
 
+    secret_key: SecretKey | None
+
     def commit(self, decision: Decision) -> None: ...
     def settle(self, delivery: Delivery, reply: Reply | None = None) -> None: ...
     def refuse(self, delivery: Delivery, reason: str) -> None: ...
@@ -106,6 +116,8 @@ NODE = TypeAdapter(NodeRequest)
 SETTINGS = TypeAdapter(NodeSettings)
 REMOVE = TypeAdapter(RemoveRequest)
 ORPHANS = TypeAdapter(OrphansRequest)
+FILE_WRITE = TypeAdapter(FileWrite)
+FILE_NAMED = TypeAdapter(FileNamed)
 VOLUME = TypeAdapter(VolumeRequest)
 
 
@@ -135,6 +147,10 @@ class Commands:
             topology.ORPHANS_ADOPT_KEY: self.adopt_orphan,
             topology.VOLUME_REMOVE_KEY: self.remove_volume,
         }
+        for kind in FileKind:
+            self.handlers[f"{kind.value}.create"] = partial(self.write_file, kind, True)
+            self.handlers[f"{kind.value}.update"] = partial(self.write_file, kind, False)
+            self.handlers[f"{kind.value}.remove"] = partial(self.remove_file, kind)
 
     def on_command(self, delivery: Delivery) -> None:
         handler = self.handlers.get(delivery.routing_key)
@@ -163,6 +179,7 @@ class Commands:
             spec = _spec(decode(SPEC, delivery.body, max_bytes=MAX_SPEC_BYTES))
         except DecodeError as exc:
             raise Refused(f"invalid task spec: {exc.reason}") from exc
+        self._mounted(spec)
         if spec.replicas is not None:
             return self._create_service(spec, delivery.user_id)
         task_id = spec.id or _message_id(delivery) or new_task_id(spec.name)
@@ -242,7 +259,7 @@ class Commands:
 
     def update(self, delivery: Delivery) -> str:
         request = decode(UPDATE, delivery.body, max_bytes=MAX_SPEC_BYTES)
-        _spec(request.spec)
+        self._mounted(_spec(request.spec))
         service = self._service(request.name)
         if request.spec.name != service.name:
             raise Refused(
@@ -432,6 +449,66 @@ class Commands:
             orphan.attempt,
         )
         return orphan.task_id
+
+    # -- secrets and configs (manager/secrets.py) ------------------------------------
+
+    def _key(self) -> SecretKey:
+        if self.manager.secret_key is None:
+            raise Refused(secrets.NO_KEY)
+        return self.manager.secret_key
+
+    def _mounted(self, spec: TaskSpec) -> None:
+        """Refuse a spec that mounts a secret or config this manager does not have."""
+        for kind in FileKind:
+            names = secrets.refs(spec, kind)
+            if names:
+                self._key()
+            missing = [name for name in names if self.store.file(kind, name) is None]
+            if missing:
+                raise Refused(f"no such {kind.value}: {', '.join(missing)}")
+
+    def write_file(self, kind: FileKind, create: bool, delivery: Delivery) -> str:
+        """A new secret or config (create), or its next version (update)."""
+        key = self._key()
+        request = decode(FILE_WRITE, delivery.body)
+        name = request.name
+        try:
+            value = key.opened(request.value(), context(kind, name))
+        except SecretError as exc:
+            raise Refused(f"{kind.value} {name}: {exc}") from exc
+        refusal = secrets.value_refusal(kind, name, value)
+        if refusal is not None:
+            raise Refused(refusal)
+        existing = self.store.file(kind, name)
+        if existing is not None and existing.digest == key.digest(value):
+            log.info("%s %s: unchanged at version %d", kind.value, name, existing.version)
+            return name  # a create redelivered, or an update to the same value
+        if create and existing is not None:
+            raise Refused(f"{kind.value} {name} exists: use `kube {kind.value} update`")
+        if not create and existing is None:
+            raise Refused(f"no such {kind.value}: {name}")
+        now = self.manager.clock()
+        version = 1 if existing is None else existing.version + 1
+        self.store.put_file(secrets.stored(key, kind, name, version, value, now))
+        log.info("%s %s: version %d stored", kind.value, name, version)
+        for service, spec in secrets.rolls(self.store.services(), kind, name, version):
+            log.info("service %s: rolling to %s %s version %d", service.name, kind, name, version)
+            self.manager.reconcile_service(services.update(service, spec, now))
+        return name
+
+    def remove_file(self, kind: FileKind, delivery: Delivery) -> str:
+        """Forget a secret or config, every version; refused while anything mounts it."""
+        self._key()
+        name = decode(FILE_NAMED, delivery.body).name
+        if self.store.file(kind, name) is None:
+            raise Refused(f"no such {kind.value}: {name}")
+        active = self.store.tasks([s for s in TaskState if not s.terminal])
+        using = secrets.users(kind, name, self.store.services(), active)
+        if using:
+            raise Refused(f"{kind.value} {name} is in use by {', '.join(using)}")
+        self.store.remove_file(kind, name)
+        log.info("%s %s: removed", kind.value, name)
+        return name
 
     def _service(self, name: str) -> ServiceRecord:
         service = self.store.service(name)

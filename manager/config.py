@@ -38,4 +38,5 @@ class ManagerConfig:
     retention: Retention = Retention()
     max_replicas: int = MAX_REPLICAS
     max_tasks_per_minute: int = TASKS_PER_MINUTE
+    secrets_key_file: Path | None = None  # secrets off without it (manager/secret_key.py)
     purge_interval: float = 30.0  # seconds between passes over ended tasks

@@ -16,6 +16,8 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from manager.kept_output import instead
+from shared.kept import KeptLogs
 from shared.messages import LogsReply, LogsRequest
 from shared.models import Reply
 
@@ -35,6 +37,8 @@ class Asker:
     node: str
     task_id: str
     deadline: float  # on the manager's monotonic clock
+    tail: int | None = None
+    fallback: KeptLogs | None = None  # shown when the worker has no output to give
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,7 @@ class LogRelay:
         attempt: int,
         tail: int | None,
         now: float,
+        fallback: KeptLogs | None = None,
     ) -> LogsRequest:
         """Remember the asker; return the request to send to the worker on `node`.
 
@@ -74,7 +79,7 @@ class LogRelay:
         on its own clock (no two machines' clocks are compared)."""
         request_id = uuid.uuid4().hex
         self._pending[request_id] = Asker(
-            reply_to, correlation_id, node, task_id, now + self.timeout
+            reply_to, correlation_id, node, task_id, now + self.timeout, tail, fallback
         )
         return LogsRequest(
             request_id=request_id, task_id=task_id, attempt=attempt, tail=tail, ttl=self.timeout
@@ -102,7 +107,7 @@ class LogRelay:
             return None
         del self._pending[reply.request_id]
         if reply.error is not None:
-            result = Reply(ok=False, id=reply.task_id, error=reply.error)
+            result = instead(asker.fallback, asker.tail, reply.error, reply.task_id)
         else:
             result = Reply(ok=True, id=reply.task_id, result=reply.output or "")
         return Answer(asker.reply_to, asker.correlation_id, result)
@@ -119,7 +124,6 @@ class LogRelay:
                 f"within {self.timeout:g}s"
             )
             log.warning("%s", error)
-            answers.append(
-                Answer(asker.reply_to, asker.correlation_id, Reply(ok=False, error=error))
-            )
+            reply = instead(asker.fallback, asker.tail, error)
+            answers.append(Answer(asker.reply_to, asker.correlation_id, reply))
         return answers

@@ -7,22 +7,28 @@ dispatch queue; the manager relays the worker's answer (`manager.log_relay`).
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from manager import kept_output
 from manager.endpoints import serving
 from manager.epochs import stamp
 from manager.log_relay import LogRelay
 from manager.orphans import Book, Refused, listing, refusal
+from manager.secret_key import SecretKey
+from manager.secrets import NO_KEY
 from manager.store import Store
 from shared import topology
 from shared.bus import Delivery, MessageBus
 from shared.codec import decode, encode
 from shared.errors import DecodeError, UnroutableError
+from shared.files import FileKind, SealingKey
 from shared.messages import EndpointsQuery, ListQuery, LogsQuery, Orphan, TaskQuery
 from shared.models import MAX_BODY_BYTES, NodeStatus, Reply, ServiceEndpoints
 
@@ -36,7 +42,8 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
-    `query.endpoints`, `query.logs`, `query.orphans`, `query.managers` and `query.volumes`."""
+    `query.endpoints`, `query.logs`, `query.orphans`, `query.managers`, `query.secrets`,
+    `query.configs`, `query.sealing-key` and `query.volumes`."""
 
     def __init__(
         self,
@@ -64,8 +71,12 @@ class Queries:
             "query.logs": self.logs,
             "query.orphans": self.orphan_list,
             "query.managers": self.managers,
+            "query.secrets": partial(self.files, FileKind.SECRET),
+            "query.configs": partial(self.files, FileKind.CONFIG),
+            "query.sealing-key": self.sealing_key,
             "query.volumes": self.volumes,
         }
+        self.secret_key: SecretKey | None = None  # set by the manager (manager/secret_key.py)
 
     def on_query(self, delivery: Delivery) -> None:
         """Answer a query; one that is malformed (an unknown key, a bad body) is answered
@@ -101,8 +112,14 @@ class Queries:
         task = self.store.task(query.id)
         if task is None:
             return Reply(ok=False, error=f"unknown task {query.id!r}")
-        events = [_dump(event) for event in self.store.events(task.id)]
-        return Reply(ok=True, id=task.id, result={"task": _dump(task), "events": events})
+        events = self.store.events(task.id)
+        attempts = kept_output.attempts(task, events, self.store.kept_exit_codes(task.id))
+        result = {
+            "task": _dump(task),
+            "events": [_dump(event) for event in events],
+            "attempts": [_dump(attempt) for attempt in attempts],
+        }
+        return Reply(ok=True, id=task.id, result=result)
 
     def nodes(self, delivery: Delivery) -> Reply:
         query = _list(delivery)
@@ -122,6 +139,19 @@ class Queries:
     def managers(self, delivery: Delivery) -> Reply:
         """The managers seen in the store (manager/store/lease.py): a handful, one page."""
         return Reply(ok=True, result=[_dump(info) for info in self.store.managers()])
+
+    def files(self, kind: FileKind, delivery: Delivery) -> Reply:
+        """Secrets or configs: names, versions, sizes and times; never a value."""
+        return Reply(ok=True, result=[_dump(record) for record in self.store.files(kind)])
+
+    def sealing_key(self, delivery: Delivery) -> Reply:
+        """Where a client seals a value for this manager (shared/sealing.py)."""
+        if self.secret_key is None:
+            return Reply(ok=False, error=NO_KEY)
+        public = base64.b64encode(self.secret_key.public_key()).decode()
+        return Reply(
+            ok=True, result=_dump(SealingKey(public_key=public, key_id=self.secret_key.key_id))
+        )
 
     def services(self, delivery: Delivery) -> Reply:
         query = _list(delivery)
@@ -158,13 +188,22 @@ class Queries:
         task = self.store.task(query.id)
         if task is None:
             return Reply(ok=False, error=f"unknown task {query.id!r}")
-        if task.node is None or task.attempt == 0:
+        if query.attempt is not None or query.previous:  # kept output, asked for
+            asked = self.store.kept_output(task.id, query.attempt)
+            if asked is None:
+                return kept_output.missing(task, query.attempt)
+            return kept_output.shown(asked, query.tail)
+        kept = self.store.kept_output(task.id)  # shown if the live output cannot be had
+        if task.node is None or not kept_output.live(task):
+            if kept is not None:
+                return kept_output.shown(kept, query.tail, f"task {task.id} is {task.state.value}")
             return Reply(
                 ok=False, error=f"task {task.id} has no container yet ({task.state.value})"
             )
         node = self.store.node(task.node)
         if node is None or node.status != NodeStatus.READY:
-            return Reply(ok=False, error=f"node {task.node} of task {task.id} is down")
+            why = f"node {task.node} of task {task.id} is down"
+            return kept_output.instead(kept, query.tail, why)
         if not delivery.reply_to:
             return Reply(
                 ok=False, error="query.logs without reply_to: the output has nowhere to go"
@@ -177,6 +216,7 @@ class Queries:
             attempt=task.attempt,
             tail=query.tail,
             now=self.monotonic(),
+            fallback=kept,
         )
         try:
             self.bus.publish(
@@ -189,7 +229,8 @@ class Queries:
             )
         except UnroutableError:
             self.relay.forget(request.request_id)
-            return Reply(ok=False, error=f"worker {task.node} has no dispatch queue")
+            why = f"worker {task.node} has no dispatch queue"
+            return kept_output.instead(kept, query.tail, why)
         return None  # the answer comes from the worker, through the manager (manager.log_relay)
 
 

@@ -36,10 +36,12 @@ from manager import (
     core,
     dead_dispatches,
     endpoints,
+    kept_output,
     metrics,
     nodes,
     orphans,
     removal,
+    secrets,
     services,
     silence,
 )
@@ -59,6 +61,7 @@ from manager.queries import Queries
 from manager.quotas import Quotas
 from manager.retention import PURGE_BATCH
 from manager.scheduler import make_scheduler
+from manager.secret_key import SecretKey
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
@@ -72,13 +75,16 @@ from shared.errors import (
     ResourceLocked,
     StoreError,
     StoreUnavailable,
+    UnroutableError,
 )
+from shared.files import FilesRequest
 from shared.ids import new_task_id
 from shared.messages import (
     DISPATCH,
     ClockAhead,
     Disowned,
     Heartbeat,
+    KeptOutput,
     LogsReply,
     Result,
     ResultsProbe,
@@ -132,7 +138,9 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
-RESULT: TypeAdapter[TaskUpdate | Heartbeat | LogsReply | ResultsProbe] = TypeAdapter(Result)
+RESULT: TypeAdapter[
+    TaskUpdate | Heartbeat | LogsReply | KeptOutput | FilesRequest | ResultsProbe
+] = TypeAdapter(Result)
 
 
 def utcnow() -> datetime:
@@ -189,6 +197,10 @@ class Manager:
             self.store, self.bus, self.logs, monotonic, clock, self.orphans, self.epoch
         )
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
+        self.secret_key = (
+            SecretKey.load(config.secrets_key_file) if config.secrets_key_file else None
+        )
+        self.queries.secret_key = self.secret_key
         self.commands = Commands(self)
         self.auth = WorkerAuth.from_env(settings.amqp_url)
         self._acks: list[Delivery] = []
@@ -711,6 +723,15 @@ class Manager:
             answer = self.logs.answer(result)
             if answer is not None:
                 self.relay(answer)
+        elif isinstance(result, KeptOutput):
+            kept = kept_output.accept(self.store.task(result.task_id), result)
+            if isinstance(kept, str):
+                self.refuse(delivery, kept)
+                return
+            if kept is not None:
+                self.store.keep_output(kept)
+        elif isinstance(result, FilesRequest):
+            self.send_files(result)
         else:
             task = self.store.task(result.task_id)
             if task is None:
@@ -721,6 +742,27 @@ class Manager:
             self.commit(decision)
             self.after_change(decision)
         self.settle(delivery)
+
+    def send_files(self, request: FilesRequest) -> None:
+        """An attempt's secrets and configs, sealed for the worker's key, on its node's
+        queue: not persistent, and dropped by the broker unread after FILES_TTL."""
+        reply = secrets.files_reply(
+            self.secret_key, self.store.task(request.task_id), request, self.store.file
+        )
+        if reply.error is not None:
+            attempt = (reply.task_id, reply.attempt)
+            log.warning("task %s: attempt %d: no files sent: %s", *attempt, reply.error)
+        try:
+            self.bus.publish(
+                topology.DISPATCH,
+                request.node,
+                stamp(encode(reply), self.epoch),
+                persistent=False,
+                mandatory=True,
+                expiration=secrets.FILES_TTL,
+            )
+        except UnroutableError:
+            log.warning("task %s: node %s has no dispatch queue", request.task_id, request.node)
 
     def probe_read(self, delivery: Delivery, probe: ResultsProbe) -> None:
         """A probe came back through the results queue (manager/silence.py). One this

@@ -21,6 +21,7 @@
     │   ├── StoreUnavailable   the connection to the database is gone (a manager reconnects)
     │   └── Deposed            another manager took the lease: this one's writes are refused
     ├── MetricsError           the /metrics endpoint cannot be served (its port is taken)
+    ├── SecretError            a secret or config cannot be sealed, opened or decrypted
     └── RequestError           the manager answered a request with an error
 
 pika, docker, sqlite3 and psycopg errors are translated into these at the module that talks
@@ -187,6 +188,11 @@ class Deposed(StoreError):
 
 class MetricsError(KubeError):
     """The /metrics endpoint could not be served, e.g. its port is taken."""
+
+
+class SecretError(KubeError):
+    """A secret or config that cannot be sealed, opened or decrypted (its value never
+    appears in the message: docs/secrets.md)."""
 
 
 class RequestError(KubeError):

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, TypeAdapter, model_validator
 
+from shared.files import FilesReply, FilesRequest
 from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
 from shared.states import TaskState
@@ -300,6 +301,7 @@ class RemoveVolume(WireModel):
 
 DispatchMessage = (
     RunTask
+    | FilesReply
     | StopTask
     | LogsRequest
     | ClusterInfo
@@ -327,6 +329,34 @@ class LogsReply(WireModel):
     error: Text | None = None
 
 
+KEPT_OUTPUT_BYTES = 64 * 1024
+"""The end of an ended attempt's stdout, and of its stderr, that its worker sends the
+manager to keep (the last 64 KiB of each): `kube logs` shows it once the container or its
+node is gone. Encoded as JSON the two take at most 12 times that (every byte escaped:
+768 KiB), below MAX_BODY_BYTES."""
+
+
+class KeptOutput(WireModel):
+    """Worker to manager: the last lines of an attempt that ended, read from its container
+    before the container is removed, for the manager to keep (manager/kept_output.py)."""
+
+    kind: Literal["output"] = "output"
+    node: Name
+    at: Timestamp = Field(description="when the worker read it: the attempt had ended")
+    task_id: TaskId
+    attempt: Attempt
+    exit_code: Int64 | None = Field(
+        default=None, description="the container's exit code, when it exited by itself"
+    )
+    stdout: Annotated[str, Field(max_length=KEPT_OUTPUT_BYTES)] = Field(
+        description="the end of its stdout, decoded as UTF-8"
+    )
+    stderr: Annotated[str, Field(max_length=KEPT_OUTPUT_BYTES)] = Field(
+        default="", description="the end of its stderr, apart (the two are not interleaved)"
+    )
+    cut: bool = Field(default=False, description="earlier output was left out")
+
+
 class ResultsProbe(WireModel):
     """Manager to itself, through its own results queue: once it reads its probe back,
     every result that entered the queue before the probe has been read too, heartbeats
@@ -339,7 +369,10 @@ class ResultsProbe(WireModel):
     at: Timestamp
 
 
-Result = Annotated[TaskUpdate | Heartbeat | LogsReply | ResultsProbe, Field(discriminator="kind")]
+Result = Annotated[
+    TaskUpdate | Heartbeat | LogsReply | KeptOutput | FilesRequest | ResultsProbe,
+    Field(discriminator="kind"),
+]
 
 
 class TaskQuery(WireModel):
@@ -373,3 +406,9 @@ class LogsQuery(WireModel):
 
     id: TaskId
     tail: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    attempt: Attempt | None = Field(
+        default=None, description="the kept output of this attempt, once ended (`--attempt`)"
+    )
+    previous: bool = Field(
+        default=False, description="the kept output of the last ended attempt (`--previous`)"
+    )

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from shared.files import FileNamed, FileRecord, FileWrite, SealingKey
+from shared.kept import KeptLogs
 from shared.messages import (
     Dispatch,
     EndpointsQuery,
@@ -58,11 +60,16 @@ MESSAGES: dict[str, Any] = {
     "orphan-list": OrphanList,  # query.orphans, and the result of orphans.remove replies
     "service-record": ServiceRecord,  # query.services rows
     "reply": Reply,  # answers to requests with reply_to
+    "kept-logs": KeptLogs,  # the result of query.logs when the output shown was kept
     "task-query": TaskQuery,  # kube.commands query.task
     "list-query": ListQuery,  # kube.commands query.tasks, query.nodes
     "logs-query": LogsQuery,  # kube.commands query.logs
     "endpoints-query": EndpointsQuery,  # kube.commands query.endpoints
     "service-endpoints": ServiceEndpoints,  # kube.events service.endpoints, query.endpoints
+    "file-write": FileWrite,  # kube.commands secret.create/update, config.create/update
+    "file-named": FileNamed,  # kube.commands secret.remove, config.remove
+    "file-record": FileRecord,  # query.secrets, query.configs (a list of them)
+    "sealing-key": SealingKey,  # query.sealing-key
     "task-record": TaskRecord,  # kube.events task.<state>
     "node-record": NodeRecord,  # kube.events node.<what>
     "manager-info": ManagerInfo,  # kube.events manager.leader, query.managers

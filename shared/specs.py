@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
+from shared.files import MAX_REFS, ConfigRef, SecretRef
 from shared.wire import (
     MAX_PORTS,
     ByteSize,
@@ -304,6 +305,9 @@ class TaskSpec(WireModel):
         default=None,
         description="stop the container on a worker cut off from the broker; absent: keep it",
     )
+    # Secrets and configs, mounted as files (docs/secrets.md): never values, only names.
+    secrets: Annotated[tuple[SecretRef, ...], Field(max_length=MAX_REFS)] = ()
+    configs: Annotated[tuple[ConfigRef, ...], Field(max_length=MAX_REFS)] = ()
     # Options a worker refuses unless its security policy allows them:
     privileged: bool = False
     network_mode: NetworkMode = NetworkMode.BRIDGE

@@ -65,6 +65,10 @@ ORPHANS_REMOVE_KEY = "orphans.remove"
 ORPHANS_ADOPT_KEY = "orphans.adopt"
 VOLUME_REMOVE_KEY = "volume.remove"
 QUERY_PREFIX = "query."
+# Secrets and configs (docs/secrets.md): an operator's, as Swarm keeps them to managers.
+SECRET_KEYS = tuple(
+    f"{kind}.{verb}" for kind in ("secret", "config") for verb in ("create", "update", "remove")
+)
 
 CLIENT_COMMAND_KEYS = (
     SUBMIT_KEY,
@@ -83,9 +87,10 @@ OPERATOR_COMMAND_KEYS = (
     NODE_SET_KEY,
     ORPHANS_REMOVE_KEY,
     ORPHANS_ADOPT_KEY,
+    *SECRET_KEYS,
 )
-"""An operator's acts on nodes and their orphan containers (and queries): the broker
-user kube-operator."""
+"""An operator's acts on nodes and their orphan containers, and secrets and configs
+(and queries): the broker user kube-operator."""
 
 EVENTS_RETENTION: dict[str, Any] = {
     "x-max-age": "1h",

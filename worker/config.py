@@ -4,6 +4,7 @@ what is not given, so these apply)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from worker.naming import this_host
 from worker.policy import WorkerPolicy
@@ -20,4 +21,5 @@ class WorkerConfig:
     heartbeat_interval: float = 2.0
     concurrency: int = 8  # containers started at once; the engine's own limit is near this
     policy: WorkerPolicy = field(default_factory=WorkerPolicy)
+    files_dir: Path | None = None  # secrets and configs; None: worker/files.py default_root
     address: str | None = None  # advertised; None: the source address of the broker's route

@@ -54,7 +54,9 @@ from shared.errors import (
     MessagingError,
     ResourceLocked,
     RuntimeFailure,
+    SecretError,
 )
+from shared.files import FilesReply, FilesRequest
 from shared.messages import (
     DISPATCH,
     MAX_ORPHAN_BYTES,
@@ -65,6 +67,7 @@ from shared.messages import (
     Disowned,
     Heartbeat,
     HeldTask,
+    KeptOutput,
     LogsReply,
     LogsRequest,
     Orphan,
@@ -81,9 +84,11 @@ from shared.states import TaskState
 from worker import claim
 from worker.address import detect as detect_address
 from worker.attempt import Key, Report, StartFailed
+from worker.attempt_output import OutputKeeper
 from worker.config import WorkerConfig
 from worker.disconnect import KILL_GRACE, Contact, Watch
 from worker.epochs import Epochs
+from worker.files import Files, default_root
 from worker.health import HealthMonitor
 from worker.log_reply import logs_reply
 from worker.metrics import STALE_DISPATCHES
@@ -135,7 +140,9 @@ class Worker:
         self.bus: MessageBus = bus or Bus(
             settings,
             f"kube-worker-{config.name}",
-            prefetch=config.concurrency,
+            # twice the starts at once: a start waiting for its secrets (worker/files.py)
+            # must leave room for their reply, which comes on this same queue
+            prefetch=2 * config.concurrency,
             silent_after=silent_after(config.heartbeat_interval),
         )
         self._user = self.bus.user
@@ -164,6 +171,8 @@ class Worker:
         # periods run together (8 stale copies with a 10 s grace took 24 s in line).
         self.stops = ThreadPoolExecutor(MAX_STOPS_AT_ONCE, thread_name_prefix="stop")
         self.health = HealthMonitor(runtime, self._on_health)
+        self.output = OutputKeeper(config.name, runtime.output_end, self._send_output)
+        self.files = Files(config.files_dir or default_root(), self.name, self._ask_files)
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
@@ -278,6 +287,8 @@ class Worker:
                 self.contact.track((info.task_id, info.attempt), info.stop_after)
         strays, total = self.runtime.strays(disowned, MAX_ORPHANS_LISTED)
         listed = orphan_list(strays)
+        running = [i for i in found if i.status == ContainerStatus.RUNNING]
+        self.files.sweep([(i.task_id, i.attempt) for i in running])
 
         def apply() -> None:
             self.runners.reconciled(found)
@@ -319,6 +330,8 @@ class Worker:
             self.runners.run((message.task_id, message.attempt), message.spec, delivery)
         elif isinstance(message, LogsRequest):
             self._logs(message, delivery)
+        elif isinstance(message, FilesReply):
+            self.files.answered(message)
         elif isinstance(message, RemoveVolume):
             self._remove_volume(message.name)
             self._settled.append(delivery)
@@ -336,6 +349,7 @@ class Worker:
     def _admit(
         self,
         message: RunTask
+        | FilesReply
         | StopTask
         | LogsRequest
         | ClusterInfo
@@ -497,7 +511,12 @@ class Worker:
         if stale is not None:
             return StartFailed(stale)
         try:
-            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec))
+            files = self.files.fetch(key, spec)
+        except SecretError as exc:
+            log.warning("task %s: attempt %d: %s", key[0], key[1], exc)
+            return StartFailed(str(exc))
+        try:
+            info = self._with_engine(lambda: self.runtime.start(key[0], key[1], spec, files))
         except ImageNotFound as exc:
             if exc.problem is None:  # may pass (a registry that timed out): restarted
                 log.warning("task %s: could not start: %s", key[0], exc)
@@ -575,6 +594,8 @@ class Worker:
             log.info("task %s: attempt %d is an orphan here: left running", *key)
             return None
         try:
+            self._with_engine(lambda: self.runtime.stop(key[0], key[1], grace))
+            self.output.removing(key)  # its last lines, stop included, for the manager
             self._with_engine(lambda: self.runtime.remove(key[0], key[1], grace))
         except RuntimeFailure as exc:
             log.warning("task %s: could not remove attempt %d: %s", key[0], key[1], exc)
@@ -583,6 +604,8 @@ class Worker:
             log.exception("task %s: removing attempt %d failed", key[0], key[1])
             return f"{type(exc).__name__}: {exc}"
         log.info("task %s: attempt %d stopped and removed", key[0], key[1])
+        self.output.removed(key)
+        self.files.remove(key)
         self.contact.forget(key)
         return None
 
@@ -619,10 +642,16 @@ class Worker:
 
     def _on_exit(self, event: ContainerExit) -> None:
         self.contact.forget((event.task_id, event.attempt))
+        self.files.remove((event.task_id, event.attempt))
         self.bus.call_threadsafe(lambda: self.runners.exited(event))
 
     def _on_health(self, key: Key, health: Health, detail: str) -> None:
         self.bus.call_threadsafe(lambda: self.runners.health_changed(key, health, detail))
+
+    def _ask_files(self, request: FilesRequest) -> None:
+        """From the pool: ask the manager for an attempt's secrets and configs."""
+        body = encode(request)
+        self.bus.call_threadsafe(lambda: self._results.append(self._result("files", body)))
 
     # -- logs --------------------------------------------------------------------------
 
@@ -763,6 +792,15 @@ class Worker:
                 error=why,
             )
         self._results.append(self._result("update", encode(update)))
+        if report.exit_code is not None and report.container_id is not None:
+            # exited by itself: its container is there to read, after the update is queued
+            code = report.exit_code
+            self._background(lambda: self.output.exited(key, code))
+
+    def _send_output(self, kept: KeptOutput) -> None:
+        """From an engine thread: queue an ended attempt's output behind what is queued."""
+        body = encode(kept)
+        self.bus.call_threadsafe(lambda: self._results.append(self._result("output", body)))
 
     def _result(self, kind: str, body: bytes) -> Outbound:
         return self.bus.message(

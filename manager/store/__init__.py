@@ -1,6 +1,7 @@
 """The manager's state, in SQLite (the default, one manager) or PostgreSQL.
 
 state.py     Store: what the manager records and reads, caches, per-delivery units
+files.py     the rows of secrets and configs, encrypted
 schema.py    the tables, their version, and the upgrade of an older database
 base.py      Database: what the store needs of an engine
 sqlite.py    that, on a SQLite file

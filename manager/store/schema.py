@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from manager.store import kept
 from manager.store.base import Database
 from shared.errors import StoreError
 from shared.states import TaskState
@@ -189,8 +190,21 @@ def _leadership(db: Database) -> None:
     )
 
 
+def _secrets(db: Database) -> None:
+    """6: secrets and configs, every version kept: the value encrypted (nonce +
+    AES-GCM ciphertext, manager/secret_key.py), the id of the key that did it, and an
+    HMAC of the plaintext to tell an update that changes nothing."""
+    text, integer, data = db.types["text"], db.types["int"], db.types["bytes"]
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS secrets (kind {text} NOT NULL, name {text} NOT NULL,"
+        f" version {integer} NOT NULL, created_at {text} NOT NULL, size {integer} NOT NULL,"
+        f" digest {text} NOT NULL, key_id {text} NOT NULL, sealed {data} NOT NULL,"
+        " PRIMARY KEY (kind, name, version))"
+    )
+
+
 def _volumes(db: Database) -> None:
-    """6: the named volumes (docs/volumes.md): the node whose engine holds each, known from
+    """8: the named volumes (docs/volumes.md): the node whose engine holds each, known from
     the first placement of a task that names it."""
     text = db.types["text"]
     db.execute(
@@ -205,6 +219,8 @@ STEPS: list[Callable[[Database], None]] = [
     _host_ports,
     _meta,
     _leadership,
+    kept.create,
+    _secrets,
     _volumes,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""

@@ -32,11 +32,15 @@ from manager.attempts import Attempts
 from manager.effects import Decision, Outgoing, Removal
 from manager.holdings import HOLDING, Hold, Holdings, Leftovers, Reserved
 from manager.nodes import PLACED, Where
+from manager.store import files, kept
 from manager.store.base import Database
+from manager.store.files import StoredFile
 from manager.store.lease import Leases, Role
 from manager.store.schema import KEYS, upgrade
 from manager.store.url import connect
 from shared.errors import Deposed, StoreError, StoreUnavailable
+from shared.files import FileKind, FileRecord
+from shared.kept import KEEP_ATTEMPTS, KeptLogs
 from shared.models import (
     DrainingAttempt,
     ManagerInfo,
@@ -501,6 +505,20 @@ class Store:
         )
         return self._parsed(TaskEvent, "task_events", "seq", rows)
 
+    def keep_output(self, logs: KeptLogs, keep: int = KEEP_ATTEMPTS) -> None:
+        """Keep the end of an ended attempt's output, in the open transaction; only the
+        task's newest `keep` attempts stay (manager/store/kept.py)."""
+        with self._transaction() as db:
+            kept.put(db, logs, keep)
+
+    def kept_output(self, task_id: str, attempt: int | None = None) -> KeptLogs | None:
+        """The kept output of an attempt of a task (None: its newest kept attempt)."""
+        return kept.get(self._db, task_id, attempt)
+
+    def kept_exit_codes(self, task_id: str) -> dict[int, int | None]:
+        """The attempts of a task whose output is kept, with their exit codes if known."""
+        return kept.exit_codes(self._db, task_id)
+
     def service(self, name: str) -> ServiceRecord | None:
         rows = self._query("SELECT name, record FROM services WHERE name = ?", (name,))
         found = self._parsed(ServiceRecord, "services", "name", rows)
@@ -517,6 +535,22 @@ class Store:
     def services(self) -> list[ServiceRecord]:
         rows = self._query("SELECT name, record FROM services ORDER BY name")
         return self._parsed(ServiceRecord, "services", "name", rows)
+
+    # -- secrets and configs (manager/secrets.py): every version, encrypted -------------
+
+    def put_file(self, stored: StoredFile) -> None:
+        with self._transaction() as db:
+            files.put(db, stored)
+
+    def file(self, kind: FileKind, name: str, version: int | None = None) -> StoredFile | None:
+        return files.newest(self._db, kind, name, version)
+
+    def files(self, kind: FileKind) -> list[FileRecord]:
+        return files.listing(self._db, kind)
+
+    def remove_file(self, kind: FileKind, name: str) -> None:
+        with self._transaction() as db:
+            files.remove(db, kind, name)
 
     def peers(self, names: Iterable[str] | None = None) -> dict[str, dict[str, int]]:
         """For each task name (a service's tasks share theirs), its placed tasks per node."""
@@ -657,6 +691,7 @@ def _delete(db: Database, removed: Removal) -> None:
     tasks = [(task_id,) for task_id in removed.tasks]
     db.executemany("DELETE FROM tasks WHERE id = ?", tasks)
     db.executemany("DELETE FROM task_events WHERE task_id = ?", tasks)
+    kept.delete(db, tasks)
     db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
     db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
     db.executemany("DELETE FROM volumes WHERE name = ?", [(n,) for n in removed.volumes])

@@ -318,17 +318,19 @@ def test_a_worker_publishes_only_its_own_results(broker: Broker) -> None:
     channel = broker.channel(broker.worker(0))
     publish(channel, topology.RESULTS, topology.result_key("heartbeat", node))
     publish(channel, topology.RESULTS, topology.result_key("update", node))
+    publish(channel, topology.RESULTS, topology.result_key("output", node))  # kept output
     # not as another node (topic permissions on kube.results)
-    assert (
-        refused(
-            lambda: publish(
-                broker.channel(broker.worker(0)),
-                topology.RESULTS,
-                topology.result_key("update", other_node),
+    for kind in ("update", "output"):
+        assert (
+            refused(
+                lambda: publish(
+                    broker.channel(broker.worker(0)),
+                    topology.RESULTS,
+                    topology.result_key(kind, other_node),  # noqa: B023
+                )
             )
+            == ACCESS_REFUSED
         )
-        == ACCESS_REFUSED
-    )
     # no dispatches, no commands, nothing through the default exchange
     for exchange, key in (
         (topology.DISPATCH, other_node),

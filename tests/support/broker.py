@@ -57,3 +57,36 @@ def consumers(url: str, queue: str) -> int:
     with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
         _, _, count = connection.channel().queue_declare(queue, passive=True)
     return int(count)
+
+
+def dead_letter_bodies(url: str) -> list[bytes]:
+    """The bodies on kube.dead-letters in the URL's vhost, left there (requeued)."""
+    vhost = url.rsplit("/", 1)[1]
+    bodies = []
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        channel = connection.channel()
+        while (message := channel.basic_get("kube.dead-letters", no_ack=False)) is not None:
+            bodies.append(bytes(message.body) + repr(message.headers).encode())
+    return bodies  # the channel closes unacked: the broker requeues them
+
+
+def stream_bodies(url: str, idle: float = 1.0) -> list[bytes]:
+    """Every message the events stream of the URL's vhost holds, from its first."""
+    vhost = url.rsplit("/", 1)[1]
+    bodies: list[bytes] = []
+    with amqp.Connection(host="127.0.0.1:5672", virtual_host=vhost) as connection:
+        channel = connection.channel()
+        channel.basic_qos(0, 500, False)
+
+        def take(message: amqp.Message) -> None:
+            bodies.append(bytes(message.body))
+            channel.basic_ack(message.delivery_tag)
+
+        channel.basic_consume(
+            "kube.events.stream", callback=take, arguments={"x-stream-offset": "first"}
+        )
+        while True:
+            try:
+                connection.drain_events(timeout=idle)
+            except TimeoutError:
+                return bodies

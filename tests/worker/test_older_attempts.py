@@ -4,7 +4,7 @@ before removing the attempt 1 it was adopting; both lived ~10 s)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -12,6 +12,7 @@ from shared.bus import StubBus
 from shared.models import TaskSpec
 from tests.support.dispatches import dispatch
 from tests.worker.conftest import reported, stub_worker
+from worker.files import FileMount
 from worker.runtime.base import ContainerInfo
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker
@@ -26,10 +27,12 @@ class Recording(MockRuntime):
         super().__init__(node)
         self.calls: list[tuple[str, int, list[int]]] = []
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
         running = [c.attempt for c in self.list(task_id) if c.status.value == "running"]
         self.calls.append(("start", attempt, running))
-        return super().start(task_id, attempt, spec)
+        return super().start(task_id, attempt, spec, files)
 
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         self.calls.append(("remove", attempt, []))

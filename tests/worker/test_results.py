@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from shared.models import TaskSpec
 from shared.settings import Settings
 from tests.support.waiting import wait_for
 from worker.config import WorkerConfig
+from worker.files import FileMount
 from worker.runtime.base import ContainerInfo
 from worker.runtime.mock import MockRuntime
 from worker.service import Worker
@@ -177,8 +178,10 @@ def test_what_is_queued_while_a_batch_is_confirmed_goes_out_at_once(
 class _ManyPorts(MockRuntime):
     """An engine that reports more host ports than an update carries."""
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
-        info = super().start(task_id, attempt, spec)
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
+        info = super().start(task_id, attempt, spec, files)
         many = {str(port): port for port in range(1, MAX_PORTS + 2)}
         return dataclasses.replace(info, host_ports=many)
 

@@ -6,7 +6,7 @@ Each runs on MockRuntime, and the stop-during-start test on the real engine too.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from tests.support.dispatches import acked, dispatch, sent, stop
 from tests.support.waiting import wait_for
 from tests.worker.conftest import RuntimeKit
 from worker.config import WorkerConfig
+from worker.files import FileMount
 from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime
 from worker.runtime.mock import EXEC_EXIT_CODE_ENV, MockRuntime
 from worker.service import Worker
@@ -38,10 +39,12 @@ class GatedRuntime:
         self.remove_gate.set()
         self.calls: list[str] = []
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
         self.calls.append("start")
         assert self.gate.wait(TIMEOUT), "the test never opened the gate"
-        info = self.inner.start(task_id, attempt, spec)
+        info = self.inner.start(task_id, attempt, spec, files)
         self.calls.append("started")
         return info
 

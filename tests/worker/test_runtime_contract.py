@@ -139,6 +139,26 @@ def test_remove_stops_reports_the_exit_and_forgets(kit: RuntimeKit, exits: Exits
         kit.runtime.logs("svc", 1)
 
 
+def test_stop_reports_the_exit_and_keeps_the_container_to_read_until_removed(
+    kit: RuntimeKit, exits: Exits
+) -> None:
+    # given a running container
+    info = kit.runtime.start("svc", 1, kit.running())
+    # when it is stopped twice
+    kit.runtime.stop("svc", 1, timeout=5)
+    kit.runtime.stop("svc", 1, timeout=5)
+    kit.runtime.stop("never-started", 7)
+    # then it reported one exit, and is still there, ended, its output readable
+    wait_for(lambda: exits.of("svc"), "the exit of the stopped container", TIMEOUT)
+    (listed,) = kit.runtime.list("svc")
+    assert listed.status == ContainerStatus.EXITED
+    kit.runtime.output_end("svc", 1, 10)
+    # and once removed, nothing of it is left, and no second exit is reported
+    kit.runtime.remove("svc", 1, timeout=5)
+    assert kit.runtime.list("svc") == []
+    assert exits.of("svc") == [ContainerExit("svc", 1, info.container_id, 143)]
+
+
 def test_removing_a_finished_container_reports_no_second_exit(
     kit: RuntimeKit, exits: Exits
 ) -> None:
@@ -185,6 +205,20 @@ def test_logs_hold_the_output_and_tail_keeps_the_last_lines(kit: RuntimeKit, exi
     assert kit.runtime.logs("echo", 1, tail=2) == b"two\nthree\n"
     assert kit.runtime.logs("echo", 1, tail=0) == b""
     assert kit.runtime.logs("echo", 1, limit=6) == b"three\n"
+
+
+def test_the_end_of_an_ended_containers_output_is_read_by_stream(
+    kit: RuntimeKit, exits: Exits
+) -> None:
+    # given a container that printed three lines and exited
+    kit.runtime.start("echo", 1, kit.printing("one\ntwo\nthree\n"))
+    wait_for(lambda: exits.of("echo"), "the echo task to exit", TIMEOUT)
+    # when the end of its output is read, for the manager to keep
+    stdout, stderr = kit.runtime.output_end("echo", 1, 10)
+    # then it is the end of its stdout (it wrote nothing to stderr), cut to the limit
+    assert (stdout, stderr) == (b"two\nthree\n", b"")
+    with pytest.raises(RuntimeFailure, match="no container"):
+        kit.runtime.output_end("ghost", 1, 10)
 
 
 def test_logs_of_an_unknown_attempt_are_a_runtime_failure(kit: RuntimeKit) -> None:

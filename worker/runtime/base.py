@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Protocol
 
 from shared.specs import HealthCheck, TaskSpec
+from worker.files import FileMount
 
 TASK_LABEL = "kube.task-id"
 ATTEMPT_LABEL = "kube.attempt"
@@ -123,8 +124,17 @@ class Runtime(Protocol):
         containers (and unlabelled ones) are listed, watched and touched."""
         ...
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
-        """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
+        """Pull per the spec's policy, create and start; idempotent per (task, attempt).
+        `files` (worker/files.py) are mounted read-only, outside the mount policy: the
+        worker wrote them."""
+        ...
+
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout), keeping the container and its output
+        to read; fine if stopped or gone already. `remove` follows."""
         ...
 
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
@@ -136,6 +146,11 @@ class Runtime(Protocol):
     ) -> bytes:
         """The container's stdout and stderr, interleaved, the last `tail` lines if given;
         at most the last `limit` bytes, without holding more than about twice that."""
+        ...
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """The last `limit` bytes of the container's stdout, and of its stderr, apart: the
+        end of an ended attempt's output, for the manager to keep (worker/attempt_output.py)."""
         ...
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:

@@ -9,7 +9,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from docker.types import Mount as DockerMount
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from shared.volumes import engine_volume
+from worker.files import FileMount
 from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyRefused, WorkerPolicy
 from worker.runtime.base import (
@@ -142,7 +143,7 @@ def _timestamp(text: str) -> datetime | None:
         return None
 
 
-def _create_args(spec: TaskSpec, node: str) -> dict[str, Any]:
+def _create_args(spec: TaskSpec, node: str, files: Sequence[FileMount] = ()) -> dict[str, Any]:
     """Engine create arguments for a spec; disk is accounted by the scheduler, not enforced."""
     args: dict[str, Any] = {
         "command": list(spec.command) or None,
@@ -166,6 +167,10 @@ def _create_args(spec: TaskSpec, node: str) -> dict[str, Any]:
         args["mounts"] = [
             DockerMount(m.target, m.source, type="bind", read_only=m.read_only) for m in spec.mounts
         ]
+    if files:  # secrets and configs, the worker's own files: never the policy's to refuse
+        args.setdefault("mounts", []).extend(
+            DockerMount(f.target, f.source, type="bind", read_only=True) for f in files
+        )
     if spec.volumes:
         args.setdefault("mounts", []).extend(
             DockerMount(v.target, engine_volume(node, v.name), type="volume", read_only=v.read_only)
@@ -214,7 +219,9 @@ class DockerRuntime:
         """Belong to this cluster from now on (see Runtime.join)."""
         self.cluster = cluster
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
         """Pull per the spec's policy, create and start; idempotent per (task, attempt)."""
         name = container_name(self.node, task_id, attempt)
         with _engine(f"start {name}"):
@@ -224,13 +231,26 @@ class DockerRuntime:
                 self._ensure_volumes(spec)
                 # Resolved after the pull, right before create and start: see worker/mounts.py.
                 container = self._create(
-                    name, task_id, attempt, resolve_mounts(spec, self.policy, self.node)
+                    name, task_id, attempt, resolve_mounts(spec, self.policy, self.node), files
                 )
             if container.status in _STARTABLE:
-                self._recheck_binds(container)
+                self._recheck_binds(container, {file.source for file in files})
                 container.start()
             container.reload()
             return _info(container)
+
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """Stop (SIGTERM, then SIGKILL after timeout), keeping the container; fine if
+        stopped or gone already."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"stop {name}"):
+            container = self._find(name)
+            if container is None:
+                return
+            try:
+                container.stop(timeout=math.ceil(timeout))
+            except docker.errors.NotFound:
+                return  # removed by someone else meanwhile
 
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Stop (SIGTERM, then SIGKILL after timeout) and remove; fine if already gone."""
@@ -266,12 +286,20 @@ class DockerRuntime:
                 follow=False,  # a stream follows by default: it would wait for more
                 tail="all" if tail is None else tail,
             )
-            data = bytearray()
-            for chunk in chunks:
-                data += chunk
-                if limit is not None and len(data) > 2 * limit:
-                    del data[:-limit]
-            return bytes(data if limit is None else data[-limit:])
+            return _last(chunks, limit)
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """The last `limit` bytes of stdout and of stderr, each read as the stream above.
+
+        Only the last `limit` lines are asked for: they hold the last `limit` bytes whatever
+        the lines' length, and the engine reads them from the end of its log, so a
+        container that printed gigabytes is not read through at its end."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"read the output of {name}"):
+            container = self._require(name)
+            out = container.logs(stdout=True, stderr=False, stream=True, follow=False, tail=limit)
+            err = container.logs(stdout=False, stderr=True, stream=True, follow=False, tail=limit)
+            return _last(out, limit), _last(err, limit)
 
     def address(self, task_id: str, attempt: int) -> str:
         """Where the container's ports answer from this host: its bridge IP, or loopback."""
@@ -487,11 +515,14 @@ class DockerRuntime:
             raise RuntimeFailure(f"no container {name} on node {self.node}")
         return container
 
-    def _recheck_binds(self, container: Container) -> None:
+    def _recheck_binds(self, container: Container, own: Collection[str] = ()) -> None:
         """Remove the container and raise PolicyRefused if a bind source changed since it was
-        resolved (or, from an older worker, was never resolved): see worker/mounts.py."""
+        resolved (or, from an older worker, was never resolved): see worker/mounts.py. The
+        worker's `own` files (secrets, configs: worker/files.py) are not the spec's."""
         sources = [
-            str(m["Source"]) for m in container.attrs.get("Mounts") or [] if m.get("Type") == "bind"
+            str(m["Source"])
+            for m in container.attrs.get("Mounts") or []
+            if m.get("Type") == "bind" and m.get("Source") not in own
         ]
         refused = changed_sources(sources, self.policy, self.node)
         if refused:
@@ -537,7 +568,9 @@ class DockerRuntime:
                     problem = classify(None, said)
                     raise ImageNotFound(f"pull: image {image!r}: {said}", problem, said)
 
-    def _create(self, name: str, task_id: str, attempt: int, spec: TaskSpec) -> Container:
+    def _create(
+        self, name: str, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount]
+    ) -> Container:
         """Create the attempt's container, or find the one a concurrent start created."""
         labels = {
             **spec.labels,
@@ -557,7 +590,7 @@ class DockerRuntime:
         while True:
             try:
                 return self._client.containers.create(
-                    spec.image, name=name, labels=labels, **_create_args(spec, self.node)
+                    spec.image, name=name, labels=labels, **_create_args(spec, self.node, files)
                 )
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name is taken, by a concurrent start
@@ -661,3 +694,14 @@ class DockerExitWatch:
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return False
         return bool(state.get("OOMKilled"))
+
+
+def _last(chunks: Iterable[bytes], limit: int | None) -> bytes:
+    """The last `limit` bytes of a stream of chunks (all without a limit), holding about
+    twice that at most."""
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if limit is not None and len(data) > 2 * limit:
+            del data[:-limit]
+    return bytes(data if limit is None else data[-limit:])

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from shared.errors import RuntimeFailure
 from shared.models import TaskSpec
+from worker.files import FileMount
 from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
@@ -53,6 +54,7 @@ class _Container:
     run: int = 0  # bumped by every start, so a stale timer knows it is stale
     cluster: str | None = None  # the cluster it was started in, as Docker's label says
     timer: threading.Timer | None = field(default=None, repr=False)
+    files: tuple[FileMount, ...] = ()  # mounted read-only, as Docker's would be
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -126,7 +128,9 @@ class MockRuntime:
         containers (a replaced manager database) are not listed, started or removed."""
         self.cluster = cluster
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
         """Create and run a simulated container; idempotent per (task, attempt)."""
         seconds, code = _run_plan(spec)
         with self._lock:
@@ -140,6 +144,7 @@ class MockRuntime:
                     container_id=secrets.token_hex(32),
                     spec=spec,
                     cluster=self.cluster,
+                    files=tuple(files),
                     host_ports={
                         str(m.container): m.host or self._take_port() for m in spec.published()
                     },
@@ -163,12 +168,20 @@ class MockRuntime:
         if taken:
             raise RuntimeFailure(f"mock: host port {taken[0]} is already allocated")
 
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        """A running container exits, reporting it as Docker's `die` does; it stays."""
+        self._end(task_id, attempt, forget=False)
+
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         """Forget the container; a running one reports an exit, as Docker's `die` does."""
+        self._end(task_id, attempt, forget=True)
+
+    def _end(self, task_id: str, attempt: int, forget: bool) -> None:
         with self._lock:
             if self._theirs_refused(task_id, attempt) is None:
                 return
-            container = self._containers.pop((task_id, attempt), None)
+            key = (task_id, attempt)
+            container = self._containers.pop(key, None) if forget else self._containers.get(key)
             if container is None or container.status is not ContainerStatus.RUNNING:
                 return
             stopped = container.exit(STOPPED_EXIT_CODE)
@@ -192,6 +205,10 @@ class MockRuntime:
             lines = lines[-tail:] if tail > 0 else []
         data = "".join(lines).encode()
         return data if limit is None else data[-limit:]
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        """Its logs as stdout; a mock container writes nothing to stderr."""
+        return self.logs(task_id, attempt, None, limit), b""
 
     def address(self, task_id: str, attempt: int) -> str:
         """Loopback: a mock container has no network of its own."""

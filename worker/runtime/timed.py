@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from shared.models import TaskSpec
+from worker.files import FileMount
 from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
 from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime, Stray
 
@@ -41,9 +42,15 @@ class TimedRuntime:
     def join(self, cluster: str) -> None:
         self.inner.join(cluster)
 
-    def start(self, task_id: str, attempt: int, spec: TaskSpec) -> ContainerInfo:
+    def start(
+        self, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount] = ()
+    ) -> ContainerInfo:
         with _timed("start"):
-            return self.inner.start(task_id, attempt, spec)
+            return self.inner.start(task_id, attempt, spec, files)
+
+    def stop(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
+        with _timed("stop"):
+            self.inner.stop(task_id, attempt, timeout)
 
     def remove(self, task_id: str, attempt: int, timeout: float = 10.0) -> None:
         with _timed("remove"):
@@ -54,6 +61,10 @@ class TimedRuntime:
     ) -> bytes:
         with _timed("logs"):
             return self.inner.logs(task_id, attempt, tail, limit)
+
+    def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
+        with _timed("logs"):
+            return self.inner.output_end(task_id, attempt, limit)
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):

@@ -1,0 +1,79 @@
+"""`kube logs` of ended attempts (`--previous`, `--attempt K`, and the output the manager
+kept when the live one cannot be had), and the attempts table of `kube inspect`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from kube.arguments import whole
+from kube.render import table
+from shared.kept import AttemptSummary, KeptLogs
+
+
+def add_flags(logs: argparse.ArgumentParser) -> None:
+    """`--previous` and `--attempt K` of `kube logs`."""
+    which = logs.add_mutually_exclusive_group()
+    which.add_argument(
+        "--previous",
+        "-p",
+        action="store_true",
+        help="the kept end of the last ended attempt's output (as kubectl logs --previous)",
+    )
+    which.add_argument(
+        "--attempt",
+        type=whole(1),
+        metavar="K",
+        help="the kept end of attempt K's output (kube inspect lists the attempts)",
+    )
+
+
+def header(kept: KeptLogs) -> str:
+    """One line saying whose output this is: `(kept output of attempt 3, which exited with
+    code 1 at ...; the container is gone)`."""
+    how = "ended" if kept.exit_code is None else f"exited with code {kept.exit_code}"
+    parts = [f"kept output of attempt {kept.attempt}, which {how} at {when(kept)}"]
+    if kept.why:
+        parts.append(kept.why)
+    if kept.cut:
+        parts.append("only the last 64 KiB of each stream were kept")
+    return f"({'; '.join(parts)})"
+
+
+def when(kept: KeptLogs) -> str:
+    return kept.at.isoformat(timespec="seconds")
+
+
+def write(found: str | KeptLogs) -> None:
+    """Print output to stdout. Kept output: its header on stderr, its stdout on stdout,
+    then its stderr on stderr, as `docker logs` splits them (so that stdout stays the
+    output itself, for pipes, and the last words on stderr come last)."""
+    if isinstance(found, str):
+        sys.stdout.write(found)
+        return
+    print(header(found), file=sys.stderr, flush=True)
+    sys.stdout.write(found.stdout)
+    sys.stdout.flush()
+    sys.stderr.write(found.stderr)
+
+
+def with_attempts(text: str, attempts: Sequence[AttemptSummary]) -> str:
+    """`kube inspect`'s text, and its attempts table after it."""
+    if not attempts:
+        return text
+    rows = [
+        [
+            str(a.attempt),
+            a.node or "-",
+            "-" if a.started is None else a.started.isoformat(timespec="seconds"),
+            "-" if a.ended is None else a.ended.isoformat(timespec="seconds"),
+            a.state.value,
+            "-" if a.exit_code is None else str(a.exit_code),
+            "yes" if a.kept else "no",
+            a.reason or "",
+        ]
+        for a in attempts
+    ]
+    headers = ["ATTEMPT", "NODE", "STARTED", "ENDED", "STATE", "EXIT", "KEPT", "REASON"]
+    return f"{text}\n\nattempts:\n{table(headers, rows)}"
