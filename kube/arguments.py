@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 
 def seconds(text: str) -> float:
@@ -31,3 +33,26 @@ def whole(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(s|m|h|d)$")
+UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def since_time(text: str, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> datetime:
+    """A time in the past: a duration ago (`30s`, `5m`, `1.5h`, `2d`), or an ISO 8601
+    time (UTC unless it names its offset)."""
+    found = DURATION.match(text.strip())
+    if found is not None:
+        ago = float(found.group(1)) * UNIT_SECONDS[found.group(2)]
+        if not math.isfinite(ago) or ago > 100 * 365 * 86400:
+            raise argparse.ArgumentTypeError(f"{text!r} is too long ago")
+        return now() - timedelta(seconds=ago)
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a duration (30s, 5m, 2h, 1d) nor an ISO 8601 time"
+            " (2026-01-31T12:00:00Z)"
+        ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -22,6 +22,7 @@ from kube import (
     completion,
     examples,
     kept_logs,
+    logs,
     ps,
     render,
     rollout,
@@ -33,7 +34,7 @@ from kube import (
 )
 from kube import events as feed
 from kube.arguments import seconds as _seconds
-from kube.arguments import whole
+from kube.arguments import since_time, whole
 from kube.client import Client, WaitTimeout, make_spec
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from kube.specfile import read_spec
@@ -357,9 +358,33 @@ def build_parser() -> argparse.ArgumentParser:
         "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
     )
     waiting_flags(stop, "until the container stopped and the task ended", 60.0)
-    logs = sub.add_parser("logs", help="print a task's container output")
-    logs.add_argument("id", metavar="TASK", help="a task's id, name, or the start of its id")
-    logs.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    logs = sub.add_parser(
+        "logs",
+        help="print a task's (or a service's) container output; -f follows it",
+        description="The container's stdout on stdout, its stderr on stderr. A service's"
+        " lines are prefixed with their task. With -f, lines are shown as they are written,"
+        " a restarted task is followed onto its new attempt and a service's new tasks are"
+        " picked up, until the task ends (a service: until Ctrl-C). Output a node cannot"
+        " give (down, not answering) is said in a line `kube: partial: ...` on stderr.",
+    )
+    logs.add_argument(
+        "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
+    )
+    logs.add_argument("-f", "--follow", action="store_true", help="go on as lines are written")
+    logs.add_argument("--tail", type=whole(0), metavar="N", help="only the last N lines")
+    logs.add_argument(
+        "--since",
+        type=since_time,
+        metavar="DURATION|TIME",
+        help="only lines written after: a duration ago (30s, 5m, 2h, 1d) or an ISO 8601 time"
+        " (UTC unless it says)",
+    )
+    logs.add_argument(
+        "-t", "--timestamps", action="store_true", help="each line with the time it was written"
+    )
+    only = logs.add_mutually_exclusive_group()
+    only.add_argument("--stdout-only", action="store_true", help="only the container's stdout")
+    only.add_argument("--stderr-only", action="store_true", help="only the container's stderr")
     kept_logs.add_flags(logs)
     rollout.add_restart_parser(sub)
     completion.add_parser(sub)
@@ -666,8 +691,28 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
     elif args.command == "logs":
         # a bad --tail or --attempt is said before anything is asked
         LogsQuery(id=args.id, tail=args.tail, attempt=args.attempt, previous=args.previous)
-        found = client.task_logs(client.task_id(args.id), args.tail, args.attempt, args.previous)
-        kept_logs.write(found)
+        target = client.task_id(args.id, services=True)
+        is_service = target == args.id and target in {s.name for s in client.services()}
+        kept = args.previous or args.attempt is not None
+        if kept and is_service:
+            raise RequestError(
+                f"{args.id} is a service: --previous and --attempt take one of its tasks"
+                " (kube ps --service NAME lists them)"
+            )
+        plain = not (args.follow or args.since or args.timestamps)
+        if not is_service and (kept or plain and not (args.stdout_only or args.stderr_only)):
+            # one task at once: its live output, or what the manager kept of an ended attempt
+            kept_logs.write(client.task_logs(target, args.tail, args.attempt, args.previous))
+            return 0
+        options = logs.Options(
+            follow=args.follow,
+            since=args.since,
+            tail=args.tail,
+            timestamps=args.timestamps,
+            stdout=not args.stderr_only,
+            stderr=not args.stdout_only,
+        )
+        logs.show_logs(client, target, is_service, options)
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from kube import resolve
+from kube.sessions import Sessions
 from shared import topology
 from shared.codec import decode, describe, encode, encode_value
 from shared.errors import DecodeError, KubeError, Queued, RequestError, SettingsError, Unanswered
@@ -355,6 +356,11 @@ class Client:
     def drain(self, node: str) -> None:
         """Cordon the node and start moving its tasks elsewhere (returns at once)."""
         self._ask(topology.DRAIN_KEY, encode(NodeRequest(name=node)), subject=node)
+
+    def sessions(self) -> Sessions:
+        """Streaming sessions (kube/sessions.py): `kube logs -f`, `kube exec`. Close it (or
+        use it as a context manager) to end every session it opened."""
+        return Sessions(self._rpc.reply_channel())
 
     def logs(self, task_id: str, tail: int | None = None) -> str:
         """A task's output: the live container's, or else what the manager kept of it."""

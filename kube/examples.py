@@ -30,7 +30,11 @@ EXAMPLES: dict[str, str] = {
     "managers": "kube managers",
     "stop": "kube stop hello           # a task, by name, id or id's start\n"
     "kube stop web             # a service: all its tasks",
-    "logs": "kube logs hello\nkube logs web-1a2b --tail 20\nkube logs hello --previous\n"
+    "logs": "kube logs hello\n"
+    "kube logs web-1a2b --tail 20 --timestamps\n"
+    "kube logs -f web --since 5m        # a service: every task's lines, prefixed\n"
+    "kube logs -f hello --stderr-only\n"
+    "kube logs hello --previous         # the kept output of the last ended attempt\n"
     "kube logs hello --attempt 2 --tail 50",
     "events": "kube events --follow\nkube events --task hello --follow --json",
     "up": "kube up\nkube up --workers 3 --start-broker",

@@ -58,6 +58,10 @@ ORPHANS = Gauge(
 )
 LEADER = Gauge("kube_manager_leader", "1 while this manager leads, 0 while it is a standby.")
 EPOCH = Gauge("kube_manager_epoch", "The lease epoch this manager leads at (0: a standby).")
+SESSIONS = Gauge(
+    "kube_manager_stream_sessions",
+    "Streaming sessions open through this manager (kube logs -f): 0 once every one ended.",
+)
 TAKEOVERS = Counter("kube_manager_takeovers", "Times this manager took the lease.")
 
 

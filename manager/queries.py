@@ -218,20 +218,29 @@ class Queries:
             now=self.monotonic(),
             fallback=kept,
         )
-        try:
-            self.bus.publish(
-                topology.DISPATCH,
-                task.node,
-                stamp(encode(request), self.epoch),
-                persistent=False,
-                mandatory=True,
-                expiration=request.ttl,
-            )
-        except UnroutableError:
+        refused = ask_node(self.bus, task.node, encode(request), self.epoch, request.ttl)
+        if refused is not None:
             self.relay.forget(request.request_id)
-            why = f"worker {task.node} has no dispatch queue"
+            why = refused.error or f"worker {task.node} has no dispatch queue"
             return kept_output.instead(kept, query.tail, why)
         return None  # the answer comes from the worker, through the manager (manager.log_relay)
+
+
+def ask_node(bus: MessageBus, node: str, body: bytes, epoch: int, ttl: float) -> Reply | None:
+    """Send a request on a node's queue at once (confirmed), dropped by the broker unread
+    after `ttl` seconds; the refusal to answer when the node has no queue."""
+    try:
+        bus.publish(
+            topology.DISPATCH,
+            node,
+            stamp(body, epoch),
+            persistent=False,
+            mandatory=True,
+            expiration=ttl,
+        )
+    except UnroutableError:
+        return Reply(ok=False, error=f"worker {node} has no dispatch queue")
+    return None
 
 
 PAGE_BYTES = MAX_BODY_BYTES - 64 * 1024

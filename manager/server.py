@@ -62,6 +62,7 @@ from manager.quotas import Quotas
 from manager.retention import PURGE_BATCH
 from manager.scheduler import make_scheduler
 from manager.secret_key import SecretKey
+from manager.sessions import StreamRelay
 from manager.store import Store
 from shared import topology
 from shared.bus import Bus, Delivery, MessageBus, Outbound
@@ -87,9 +88,9 @@ from shared.messages import (
     KeptOutput,
     LogsReply,
     Result,
+    ResultMessage,
     ResultsProbe,
     RunTask,
-    TaskUpdate,
 )
 from shared.models import (
     ManagerInfo,
@@ -100,6 +101,7 @@ from shared.models import (
     ServiceRecord,
     TaskRecord,
 )
+from shared.sessions import StreamFrame
 from shared.settings import Settings
 from shared.specs import least_stop_after
 from shared.states import TaskState
@@ -138,9 +140,7 @@ MAX_FOLLOW_UPS = 100
 """Service steps one message may trigger (a rolling update of 50 tasks takes ~100)."""
 
 HOLDER: TypeAdapter[ManagerInfo] = TypeAdapter(ManagerInfo)
-RESULT: TypeAdapter[
-    TaskUpdate | Heartbeat | LogsReply | KeptOutput | FilesRequest | ResultsProbe
-] = TypeAdapter(Result)
+RESULT: TypeAdapter[ResultMessage] = TypeAdapter(Result)
 
 
 def utcnow() -> datetime:
@@ -195,6 +195,20 @@ class Manager:
         self.orphans = orphans.Book()  # the latest each node reported (manager/orphans.py)
         self.queries = Queries(
             self.store, self.bus, self.logs, monotonic, clock, self.orphans, self.epoch
+        )
+        self.streams = StreamRelay(
+            self.store,
+            self.bus,
+            lambda message: self._replies.append(message),
+            monotonic,
+            clock,
+            self.epoch,
+        )
+        self.queries.handlers.update(
+            {
+                topology.STREAM_OPEN_KEY: self.streams.open,
+                topology.STREAM_INPUT_KEY: self.streams.input,
+            }
         )
         self.quotas = Quotas(config.max_replicas, config.max_tasks_per_minute)
         self.secret_key = (
@@ -719,6 +733,8 @@ class Manager:
                     self.refuse(delivery, refused)
                     return
             self.heartbeat(result, known, redelivered=delivery.redelivered)
+        elif isinstance(result, StreamFrame):
+            self.streams.frame(result, delivery.body)
         elif isinstance(result, LogsReply):
             answer = self.logs.answer(result)
             if answer is not None:
@@ -1036,6 +1052,7 @@ class Manager:
         self.schedule_pending()
         for answer in self.logs.expire(ticks):
             self.relay(answer)
+        self.streams.tick()
         if not self._probing:  # one at a time: none piles up while the broker blocks
             self._probing = True
             self._replies.append(self.bus.message("", PROBE_KEY, b"{}", persistent=False))

@@ -15,6 +15,7 @@
     │   └── UnroutableError    a publish reached no queue
     ├── RuntimeFailure         the container engine failed an operation
     │   ├── EngineUnavailable  the engine does not answer
+    │   ├── NoSuchContainer    the node holds no container of that attempt
     │   └── ImageNotFound      the image is not local and the pull policy forbids or failed a pull
     ├── SettingsError          a setting or argument (flag, environment variable) is not usable
     ├── StoreError             the manager's database failed
@@ -156,6 +157,10 @@ class RuntimeFailure(KubeError):
 
 class EngineUnavailable(RuntimeFailure):
     """The container engine does not answer."""
+
+
+class NoSuchContainer(RuntimeFailure):
+    """The node holds no container of the attempt asked for (never started, or removed)."""
 
 
 class ImageNotFound(RuntimeFailure):

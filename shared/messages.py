@@ -10,6 +10,7 @@ from pydantic import Field, TypeAdapter, model_validator
 from shared.files import FilesReply, FilesRequest
 from shared.images import ImageProblem
 from shared.models import Health, NodeStats, TaskSpec
+from shared.sessions import StreamFrame, StreamInput, StreamStart
 from shared.states import TaskState
 from shared.wire import (
     MAX_CPUS,
@@ -309,6 +310,8 @@ DispatchMessage = (
     | Disowned
     | RemoveOrphan
     | AdoptOrphan
+    | StreamStart
+    | StreamInput
     | RemoveVolume
 )
 
@@ -369,10 +372,10 @@ class ResultsProbe(WireModel):
     at: Timestamp
 
 
-Result = Annotated[
-    TaskUpdate | Heartbeat | LogsReply | KeptOutput | FilesRequest | ResultsProbe,
-    Field(discriminator="kind"),
-]
+ResultMessage = (
+    TaskUpdate | Heartbeat | LogsReply | KeptOutput | FilesRequest | ResultsProbe | StreamFrame
+)
+Result = Annotated[ResultMessage, Field(discriminator="kind")]
 
 
 class TaskQuery(WireModel):

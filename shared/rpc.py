@@ -21,6 +21,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from shared.bus.brokers import Brokers
 from shared.bus.connection import RECONNECT_ERRORS, abandon
 from shared.errors import BrokerUnreachable, MessagingError, NoManagerError, Unanswered
+from shared.reply_channel import ReplyChannel, publish_mandatory
 from shared.settings import Settings, redact
 from shared.topology import topic_matches
 
@@ -123,21 +124,21 @@ class RpcChannel:
         correlation_id: str | None,
         message_id: str | None,
     ) -> None:
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            delivery_mode=pika.DeliveryMode.Persistent,
-            reply_to=reply_to,
-            correlation_id=correlation_id,
-            message_id=message_id,
-            user_id=self._user,
-        )
         try:
-            self._channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except pika.exceptions.UnroutableError as exc:
-            raise NoManagerError(
-                f"no queue is bound for {exchange}/{routing_key}: has a manager ever run"
-                " against this broker and vhost?"
-            ) from exc
+            publish_mandatory(
+                self._channel,
+                exchange,
+                routing_key,
+                body,
+                pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    reply_to=reply_to,
+                    correlation_id=correlation_id,
+                    message_id=message_id,
+                    user_id=self._user,
+                ),
+            )
         except pika.exceptions.ChannelClosedByBroker as exc:
             self._reopen()
             if exc.reply_code == 404:
@@ -219,6 +220,11 @@ class RpcChannel:
                     f"lost the broker while waiting for {routing_key}: {exc!r}"
                 ) from exc
         return self._replies.pop(correlation_id)
+
+    def reply_channel(self) -> ReplyChannel:
+        """A channel of its own on this connection, for many answers (streaming sessions)."""
+        self._ensure_open()
+        return ReplyChannel(self._connection, self._user)
 
     def held(self, queue: str) -> bool:
         """Whether a queue exists on the vhost; for an exclusive one (a manager's lock,

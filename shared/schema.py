@@ -43,6 +43,7 @@ from shared.models import (
     UpdateRequest,
     VolumeRequest,
 )
+from shared.sessions import SessionOpen, StreamFrame, StreamInput
 from shared.volumes import VolumeRecord
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
@@ -65,6 +66,9 @@ MESSAGES: dict[str, Any] = {
     "list-query": ListQuery,  # kube.commands query.tasks, query.nodes
     "logs-query": LogsQuery,  # kube.commands query.logs
     "endpoints-query": EndpointsQuery,  # kube.commands query.endpoints
+    "session-open": SessionOpen,  # kube.commands query.stream.open
+    "stream-input": StreamInput,  # kube.commands query.stream.input; manager to worker
+    "stream-frame": StreamFrame,  # to a session's reply_to; worker to manager
     "service-endpoints": ServiceEndpoints,  # kube.events service.endpoints, query.endpoints
     "file-write": FileWrite,  # kube.commands secret.create/update, config.create/update
     "file-named": FileNamed,  # kube.commands secret.remove, config.remove

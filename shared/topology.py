@@ -69,6 +69,10 @@ QUERY_PREFIX = "query."
 SECRET_KEYS = tuple(
     f"{kind}.{verb}" for kind in ("secret", "config") for verb in ("create", "update", "remove")
 )
+STREAM_OPEN_KEY = "query.stream.open"
+"""A client opens a streaming session (shared/sessions.py): a query, so any client may."""
+STREAM_INPUT_KEY = "query.stream.input"
+"""A client's input to its session: acks, lease renewals, stdin, close."""
 
 CLIENT_COMMAND_KEYS = (
     SUBMIT_KEY,

@@ -19,6 +19,7 @@ from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.metrics import MetricsServer, WithLabels, serve
 from shared.specs import HealthCheck
 from worker.runtime.base import ContainerStatus, Runtime
+from worker.streams import live_readers
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,11 @@ class WorkerGauges:
     def collect(self) -> Iterator[Metric]:
         yield from self._containers()
         yield from self._host()
+        yield GaugeMetricFamily(
+            "kube_worker_stream_readers",
+            "Threads reading a session's stream (kube logs -f): 0 once every session ended.",
+            value=float(live_readers()),
+        )
 
     def _containers(self) -> Iterator[Metric]:
         engine = GaugeMetricFamily(

@@ -78,6 +78,7 @@ from shared.messages import (
     TaskUpdate,
 )
 from shared.models import Health
+from shared.sessions import StreamInput, StreamStart
 from shared.settings import Settings
 from shared.specs import TaskSpec, least_stop_after
 from shared.states import TaskState
@@ -102,6 +103,7 @@ from worker.runtime.base import (
     Stray,
 )
 from worker.stats import detect_capacity, measure
+from worker.streams import FLUSH_INTERVAL, Streams, opener
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +175,12 @@ class Worker:
         self.health = HealthMonitor(runtime, self._on_health)
         self.output = OutputKeeper(config.name, runtime.output_end, self._send_output)
         self.files = Files(config.files_dir or default_root(), self.name, self._ask_files)
+        self.streams = Streams(
+            self.name,
+            opener(runtime),
+            send=lambda frame: self._results.append(self._result("stream", encode(frame))),
+            wake=lambda: self.bus.call_threadsafe(self.streams.flush),
+        )
         self.runners: Runners[Delivery] = Runners(
             start=self._start,
             remove=self._remove,
@@ -194,6 +202,7 @@ class Worker:
         self.bus.on_connect(self.flush)
         self.bus.after_events(self.flush)
         self.bus.every(ORPHAN_SCAN_SECONDS, self._scan_orphans)
+        self.bus.every(FLUSH_INTERVAL, self.streams.flush)
         # The engine is read once the manager says which cluster this node is in (_join).
         self._cut_watch.start()
 
@@ -239,6 +248,7 @@ class Worker:
 
     def close(self) -> None:
         self.bus.stop()
+        self.streams.close()
         watch = self._watch
         if watch is not None:
             watch.close()
@@ -335,6 +345,12 @@ class Worker:
         elif isinstance(message, RemoveVolume):
             self._remove_volume(message.name)
             self._settled.append(delivery)
+        elif isinstance(message, StreamStart):
+            self.streams.start(message)
+            self._settled.append(delivery)
+        elif isinstance(message, StreamInput):
+            self.streams.heard(message)
+            self._settled.append(delivery)
         elif isinstance(message, Disowned | RemoveOrphan | AdoptOrphan):
             self._orphan_dispatch(message)
             self._settled.append(delivery)
@@ -356,6 +372,8 @@ class Worker:
         | Disowned
         | RemoveOrphan
         | AdoptOrphan
+        | StreamStart
+        | StreamInput
         | RemoveVolume,
     ) -> bool:
         """Whether a dispatch comes from the newest leader this worker has seen (not from

@@ -6,6 +6,7 @@ import json
 
 from shared.models import TaskRecord
 from shared.placement import Unplaced
+from shared.sessions import Fd, StreamFrame
 from shared.specs import TaskSpec
 from tests.support.docblocks import block
 
@@ -36,3 +37,11 @@ def test_the_unplaced_record_of_the_wire_contract_is_one() -> None:
     unplaced["nodes"] = [node for node in unplaced["nodes"] if node != "..."]
     found = Unplaced.model_validate_json(json.dumps(unplaced), strict=True)
     assert found.kind.value == "insufficient_cpu" and found.nodes[0].exhausted
+
+
+def test_the_stream_frame_of_the_wire_contract_is_one() -> None:
+    frame = StreamFrame.model_validate_json(
+        block("docs/wire-contract.md", "example: stream-frame"), strict=True
+    )
+    assert [chunk.fd for chunk in frame.chunks] == [Fd.STDOUT, Fd.STDERR]
+    assert frame.chunks[1].data == "err 41\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from shared.bus import Bus, Delivery
 from shared.codec import encode
 from shared.errors import MessagingError, RequestError
 from shared.messages import Heartbeat
+from shared.sessions import EndReason, LogsParams
 from shared.settings import Settings
 from shared.states import TaskState
 from tests.conftest import AMQP_HOST, Cluster, remove_node_containers
@@ -445,6 +447,15 @@ def test_a_cluster_runs_with_least_privilege_users(
             assert task.state == TaskState.RUNNING, task.error
             # and its logs come back, relayed by the manager (a worker may not reply itself)
             wait_for(lambda: "hello from lp" in client.logs(task_id), timeout=20, what="the logs")
+            # and followed: the worker streams on its own result key, the manager relays
+            with client.sessions() as sessions:
+                sessions.open(task_id, logs=LogsParams(follow=False))
+                text, end, deadline = "", None, time.monotonic() + 30
+                while end is None and time.monotonic() < deadline:
+                    for received in sessions.read(timeout=1):
+                        text += "".join(chunk.data for chunk in received.frame.chunks)
+                        end = end or received.frame.end
+            assert text == "hello from lp\n" and end.reason == EndReason.DONE, (text, end)
     finally:
         for process in processes:
             for name in list(process.procs):

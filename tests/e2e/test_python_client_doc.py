@@ -35,3 +35,19 @@ def test_the_python_client_example_runs_a_task_and_sees_it_end(
     first, last = done.stdout.splitlines()[0], done.stdout.splitlines()[-1]
     assert first.startswith("running ('") and all(node in first for node in cluster.nodes)
     assert last == "task.completed"
+
+
+def test_the_streaming_example_prints_both_streams_apart(
+    cluster: Cluster, busybox_image: str
+) -> None:
+    code = block("docs/python-client.md", "example: python-sessions")
+    code = code.replace('"image": "busybox"', f'"image": "{busybox_image}"')
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "KUBE_AMQP_URL": cluster.url, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr + cluster.logs()
+    assert sorted(done.stdout.splitlines()) == ["STDERR two", "STDOUT one"]

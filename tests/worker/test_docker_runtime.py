@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
 from shared.models import PullPolicy, TaskSpec
+from shared.sessions import LogsParams
 from tests.support.images import BUSYBOX_IMAGE
 from tests.support.ports import free_port
 from tests.support.waiting import wait_for
@@ -552,3 +554,30 @@ def test_the_containers_of_one_task_are_listed_by_its_label(
     # then one task's are listed alone
     assert [(c.task_id, c.attempt) for c in runtime.list("t1")] == [("t1", 1)]
     assert {c.task_id for c in runtime.list()} == {"t1", "t2"}
+
+
+def test_following_logs_tells_stderr_from_stdout_and_starts_after_since(
+    runtime: DockerRuntime, recorder: ExitRecorder
+) -> None:
+    # given a container that wrote to both streams, a pause between its two halves
+    script = "echo out-1; echo err-1 >&2; sleep 1.5; echo out-2; echo err-2 >&2"
+    runtime.start("both", 1, spec(command=("sh", "-c", script)))
+    wait_for(lambda: recorder.exits, "the container to exit", 30)
+
+    # when its whole output is read, and then only what came after the pause
+    lines = list(runtime.follow_logs("both", 1, LogsParams(follow=False)))
+    first_half = [line.at for line in lines if line.data.endswith(b"-1\n") and line.at]
+    since = max(first_half) + timedelta(seconds=0.5)
+    later = runtime.follow_logs("both", 1, LogsParams(follow=False, since=since))
+    errors = runtime.follow_logs("both", 1, LogsParams(follow=False, stdout=False))
+
+    # then each line names its stream (the two pipes' order is the engine's), and since
+    # and stdout/stderr filter them
+    assert sorted((line.fd, line.data) for line in lines) == [
+        (1, b"out-1\n"),
+        (1, b"out-2\n"),
+        (2, b"err-1\n"),
+        (2, b"err-2\n"),
+    ]
+    assert sorted(line.data for line in later) == [b"err-2\n", b"out-2\n"]
+    assert [line.data for line in errors] == [b"err-1\n", b"err-2\n"]

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.errors import RuntimeFailure
+from shared.sessions import LogsParams
 from tests.support.waiting import wait_for
 from tests.worker.conftest import RuntimeKit
 from worker.runtime.base import ContainerExit, ContainerStatus, Runtime
@@ -266,6 +267,43 @@ def test_another_clusters_running_containers_are_strays_to_adopt_or_remove(
     assert kit.runtime.strays(set(), limit=10)[1] == 0
     with pytest.raises(RuntimeFailure):
         kit.runtime.remove_stray(old.container_id, set())
+
+
+def test_following_logs_gives_each_line_with_its_time_and_ends_with_the_container(
+    kit: RuntimeKit, exits: Exits
+) -> None:
+    # given a container that printed three lines and exited
+    kit.runtime.start("lines", 1, kit.printing("one\ntwo\nthree\n"))
+    wait_for(lambda: exits.of("lines"), "the lines task to exit", TIMEOUT)
+
+    # when its output is followed (it ended: the follow ends too), and read once tailed
+    followed = list(kit.runtime.follow_logs("lines", 1, LogsParams(follow=True)))
+    tailed = list(kit.runtime.follow_logs("lines", 1, LogsParams(follow=False, tail=1)))
+
+    # then each line comes alone, on stdout, with the time it was logged
+    assert [line.data for line in followed] == [b"one\n", b"two\n", b"three\n"]
+    assert {line.fd for line in followed} == {1}
+    assert all(line.at is not None for line in followed)
+    assert [line.data for line in tailed] == [b"three\n"]
+
+
+def test_a_follow_of_a_running_container_ends_at_once_when_closed(kit: RuntimeKit) -> None:
+    # given a follow of a container that runs and prints nothing more
+    kit.runtime.start("quiet", 1, kit.running())
+    follow = kit.runtime.follow_logs("quiet", 1, LogsParams(follow=True))
+    read: list[object] = []
+    reader = threading.Thread(target=lambda: read.extend(follow), daemon=True)
+    reader.start()
+
+    # when it is closed from another thread, then its reader returns
+    follow.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive()
+
+
+def test_following_an_unknown_attempt_is_a_runtime_failure(kit: RuntimeKit) -> None:
+    with pytest.raises(RuntimeFailure, match="no container"):
+        kit.runtime.follow_logs("ghost", 1, LogsParams())
 
 
 def test_a_volume_is_made_at_start_kept_and_removed_only_once_unused(kit: RuntimeKit) -> None:

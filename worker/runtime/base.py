@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
+from shared.sessions import LogsParams
 from shared.specs import HealthCheck, TaskSpec
 from worker.files import FileMount
 
@@ -107,6 +108,24 @@ class ExitWatch(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """A piece of a container's output as the engine logged it: one line, mostly."""
+
+    fd: int  # 1 stdout, 2 stderr
+    at: datetime | None  # when the engine logged it
+    data: bytes
+
+
+class LogFollow(Protocol):
+    """A container's output as it is written (an iterator of LogLine); close() ends it
+    from any thread, and the iteration then stops."""
+
+    def __iter__(self) -> Iterator[LogLine]: ...
+
+    def close(self) -> None: ...
+
+
 class Runtime(Protocol):
     """What the worker needs from a container engine. Methods block; call them off the
     bus thread. Every method may raise RuntimeFailure (EngineUnavailable, ImageNotFound)."""
@@ -151,6 +170,12 @@ class Runtime(Protocol):
     def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
         """The last `limit` bytes of the container's stdout, and of its stderr, apart: the
         end of an ended attempt's output, for the manager to keep (worker/attempt_output.py)."""
+        ...
+
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> LogFollow:
+        """The container's output line by line, stdout and stderr told apart, each with
+        its time (`params` as `docker logs` takes them); following, what it writes next
+        too, until it stops or close()."""
         ...
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:

@@ -20,7 +20,8 @@ import docker.utils
 import requests.exceptions
 from docker.types import Mount as DockerMount
 
-from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.errors import EngineUnavailable, ImageNotFound, NoSuchContainer, RuntimeFailure
+from shared.sessions import LogsParams
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from shared.volumes import engine_volume
 from worker.files import FileMount
@@ -43,6 +44,7 @@ from worker.runtime.base import (
     container_name,
     other_cluster,
 )
+from worker.runtime.docker_logs import DockerLogFollow, log_params
 from worker.runtime.pull_errors import classify
 from worker.runtime.recovery import recovered_spec
 
@@ -301,6 +303,15 @@ class DockerRuntime:
             err = container.logs(stdout=False, stderr=True, stream=True, follow=False, tail=limit)
             return _last(out, limit), _last(err, limit)
 
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> DockerLogFollow:
+        """The container's output line by line, stdout and stderr apart (see Runtime)."""
+        name = container_name(self.node, task_id, attempt)
+        with _engine(f"follow the logs of {name}"):
+            container = self._require(name)
+            tty = bool((container.attrs.get("Config") or {}).get("Tty"))
+            query = log_params(params)
+            return DockerLogFollow(self._client.api, container.id, tty, query)
+
     def address(self, task_id: str, attempt: int) -> str:
         """Where the container's ports answer from this host: its bridge IP, or loopback."""
         name = container_name(self.node, task_id, attempt)
@@ -512,7 +523,7 @@ class DockerRuntime:
         """The named container, or RuntimeFailure when the engine has none."""
         container = self._find(name)
         if container is None:
-            raise RuntimeFailure(f"no container {name} on node {self.node}")
+            raise NoSuchContainer(f"no container {name} on node {self.node}")
         return container
 
     def _recheck_binds(self, container: Container, own: Collection[str] = ()) -> None:

@@ -13,16 +13,19 @@ import builtins
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from shared.errors import RuntimeFailure
+from shared.errors import NoSuchContainer, RuntimeFailure
 from shared.models import TaskSpec
+from shared.sessions import LogsParams
 from worker.files import FileMount
 from worker.runtime.base import (
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
+    LogLine,
     Stray,
     container_name,
     other_cluster,
@@ -38,6 +41,26 @@ FIRST_HOST_PORT = 40000
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM: what a container stopped by remove() reports
 
 ExitCallback = Callable[[ContainerExit], None]
+
+
+class MockLogFollow:
+    """Given lines, then a wait while `running()` says so, until close()."""
+
+    def __init__(self, lines: list[LogLine], running: Callable[[], bool]) -> None:
+        self._lines = lines
+        self._running = running
+        self._closed = threading.Event()
+
+    def __iter__(self) -> Iterator[LogLine]:
+        for line in self._lines:
+            if self._closed.is_set():
+                return
+            yield line
+        while self._running() and not self._closed.wait(0.1):
+            pass
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 @dataclass
@@ -197,7 +220,7 @@ class MockRuntime:
             container = self._containers.get((task_id, attempt))
         if container is None:
             name = container_name(self.node, task_id, attempt)
-            raise RuntimeFailure(f"no container {name} on node {self.node}")
+            raise NoSuchContainer(f"no container {name} on node {self.node}")
         spec = container.spec
         output = spec.env.get(OUTPUT_ENV, f"mock: {spec.image} {' '.join(spec.command)}\n")
         lines = output.splitlines(keepends=True)
@@ -209,6 +232,20 @@ class MockRuntime:
     def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
         """Its logs as stdout; a mock container writes nothing to stderr."""
         return self.logs(task_id, attempt, None, limit), b""
+
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> MockLogFollow:
+        """The output of `logs` as stdout lines (none before `since`: a mock printed it
+        all at start), then, following, nothing more until the container ends."""
+        shown = params.stdout and params.since is None
+        data = self.logs(task_id, attempt, params.tail) if shown else b""
+        lines = [LogLine(1, datetime.now(UTC), line) for line in data.splitlines(keepends=True)]
+
+        def running() -> bool:
+            with self._lock:
+                found = self._containers.get((task_id, attempt))
+                return found is not None and found.status is ContainerStatus.RUNNING
+
+        return MockLogFollow(lines, running if params.follow else (lambda: False))
 
     def address(self, task_id: str, attempt: int) -> str:
         """Loopback: a mock container has no network of its own."""

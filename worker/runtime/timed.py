@@ -8,9 +8,17 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 
 from shared.models import TaskSpec
+from shared.sessions import LogsParams
 from worker.files import FileMount
 from worker.metrics import EXITS, OPERATION_DURATION, exit_class, outcome
-from worker.runtime.base import ContainerExit, ContainerInfo, ExitWatch, Runtime, Stray
+from worker.runtime.base import (
+    ContainerExit,
+    ContainerInfo,
+    ExitWatch,
+    LogFollow,
+    Runtime,
+    Stray,
+)
 
 
 @contextmanager
@@ -65,6 +73,10 @@ class TimedRuntime:
     def output_end(self, task_id: str, attempt: int, limit: int) -> tuple[bytes, bytes]:
         with _timed("logs"):
             return self.inner.output_end(task_id, attempt, limit)
+
+    def follow_logs(self, task_id: str, attempt: int, params: LogsParams) -> LogFollow:
+        with _timed("logs"):
+            return self.inner.follow_logs(task_id, attempt, params)
 
     def list(self, task_id: str | None = None) -> list[ContainerInfo]:
         with _timed("list"):

@@ -1,0 +1,227 @@
+"""`kube logs [-f] TASK|SERVICE`: output through streaming sessions (kube/sessions.py).
+
+A task's output, or every task's of a service (each line prefixed with its task), as
+`docker logs` and `docker service logs` show it: the container's stdout on stdout, its
+stderr on stderr. Following (-f), it goes on as lines are written: onto the new attempt
+of a task that restarts, and onto the tasks of a service that start later. A node that is
+down or does not answer is said in one line (`kube: partial: node-2 did not answer
+(web-1a2b3c4d)`) and the rest goes on: never a bare error exit. A session the manager
+lost (it restarted) is opened again from the time of the last line shown.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO
+
+from kube.client import Client
+from kube.sessions import Opened, Received, SessionRefused, Sessions
+from shared.models import TaskRecord
+from shared.sessions import Chunk, EndReason, Fd, LogsParams, StreamEnd
+from shared.states import TERMINAL, TaskState
+
+log = logging.getLogger(__name__)
+
+POLL = 1.0
+"""Seconds between looks at the task (or the service's tasks) while following: new
+attempts and new tasks are picked up within this long."""
+
+READ = 0.2
+"""Seconds a read waits for frames before the loop looks at the clock again."""
+
+READABLE = TERMINAL | {TaskState.RUNNING}
+"""States in which a task's attempt has its container, for a follower to open: a task
+scheduled has none yet, and a restarted one is pending until its new attempt runs."""
+
+AGAIN = (EndReason.LOST, EndReason.EXPIRED)
+"""Ends after which the same attempt is opened again, from the last line's time."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to show, as the flags say."""
+
+    follow: bool = False
+    since: datetime | None = None
+    tail: int | None = None
+    timestamps: bool = False
+    stdout: bool = True
+    stderr: bool = True
+
+
+@dataclass
+class Followed:
+    """One attempt of a task: whether it is streamed now, and the time of its last line."""
+
+    opened: Opened | None = None
+    last: datetime | None = None
+    done: bool = False
+
+
+def partial(reason: EndReason, node: str | None, task_id: str, error: str | None) -> str | None:
+    """The line that says output is missing, for an end that leaves some out; None for
+    an end that leaves nothing out."""
+    where = node or "its node"
+    if reason == EndReason.NODE_DOWN:
+        return f"partial: {where} is down ({task_id})"
+    if reason == EndReason.NO_ANSWER:
+        return f"partial: {where} did not answer ({task_id})"
+    if reason == EndReason.FAILED:
+        return f"partial: {where} could not read the output of {task_id}: {error or 'failed'}"
+    if reason == EndReason.NOT_FOUND:
+        return f"partial: {where} holds no container of {task_id}"
+    return None
+
+
+class Printer:
+    """Writes chunks where they belong: stdout's to `out`, stderr's to `err`."""
+
+    def __init__(self, prefixed: bool, timestamps: bool, out: IO[str], err: IO[str]) -> None:
+        self.prefixed = prefixed
+        self.timestamps = timestamps
+        self.out = out
+        self.err = err
+
+    def chunk(self, task_id: str, chunk: Chunk) -> None:
+        stream = self.err if chunk.fd == Fd.STDERR else self.out
+        head = f"{task_id} | " if self.prefixed else ""
+        if self.timestamps and chunk.at is not None:
+            head += chunk.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
+        stream.write(head + chunk.data if head else chunk.data)
+
+    def note(self, text: str) -> None:
+        self.out.flush()
+        self.err.write(f"kube: {text}\n")
+        self.err.flush()
+
+    def flush(self) -> None:
+        self.out.flush()
+        self.err.flush()
+
+
+@dataclass
+class LogsFollower:
+    """Keeps one session open per attempt worth reading, until there is nothing to wait for."""
+
+    sessions: Sessions
+    tasks: Callable[[], list[TaskRecord]]  # the task, or the service's tasks, as they are now
+    options: Options
+    printer: Printer
+    single: bool  # one task (ends with it), not a service (followed until interrupted)
+    attempts: dict[tuple[str, int], Followed] = field(default_factory=dict)
+    ended: bool = False  # a single task ended: nothing more will come
+    looked: bool = False  # the first look is done: later attempts are shown whole
+
+    def run(self) -> None:
+        self.sync()
+        next_look = time.monotonic() + POLL
+        while not self.finished():
+            for received in self.sessions.read(READ):
+                self.show(received)
+            self.printer.flush()
+            if self.options.follow and time.monotonic() >= next_look:
+                self.sync()
+                next_look = time.monotonic() + POLL
+
+    def finished(self) -> bool:
+        if any(f.opened is not None for f in self.attempts.values()):
+            return False
+        return not self.options.follow or (self.single and self.ended)
+
+    def sync(self) -> None:
+        """Open a session on each attempt worth reading that has none yet."""
+        tasks = self.tasks()
+        if self.single:
+            self.ended = all(t.state in TERMINAL for t in tasks)
+        for task in tasks:
+            if task.attempt == 0 or task.node is None:
+                continue  # not placed yet
+            if self.options.follow and task.state not in READABLE:
+                continue  # its container is not there yet (or lost): the next look sees
+            if not self.options.follow and any(key[0] == task.id for key in self.attempts):
+                continue  # read once
+            key = (task.id, task.attempt)
+            followed = self.attempts.setdefault(key, Followed())
+            if followed.opened is None and not followed.done:
+                self.open(task, followed)
+        self.looked = True
+
+    def open(self, task: TaskRecord, followed: Followed) -> None:
+        """Open a session on the task's current attempt: from --since and --tail at the
+        first look; from its start for an attempt that started later; after the last
+        line shown for one opened again."""
+        since, tail = self.options.since, self.options.tail if not self.looked else None
+        if followed.last is not None:
+            since, tail = followed.last + timedelta(microseconds=1), None
+        params = LogsParams(
+            follow=self.options.follow,
+            since=since,
+            tail=tail,
+            stdout=self.options.stdout,
+            stderr=self.options.stderr,
+        )
+        try:
+            followed.opened = self.sessions.open(task.id, logs=params, attempt=task.attempt)
+        except SessionRefused as exc:
+            if exc.reason is None and (self.single and not self.options.follow):
+                raise  # asked once for one task: the manager's reason is the answer
+            if exc.reason is None:
+                log.info("task %s: no session yet: %s", task.id, exc)
+                if task.state in TERMINAL or not self.options.follow:
+                    followed.done = True
+                return  # tried again at the next look
+            followed.done = True
+            note = partial(exc.reason, exc.node, task.id, None)
+            if note is not None:
+                self.printer.note(note)
+
+    def show(self, received: Received) -> None:
+        opened = received.opened
+        followed = self.attempts.get((opened.task_id, opened.attempt))
+        if followed is None:
+            return
+        for chunk in received.frame.chunks:
+            self.printer.chunk(opened.task_id, chunk)
+            followed.last = chunk.at or followed.last
+        if received.frame.end is not None:
+            self.ended_session(opened, followed, received.frame.end)
+
+    def ended_session(self, opened: Opened, followed: Followed, end: StreamEnd) -> None:
+        followed.opened = None
+        if end.reason in AGAIN:
+            log.info("session of %s %s; opening it again", opened.task_id, end.reason.value)
+            return  # the next look opens it again, from the last line's time
+        followed.done = True
+        note = partial(end.reason, end.node or opened.node, opened.task_id, end.error)
+        if note is not None:
+            self.printer.note(note)
+
+
+def show_logs(
+    client: Client,
+    target: str,
+    is_service: bool,
+    options: Options,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+) -> None:
+    """Print a task's (or a service's) output, following it if asked, until it ends, or
+    until interrupted; every session is closed on the way out, Ctrl-C included."""
+
+    def tasks() -> list[TaskRecord]:
+        if is_service:
+            return [t for t in client.list() if t.service == target]
+        return [client.inspect(target)[0]]
+
+    printer = Printer(is_service, options.timestamps, out or sys.stdout, err or sys.stderr)
+    with client.sessions() as sessions:
+        follower = LogsFollower(sessions, tasks, options, printer, single=not is_service)
+        try:
+            follower.run()
+        finally:
+            printer.flush()

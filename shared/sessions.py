@@ -1,0 +1,178 @@
+"""Wire messages of streaming sessions (`kube logs -f`, and `kube exec` on the same transport).
+
+A session joins a client to one attempt's container, through the manager, over AMQP only:
+
+    client --query.stream.open-->  manager --StreamStart (node queue)-->  worker
+    client <--StreamFrame (reply queue)-- manager <--StreamFrame (result.stream.<node>)-- worker
+    client --query.stream.input--> manager --StreamInput (node queue)-->  worker
+
+Output travels as numbered frames; the client acknowledges the frames it has (`ack`) and
+so gives the worker credit for `window` more (docs/wire-contract.md#streaming-sessions).
+Every input renews the session's lease; a session nobody renews ends by itself on the
+worker and on the manager, so nothing outlives a client that was killed.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from shared.wire import Attempt, Epoch, Name, TaskId, Text, Timestamp, WireModel
+
+SessionId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+"""A fresh random id the manager gives a session; knowing it is the right to use it."""
+
+Seq = Annotated[int, Field(ge=0, le=2**53)]
+
+MAX_FRAME_DATA = 256 * 1024
+"""Characters of output one frame carries at most (its chunks together)."""
+
+MAX_INPUT_DATA = 64 * 1024
+"""Characters of stdin one input carries at most."""
+
+DEFAULT_LEASE = 15.0
+"""Seconds a session lives without hearing from its client (the worker counts too)."""
+
+DEFAULT_WINDOW = 32
+"""Frames a worker may send beyond the last one its client acknowledged."""
+
+
+class SessionKind(enum.StrEnum):
+    """What a session streams."""
+
+    LOGS = "logs"  # a container's output, as `docker logs` gives it
+    EXEC = "exec"  # a command run in the container (kube exec), with stdin
+
+
+class Fd(enum.IntEnum):
+    """Which stream a chunk of output came from (or, on input, goes to)."""
+
+    STDIN = 0
+    STDOUT = 1
+    STDERR = 2
+
+
+class EndReason(enum.StrEnum):
+    """Why a session ended; rendered to a sentence by the client."""
+
+    EXITED = "exited"  # the container (or exec'd command) ended: all its output was sent
+    DONE = "done"  # not following: all the output asked for was sent
+    CLOSED = "closed"  # the client closed it
+    EXPIRED = "expired"  # nobody renewed its lease
+    NOT_FOUND = "not_found"  # the worker holds no container for that attempt
+    FAILED = "failed"  # the engine failed to read or run it (`error` says how)
+    NODE_DOWN = "node_down"  # the manager: the node stopped sending heartbeats
+    NO_ANSWER = "no_answer"  # the manager: the worker did not start the stream in time
+    LOST = "lost"  # the manager or the worker does not know it (restarted): open it again
+
+
+class Chunk(WireModel):
+    """A piece of output: one line of a log (with its time), or bytes of an exec."""
+
+    fd: Fd
+    at: Timestamp | None = Field(default=None, description="when the engine logged it")
+    data: str = Field(max_length=MAX_FRAME_DATA, description="UTF-8; bad bytes replaced")
+
+
+class StreamEnd(WireModel):
+    """The last word of a session."""
+
+    reason: EndReason
+    node: Name | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31)
+    error: Text | None = None
+
+
+class LogsParams(WireModel):
+    """What a logs session reads: as `docker logs` does."""
+
+    follow: bool = True
+    since: Timestamp | None = Field(default=None, description="only output logged after it")
+    tail: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    stdout: bool = True
+    stderr: bool = True
+
+
+class ExecParams(WireModel):
+    """What an exec session runs (kube exec): reserved for it, defined with the transport."""
+
+    command: Annotated[
+        list[Annotated[str, Field(max_length=4096)]], Field(min_length=1, max_length=256)
+    ]
+    stdin: bool = False
+    tty: bool = False
+    rows: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    cols: Annotated[int, Field(ge=1, le=10_000)] | None = None
+
+
+class SessionOpen(WireModel):
+    """Body of `query.stream.open`, from a client: stream from a task's container.
+
+    The reply (a `Reply`, to the request's reply_to) has `result` = {"session", "node",
+    "task_id", "attempt"}; the frames then come to the same reply_to."""
+
+    kind: SessionKind = SessionKind.LOGS
+    id: TaskId = Field(description="the task (its id or name)")
+    attempt: Attempt | None = Field(default=None, description="its current one if not given")
+    logs: LogsParams | None = None
+    exec: ExecParams | None = None
+    lease: Annotated[float, Field(ge=2, le=300)] = DEFAULT_LEASE
+    window: Annotated[int, Field(ge=1, le=1024)] = DEFAULT_WINDOW
+
+
+class Resize(WireModel):
+    rows: Annotated[int, Field(ge=1, le=10_000)]
+    cols: Annotated[int, Field(ge=1, le=10_000)]
+
+
+class StreamInput(WireModel):
+    """Client to manager (`query.stream.input`), and manager to worker (its node queue):
+    everything a client says to a running session. Any input renews the lease.
+
+    `ack`: the highest frame seq the client holds (credit for `window` more). `stdin`,
+    `eof`, `resize`, `signal`: for exec; a logs session ignores them. `close`: end it."""
+
+    kind: Literal["stream-input"] = "stream-input"
+    epoch: Epoch = 0
+    session: SessionId
+    ack: Seq | None = None
+    stdin: str | None = Field(default=None, max_length=MAX_INPUT_DATA)
+    eof: bool = False
+    resize: Resize | None = None
+    signal: Annotated[str, Field(pattern=r"^(SIG)?[A-Z0-9]{1,12}$")] | None = None
+    close: bool = False
+
+
+class StreamStart(WireModel):
+    """Manager to worker, on the node's queue: start a session on an attempt's container.
+
+    Published with `lease` as its AMQP expiration: a start that waited longer is dropped
+    by the broker (its client gave up)."""
+
+    kind: Literal["stream-start"] = "stream-start"
+    epoch: Epoch = 0
+    session: SessionId
+    task_id: TaskId
+    attempt: Attempt
+    logs: LogsParams | None = None
+    exec: ExecParams | None = None
+    lease: Annotated[float, Field(ge=2, le=300)] = DEFAULT_LEASE
+    window: Annotated[int, Field(ge=1, le=1024)] = DEFAULT_WINDOW
+
+
+class StreamFrame(WireModel):
+    """Worker to manager (`result.stream.<node>` on kube.results), relayed as is to the
+    client; the manager also sends the client one, with only `end`, when it ends a session.
+
+    `seq` counts from 1 in each session; frame 1 comes at once, even empty, to say the
+    stream started."""
+
+    kind: Literal["stream"] = "stream"
+    node: Name
+    at: Timestamp
+    session: SessionId
+    seq: Seq
+    chunks: Annotated[list[Chunk], Field(max_length=4096)] = Field(default_factory=list)
+    end: StreamEnd | None = None
