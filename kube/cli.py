@@ -32,6 +32,7 @@ from kube import (
     secrets_cli,
     stack_cli,
     task_flags,
+    volume_cli,
     waits,
 )
 from kube import events as feed
@@ -408,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_cli.add_parser(sub)
     stack_cli.add_parsers(sub)
     secrets_cli.add_parsers(sub)
+    volume_cli.add_parsers(sub)
     examples.finish(parser, _seconds)
     return parser
 
@@ -735,6 +737,8 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         return stack_cli.stacks(args, client)
     if args.command in secrets_cli.COMMANDS:
         return secrets_cli.run(args, client)
+    if args.command in volume_cli.COMMANDS:
+        return volume_cli.run(args, client)
     if args.command == "ps":
         ps.run(args, client)
     elif args.command == "restart":

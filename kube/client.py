@@ -65,11 +65,13 @@ from shared.models import (
     TaskRecord,
     TaskSpec,
     UpdateRequest,
+    VolumeRequest,
 )
 from shared.rpc import RpcChannel, Subscription
 from shared.sealing import seal
 from shared.settings import Settings, redact
 from shared.states import TaskState
+from shared.volumes import VolumeRecord
 from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
 REPLY = TypeAdapter(Reply)
@@ -80,6 +82,7 @@ MANAGERS = TypeAdapter(list[ManagerInfo])
 SERVICES = TypeAdapter(list[ServiceRecord])
 JOBS = TypeAdapter(list[JobRow])
 JOB = TypeAdapter(JobRecord)
+VOLUMES = TypeAdapter(list[VolumeRecord])
 EVENTS = TypeAdapter(list[TaskEvent])
 ATTEMPTS = TypeAdapter(list[AttemptSummary])
 KEPT = TypeAdapter(KeptLogs)
@@ -302,6 +305,15 @@ class Client:
 
     def nodes(self) -> builtins.list[NodeRecord]:
         return [node for page in self.pages("query.nodes", NODES) for node in page]
+
+    def volumes(self) -> builtins.list[VolumeRecord]:
+        """The named volumes, each with the node holding it and the tasks naming it."""
+        return [volume for page in self.pages("query.volumes", VOLUMES) for volume in page]
+
+    def remove_volume(self, name: str, force: bool = False) -> str:
+        """Forget a volume and have its node remove it; refused while a task uses it."""
+        request = VolumeRequest(name=_names("volume name", [name])[0], force=force)
+        return self._ask(topology.VOLUME_REMOVE_KEY, encode(request), subject=name).id or name
 
     def managers(self) -> builtins.list[ManagerInfo]:
         """The managers of the cluster, as the leader's store has seen them."""

@@ -72,6 +72,10 @@ EXAMPLES: dict[str, str] = {
     "stack ls": "kube stack ls\nkube stack ls --json",
     "stack ps": "kube stack ps shop\nkube stack ps shop -a",
     "stack rm": "kube stack rm shop",
+    "volume": "kube volume ls\nkube volume rm pgdata",
+    "volume ls": "kube volume ls\nkube volume ls --json",
+    "volume rm": "kube volume rm pgdata\n"
+    "kube volume rm pgdata --force   # its node is down or gone: forget it",
     "completion": 'eval "$(kube completion bash)"     # in ~/.bashrc\n'
     'eval "$(kube completion zsh)"      # in ~/.zshrc',
 }

@@ -52,6 +52,17 @@ def env_pair(text: str, environ: Mapping[str, str] | None = None) -> tuple[str, 
     return key, found
 
 
+def volume_mount(text: str) -> dict[str, Any]:
+    """`pgdata:/var/lib/postgresql/data[:ro]`, as a spec's volume (docker run -v's form)."""
+    name, _, rest = text.partition(":")
+    target, _, mode = rest.partition(":")
+    if not name or not target.startswith("/") or mode not in ("", "ro", "rw"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give NAME:TARGET or NAME:TARGET:ro, TARGET an absolute path"
+        )
+    return {"name": name, "target": target, "read_only": mode == "ro"}
+
+
 def add_field_flags(parser: argparse.ArgumentParser) -> None:
     """The spec fields `kube run` and `kube update` set one by one."""
     parser.add_argument("--image", help="the container image")
@@ -78,6 +89,13 @@ def add_field_flags(parser: argparse.ArgumentParser) -> None:
         type=whole(0, replicas_problem),
         metavar="N",
         help=f"a service of N tasks (0 to {MAX_REPLICAS})",
+    )
+    parser.add_argument(
+        "--volume",
+        type=volume_mount,
+        action="append",
+        metavar="NAME:TARGET[:ro]",
+        help="a named volume kept on its node across attempts (repeat; docs/volumes.md)",
     )
     add_restart_flags(parser)
     add_health_flags(parser)
@@ -222,4 +240,6 @@ def spec_fields(args: argparse.Namespace, base: Mapping[str, Any]) -> dict[str, 
     health = health_fields(args, base)
     if health is not None:
         out["health_check"] = health or None
+    if getattr(args, "volume", None):
+        out["volumes"] = args.volume  # the whole list: an update replaces it
     return out

@@ -42,14 +42,24 @@ DUE_PER_PASS = 1000
 try of a thousand tasks that fit nowhere, read, explained and written, took 0.1 to 0.2 s
 on the 2-core test machine), and what is left is tried on the next one (a tick away)."""
 
-Shape = tuple[float, int, int, tuple[Constraint, ...], str | None, tuple[int, ...]]
+Shape = tuple[float, int, int, tuple[Constraint, ...], str | None, tuple[int, ...], tuple[str, ...]]
 """What decides which nodes a task fits: cpu, memory, disk, constraints, spread label,
-fixed host ports."""
+fixed host ports, volumes (a task with volumes fits only the node holding them: it is
+woken by any node it fits, and placed only on that one, manager/volumes.py)."""
 
 
 def shape(spec: TaskSpec) -> Shape:
     """The shape of a task: tasks of one shape fit exactly the same nodes."""
-    return (spec.cpu, spec.memory, spec.disk, spec.rules(), spec.spread, spec.fixed_host_ports())
+    volumes = tuple(sorted(v.name for v in spec.volumes))
+    return (
+        spec.cpu,
+        spec.memory,
+        spec.disk,
+        spec.rules(),
+        spec.spread,
+        spec.fixed_host_ports(),
+        volumes,
+    )
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from typing import Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
-from manager import core, jobs, nodes, orphans, removal, secrets, services
+from manager import core, jobs, nodes, orphans, removal, secrets, services, volumes
 from manager.auth import WorkerAuth, command_sender_allowed
 from manager.effects import Decision
 from manager.metrics import drop_orphans
@@ -69,7 +69,9 @@ from shared.models import (
     TaskRecord,
     TaskSpec,
     UpdateRequest,
+    VolumeRequest,
 )
+from shared.specs import one_replica_with_volumes
 from shared.states import TERMINAL, TaskState
 
 
@@ -104,6 +106,7 @@ class CommandContext(Protocol):
     def place(self, tasks: Sequence[TaskRecord], now: datetime) -> Decision: ...
     def after_change(self, decision: Decision) -> None: ...
     def schedule_pending(self) -> None: ...
+    def volume_forgotten(self) -> None: ...
     def reconcile_service(self, service: ServiceRecord, follow: bool = True) -> Decision: ...
     def start_runs(self, decision: Decision) -> None: ...
 
@@ -123,6 +126,7 @@ ORPHANS = TypeAdapter(OrphansRequest)
 JOB = TypeAdapter(JobRequest)
 FILE_WRITE = TypeAdapter(FileWrite)
 FILE_NAMED = TypeAdapter(FileNamed)
+VOLUME = TypeAdapter(VolumeRequest)
 
 
 class Refused(Exception):
@@ -158,6 +162,7 @@ class Commands:
             topology.ORPHANS_ADOPT_KEY: self.adopt_orphan,
             topology.JOB_REMOVE_KEY: self.remove_job,
             topology.JOB_RUN_KEY: self.run_job,
+            topology.VOLUME_REMOVE_KEY: self.remove_volume,
         }
         for kind in FileKind:
             self.handlers[f"{kind.value}.create"] = partial(self.write_file, kind, True)
@@ -295,6 +300,7 @@ class Commands:
         request = decode(SCALE, delivery.body)
         service = self._service(request.name)
         was = service.replicas if service.desired_state == "running" else 0
+        _one_replica_with_volumes(request.replicas, service.spec)
         self._charge(delivery.user_id, request.replicas - was, request.replicas)
         self.manager.reconcile_service(
             services.scale(service, request.replicas, self.manager.clock())
@@ -309,6 +315,8 @@ class Commands:
             raise Refused(
                 f"spec.name {request.spec.name!r} differs from the service {service.name!r}"
             )
+        replicas = request.spec.replicas
+        _one_replica_with_volumes(service.replicas if replicas is None else replicas, request.spec)
         self.manager.reconcile_service(services.update(service, request.spec, self.manager.clock()))
         return service.name
 
@@ -415,6 +423,22 @@ class Commands:
         drop_orphans(node.name)
         log.info("node %s: removed", node.name)
         return Reply(ok=True, result=_removed(decision))
+
+    def remove_volume(self, delivery: Delivery) -> Reply:
+        """Forget a volume and have its node remove it (`kube volume rm`, docs/volumes.md)."""
+        request = decode(VOLUME, delivery.body)
+        volume = next((v for v in self.store.volumes() if v.name == request.name), None)
+        if volume is None and delivery.redelivered:  # removed by the first delivery
+            return Reply(ok=True, id=request.name)
+        node = self.store.node(volume.node) if volume is not None else None
+        waiting = {t.id for t in self.store.tasks([TaskState.PENDING])} if request.force else set()
+        done = volumes.removal(volume, request.name, node, request.force, waiting)
+        if isinstance(done, volumes.Refusal):
+            raise Refused(done.sentence())
+        self.manager.commit(done)
+        self.manager.volume_forgotten()
+        log.info("volume %s: removed (node %s)", request.name, volume.node if volume else "?")
+        return Reply(ok=True, id=request.name)
 
     def remove_orphans(self, delivery: Delivery) -> Reply:
         """Ask the nodes to remove the orphan containers named (`kube orphans remove`):
@@ -556,3 +580,11 @@ def _message_id(delivery: Delivery) -> str | None:
     if delivery.message_id and re.match(ID_PATTERN, delivery.message_id):
         return delivery.message_id
     return None
+
+
+def _one_replica_with_volumes(replicas: int, spec: TaskSpec) -> None:
+    """Refuse a scale or update that would give a service with volumes several replicas."""
+    try:
+        one_replica_with_volumes(replicas, spec.volumes)
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc

@@ -22,6 +22,7 @@ from shared.messages import RunTask, StopTask, TaskUpdate
 from shared.models import AttemptEnd, NodeRecord, Restarted, TaskEvent, TaskRecord, TaskSpec
 from shared.placement import sentence
 from shared.states import TaskState, can_transition
+from shared.volumes import VolumeRecord
 from shared.wire import endpoints
 
 REPORTED = frozenset({TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED})
@@ -104,6 +105,7 @@ def schedule(
     cluster: str | None = None,
     holds: Mapping[str, float] | None = None,
     ticks: float = 0.0,
+    volumes: Mapping[str, str] | None = None,
 ) -> Decision:
     """Place pending tasks, oldest first, each onto the nodes as the previous left them.
 
@@ -111,7 +113,8 @@ def schedule(
     `cluster` is the manager's cluster id, sent with each dispatch (manager/cluster.py).
     `holds` maps a held task to the monotonic time (`ticks` is now) before which it may not
     be placed (manager/holds.py): for it, that time decides, never the wall clock's
-    `not_before`.
+    `not_before`. `volumes` maps each volume the tasks name that a node holds to that node
+    (manager/volumes.py); a volume first placed here is recorded on the decision.
     """
     decision = Decision()
     free = {node.name: node for node in nodes}
@@ -119,6 +122,7 @@ def schedule(
     # Nodes only fill up during a pass, so a shape that fit nowhere fits nowhere for the
     # rest of it: one failed fit answers for every task of that shape.
     failed: dict[Shape, NoFit] = {}
+    holders = dict(volumes or {})
     for task in pending:
         hold = holds.get(task.id) if holds else None
         if hold is not None:
@@ -129,7 +133,7 @@ def schedule(
         key = shape(task.spec)
         outcome: Placement | NoFit | None = failed.get(key)
         if outcome is None:
-            context = PlacementContext(max_tasks_per_node, placed.get(task.name, {}))
+            context = PlacementContext(max_tasks_per_node, placed.get(task.name, {}), holders)
             outcome = place(scheduler, task.spec, list(free.values()), context)
         if isinstance(outcome, NoFit):
             failed[key] = outcome
@@ -142,6 +146,11 @@ def schedule(
                 decision.tasks.append(task.model_copy(update=why))
             continue
         allocate_at(free, outcome.node, task.spec)
+        for volume in task.spec.volumes:
+            if volume.name not in holders:
+                holders[volume.name] = outcome.node
+                made = VolumeRecord(name=volume.name, node=outcome.node, created_at=now)
+                decision.volumes.append(made)
         counts = placed.setdefault(task.name, {})
         counts[outcome.node] = counts.get(outcome.node, 0) + 1
         attempt = task.attempt + 1

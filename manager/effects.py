@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.models import JobRecord, NodeRecord, ServiceRecord, TaskEvent, TaskRecord
+from shared.volumes import VolumeRecord
 
 
 @dataclass(frozen=True)
@@ -25,15 +26,17 @@ class Removal:
     services: list[str] = field(default_factory=list)
     nodes: list[str] = field(default_factory=list)
     jobs: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)  # `kube volume rm`
 
     def extend(self, other: Removal) -> None:
         self.tasks.extend(other.tasks)
         self.services.extend(other.services)
         self.nodes.extend(other.nodes)
         self.jobs.extend(other.jobs)
+        self.volumes.extend(other.volumes)
 
     def __bool__(self) -> bool:
-        return bool(self.tasks or self.services or self.nodes or self.jobs)
+        return bool(self.tasks or self.services or self.nodes or self.jobs or self.volumes)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Decision:
     nodes: list[NodeRecord] = field(default_factory=list)
     services: list[ServiceRecord] = field(default_factory=list)
     jobs: list[JobRecord] = field(default_factory=list)
+    volumes: list[VolumeRecord] = field(default_factory=list)  # new: kept if known already
     outgoing: list[Outgoing] = field(default_factory=list)
     removed: Removal = field(default_factory=Removal)
     # task id -> seconds its replacement is held, kept on the monotonic clock (manager/holds.py)
@@ -57,6 +61,7 @@ class Decision:
         self.nodes.extend(other.nodes)
         self.services.extend(other.services)
         self.jobs.extend(other.jobs)
+        self.volumes.extend(other.volumes)
         self.outgoing.extend(other.outgoing)
         self.removed.extend(other.removed)
         self.holds.update(other.holds)
@@ -66,4 +71,4 @@ class Decision:
     @property
     def empty(self) -> bool:
         records = self.tasks or self.events or self.nodes or self.services or self.jobs
-        return not (records or self.outgoing or self.removed)
+        return not (records or self.volumes or self.outgoing or self.removed)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import re
 
-STAMPED = re.compile(
-    rb'\A\{"kind":"(?:run|stop|logs|files|cluster|disowned|remove-orphan|adopt-orphan|stream-start|stream-input)","epoch":(\d+),'
+_KINDS = (
+    rb"run|stop|logs|files|cluster|disowned|remove-orphan|adopt-orphan|stream-start|stream-input"
+    rb"|remove-volume"
 )
+STAMPED = re.compile(rb'\A\{"kind":"(?:' + _KINDS + rb')","epoch":(\d+),')
 """The start of a dispatch that carries an epoch, as shared.codec.encode writes it."""
 
 

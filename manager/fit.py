@@ -33,6 +33,7 @@ class PlacementContext:
 
     max_tasks_per_node: int | None = None
     peers: Mapping[str, int] = field(default_factory=dict)  # node -> tasks of the same group
+    volumes: Mapping[str, str] = field(default_factory=dict)  # volume -> the node holding it
 
 
 NO_CONTEXT = PlacementContext()

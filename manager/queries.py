@@ -43,7 +43,7 @@ ENDPOINTS = TypeAdapter(EndpointsQuery)
 class Queries:
     """Serves `query.tasks`, `query.task`, `query.nodes`, `query.services`,
     `query.endpoints`, `query.logs`, `query.orphans`, `query.managers`, `query.secrets`,
-    `query.configs`, `query.sealing-key` and `query.jobs`."""
+    `query.configs`, `query.sealing-key`, `query.jobs` and `query.volumes`."""
 
     def __init__(
         self,
@@ -75,6 +75,7 @@ class Queries:
             "query.secrets": partial(self.files, FileKind.SECRET),
             "query.configs": partial(self.files, FileKind.CONFIG),
             "query.sealing-key": self.sealing_key,
+            "query.volumes": self.volumes,
         }
         self.secret_key: SecretKey | None = None  # set by the manager (manager/secret_key.py)
 
@@ -125,6 +126,14 @@ class Queries:
         query = _list(delivery)
         after = [
             (n.name, n) for n in self.store.nodes() if query.after is None or n.name > query.after
+        ]
+        return page(after[: query.limit + 1], query.limit)
+
+    def volumes(self, delivery: Delivery) -> Reply:
+        """The volumes by name, each with its node and the tasks that name it."""
+        query = _list(delivery)
+        after = [
+            (v.name, v) for v in self.store.volumes() if query.after is None or v.name > query.after
         ]
         return page(after[: query.limit + 1], query.limit)
 

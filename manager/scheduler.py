@@ -15,6 +15,7 @@ from manager.fit import filter_candidates as filter_candidates
 from manager.fit import fits as fits
 from manager.packing import Binpack, Spread
 from manager.unplaced import explain
+from manager.volumes import pin
 from shared.models import NodeRecord, TaskSpec
 from shared.placement import Unplaced
 
@@ -223,13 +224,19 @@ def place(
     """Filter (the scheduler's candidates, then the task cap), spread, score, pick.
 
     Each node's fit is checked once, by the candidate phase; the context adds only the cap.
+    A task whose volumes a node holds is placed there or nowhere (manager/volumes.py).
     """
+    pinned = pin(spec, nodes, context.volumes)
+    if pinned.unplaced is not None:
+        return NoFit(pinned.unplaced)
+    nodes = pinned.nodes
     candidates = [
         node for node in scheduler.select_candidates(spec, nodes) if over_cap(node, context) is None
     ]
     candidates = spread_domain(spec, candidates, nodes, context)
     if not candidates:
-        return NoFit(explain(spec, nodes, context))
+        why = explain(spec, nodes, context)
+        return NoFit(why.model_copy(update={"volumes": pinned.held}) if pinned.held else why)
     chosen = scheduler.pick(scheduler.score(spec, candidates), candidates)
     return Placement(node=chosen.name)
 

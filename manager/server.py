@@ -992,10 +992,17 @@ class Manager:
             self.store.cluster_id,
             self.holds.until,
             ticks,
+            self.store.volume_holders(v.name for task in tasks for v in task.spec.volumes),
         )
         self._blocked_moved()
         self.blocked.settle(tasks, decision, now, ticks)
         return decision
+
+    def volume_forgotten(self) -> None:
+        """A volume was forgotten (`kube volume rm`): the tasks that waited for its node
+        may go anywhere now, so every blocked task is looked at again."""
+        self.blocked.reset()
+        self.schedule_pending()
 
     def schedule_pending(self) -> None:
         """Place the pending tasks that are due: new, woken by a change, or out of backoff."""

@@ -117,6 +117,11 @@ def reconcile(
     current = live(tasks)
     if service.desired_state == "stopped":
         return _stop_all(current, now)
+    stopping = (t for t in tasks if not t.state.terminal and t.desired_state == "stopped")
+    if service.spec.volumes and any(stopping):
+        # One container at a time writes a volume's data (a database's would be spoilt):
+        # the next task starts once the one stopping has ended (docs/volumes.md).
+        return Decision()
     new = [t for t in current if t.version == service.version]
     old = [t for t in current if t.version != service.version]
     if not old:
@@ -191,8 +196,9 @@ def _port_bound(task: TaskRecord) -> bool:
 
 def stop_first(service: ServiceRecord) -> bool:
     """Whether the service's update stops an old task before starting its replacement:
-    its tasks publish fixed host ports, which an old and a new task cannot share."""
-    return bool(service.spec.fixed_host_ports())
+    its tasks publish fixed host ports, which an old and a new task cannot share, or keep
+    data on volumes, which one task at a time writes (docs/volumes.md)."""
+    return bool(service.spec.fixed_host_ports() or service.spec.volumes)
 
 
 def _unplaced(task: TaskRecord) -> bool:

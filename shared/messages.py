@@ -291,6 +291,15 @@ class AdoptOrphan(WireModel):
     container_id: ContainerId
 
 
+class RemoveVolume(WireModel):
+    """Manager to worker, at `kube volume rm`: remove the named volume from the node's
+    engine (no task that has not ended names it; the manager checked, docs/volumes.md)."""
+
+    kind: Literal["remove-volume"] = "remove-volume"
+    epoch: Epoch = 0
+    name: Name
+
+
 DispatchMessage = (
     RunTask
     | FilesReply
@@ -303,6 +312,7 @@ DispatchMessage = (
     | AdoptOrphan
     | StreamStart
     | StreamInput
+    | RemoveVolume
 )
 
 Dispatch = Annotated[DispatchMessage, Field(discriminator="kind")]

@@ -77,6 +77,17 @@ class NodeRequest(WireModel):
     name: Name
 
 
+class VolumeRequest(WireModel):
+    """The body of `volume.remove` (docs/volumes.md)."""
+
+    name: Name
+    force: bool = Field(
+        default=False,
+        description="forget the volume even though its node is down or gone; the engine"
+        " keeps its data",
+    )
+
+
 class RemoveRequest(WireModel):
     """The body of `task.remove`: forget ended tasks and stopped services, with their history.
 

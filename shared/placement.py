@@ -31,6 +31,7 @@ class NoFitKind(enum.StrEnum):
     CORDONED = "cordoned"
     NODES_DOWN = "nodes_down"  # a node, or its container engine, is down
     NO_NODES = "no_nodes"  # no worker has joined yet
+    VOLUMES_APART = "volumes_apart"  # the task's volumes are held by different nodes
     OTHER = "other"  # a node fit yet was passed over
 
 
@@ -89,6 +90,11 @@ class Unplaced(WireModel):
     nodes: tuple[NodeMiss, ...] = Field(
         default=(), description="the first few nodes by name, each with what it lacked"
     )
+    volumes: dict[Name, Name] = Field(
+        default_factory=dict,
+        description="the task's volumes already held, each with its node: only that node"
+        " was evaluated (docs/volumes.md)",
+    )
 
 
 def _ports(ports: tuple[int, ...]) -> str:
@@ -146,6 +152,8 @@ def node_sentence(miss: NodeMiss) -> str:
 
 def sentence(unplaced: Unplaced, spec: TaskSpec) -> str:
     """The reason for people: what each of the first few nodes lacks for the task."""
+    if unplaced.volumes:
+        return _held_sentence(unplaced)
     if unplaced.kind is NoFitKind.NO_NODES:
         return "no worker has joined yet"
     details = [node_sentence(miss) for miss in unplaced.nodes]
@@ -153,3 +161,23 @@ def sentence(unplaced: Unplaced, spec: TaskSpec) -> str:
     if more > 0:
         details.append(f"and {more} more")
     return f"no node can take {demand(spec)}: {', '.join(details)}"
+
+
+def _held_sentence(unplaced: Unplaced) -> str:
+    """The reason of a task pinned by its volumes: `waiting for node-2, which holds
+    volume pgdata`, and what keeps it there when the node is up."""
+    by_node: dict[str, list[str]] = {}
+    for volume, node in sorted(unplaced.volumes.items()):
+        by_node.setdefault(node, []).append(volume)
+    if unplaced.kind is NoFitKind.VOLUMES_APART:
+        held = "; ".join(f"{node} holds {', '.join(names)}" for node, names in by_node.items())
+        return f"its volumes are held by different nodes, and a task runs on one: {held}"
+    ((node, names),) = by_node.items()
+    noun = "volume" if len(names) == 1 else "volumes"
+    waiting = f"waiting for {node}, which holds {noun} {', '.join(names)}"
+    if not unplaced.nodes:
+        return f"{waiting} ({node} has left the cluster: see kube volume rm --force)"
+    miss = unplaced.nodes[0]
+    if miss.filtered is NodeFilter.DOWN:
+        return waiting
+    return f"{waiting}: {node_sentence(miss)}"

@@ -45,8 +45,10 @@ from shared.models import (
     TaskRecord,
     TaskSpec,
     UpdateRequest,
+    VolumeRequest,
 )
 from shared.sessions import SessionOpen, StreamFrame, StreamInput
+from shared.volumes import VolumeRecord
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -87,6 +89,8 @@ MESSAGES: dict[str, Any] = {
     "result": Result,  # kube.results, worker to manager
     "task-update": TaskUpdate,
     "heartbeat": Heartbeat,
+    "volume-request": VolumeRequest,  # kube.commands volume.remove
+    "volume-record": VolumeRecord,  # query.volumes rows, the result of volume.remove replies
 }
 
 

@@ -164,6 +164,49 @@ class Mount(WireModel):
     read_only: bool = False
 
 
+# -- volumes (issue 17): named volumes of the node's engine, docs/volumes.md ---------------
+
+
+class VolumeMount(WireModel):
+    """A named volume of the node's engine, made on first use and kept across attempts:
+    the task then runs only on the node that holds it (docs/volumes.md)."""
+
+    name: Name
+    target: Annotated[str, Field(pattern=r"^/")]
+    read_only: bool = False
+
+
+def _distinct_volumes(volumes: tuple[VolumeMount, ...]) -> tuple[VolumeMount, ...]:
+    """Each volume named once and each target used once."""
+    for what, values in (
+        ("volume", [v.name for v in volumes]),
+        ("volume target", [v.target for v in volumes]),
+    ):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"each {what} may be listed once ({', '.join(twice)} twice)")
+    return volumes
+
+
+MAX_VOLUMES = 16
+"""Volumes one spec may name."""
+
+
+def one_replica_with_volumes(replicas: int | None, volumes: tuple[VolumeMount, ...]) -> None:
+    """Refuse a service of more than one replica with volumes: its replicas would share one
+    volume on one node (docs/volumes.md says why, and what to do instead)."""
+    if volumes and replicas is not None and replicas > 1:
+        names = ", ".join(v.name for v in volumes)
+        raise ValueError(
+            f"a service with volumes runs at most 1 replica (asked for {replicas}): its"
+            f" replicas would share volume {names} on one node; run one service per"
+            " replica, each with its own volume"
+        )
+
+
+# ------------------------------------------------------------------------------------------
+
+
 class NetworkMode(enum.StrEnum):
     BRIDGE = "bridge"  # the engine's default network
     HOST = "host"  # the host's network stack (refused unless allowed)
@@ -297,6 +340,13 @@ class TaskSpec(WireModel):
         default="", description="'host' to share the host's pid namespace"
     )
     mounts: tuple[Mount, ...] = ()
+    # -- volumes (issue 17) --
+    volumes: Annotated[
+        tuple[VolumeMount, ...], Field(max_length=MAX_VOLUMES), AfterValidator(_distinct_volumes)
+    ] = Field(
+        default=(),
+        description="named volumes of the node's engine; the task stays on the node holding them",
+    )
     cap_add: tuple[Annotated[str, Field(pattern=r"^[A-Z_]+$")], ...] = ()
     devices: tuple[Annotated[str, Field(pattern=r"^/dev/")], ...] = ()
 
@@ -308,6 +358,11 @@ class TaskSpec(WireModel):
             raise ValueError(
                 f"a job's name is at most {MAX_JOB_NAME} characters: its runs' ids add the tick"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _volumes_fit_replicas(self) -> TaskSpec:
+        one_replica_with_volumes(self.replicas, self.volumes)
         return self
 
     def published(self) -> tuple[PortMapping, ...]:

@@ -65,6 +65,7 @@ ORPHANS_REMOVE_KEY = "orphans.remove"
 ORPHANS_ADOPT_KEY = "orphans.adopt"
 JOB_REMOVE_KEY = "job.remove"
 JOB_RUN_KEY = "job.run"
+VOLUME_REMOVE_KEY = "volume.remove"
 QUERY_PREFIX = "query."
 # Secrets and configs (docs/secrets.md): an operator's, as Swarm keeps them to managers.
 SECRET_KEYS = tuple(
@@ -89,6 +90,7 @@ CLIENT_COMMAND_KEYS = (
     REMOVE_KEY,
     JOB_REMOVE_KEY,
     JOB_RUN_KEY,
+    VOLUME_REMOVE_KEY,
 )
 """What a client may ask (and queries): the broker user kube-client."""
 OPERATOR_COMMAND_KEYS = (

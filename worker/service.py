@@ -72,6 +72,7 @@ from shared.messages import (
     LogsRequest,
     Orphan,
     RemoveOrphan,
+    RemoveVolume,
     RunTask,
     StopTask,
     TaskUpdate,
@@ -342,6 +343,8 @@ class Worker:
             self._logs(message, delivery)
         elif isinstance(message, FilesReply):
             self.files.answered(message)
+        elif isinstance(message, RemoveVolume):
+            self._remove_volume(message.name)
             self._settled.append(delivery)
         elif isinstance(message, StreamStart):
             self.streams.start(message)
@@ -371,7 +374,8 @@ class Worker:
         | RemoveOrphan
         | AdoptOrphan
         | StreamStart
-        | StreamInput,
+        | StreamInput
+        | RemoveVolume,
     ) -> bool:
         """Whether a dispatch comes from the newest leader this worker has seen (not from
         a manager deposed since: worker/epochs.py)."""
@@ -427,6 +431,20 @@ class Worker:
             self._watch_engine()
 
         self.pool.submit(rewatch)
+
+    def _remove_volume(self, name: str) -> None:
+        """In the pool: remove a volume the manager forgot (`kube volume rm`)."""
+
+        def remove() -> None:
+            try:
+                removed = self._with_engine(lambda: self.runtime.remove_volume(name))
+            except RuntimeFailure as exc:
+                log.warning("worker %s: volume %s not removed: %s", self.name, name, exc)
+            else:
+                said = "removed" if removed else "already gone from the engine"
+                log.info("worker %s: volume %s %s", self.name, name, said)
+
+        self._background(remove, self.stops)
 
     # -- orphans: containers no task of this cluster placed (docs/orphans.md) ------------
 

@@ -211,6 +211,16 @@ def _jobs(db: Database) -> None:
     )
 
 
+def _volumes(db: Database) -> None:
+    """9: the named volumes (docs/volumes.md): the node whose engine holds each, known from
+    the first placement of a task that names it."""
+    text = db.types["text"]
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS volumes (name {text} PRIMARY KEY, node {text} NOT NULL,"
+        f" created_at {text} NOT NULL)"
+    )
+
+
 STEPS: list[Callable[[Database], None]] = [
     _tables_and_ended_at,
     _where_columns,
@@ -220,6 +230,7 @@ STEPS: list[Callable[[Database], None]] = [
     kept.create,
     _secrets,
     _jobs,
+    _volumes,
 ]
 """STEPS[n] upgrades a database at version n to version n + 1."""
 

@@ -51,6 +51,7 @@ from shared.models import (
     TaskRecord,
 )
 from shared.states import TaskState
+from shared.volumes import VolumeRecord
 
 DEFAULT_LEASE = 5.0
 """Seconds of a lease when the store was opened without one (manager/leadership.py)."""
@@ -275,11 +276,18 @@ class Store:
                 " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
                 [(service.name, service.model_dump_json()) for service in decision.services],
             )
-            db.executemany(
-                "INSERT INTO jobs (name, record) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
-                [(job.name, job.model_dump_json()) for job in decision.jobs],
-            )
+            if decision.jobs:
+                db.executemany(
+                    "INSERT INTO jobs (name, record) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET record = excluded.record",
+                    [(job.name, job.model_dump_json()) for job in decision.jobs],
+                )
+            if decision.volumes:
+                db.executemany(
+                    "INSERT INTO volumes (name, node, created_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    [(v.name, v.node, v.created_at.isoformat()) for v in decision.volumes],
+                )
             db.executemany(
                 "INSERT INTO outbox (exchange, routing_key, body) VALUES (?, ?, ?)",
                 [(out.exchange, out.routing_key, out.body) for out in decision.outgoing],
@@ -586,6 +594,34 @@ class Store:
             return {name: dict(counts) for name, counts in peers.items()}
         return {name: dict(peers[name]) for name in set(names) if name in peers}
 
+    def volume_holders(self, names: Iterable[str]) -> dict[str, str]:
+        """The node holding each of the named volumes that is known (docs/volumes.md)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        rows = self._query(f"SELECT name, node FROM volumes WHERE name IN ({marks})", wanted)
+        return {name: node for name, node in rows}
+
+    def volumes(self) -> list[VolumeRecord]:
+        """Every known volume by name, each with the tasks not ended that name it."""
+        rows = self._query("SELECT name, node, created_at FROM volumes ORDER BY name")
+        if not rows:
+            return []
+        users: dict[str, list[str]] = {}
+        for task in self.tasks(state for state in TaskState if not state.terminal):
+            for volume in task.spec.volumes:
+                users.setdefault(volume.name, []).append(task.id)
+        return [
+            VolumeRecord(
+                name=name,
+                node=node,
+                created_at=datetime.fromisoformat(created),
+                used_by=tuple(users.get(name, ())),
+            )
+            for name, node, created in rows
+        ]
+
     def address(self, name: str) -> str | None:
         """The address a node advertises (None: unknown, or it advertises none)."""
         node = self._nodes.get(name)
@@ -694,6 +730,7 @@ def _delete(db: Database, removed: Removal) -> None:
     db.executemany("DELETE FROM services WHERE name = ?", [(n,) for n in removed.services])
     db.executemany("DELETE FROM nodes WHERE name = ?", [(n,) for n in removed.nodes])
     db.executemany("DELETE FROM jobs WHERE name = ?", [(n,) for n in removed.jobs])
+    db.executemany("DELETE FROM volumes WHERE name = ?", [(n,) for n in removed.volumes])
 
 
 def _quarantine_malformed(db: Database) -> None:

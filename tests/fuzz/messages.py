@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from manager.commands import NODE, SCALE, SPEC, STOP, UPDATE
+from manager.commands import NODE, SCALE, SPEC, STOP, UPDATE, VOLUME
 from manager.queries import LIST, LOGS, TASK
 from manager.server import RESULT
 from shared.codec import decode
@@ -64,6 +64,8 @@ KINDS = [
     Kind(COMMANDS, "node.cordon", "node-request", NODE),
     Kind(COMMANDS, "node.uncordon", "node-request", NODE),
     Kind(COMMANDS, "node.drain", "node-request", NODE),
+    Kind(COMMANDS, "volume.remove", "volume-request", VOLUME),
+    Kind(COMMANDS, "query.volumes", "list-query", LIST),
     Kind(COMMANDS, "query.task", "task-query", TASK),
     Kind(COMMANDS, "query.tasks", "list-query", LIST),
     Kind(COMMANDS, "query.nodes", "list-query", LIST),
@@ -83,6 +85,9 @@ MODEL_ONLY_RULES = (
     "takes exactly one value",
     "each container port may be listed once",
     "each host port may be listed once",
+    "each volume may be listed once",
+    "each volume target may be listed once",
+    "a service with volumes runs at most 1 replica",
     "is neither an IP address nor a host name",  # an advertised address
     "is not a valid IP address",
     "are reserved",  # label keys starting with kube.

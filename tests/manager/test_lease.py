@@ -27,6 +27,7 @@ from shared.messages import (
     Held,
     LogsRequest,
     RemoveOrphan,
+    RemoveVolume,
     RunTask,
     StopTask,
 )
@@ -271,6 +272,7 @@ def test_a_dispatch_is_stamped_with_the_publishing_leaders_epoch() -> None:
         Disowned(tasks=(Held(task_id="t1", attempt=1),)),
         RemoveOrphan(container_id="a" * 64),
         AdoptOrphan(task_id="t1", attempt=1, container_id="a" * 64),
+        RemoveVolume(name="pgdata"),  # nor remove a volume's data
     ):
         body = stamp(encode(message), 12)
         assert decode(DISPATCH, body).epoch == 12

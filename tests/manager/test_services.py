@@ -236,3 +236,23 @@ def test_a_port_update_with_more_replicas_than_addresses_still_goes_through() ->
     ended = step.tasks[-1].model_copy(update={"state": TaskState.COMPLETED})
     done = services.reconcile(updated, [ended, v1b, v2a_running, v2b], NOW, new_id)
     assert done.services[-1].update_state == UpdateState.IDLE
+
+
+VOLUMES = ({"name": "pgdata", "target": "/data"},)
+
+
+def test_a_service_with_a_volume_updates_stop_first_once_the_old_task_ended() -> None:
+    # given a one-replica service keeping its data on a volume, running
+    svc = service(replicas=1, volumes=VOLUMES)
+    tasks = running(services.reconcile(svc, [], NOW, new_id).tasks)
+    updated = services.update(svc, TaskSpec(name="web", image="v2", volumes=VOLUMES), NOW)  # type: ignore[arg-type]
+    # when it is updated: the old task is asked to stop, and nothing starts
+    first = services.reconcile(updated, tasks, NOW, new_id)
+    assert [(t.version, t.desired_state) for t in first.tasks] == [(1, "stopped")]
+    # while it is stopping, the new task waits (one container at a time writes the data)
+    stopping = first.tasks
+    assert services.reconcile(updated, stopping, NOW, new_id).tasks == []
+    # once it ended, the new one starts
+    ended = [t.model_copy(update={"state": TaskState.COMPLETED}) for t in stopping]
+    started = services.reconcile(updated, ended, NOW, new_id).tasks
+    assert [(t.version, t.state) for t in started] == [(2, TaskState.PENDING)]

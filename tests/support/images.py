@@ -10,11 +10,13 @@ BUSYBOX_IMAGE = "localhost/kube-busybox:latest"
 PYTHON_BASE_IMAGE = "localhost/kube-python-base:bookworm"
 KUBE_IMAGE = "localhost/kube:test"
 RABBITMQ_IMAGE = "localhost/kube-rabbitmq:bookworm"
+POSTGRES_IMAGE = "localhost/kube-postgres:bookworm"
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 _BUSYBOX_SCRIPT = _REPO_ROOT / "deploy" / "images" / "busybox.sh"
 _PYTHON_BASE_SCRIPT = _REPO_ROOT / "deploy" / "images" / "python-base.sh"
 _RABBITMQ_SCRIPT = _REPO_ROOT / "deploy" / "images" / "rabbitmq.sh"
+_POSTGRES_SCRIPT = _REPO_ROOT / "deploy" / "images" / "postgres.sh"
 
 
 def _exists(image: str) -> bool:
@@ -57,6 +59,11 @@ def build_kube_image(iidfile: Path) -> str:
 def rabbitmq_image() -> str:
     """The Debian stand-in for the broker image `kube up --start-broker` runs."""
     return _require(RABBITMQ_IMAGE, _RABBITMQ_SCRIPT)
+
+
+def postgres_image() -> str:
+    """A PostgreSQL server from Debian's packages, run as a task with a volume."""
+    return _require(POSTGRES_IMAGE, _POSTGRES_SCRIPT)
 
 
 def _require(image: str, script: Path) -> str:

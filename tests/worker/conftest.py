@@ -65,7 +65,8 @@ class RuntimeKit:
 
 @pytest.fixture
 def make_docker_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRuntime]]:
-    """Builds Docker runtimes on fresh node names; removes every container of those after."""
+    """Builds Docker runtimes on fresh node names; removes every container and volume of
+    those after."""
     nodes: list[str] = []
 
     def make(client: Any = None, policy: WorkerPolicy | None = None) -> DockerRuntime:
@@ -78,6 +79,8 @@ def make_docker_runtime(docker_client: Any) -> Iterator[Callable[..., DockerRunt
             all=True, filters={"label": f"{NODE_LABEL}={node}"}, ignore_removed=True
         ):
             container.remove(force=True)
+        for volume in docker_client.volumes.list(filters={"label": f"{NODE_LABEL}={node}"}):
+            volume.remove(force=True)
 
 
 @pytest.fixture(params=["mock", pytest.param("docker", marks=pytest.mark.docker)])

@@ -304,3 +304,20 @@ def test_a_follow_of_a_running_container_ends_at_once_when_closed(kit: RuntimeKi
 def test_following_an_unknown_attempt_is_a_runtime_failure(kit: RuntimeKit) -> None:
     with pytest.raises(RuntimeFailure, match="no container"):
         kit.runtime.follow_logs("ghost", 1, LogsParams())
+
+
+def test_a_volume_is_made_at_start_kept_and_removed_only_once_unused(kit: RuntimeKit) -> None:
+    # given a task that writes to a named volume
+    volumes = ({"name": "keep", "target": "/data"},)
+    first = kit.running(volumes=volumes)
+    kit.runtime.start("vol", 1, first)
+    # then the node lists the volume, and refuses to remove it while a container runs on it
+    assert kit.runtime.volumes() == ["keep"]
+    with pytest.raises(RuntimeFailure, match="in use"):
+        kit.runtime.remove_volume("keep")
+    # when the container is removed, the volume stays; then it is removed, once
+    kit.runtime.remove("vol", 1, timeout=1)
+    assert kit.runtime.volumes() == ["keep"]
+    assert kit.runtime.remove_volume("keep") is True
+    assert kit.runtime.volumes() == []
+    assert kit.runtime.remove_volume("keep") is False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ def belongs(labels: Mapping[str, str], cluster: str | None) -> bool:
     return labels.get(CLUSTER_LABEL) in (None, cluster)
 
 
+MANAGED_LABEL = "kube.managed"  # on a volume: made by kube (docs/volumes.md)
+VOLUME_LABEL = "kube.volume"  # on a volume: its name in kube, without the node's prefix
 STOP_AFTER_LABEL = "kube.stop-after-seconds"  # the spec's on_disconnect, for a restarted worker
 
 
@@ -267,4 +270,14 @@ class Runtime(Protocol):
     ) -> ExitWatch:
         """Call on_exit (from a background thread) for each container of this node that
         stops running, from the engine's event stream; on_error once if the stream breaks."""
+        ...
+
+    def volumes(self) -> builtins.list[str]:
+        """The names of the volumes this node's tasks made on the engine (start() makes
+        each volume a spec names, labelled as kube's, when the engine lacks it)."""
+        ...
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove one of this node's volumes; False if it was not there. RuntimeFailure
+        if the engine refuses (a container uses it)."""
         ...

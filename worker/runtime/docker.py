@@ -24,6 +24,7 @@ from docker.types import Mount as DockerMount
 from shared.errors import EngineUnavailable, ImageNotFound, NoSuchContainer, RuntimeFailure
 from shared.sessions import LogsParams
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
+from shared.volumes import engine_volume
 from worker.files import FileMount
 from worker.mounts import changed_sources, resolve_allowed, resolve_mounts
 from worker.policy import PolicyRefused, WorkerPolicy
@@ -31,9 +32,11 @@ from worker.runtime.base import (
     ATTEMPT_LABEL,
     CLUSTER_LABEL,
     HEALTH_LABEL,
+    MANAGED_LABEL,
     NODE_LABEL,
     STOP_AFTER_LABEL,
     TASK_LABEL,
+    VOLUME_LABEL,
     ContainerExit,
     ContainerInfo,
     ContainerStatus,
@@ -145,7 +148,7 @@ def _timestamp(text: str) -> datetime | None:
         return None
 
 
-def _create_args(spec: TaskSpec, files: Sequence[FileMount] = ()) -> dict[str, Any]:
+def _create_args(spec: TaskSpec, node: str, files: Sequence[FileMount] = ()) -> dict[str, Any]:
     """Engine create arguments for a spec; disk is accounted by the scheduler, not enforced."""
     args: dict[str, Any] = {
         "command": list(spec.command) or None,
@@ -174,6 +177,11 @@ def _create_args(spec: TaskSpec, files: Sequence[FileMount] = ()) -> dict[str, A
     if files:  # secrets and configs, the worker's own files: never the policy's to refuse
         args.setdefault("mounts", []).extend(
             DockerMount(f.target, f.source, type="bind", read_only=True) for f in files
+        )
+    if spec.volumes:
+        args.setdefault("mounts", []).extend(
+            DockerMount(v.target, engine_volume(node, v.name), type="volume", read_only=v.read_only)
+            for v in spec.volumes
         )
     if spec.cap_add:
         args["cap_add"] = list(spec.cap_add)
@@ -227,6 +235,7 @@ class DockerRuntime:
             container = self._find(name)
             if container is None:
                 self._ensure_image(spec.image, spec.pull_policy)
+                self._ensure_volumes(spec)
                 # Resolved after the pull, right before create and start: see worker/mounts.py.
                 container = self._create(
                     name, task_id, attempt, resolve_mounts(spec, self.policy, self.node), files
@@ -463,6 +472,56 @@ class DockerRuntime:
                 container.stop(timeout=10)
                 container.remove(force=True)
 
+    # -- volumes (issue 17) ----------------------------------------------------------------
+
+    def _volume_labels(self, name: str) -> dict[str, str]:
+        labels = {MANAGED_LABEL: "true", NODE_LABEL: self.node, VOLUME_LABEL: name}
+        if self.cluster is not None:
+            labels[CLUSTER_LABEL] = self.cluster
+        return labels
+
+    def _ensure_volumes(self, spec: TaskSpec) -> None:
+        """Create the spec's volumes this node's engine lacks, labelled as kube's."""
+        for volume in spec.volumes:
+            engine_name = engine_volume(self.node, volume.name)
+            try:
+                self._client.volumes.get(engine_name)
+            except docker.errors.NotFound:
+                log.info("node %s: creating volume %s (%s)", self.node, volume.name, engine_name)
+                self._client.volumes.create(
+                    name=engine_name, driver="local", labels=self._volume_labels(volume.name)
+                )
+
+    def volumes(self) -> builtins.list[str]:
+        """The names of this node's kube volumes on the engine (see Runtime.volumes)."""
+        with _engine("list volumes"):
+            found = self._client.volumes.list(filters={"label": f"{NODE_LABEL}={self.node}"})
+        return sorted(
+            v.attrs["Labels"][VOLUME_LABEL]
+            for v in found
+            if VOLUME_LABEL in (v.attrs.get("Labels") or {})
+            and belongs(v.attrs["Labels"], self.cluster)
+        )
+
+    def remove_volume(self, name: str) -> bool:
+        """Remove one of this node's volumes (see Runtime.remove_volume)."""
+        engine_name = engine_volume(self.node, name)
+        with _engine(f"remove volume {engine_name}"):
+            try:
+                volume = self._client.volumes.get(engine_name)
+            except docker.errors.NotFound:
+                return False
+            # The manager removes a volume only when no task that has not ended names it:
+            # the containers left of ended attempts go with it (the engine would refuse).
+            users = self._client.containers.list(all=True, filters={"volume": engine_name})
+            running = [c.name for c in users if c.status in ("running", "restarting", "paused")]
+            if running:
+                raise RuntimeFailure(f"volume {name} is in use by container {running[0]}")
+            for container in users:
+                container.remove(force=True)
+            volume.remove()
+        return True
+
     def _find(self, name: str) -> Container | None:
         """The named container, or None when the engine has none; RuntimeFailure when it
         is another cluster's (the same node name and task id in both), never touched."""
@@ -556,7 +615,7 @@ class DockerRuntime:
         while True:
             try:
                 return self._client.containers.create(
-                    spec.image, name=name, labels=labels, **_create_args(spec, files)
+                    spec.image, name=name, labels=labels, **_create_args(spec, self.node, files)
                 )
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name is taken, by a concurrent start

@@ -9,6 +9,7 @@ reported as it ended, not run again, as Docker does.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import secrets
 import threading
@@ -137,6 +138,7 @@ class MockRuntime:
         self._watches: list[MockWatch] = []
         self._next_port = FIRST_HOST_PORT
         self.adopted: set[str] = set()  # container ids counted as this cluster's (adopt)
+        self._volumes: set[str] = set()
 
     def ping(self) -> bool:
         """Always True: there is no engine to lose."""
@@ -160,6 +162,7 @@ class MockRuntime:
             container = self._theirs_refused(task_id, attempt)
             if container is None:
                 self._check_free(spec.fixed_host_ports())
+                self._volumes.update(v.name for v in spec.volumes)
                 container = _Container(
                     task_id=task_id,
                     attempt=attempt,
@@ -334,6 +337,26 @@ class MockRuntime:
         with self._lock:
             self._watches.append(watch)
         return watch
+
+    def volumes(self) -> builtins.list[str]:
+        """The volumes its containers were started with, kept until removed."""
+        with self._lock:
+            return sorted(self._volumes)
+
+    def remove_volume(self, name: str) -> bool:
+        """Forget a volume; refused while a running container names it, as the engine does."""
+        with self._lock:
+            users = [
+                container_name(self.node, c.task_id, c.attempt)
+                for c in self._containers.values()
+                if c.status is ContainerStatus.RUNNING and name in {v.name for v in c.spec.volumes}
+            ]
+            if users:
+                raise RuntimeFailure(f"mock: volume {name} is in use by {users[0]}")
+            if name not in self._volumes:
+                return False
+            self._volumes.discard(name)
+            return True
 
     def _theirs_refused(self, task_id: str, attempt: int) -> _Container | None:
         """The container of (task, attempt), or None; RuntimeFailure when another cluster

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -117,3 +118,11 @@ class TimedRuntime:
 
         with _timed("watch_exits"):
             return self.inner.watch_exits(counted, on_error)
+
+    def volumes(self) -> builtins.list[str]:
+        with _timed("volumes"):
+            return self.inner.volumes()
+
+    def remove_volume(self, name: str) -> bool:
+        with _timed("remove_volume"):
+            return self.inner.remove_volume(name)
