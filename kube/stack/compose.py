@@ -147,6 +147,8 @@ def spec(stack_name: str, body: Mapping[str, Any], context: Context) -> TaskSpec
     fields: Fields = {"name": f"{stack_name}_{context.service}", "replicas": 1}
     for function in dict.fromkeys(SERVICE_KEYS[key] for key in body if key in SERVICE_KEYS):
         fields.update(function(body, context))
+    for volume in fields.get("volumes", ()):  # STACK_VOLUME, as Compose and Swarm name them
+        volume["name"] = f"{stack_name}_{volume['name']}"
     if "schedule" in fields:  # a job: its runs are tasks, it keeps no replicas
         if "replicas" in (body.get("deploy") or {}):
             raise context.error(

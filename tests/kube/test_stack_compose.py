@@ -14,6 +14,7 @@ from kube.stack import compose, loader
 from kube.stack.compose import Context, Dependency, Stack
 from kube.stack.loader import StackFile, StackFileError
 from shared.specs import RestartMode
+from tests.support.docblocks import block
 
 BUSYBOX = "localhost/kube-busybox:latest"
 
@@ -325,8 +326,8 @@ def test_named_volumes_short_and_long_map_to_volumes_and_binds_to_mounts(tmp_pat
         .spec
     )
     assert [(v.name, v.target, v.read_only) for v in spec.volumes] == [
-        ("data", "/var/lib/data", False),
-        ("logs", "/logs", True),
+        ("s_data", "/var/lib/data", False),
+        ("s_logs", "/logs", True),
     ]
     assert [(m.source, m.target) for m in spec.mounts] == [
         (str(tmp_path.resolve() / "conf"), "/conf")
@@ -402,6 +403,12 @@ def test_entrypoint_replaces_the_images(tmp_path: Path) -> None:
     assert (spec.entrypoint, spec.command) == (("sh", "-c"), ("echo hi",))
     assert one(tmp_path, "command: [x]\n").entrypoint is None
     assert "entrypoint" in refused(tmp_path, "services:\n  a: {image: i, entrypoint: []}\n")
+
+
+def test_the_documented_job_block_maps_as_documented(tmp_path: Path) -> None:
+    spec = load(tmp_path, block("docs/stacks.md", "x-kube-job")).service("report").spec
+    assert (spec.name, spec.schedule, spec.timezone) == ("s_report", "0 3 * * *", "Europe/Paris")
+    assert (spec.concurrency.value, spec.catch_up, spec.keep_runs) == ("forbid", 0, 5)
 
 
 def test_x_kube_schedule_makes_a_job_without_replicas(tmp_path: Path) -> None:
@@ -497,7 +504,7 @@ def test_the_stack_name_comes_from_the_flag_or_the_file(tmp_path: Path) -> None:
 
 def test_the_examples_map(tmp_path: Path) -> None:
     examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
-    for name in ("stack-web.yaml", "stack-healthy.yaml"):
+    for name in ("stack-web.yaml", "stack-healthy.yaml", "stack-job.yaml"):
         document = loader.read(examples / name, {})
         stack = compose.stack(document, None, {}, loader.env_file)
         assert all(s.spec.image == BUSYBOX for s in stack.services)
