@@ -14,6 +14,7 @@ from kube import render
 from kube.arguments import seconds
 from kube.client import Client
 from shared.errors import RequestError
+from shared.models import JobRecord
 from shared.wire import STACK_LABEL
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def read(args: argparse.Namespace) -> compose.Stack:
 def deploy_or_diff(args: argparse.Namespace, client: Client, stack: compose.Stack) -> int:
     from kube.stack import deploy, plan
 
-    changes = plan.plan(stack, client.services(), args.prune)
+    changes = plan.plan(stack, client.services(), args.prune, stack_jobs(client))
     if args.command == "diff":
         if args.json:
             print(json.dumps([c.as_json() for c in changes], indent=2))
@@ -93,35 +94,60 @@ def deploy_or_diff(args: argparse.Namespace, client: Client, stack: compose.Stac
     return 0
 
 
+def stack_jobs(client: Client) -> list[JobRecord]:
+    """The scheduled jobs of any stack."""
+    from kube.stack import plan
+
+    return plan.of_stack_any([row.job for row in client.jobs()])
+
+
 def stacks(args: argparse.Namespace, client: Client) -> int:
     from kube.stack import deploy, plan
 
-    services = client.services()
+    services, jobs = client.services(), stack_jobs(client)
     if args.verb == "ls":
-        stacks = sorted({s.spec.labels[STACK_LABEL] for s in plan.of_stack_any(services)})
+        labels = [s.spec.labels for s in plan.of_stack_any(services)] + [
+            j.spec.labels for j in jobs
+        ]
+        stacks = sorted({label[STACK_LABEL] for label in labels})
         found = {name: plan.of_stack(services, name) for name in stacks}
+        found_jobs = {name: plan.of_stack(jobs, name) for name in stacks}
         if args.json:
-            data = [{"name": n, "services": [s.name for s in found[n]]} for n in stacks]
+            data = [
+                {
+                    "name": n,
+                    "services": [s.name for s in found[n]],
+                    "jobs": [j.name for j in found_jobs[n]],
+                }
+                for n in stacks
+            ]
             print(json.dumps(data, indent=2))
         else:
-            rows = [("NAME", "SERVICES")] + [(n, str(len(found[n]))) for n in stacks]
-            width = max(len(row[0]) for row in rows)
-            print("\n".join(f"{a.ljust(width)}  {b}" for a, b in rows))
+            rows = [[n, str(len(found[n])), str(len(found_jobs[n]))] for n in stacks]
+            print(render.table(["NAME", "SERVICES", "JOBS"], rows))
         return 0
     mine = plan.of_stack(services, args.name)
-    if not mine:
+    mine_jobs = plan.of_stack(jobs, args.name)
+    if not mine and not mine_jobs:
         raise RequestError(f"no stack {args.name!r} (see `kube stack ls`)")
     names = {s.name for s in mine}
+    job_names = {j.name for j in mine_jobs}
     if args.verb == "ps":
         tasks = [
-            t for t in client.list() if t.service in names and (args.all or not t.state.terminal)
+            t
+            for t in client.list()
+            if (t.service in names or t.job in job_names) and (args.all or not t.state.terminal)
         ]
         if args.json:
             print(json.dumps([t.model_dump(mode="json") for t in tasks], indent=2))
         else:
             print(render.tasks(tasks))
         return 0
-    deploy.remove(client, sorted(names), args.wait_timeout)
+    for name in sorted(job_names):  # first: no new run starts while the services go
+        client.remove_job(name)
+        print(f"removed job {name}")
+    if names:
+        deploy.remove(client, sorted(names), args.wait_timeout)
     for name in sorted(names):
         print(f"removed service {name}")
     return 0

@@ -155,6 +155,12 @@ def remove_node_containers(client: docker.DockerClient, node: str) -> None:
         container.remove(force=True)
 
 
+def remove_node_volumes(client: docker.DockerClient, node: str) -> None:
+    """The engine volumes of a node (the cluster fixtures leave them)."""
+    for volume in client.volumes.list(filters={"label": f"kube.node={node}"}):
+        volume.remove(force=True)
+
+
 @dataclass
 class Cluster:
     """A manager and workers as real processes, on their own vhost."""

@@ -6,8 +6,8 @@ JSON Schema) becomes a `Stack`: each service a TaskSpec named STACK_SERVICE, lab
 allows and kube does not support is refused, naming it; none is ignored (docs/stacks.md
 lists them). Keys starting with `x-` are Compose's extension fields, there to be ignored.
 
-Named volumes map to a TaskSpec field that other work adds (issue 17): see "The seam"
-below, where secrets and configs are mapped too.
+Named volumes map to TaskSpec.volumes; a service with an `x-kube:` block holding a
+`schedule` is a scheduled job (docs/jobs.md), the one extension field kube reads.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ class StackService:
     key: str
     spec: TaskSpec
     depends_on: tuple[Dependency, ...] = ()
+
+    @property
+    def job(self) -> bool:
+        """A scheduled job (`x-kube: {schedule}`), not a service."""
+        return self.spec.schedule is not None
 
 
 @dataclass(frozen=True)
@@ -142,6 +147,16 @@ def spec(stack_name: str, body: Mapping[str, Any], context: Context) -> TaskSpec
     fields: Fields = {"name": f"{stack_name}_{context.service}", "replicas": 1}
     for function in dict.fromkeys(SERVICE_KEYS[key] for key in body if key in SERVICE_KEYS):
         fields.update(function(body, context))
+    for volume in fields.get("volumes", ()):  # STACK_VOLUME, as Compose and Swarm name them
+        volume["name"] = f"{stack_name}_{volume['name']}"
+    if "schedule" in fields:  # a job: its runs are tasks, it keeps no replicas
+        if "replicas" in (body.get("deploy") or {}):
+            raise context.error(
+                "a job (x-kube.schedule) has no replicas: each tick starts one run",
+                "deploy",
+                "replicas",
+            )
+        del fields["replicas"]
     fields["labels"] = {**fields.get("labels", {}), STACK_LABEL: stack_name}
     if not re.match(ID_PATTERN, fields["name"]):
         raise context.error(f"{fields['name']!r} is too long or not a name for a service")
@@ -452,6 +467,31 @@ def restart_policy(block: Mapping[str, Any], context: Context) -> Fields:
     return {"restart": out}
 
 
+JOB_KEYS = ("schedule", "timezone", "concurrency", "catch_up", "keep_runs")
+
+
+@maps("x-kube")
+def extension(body: Mapping[str, Any], context: Context) -> Fields:
+    """`x-kube: {schedule, timezone, concurrency, catch_up, keep_runs}`: the service is a
+    scheduled job (docs/jobs.md), as `kube run --schedule`; Compose itself ignores it."""
+    block = body["x-kube"] or {}
+    if not isinstance(block, dict):
+        raise context.error("give a mapping (schedule, timezone, ...)", "x-kube")
+    for key in block:
+        if key not in JOB_KEYS:
+            raise context.error(f"kube reads {', '.join(JOB_KEYS)} here", "x-kube", key)
+    if block and "schedule" not in block:
+        raise context.error("a job needs a schedule (a cron expression)", "x-kube")
+    out: Fields = {key: block[key] for key in JOB_KEYS if key in block}
+    for key in ("catch_up", "keep_runs"):
+        if key in out:
+            out[key] = _int(out[key], context, "x-kube", key)
+    for key in ("schedule", "timezone", "concurrency"):
+        if key in out:
+            out[key] = str(out[key])
+    return out
+
+
 def depends_on(body: Mapping[str, Any] | None, context: Context) -> tuple[Dependency, ...]:
     """`[a, b]` (started) or {a: {condition: service_started | service_healthy}}."""
     given = (body or {}).get("depends_on") or {}
@@ -484,6 +524,8 @@ def order(document: StackFile, found: Mapping[str, StackService]) -> list[str]:
             at = ("services", key, "depends_on", need.service)
             if need.service not in found:
                 raise document.error(f"no service {need.service!r} in the file", *at)
+            if found[need.service].job:
+                raise document.error(f"{need.service} is a job: nothing waits for its runs", *at)
             if need.healthy and found[need.service].spec.health_check is None:
                 raise document.error(f"service_healthy, but {need.service} has no healthcheck", *at)
     done: list[str] = []
@@ -506,23 +548,12 @@ def order(document: StackFile, found: Mapping[str, StackService]) -> list[str]:
     return done
 
 
-# ----- The seam (issue 17) ---------------------------------------------------------------
-# `volumes` (named volumes), `secrets` and `configs` map to TaskSpec fields, each in the
-# shape that field has (secrets and configs: shared/files.py's SecretRef, ConfigRef):
-#   volumes:    ({"name", "target", "read_only"}, ...)   (not in TaskSpec yet)
-#   secrets:    ({"name", "target"?}, ...)
-#   configs:    ({"name", "target"}, ...)
-# `pending` refuses a key ("volumes: not supported by this kube yet") while TaskSpec lacks
-# its field; once the field is there the key works with no change here, if its shape is
-# the one above (tests/kube/test_stack_compose.py maps each without TaskSpec).
-# Top-level `secrets:` and `configs:` take `external: true` entries only: kube's come from
-# `kube secret create` / `kube config create`, not from the stack file.
-
-
-def pending(field: str, context: Context, *path: object) -> None:
-    """Refuse a key whose TaskSpec field is not there yet."""
-    if field not in TaskSpec.model_fields:
-        raise context.error("not supported by this kube yet", *path)
+# ----- Volumes, secrets, configs ----------------------------------------------------------
+# Named volumes map to TaskSpec.volumes (docs/volumes.md), secrets and configs to
+# shared/files.py's SecretRef and ConfigRef. Top-level `volumes:` declares plain named
+# volumes (the node's engine makes them on first use); top-level `secrets:` and `configs:`
+# take `external: true` entries only: kube's come from `kube secret create` / `kube config
+# create`, not from the stack file.
 
 
 @maps("volumes")
@@ -546,7 +577,6 @@ def volumes(body: Mapping[str, Any], context: Context) -> Fields:
             raise context.error(
                 f"volume {source!r} is not declared under the top-level volumes", "volumes", at
             )
-        pending("volumes", context, "volumes")
         named.append({"name": source, "target": target, "read_only": read_only})
     out: Fields = {"volumes": tuple(named)} if named else {}
     return {**out, "mounts": tuple(binds)} if binds else out
@@ -578,7 +608,6 @@ def secrets(body: Mapping[str, Any], context: Context) -> Fields:
     out = []
     for at, item in enumerate(body["secrets"] or []):
         name, target = _reference(item, context, "secrets", at)
-        pending("secrets", context, "secrets")
         out.append({"name": name} if target is None else {"name": name, "target": target})
     return {"secrets": tuple(out)}
 
@@ -589,7 +618,6 @@ def configs(body: Mapping[str, Any], context: Context) -> Fields:
     out = []
     for at, item in enumerate(body["configs"] or []):
         name, target = _reference(item, context, "configs", at)
-        pending("configs", context, "configs")
         out.append({"name": name, "target": target or f"/{name}"})
     return {"configs": tuple(out)}
 
@@ -610,14 +638,15 @@ def _reference(item: Any, context: Context, kind: str, at: int) -> tuple[str, st
 def top(document: StackFile) -> None:
     """The top-level volumes, secrets and configs: plain named volumes (kube's engine
     creates them on the node), and secrets and configs that exist in kube already."""
-    for kind in ("volumes", "secrets", "configs"):
-        if document.data.get(kind) and kind not in TaskSpec.model_fields:  # the seam
-            raise document.error("not supported by this kube yet", kind)
     for name, body in (document.data.get("volumes") or {}).items():
         for key in body or {}:
             if not str(key).startswith("x-"):
                 raise document.error(
-                    "not supported by kube (a plain named volume only)", "volumes", name, key
+                    "not supported by kube (a plain named volume only: the node's"
+                    " engine makes it with its default driver on first use, docs/volumes.md)",
+                    "volumes",
+                    name,
+                    key,
                 )
     for kind in ("secrets", "configs"):
         for name, body in (document.data.get(kind) or {}).items():

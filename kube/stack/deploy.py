@@ -38,18 +38,21 @@ def apply(
             if need.healthy:
                 say(f"{change.name}: waiting until {prefix}{need.service} is healthy")
                 healthy_wait(client, f"{prefix}{need.service}", timeout)
-        if change.action == Action.CREATE:
-            client.submit(change.spec)
+        if change.job or change.action == Action.CREATE:
+            client.submit(change.spec)  # a job submitted again takes the new spec
         elif change.action == Action.UPDATE:
             client.update(change.name, change.spec)
         else:
             client.scale(change.name, change.spec.replicas or 0)
         say(f"{change.name}: {change.action.value}d")
-    gone = [c.name for c in changes if c.action == Action.REMOVE]
+    gone = [c.name for c in changes if c.action == Action.REMOVE and not c.job]
     if gone:
         remove(client, gone, timeout)
-        for name in gone:
-            say(f"{name}: removed")
+    gone_jobs = [c.name for c in changes if c.action == Action.REMOVE and c.job]
+    for name in gone_jobs:
+        client.remove_job(name)
+    for name in gone + gone_jobs:
+        say(f"{name}: removed")
 
 
 def healthy_wait(client: Client, name: str, timeout: float) -> None:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kube.stack.compose import Stack
 from shared.errors import RequestError
-from shared.models import ServiceRecord, TaskSpec
+from shared.models import JobRecord, ServiceRecord, TaskSpec
 from shared.wire import STACK_LABEL
 
 
@@ -38,31 +38,37 @@ class FieldChange:
 
 @dataclass(frozen=True)
 class Change:
-    """One service's part of the plan; `spec` is the one a create or update sends."""
+    """One service's (or job's) part of the plan; `spec` is the one a create or update
+    sends."""
 
     name: str
     action: Action
     fields: tuple[FieldChange, ...] = ()
     spec: TaskSpec | None = None
+    job: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
             "service": self.name,
             "action": self.action.value,
+            "kind": "job" if self.job else "service",
             "fields": [
                 {"field": f.field, "before": f.before, "after": f.after} for f in self.fields
             ],
         }
 
 
-def of_stack(services: Sequence[ServiceRecord], name: str) -> list[ServiceRecord]:
-    """The services a deploy of stack `name` made (its label), stopped ones too."""
-    return [s for s in services if s.spec.labels.get(STACK_LABEL) == name]
+Record = TypeVar("Record", ServiceRecord, JobRecord)
 
 
-def of_stack_any(services: Sequence[ServiceRecord]) -> list[ServiceRecord]:
-    """The services of any stack."""
-    return [s for s in services if STACK_LABEL in s.spec.labels]
+def of_stack(records: Sequence[Record], name: str) -> list[Record]:
+    """The services (or jobs) a deploy of stack `name` made (its label), stopped ones too."""
+    return [s for s in records if s.spec.labels.get(STACK_LABEL) == name]
+
+
+def of_stack_any(records: Sequence[Record]) -> list[Record]:
+    """The services (or jobs) of any stack."""
+    return [s for s in records if STACK_LABEL in s.spec.labels]
 
 
 def current(service: ServiceRecord) -> dict[str, Any]:
@@ -73,9 +79,9 @@ def current(service: ServiceRecord) -> dict[str, Any]:
 
 
 def desired(spec: TaskSpec) -> dict[str, Any]:
-    """A spec as fields, as `current` shows them."""
+    """A spec as fields, as `current` shows them (a job's as the manager keeps it)."""
     data: dict[str, Any] = spec.model_dump(mode="json", exclude={"id"})
-    for kind in ("secrets", "configs"):
+    for kind in ("secrets", "configs", "volumes"):
         if kind in data:
             data[kind] = [{k: v for k, v in ref.items() if k != "version"} for ref in data[kind]]
     return data
@@ -100,20 +106,26 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> tuple[FieldCha
     )
 
 
-def plan(stack: Stack, services: Sequence[ServiceRecord], prune: bool) -> list[Change]:
-    """The stack's services in deploy order, then those of the stack the file lost."""
+def plan(
+    stack: Stack,
+    services: Sequence[ServiceRecord],
+    prune: bool,
+    jobs: Sequence[JobRecord] = (),
+) -> list[Change]:
+    """The stack's services and jobs in deploy order, then those of the stack the file
+    lost. A job is created or updated by submitting it (the manager replaces its spec)."""
     by_name = {s.name: s for s in services}
+    job_by_name = {j.name: j for j in jobs}
     changes = []
     for service in stack.services:
         spec = service.spec
+        if service.job:
+            changes.append(job_change(stack.name, spec, job_by_name.get(spec.name)))
+            continue
         found = by_name.get(spec.name)
         if found is not None and found.spec.labels.get(STACK_LABEL) != stack.name:
             owner = found.spec.labels.get(STACK_LABEL)
-            raise StackConflict(
-                f"service {spec.name} exists and is not of stack {stack.name}"
-                + (f" (it is of stack {owner})" if owner else "")
-                + ": remove it, or deploy under another --name"
-            )
+            raise conflict("service", spec.name, stack.name, owner)
         if found is None or found.desired_state == "stopped":
             changes.append(Change(spec.name, Action.CREATE, differences({}, desired(spec)), spec))
             continue
@@ -124,11 +136,34 @@ def plan(stack: Stack, services: Sequence[ServiceRecord], prune: bool) -> list[C
             changes.append(Change(spec.name, Action.SCALE, fields, spec))
         else:
             changes.append(Change(spec.name, Action.UPDATE, fields, spec))
-    names = {s.spec.name for s in stack.services}
+    names = {s.spec.name for s in stack.services if not s.job}
     for left in of_stack(services, stack.name):
         if left.name not in names and left.desired_state == "running":
             changes.append(Change(left.name, Action.REMOVE if prune else Action.NOT_IN_FILE))
+    job_names = {s.spec.name for s in stack.services if s.job}
+    for gone in of_stack(jobs, stack.name):
+        if gone.name not in job_names:
+            action = Action.REMOVE if prune else Action.NOT_IN_FILE
+            changes.append(Change(gone.name, action, job=True))
     return changes
+
+
+def conflict(kind: str, name: str, stack: str, owner: str | None) -> StackConflict:
+    return StackConflict(
+        f"{kind} {name} exists and is not of stack {stack}"
+        + (f" (it is of stack {owner})" if owner else "")
+        + ": remove it, or deploy under another --name"
+    )
+
+
+def job_change(stack: str, spec: TaskSpec, found: JobRecord | None) -> Change:
+    """A job of the file: created, updated (submitted again) or unchanged."""
+    if found is not None and found.spec.labels.get(STACK_LABEL) != stack:
+        raise conflict("job", spec.name, stack, found.spec.labels.get(STACK_LABEL))
+    if found is None:
+        return Change(spec.name, Action.CREATE, differences({}, desired(spec)), spec, job=True)
+    fields = differences(desired(found.spec), desired(spec))
+    return Change(spec.name, Action.UPDATE if fields else Action.UNCHANGED, fields, spec, job=True)
 
 
 def changed(changes: Sequence[Change]) -> bool:

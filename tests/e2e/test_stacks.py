@@ -1,7 +1,8 @@
 """Stacks through the CLI against a real cluster (docs/stacks.md): the stack files of
 docs/examples/ deployed, diffed, deployed again without a change, pruned and removed.
 The mock runtime runs the plain lifecycle; the real engine and the local busybox image run
-the health-checked dependency."""
+the health-checked dependency, the database's named volume across a redeploy, and the
+scheduled job."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import docker
 import pytest
 
 from kube.client import Client
-from shared.models import ServiceRecord
+from shared.models import ServiceRecord, TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
-from tests.conftest import ROOT, Cluster, running_cluster
+from tests.conftest import ROOT, Cluster, remove_node_volumes, running_cluster
 from tests.e2e.test_endpoints import get
 from tests.support.docblocks import block
 from tests.support.waiting import wait_for
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.e2e
 EXAMPLES = ROOT / "docs" / "examples"
 WEB = EXAMPLES / "stack-web.yaml"
 HEALTHY = EXAMPLES / "stack-healthy.yaml"
+JOB = EXAMPLES / "stack-job.yaml"
+EVERY_2S = "*/2 * * * * *"
 
 
 def with_secrets(
@@ -65,10 +68,18 @@ def local(
     busybox_image: str,
     request: pytest.FixtureRequest,
 ) -> Iterator[Cluster]:
-    """A manager and one worker on the real engine, advertising 127.0.0.1."""
-    yield from with_secrets(
-        vhost, tmp_path, docker_client, request, ("--advertise-address", "127.0.0.1")
-    )
+    """A manager and one worker on the real engine, advertising 127.0.0.1; its node's
+    engine volumes removed after it."""
+    nodes: list[str] = []
+    try:
+        for cluster in with_secrets(
+            vhost, tmp_path, docker_client, request, ("--advertise-address", "127.0.0.1")
+        ):
+            nodes = cluster.nodes
+            yield cluster
+    finally:
+        for node in nodes:
+            remove_node_volumes(docker_client, node)
 
 
 def kube(
@@ -154,7 +165,7 @@ def test_a_stack_is_deployed_diffed_redeployed_pruned_and_removed(
     smaller = tmp_path / "stack-web.yaml"
     text = WEB.read_text()
     head, _, rest = text.partition("  worker:")
-    smaller.write_text(head + rest[rest.index("\nsecrets:") :])
+    smaller.write_text(head + rest[rest.index("\nvolumes:") :])
     out = ok(mock_cluster, "deploy", "-f", str(smaller), GREETING="hi")
     assert "shop_worker: not in the file; kept" in out
     assert services(mock_cluster)["shop_worker"].desired_state == "running"
@@ -163,7 +174,8 @@ def test_a_stack_is_deployed_diffed_redeployed_pruned_and_removed(
     assert "shop_worker" not in services(mock_cluster)
 
     # then the stack is listed, its tasks shown, and it is removed
-    assert ok(mock_cluster, "stack", "ls").split() == ["NAME", "SERVICES", "shop", "2"]
+    listed = ok(mock_cluster, "stack", "ls").split()
+    assert listed == ["NAME", "SERVICES", "JOBS", "shop", "2", "0"]
     listed = ok(mock_cluster, "stack", "ps", "shop")
     assert "shop_web" in listed and "shop_db" in listed
     out = ok(mock_cluster, "stack", "rm", "shop")
@@ -223,5 +235,70 @@ def test_the_web_example_serves_on_the_real_engine(
         ["cat", "/run/secrets/shop_db_password"]
     )
     assert read.output.decode() == "s3cret"
+
+    # and the database's start is on its volume; a redeploy that changes it keeps the data
+    first = starts(local, docker_client, version=1)
+    assert len(first) == 1
+    out = ok(local, "deploy", "-f", str(WEB), GREETING="hello from the test", DB_NAME="shop2")
+    assert "shop_db: updated" in out
+    second = starts(local, docker_client, version=2)
+    assert len(second) == 2 and second[0] == first[0]
     ok(local, "stack", "rm", "shop")
     assert services(local) == {}
+    # the volume outlives the stack (as `docker stack rm` leaves volumes) until removed
+    assert ok(local, "volume", "rm", "shop_dbdata").strip() == "removed volume shop_dbdata"
+
+
+def starts(cluster: Cluster, docker_client: docker.DockerClient, version: int) -> list[str]:
+    """The lines of /data/starts, read in the running db task of that service version."""
+
+    def db() -> TaskRecord | None:
+        with Client(Settings(amqp_url=cluster.url, request_timeout=5)) as client:
+            found = [
+                t
+                for t in client.list()
+                if t.service == "shop_db" and t.version == version and t.state == TaskState.RUNNING
+            ]
+        return found[0] if found else None
+
+    task = wait_for(db, what=f"shop_db version {version} running", timeout=90)
+    assert task.container_id is not None
+    code, out = docker_client.containers.get(task.container_id).exec_run(["cat", "/data/starts"])
+    assert code == 0, out
+    return out.decode().splitlines()
+
+
+def test_a_scheduled_job_of_a_stack_runs_at_its_ticks_and_goes_with_the_stack(
+    local: Cluster,
+) -> None:
+    # given the job example on a schedule that ticks every 2 seconds
+    out = ok(local, "deploy", "-f", str(JOB), SCHEDULE=EVERY_2S)
+    assert out.strip() == "nightly_report: created"
+    # then it is a job of the stack, listed with it, and its runs complete at the ticks
+    assert ok(local, "stack", "ls").split() == ["NAME", "SERVICES", "JOBS", "nightly", "0", "1"]
+    with Client(Settings(amqp_url=local.url, request_timeout=5)) as client:
+        (row,) = client.jobs()
+        assert (row.job.name, row.job.spec.schedule) == ("nightly_report", EVERY_2S)
+        assert row.job.spec.labels["kube.stack"] == "nightly"
+
+        def completed() -> list[TaskRecord]:
+            return [
+                t
+                for t in client.list()
+                if t.job == "nightly_report" and t.state == TaskState.COMPLETED
+            ]
+
+        done = wait_for(lambda: len(runs := completed()) >= 2 and runs, what="2 runs", timeout=60)
+        assert "report of " in client.logs(done[0].id)
+    assert "nightly_report-" in ok(local, "stack", "ps", "nightly", "-a")
+    # when the same file is deployed again: nothing is sent
+    assert ok(local, "diff", "-f", str(JOB), SCHEDULE=EVERY_2S).strip() == "no changes"
+    # when the schedule changes: the job is updated, field by field
+    diff = ok(local, "diff", "-f", str(JOB))
+    assert diff.splitlines()[1].split() == ["nightly_report", "update"]
+    assert diff.splitlines()[2].split() == ["schedule", *EVERY_2S.split(), "0", "3", "*", "*", "*"]
+    # when the stack is removed: the job goes, and no run starts any more
+    assert ok(local, "stack", "rm", "nightly").strip() == "removed job nightly_report"
+    with Client(Settings(amqp_url=local.url, request_timeout=5)) as client:
+        assert client.jobs() == []
+    assert kube(local, "stack", "ps", "nightly").returncode == 4

@@ -17,7 +17,7 @@ from shared.models import TaskRecord
 from shared.settings import Settings
 from shared.states import TaskState
 from shared.volumes import engine_volume
-from tests.conftest import Cluster, remove_node_containers
+from tests.conftest import Cluster, remove_node_containers, remove_node_volumes
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -37,8 +37,7 @@ def two(cluster: Cluster, docker_client: docker.DockerClient) -> Iterator[Cluste
             cluster.stop(name)
         for node in cluster.nodes:
             remove_node_containers(docker_client, node)
-            for volume in docker_client.volumes.list(filters={"label": f"kube.node={node}"}):
-                volume.remove(force=True)
+            remove_node_volumes(docker_client, node)
 
 
 def current(client: Client) -> TaskRecord | None:

@@ -14,6 +14,7 @@ from kube.stack import compose, loader
 from kube.stack.compose import Context, Dependency, Stack
 from kube.stack.loader import StackFile, StackFileError
 from shared.specs import RestartMode
+from tests.support.docblocks import block
 
 BUSYBOX = "localhost/kube-busybox:latest"
 
@@ -276,6 +277,24 @@ def test_depends_on_in_both_forms_orders_the_services(tmp_path: Path) -> None:
         ("services:\n  a: {image: i, labels: {kube.x: y}}\n", "labels.kube.x", "kube's own"),
         ("services:\n  a: {image: i, environment: {1BAD: x}}\n", "services.a", "env"),
         ("services: {}\n", "services", "no services"),
+        (
+            "services:\n  a: {image: i, x-kube: {schedule: '* * * * *'}, deploy: {replicas: 2}}\n",
+            "services.a.deploy.replicas",
+            "a job (x-kube.schedule) has no replicas",
+        ),
+        ("services:\n  a: {image: i, x-kube: {timezone: UTC}}\n", "x-kube", "needs a schedule"),
+        (
+            "services:\n  a: {image: i, x-kube: {schedule: '* * * * *', every: 3}}\n",
+            "x-kube.every",
+            "kube reads schedule",
+        ),
+        ("services:\n  a: {image: i, x-kube: {schedule: nope}}\n", "services.a", "valid kube"),
+        (
+            "services:\n  j: {image: i, x-kube: {schedule: '* * * * *'}}\n"
+            "  a: {image: i, depends_on: [j]}\n",
+            "services.a.depends_on.j",
+            "j is a job: nothing waits for its runs",
+        ),
     ],
 )
 def test_a_key_kube_does_not_take_is_refused_by_its_path(
@@ -286,9 +305,60 @@ def test_a_key_kube_does_not_take_is_refused_by_its_path(
     assert where in message and problem in message, message
 
 
-def test_the_pending_top_level_key_is_refused_by_name(tmp_path: Path) -> None:
-    message = refused(tmp_path, "services:\n  a: {image: i}\nvolumes:\n  x: {}\n")
-    assert message.endswith("stack.yaml: volumes: not supported by this kube yet")
+def test_named_volumes_short_and_long_map_to_volumes_and_binds_to_mounts(tmp_path: Path) -> None:
+    spec = (
+        load(
+            tmp_path,
+            """\
+        services:
+          a:
+            image: i
+            volumes:
+              - data:/var/lib/data
+              - {type: volume, source: logs, target: /logs, read_only: true}
+              - ./conf:/conf:ro
+        volumes:
+          data:
+          logs: {}
+        """,
+        )
+        .service("a")
+        .spec
+    )
+    assert [(v.name, v.target, v.read_only) for v in spec.volumes] == [
+        ("s_data", "/var/lib/data", False),
+        ("s_logs", "/logs", True),
+    ]
+    assert [(m.source, m.target) for m in spec.mounts] == [
+        (str(tmp_path.resolve() / "conf"), "/conf")
+    ]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        "driver: local",
+        "driver_opts: {type: nfs}",
+        "external: true",
+        "name: other",
+        "labels: {a: b}",
+    ],
+)
+def test_a_top_level_volume_option_kube_cannot_honour_is_refused_by_name(
+    tmp_path: Path, option: str
+) -> None:
+    message = refused(tmp_path, f"services:\n  a: {{image: i}}\nvolumes:\n  data: {{{option}}}\n")
+    key = option.split(":")[0]
+    assert f"volumes.data.{key}: not supported by kube (a plain named volume only" in message
+
+
+def test_a_volume_with_more_than_one_replica_is_refused_with_kubes_reason(tmp_path: Path) -> None:
+    message = refused(
+        tmp_path,
+        "services:\n  a: {image: i, volumes: ['d:/d'], deploy: {replicas: 2}}\nvolumes: {d: {}}\n",
+    )
+    assert "services.a" in message
+    assert "a service with volumes runs at most 1 replica (asked for 2)" in message
 
 
 def test_secrets_and_configs_name_kubes_own(tmp_path: Path) -> None:
@@ -335,13 +405,29 @@ def test_entrypoint_replaces_the_images(tmp_path: Path) -> None:
     assert "entrypoint" in refused(tmp_path, "services:\n  a: {image: i, entrypoint: []}\n")
 
 
-def test_a_pending_service_key_is_refused_by_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given the top-level blocks let through, a service's use is refused too, by name
-    monkeypatch.setattr(compose, "top", lambda document: None)
-    text = "services:\n  a: {image: i, volumes: ['data:/data']}\nvolumes: {data: {}}\n"
-    assert refused(tmp_path, text).endswith("services.a.volumes: not supported by this kube yet")
+def test_the_documented_job_block_maps_as_documented(tmp_path: Path) -> None:
+    spec = load(tmp_path, block("docs/stacks.md", "x-kube-job")).service("report").spec
+    assert (spec.name, spec.schedule, spec.timezone) == ("s_report", "0 3 * * *", "Europe/Paris")
+    assert (spec.concurrency.value, spec.catch_up, spec.keep_runs) == ("forbid", 0, 5)
+
+
+def test_x_kube_schedule_makes_a_job_without_replicas(tmp_path: Path) -> None:
+    spec = one(
+        tmp_path,
+        "x-kube: {schedule: '0 3 * * *', timezone: Europe/Paris, concurrency: replace,"
+        " catch_up: 1, keep_runs: 3}\n",
+    )
+    assert (spec.schedule, spec.timezone, spec.concurrency.value) == (
+        "0 3 * * *",
+        "Europe/Paris",
+        "replace",
+    )
+    assert (spec.catch_up, spec.keep_runs, spec.replicas) == (1, 3, None)
+    assert (
+        load(tmp_path, "services:\n  a: {image: i, x-kube: {schedule: '* * * * *'}}\n")
+        .service("a")
+        .job
+    )
 
 
 def test_a_named_volume_must_be_declared(tmp_path: Path) -> None:
@@ -362,11 +448,7 @@ def context(tmp_path: Path, top: dict[str, Any]) -> Context:
     return Context(document, "a", {}, loader.env_file)
 
 
-def test_the_seam_maps_each_pending_key_to_its_field_shape(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given the TaskSpec field other work adds (volumes), and those there (secrets, configs)
-    monkeypatch.setattr(compose, "pending", lambda *_: None)
+def test_each_reference_key_maps_to_its_field_shape(tmp_path: Path) -> None:
     declared = {"volumes": {"pg": None}, "secrets": {"pw": {}}, "configs": {"conf": {}}}
     ctx = context(tmp_path, declared)
     # then each key maps to the shape those fields take
@@ -398,19 +480,12 @@ def test_the_seam_maps_each_pending_key_to_its_field_shape(
     }
 
 
-def test_a_secret_not_declared_at_the_top_level_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(compose, "pending", lambda *_: None)
+def test_a_secret_not_declared_at_the_top_level_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StackFileError, match=r"services\.a\.secrets\[0\]: 'pw' is not declared"):
         compose.secrets({"secrets": ["pw"]}, context(tmp_path, {}))
 
 
-def test_a_top_level_secret_must_be_external(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given secrets in TaskSpec (the seam open), a secret from a file is still refused
-    monkeypatch.setattr(compose.TaskSpec, "model_fields", {"secrets": None})
+def test_a_top_level_secret_must_be_external(tmp_path: Path) -> None:
     document = StackFile(tmp_path / "s.yaml", {"secrets": {"pw": {"file": "./pw.txt"}}})
     with pytest.raises(StackFileError, match="secrets.pw: kube takes `external: true`"):
         compose.top(document)
@@ -429,7 +504,7 @@ def test_the_stack_name_comes_from_the_flag_or_the_file(tmp_path: Path) -> None:
 
 def test_the_examples_map(tmp_path: Path) -> None:
     examples = Path(__file__).resolve().parents[2] / "docs" / "examples"
-    for name in ("stack-web.yaml", "stack-healthy.yaml"):
+    for name in ("stack-web.yaml", "stack-healthy.yaml", "stack-job.yaml"):
         document = loader.read(examples / name, {})
         stack = compose.stack(document, None, {}, loader.env_file)
         assert all(s.spec.image == BUSYBOX for s in stack.services)

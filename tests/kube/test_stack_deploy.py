@@ -48,6 +48,10 @@ class Recorder:
     def scale(self, name: str, replicas: int) -> None:
         self.sent.append(("scale", name))
 
+    def remove_job(self, name: str) -> str:
+        self.sent.append(("remove_job", name))
+        return name
+
     def service(self, name: str) -> ServiceRecord:
         self.sent.append(("look", name))
         return self.records[name]
@@ -155,3 +159,18 @@ def test_a_dependency_that_cannot_become_healthy_ends_the_wait(
     client = Recorder([record.model_copy(update=changes)])
     with pytest.raises(error, match=text):
         deploy.healthy(client, "st_db")()  # type: ignore[arg-type]
+
+
+def test_a_job_is_submitted_to_create_or_update_and_removed_as_a_job(tmp_path: Path) -> None:
+    client = Recorder()
+    path = tmp_path / "jobs.yaml"
+    path.write_text("services:\n  nightly: {image: i, x-kube: {schedule: '0 3 * * *'}}\n")
+    s = compose.stack(loader.read(path, {}), "st", {}, loader.env_file)
+    changes = [
+        plan.Change("st_nightly", plan.Action.UPDATE, spec=s.services[0].spec, job=True),
+        plan.Change("st_old", plan.Action.REMOVE, job=True),
+    ]
+    said: list[str] = []
+    deploy.apply(client, s, changes, 5.0, said.append)  # type: ignore[arg-type]
+    assert client.sent == [("submit", "st_nightly"), ("remove_job", "st_old")]
+    assert said == ["st_nightly: updated", "st_old: removed"]

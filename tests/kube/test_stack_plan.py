@@ -11,7 +11,7 @@ import pytest
 
 from kube.stack import compose, loader, plan
 from kube.stack.plan import Action, StackConflict
-from shared.models import ServiceRecord, TaskSpec
+from shared.models import JobRecord, ServiceRecord, TaskSpec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 FILE = """\
@@ -129,3 +129,53 @@ def test_the_version_the_manager_gives_a_secret_is_no_change(tmp_path: Path) -> 
     # then the same file is no change
     changes = plan.plan(stack(tmp_path, text), [deployed(rolled)], prune=False)
     assert [c.action for c in changes] == [Action.UNCHANGED]
+
+
+JOBS = FILE + "  nightly: {image: img, x-kube: {schedule: '0 3 * * *'}}\n"
+
+
+def job_of(spec: TaskSpec) -> JobRecord:
+    """The job the manager keeps after a submit of `spec` (manager/jobs.py), through JSON."""
+    record = JobRecord(name=spec.name, spec=spec, created_at=NOW, updated_at=NOW)
+    return JobRecord.model_validate_json(record.model_dump_json())
+
+
+def test_a_job_is_created_then_unchanged_then_updated_by_its_spec(tmp_path: Path) -> None:
+    s = stack(tmp_path, JOBS)
+    job = s.service("nightly").spec
+    created = plan.plan(s, cluster(tmp_path), prune=False)[-1]
+    assert (created.name, created.action, created.job) == ("st_nightly", Action.CREATE, True)
+    assert created.as_json()["kind"] == "job"
+    again = plan.plan(s, cluster(tmp_path), prune=False, jobs=[job_of(job)])
+    assert not plan.changed(again)
+    moved = stack(tmp_path, JOBS.replace("0 3 * * *", "0 4 * * *"))
+    changes = plan.plan(moved, cluster(tmp_path), prune=False, jobs=[job_of(job)])
+    assert [(c.name, c.action) for c in changes if c.action != Action.UNCHANGED] == [
+        ("st_nightly", Action.UPDATE)
+    ]
+    assert [(f.field, f.before, f.after) for f in changes[-1].fields] == [
+        ("schedule", "0 3 * * *", "0 4 * * *")
+    ]
+
+
+def test_a_job_the_file_lost_is_kept_or_pruned(tmp_path: Path) -> None:
+    job = job_of(stack(tmp_path, JOBS).service("nightly").spec)
+    kept = plan.plan(stack(tmp_path), cluster(tmp_path), prune=False, jobs=[job])
+    assert [(c.name, c.action, c.job) for c in kept if c.action != Action.UNCHANGED] == [
+        ("st_nightly", Action.NOT_IN_FILE, True)
+    ]
+    pruned = plan.plan(stack(tmp_path), cluster(tmp_path), prune=True, jobs=[job])
+    assert pruned[-1].action == Action.REMOVE and pruned[-1].job
+
+
+def test_a_job_of_another_stack_is_a_conflict(tmp_path: Path) -> None:
+    spec = stack(tmp_path, JOBS).service("nightly").spec
+    other = job_of(spec.model_copy(update={"labels": {"kube.stack": "other"}}))
+    with pytest.raises(StackConflict, match="job st_nightly exists and is not of stack st"):
+        plan.plan(stack(tmp_path, JOBS), [], prune=False, jobs=[other])
+
+
+def test_a_volume_redeployed_unchanged_shows_no_changes(tmp_path: Path) -> None:
+    text = FILE.replace("healthcheck:", "volumes: ['pg:/pg'], healthcheck:") + "volumes: {pg: {}}\n"
+    changes = plan.plan(stack(tmp_path, text), cluster(tmp_path, text), prune=False)
+    assert not plan.changed(changes)
