@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,14 +28,20 @@ def commands_with_json(parser: argparse.ArgumentParser, prefix: str = "") -> set
     return found
 
 
-def test_every_command_with_json_prints_only_json(cluster: Cluster, busybox_image: str) -> None:
+GROUPS = {"secret", "config", "stack", "volume"}
+"""Commands whose --json is on a subcommand (`secret ls`)."""
+
+
+def test_every_command_with_json_prints_only_json(
+    cluster: Cluster, busybox_image: str, tmp_path: Path
+) -> None:
     ran: set[str] = set()
 
     def as_json(*args: str, lines: bool = False) -> Any:
         result = cluster.kube(*args)
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr, result.stderr
-        ran.add(args[0])
+        ran.add(" ".join(args[:2]) if args[0] in GROUPS else args[0])
         if lines:  # JSON lines: one document a line
             return [json.loads(line) for line in result.stdout.splitlines()]
         return json.loads(result.stdout)  # the whole of stdout: nothing before or after
@@ -63,6 +70,16 @@ def test_every_command_with_json_prints_only_json(cluster: Cluster, busybox_imag
     assert isinstance(as_json("rm", "--all-ended", "--json"), dict)
     keys = {event["key"] for event in as_json("events", "--json", lines=True)}
     assert "manager.leader" in keys and "task.running" in keys
+    assert as_json("secret", "ls", "--json") == [] and as_json("config", "ls", "--json") == []
+    assert as_json("jobs", "--json") == [] and as_json("volume", "ls", "--json") == []
+    # and so are a stack's diff, its listing and its tasks
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(f"services:\n  a:\n    image: {busybox_image}\n    command: sleep 300\n")
+    assert isinstance(as_json("diff", "-f", str(stack), "--name", "js", "--json"), (dict, list))
+    deployed = cluster.kube("deploy", "-f", str(stack), "--name", "js")
+    assert deployed.returncode == 0, deployed.stderr
+    assert "js" in json.dumps(as_json("stack", "ls", "--json"))
+    assert isinstance(as_json("stack", "ps", "js", "--json"), list)
 
     # and no command with --json was left out
     assert ran == commands_with_json(build_parser())
