@@ -71,14 +71,15 @@ class Leftovers:
         self.docker = docker_client
         self.container = docker_client.containers.list(filters={"label": f"kube.task-id={task}"})[0]
         # rabbitmqctl may answer 0 for a queue it could not ask in time: the baseline is
-        # a reading in which the manager's and the worker's queues have their consumer
+        # a reading in which the manager's and the workers' queues have their consumer
         self.before = wait_for(self._settled, what="a full reading of the broker")
 
     def _settled(self) -> tuple[dict[str, int], int, int] | None:
         reading = self.now()
         counted = reading[0]
         queues = ("kube.manager.commands", "kube.manager.results", "kube.manager.queries.quorum")
-        return reading if all(counted.get(q) == 1 for q in queues) else None
+        nodes = tuple(q for q in counted if q.startswith("kube.node."))  # the workers' own
+        return reading if nodes and all(counted.get(q) == 1 for q in queues + nodes) else None
 
     def now(self) -> tuple[dict[str, int], int, int]:
         procs = self.cluster.procs
