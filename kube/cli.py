@@ -777,10 +777,9 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
                 f"{args.id} is a service: --previous and --attempt take one of its tasks"
                 " (kube ps --service NAME lists them)"
             )
-        plain = not (args.follow or args.since or args.timestamps)
-        if not is_service and (kept or plain and not (args.stdout_only or args.stderr_only)):
-            # one task at once: its live output, or what the manager kept of an ended attempt
-            kept_logs.write(client.task_logs(target, args.tail, args.attempt, args.previous))
+        if kept:  # what the manager kept of an ended attempt, asked for
+            found = client.task_logs(target, args.tail, args.attempt, args.previous)
+            kept_logs.write(found, stdout=not args.stderr_only, stderr=not args.stdout_only)
             return 0
         options = logs.Options(
             follow=args.follow,
@@ -790,7 +789,9 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             stdout=not args.stderr_only,
             stderr=not args.stdout_only,
         )
-        logs.show_logs(client, target, is_service, options)
+        # read once, without times: what the manager kept when the live output cannot be had
+        instead = not (args.follow or args.since or args.timestamps)
+        logs.show_logs(client, target, is_service, options, kept=instead)
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)
