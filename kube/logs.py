@@ -156,8 +156,10 @@ class LogsFollower:
         for task in tasks:
             if task.attempt == 0 or task.node is None:
                 continue  # not placed yet
-            if self.options.follow and task.state not in READABLE:
+            if self.options.follow and task.state not in READABLE and self.looked:
                 continue  # its container is not there yet (or lost): the next look sees
+            # (at the first look, a task between attempts is opened on its last: its
+            # tail is shown, or why it cannot be, such as its node being down)
             if not self.options.follow and any(key[0] == task.id for key in self.attempts):
                 continue  # read once
             key = (task.id, task.attempt)

@@ -86,3 +86,34 @@ def test_following_a_task_whose_worker_died_says_so_soon_and_goes_on_onto_its_ne
             assert follow.proc.poll() is None
             assert follow.interrupt() == 130
         assert not any("Traceback" in line for line in follow.errors())
+
+
+def test_following_a_task_whose_node_is_down_says_so_at_once_and_waits_for_its_next_attempt(
+    vhost: str,
+    tmp_path: Path,
+    docker_client: docker.DockerClient,
+    busybox_image: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    # given a ticker on a cluster of one node, whose worker is killed and judged down
+    with (
+        running_cluster(vhost, tmp_path, docker_client, request, {"node-1": ()}) as cluster,
+        Client(Settings(amqp_url=cluster.url, request_timeout=10)) as kube,
+    ):
+        (node,) = cluster.nodes
+        task_id = kube.submit(ticker(busybox_image))
+        first = kube.wait(task_id, {TaskState.RUNNING}, timeout=60)
+        cluster.kill(node)
+        kube.wait(task_id, {TaskState.LOST, TaskState.PENDING}, timeout=30)
+        # when the task is followed
+        with following(cluster, "-f", "--tail", "1", task_id) as follow:
+            # then kube says at once that its node is down, and nothing misleading
+            marker = f"kube: partial: {node} is down ({task_id})"
+            wait_for(lambda: marker in follow.errors(), "the marker", timeout=STARTUP + 3)
+            assert not any("no container yet" in line for line in follow.errors())
+            # and when the node is back, the task's next attempt is followed from its start
+            cluster.start_worker(node)
+            wait_for(lambda: "out 0" in follow.lines(), "the next attempt's lines", timeout=60)
+            assert kube.get(task_id).attempt > first.attempt
+            assert follow.interrupt() == 130
+        assert not any("Traceback" in line for line in follow.errors())

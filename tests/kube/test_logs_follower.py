@@ -201,3 +201,22 @@ def test_an_output_cut_short_is_said_in_a_partial_line_not_replaced() -> None:
     assert shown == []
     assert out.getvalue() == "a\n"
     assert err.getvalue() == "kube: partial: n1 is down (web-1)\n"
+
+
+def test_a_follow_that_starts_between_attempts_says_why_at_once_and_waits_for_the_next() -> None:
+    # given a task lost with its node, pending its next attempt
+    sessions = FakeSessions()
+    refused = SessionRefused("node n1 of task web-1 is down", EndReason.NODE_DOWN, "n1")
+    sessions.refuse["web-1"] = refused
+    tasks = [record("web-1", 1, TaskState.PENDING)]
+    logs, _, err = follower(sessions, tasks, Options(follow=True, tail=1), single=True)
+    # when it is followed, then its node being down is said at the first look
+    logs.sync()
+    assert err.getvalue() == "kube: partial: n1 is down (web-1)\n"
+    # and its next attempt is opened once it runs, from its start
+    del sessions.refuse["web-1"]
+    logs.sync()
+    assert sessions.opened == []
+    tasks[0] = record("web-1", 2)
+    logs.sync()
+    assert [(t, a, p.tail) for t, a, p in sessions.opened] == [("web-1", 2, None)]
