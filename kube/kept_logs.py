@@ -12,7 +12,7 @@ from typing import IO
 from kube.arguments import whole
 from kube.client import Client
 from kube.render import table
-from shared.errors import RequestError
+from shared.errors import RequestError, SettingsError
 from shared.kept import AttemptSummary, KeptLogs
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,18 @@ def add_flags(logs: argparse.ArgumentParser) -> None:
         metavar="K",
         help="the kept end of attempt K's output (kube inspect lists the attempts)",
     )
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse the flags kept output cannot honour: it has no times, and has ended."""
+    if not (args.previous or args.attempt is not None):
+        return
+    which = "--previous" if args.previous else "--attempt"
+    for flag, given in (("--since", args.since), ("-t", args.timestamps), ("-f", args.follow)):
+        if given:
+            raise SettingsError(
+                f"{which} shows kept output, which has no times and has ended: not with {flag}"
+            )
 
 
 def header(kept: KeptLogs) -> str:

@@ -11,6 +11,7 @@ lost (it restarted) is opened again from the time of the last line shown.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import IO
 
 from kube import kept_logs
+from kube.arguments import DURATION, since_time
 from kube.client import Client
 from kube.sessions import Opened, Received, SessionRefused, Sessions
 from shared.models import TaskRecord
@@ -41,6 +43,26 @@ scheduled has none yet, and a restarted one is pending until its new attempt run
 
 AGAIN = (EndReason.LOST, EndReason.EXPIRED)
 """Ends after which the same attempt is opened again, from the last line's time."""
+
+MAX_TAIL = 1_000_000
+"""The most lines --tail takes: the bound of the wire's `tail` (LogsParams, LogsQuery)."""
+
+
+def tail_problem(lines: int) -> str | None:
+    """Why --tail cannot take this many lines (None: it can)."""
+    return f"{lines} is more than {MAX_TAIL}" if lines > MAX_TAIL else None
+
+
+def since_flag(text: str) -> datetime:
+    """--since: a time in the past (kube.arguments.since_time), but not a zero duration,
+    which would mean "now" here and "everything" to `docker logs --since 0`."""
+    found = DURATION.match(text.strip())
+    if found is not None and float(found.group(1)) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no time ago: -f --tail 0 follows from now on; leave --since out"
+            " for all of it"
+        )
+    return since_time(text)
 
 
 @dataclass(frozen=True)

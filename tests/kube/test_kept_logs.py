@@ -1,5 +1,5 @@
 """`kube logs` of kept output on the client's side (kube/kept_logs.py): what it shows
-instead of a live output."""
+instead of a live output, and the flags it refuses."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from kube import kept_logs
+from kube.cli import main
 from shared.errors import RequestError
 from shared.kept import KeptLogs
 
@@ -57,3 +58,26 @@ def test_kept_output_shown_instead_says_why_in_its_header_and_keeps_streams_apar
 def test_nothing_kept_is_an_error_that_says_why_the_live_output_cannot_be_had() -> None:
     with pytest.raises(RequestError, match="^node n1 of task web-1 is down$"):
         kept_logs.instead(FakeClient(None), "web-1", "node n1 of task web-1 is down", None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--previous", "--since", "5m"], "kube: --previous shows kept output, which has no"),
+        (["--attempt", "2", "-t"], "not with -t"),
+        (["--previous", "-f"], "not with -f"),
+        (["--tail", "1000001"], "kube logs: argument --tail: 1000001 is more than 1000000"),
+        (["--since", "0s"], "kube logs: argument --since: '0s' is no time ago"),
+        (["--since", "0.0m"], "kube logs: argument --since: '0.0m' is no time ago"),
+    ],
+)
+def test_flags_kube_logs_cannot_honour_are_usage_errors(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # (said before any broker is asked: none answers here)
+    try:
+        code = main(["--amqp-url", "amqp://guest:guest@127.0.0.1:1/none", "logs", "web", *argv])
+    except SystemExit as exc:  # refused by the parser
+        code = int(str(exc.code))
+    assert code == 2
+    assert said in capsys.readouterr().err
