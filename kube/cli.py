@@ -37,8 +37,9 @@ from kube import (
 )
 from kube import events as feed
 from kube.arguments import seconds as _seconds
-from kube.arguments import since_time, whole
+from kube.arguments import whole
 from kube.client import Client, WaitTimeout, make_spec
+from kube.logs import MAX_TAIL, since_flag, tail_problem
 from kube.progress import WaitInterrupted, wait, waiting_flags
 from kube.specfile import read_spec
 from manager.scheduler import DEFAULT_SCHEDULER, SCHEDULERS
@@ -385,13 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
         "id", metavar="TASK|SERVICE", help="a service, or a task's id, name or the start of its id"
     )
     logs.add_argument("-f", "--follow", action="store_true", help="go on as lines are written")
-    logs.add_argument("--tail", type=whole(0), metavar="N", help="only the last N lines")
+    logs.add_argument(
+        "--tail",
+        type=whole(0, tail_problem),
+        metavar="N",
+        help=f"only the last N lines (at most {MAX_TAIL})",
+    )
     logs.add_argument(
         "--since",
-        type=since_time,
+        type=since_flag,
         metavar="DURATION|TIME",
-        help="only lines written after: a duration ago (30s, 5m, 2h, 1d) or an ISO 8601 time"
-        " (UTC unless it says)",
+        help="only lines written after: a duration ago (30s, 5m, 2h, 1d; not 0: -f --tail 0"
+        " follows from now on) or an ISO 8601 time (UTC unless it says)",
     )
     logs.add_argument(
         "-t", "--timestamps", action="store_true", help="each line with the time it was written"
@@ -638,6 +644,8 @@ def _run(args: argparse.Namespace, command: list[str]) -> int:
             return run_up(args, settings)
         # a stack file is read before the broker is asked: a bad one is a usage error
         stack = stack_cli.read(args) if args.command in stack_cli.FILE_COMMANDS else None
+        if args.command == "logs":
+            kept_logs.check_flags(args)  # flags that cannot go together: before asking
         with Client(settings) as client:
             client.notice = lambda text: print(f"kube: {text}", file=sys.stderr)
             if stack is not None:
@@ -777,10 +785,9 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
                 f"{args.id} is a service: --previous and --attempt take one of its tasks"
                 " (kube ps --service NAME lists them)"
             )
-        plain = not (args.follow or args.since or args.timestamps)
-        if not is_service and (kept or plain and not (args.stdout_only or args.stderr_only)):
-            # one task at once: its live output, or what the manager kept of an ended attempt
-            kept_logs.write(client.task_logs(target, args.tail, args.attempt, args.previous))
+        if kept:  # what the manager kept of an ended attempt, asked for
+            found = client.task_logs(target, args.tail, args.attempt, args.previous)
+            kept_logs.write(found, stdout=not args.stderr_only, stderr=not args.stdout_only)
             return 0
         options = logs.Options(
             follow=args.follow,
@@ -790,7 +797,9 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             stdout=not args.stderr_only,
             stderr=not args.stdout_only,
         )
-        logs.show_logs(client, target, is_service, options)
+        # read once, without times: what the manager kept when the live output cannot be had
+        instead = not (args.follow or args.since or args.timestamps)
+        logs.show_logs(client, target, is_service, options, kept=instead)
     elif args.command == "events":
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)

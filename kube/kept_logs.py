@@ -4,12 +4,18 @@ kept when the live one cannot be had), and the attempts table of `kube inspect`.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from typing import IO
 
 from kube.arguments import whole
+from kube.client import Client
 from kube.render import table
+from shared.errors import RequestError, SettingsError
 from shared.kept import AttemptSummary, KeptLogs
+
+log = logging.getLogger(__name__)
 
 
 def add_flags(logs: argparse.ArgumentParser) -> None:
@@ -29,6 +35,18 @@ def add_flags(logs: argparse.ArgumentParser) -> None:
     )
 
 
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse the flags kept output cannot honour: it has no times, and has ended."""
+    if not (args.previous or args.attempt is not None):
+        return
+    which = "--previous" if args.previous else "--attempt"
+    for flag, given in (("--since", args.since), ("-t", args.timestamps), ("-f", args.follow)):
+        if given:
+            raise SettingsError(
+                f"{which} shows kept output, which has no times and has ended: not with {flag}"
+            )
+
+
 def header(kept: KeptLogs) -> str:
     """One line saying whose output this is: `(kept output of attempt 3, which exited with
     code 1 at ...; the container is gone)`."""
@@ -45,17 +63,42 @@ def when(kept: KeptLogs) -> str:
     return kept.at.isoformat(timespec="seconds")
 
 
-def write(found: str | KeptLogs) -> None:
-    """Print output to stdout. Kept output: its header on stderr, its stdout on stdout,
-    then its stderr on stderr, as `docker logs` splits them (so that stdout stays the
-    output itself, for pipes, and the last words on stderr come last)."""
+def instead(client: Client, task_id: str, why: str, tail: int | None) -> KeptLogs:
+    """What the manager kept of the task's last ended attempt, shown because its live
+    output cannot be had (`why`, said in the header); without any, an error (exit 4)
+    that says why."""
+    try:
+        found = client.task_logs(task_id, tail, previous=True)
+    except RequestError as exc:
+        log.info("task %s: nothing kept to show instead: %s", task_id, exc)
+        raise RequestError(why) from exc
+    if isinstance(found, str):  # the manager answers --previous with kept output only
+        raise RequestError(why)
+    return found.model_copy(update={"why": why})
+
+
+def write(
+    found: str | KeptLogs,
+    out: IO[str] | None = None,
+    err: IO[str] | None = None,
+    stdout: bool = True,
+    stderr: bool = True,
+) -> None:
+    """Print output to `out` (stdout). Kept output: its header on `err` (stderr), its
+    stdout on `out`, then its stderr on `err`, as `docker logs` splits them (so that
+    stdout stays the output itself, for pipes, and the last words on stderr come last);
+    `stdout` or `stderr` False leaves that stream out."""
+    out, err = out or sys.stdout, err or sys.stderr
     if isinstance(found, str):
-        sys.stdout.write(found)
+        out.write(found)
         return
-    print(header(found), file=sys.stderr, flush=True)
-    sys.stdout.write(found.stdout)
-    sys.stdout.flush()
-    sys.stderr.write(found.stderr)
+    print(header(found), file=err, flush=True)
+    if stdout:
+        out.write(found.stdout)
+        out.flush()
+    if stderr:
+        err.write(found.stderr)
+        err.flush()
 
 
 def with_attempts(text: str, attempts: Sequence[AttemptSummary]) -> str:

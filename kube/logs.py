@@ -11,6 +11,7 @@ lost (it restarted) is opened again from the time of the last line shown.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO
 
+from kube import kept_logs
+from kube.arguments import DURATION, since_time
 from kube.client import Client
 from kube.sessions import Opened, Received, SessionRefused, Sessions
 from shared.models import TaskRecord
@@ -41,6 +44,26 @@ scheduled has none yet, and a restarted one is pending until its new attempt run
 AGAIN = (EndReason.LOST, EndReason.EXPIRED)
 """Ends after which the same attempt is opened again, from the last line's time."""
 
+MAX_TAIL = 1_000_000
+"""The most lines --tail takes: the bound of the wire's `tail` (LogsParams, LogsQuery)."""
+
+
+def tail_problem(lines: int) -> str | None:
+    """Why --tail cannot take this many lines (None: it can)."""
+    return f"{lines} is more than {MAX_TAIL}" if lines > MAX_TAIL else None
+
+
+def since_flag(text: str) -> datetime:
+    """--since: a time in the past (kube.arguments.since_time), but not a zero duration,
+    which would mean "now" here and "everything" to `docker logs --since 0`."""
+    found = DURATION.match(text.strip())
+    if found is not None and float(found.group(1)) == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no time ago: -f --tail 0 follows from now on; leave --since out"
+            " for all of it"
+        )
+    return since_time(text)
+
 
 @dataclass(frozen=True)
 class Options:
@@ -61,21 +84,32 @@ class Followed:
     opened: Opened | None = None
     last: datetime | None = None
     done: bool = False
+    shown: bool = False  # some of its output is shown
+
+
+def unreadable(reason: EndReason, node: str, task_id: str, error: str | None) -> str | None:
+    """Why a node gives none (or not all) of an attempt's output, for an end that leaves
+    some out; None for an end that leaves nothing out."""
+    if reason == EndReason.NODE_DOWN:
+        return f"{node} is down"
+    if reason == EndReason.NO_ANSWER:
+        return f"{node} did not answer"
+    if reason == EndReason.FAILED:
+        return f"{node} could not read the output of {task_id}: {error or 'failed'}"
+    if reason == EndReason.NOT_FOUND:
+        return f"{node} holds no container of {task_id}"
+    return None
 
 
 def partial(reason: EndReason, node: str | None, task_id: str, error: str | None) -> str | None:
     """The line that says output is missing, for an end that leaves some out; None for
     an end that leaves nothing out."""
-    where = node or "its node"
-    if reason == EndReason.NODE_DOWN:
-        return f"partial: {where} is down ({task_id})"
-    if reason == EndReason.NO_ANSWER:
-        return f"partial: {where} did not answer ({task_id})"
-    if reason == EndReason.FAILED:
-        return f"partial: {where} could not read the output of {task_id}: {error or 'failed'}"
-    if reason == EndReason.NOT_FOUND:
-        return f"partial: {where} holds no container of {task_id}"
-    return None
+    said = unreadable(reason, node or "its node", task_id, error)
+    if said is None:
+        return None
+    if reason in (EndReason.NODE_DOWN, EndReason.NO_ANSWER):
+        said += f" ({task_id})"
+    return f"partial: {said}"
 
 
 class Printer:
@@ -113,6 +147,9 @@ class LogsFollower:
     options: Options
     printer: Printer
     single: bool  # one task (ends with it), not a service (followed until interrupted)
+    # shows what the manager kept instead of a live output that cannot be had, and why
+    # (`kube logs TASK` read once: kube/kept_logs.py); None: say it in a partial line
+    instead: Callable[[str, str], None] | None = None
     attempts: dict[tuple[str, int], Followed] = field(default_factory=dict)
     ended: bool = False  # a single task ended: nothing more will come
     looked: bool = False  # the first look is done: later attempts are shown whole
@@ -141,8 +178,10 @@ class LogsFollower:
         for task in tasks:
             if task.attempt == 0 or task.node is None:
                 continue  # not placed yet
-            if self.options.follow and task.state not in READABLE:
+            if self.options.follow and task.state not in READABLE and self.looked:
                 continue  # its container is not there yet (or lost): the next look sees
+            # (at the first look, a task between attempts is opened on its last: its
+            # tail is shown, or why it cannot be, such as its node being down)
             if not self.options.follow and any(key[0] == task.id for key in self.attempts):
                 continue  # read once
             key = (task.id, task.attempt)
@@ -168,6 +207,10 @@ class LogsFollower:
         try:
             followed.opened = self.sessions.open(task.id, logs=params, attempt=task.attempt)
         except SessionRefused as exc:
+            if self.instead is not None:
+                followed.done = True
+                self.instead(task.id, str(exc))  # the manager's reason
+                return
             if exc.reason is None and (self.single and not self.options.follow):
                 raise  # asked once for one task: the manager's reason is the answer
             if exc.reason is None:
@@ -188,6 +231,7 @@ class LogsFollower:
         for chunk in received.frame.chunks:
             self.printer.chunk(opened.task_id, chunk)
             followed.last = chunk.at or followed.last
+            followed.shown = True
         if received.frame.end is not None:
             self.ended_session(opened, followed, received.frame.end)
 
@@ -197,7 +241,12 @@ class LogsFollower:
             log.info("session of %s %s; opening it again", opened.task_id, end.reason.value)
             return  # the next look opens it again, from the last line's time
         followed.done = True
-        note = partial(end.reason, end.node or opened.node, opened.task_id, end.error)
+        node = end.node or opened.node
+        said = unreadable(end.reason, node, opened.task_id, end.error)
+        if said is not None and self.instead is not None and not followed.shown:
+            self.instead(opened.task_id, f"worker {said}")
+            return
+        note = partial(end.reason, node, opened.task_id, end.error)
         if note is not None:
             self.printer.note(note)
 
@@ -209,9 +258,12 @@ def show_logs(
     options: Options,
     out: IO[str] | None = None,
     err: IO[str] | None = None,
+    kept: bool = False,
 ) -> None:
     """Print a task's (or a service's) output, following it if asked, until it ends, or
-    until interrupted; every session is closed on the way out, Ctrl-C included."""
+    until interrupted; every session is closed on the way out, Ctrl-C included. With
+    `kept`, a task's live output that cannot be had is replaced by what the manager kept
+    of its last ended attempt (`kube logs TASK`)."""
 
     def tasks() -> list[TaskRecord]:
         if is_service:
@@ -219,8 +271,16 @@ def show_logs(
         return [client.inspect(target)[0]]
 
     printer = Printer(is_service, options.timestamps, out or sys.stdout, err or sys.stderr)
+
+    def instead(task_id: str, why: str) -> None:
+        printer.flush()
+        shown = kept_logs.instead(client, task_id, why, options.tail)
+        kept_logs.write(shown, printer.out, printer.err, options.stdout, options.stderr)
+
     with client.sessions() as sessions:
         follower = LogsFollower(sessions, tasks, options, printer, single=not is_service)
+        if kept and not is_service:
+            follower.instead = instead
         try:
             follower.run()
         finally:

@@ -154,3 +154,69 @@ def test_since_takes_a_duration_ago_or_a_time() -> None:
     assert since_time("2026-11-28T04:00:00+01:00").utcoffset() == timedelta(hours=1)
     with pytest.raises(argparse.ArgumentTypeError, match="neither a duration"):
         since_time("yesterday")
+
+
+def read_once(
+    sessions: FakeSessions, task: TaskRecord
+) -> tuple[LogsFollower, io.StringIO, io.StringIO, list[tuple[str, str]]]:
+    """`kube logs TASK`: one task read once, kept output shown instead when need be."""
+    logs, out, err = follower(sessions, [task], Options(), single=True)
+    shown: list[tuple[str, str]] = []
+    logs.instead = lambda task_id, why: shown.append((task_id, why))
+    return logs, out, err, shown
+
+
+def test_a_live_output_that_cannot_be_had_is_replaced_by_the_kept_one_saying_why() -> None:
+    # given a task read once whose node holds no container any more
+    sessions = FakeSessions()
+    logs, out, err, shown = read_once(sessions, record("web-1", 2, TaskState.FAILED))
+    logs.sync()
+    sessions.give(Opened("1".zfill(32), "n1", "web-1", 2), end=EndReason.NOT_FOUND)
+    logs.run()
+    # then the kept output is shown instead, saying why, and no partial line
+    assert shown == [("web-1", "worker n1 holds no container of web-1")]
+    assert (out.getvalue(), err.getvalue()) == ("", "")
+
+
+def test_a_refused_session_gives_the_kept_output_with_the_manager_s_reason() -> None:
+    sessions = FakeSessions()
+    refused = SessionRefused("node n1 of task web-1 is down", EndReason.NODE_DOWN, "n1")
+    sessions.refuse["web-1"] = refused
+    logs, _, err, shown = read_once(sessions, record("web-1", 1, TaskState.LOST))
+    logs.run()
+    assert shown == [("web-1", "node n1 of task web-1 is down")]
+    assert err.getvalue() == ""
+
+
+def test_an_output_cut_short_is_said_in_a_partial_line_not_replaced() -> None:
+    # given a task read once whose node died while its output was being read
+    sessions = FakeSessions()
+    logs, out, err, shown = read_once(sessions, record("web-1", 1))
+    logs.sync()
+    opened = Opened("1".zfill(32), "n1", "web-1", 1)
+    sessions.give(opened, "a\n")
+    sessions.give(opened, end=EndReason.NODE_DOWN)
+    logs.run()
+    # then what came is kept, and the rest said missing: no kept output mixed in
+    assert shown == []
+    assert out.getvalue() == "a\n"
+    assert err.getvalue() == "kube: partial: n1 is down (web-1)\n"
+
+
+def test_a_follow_that_starts_between_attempts_says_why_at_once_and_waits_for_the_next() -> None:
+    # given a task lost with its node, pending its next attempt
+    sessions = FakeSessions()
+    refused = SessionRefused("node n1 of task web-1 is down", EndReason.NODE_DOWN, "n1")
+    sessions.refuse["web-1"] = refused
+    tasks = [record("web-1", 1, TaskState.PENDING)]
+    logs, _, err = follower(sessions, tasks, Options(follow=True, tail=1), single=True)
+    # when it is followed, then its node being down is said at the first look
+    logs.sync()
+    assert err.getvalue() == "kube: partial: n1 is down (web-1)\n"
+    # and its next attempt is opened once it runs, from its start
+    del sessions.refuse["web-1"]
+    logs.sync()
+    assert sessions.opened == []
+    tasks[0] = record("web-1", 2)
+    logs.sync()
+    assert [(t, a, p.tail) for t, a, p in sessions.opened] == [("web-1", 2, None)]
