@@ -133,11 +133,14 @@ SEMANTIC_REFUSALS = re.compile(
             r"ahead of the manager's clock",
             r"cannot join: the cluster has its maximum",
             r"differs from the service",
+            r"has no secrets key",  # a spec naming secrets, to a manager without the key
+            r"no such (secret|config)",
         ]
     )
 )
-"""Why a well-formed message may still be refused: it names what does not exist, or is
-dated too far ahead. A valid message dead-lettered for any other reason is a bug."""
+"""Why a well-formed message may still be refused: it names what does not exist (or a
+secret this manager cannot open), or is dated too far ahead. A valid message
+dead-lettered for any other reason is a bug."""
 
 GHOSTS = ("fuzz-ghost-1", "fuzz-ghost-2")  # nodes only the fuzzer's heartbeats speak for
 
