@@ -33,6 +33,7 @@ from shared.reply_channel import ReplyChannel
 from shared.sessions import (
     DEFAULT_LEASE,
     DEFAULT_WINDOW,
+    INPUT_WINDOW,
     EndReason,
     ExecParams,
     LogsParams,
@@ -87,6 +88,9 @@ class _State:
     kind: SessionKind = SessionKind.LOGS
     seq: int = 0  # the highest frame received
     acked: int = 0  # the highest acknowledged to the worker
+    input_sent: int = 0  # bytes of stdin sent
+    input_ack: int = 0  # bytes of stdin the command took (the frames' input_ack)
+    paced: bool = True  # False once a frame shows a worker that does not say input_ack
     renewed: float = field(default_factory=time.monotonic)
 
 
@@ -182,6 +186,10 @@ class Sessions:
             if state is None:
                 continue  # a session closed here: its last frames are of no use
             state.seq = max(state.seq, frame.seq)
+            if frame.input_ack is None:
+                state.paced = False  # an older worker: it takes input as it comes
+            else:
+                state.input_ack = max(state.input_ack, frame.input_ack)
             if frame.end is not None:
                 del self._sessions[frame.session]
             found.append(Received(state.opened, frame))
@@ -202,6 +210,16 @@ class Sessions:
         state.acked = max(state.acked, message.ack or 0)
         state.renewed = now
 
+    def input_room(self, session_id: str) -> int:
+        """Bytes of stdin the session takes now: INPUT_WINDOW beyond what its command
+        took (input flow control); 0 once it is full, until frames say it took more."""
+        state = self._sessions.get(session_id)
+        if state is None:
+            return 0
+        if not state.paced:
+            return INPUT_WINDOW
+        return max(0, INPUT_WINDOW - (state.input_sent - state.input_ack))
+
     def send(
         self,
         session_id: str,
@@ -211,8 +229,11 @@ class Sessions:
         resize: Resize | None = None,
         signal: str | None = None,
     ) -> None:
-        """Input for an open session (exec): stdin, its end, a terminal size, a signal."""
+        """Input for an open session (exec): stdin, its end, a terminal size, a signal.
+        A caller keeps the stdin it sends within input_room()."""
         state = self._sessions[session_id]
+        if stdin:
+            state.input_sent += len(stdin.encode())
         message = StreamInput(
             session=session_id,
             ack=state.seq,

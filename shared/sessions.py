@@ -32,6 +32,14 @@ MAX_FRAME_DATA = 256 * 1024
 MAX_INPUT_DATA = 64 * 1024
 """Characters of stdin one input carries at most."""
 
+INPUT_WINDOW = 256 * 1024
+"""Bytes of stdin a client keeps in flight at most: sent, and not yet taken by the
+command (a frame's `input_ack` says how much it took), so a fast producer is paced."""
+
+INPUT_BUFFER_MAX = 4 * 1024 * 1024
+"""Bytes of stdin a worker holds for a command that has not taken them; a client that
+sends more (one that ignores `input_ack`) has its session ended (`failed`)."""
+
 DEFAULT_LEASE = 15.0
 """Seconds a session lives without hearing from its client (the worker counts too)."""
 
@@ -168,7 +176,8 @@ class StreamFrame(WireModel):
     client; the manager also sends the client one, with only `end`, when it ends a session.
 
     `seq` counts from 1 in each session; frame 1 comes at once, even empty, to say the
-    stream started."""
+    stream started. An exec session's frames carry `input_ack`; a frame may come with
+    nothing but a new `input_ack`."""
 
     kind: Literal["stream"] = "stream"
     node: Name
@@ -177,3 +186,8 @@ class StreamFrame(WireModel):
     seq: Seq
     chunks: Annotated[list[Chunk], Field(max_length=4096)] = Field(default_factory=list)
     end: StreamEnd | None = None
+    input_ack: Annotated[int, Field(ge=0, le=2**53)] | None = Field(
+        default=None,
+        description="exec: bytes of stdin the command has taken so far (None: a worker"
+        " that does not pace input)",
+    )
