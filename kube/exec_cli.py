@@ -15,7 +15,6 @@ its own reads stdin and wakes the main thread (`ExecChannel.wake`) for each read
 
 from __future__ import annotations
 
-import codecs
 import os
 import queue
 import select
@@ -255,16 +254,13 @@ class SessionChannel:
     def __init__(self, sessions: Sessions, opened: Opened) -> None:
         self._sessions = sessions
         self._opened = opened
-        # a character cut between two reads of stdin is sent whole, with the second
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def send(
         self, *, stdin: bytes = b"", eof: bool = False, resize: tuple[int, int] | None = None
     ) -> None:
-        text = self._decoder.decode(stdin, final=eof) if stdin or eof else ""
         self._sessions.send(
             self._opened.session,
-            stdin=text or None,
+            stdin=stdin,
             eof=eof,
             resize=None if resize is None else Resize(rows=resize[0], cols=resize[1]),
         )
@@ -275,7 +271,7 @@ class SessionChannel:
     def receive(self, timeout: float) -> list[Output | Ended]:
         found: list[Output | Ended] = []
         for got in self._sessions.read(timeout):
-            found.extend((int(chunk.fd), chunk.data.encode()) for chunk in got.frame.chunks)
+            found.extend((int(chunk.fd), chunk.raw()) for chunk in got.frame.chunks)
             if got.frame.end is not None:
                 found.append(ended(got.frame.end, self._opened))
         return found

@@ -5,7 +5,7 @@
         while streams.open_ids:
             for got in streams.read(timeout=1.0):
                 for chunk in got.frame.chunks:
-                    print(chunk.data, end="")
+                    sys.stdout.buffer.write(chunk.raw())
                 if got.frame.end:
                     print("ended:", got.frame.end.reason)
 
@@ -42,6 +42,7 @@ from shared.sessions import (
     SessionOpen,
     StreamFrame,
     StreamInput,
+    packed,
 )
 from shared.topology import COMMANDS
 
@@ -136,6 +137,7 @@ class Sessions:
             exec=exec,
             lease=lease,
             window=window,
+            binary=True,  # chunks' bytes exactly (base64 when not UTF-8), stdin paced
         )
         correlation_id = f"open-{time.monotonic_ns()}"
         key = _keys(kind)[0]
@@ -224,20 +226,21 @@ class Sessions:
         self,
         session_id: str,
         *,
-        stdin: str | None = None,
+        stdin: bytes = b"",
         eof: bool = False,
         resize: Resize | None = None,
         signal: str | None = None,
     ) -> None:
-        """Input for an open session (exec): stdin, its end, a terminal size, a signal.
-        A caller keeps the stdin it sends within input_room()."""
+        """Input for an open session (exec): stdin (any bytes), its end, a terminal size,
+        a signal. A caller keeps the stdin it sends within input_room()."""
         state = self._sessions[session_id]
-        if stdin:
-            state.input_sent += len(stdin.encode())
+        state.input_sent += len(stdin)
+        text, encoding = packed(stdin)
         message = StreamInput(
             session=session_id,
             ack=state.seq,
-            stdin=stdin,
+            stdin=text or None,
+            encoding=encoding,
             eof=eof,
             resize=resize,
             signal=signal,

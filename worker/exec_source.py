@@ -11,8 +11,8 @@ so that a signal still reaches a command that stopped reading its stdin). What t
 command took is counted and told to the client in each frame (`input_ack`), which keeps
 at most `INPUT_WINDOW` bytes in flight beyond it (docs/wire-contract.md).
 
-Output is cut only between whole UTF-8 characters: a frame carries text, and a character
-split over two reads would otherwise come out as two replacement characters.
+Output is cut only between whole UTF-8 characters: a chunk of UTF-8 goes as text, and a
+character split over two reads would otherwise send both pieces in base64.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class ExecSource:
             name = message.signal.removeprefix("SIG")
             self._control.put(lambda: self._deliver(lambda: self._session.signal(name)))
         if message.stdin:
-            data = message.stdin.encode()
+            data = message.stdin_bytes()
             with self._lock:
                 over = self._held + len(data) > INPUT_BUFFER_MAX
                 if not over:

@@ -27,6 +27,7 @@ from shared.sessions import (
     StreamFrame,
     StreamInput,
     StreamStart,
+    packed,
 )
 from worker.exec_source import ExecNotAllowed
 from worker.runtime.base import LogLine, Runtime
@@ -193,7 +194,7 @@ class Session:
         fd = Fd.STDERR if line.fd == 2 else Fd.STDOUT
         with self._cond:
             for start in range(0, max(len(line.data), 1), PIECE):
-                text = line.data[start : start + PIECE].decode("utf-8", errors="replace")
+                text, encoding = packed(line.data[start : start + PIECE], self.start.binary)
                 while not self._closed and (
                     self._pending_bytes >= BUFFER_BYTES
                     or self._seq - self._acked >= self.start.window
@@ -202,7 +203,7 @@ class Session:
                 if self._closed:
                     return False
                 wake = not self._pending
-                self._pending.append(Chunk(fd=fd, at=line.at, data=text))
+                self._pending.append(Chunk(fd=fd, at=line.at, data=text, encoding=encoding))
                 self._pending_bytes += len(text)
             if wake:
                 self._wake()
@@ -233,9 +234,9 @@ class Session:
             return found
 
     def _input_taken(self) -> int | None:
-        """What the frames tell of input: an exec session's always say it (its client
-        paces its stdin by it), a logs session's never."""
-        if self.start.exec is None:
+        """What the frames tell of input: an exec session's always say it to a client
+        that paces its stdin by it (`binary`), a logs session's never."""
+        if self.start.exec is None or not self.start.binary:
             return None
         return (self._source.input_taken() if self._source is not None else None) or 0
 

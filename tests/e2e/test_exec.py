@@ -7,7 +7,9 @@ the manager, no exec process in the container.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import termios
@@ -249,3 +251,15 @@ def test_exec_carries_10_mb_both_ways_and_the_worker_keeps_its_heartbeats(
         )  # fmt: skip
     assert (counted.returncode, counted.stdout.strip()) == (0, b"10000000"), counted.stderr
     leftovers.check()
+
+
+def test_exec_carries_any_bytes_exactly_both_ways(cluster: Cluster, busybox_image: str) -> None:
+    task = started(cluster, busybox_image, "on")
+    data = os.urandom(1_000_000)
+    done = subprocess.run(
+        [sys.executable, "-m", "kube", "exec", task, "--", "cat"],
+        input=data, capture_output=True, env=cluster.env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert hashlib.md5(done.stdout).hexdigest() == hashlib.md5(data).hexdigest()  # noqa: S324
+    assert len(done.stdout) == len(data)

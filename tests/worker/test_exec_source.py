@@ -3,19 +3,23 @@ before the command started, whole UTF-8 characters, on the mock runtime."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
+from shared.codec import encode
 from shared.models import TaskSpec
 from shared.sessions import (
     INPUT_BUFFER_MAX,
     MAX_INPUT_DATA,
+    Encoding,
     EndReason,
     ExecParams,
     StreamFrame,
     StreamInput,
     StreamStart,
+    packed,
 )
 from tests.support.waiting import wait_for
 from worker.exec_source import ExecSource, complete_utf8, exec_opener
@@ -28,12 +32,12 @@ from worker.streams import Streams, opener
 SESSION = "1" * 32
 
 
-def exec_start() -> StreamStart:
+def exec_start(binary: bool = False) -> StreamStart:
     params = ExecParams(command=["cat"], stdin=True)
-    return StreamStart(session=SESSION, task_id="t", attempt=1, exec=params)
+    return StreamStart(session=SESSION, task_id="t", attempt=1, exec=params, binary=binary)
 
 
-def run(policy: WorkerPolicy, *inputs: StreamInput) -> list[StreamFrame]:
+def run(policy: WorkerPolicy, *inputs: StreamInput, binary: bool = False) -> list[StreamFrame]:
     """The frames of one exec session in a running mock container, given the inputs at once
     (before the command could start), until the session ends."""
     runtime = MockRuntime("n1")
@@ -42,7 +46,7 @@ def run(policy: WorkerPolicy, *inputs: StreamInput) -> list[StreamFrame]:
     streams = Streams(
         "n1", opener(runtime, exec_opener(runtime, policy, "n1")), sent.append, lambda: None
     )
-    streams.start(exec_start())
+    streams.start(exec_start(binary))
     for message in inputs:
         streams.heard(message)
     wait_for(lambda: (streams.flush(), not streams.sessions)[1], "the session to end")
@@ -111,7 +115,7 @@ def stuck_streams() -> tuple[Streams, StuckStdin, list[StreamFrame]]:
         return ExecSource(command, start.task_id, start.session[:12])
 
     streams = Streams("n1", opener(MockRuntime("n1"), open_exec), sent.append, lambda: None)
-    streams.start(exec_start())
+    streams.start(exec_start(binary=True))
     return streams, command, sent
 
 
@@ -159,3 +163,34 @@ def test_a_client_that_ignores_input_ack_has_its_session_ended() -> None:
     finally:
         command.taking.set()
         streams.close()
+
+
+BYTES = bytes(range(256)) * 3
+
+
+def test_a_binary_session_carries_any_bytes_exactly_both_ways() -> None:
+    text, encoding = packed(BYTES)
+    sent = run(
+        WorkerPolicy(allow_exec=True),
+        StreamInput(session=SESSION, stdin=text, encoding=encoding),
+        StreamInput(session=SESSION, eof=True),
+        binary=True,
+    )
+    assert b"".join(c.raw() for f in sent for c in f.chunks) == BYTES
+    assert {c.encoding for f in sent for c in f.chunks} == {Encoding.BASE64}
+    assert sent[-1].input_ack == len(BYTES)
+
+
+def test_a_client_that_reads_text_only_gets_text_without_the_new_fields() -> None:
+    text, encoding = packed(b"ok\xff\n")
+    sent = run(
+        WorkerPolicy(allow_exec=True),
+        StreamInput(session=SESSION, stdin=text, encoding=encoding),
+        StreamInput(session=SESSION, eof=True),
+    )
+    assert "".join(c.data for f in sent for c in f.chunks) == "ok\ufffd\n"
+    # as an older client decodes it: no `encoding`, no `input_ack`
+    for frame in sent:
+        body = json.loads(encode(frame))
+        assert "input_ack" not in body
+        assert all("encoding" not in chunk for chunk in body["chunks"])
