@@ -299,7 +299,9 @@ def ended(end: StreamEnd, opened: Opened) -> Ended:
         EndReason.CLOSED: "the session was closed",
     }
     problem = problems.get(end.reason, f"exec in {task} failed on {node}")
-    return Ended(None, f"{problem}: {end.error}" if end.error else problem)
+    # a refusal's sentence is the whole story: the worker's error only says it again
+    said = end.error if end.reason != EndReason.NOT_ALLOWED else None
+    return Ended(None, f"{problem}: {said}" if said else problem)
 
 
 def run(args: Any, command: list[str], client: Client) -> int:
