@@ -526,6 +526,11 @@ def _up_parser(sub: Any) -> None:
         default=0,
         help="manager's /metrics; workers next (0: off)",
     )
+    up.add_argument(
+        "--allow-exec",
+        action="store_true",
+        help="let operators run `kube exec` in the workers' tasks (worker flag --allow-exec)",
+    )
     _logging_flags(up)
 
 
@@ -1059,6 +1064,7 @@ def run_up(args: argparse.Namespace, settings: Settings) -> int:
         ready_timeout=args.ready_timeout,
         log_level=args.log_level,
         metrics_port=args.metrics_port,
+        allow_exec=args.allow_exec,
     )
     return up(options, settings)
 

@@ -15,7 +15,6 @@ its own reads stdin and wakes the main thread (`ExecChannel.wake`) for each read
 
 from __future__ import annotations
 
-import codecs
 import os
 import queue
 import select
@@ -39,6 +38,7 @@ EXEC_FAILED = 125
 
 INTERRUPTED = 130
 READ_SIZE = 4096
+PUMP_CHUNKS = 64  # reads of stdin held here at most while the session has no room
 POLL_SECONDS = 0.2  # the longest a window change waits to be sent
 
 
@@ -60,6 +60,10 @@ class ExecChannel(Protocol):
         self, *, stdin: bytes = b"", eof: bool = False, resize: tuple[int, int] | None = None
     ) -> None:
         """Give the command input, the end of its input, or a new window size."""
+        ...
+
+    def room(self) -> int:
+        """Bytes of stdin the session takes now (0: wait for the command to take some)."""
         ...
 
     def receive(self, timeout: float) -> list[Output | Ended]:
@@ -131,11 +135,14 @@ def exit_status(code: int) -> int:
 
 
 class StdinPump:
-    """Reads stdin on a thread of its own, hands it over through a queue; stop() ends it
-    (no thread is left behind)."""
+    """Reads stdin on a thread of its own, hands it over through a bounded queue (a full
+    one holds the reading up: a fast producer is paced); stop() ends it (no thread is
+    left behind)."""
 
     def __init__(self, fd: int, wake: Callable[[], None]) -> None:
-        self.chunks: queue.Queue[bytes] = queue.Queue()  # b"": the end of the input
+        # b"": the end of the input
+        self.chunks: queue.Queue[bytes] = queue.Queue(maxsize=PUMP_CHUNKS)
+        self._stopping = threading.Event()
         self._fd = fd
         self._wake = wake
         self._stop_r, self._stop_w = os.pipe()
@@ -151,12 +158,22 @@ class StdinPump:
                 data = os.read(self._fd, READ_SIZE)
             except OSError:
                 data = b""
-            self.chunks.put(data)
+            while not self._put(data):
+                if self._stopping.is_set():
+                    return
             self._wake()
             if not data:
                 return
 
+    def _put(self, data: bytes) -> bool:
+        try:
+            self.chunks.put(data, timeout=POLL_SECONDS)
+        except queue.Full:
+            return False
+        return True
+
     def stop(self) -> None:
+        self._stopping.set()
         os.write(self._stop_w, b"x")
         self._thread.join(timeout=5)
         os.close(self._stop_r)
@@ -204,7 +221,7 @@ def _relay(
 ) -> int:
     forwarding = pump is not None
     while True:
-        while forwarding and pump is not None and not pump.chunks.empty():
+        while forwarding and pump is not None and not pump.chunks.empty() and channel.room() > 0:
             data = pump.chunks.get_nowait()
             if data:
                 channel.send(stdin=data)
@@ -237,24 +254,24 @@ class SessionChannel:
     def __init__(self, sessions: Sessions, opened: Opened) -> None:
         self._sessions = sessions
         self._opened = opened
-        # a character cut between two reads of stdin is sent whole, with the second
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def send(
         self, *, stdin: bytes = b"", eof: bool = False, resize: tuple[int, int] | None = None
     ) -> None:
-        text = self._decoder.decode(stdin, final=eof) if stdin or eof else ""
         self._sessions.send(
             self._opened.session,
-            stdin=text or None,
+            stdin=stdin,
             eof=eof,
             resize=None if resize is None else Resize(rows=resize[0], cols=resize[1]),
         )
 
+    def room(self) -> int:
+        return self._sessions.input_room(self._opened.session)
+
     def receive(self, timeout: float) -> list[Output | Ended]:
         found: list[Output | Ended] = []
         for got in self._sessions.read(timeout):
-            found.extend((int(chunk.fd), chunk.data.encode()) for chunk in got.frame.chunks)
+            found.extend((int(chunk.fd), chunk.raw()) for chunk in got.frame.chunks)
             if got.frame.end is not None:
                 found.append(ended(got.frame.end, self._opened))
         return found
@@ -282,7 +299,9 @@ def ended(end: StreamEnd, opened: Opened) -> Ended:
         EndReason.CLOSED: "the session was closed",
     }
     problem = problems.get(end.reason, f"exec in {task} failed on {node}")
-    return Ended(None, f"{problem}: {end.error}" if end.error else problem)
+    # a refusal's sentence is the whole story: the worker's error only says it again
+    said = end.error if end.reason != EndReason.NOT_ALLOWED else None
+    return Ended(None, f"{problem}: {said}" if said else problem)
 
 
 def run(args: Any, command: list[str], client: Client) -> int:

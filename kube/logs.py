@@ -122,11 +122,19 @@ class Printer:
         self.err = err
 
     def chunk(self, task_id: str, chunk: Chunk) -> None:
+        """The chunk's bytes exactly as the engine logged them (on a stream with a byte
+        buffer, as stdout and stderr have); before them its prefix and time if asked."""
         stream = self.err if chunk.fd == Fd.STDERR else self.out
         head = f"{task_id} | " if self.prefixed else ""
         if self.timestamps and chunk.at is not None:
             head += chunk.at.strftime("%Y-%m-%dT%H:%M:%S.%fZ ")
-        stream.write(head + chunk.data if head else chunk.data)
+        data = chunk.raw()
+        binary: IO[bytes] | None = getattr(stream, "buffer", None)
+        if binary is None:  # a stream of text only: bytes that are not UTF-8 replaced
+            stream.write(head + data.decode("utf-8", errors="replace"))
+            return
+        # its text layer holds nothing: every text written (note) is flushed at once
+        binary.write(head.encode() + data)
 
     def note(self, text: str) -> None:
         self.out.flush()

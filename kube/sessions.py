@@ -5,7 +5,7 @@
         while streams.open_ids:
             for got in streams.read(timeout=1.0):
                 for chunk in got.frame.chunks:
-                    print(chunk.data, end="")
+                    sys.stdout.buffer.write(chunk.raw())
                 if got.frame.end:
                     print("ended:", got.frame.end.reason)
 
@@ -33,6 +33,7 @@ from shared.reply_channel import ReplyChannel
 from shared.sessions import (
     DEFAULT_LEASE,
     DEFAULT_WINDOW,
+    INPUT_WINDOW,
     EndReason,
     ExecParams,
     LogsParams,
@@ -41,6 +42,7 @@ from shared.sessions import (
     SessionOpen,
     StreamFrame,
     StreamInput,
+    packed,
 )
 from shared.topology import COMMANDS
 
@@ -87,6 +89,9 @@ class _State:
     kind: SessionKind = SessionKind.LOGS
     seq: int = 0  # the highest frame received
     acked: int = 0  # the highest acknowledged to the worker
+    input_sent: int = 0  # bytes of stdin sent
+    input_ack: int = 0  # bytes of stdin the command took (the frames' input_ack)
+    paced: bool = True  # False once a frame shows a worker that does not say input_ack
     renewed: float = field(default_factory=time.monotonic)
 
 
@@ -132,6 +137,7 @@ class Sessions:
             exec=exec,
             lease=lease,
             window=window,
+            binary=True,  # chunks' bytes exactly (base64 when not UTF-8), stdin paced
         )
         correlation_id = f"open-{time.monotonic_ns()}"
         key = _keys(kind)[0]
@@ -182,6 +188,10 @@ class Sessions:
             if state is None:
                 continue  # a session closed here: its last frames are of no use
             state.seq = max(state.seq, frame.seq)
+            if frame.input_ack is None:
+                state.paced = False  # an older worker: it takes input as it comes
+            else:
+                state.input_ack = max(state.input_ack, frame.input_ack)
             if frame.end is not None:
                 del self._sessions[frame.session]
             found.append(Received(state.opened, frame))
@@ -202,21 +212,35 @@ class Sessions:
         state.acked = max(state.acked, message.ack or 0)
         state.renewed = now
 
+    def input_room(self, session_id: str) -> int:
+        """Bytes of stdin the session takes now: INPUT_WINDOW beyond what its command
+        took (input flow control); 0 once it is full, until frames say it took more."""
+        state = self._sessions.get(session_id)
+        if state is None:
+            return 0
+        if not state.paced:
+            return INPUT_WINDOW
+        return max(0, INPUT_WINDOW - (state.input_sent - state.input_ack))
+
     def send(
         self,
         session_id: str,
         *,
-        stdin: str | None = None,
+        stdin: bytes = b"",
         eof: bool = False,
         resize: Resize | None = None,
         signal: str | None = None,
     ) -> None:
-        """Input for an open session (exec): stdin, its end, a terminal size, a signal."""
+        """Input for an open session (exec): stdin (any bytes), its end, a terminal size,
+        a signal. A caller keeps the stdin it sends within input_room()."""
         state = self._sessions[session_id]
+        state.input_sent += len(stdin)
+        text, encoding = packed(stdin)
         message = StreamInput(
             session=session_id,
             ack=state.seq,
-            stdin=stdin,
+            stdin=text or None,
+            encoding=encoding,
             eof=eof,
             resize=resize,
             signal=signal,

@@ -84,6 +84,7 @@ class UpOptions:
     log_level: str = "INFO"
     metrics_port: int = 0  # the manager's /metrics; worker i takes metrics_port + i; 0: off
     managers: int = 1  # 2 or more: a leader and standbys, on a PostgreSQL `store`
+    allow_exec: bool = False  # the workers run `kube exec` (worker flag --allow-exec)
 
     @property
     def nodes(self) -> list[str]:
@@ -115,6 +116,7 @@ def plan(options: UpOptions, db: Path) -> list[Child]:
                 options.log_level,
                 "--metrics-port",
                 str(options.metrics_port + i if options.metrics_port else 0),
+                *(["--allow-exec"] if options.allow_exec else []),
             ],
         )
         for i, node in enumerate(options.nodes, start=1)

@@ -267,6 +267,7 @@ class StreamRelay:
             exec=request.exec if request.kind == SessionKind.EXEC else None,
             lease=request.lease,
             window=request.window,
+            binary=request.binary,
         )
         refused = ask_node(self.bus, task.node, encode(start), self.epoch, request.lease)
         if refused is not None:

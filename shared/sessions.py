@@ -14,10 +14,12 @@ worker and on the manager, so nothing outlives a client that was killed.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.wire import Attempt, Epoch, Name, TaskId, Text, Timestamp, WireModel
 
@@ -31,6 +33,14 @@ MAX_FRAME_DATA = 256 * 1024
 
 MAX_INPUT_DATA = 64 * 1024
 """Characters of stdin one input carries at most."""
+
+INPUT_WINDOW = 256 * 1024
+"""Bytes of stdin a client keeps in flight at most: sent, and not yet taken by the
+command (a frame's `input_ack` says how much it took), so a fast producer is paced."""
+
+INPUT_BUFFER_MAX = 4 * 1024 * 1024
+"""Bytes of stdin a worker holds for a command that has not taken them; a client that
+sends more (one that ignores `input_ack`) has its session ended (`failed`)."""
 
 DEFAULT_LEASE = 15.0
 """Seconds a session lives without hearing from its client (the worker counts too)."""
@@ -69,12 +79,63 @@ class EndReason(enum.StrEnum):
     LOST = "lost"  # the manager or the worker does not know it (restarted): open it again
 
 
+class Encoding(enum.StrEnum):
+    """How a piece of data is written in a message's text."""
+
+    UTF8 = "utf-8"  # the bytes are UTF-8: the text is them
+    BASE64 = "base64"  # any bytes, in base64 (RFC 4648, with padding)
+
+
+def packed(data: bytes, exact: bool = True) -> tuple[str, Encoding]:
+    """Bytes as a message carries them: as text when they are UTF-8, in base64 otherwise
+    (exact), or with the bytes that are not UTF-8 replaced (for a client that reads text
+    only: one that opened the session without `binary`)."""
+    try:
+        return data.decode("utf-8"), Encoding.UTF8
+    except UnicodeDecodeError:
+        if exact:
+            return base64.b64encode(data).decode("ascii"), Encoding.BASE64
+        return data.decode("utf-8", errors="replace"), Encoding.UTF8
+
+
+def unpacked(text: str, encoding: Encoding) -> bytes:
+    """The bytes a message's text carries; ValueError when base64 that is not."""
+    if encoding == Encoding.UTF8:
+        return text.encode("utf-8")
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"data is not base64: {exc}") from None
+
+
+def _utf8(encoding: Encoding) -> bool:
+    return encoding == Encoding.UTF8
+
+
 class Chunk(WireModel):
     """A piece of output: one line of a log (with its time), or bytes of an exec."""
 
     fd: Fd
     at: Timestamp | None = Field(default=None, description="when the engine logged it")
-    data: str = Field(max_length=MAX_FRAME_DATA, description="UTF-8; bad bytes replaced")
+    data: str = Field(
+        max_length=MAX_FRAME_DATA,
+        description="the bytes as UTF-8 text, or in base64 when `encoding` says so",
+    )
+    encoding: Encoding = Field(
+        default=Encoding.UTF8,
+        exclude_if=_utf8,  # left out when utf-8: a client that reads text only decodes it
+        description="base64 (only to a client that opened the session with `binary`)"
+        " when the bytes are not UTF-8",
+    )
+
+    @model_validator(mode="after")
+    def _decodes(self) -> Chunk:
+        unpacked(self.data, self.encoding)  # base64 that is not: refused on decoding
+        return self
+
+    def raw(self) -> bytes:
+        """The bytes the engine gave."""
+        return unpacked(self.data, self.encoding)
 
 
 class StreamEnd(WireModel):
@@ -121,6 +182,12 @@ class SessionOpen(WireModel):
     exec: ExecParams | None = None
     lease: Annotated[float, Field(ge=2, le=300)] = DEFAULT_LEASE
     window: Annotated[int, Field(ge=1, le=1024)] = DEFAULT_WINDOW
+    binary: bool = Field(
+        default=False,
+        description="the client reads chunks in base64 (`encoding`) and paces its stdin by"
+        " `input_ack`: bytes are carried exactly; without it (older clients), output is"
+        " text with bytes that are not UTF-8 replaced, and input is not paced",
+    )
 
 
 class Resize(WireModel):
@@ -133,17 +200,28 @@ class StreamInput(WireModel):
     everything a client says to a running session. Any input renews the lease.
 
     `ack`: the highest frame seq the client holds (credit for `window` more). `stdin`,
-    `eof`, `resize`, `signal`: for exec; a logs session ignores them. `close`: end it."""
+    `eof`, `resize`, `signal`: for exec; a logs session ignores them. `close`: end it.
+    `stdin` is text, or base64 when `encoding` says so (any bytes)."""
 
     kind: Literal["stream-input"] = "stream-input"
     epoch: Epoch = 0
     session: SessionId
     ack: Seq | None = None
     stdin: str | None = Field(default=None, max_length=MAX_INPUT_DATA)
+    encoding: Encoding = Field(default=Encoding.UTF8, description="of `stdin`")
     eof: bool = False
     resize: Resize | None = None
     signal: Annotated[str, Field(pattern=r"^(SIG)?[A-Z0-9]{1,12}$")] | None = None
     close: bool = False
+
+    @model_validator(mode="after")
+    def _decodes(self) -> StreamInput:
+        unpacked(self.stdin or "", self.encoding)  # base64 that is not: refused on decoding
+        return self
+
+    def stdin_bytes(self) -> bytes:
+        """The bytes of stdin it carries."""
+        return unpacked(self.stdin or "", self.encoding)
 
 
 class StreamStart(WireModel):
@@ -161,6 +239,12 @@ class StreamStart(WireModel):
     exec: ExecParams | None = None
     lease: Annotated[float, Field(ge=2, le=300)] = DEFAULT_LEASE
     window: Annotated[int, Field(ge=1, le=1024)] = DEFAULT_WINDOW
+    binary: bool = Field(
+        default=False,
+        description="the client reads chunks in base64 (`encoding`) and paces its stdin by"
+        " `input_ack`: bytes are carried exactly; without it (older clients), output is"
+        " text with bytes that are not UTF-8 replaced, and input is not paced",
+    )
 
 
 class StreamFrame(WireModel):
@@ -168,7 +252,8 @@ class StreamFrame(WireModel):
     client; the manager also sends the client one, with only `end`, when it ends a session.
 
     `seq` counts from 1 in each session; frame 1 comes at once, even empty, to say the
-    stream started."""
+    stream started. An exec session's frames carry `input_ack`; a frame may come with
+    nothing but a new `input_ack`."""
 
     kind: Literal["stream"] = "stream"
     node: Name
@@ -177,3 +262,9 @@ class StreamFrame(WireModel):
     seq: Seq
     chunks: Annotated[list[Chunk], Field(max_length=4096)] = Field(default_factory=list)
     end: StreamEnd | None = None
+    input_ack: Annotated[int, Field(ge=0, le=2**53)] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,  # a client that reads text only: absent
+        description="exec, to a client that opened it with `binary`: bytes of stdin the"
+        " command has taken so far",
+    )

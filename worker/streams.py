@@ -27,6 +27,7 @@ from shared.sessions import (
     StreamFrame,
     StreamInput,
     StreamStart,
+    packed,
 )
 from worker.exec_source import ExecNotAllowed
 from worker.runtime.base import LogLine, Runtime
@@ -67,6 +68,14 @@ class Source(Protocol):
         """Once the output has ended: the exit code of what ran, if known."""
         ...
 
+    def listen(self, wake: Callable[[], None]) -> None:
+        """Call wake (from any thread) when what input_taken() says changed."""
+        ...
+
+    def input_taken(self) -> int | None:
+        """Bytes of stdin what runs has taken (exec), None where there is no input."""
+        ...
+
 
 class LogsSource:
     """A container's output as the runtime follows it; input is ignored."""
@@ -85,6 +94,12 @@ class LogsSource:
         return None
 
     def exit_code(self) -> int | None:
+        return None
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        return None
+
+    def input_taken(self) -> int | None:
         return None
 
 
@@ -132,6 +147,7 @@ class Session:
         self._closed = False
         self._source: Source | None = None
         self._early: list[StreamInput] = []  # input that came before the source opened
+        self._input_told: int | None = None  # the input_ack of the last frame sent
         self.done = False  # its last frame was sent
         self.thread = threading.Thread(
             target=self._read, name=f"{THREAD_PREFIX}{self.id[:12]}", daemon=True
@@ -148,6 +164,7 @@ class Session:
                     source.close()
                     return
                 self._source = source
+                source.listen(self._wake)
                 for message in self._early:  # in order, before any later input
                     source.send(message)
                 self._early.clear()
@@ -177,7 +194,7 @@ class Session:
         fd = Fd.STDERR if line.fd == 2 else Fd.STDOUT
         with self._cond:
             for start in range(0, max(len(line.data), 1), PIECE):
-                text = line.data[start : start + PIECE].decode("utf-8", errors="replace")
+                text, encoding = packed(line.data[start : start + PIECE], self.start.binary)
                 while not self._closed and (
                     self._pending_bytes >= BUFFER_BYTES
                     or self._seq - self._acked >= self.start.window
@@ -186,7 +203,7 @@ class Session:
                 if self._closed:
                     return False
                 wake = not self._pending
-                self._pending.append(Chunk(fd=fd, at=line.at, data=text))
+                self._pending.append(Chunk(fd=fd, at=line.at, data=text, encoding=encoding))
                 self._pending_bytes += len(text)
             if wake:
                 self._wake()
@@ -202,16 +219,26 @@ class Session:
                 self._end = StreamEnd(reason=EndReason.EXPIRED, node=self.node)
                 self._close_locked()
             found: list[StreamFrame] = []
-            while (self._pending and self._seq - self._acked < self.start.window) or (
-                self._seq == 0
+            taken = self._input_taken()
+            while (
+                (self._seq - self._acked < self.start.window)
+                and (self._pending or taken != self._input_told)
+                or (self._seq == 0)
             ):
-                found.append(self._frame(self._take()))
+                found.append(self._frame(self._take(), taken=taken))
             if self._end is not None and not self._pending and not self.done:
-                found.append(self._frame([], self._end))
+                found.append(self._frame([], self._end, taken))
                 self.done = True
             if found:
                 self._cond.notify_all()
             return found
+
+    def _input_taken(self) -> int | None:
+        """What the frames tell of input: an exec session's always say it to a client
+        that paces its stdin by it (`binary`), a logs session's never."""
+        if self.start.exec is None or not self.start.binary:
+            return None
+        return (self._source.input_taken() if self._source is not None else None) or 0
 
     def _take(self) -> list[Chunk]:
         taken: list[Chunk] = []
@@ -223,8 +250,11 @@ class Session:
         self._pending_bytes -= size
         return taken
 
-    def _frame(self, chunks: list[Chunk], end: StreamEnd | None = None) -> StreamFrame:
+    def _frame(
+        self, chunks: list[Chunk], end: StreamEnd | None = None, taken: int | None = None
+    ) -> StreamFrame:
         self._seq += 1
+        self._input_told = taken
         return StreamFrame(
             node=self.node,
             at=datetime.now(UTC),
@@ -232,6 +262,7 @@ class Session:
             seq=self._seq,
             chunks=chunks,
             end=end,
+            input_ack=taken,
         )
 
     def heard(self, message: StreamInput) -> None:

@@ -7,6 +7,9 @@ the manager, no exec process in the container.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import subprocess
 import sys
 import termios
@@ -206,3 +209,58 @@ def test_exec_is_refused_without_the_worker_flag_and_to_a_user_no_operator(
     # then both refusals are in the task's history, each naming who asked
     shown = history(cluster, task)
     assert "security policy" in shown and f"user '{user}' may not exec" in shown
+
+
+def heartbeats(cluster: Cluster) -> dict[str, str]:
+    """Each node's last heartbeat, as the manager has it."""
+    shown = cluster.kube("nodes", "--json")
+    assert shown.returncode == 0, shown.stderr
+    return {node["name"]: node["last_heartbeat"] for node in json.loads(shown.stdout)}
+
+
+def test_exec_carries_10_mb_both_ways_and_the_worker_keeps_its_heartbeats(
+    cluster: Cluster, busybox_image: str, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    task = started(cluster, busybox_image, "on")
+    assert cluster.kube("exec", task, "--", "true").returncode == 0
+    leftovers = Leftovers(cluster, docker_client, task)
+    big = tmp_path / "big"
+    big.write_bytes(b"a" * 10_000_000)
+    before = heartbeats(cluster)
+    with big.open("rb") as source:
+        catting = subprocess.Popen(
+            [sys.executable, "-m", "kube", "exec", task, "--", "cat"],
+            stdin=source, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cluster.env,
+        )  # fmt: skip
+        try:
+            # the worker's bus thread never waits on the command: heartbeats go on
+            def beat() -> bool:
+                now = heartbeats(cluster)
+                return all(now.get(name) != at for name, at in before.items())
+
+            wait_for(beat, what="a heartbeat of every node during the transfer", timeout=30)
+            out, err = catting.communicate(timeout=180)
+        finally:
+            catting.kill()
+            catting.wait()
+    assert catting.returncode == 0, err
+    assert len(out) == 10_000_000 and out == b"a" * 10_000_000
+    with big.open("rb") as source:
+        counted = subprocess.run(
+            [sys.executable, "-m", "kube", "exec", task, "--", "wc", "-c"],
+            stdin=source, capture_output=True, env=cluster.env, timeout=180,
+        )  # fmt: skip
+    assert (counted.returncode, counted.stdout.strip()) == (0, b"10000000"), counted.stderr
+    leftovers.check()
+
+
+def test_exec_carries_any_bytes_exactly_both_ways(cluster: Cluster, busybox_image: str) -> None:
+    task = started(cluster, busybox_image, "on")
+    data = os.urandom(1_000_000)
+    done = subprocess.run(
+        [sys.executable, "-m", "kube", "exec", task, "--", "cat"],
+        input=data, capture_output=True, env=cluster.env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert hashlib.md5(done.stdout).hexdigest() == hashlib.md5(data).hexdigest()  # noqa: S324
+    assert len(done.stdout) == len(data)

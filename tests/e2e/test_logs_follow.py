@@ -441,3 +441,30 @@ def test_a_follow_goes_on_across_a_manager_restart_without_losing_or_doubling_li
         assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
         assert follow.interrupt() == 130
     no_sessions(watched)
+
+
+def test_kube_logs_f_prints_the_bytes_a_container_wrote_exactly(
+    watched: Watched, busybox_image: str
+) -> None:
+    cluster = watched.cluster
+    # given a task that writes bytes that are not UTF-8, on stdout and on stderr
+    wrote = "printf 'ok\\377\\376bad\\n'; printf 'e\\377rr\\n' >&2; sleep 6"
+    with client_for(cluster) as client:
+        spec = TaskSpec(
+            name="binary",
+            image=busybox_image,
+            command=("sh", "-c", wrote),
+            pull_policy="never",
+            restart={"policy": "never"},
+        )
+        task_id = client.submit(spec)
+        client.wait(task_id, {TaskState.RUNNING}, timeout=60)
+    # when `kube logs -f` follows it to its end
+    done = subprocess.run(
+        [sys.executable, "-m", "kube", "logs", "-f", task_id],
+        env=cluster.env, capture_output=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    # then it printed exactly those bytes, none replaced
+    assert done.returncode == 0, done.stderr
+    assert (done.stdout, done.stderr) == (b"ok\xff\xfebad\n", b"e\xffrr\n")
+    no_sessions(watched)

@@ -16,8 +16,20 @@ from collections.abc import Iterator
 import pytest
 
 from kube import terminal
-from kube.exec_cli import EXEC_FAILED, Ended, ExecFailed, Output, Plan, drive, exit_status, plan
+from kube.exec_cli import (
+    EXEC_FAILED,
+    Ended,
+    ExecFailed,
+    Output,
+    Plan,
+    drive,
+    ended,
+    exit_status,
+    plan,
+)
+from kube.sessions import Opened
 from shared.errors import SettingsError
+from shared.sessions import EndReason, StreamEnd
 from tests.support.waiting import wait_for
 
 
@@ -38,6 +50,9 @@ class EchoChannel:
             self.items.put((1, stdin))
         if eof:
             self.items.put(Ended(self.code, None if self.code is not None else "node down"))
+
+    def room(self) -> int:
+        return 1 << 20
 
     def receive(self, timeout: float) -> list[Output | Ended]:
         try:
@@ -151,3 +166,18 @@ def test_tty_needs_a_terminal_and_exit_codes_fit_a_status() -> None:
         os.close(read_end)
         os.close(write_end)
     assert [exit_status(c) for c in (0, 3, 255, 256, -1)] == [0, 3, 255, 0, 255]
+
+
+def test_a_worker_s_refusal_is_said_once() -> None:
+    opened = Opened("1" * 32, "n1", "web-1", 1)
+    end = StreamEnd(
+        reason=EndReason.NOT_ALLOWED,
+        node="n1",
+        error="exec in web-1 refused by the security policy of n1",
+    )
+    problem = ended(end, opened).problem or ""
+    assert problem.count("refused by the security policy of n1") == 1, problem
+    assert "--allow-exec" in problem
+    # an error that says more than the reason is still given
+    failed = StreamEnd(reason=EndReason.FAILED, node="n1", error="engine said no")
+    assert (ended(failed, opened).problem or "").endswith(": engine said no")

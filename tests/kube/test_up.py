@@ -16,6 +16,7 @@ import docker.errors
 import psutil
 import pytest
 
+from kube.cli import build_parser
 from kube.client import Client, make_spec
 from kube.localbroker import container_name
 from kube.up import BrokerAction, UpOptions, broker_action, how_to_get_a_broker, plan
@@ -46,6 +47,15 @@ def test_plan_starts_the_manager_then_one_worker_per_node() -> None:
     worker = children[2].argv
     assert worker[worker.index("--name") + 1] == "lab-2"
     assert worker[worker.index("--runtime") + 1] == "mock"
+    assert "--allow-exec" not in worker  # exec is off unless asked
+
+
+def test_up_allow_exec_lets_every_worker_run_exec() -> None:
+    args = build_parser().parse_args(["up", "--allow-exec", "--runtime", "mock"])
+    assert args.allow_exec
+    options = UpOptions(workers=2, allow_exec=args.allow_exec)
+    workers = plan(options, Path("/tmp/x.db"))[1:]
+    assert [("--allow-exec" in child.argv) for child in workers] == [True, True]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from shared.errors import NoSuchContainer
 from shared.sessions import EndReason, Fd, LogsParams, StreamFrame, StreamInput, StreamStart
@@ -39,6 +39,12 @@ class FakeSource:
         return None
 
     def exit_code(self) -> int | None:
+        return None
+
+    def listen(self, wake: Callable[[], None]) -> None:
+        return None
+
+    def input_taken(self) -> int | None:
         return None
 
 

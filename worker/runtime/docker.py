@@ -19,6 +19,7 @@ import docker
 import docker.errors
 import docker.utils
 import requests.exceptions
+from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, NoSuchContainer, RuntimeFailure
@@ -148,6 +149,10 @@ def _timestamp(text: str) -> datetime | None:
         return None
 
 
+LOG_DRIVER = "local"
+"""The engine's log driver for every task container: it keeps output bytes exactly."""
+
+
 def _create_args(spec: TaskSpec, node: str, files: Sequence[FileMount] = ()) -> dict[str, Any]:
     """Engine create arguments for a spec; disk is accounted by the scheduler, not enforced."""
     args: dict[str, Any] = {
@@ -155,6 +160,9 @@ def _create_args(spec: TaskSpec, node: str, files: Sequence[FileMount] = ()) -> 
         "environment": dict(spec.env),
         "ports": {f"{m.container}/tcp": m.host for m in spec.published()},
         "detach": True,
+        # the `local` log driver keeps the bytes a task wrote (json-file replaces those
+        # that are not UTF-8), compressed and rotated (docs/wire-contract.md)
+        "log_config": LogConfig(type=LOG_DRIVER),
     }
     if spec.entrypoint is not None:
         args["entrypoint"] = list(spec.entrypoint)
