@@ -174,9 +174,14 @@ def _not_root(path: str) -> str:
 
 
 # A directory in the container: absolute, not `/`, no `..`, no NUL (as a secret's target).
+# The schema's pattern says "not `/`" too; the model says it in words (`_not_root`).
 VolumeTarget = Annotated[
     str,
-    Field(pattern=r"^/[^\x00]*$", max_length=4096),
+    Field(
+        pattern=r"^/[^\x00]*$",
+        max_length=4096,
+        json_schema_extra={"pattern": r"^/[^\x00]*[^/\x00][^\x00]*$"},
+    ),
     AfterValidator(_not_root),
     AfterValidator(no_dot_dot),
 ]
