@@ -80,6 +80,7 @@ def read(args: argparse.Namespace) -> compose.Stack:
 def deploy_or_diff(args: argparse.Namespace, client: Client, stack: compose.Stack) -> int:
     from kube.stack import deploy, plan
 
+    check_files(args, client, stack)
     changes = plan.plan(stack, client.services(), args.prune, stack_jobs(client))
     if args.command == "diff":
         if args.json:
@@ -92,6 +93,21 @@ def deploy_or_diff(args: argparse.Namespace, client: Client, stack: compose.Stac
         return 0
     deploy.apply(client, stack, changes, args.wait_timeout, print)
     return 0
+
+
+def check_files(args: argparse.Namespace, client: Client, stack: compose.Stack) -> None:
+    """Refuse a stack mounting a secret or config the manager has not, before anything
+    is sent (a deploy would otherwise create the services before the one that mounts it)."""
+    from kube.stack import plan
+
+    kinds = plan.used_kinds(stack)
+    known = {kind: {f.name for f in client.files(kind)} for kind in kinds}
+    missing = plan.missing_files(stack, known)
+    if missing:
+        raise plan.MissingFiles(
+            f"{args.file}: {'; '.join(missing)}; nothing was sent: create it first"
+            " (`kube secret create NAME FILE`, `kube config create NAME FILE`)"
+        )
 
 
 def stack_jobs(client: Client) -> list[JobRecord]:

@@ -530,11 +530,15 @@ class Commands:
         if refusal is not None:
             raise Refused(refusal)
         existing = self.store.file(kind, name)
-        if existing is not None and existing.digest == key.digest(value):
+        same = existing is not None and existing.digest == key.digest(value)
+        if create and existing is not None and not (same and delivery.redelivered):
+            # Refused whatever the value: were the same value accepted, a create would
+            # tell whether a guess of it is right. Only a create redelivered by the broker
+            # (the first delivery stored it, its ack was lost) finds its own value there.
+            raise Refused(f"{kind.value} {name} exists: use `kube {kind.value} update`")
+        if existing is not None and same:
             log.info("%s %s: unchanged at version %d", kind.value, name, existing.version)
             return name  # a create redelivered, or an update to the same value
-        if create and existing is not None:
-            raise Refused(f"{kind.value} {name} exists: use `kube {kind.value} update`")
         if not create and existing is None:
             raise Refused(f"no such {kind.value}: {name}")
         now = self.manager.clock()

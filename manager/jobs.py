@@ -7,10 +7,10 @@ created in the same decision, so in the same store transaction, that moves the j
 the tick again; killed after, it finds the tick decided. Run ids are deterministic, so a
 tick decided twice anyway (two managers) would make no second run.
 
-Due ticks are those after `last_tick` (or the job's creation) up to now. The newest is
-on time if at most ON_TIME late; older ones (and the newest, if late) were missed while
-the manager was down, and the newest `catch_up` of them run, oldest first; the others
-are skipped as missed.
+Due ticks are those after `last_tick` (or the job's creation) up to now. Each one at most
+ON_TIME late is on time and runs; older ones were missed while the manager was down, and
+the newest `catch_up` of them run, oldest first; the others are skipped as missed, and
+added to the job's count of missed ticks (`JobRecord.missed`, over all outages).
 """
 
 from __future__ import annotations
@@ -87,40 +87,36 @@ class Due:
 
 
 def due(job: JobRecord, now: datetime) -> Due:
-    """The ticks after the job's last decided tick (or its creation) up to now."""
+    """The ticks after the job's last decided tick (or its creation) up to now. Each tick
+    at most ON_TIME old is on time and runs, whatever the window; of the older ones (missed),
+    the newest `catch_up` run and the others are skipped, counted."""
     schedule = schedule_of(job.spec)
     since = job.last_tick or job.created_at
-    window = job.spec.catch_up
-    newest_first: list[datetime] = []
+    on_time: list[datetime] = []  # newest first
     tick = schedule.before(now + timedelta(microseconds=1))  # a tick at `now` is due
-    while tick > since and len(newest_first) <= window:
-        newest_first.append(tick)
+    while tick > since and now - tick <= ON_TIME:
+        on_time.append(tick)
         tick = schedule.before(tick)
-    if not newest_first:
-        return Due()
-    on_time = now - newest_first[0] <= ON_TIME
-    current = newest_first[:1] if on_time else []
-    missed = newest_first[len(current) :]
-    caught = missed[:window]
-    skipped = missed[window:]
-    if len(newest_first) > window:  # the window is full: count the older ticks too
-        skipped_count = len(skipped) + _count(schedule, since, newest_first[-1])
-    else:
-        skipped_count = len(skipped)
+    caught: list[datetime] = []  # newest first
+    while tick > since and len(caught) < job.spec.catch_up:
+        caught.append(tick)
+        tick = schedule.before(tick)
+    collected = on_time + caught
+    oldest = collected[-1] if collected else schedule.after(now)
+    missed = _count(schedule, since, oldest)
+    newest_missed = schedule.before(oldest) if missed else None
     return Due(
-        run=sorted(current + caught),
-        missed=skipped_count,
-        newest_missed=skipped[0]
-        if skipped
-        else (schedule.before(newest_first[-1]) if skipped_count else None),
-        last=newest_first[0],
+        run=sorted(collected),
+        missed=missed,
+        newest_missed=newest_missed,
+        last=collected[0] if collected else newest_missed,
     )
 
 
 def _count(schedule: Schedule, since: datetime, before: datetime) -> int:
     """Ticks strictly between `since` and `before`, up to MAX_COUNTED."""
     count, tick = 0, schedule.after(since)
-    while tick < before and count < MAX_COUNTED:
+    while tick < before and count < MAX_COUNTED:  # tick > since: `since` is not counted
         count, tick = count + 1, schedule.after(tick)
     return count
 
@@ -140,8 +136,11 @@ def fire(job: JobRecord, runs: Sequence[TaskRecord], now: datetime) -> Decision:
     skip = job.last_skip
     if ticks.missed:
         assert ticks.newest_missed is not None
-        skip = SkippedTicks(tick=ticks.newest_missed, reason=SkipReason.MISSED, count=ticks.missed)
+        missed = min(job.missed + ticks.missed, MAX_COUNTED)
+        skip = SkippedTicks(tick=ticks.newest_missed, reason=SkipReason.MISSED, count=missed)
         decision.outgoing.append(_skipped(job, skip))
+    else:
+        missed = job.missed
     running = live(runs)
     last_run = job.last_run
     known = {r.id for r in runs}
@@ -171,6 +170,7 @@ def fire(job: JobRecord, runs: Sequence[TaskRecord], now: datetime) -> Decision:
                 "next_tick": schedule_of(job.spec).after(max(ticks.last, now)),
                 "last_run": last_run,
                 "last_skip": skip,
+                "missed": missed,
                 "updated_at": now,
             }
         )

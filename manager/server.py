@@ -101,6 +101,7 @@ from shared.models import (
     NodeStatus,
     Reply,
     ServiceRecord,
+    SkipReason,
     TaskRecord,
 )
 from shared.sessions import StreamFrame
@@ -1070,12 +1071,13 @@ class Manager:
             if job.next_tick is not None and job.next_tick > now:
                 continue
             decision = jobs.fire(job, self.store.runs(job.name), now)
-            skip = decision.jobs[-1].last_skip if decision.jobs else None
-            if skip is not None and skip != job.last_skip:
+            moved = decision.jobs[-1] if decision.jobs else None
+            skip = moved.last_skip if moved is not None else None
+            if moved is not None and skip is not None and skip != job.last_skip:
                 log.info(
                     "job %s: %d ticks skipped (%s), the newest at %s",
                     job.name,
-                    skip.count,
+                    moved.missed - job.missed if skip.reason == SkipReason.MISSED else skip.count,
                     skip.reason.value,
                     skip.tick.isoformat(),
                 )

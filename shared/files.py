@@ -30,7 +30,8 @@ SECRETS_DIR = "/run/secrets"
 Version = Annotated[int, Field(ge=1, le=MAX_INT64)]
 
 
-def _no_dot_dot(path: str) -> str:
+def no_dot_dot(path: str) -> str:
+    """The path, refused if a part of it is `..` (it could lead out of where it is meant)."""
     if ".." in path.split("/"):
         raise ValueError("a target may not contain '..'")
     return path
@@ -40,7 +41,7 @@ def _no_dot_dot(path: str) -> str:
 Target = Annotated[
     str,
     Field(pattern=r"^/[^\x00]*[^/\x00]$", max_length=4096),
-    AfterValidator(_no_dot_dot),
+    AfterValidator(no_dot_dot),
 ]
 FileName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,254}$")]
 

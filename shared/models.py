@@ -390,7 +390,7 @@ class SkippedTicks(WireModel):
 
     tick: Timestamp = Field(description="the newest of them")
     reason: SkipReason
-    count: Count = 1
+    count: Count = Field(default=1, description="missed: all the job's missed ticks so far")
     run: TaskId | None = Field(default=None, description="still-running: the run that was")
 
 
@@ -405,6 +405,10 @@ class JobRecord(WireModel):
     next_tick: Timestamp | None = Field(default=None, description="the next tick, in UTC")
     last_run: TaskId | None = Field(default=None, description="the newest run started")
     last_skip: SkippedTicks | None = None
+    missed: Count = Field(
+        default=0,
+        description="ticks missed while no manager ran, over all outages (up to 10,000)",
+    )
     created_at: Timestamp
     updated_at: Timestamp
 

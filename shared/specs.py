@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Discriminator, Field, Tag, model_validator
 
 from shared.cron import Concurrency, check_expression, check_zone
-from shared.files import MAX_REFS, ConfigRef, SecretRef
+from shared.files import MAX_REFS, ConfigRef, SecretRef, no_dot_dot
 from shared.wire import (
     MAX_PORTS,
     ByteSize,
@@ -167,12 +167,32 @@ class Mount(WireModel):
 # -- volumes (issue 17): named volumes of the node's engine, docs/volumes.md ---------------
 
 
+def _not_root(path: str) -> str:
+    if not path.strip("/"):
+        raise ValueError(f"a volume may not be mounted at {path} (the container's root)")
+    return path
+
+
+# A directory in the container: absolute, not `/`, no `..`, no NUL (as a secret's target).
+# The schema's pattern says "not `/`" too; the model says it in words (`_not_root`).
+VolumeTarget = Annotated[
+    str,
+    Field(
+        pattern=r"^/[^\x00]*$",
+        max_length=4096,
+        json_schema_extra={"pattern": r"^/[^\x00]*[^/\x00][^\x00]*$"},
+    ),
+    AfterValidator(_not_root),
+    AfterValidator(no_dot_dot),
+]
+
+
 class VolumeMount(WireModel):
     """A named volume of the node's engine, made on first use and kept across attempts:
     the task then runs only on the node that holds it (docs/volumes.md)."""
 
     name: Name
-    target: Annotated[str, Field(pattern=r"^/")]
+    target: VolumeTarget
     read_only: bool = False
 
 

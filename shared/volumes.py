@@ -19,7 +19,8 @@ class VolumeRecord(WireModel):
     used_by: tuple[TaskId, ...] = Field(default=(), description="the tasks not ended that name it")
 
 
-def engine_volume(node: str, name: str) -> str:
-    """The engine-wide name of a node's volume: two nodes sharing one engine (or two
-    clusters) never share a volume by accident; like `container_name`."""
-    return f"kube.{node}.{name}"
+def engine_volume(node: str, name: str, cluster: str | None = None) -> str:
+    """The engine-wide name of a node's volume: two nodes sharing one engine, or two
+    clusters (a new `kube up` beside, or after, an old one) never share a volume by
+    accident. Without a cluster: the name volumes had before it was part of it."""
+    return f"kube.{cluster}.{node}.{name}" if cluster is not None else f"kube.{node}.{name}"

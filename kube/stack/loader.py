@@ -53,14 +53,25 @@ class StackFile:
         return StackFileError(f"{self.path}: {at + ': ' if at else ''}{problem}")
 
 
+MAX_NODES = 100_000
+"""The most values a stack file may hold once its aliases are expanded (each `*name`
+counts its anchor's values again): a real file holds a few thousand; a few hundred bytes
+of nested anchors (an alias bomb) would expand to billions."""
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _Loader(yaml.SafeLoader):
     """The safe loader, refusing a key given twice in one mapping (Compose refuses it; the
-    plain loader keeps the last silently)."""
+    plain loader keeps the last silently). Merge keys (`<<: *fragment`, `<<: [*a, *b]`)
+    are taken as Compose takes them: the keys written beside `<<` win over the merged."""
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == MERGE_TAG:
+            continue  # merged by construct_mapping (flatten_mapping), under the written keys
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -82,9 +93,13 @@ def read(path: Path, environ: Mapping[str, str]) -> StackFile:
     except OSError as exc:
         raise StackFileError(f"{path}: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = _load(text)
     except yaml.YAMLError as exc:
         raise StackFileError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    except _TooLarge as exc:
+        raise StackFileError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise StackFileError(f"{path}: not YAML kube reads: nested too deeply") from None
     if not isinstance(data, dict):
         raise StackFileError(f"{path}: a stack file is a mapping with `services`")
     values = {**dotenv(path.parent / ".env"), **environ}
@@ -92,6 +107,50 @@ def read(path: Path, environ: Mapping[str, str]) -> StackFile:
     document = StackFile(path, _interpolate(interpolator, data, path, ()))
     check_schema(document)
     return StackFile(path, document.data, tuple(interpolator.unset))
+
+
+class _TooLarge(Exception):
+    """A document whose aliases expand past MAX_NODES, or refer to themselves."""
+
+
+def _load(text: str) -> Any:
+    """The document's data, its node graph measured first: the aliases are expanded by
+    what walks the data (interpolation, the schema), so a document too large once
+    expanded is refused before anything walks it."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded(node, {}, set())
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values the node holds with its aliases expanded (each node measured once)."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise _TooLarge(f"line {node.start_mark.line + 1}: an alias refers to its own anchor")
+    size = 1
+    if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+        open_.add(id(node))
+        children = node.value if isinstance(node, yaml.SequenceNode) else _pairs(node.value)
+        size += sum(_expanded(child, sizes, open_) for child in children)
+        open_.discard(id(node))
+    if size > MAX_NODES:
+        raise _TooLarge(
+            f"line {node.start_mark.line + 1}: its aliases expand to more than {MAX_NODES:,}"
+            " values (anchors nested in anchors: an alias bomb?); kube refuses it"
+        )
+    sizes[id(node)] = size
+    return size
+
+
+def _pairs(pairs: list[tuple[yaml.Node, yaml.Node]]) -> list[yaml.Node]:
+    return [node for pair in pairs for node in pair]
 
 
 def dotenv(path: Path) -> dict[str, str]:

@@ -4,12 +4,14 @@ the stack and the services the cluster has. `kube diff` shows it; `kube deploy` 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kube.stack.compose import Stack
+from kube.stack.loader import where
 from shared.errors import RequestError
+from shared.files import FileKind
 from shared.models import JobRecord, ServiceRecord, TaskSpec
 from shared.wire import STACK_LABEL
 
@@ -146,6 +148,32 @@ def plan(
             action = Action.REMOVE if prune else Action.NOT_IN_FILE
             changes.append(Change(gone.name, action, job=True))
     return changes
+
+
+class MissingFiles(RequestError):
+    """Services of the file mount secrets or configs the manager does not have."""
+
+
+def used_kinds(stack: Stack) -> list[FileKind]:
+    """The kinds of stored files (secrets, configs) the stack's services mount."""
+    return [kind for kind in FileKind if any(_refs(s.spec, kind) for s in stack.services)]
+
+
+def missing_files(stack: Stack, known: Mapping[FileKind, Collection[str]]) -> list[str]:
+    """Each secret or config a service mounts that is not in `known`, with its key path
+    (`services.web.secrets[0]: no such secret: db`), in the file's order: a deploy checks
+    them before it sends anything, so a missing one leaves the cluster as it was."""
+    return [
+        f"{where('services', s.key, f'{kind.value}s', at)}: no such {kind.value}: {name}"
+        for s in stack.services
+        for kind in FileKind
+        for at, name in enumerate(_refs(s.spec, kind))
+        if name not in known.get(kind, ())
+    ]
+
+
+def _refs(spec: TaskSpec, kind: FileKind) -> list[str]:
+    return [ref.name for ref in (spec.secrets if kind is FileKind.SECRET else spec.configs)]
 
 
 def conflict(kind: str, name: str, stack: str, owner: str | None) -> StackConflict:

@@ -119,6 +119,13 @@ def test_a_task_reads_its_secret_as_a_file_and_the_value_is_nowhere_else(
     # and a second create of the secret with another value, refused (and dead-lettered)
     again = kube(cluster, "secret", "create", "db-password", stdin=marker + "-2")
     assert again.returncode != 0 and "exists" in again.stderr and marker not in again.stderr
+    # and one with the very value, refused alike: a create tells nothing of the value
+    same = kube(cluster, "secret", "create", "db-password", stdin=marker)
+    assert (same.returncode, same.stderr) == (again.returncode, again.stderr)
+    config_again = kube(cluster, "config", "create", "app", str(config))
+    assert (
+        config_again.returncode == again.returncode and "config app exists" in config_again.stderr
+    )
     # when a task mounts both and prints what it sees (a digest of the secret, not it)
     script = (
         "sha256sum /run/secrets/db-password | cut -d' ' -f1;"

@@ -194,6 +194,34 @@ def test_a_service_of_another_owner_is_not_taken_over(mock_cluster: Cluster) -> 
     assert set(services(mock_cluster)) == {"shop_db"}
 
 
+MISSING = """\
+services:
+  a: {image: busybox, command: sleep 600}
+  b: {image: busybox, command: sleep 600, configs: [{source: nope, target: /etc/nope}]}
+  c: {image: busybox, command: sleep 600, secrets: [shop_db_password, nosuch]}
+secrets: {shop_db_password: {external: true}, nosuch: {external: true}}
+configs: {nope: {external: true}}
+"""
+
+
+@pytest.mark.parametrize("verb", ["diff", "deploy"])
+def test_a_missing_secret_or_config_is_said_before_anything_is_sent(
+    mock_cluster: Cluster, tmp_path: Path, verb: str
+) -> None:
+    # given a stack whose third service names a secret the manager has not
+    path = tmp_path / "stack.yaml"
+    path.write_text(MISSING)
+    # when it is diffed or deployed: refused, naming each service and key path
+    done = kube(mock_cluster, verb, "-f", str(path), "--name", "pa")
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.startswith(
+        f"kube: {path}: services.b.configs[0]: no such config: nope;"
+        " services.c.secrets[1]: no such secret: nosuch; nothing was sent"
+    )
+    # then no service of it was created, not even the first one
+    assert set(services(mock_cluster)) == set()
+
+
 def test_a_service_starts_once_its_dependency_is_healthy(
     cluster: Cluster, busybox_image: str
 ) -> None:

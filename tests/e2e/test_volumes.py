@@ -84,14 +84,18 @@ def test_a_volume_keeps_its_data_and_its_task_on_its_node(
         holder = first.node
         assert holder is not None
         assert lines(docker_client, first) == ["started"]
-        # then the volume is the node's engine's, labelled as kube's, and listed
-        made = docker_client.volumes.get(engine_volume(holder, "data"))
+        # then the volume is the node's engine's, named with the cluster, labelled as kube's
+        assert first.container_id is not None
+        cluster_id = docker_client.containers.get(first.container_id).labels["kube.cluster"]
+        engine_name = engine_volume(holder, "data", cluster_id)
+        made = docker_client.volumes.get(engine_name)
         labels = made.attrs["Labels"]
-        assert (labels["kube.managed"], labels["kube.node"], labels["kube.volume"]) == (
-            "true",
-            holder,
-            "data",
-        )
+        assert (
+            labels["kube.managed"],
+            labels["kube.node"],
+            labels["kube.volume"],
+            labels["kube.cluster"],
+        ) == ("true", holder, "data", cluster_id)
         listed = json.loads(cluster.kube("volume", "ls", "--json").stdout)
         assert [(v["name"], v["node"], v["used_by"]) for v in listed] == [
             ("data", holder, [first.id])
@@ -158,7 +162,7 @@ def test_a_volume_keeps_its_data_and_its_task_on_its_node(
 
         def gone() -> bool:
             try:
-                docker_client.volumes.get(engine_volume(holder, "data"))
+                docker_client.volumes.get(engine_name)
             except docker.errors.NotFound:
                 return True
             return False

@@ -88,6 +88,7 @@ MODEL_ONLY_RULES = (
     "each volume may be listed once",
     "each volume target may be listed once",
     "a service with volumes runs at most 1 replica",
+    "may not contain '..'",  # a volume's or a secret's target
     "is neither an IP address nor a host name",  # an advertised address
     "is not a valid IP address",
     "are reserved",  # label keys starting with kube.

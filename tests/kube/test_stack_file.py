@@ -137,3 +137,78 @@ def test_the_cli_says_a_bad_file_in_one_line_before_asking_the_broker(
     err = capsys.readouterr().err
     problem = "not supported by kube (docs/stacks.md lists what is)"
     assert err == f"kube: {path}: services.a.cap_add: {problem}\n"
+
+
+MERGED = """\
+x-common: &common
+  image: busybox
+  environment: {A: "1"}
+x-more: &more
+  labels: {team: web}
+services:
+  web:
+    <<: *common
+    command: sleep 1
+  api:
+    <<: [*common, *more]
+    image: other
+"""
+
+
+def test_merge_keys_take_a_fragment_under_the_keys_written_beside_them(tmp_path: Path) -> None:
+    data = loader.read(write(tmp_path, MERGED), {}).data
+    assert data["services"] == {
+        "web": {"image": "busybox", "environment": {"A": "1"}, "command": "sleep 1"},
+        "api": {"image": "other", "environment": {"A": "1"}, "labels": {"team": "web"}},
+    }
+
+
+def test_a_key_written_twice_beside_a_merge_key_is_still_refused(tmp_path: Path) -> None:
+    text = "x-c: &c {image: i}\nservices:\n  a:\n    <<: *c\n    image: j\n    image: k\n"
+    with pytest.raises(StackFileError, match="key 'image' given twice"):
+        loader.read(write(tmp_path, text), {})
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """Nine anchors, each nine aliases of the one before: 9**9 values once expanded."""
+    lines = ['x-a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, levels):
+        aliases = ",".join([f"*a{level - 1}"] * 9)
+        lines.append(f"x-a{level}: &a{level} [{aliases}]")
+    lines.append(f"x-all: *a{levels - 1}\nservices: {{web: {{image: i}}}}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("verb", ["deploy", "diff"])
+def test_an_alias_bomb_is_refused_at_once(
+    tmp_path: Path, verb: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a file of about 600 bytes whose aliases expand to 9**9 values
+    text = alias_bomb()
+    assert len(text) < 700
+    path = write(tmp_path, text)
+    nowhere = "amqp://guest:guest@127.0.0.1:1/%2F"  # no broker: it is never asked
+    # then kube refuses it, saying why, before walking it
+    assert cli.main(["--amqp-url", nowhere, verb, "-f", str(path), "--name", "s"]) == cli.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"kube: {path}: line ") and err.count("\n") == 1
+    assert f"aliases expand to more than {loader.MAX_NODES:,} values" in err
+
+
+def test_aliases_within_the_bound_are_expanded(tmp_path: Path) -> None:
+    data = loader.read(write(tmp_path, alias_bomb(levels=4)), {}).data  # 9**4 values
+    assert len(data["x-all"]) == 9 and data["x-all"][8][8][8] == ["lol"] * 9
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("x-a: &a [1, *a]\nservices: {}\n", "line 1: an alias refers to its own anchor"),
+        ("services: {a: " + "[" * 5000 + "]" * 5000 + "}\n", "nested too deeply"),
+    ],
+)
+def test_a_self_referring_or_too_deep_document_is_refused(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    with pytest.raises(StackFileError, match=problem):
+        loader.read(write(tmp_path, text), {})

@@ -11,6 +11,7 @@ import pytest
 
 from kube.stack import compose, loader, plan
 from kube.stack.plan import Action, StackConflict
+from shared.files import FileKind
 from shared.models import JobRecord, ServiceRecord, TaskSpec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -129,6 +130,27 @@ def test_the_version_the_manager_gives_a_secret_is_no_change(tmp_path: Path) -> 
     # then the same file is no change
     changes = plan.plan(stack(tmp_path, text), [deployed(rolled)], prune=False)
     assert [c.action for c in changes] == [Action.UNCHANGED]
+
+
+def test_the_secrets_and_configs_the_manager_lacks_are_named_with_their_key_paths(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "services:\n  a: {image: img, secrets: [pw, gone], configs: [{source: c, target: /c}]}\n"
+        "  b: {image: img, x-kube: {schedule: '0 3 * * *'}, configs: [{source: d, target: /d}]}\n"
+        "secrets: {pw: {external: true}, gone: {external: true}}\n"
+        "configs: {c: {external: true}, d: {external: true}}\n"
+    )
+    parsed = stack(tmp_path, text)
+    assert plan.used_kinds(parsed) == [FileKind.SECRET, FileKind.CONFIG]
+    known = {FileKind.SECRET: {"pw"}, FileKind.CONFIG: {"c"}}
+    assert plan.missing_files(parsed, known) == [
+        "services.a.secrets[1]: no such secret: gone",
+        "services.b.configs[0]: no such config: d",
+    ]
+    everything = {FileKind.SECRET: {"pw", "gone"}, FileKind.CONFIG: {"c", "d"}}
+    assert plan.missing_files(parsed, everything) == []
+    assert plan.used_kinds(stack(tmp_path)) == []
 
 
 JOBS = FILE + "  nightly: {image: img, x-kube: {schedule: '0 3 * * *'}}\n"

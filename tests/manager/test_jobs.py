@@ -89,11 +89,66 @@ def test_a_window_wider_than_the_outage_loses_nothing() -> None:
 
 
 def test_a_long_outage_is_counted_without_listing_every_tick() -> None:
-    backup = job("* * * * * *")  # every second
-    decision = jobs.fire(backup, [], T0 + timedelta(days=2))  # a tick, on time
-    assert ran(decision.tasks) == ["backup-20261128120000"]
+    backup = job("* * * * * *", concurrency="allow")  # every second
+    decision = jobs.fire(backup, [], T0 + timedelta(days=2))
+    # the ticks of the last 10 s are on time: they run; the older ones are counted
+    assert len(ran(decision.tasks)) == 11
+    assert ran(decision.tasks)[-1] == "backup-20261128120000"
     skip = decision.jobs[0].last_skip
     assert skip is not None and skip.count == jobs.MAX_COUNTED  # counted up to the cap
+
+
+def every_2s(last: datetime, **spec: Any) -> JobRecord:
+    """A job ticking every two seconds whose last decided tick is `last`."""
+    made = jobs.create(
+        TaskSpec(name="j2", image="img", schedule="*/2 * * * * *", **spec), last, None
+    )
+    return made.model_copy(update={"last_tick": last})
+
+
+def test_ticks_on_time_after_a_restart_run_without_a_window() -> None:
+    # given a job decided up to 07:11:42 whose manager was down until 07:11:47.3
+    last = datetime(2026, 11, 28, 7, 11, 42, tzinfo=UTC)
+    j2 = every_2s(last, concurrency="allow", catch_up=0)
+    decision = jobs.fire(j2, [], last + timedelta(seconds=5.3))
+    # then 07:11:44 (3.3 s late) and 07:11:46 are on time: both run, none is missed
+    assert ran(decision.tasks) == ["j2-20261128071144", "j2-20261128071146"]
+    (moved,) = decision.jobs
+    assert moved.last_skip is None and moved.missed == 0
+    assert moved.last_tick == last + timedelta(seconds=4)
+
+
+def test_the_window_counts_back_from_the_newest_missed_tick_not_the_newest_tick() -> None:
+    # given a job decided up to 12:00:00, catch-up 2, its manager down for 17 s
+    j2 = every_2s(T0, concurrency="allow", catch_up=2)
+    decision = jobs.fire(j2, [], T0 + timedelta(seconds=17.5))
+    # then 12:00:08 to :16 are on time (5 runs), and of the missed :02, :04, :06 the
+    # newest two run: 7 runs, 1 tick skipped
+    assert ran(decision.tasks) == [f"j2-202611261200{s:02d}" for s in (4, 6, 8, 10, 12, 14, 16)]
+    skip = decision.jobs[0].last_skip
+    assert skip is not None and skip.reason == SkipReason.MISSED
+    assert skip.count == 1 and skip.tick == T0 + timedelta(seconds=2)
+
+
+def test_missed_ticks_add_up_over_outages() -> None:
+    # given a job with no window, and a run of it that does not end
+    first = jobs.fire(job(), [], T0 + timedelta(minutes=5))
+    backup = first.jobs[0]
+    (running,) = [t.model_copy(update={"state": TaskState.RUNNING}) for t in first.tasks]
+    counts = []
+    for outage in range(3):
+        # when its manager is down across one tick (decided 30 s late: missed)
+        tick = T0 + timedelta(minutes=10 * (outage + 1))
+        backup = jobs.fire(backup, [running], tick + timedelta(seconds=30)).jobs[0]
+        assert backup.last_skip is not None and backup.last_skip.reason == SkipReason.MISSED
+        counts.append(backup.last_skip.count)
+        # and the next tick, on time, finds the run going: forbid skips it
+        backup = jobs.fire(backup, [running], tick + timedelta(minutes=5, seconds=1)).jobs[0]
+        assert backup.last_skip is not None
+        assert backup.last_skip.reason == SkipReason.STILL_RUNNING
+    # then the count of missed ticks grows with each outage, kept across other skips
+    assert counts == [1, 2, 3]
+    assert backup.missed == 3
 
 
 def test_forbid_skips_a_tick_while_the_previous_run_lasts() -> None:

@@ -121,6 +121,10 @@ def test_tasks_of_other_volumes_are_of_another_shape() -> None:
         ({"volumes": [{"name": "a", "target": "/x"}] * 2}, "each volume may be listed once"),
         ({"volumes": [{"name": "a", "target": "x"}]}, "String should match pattern"),
         ({"volumes": [{"name": "../a", "target": "/x"}]}, "String should match pattern"),
+        ({"volumes": [{"name": "a", "target": "/"}]}, "may not be mounted at / (the container's"),
+        ({"volumes": [{"name": "a", "target": "//"}]}, "may not be mounted at // (the"),
+        ({"volumes": [{"name": "a", "target": "/data/../etc"}]}, "may not contain '..'"),
+        ({"volumes": [{"name": "a", "target": "/.."}]}, "may not contain '..'"),
     ],
 )
 def test_a_spec_with_bad_volumes_is_refused_with_the_reason(

@@ -581,3 +581,67 @@ def test_following_logs_tells_stderr_from_stdout_and_starts_after_since(
     ]
     assert sorted(line.data for line in later) == [b"err-2\n", b"out-2\n"]
     assert [line.data for line in errors] == [b"err-1\n", b"err-2\n"]
+
+
+KEEP = ({"name": "keep", "target": "/data"},)
+OLD_ID, NEW_ID = "0ld0000000000000", "new0000000000000"
+
+
+def read_keep(docker_client: Any, runtime: DockerRuntime, task_id: str) -> str:
+    """What the file on volume keep holds, read by a new container of `task_id`, which then
+    writes the task's id to it."""
+    script = f"cat /data/f 2>/dev/null; echo {task_id} > /data/f; sleep 60"
+    info = runtime.start(task_id, 1, spec(command=("sh", "-c", script), volumes=KEEP))
+
+    def said() -> tuple[str] | None:  # a tuple: what it said may be empty
+        container = docker_client.containers.get(info.container_id)
+        code, wrote = container.exec_run(["cat", "/data/f"])
+        return (container.logs().decode(),) if code == 0 and wrote.strip() else None
+
+    (said_before,) = wait_for(said, f"{task_id} to write its volume", 30)
+    runtime.remove(task_id, 1, timeout=1)
+    return said_before.strip()
+
+
+def test_a_new_cluster_on_the_engine_never_mounts_an_old_clusters_volume(
+    make_docker_runtime: Callable[..., DockerRuntime], docker_client: Any, busybox_image: str
+) -> None:
+    # given an old cluster's node that wrote to its volume keep
+    old = make_docker_runtime()
+    old.join(OLD_ID)
+    assert read_keep(docker_client, old, "t1") == ""
+    # when a new cluster's node of the same name, on the same engine, mounts keep
+    new = DockerRuntime(old.node, client=docker_client)
+    new.join(NEW_ID)
+    # then it finds an empty volume of its own, named with its cluster's id
+    assert read_keep(docker_client, new, "t2") == ""
+    assert (
+        docker_client.volumes.get(f"kube.{NEW_ID}.{old.node}.keep").attrs["Labels"]["kube.cluster"]
+        == NEW_ID
+    )
+    # and the old cluster's node, restarted, still finds its data
+    again = DockerRuntime(old.node, client=docker_client)
+    again.join(OLD_ID)
+    assert read_keep(docker_client, again, "t3") == "t1"
+    assert again.volumes() == ["keep"] and new.volumes() == ["keep"]
+
+
+def test_a_volume_named_before_cluster_ids_is_kept_by_its_own_cluster_only(
+    make_docker_runtime: Callable[..., DockerRuntime], docker_client: Any, busybox_image: str
+) -> None:
+    # given a volume made by an older worker: named without the cluster, labelled with it
+    ours = make_docker_runtime()
+    ours.join(OLD_ID)
+    labels = {"kube.managed": "true", "kube.node": ours.node, "kube.volume": "keep"}
+    docker_client.volumes.create(
+        name=f"kube.{ours.node}.keep", labels={**labels, "kube.cluster": OLD_ID}
+    )
+    assert read_keep(docker_client, ours, "t1") == ""
+    # then its cluster's worker keeps using it, and another cluster's never mounts it
+    assert read_keep(docker_client, ours, "t2") == "t1"
+    other = DockerRuntime(ours.node, client=docker_client)
+    other.join(NEW_ID)
+    assert read_keep(docker_client, other, "t3") == ""
+    assert ours.remove_volume("keep") is True
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.volumes.get(f"kube.{ours.node}.keep")

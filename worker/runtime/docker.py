@@ -153,8 +153,11 @@ LOG_DRIVER = "local"
 """The engine's log driver for every task container: it keeps output bytes exactly."""
 
 
-def _create_args(spec: TaskSpec, node: str, files: Sequence[FileMount] = ()) -> dict[str, Any]:
-    """Engine create arguments for a spec; disk is accounted by the scheduler, not enforced."""
+def _create_args(
+    spec: TaskSpec, volumes: Mapping[str, str], files: Sequence[FileMount] = ()
+) -> dict[str, Any]:
+    """Engine create arguments for a spec, its volumes' engine names in `volumes` (by their
+    names in kube); disk is accounted by the scheduler, not enforced."""
     args: dict[str, Any] = {
         "command": list(spec.command) or None,
         "environment": dict(spec.env),
@@ -188,7 +191,7 @@ def _create_args(spec: TaskSpec, node: str, files: Sequence[FileMount] = ()) -> 
         )
     if spec.volumes:
         args.setdefault("mounts", []).extend(
-            DockerMount(v.target, engine_volume(node, v.name), type="volume", read_only=v.read_only)
+            DockerMount(v.target, volumes[v.name], type="volume", read_only=v.read_only)
             for v in spec.volumes
         )
     if spec.cap_add:
@@ -243,11 +246,10 @@ class DockerRuntime:
             container = self._find(name)
             if container is None:
                 self._ensure_image(spec.image, spec.pull_policy)
-                self._ensure_volumes(spec)
+                volumes = self._ensure_volumes(spec)
                 # Resolved after the pull, right before create and start: see worker/mounts.py.
-                container = self._create(
-                    name, task_id, attempt, resolve_mounts(spec, self.policy, self.node), files
-                )
+                resolved = resolve_mounts(spec, self.policy, self.node)
+                container = self._create(name, task_id, attempt, resolved, volumes, files)
             if container.status in _STARTABLE:
                 self._recheck_binds(container, {file.source for file in files})
                 container.start()
@@ -488,17 +490,39 @@ class DockerRuntime:
             labels[CLUSTER_LABEL] = self.cluster
         return labels
 
-    def _ensure_volumes(self, spec: TaskSpec) -> None:
-        """Create the spec's volumes this node's engine lacks, labelled as kube's."""
+    def _volume_name(self, name: str) -> str:
+        """The engine's name of this node's volume: with the cluster's id in it, so a new
+        cluster on this engine never mounts an old one's data; or, made before names held
+        the id, the volume named without it, if it is labelled with this very cluster."""
+        named = engine_volume(self.node, name, self.cluster)
+        legacy = engine_volume(self.node, name)
+        if named == legacy or self._volume_labels_of(named) is not None:
+            return named
+        labels = self._volume_labels_of(legacy)
+        if labels is not None and labels.get(CLUSTER_LABEL) == self.cluster:
+            return legacy
+        return named
+
+    def _volume_labels_of(self, engine_name: str) -> dict[str, str] | None:
+        """The labels of the engine's volume of that name, None when there is none."""
+        try:
+            volume = self._client.volumes.get(engine_name)
+        except docker.errors.NotFound:
+            return None
+        return dict(volume.attrs.get("Labels") or {})
+
+    def _ensure_volumes(self, spec: TaskSpec) -> dict[str, str]:
+        """Create the spec's volumes this node's engine lacks, labelled as kube's; their
+        engine names, by their names in kube."""
+        names: dict[str, str] = {}
         for volume in spec.volumes:
-            engine_name = engine_volume(self.node, volume.name)
-            try:
-                self._client.volumes.get(engine_name)
-            except docker.errors.NotFound:
+            engine_name = names[volume.name] = self._volume_name(volume.name)
+            if self._volume_labels_of(engine_name) is None:
                 log.info("node %s: creating volume %s (%s)", self.node, volume.name, engine_name)
                 self._client.volumes.create(
                     name=engine_name, driver="local", labels=self._volume_labels(volume.name)
                 )
+        return names
 
     def volumes(self) -> builtins.list[str]:
         """The names of this node's kube volumes on the engine (see Runtime.volumes)."""
@@ -513,8 +537,8 @@ class DockerRuntime:
 
     def remove_volume(self, name: str) -> bool:
         """Remove one of this node's volumes (see Runtime.remove_volume)."""
-        engine_name = engine_volume(self.node, name)
-        with _engine(f"remove volume {engine_name}"):
+        with _engine(f"remove volume {name}"):
+            engine_name = self._volume_name(name)
             try:
                 volume = self._client.volumes.get(engine_name)
             except docker.errors.NotFound:
@@ -602,7 +626,13 @@ class DockerRuntime:
                     raise ImageNotFound(f"pull: image {image!r}: {said}", problem, said)
 
     def _create(
-        self, name: str, task_id: str, attempt: int, spec: TaskSpec, files: Sequence[FileMount]
+        self,
+        name: str,
+        task_id: str,
+        attempt: int,
+        spec: TaskSpec,
+        volumes: Mapping[str, str],
+        files: Sequence[FileMount],
     ) -> Container:
         """Create the attempt's container, or find the one a concurrent start created."""
         labels = {
@@ -623,7 +653,7 @@ class DockerRuntime:
         while True:
             try:
                 return self._client.containers.create(
-                    spec.image, name=name, labels=labels, **_create_args(spec, self.node, files)
+                    spec.image, name=name, labels=labels, **_create_args(spec, volumes, files)
                 )
             except docker.errors.APIError as exc:
                 if exc.status_code != 409:  # 409: the name is taken, by a concurrent start
