@@ -539,6 +539,12 @@ def test_two_clusters_with_one_node_name_on_one_engine_never_touch_each_others_c
         ours.remove("t2", 1)
     with pytest.raises(RuntimeFailure, match="belongs to another kube cluster"):
         ours.start("t2", 1, spec(command=("sleep", "60")))
+    # and neither offers the other's running container as an orphan to adopt or remove
+    listed, _ = ours.strays(set(), limit=10)
+    assert [(s.task_id, s.spec) for s in listed] == [("t2", None)]
+    assert "was never in" in str(listed[0].unrecoverable)
+    with pytest.raises(RuntimeFailure, match="no orphan"):
+        ours.remove_stray(other.container_id, set())
     assert docker_client.containers.get(other.container_id).status == "running"
     assert docker_client.containers.get(old.container_id).status == "running"
 

@@ -44,6 +44,8 @@ from worker.runtime.base import (
     Stray,
     belongs,
     container_name,
+    foreign,
+    former,
     other_cluster,
 )
 from worker.runtime.docker_exec import DockerExecSession
@@ -208,6 +210,7 @@ class DockerRuntime:
         self.node = node
         self.cluster: str | None = None  # set by join(), before anything is listed
         self.adopted: set[str] = set()  # container ids counted as this cluster's (adopt)
+        self.formers: set[str] = set()  # the clusters this worker was in before (join)
         self._specs: dict[str, TaskSpec | str] = {}  # strays' specs read back, by container id
         self.policy = resolve_allowed(WorkerPolicy() if policy is None else policy)
         if client is None:
@@ -224,6 +227,8 @@ class DockerRuntime:
 
     def join(self, cluster: str) -> None:
         """Belong to this cluster from now on (see Runtime.join)."""
+        if self.cluster is not None and self.cluster != cluster:
+            self.formers.add(self.cluster)
         self.cluster = cluster
 
     def start(
@@ -389,6 +394,12 @@ class DockerRuntime:
     def _ours(self, labels: Mapping[str, str], container_id: str) -> bool:
         return belongs(labels, self.cluster) or container_id in self.adopted
 
+    def _is_stray(self, labels: Mapping[str, str], container_id: str) -> bool:
+        """A former cluster's container, not adopted (see `former`)."""
+        return not self._ours(labels, container_id) and former(
+            labels.get(CLUSTER_LABEL), self.cluster, self.formers
+        )
+
     def adopt(self, container_id: str) -> None:
         """Count this container as this cluster's from now on (see Runtime.adopt)."""
         self.adopted.add(container_id)
@@ -431,6 +442,8 @@ class DockerRuntime:
         if spec is None:
             spec = self._specs[container.id] = recovered_spec(attrs, self._image_env(attrs))
         started = str(attrs["State"].get("StartedAt") or "")
+        if not self._ours(labels, container.id) and not self._is_stray(labels, container.id):
+            spec = foreign(labels[CLUSTER_LABEL])  # another cluster's, maybe live
         return Stray(
             task_id=str(labels[TASK_LABEL]),
             attempt=int(labels[ATTEMPT_LABEL]),
@@ -461,7 +474,7 @@ class DockerRuntime:
                 return  # gone already
             labels = container.labels
             key = (labels.get(TASK_LABEL), labels.get(ATTEMPT_LABEL))
-            stray = not self._ours(labels, container.id) or any(
+            stray = self._is_stray(labels, container.id) or any(
                 (str(task_id), str(attempt)) == key for task_id, attempt in disowned
             )
             if labels.get(NODE_LABEL) != self.node or not stray:
