@@ -22,6 +22,7 @@ import requests.exceptions
 from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, NoSuchContainer, RuntimeFailure
+from shared.images import ImageProblem
 from shared.sessions import LogsParams
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from shared.volumes import engine_volume
@@ -577,7 +578,11 @@ class DockerRuntime:
         return True
 
     def _ensure_image(self, image: str, policy: PullPolicy) -> None:
-        """Make the image local as the pull policy allows, or raise ImageNotFound."""
+        """Make the image local as the pull policy allows, or raise ImageNotFound. A
+        missing image whose registry is on a local address the node's policy refuses
+        (`localhost/nope:1`) cannot be had: ImageNotFound with a problem (the task fails at
+        once, docs/local-cluster.md); with pull policy `always`, the pull itself is a
+        policy refusal."""
         if policy is PullPolicy.ALWAYS:
             self._pull(image)
         elif not self.has_image(image):
@@ -585,6 +590,11 @@ class DockerRuntime:
                 raise ImageNotFound(
                     f"image {image!r} is not present on node {self.node}"
                     " and the pull policy is 'never'"
+                )
+            refused = self.policy.pull_violation(image)
+            if refused is not None:  # not here, and its registry may not be asked: for good
+                raise ImageNotFound(
+                    f"image {image!r}: {refused}", ImageProblem.NO_REGISTRY, refused
                 )
             self._pull(image)
 
