@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
@@ -166,6 +167,25 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but an unknown flag is said by the command it was given to, so
+        that the line points to that command's help (`kube run --help`)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            self._chosen(parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+    def _chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The (sub)command parser the parsed arguments chose, deepest first."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                sub = action.choices.get(getattr(parsed, action.dest, None) or "")
+                if isinstance(sub, _Parser):
+                    return sub._chosen(parsed)
+        return self
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -775,7 +795,7 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
             lambda: render.managers(managers),
         )
     elif args.command == "stop":
-        name = client.stop(stop_target(client, args.id))
+        name = stop(client, args.id)
         if not args.detach:
             wait(client, waits.stop_work(name), waits.stopped(client, name), args.wait_timeout)
         print(name)
@@ -809,6 +829,20 @@ def dispatch(args: argparse.Namespace, command: list[str], client: Client) -> in
         task_id = None if args.task is None else client.task_id(args.task)
         feed.run(client, follow=args.follow, task_id=task_id, as_json=args.json)
     return OK
+
+
+def stop(client: Client, text: str) -> str:
+    """Stop the task or service `kube stop TEXT` means; the name the manager stopped. The
+    name lookup and the stop share one deadline, --timeout: with no manager answering,
+    the stop is queued (the broker confirms it) without a second wait, and Queued says
+    the time waited in all."""
+    timeout = client.settings.request_timeout
+    deadline = time.monotonic() + timeout
+    target = stop_target(client, text)
+    try:
+        return client.stop(target, timeout=max(0.0, deadline - time.monotonic()))
+    except Queued as exc:
+        raise Queued(str(exc), exc.key, timeout, exc.subject) from exc
 
 
 def stop_target(client: Client, text: str) -> str:

@@ -189,11 +189,14 @@ class Client:
         body: bytes,
         message_id: str | None = None,
         subject: str | None = None,
+        timeout: float | None = None,
     ) -> Reply:
         """The manager's reply; Queued when a command (not a query) got none in time: the
         broker keeps it for the next manager, so sending it again would do it twice."""
         try:
-            raw = self._rpc.request(topology.COMMANDS, routing_key, body, message_id=message_id)
+            raw = self._rpc.request(
+                topology.COMMANDS, routing_key, body, timeout=timeout, message_id=message_id
+            )
         except Unanswered as exc:
             if routing_key.startswith(topology.QUERY_PREFIX):  # they expire (QUERY_TTL_MS)
                 raise
@@ -211,9 +214,11 @@ class Client:
         reply = self._ask(topology.SUBMIT_KEY, encode(spec), message_id=spec.id, subject=spec.id)
         return reply.id or str(spec.id)
 
-    def stop(self, task_id: str) -> str:
-        """Ask a task (or a service, by name) to stop; the id or name the manager stopped."""
-        reply = self._ask(topology.STOP_KEY, encode(StopRequest(id=task_id)), subject=task_id)
+    def stop(self, task_id: str, timeout: float | None = None) -> str:
+        """Ask a task (or a service, by name) to stop; the id or name the manager stopped.
+        `timeout`: how long to wait for the answer (default: the request timeout)."""
+        request = encode(StopRequest(id=task_id))
+        reply = self._ask(topology.STOP_KEY, request, subject=task_id, timeout=timeout)
         return reply.id or task_id
 
     def remove(self, names: Collection[str]) -> Removed:

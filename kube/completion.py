@@ -48,6 +48,12 @@ def complete(parser: argparse.ArgumentParser) -> None:
     argcomplete.autocomplete(parser)
 
 
+COMPLETE_OPTIONS = ("-o", "nospace")
+"""bash's `complete` options: not argcomplete's `-o default -o bashdefault`, with which
+bash offers the folder's file names whenever kube offers nothing (a task, service or
+node argument); where a file may be given, kube itself offers the file names."""
+
+
 def run(args: argparse.Namespace) -> int:
-    print(shellcode(["kube"], shell=args.shell), end="")
+    print(shellcode(["kube"], shell=args.shell, complete_arguments=COMPLETE_OPTIONS), end="")
     return 0

@@ -152,27 +152,25 @@ def run(
     as_json: bool = False,
     out: IO[str] | None = None,
 ) -> None:
-    """Print the snapshot (without follow) or the live feed (with follow) until Ctrl-C."""
+    """Print the snapshot (without follow) or the live feed (with follow) until Ctrl-C,
+    which reaches the caller (`kube` exits 130, interrupted, as docs/cli.md says)."""
     feed = Feed(out or sys.stdout, as_json, task_id)
     if not follow:
         feed.show(snapshot(client, task_id))
         return
-    try:
-        # Bound before the first look, so nothing slips between the look and the feed.
-        keys = (
-            ["task.*"]
-            if task_id is not None
-            else ["task.*", "node.*", "service.endpoints", LEADER, "job.*"]
-        )
-        live = client.watch(keys)
-        if task_id is not None:
-            current = client.get(task_id)
-            if feed.show([Event(f"task.{current.state.value}", task=current)]):
-                return
-            live = (e for e in live if e.task is None or e.task.updated_at > current.updated_at)
-        feed.show(live, live=True)
-    except KeyboardInterrupt:
-        pass
+    # Bound before the first look, so nothing slips between the look and the feed.
+    keys = (
+        ["task.*"]
+        if task_id is not None
+        else ["task.*", "node.*", "service.endpoints", LEADER, "job.*"]
+    )
+    live = client.watch(keys)
+    if task_id is not None:
+        current = client.get(task_id)
+        if feed.show([Event(f"task.{current.state.value}", task=current)]):
+            return
+        live = (e for e in live if e.task is None or e.task.updated_at > current.updated_at)
+    feed.show(live, live=True)
 
 
 class Feed:

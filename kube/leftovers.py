@@ -4,7 +4,9 @@ SIGKILL gives `kube up` no chance to clean up: the kernel kills its children
 (kube/lifeline.py), but its temporary folder stays, and so do its task containers. The
 folder is named after the process that made it (`kube-up-<pid>-...`), so that the next
 `kube up` can tell a folder whose maker is gone from one of another `kube up` still
-running; the manager's database inside names the cluster whose containers to remove.
+running; the manager's database inside names the cluster whose containers to remove,
+and a `runtime` file names the runtime it ran (a folder without one, of an older `kube
+up`, is taken as Docker's: its containers may be there).
 """
 
 from __future__ import annotations
@@ -23,6 +25,19 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)-")
 def scratch() -> tempfile.TemporaryDirectory[str]:
     """This `kube up`'s temporary folder, named after its process."""
     return tempfile.TemporaryDirectory(prefix=f"{PREFIX}{os.getpid()}-")
+
+
+def mark(path: Path, runtime: str) -> None:
+    """Write into this `kube up`'s folder the runtime its workers drive."""
+    (path / "runtime").write_text(runtime)
+
+
+def runtime(path: Path) -> str:
+    """The runtime the `kube up` of this folder ran ("docker" when it did not say)."""
+    try:
+        return (path / "runtime").read_text().strip() or "docker"
+    except OSError:
+        return "docker"
 
 
 def stale(root: Path | None = None) -> list[Path]:

@@ -124,7 +124,9 @@ def service_named(client: Client, name: str) -> ServiceRecord:
 
 def restart(args: argparse.Namespace, client: Client) -> int:
     """Waits, as `kube update` does, unless -d: until the service's tasks are replaced,
-    or the task of a service stopped (its service starts a replacement)."""
+    or the task of a service stopped (its service starts a replacement). A running task
+    of no service is resubmitted once stopped: with -d, refused, since it cannot return
+    before; an ended one is resubmitted at once."""
     target = client.task_id(args.name, services=True)
     service = next((s for s in client.services() if s.name == target), None)
     if service is not None:
@@ -143,6 +145,12 @@ def restart(args: argparse.Namespace, client: Client) -> int:
             stopped(client, task.id, args.wait_timeout)
         print(f"{task.id} stopping: service {task.service} starts a replacement")
         return 0
+    if args.detach and not task.state.terminal:
+        raise RequestError(
+            f"{task.id} is a task of no service: its spec is submitted again only once it"
+            f" has stopped, so -d cannot return at once; drop -d, or `kube stop -d {task.id}`"
+            " now and `kube restart` it once it has ended"
+        )
     print(resubmit(client, task, args.wait_timeout))
     return 0
 

@@ -556,6 +556,7 @@ def _run_cluster(
     """Start the children, wait for them, and stop them all at the end; `started` is
     called once the cluster is ready or is not coming up (another `kube up` may start)."""
     with leftovers.scratch() as scratch:
+        leftovers.mark(Path(scratch), options.runtime)
         db = options.db or (_kept_db() if options.keep else Path(scratch) / "manager.db")
         made = create_key_file(key := secrets_key_path(options, db))
         if made and (options.keep or options.store or options.db):  # a scratch one goes with it
@@ -609,19 +610,27 @@ def _run_cluster(
 def _remove_leftovers(cluster: LocalCluster, options: UpOptions, settings: Settings) -> None:
     """Remove what `kube up` processes killed outright left: their temporary folders and,
     named by the database in each, their task containers and the dispatches they left
-    in their nodes' queues (kube/leftovers.py)."""
+    in their nodes' queues (kube/leftovers.py). The containers of a dead `kube up` that
+    ran on Docker are removed whatever runtime this one runs; when the engine cannot be
+    reached, the folder is kept (it names the cluster) for the next `kube up` to try."""
     for folder in leftovers.stale():
         cluster_id = read_cluster_id(folder / "manager.db")
         containers = ""
         if cluster_id is not None:
-            # first the dispatches, which a worker of the same name would run again
             nodes = set(options.nodes)
-            try:
-                if options.runtime == "docker":
+            if leftovers.runtime(folder) == "docker":
+                try:
                     nodes |= labelled_nodes(cluster_id)
                     containers = f" and {remove_containers(None, cluster_id)} task container(s)"
-            except docker.errors.DockerException as exc:
-                cluster.say(f"could not remove the task containers of cluster {cluster_id}: {exc}")
+                except docker.errors.DockerException as exc:
+                    drop_dispatches(settings, cluster_id, nodes)
+                    cluster.say(
+                        f"kept {folder}, what a killed kube up left: could not remove the task"
+                        f" containers of its cluster {cluster_id} ({exc}); the next kube up"
+                        " tries again"
+                    )
+                    continue
+            # the dispatches, which a worker of the same name would run again
             drop_dispatches(settings, cluster_id, nodes)
         leftovers.remove(folder)
         cluster.say(f"removed what a killed kube up left: {folder}{containers}")

@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from shared.errors import DecodeError
 from shared.models import MAX_BODY_BYTES
 from shared.specs import FORM_TAGS
+from shared.wire import ID_PATTERN, MAX_ID_LENGTH
 
 T = TypeVar("T")
 
@@ -40,7 +41,18 @@ def _said(item: Any) -> str:
     limit = (item.get("ctx") or {}).get("max_length")
     if item["type"] == "string_too_long" and isinstance(given, str) and limit is not None:
         return f"{len(given)} characters long, at most {limit} allowed"
+    if item["type"] == "string_pattern_mismatch":
+        pattern = str((item.get("ctx") or {}).get("pattern", ""))
+        shown = repr(given)[:100] if isinstance(given, str) else "it"
+        return f"{shown} {_PATTERNS.get(pattern, f'does not match the pattern {pattern}')}"
     return own_words(str(item["msg"]))
+
+
+_PATTERNS = {
+    ID_PATTERN: f"is not a valid name: 1 to {MAX_ID_LENGTH} letters, digits, '_', '.' or '-',"
+    " starting with a letter or a digit",
+}
+"""What a value must be, for the patterns a person meets, in words (not a regex)."""
 
 
 _PYDANTIC_WORDS = (

@@ -3,13 +3,14 @@ the code docs/cli.md gives and says what was wrong in one line, never a tracebac
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from kube.cli import PIPE_CLOSED, REFUSED, USAGE
+from kube.cli import INTERRUPTED, PIPE_CLOSED, REFUSED, USAGE
 from tests.conftest import ROOT, Cluster
 
 pytestmark = pytest.mark.e2e
@@ -151,6 +152,31 @@ def test_events_into_a_pipe_closed_early_ends_quietly(cluster: Cluster, busybox_
         # then it ends with the closed-pipe code and says nothing
         assert follow.returncode == PIPE_CLOSED
         assert follow.stderr is not None and follow.stderr.read() == b""
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait(10)
+
+
+def test_ctrl_c_on_events_follow_exits_130(cluster: Cluster) -> None:
+    # given `kube events --json --follow` printing the live feed (a line at a time)
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "kube", "events", "--json", "--follow"],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert follow.stdout is not None and follow.stdout.readline()
+        # when Ctrl-C interrupts it
+        follow.send_signal(signal.SIGINT)
+        follow.wait(30)
+        # then it exits 130, interrupted (docs/cli.md), with one line and no traceback
+        assert follow.stderr is not None
+        said = follow.stderr.read().decode()
+        assert follow.returncode == INTERRUPTED, said
+        assert "Traceback" not in said, said
     finally:
         if follow.poll() is None:
             follow.kill()

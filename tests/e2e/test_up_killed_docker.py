@@ -1,5 +1,6 @@
 """A `kube up` on Docker killed outright (SIGKILL) leaves its task containers; the next
-`kube up` removes them, as docs/local-cluster.md says. Real broker, real engine."""
+`kube up` removes them, as docs/local-cluster.md says, whatever runtime it runs; one that
+cannot reach the engine keeps the folder and says why. Real broker, real engine."""
 
 from __future__ import annotations
 
@@ -39,13 +40,14 @@ def containers(client: docker.DockerClient, prefix: str) -> list[Container]:
     return client.containers.list(all=True, filters={"label": f"{NODE_LABEL}={prefix}-1"})
 
 
-def on_docker(up: Up) -> list[str]:
-    flags = ("--workers", "1", "--runtime", "docker", "--name-prefix", up.prefix)
+def on_docker(up: Up, runtime: str = "docker") -> list[str]:
+    flags = ("--workers", "1", "--runtime", runtime, "--name-prefix", up.prefix)
     return [sys.executable, "-m", "kube", "up", *flags]
 
 
+@pytest.mark.parametrize("runtime", ["docker", "mock"])
 def test_the_next_kube_up_removes_the_containers_of_one_killed_outright(
-    up: Up, tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str
+    up: Up, tmp_path: Path, docker_client: docker.DockerClient, busybox_image: str, runtime: str
 ) -> None:
     # given a kube up on Docker running a task
     log = tmp_path / "up.log"
@@ -68,9 +70,25 @@ def test_the_next_kube_up_removes_the_containers_of_one_killed_outright(
     first.wait(10)
     wait_for(lambda: not up.processes(), timeout=30, what="the children to die")
     assert containers(docker_client, up.prefix), "the container should be left"
+    if runtime == "mock":
+        # a kube up that cannot reach the engine keeps the folder, and says why
+        log0 = tmp_path / "up0.log"
+        blind = {**up.env, "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"}
+        argv = on_docker(up, runtime)
+        zeroth = subprocess.Popen(
+            argv, env=blind, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log0.open("wb"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        up.procs.append(zeroth)
+        up.wait_ready(log0)
+        said = log0.read_text()
+        assert "could not remove the task containers" in said and "kept " in said, said
+        zeroth.terminate()
+        assert zeroth.wait(60) == 0, log0.read_text()
+        assert containers(docker_client, up.prefix), "the container should still be there"
     # then the next kube up removes it, and says so
     log2 = tmp_path / "up2.log"
-    second = up.start(on_docker(up), stdout=log2.open("wb"), stderr=subprocess.STDOUT)
+    second = up.start(on_docker(up, runtime), stdout=log2.open("wb"), stderr=subprocess.STDOUT)
     up.wait_ready(log2)
     said = log2.read_text()
     assert "removed what a killed kube up left" in said and "1 task container(s)" in said, said

@@ -147,6 +147,36 @@ def test_a_spec_that_does_not_validate_is_a_usage_error_in_plain_words(
     assert str(caught.value) == "not a valid task: image: 5000 characters long, at most 255 allowed"
 
 
+def test_a_bad_name_is_said_in_our_words_not_as_a_pattern() -> None:
+    args = cli.build_parser().parse_args(["run", "--name", "bad name", "--image", "busybox"])
+    with pytest.raises(SettingsError) as caught:
+        cli.run_task(args, ["true"], client=None)  # type: ignore[arg-type]  # refused before use
+    assert str(caught.value) == (
+        "not a valid task: name: 'bad name' is not a valid name: 1 to 63 letters, digits,"
+        " '_', '.' or '-', starting with a letter or a digit"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["run", "--wiat"], "kube run: unrecognized arguments: --wiat (see `kube run --help`)"),
+        (["ps", "--x"], "kube ps: unrecognized arguments: --x (see `kube ps --help`)"),
+        (
+            ["secret", "create", "a", "b", "--x"],
+            "kube secret create: unrecognized arguments: --x (see `kube secret create --help`)",
+        ),
+    ],
+)
+def test_an_unknown_flag_points_to_its_commands_help(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        cli.build_parser().parse_args(argv)
+    assert ended.value.code == cli.USAGE
+    assert capsys.readouterr().err == says + "\n"
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [

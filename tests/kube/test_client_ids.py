@@ -22,7 +22,12 @@ class StandInRpc:
         self.requests: list[tuple[str, bytes, str | None]] = []
 
     def request(
-        self, exchange: str, routing_key: str, body: bytes, message_id: str | None = None
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        timeout: float | None = None,
+        message_id: str | None = None,
     ) -> bytes:
         self.requests.append((routing_key, body, message_id))
         return encode(Reply(ok=True, id=message_id, result={"tasks": [], "services": []}))

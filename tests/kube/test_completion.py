@@ -70,3 +70,19 @@ def test_a_task_argument_completes_to_no_file_name(
         assert "notes.txt" not in offered, (line, offered)
     # and a file is still offered where one may be given
     assert "notes.txt" in complete("kube run -f ")
+
+
+@pytest.mark.skipif(
+    shutil.which("bash") is None or not (BIN / "kube").exists(), reason="needs bash and kube"
+)
+def test_bash_falls_back_to_no_file_names_when_kube_offers_none() -> None:
+    # given the bash code loaded, then `complete -p kube` has no fallback to file names
+    script = 'eval "$(kube completion bash)"\ncomplete -p kube\n'
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "--norc", "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    assert words[-1] == "kube" and "_python_argcomplete" in words, done.stdout
+    assert "default" not in words and "bashdefault" not in words, done.stdout

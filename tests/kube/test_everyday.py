@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import pytest
 
+from kube.cli import REFUSED
 from tests.conftest import Cluster, running_cluster
 from tests.support.waiting import wait_for
 
@@ -106,6 +107,10 @@ def test_run_flags_restart_and_update_of_single_fields(
     assert again != api and state(cluster, api) == "completed"
     assert json.loads(ok(cluster, "inspect", again, "--json"))["spec"] == {**spec, "id": again}
     wait_for(lambda: state(cluster, again) == "running", what="api running again")
+    # when it is restarted with -d, which cannot return before it stopped: refused, said
+    detached = cluster.kube("restart", "-d", again)
+    assert detached.returncode == REFUSED and "drop -d" in detached.stderr, detached.stderr
+    assert state(cluster, again) == "running"
     # when a service's image is changed alone, it rolls onto a spec otherwise the same
     ok(cluster, "run", "--name", "web", "--image", "busybox", "--replicas", "2", "--wait")
     first = listed(cluster, "--service", "web")

@@ -5,6 +5,7 @@ starts (retrying would have made two tasks)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,10 +85,15 @@ def test_the_advice_of_a_queued_run_cancels_it(headless: Cluster, busybox_image:
     )  # fmt: skip
     assert run.returncode == QUEUED, run.stderr
     # when the user follows the advice, `kube stop ID`, still with no manager
-    stop = headless.kube("--timeout", "2", "stop", "queued-2")
+    started = time.monotonic()
+    stop = headless.kube("--timeout", "3", "stop", "queued-2")
+    took = time.monotonic() - started
     # then the stop is queued too (not "no manager", exit 3), and says so
     assert stop.returncode == QUEUED, stop.stderr
     assert stop.stderr.startswith("kube: task.stop queued-2 is queued but not confirmed:")
+    # and the name lookup and the stop waited --timeout in all, not twice: as it says
+    assert "no manager answered within 3s" in stop.stderr, stop.stderr
+    assert took < 5.5, f"kube stop took {took:.1f}s with --timeout 3"
     # and when a manager starts, the task ends without having run a container
     headless.start_manager()
 

@@ -22,6 +22,7 @@ import pytest
 from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, RuntimeFailure
+from shared.images import ImageProblem, describe
 from shared.models import PullPolicy, TaskSpec
 from shared.sessions import LogsParams
 from tests.support.images import BUSYBOX_IMAGE
@@ -476,6 +477,22 @@ def test_a_pull_from_a_loopback_registry_is_refused_before_the_engine_connects(
             listener.accept()
 
 
+def test_a_missing_image_of_a_refused_local_registry_cannot_be_had_for_good(
+    runtime: DockerRuntime,
+) -> None:
+    # given an image named on localhost that the engine does not have (pull if not present)
+    image = f"localhost/kube-missing-{uuid.uuid4().hex[:8]}:1"
+    task = TaskSpec(name="nope", image=image)
+    # when a task on it starts, then it is an image that cannot be had, not a refusal to
+    # retry: the task fails at once (docs/local-cluster.md)
+    with pytest.raises(ImageNotFound) as caught:
+        runtime.start("nope", 1, task)
+    assert caught.value.problem is ImageProblem.NO_REGISTRY
+    assert "a loopback address" in caught.value.said
+    said = describe(image, caught.value.problem, runtime.node, caught.value.said)
+    assert said.startswith(f"image {image!r} is not on node {runtime.node} and cannot be pulled")
+
+
 def test_a_local_image_named_localhost_runs_when_present(runtime: DockerRuntime) -> None:
     # given the local busybox image (localhost/...: Docker reads localhost as a registry)
     assert BUSYBOX_IMAGE.startswith("localhost/")
@@ -539,6 +556,12 @@ def test_two_clusters_with_one_node_name_on_one_engine_never_touch_each_others_c
         ours.remove("t2", 1)
     with pytest.raises(RuntimeFailure, match="belongs to another kube cluster"):
         ours.start("t2", 1, spec(command=("sleep", "60")))
+    # and neither offers the other's running container as an orphan to adopt or remove
+    listed, _ = ours.strays(set(), limit=10)
+    assert [(s.task_id, s.spec) for s in listed] == [("t2", None)]
+    assert "was never in" in str(listed[0].unrecoverable)
+    with pytest.raises(RuntimeFailure, match="no orphan"):
+        ours.remove_stray(other.container_id, set())
     assert docker_client.containers.get(other.container_id).status == "running"
     assert docker_client.containers.get(old.container_id).status == "running"
 

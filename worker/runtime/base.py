@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import enum
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -27,6 +28,25 @@ def belongs(labels: Mapping[str, str], cluster: str | None) -> bool:
     cluster's id, or none at all (made by a kube from before cluster ids, adopted by
     whichever cluster's worker of that node name finds it)."""
     return labels.get(CLUSTER_LABEL) in (None, cluster)
+
+
+def former(label: str | None, cluster: str | None, formers: AbstractSet[str]) -> bool:
+    """Whether a container whose cluster label is `label` is of a cluster this worker
+    was in before its manager named another (its database was replaced): an orphan to
+    adopt or remove. Another cluster's, one this worker never was in, may be live
+    (another `kube up` on the same engine, with the same node names): listed, so that
+    its own manager may tell it again of a container it adopted, but with no spec
+    (`foreign`), never adoptable, and never removed (docs/orphans.md)."""
+    return label is not None and label != cluster and label in formers
+
+
+def foreign(label: str) -> str:
+    """Why another cluster's container (not a former one, see `former`) is no orphan to
+    adopt or remove."""
+    return (
+        f"it carries cluster {label}'s id, a cluster this worker was never in: it may be"
+        " another cluster's, live on this engine; it is left alone"
+    )
 
 
 MANAGED_LABEL = "kube.managed"  # on a volume: made by kube (docs/volumes.md)
@@ -193,7 +213,8 @@ class Runtime(Protocol):
 
     def join(self, cluster: str) -> None:
         """Belong to this cluster from now on: new containers carry its id, and only its
-        containers (and unlabelled ones) are listed, watched and touched."""
+        containers (and unlabelled ones) are listed, watched and touched; the cluster it
+        was in before, if any, is remembered as a former one (see `former`)."""
         ...
 
     def start(
@@ -250,9 +271,9 @@ class Runtime(Protocol):
     def strays(
         self, disowned: Collection[tuple[str, int]], limit: int
     ) -> tuple[Sequence[Stray], int]:
-        """The running containers of this node that are no task of its cluster (another
-        cluster's, or the `disowned` attempts), the first `limit` of them described, and
-        how many there are in all."""
+        """The running containers of this node that are no task of its cluster (a former
+        cluster's, see `former`, or the `disowned` attempts), the first `limit` of them
+        described, and how many there are in all."""
         ...
 
     def remove_stray(self, container_id: str, disowned: Collection[tuple[str, int]]) -> None:

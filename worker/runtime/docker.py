@@ -23,6 +23,7 @@ from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 
 from shared.errors import EngineUnavailable, ImageNotFound, NoSuchContainer, RuntimeFailure
+from shared.images import ImageProblem
 from shared.sessions import LogsParams
 from shared.specs import HealthCheck, NetworkMode, PullPolicy, TaskSpec
 from shared.volumes import engine_volume
@@ -45,6 +46,8 @@ from worker.runtime.base import (
     Stray,
     belongs,
     container_name,
+    foreign,
+    former,
     other_cluster,
 )
 from worker.runtime.docker_exec import DockerExecSession
@@ -219,6 +222,7 @@ class DockerRuntime:
         self.node = node
         self.cluster: str | None = None  # set by join(), before anything is listed
         self.adopted: set[str] = set()  # container ids counted as this cluster's (adopt)
+        self.formers: set[str] = set()  # the clusters this worker was in before (join)
         self._specs: dict[str, TaskSpec | str] = {}  # strays' specs read back, by container id
         self.policy = resolve_allowed(WorkerPolicy() if policy is None else policy)
         if client is None:
@@ -235,6 +239,8 @@ class DockerRuntime:
 
     def join(self, cluster: str) -> None:
         """Belong to this cluster from now on (see Runtime.join)."""
+        if self.cluster is not None and self.cluster != cluster:
+            self.formers.add(self.cluster)
         self.cluster = cluster
 
     def start(
@@ -399,6 +405,12 @@ class DockerRuntime:
     def _ours(self, labels: Mapping[str, str], container_id: str) -> bool:
         return belongs(labels, self.cluster) or container_id in self.adopted
 
+    def _is_stray(self, labels: Mapping[str, str], container_id: str) -> bool:
+        """A former cluster's container, not adopted (see `former`)."""
+        return not self._ours(labels, container_id) and former(
+            labels.get(CLUSTER_LABEL), self.cluster, self.formers
+        )
+
     def adopt(self, container_id: str) -> None:
         """Count this container as this cluster's from now on (see Runtime.adopt)."""
         self.adopted.add(container_id)
@@ -441,6 +453,8 @@ class DockerRuntime:
         if spec is None:
             spec = self._specs[container.id] = recovered_spec(attrs, self._image_env(attrs))
         started = str(attrs["State"].get("StartedAt") or "")
+        if not self._ours(labels, container.id) and not self._is_stray(labels, container.id):
+            spec = foreign(labels[CLUSTER_LABEL])  # another cluster's, maybe live
         return Stray(
             task_id=str(labels[TASK_LABEL]),
             attempt=int(labels[ATTEMPT_LABEL]),
@@ -471,7 +485,7 @@ class DockerRuntime:
                 return  # gone already
             labels = container.labels
             key = (labels.get(TASK_LABEL), labels.get(ATTEMPT_LABEL))
-            stray = not self._ours(labels, container.id) or any(
+            stray = self._is_stray(labels, container.id) or any(
                 (str(task_id), str(attempt)) == key for task_id, attempt in disowned
             )
             if labels.get(NODE_LABEL) != self.node or not stray:
@@ -596,7 +610,11 @@ class DockerRuntime:
         return True
 
     def _ensure_image(self, image: str, policy: PullPolicy) -> None:
-        """Make the image local as the pull policy allows, or raise ImageNotFound."""
+        """Make the image local as the pull policy allows, or raise ImageNotFound. A
+        missing image whose registry is on a local address the node's policy refuses
+        (`localhost/nope:1`) cannot be had: ImageNotFound with a problem (the task fails at
+        once, docs/local-cluster.md); with pull policy `always`, the pull itself is a
+        policy refusal."""
         if policy is PullPolicy.ALWAYS:
             self._pull(image)
         elif not self.has_image(image):
@@ -604,6 +622,11 @@ class DockerRuntime:
                 raise ImageNotFound(
                     f"image {image!r} is not present on node {self.node}"
                     " and the pull policy is 'never'"
+                )
+            refused = self.policy.pull_violation(image)
+            if refused is not None:  # not here, and its registry may not be asked: for good
+                raise ImageNotFound(
+                    f"image {image!r}: {refused}", ImageProblem.NO_REGISTRY, refused
                 )
             self._pull(image)
 

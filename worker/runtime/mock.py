@@ -29,6 +29,8 @@ from worker.runtime.base import (
     LogLine,
     Stray,
     container_name,
+    foreign,
+    former,
     other_cluster,
 )
 from worker.runtime.mock_exec import MockExecSession
@@ -138,6 +140,7 @@ class MockRuntime:
         self._watches: list[MockWatch] = []
         self._next_port = FIRST_HOST_PORT
         self.adopted: set[str] = set()  # container ids counted as this cluster's (adopt)
+        self.formers: set[str] = set()  # the clusters this worker was in before (join)
         self._volumes: set[str] = set()
 
     def ping(self) -> bool:
@@ -151,6 +154,8 @@ class MockRuntime:
     def join(self, cluster: str) -> None:
         """Belong to this cluster from now on: as Docker's runtime, another cluster's
         containers (a replaced manager database) are not listed, started or removed."""
+        if self.cluster is not None and self.cluster != cluster:
+            self.formers.add(self.cluster)
         self.cluster = cluster
 
     def start(
@@ -283,6 +288,14 @@ class MockRuntime:
     def _ours(self, container: _Container) -> bool:
         return container.cluster in (None, self.cluster) or container.container_id in self.adopted
 
+    def _is_stray(self, container: _Container) -> bool:
+        """A former cluster's container, not adopted (see `former`)."""
+        return not self._ours(container) and former(container.cluster, self.cluster, self.formers)
+
+    def _foreign(self, container: _Container) -> bool:
+        """Another cluster's, not a former one: listed, never adoptable nor removed."""
+        return not self._ours(container) and not self._is_stray(container)
+
     def strays(
         self, disowned: Collection[tuple[str, int]], limit: int
     ) -> tuple[Sequence[Stray], int]:
@@ -304,7 +317,8 @@ class MockRuntime:
                     cluster=c.cluster,
                     since=None,
                     host_ports=dict(c.host_ports),
-                    spec=c.spec,
+                    spec=None if self._foreign(c) else c.spec,
+                    unrecoverable=foreign(str(c.cluster)) if self._foreign(c) else None,
                 )
                 for c in sorted(found, key=lambda c: c.container_id)[:limit]
             ]
@@ -317,7 +331,7 @@ class MockRuntime:
                 c
                 for c in self._containers.values()
                 if c.container_id == container_id
-                and (not self._ours(c) or (c.task_id, c.attempt) in disowned)
+                and (self._is_stray(c) or (c.task_id, c.attempt) in disowned)
             ]
             if not found:
                 raise RuntimeFailure(f"no orphan container {container_id} on node {self.node}")
