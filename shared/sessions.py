@@ -169,6 +169,17 @@ class ExecParams(WireModel):
     cols: Annotated[int, Field(ge=1, le=10_000)] | None = None
 
 
+Binary = Annotated[
+    bool,
+    Field(
+        description="the client reads chunks in base64 (`encoding`) and paces its stdin by"
+        " `input_ack`: bytes are carried exactly; without it (older clients), output is"
+        " text with bytes that are not UTF-8 replaced, and input is not paced"
+    ),
+]
+"""Whether a session carries bytes exactly: asked for on open, passed on in the start."""
+
+
 class SessionOpen(WireModel):
     """Body of `query.stream.open`, from a client: stream from a task's container.
 
@@ -182,12 +193,7 @@ class SessionOpen(WireModel):
     exec: ExecParams | None = None
     lease: Annotated[float, Field(ge=2, le=300)] = DEFAULT_LEASE
     window: Annotated[int, Field(ge=1, le=1024)] = DEFAULT_WINDOW
-    binary: bool = Field(
-        default=False,
-        description="the client reads chunks in base64 (`encoding`) and paces its stdin by"
-        " `input_ack`: bytes are carried exactly; without it (older clients), output is"
-        " text with bytes that are not UTF-8 replaced, and input is not paced",
-    )
+    binary: Binary = False
 
 
 class Resize(WireModel):
@@ -239,12 +245,7 @@ class StreamStart(WireModel):
     exec: ExecParams | None = None
     lease: Annotated[float, Field(ge=2, le=300)] = DEFAULT_LEASE
     window: Annotated[int, Field(ge=1, le=1024)] = DEFAULT_WINDOW
-    binary: bool = Field(
-        default=False,
-        description="the client reads chunks in base64 (`encoding`) and paces its stdin by"
-        " `input_ack`: bytes are carried exactly; without it (older clients), output is"
-        " text with bytes that are not UTF-8 replaced, and input is not paced",
-    )
+    binary: Binary = False
 
 
 class StreamFrame(WireModel):
